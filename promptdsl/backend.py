@@ -1,0 +1,148 @@
+"""The backend plugin interface: everything a backend author needs, and nothing else.
+
+A backend is a subclass of :class:`Backend` exposed through the entry-point
+group ``promptdsl.backends``::
+
+    [project.entry-points."promptdsl.backends"]
+    mybackend = "my_package:MyBackend"
+
+The runner reads :attr:`Backend.capabilities` to choose an output method
+(``score`` > ``constrain`` > ``generate``), so a backend only implements what
+it declares. Every failure must surface as :class:`~promptdsl.errors.BackendError`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar
+
+from .errors import BackendError
+from .prompt import Prompt
+
+
+class Capability(str, Enum):
+    """What a backend can do; the runner picks methods from these."""
+
+    CHAT = "chat"  # accepts chat-mode prompts (message lists)
+    COMPLETION = "completion"  # accepts completion-mode prompts (plain text)
+    STREAM = "stream"  # yields text as it is generated
+    SCORE = "score"  # log p(continuation | prompt) for given continuations
+    GRAMMAR = "grammar"  # decoding limited by Constraint (choices and JSON Schema)
+    JSON_SCHEMA = "json_schema"  # server-side JSON Schema response format
+    TOOLS = "tools"  # tool / function calling
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Keys of ``model.options`` that are generation settings; the rest configure the backend.
+GENERATION_KEYS = frozenset({"temperature", "max_tokens", "stop", "seed", "top_p", "top_k"})
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Sampling settings for one request. ``temperature=0`` means greedy."""
+
+    temperature: float = 0.0
+    max_tokens: int | None = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = 0
+    top_p: float | None = None
+    top_k: int | None = None
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any]) -> GenerationOptions:
+        """Build from a spec's ``model.options`` (non-generation keys are ignored)."""
+        kwargs: dict[str, Any] = {k: options[k] for k in GENERATION_KEYS if k in options}
+        stop = kwargs.get("stop")
+        if isinstance(stop, str):
+            kwargs["stop"] = (stop,)
+        elif stop is not None:
+            kwargs["stop"] = tuple(stop)
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Limits decoding: to exactly one of ``choices``, or to JSON valid against ``json_schema``."""
+
+    choices: tuple[str, ...] | None = None
+    json_schema: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What ``promptdsl backends`` shows for one installed plugin."""
+
+    name: str
+    version: str
+    capabilities: frozenset[Capability] = frozenset()
+    distribution: str = ""
+    error: str | None = None  # set when the plugin failed to load
+
+
+class Backend(ABC):
+    """Base class of every backend.
+
+    Subclasses set :attr:`name` and :attr:`capabilities`, implement
+    :meth:`stream`, and implement :meth:`score` when they declare ``SCORE``.
+    ``model`` is backend-specific (alias, path, remote id; ``None`` means the
+    backend's default); ``options`` are the non-generation keys of the spec's
+    ``model.options`` (e.g. ``base_url``, ``n_ctx``).
+    """
+
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None):
+        self.model = model
+        self.options: dict[str, Any] = dict(options or {})
+
+    @property
+    def model_id(self) -> str:
+        """The model's name as results report it."""
+        return self.model or "default"
+
+    @abstractmethod
+    def stream(
+        self,
+        prompt: Prompt,
+        options: GenerationOptions,
+        constraint: Constraint | None = None,
+    ) -> Iterator[str]:
+        """Yield the generated text piece by piece.
+
+        Closing the iterator early must stop generation and leave the backend
+        ready for the next request.
+        """
+
+    def complete(
+        self,
+        prompt: Prompt,
+        options: GenerationOptions,
+        constraint: Constraint | None = None,
+    ) -> str:
+        """The whole generated text (joins :meth:`stream` unless overridden)."""
+        return "".join(self.stream(prompt, options, constraint))
+
+    def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
+        """Summed log-probability of each continuation right after ``prompt``."""
+        raise BackendError("this backend cannot score continuations", backend=self.name)
+
+    def context_length(self) -> int | None:
+        """The model's context window in tokens, if known."""
+        return None
+
+    def count_tokens(self, prompt: Prompt) -> int | None:
+        """How many tokens ``prompt`` takes, if the backend can tell cheaply."""
+        return None
+
+    def close(self) -> None:
+        """Release resources (models, connections). Safe to call twice."""
+
+    def supports(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+

@@ -1,0 +1,135 @@
+"""Input values: parse them from the command line and validate them against the spec.
+
+Every value is checked against its JSON Schema before any model is called, so a
+bad value costs nothing and the message names the input.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from jsonschema import Draft202012Validator
+
+from .errors import InputError, format_path
+from .spec import Spec
+
+MAX_INPUT_FILE_BYTES = 16 << 20
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a close option exists, else an empty string."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _validator(schema: Mapping[str, Any]) -> Draft202012Validator:
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def validate_inputs(spec: Spec, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``values`` with defaults filled in; raise InputError on the first problem."""
+    if not isinstance(values, Mapping):
+        raise InputError(f"inputs must be an object of name -> value, not {type(values).__name__}")
+    declared = spec.inputs
+    for name in values:
+        if name not in declared:
+            known = ", ".join(declared) or "none"
+            raise InputError(
+                f"unknown input '{name}'{did_you_mean(name, declared)}; the spec's inputs: {known}",
+                name=name,
+            )
+    out: dict[str, Any] = {}
+    for name, schema in declared.items():
+        if name in values:
+            value = values[name]
+        elif "default" in schema:
+            value = schema["default"]
+        else:
+            raise InputError(f"missing input '{name}' (it has no default)", name=name)
+        errors = sorted(_validator(schema).iter_errors(value), key=lambda e: list(e.path))
+        if errors:
+            err = errors[0]
+            sub = format_path(list(err.absolute_path))[1:]
+            raise InputError(f"input '{name}{sub}': {err.message}", name=name)
+        out[name] = value
+    return out
+
+
+def parse_assignment(spec: Spec, text: str, *, cwd: Path | None = None) -> tuple[str, Any]:
+    """Parse one ``--input name=value`` (or ``name=@file``) into a typed value.
+
+    Strings stay as typed; other declared types are read as JSON, so
+    ``--input n=3`` gives the integer 3 when ``n`` is an integer input.
+    """
+    if "=" not in text:
+        raise InputError(f"--input expects name=value, name=@file or '-', got {text!r}")
+    name, raw = text.split("=", 1)
+    name = name.strip()
+    if raw.startswith("@"):
+        path = Path(raw[1:])
+        if cwd is not None and not path.is_absolute():
+            path = cwd / path
+        raw = _read_input_file(path, name)
+    schema = spec.inputs.get(name, {})
+    if _wants_string(schema):
+        return name, raw
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw  # let schema validation say what type was expected
+
+
+def _wants_string(schema: Mapping[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind == "string":
+        return True
+    if kind is None and "enum" in schema:
+        return all(isinstance(v, str) for v in schema["enum"])
+    return kind is None
+
+
+def _read_input_file(path: Path, name: str) -> str:
+    try:
+        if path.stat().st_size > MAX_INPUT_FILE_BYTES:
+            raise InputError(f"input '{name}': file {path} is larger than 16 MiB", name=name)
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"input '{name}': file not found: {path}", name=name) from None
+    except UnicodeDecodeError:
+        raise InputError(f"input '{name}': file {path} is not UTF-8 text", name=name) from None
+    except OSError as exc:
+        raise InputError(f"input '{name}': cannot read {path}: {exc.strerror}", name=name) from None
+
+
+def read_stdin_object(stream: TextIO) -> dict[str, Any]:
+    """Read the JSON object given with ``--input -``."""
+    text = stream.read()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"stdin: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(value, dict):
+        raise InputError(f"stdin: expected a JSON object of inputs, got {type(value).__name__}")
+    return value
+
+
+def collect_inputs(
+    spec: Spec, assignments: Iterable[str], stdin: TextIO | None = None
+) -> dict[str, Any]:
+    """Merge ``--input`` flags (and ``-`` for stdin) into one raw values mapping."""
+    values: dict[str, Any] = {}
+    for item in assignments:
+        if item == "-":
+            if stdin is None:
+                raise InputError("--input - needs JSON on standard input")
+            values.update(read_stdin_object(stdin))
+        else:
+            name, value = parse_assignment(spec, item)
+            values[name] = value
+    return values

@@ -1,0 +1,337 @@
+"""Load a spec file: YAML -> extends -> JSON Schema -> semantic checks -> :class:`Spec`.
+
+Every problem is a :class:`SpecError` located at ``file:line:col`` with the
+key path, so a user can jump straight to it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, SchemaError
+from jsonschema.exceptions import ValidationError
+
+from .errors import InputError, SpecError
+from .inputs import did_you_mean, validate_inputs
+from .spec import (
+    Example,
+    FewShot,
+    Method,
+    ModelConfig,
+    OutputSpec,
+    OutputType,
+    Spec,
+    SpecTest,
+)
+from .templates import TemplateFailure, compile_template
+from .yamlsource import KeyPath, Located, load_yaml, parse_yaml, read_text
+
+TEMPLATE_KEYS = ("system", "instruction", "template")
+MAX_EXAMPLES_FILE_BYTES = 64 << 20
+
+
+@lru_cache(maxsize=1)
+def spec_schema() -> dict[str, Any]:
+    """The spec JSON Schema shipped inside the package."""
+    text = resources.files("promptdsl").joinpath("schema/spec.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Load, merge (``extends``), validate and type a spec file."""
+    path = Path(path)
+    located = _load_with_extends(path, ())
+    data = located.data
+    _validate_schema(located)
+    spec = _build(data, located, path)
+    _check_semantics(spec, located)
+    return spec
+
+
+def loads_spec(text: str, *, file: str = "<string>", base_dir: Path | None = None) -> Spec:
+    """Load a spec from YAML text (``extends`` resolves against ``base_dir``)."""
+    located = parse_yaml(text, file)
+    _require_mapping(located)
+    if isinstance(located.data, dict) and "extends" in located.data:
+        base = (base_dir or Path.cwd()) / str(located.data["extends"])
+        located = _merge_extends(located, base, (Path(file).resolve(),))
+    _validate_schema(located)
+    spec = _build(located.data, located, (base_dir or Path.cwd()) / file)
+    _check_semantics(spec, located)
+    return spec
+
+
+# --------------------------------------------------------------------------- extends
+
+
+def _require_mapping(located: Located) -> None:
+    if not isinstance(located.data, dict):
+        kind = "empty" if located.data is None else f"a YAML {type(located.data).__name__}"
+        raise located.error(f"a spec must be a YAML mapping of keys, but this file is {kind}")
+
+
+def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> Located:
+    located = load_yaml(path)
+    _require_mapping(located)
+    if "extends" not in located.data:
+        return located
+    target = located.data["extends"]
+    if not isinstance(target, str):
+        raise located.error("'extends' must be a file path", ("extends",))
+    return _merge_extends(located, path.parent / target, (*chain, path.resolve()))
+
+
+def _merge_extends(child: Located, base_path: Path, chain: tuple[Path, ...]) -> Located:
+    resolved = base_path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise child.error(f"'extends' cycle: {cycle}", ("extends",))
+    if not base_path.exists():
+        raise child.error(f"'extends' file not found: {base_path}", ("extends",))
+    base = _load_with_extends(base_path, chain)
+    merged = _deep_merge(base.data, child.data)
+    merged.pop("extends", None)
+    positions = dict(base.positions)
+    for key in list(positions):
+        if key and isinstance(child.data, dict) and key[0] in child.data and _overridden(child.data, key):
+            del positions[key]
+    positions.update({k: v for k, v in child.positions.items() if k != ("extends",)})
+    return Located(merged, child.file, positions)
+
+
+def _overridden(child: Mapping[str, Any], key: KeyPath) -> bool:
+    """True if ``key`` lies under a value the child replaces rather than merges."""
+    node: Any = child
+    for part in key:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+        if not isinstance(node, Mapping):
+            return True
+    return False
+
+
+def _deep_merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = _deep_merge(base[key], value) if key in base else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(over)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _validate_schema(located: Located) -> None:
+    validator = Draft202012Validator(spec_schema())
+    errors = sorted(validator.iter_errors(located.data), key=_error_order)
+    if not errors:
+        return
+    raise _schema_error(located, errors[0], extra=len(errors) - 1)
+
+
+def _error_order(err: ValidationError) -> tuple[int, list[str]]:
+    # Report the deepest, most specific error first: that is the line to fix.
+    return (-len(err.absolute_path), [str(p) for p in err.absolute_path])
+
+
+def _schema_error(located: Located, err: ValidationError, extra: int = 0) -> SpecError:
+    path: KeyPath = tuple(err.absolute_path)
+    message = err.message
+    if err.validator == "additionalProperties":
+        instance = err.instance if isinstance(err.instance, dict) else {}
+        allowed = list(err.schema.get("properties", {}))
+        unknown = [k for k in instance if k not in allowed]
+        if unknown:
+            key = unknown[0]
+            path = (*path, key)
+            where = f"in '{path[-2]}'" if len(path) > 1 else "at the top level"
+            message = f"unknown key '{key}' {where}{did_you_mean(key, allowed)}"
+    elif err.validator == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        message = f"missing required key '{missing}'"
+    elif err.validator in ("anyOf", "oneOf") and err.context:
+        best = min(err.context, key=lambda e: len(list(e.absolute_path)) * -1)
+        message = best.message
+    elif err.validator == "pattern" and path and path[-1] == "name":
+        message = f"name {err.instance!r} must match [a-z0-9][a-z0-9_-]* (lower-case letters, digits, '-' and '_')"
+    if extra:
+        message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
+    return located.error(message, path)
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _build(data: dict[str, Any], located: Located, path: Path) -> Spec:
+    model = data.get("model", {})
+    fewshot = data.get("fewshot", {})
+    out = data.get("output", {"type": "text"})
+    examples = [Example(dict(e["input"]), e["output"]) for e in data.get("examples", [])]
+    if "examples_file" in data:
+        if "examples" in data:
+            raise located.error(
+                "use either 'examples' or 'examples_file', not both", ("examples_file",)
+            )
+        examples = _load_examples_file(path.parent / data["examples_file"], located)
+    return Spec(
+        name=data["name"],
+        version=data["version"],
+        description=data.get("description", ""),
+        model=ModelConfig(model.get("backend"), model.get("model"), dict(model.get("options", {}))),
+        mode=data.get("mode", "chat"),
+        system=data.get("system"),
+        instruction=data.get("instruction"),
+        inputs={k: dict(v) for k, v in data.get("inputs", {}).items()},
+        template=data.get("template"),
+        examples=examples,
+        fewshot=FewShot(
+            k=fewshot.get("k"),
+            select=fewshot.get("select", "first"),
+            seed=fewshot.get("seed", 0),
+            target_delimiter=fewshot.get("target_delimiter", " "),
+            separator=fewshot.get("separator", "\n\n"),
+        ),
+        output=OutputSpec(
+            type=OutputType(out["type"]),
+            choices=tuple(out.get("choices", ())),
+            method=Method(out.get("method", "auto")),
+            schema=out.get("schema"),
+            pattern=out.get("pattern"),
+            stop=_as_tuple(out.get("stop")),
+            max_tokens=out.get("max_tokens"),
+            strip=out.get("strip", True),
+        ),
+        tests=[SpecTest(dict(t["input"]), t["expect"], t.get("name", "")) for t in data.get("tests", [])],
+        path=path,
+        data=data,
+        source=located,
+    )
+
+
+def _as_tuple(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _load_examples_file(path: Path, located: Located) -> list[Example]:
+    where: KeyPath = ("examples_file",)
+    if path.suffix not in (".jsonl", ".yaml", ".yml", ".json"):
+        raise located.error(f"examples_file must be .jsonl, .json or .yaml, not '{path.suffix}'", where)
+    if not path.exists():
+        raise located.error(f"examples_file not found: {path}", where)
+    rows: list[tuple[Any, str, int]] = []
+    if path.suffix == ".jsonl":
+        text = read_text(path, what="examples file", limit=MAX_EXAMPLES_FILE_BYTES)
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((json.loads(line), str(path), n))
+            except json.JSONDecodeError as exc:
+                raise SpecError(f"invalid JSON: {exc.msg}", file=str(path), line=n, col=exc.colno) from None
+    else:
+        doc = load_yaml(path, what="examples file")
+        if not isinstance(doc.data, list):
+            raise doc.error("an examples file must hold a list of {input, output} items")
+        rows = [(item, doc.file, doc.where((i,))[1]) for i, item in enumerate(doc.data)]
+    example_schema = spec_schema()["$defs"]["example"]
+    out = []
+    for item, file, line in rows:
+        problems = list(Draft202012Validator(example_schema).iter_errors(item))
+        if problems:
+            raise SpecError(f"bad example: {problems[0].message}", file=file, line=line)
+        out.append(Example(dict(item["input"]), item["output"]))
+    return out
+
+
+# --------------------------------------------------------------------------- semantics
+
+
+def _check_semantics(spec: Spec, located: Located) -> None:
+    """What JSON Schema cannot say: schemas valid, templates parse, examples fit."""
+    if spec.mode == "completion" and spec.system is not None:
+        raise located.error("'system' is only used in chat mode (this spec has mode: completion)", ("system",))
+    for key in TEMPLATE_KEYS:
+        source = getattr(spec, key)
+        if source is not None:
+            try:
+                compile_template(source)
+            except TemplateFailure as exc:
+                raise located.error(f"{key}: {exc}", (key,)) from None
+    for name, schema in spec.inputs.items():
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            raise located.error(f"input '{name}' has an invalid JSON Schema: {exc.message}", ("inputs", name)) from None
+        if "default" in schema and list(Draft202012Validator(schema).iter_errors(schema["default"])):
+            raise located.error(f"input '{name}': its default does not fit its own schema", ("inputs", name, "default"))
+    _check_output(spec.output, located)
+    for i, ex in enumerate(spec.examples):
+        _check_input(spec, ex.input, located, ("examples", i, "input"), "example")
+        problem = output_problem(spec.output, ex.output)
+        if problem:
+            raise located.error(f"example {i + 1}: output {ex.output!r} {problem}", ("examples", i, "output"))
+    k = spec.fewshot.k
+    if k is not None and k > len(spec.examples):
+        raise located.error(
+            f"fewshot.k is {k} but the spec has only {len(spec.examples)} example(s)", ("fewshot", "k")
+        )
+    for i, test in enumerate(spec.tests):
+        _check_input(spec, test.input, located, ("tests", i, "input"), "test")
+
+
+def _check_input(spec: Spec, values: dict[str, Any], located: Located, path: KeyPath, what: str) -> None:
+    try:
+        validate_inputs(spec, values)
+    except InputError as exc:
+        sub: KeyPath = (*path, exc.name) if exc.name and exc.name in values else path
+        raise located.error(f"{what} {path[1] + 1}: {exc.message}", sub) from None
+
+
+def _check_output(out: OutputSpec, located: Located) -> None:
+    where: KeyPath = ("output",)
+    allowed = {
+        OutputType.TEXT: {Method.AUTO, Method.GENERATE},
+        OutputType.REGEX: {Method.AUTO, Method.GENERATE},
+        OutputType.JSON: {Method.AUTO, Method.CONSTRAIN, Method.GENERATE},
+        OutputType.CHOICE: set(Method),
+    }[out.type]
+    if out.method not in allowed:
+        options = ", ".join(sorted(m.value for m in allowed))
+        raise located.error(f"method '{out.method}' does not apply to output type '{out.type}' (use {options})", (*where, "method"))
+    if out.type is OutputType.REGEX and out.pattern is not None:
+        try:
+            re.compile(out.pattern)
+        except re.error as exc:
+            raise located.error(f"invalid regular expression: {exc}", (*where, "pattern")) from None
+    if out.type is OutputType.JSON and out.schema is not None:
+        try:
+            Draft202012Validator.check_schema(out.schema)
+        except SchemaError as exc:
+            raise located.error(f"invalid output JSON Schema: {exc.message}", (*where, "schema")) from None
+    for key, used_by in (("choices", OutputType.CHOICE), ("schema", OutputType.JSON), ("pattern", OutputType.REGEX)):
+        if key in located.data.get("output", {}) and out.type is not used_by:
+            raise located.error(f"'{key}' only applies to output type '{used_by}'", (*where, key))
+
+
+def output_problem(out: OutputSpec, value: Any) -> str | None:
+    """Why ``value`` is not a valid parsed output for ``out`` (None when it is)."""
+    if out.type is OutputType.CHOICE:
+        return None if value in out.choices else f"is not one of the choices {list(out.choices)}"
+    if out.type is OutputType.JSON:
+        errors = list(Draft202012Validator(out.schema or {}).iter_errors(value))
+        return f"does not fit the output schema: {errors[0].message}" if errors else None
+    if not isinstance(value, str):
+        return f"must be a string for output type '{out.type}'"
+    return None

@@ -1,0 +1,86 @@
+"""A run's result, and the lazy :class:`Response` that streams before it is one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .spec import Method
+
+
+@dataclass
+class Result:
+    """A parsed, validated answer plus how it was obtained (the contract's §4 JSON)."""
+
+    value: Any
+    method: Method
+    raw: str
+    backend: str
+    model: str
+    scores: dict[str, float] | None = None
+    seconds: float = 0.0
+    cached: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"value": self.value, "method": self.method.value, "raw": self.raw}
+        if self.scores is not None:
+            out["scores"] = self.scores
+        out["backend"] = self.backend
+        out["model"] = self.model
+        out["timing"] = {"seconds": round(self.seconds, 4), "cached": self.cached}
+        out.update(self.extra)
+        return out
+
+
+class Response:
+    """Streams text when iterated; ``text()`` and ``result()`` force it.
+
+    Closing it (or leaving a ``with`` block) stops generation at once.
+    """
+
+    def __init__(self, chunks: Iterator[str], finish: Callable[[str], Result]) -> None:
+        self._chunks = chunks
+        self._finish = finish
+        self._parts: list[str] = []
+        self._done = False
+        self._result: Result | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._done:
+            yield from self._parts
+            return
+        for chunk in self._chunks:
+            self._parts.append(chunk)
+            yield chunk
+        self._done = True
+
+    def text(self) -> str:
+        """The whole raw text (waits for generation to finish)."""
+        for _ in self:
+            pass
+        return "".join(self._parts)
+
+    def result(self) -> Result:
+        """The parsed result (raises OutputError when the text does not fit)."""
+        if self._result is None:
+            self._result = self._finish(self.text())
+        return self._result
+
+    def close(self) -> None:
+        """Stop generation; what streamed so far stays in ``partial``."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        self._done = True
+
+    @property
+    def partial(self) -> str:
+        return "".join(self._parts)
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,202 @@
+"""Run a spec: validate inputs -> compile -> backend -> parse + validate -> Result.
+
+The output method is chosen once per runner from the backend's capabilities,
+and each method is one handler in a table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from .backend import GENERATION_KEYS, Backend, Capability, Constraint, GenerationOptions
+from .compiler import Compiler
+from .errors import BackendError, OutputError, PromptDSLError
+from .inputs import validate_inputs
+from .outputs import METHOD_ORDER, ParseFailure, method_possible, parse_output
+from .prompt import Prompt
+from .registry import get_backend, resolve_backend_name
+from .result import Response, Result
+from .spec import Method, OutputType, Spec
+
+#: Default token budget per output type when neither spec nor options set one.
+DEFAULT_MAX_TOKENS = {
+    OutputType.TEXT: 256,
+    OutputType.CHOICE: 16,
+    OutputType.JSON: 512,
+    OutputType.REGEX: 64,
+}
+
+
+def choose_method(spec: Spec, backend: Backend) -> Method:
+    """The method to use: the spec's, if the backend can; else the strongest it can."""
+    caps = frozenset(backend.capabilities)
+    order = METHOD_ORDER[spec.output.type]
+    wanted = spec.output.method
+    if wanted is not Method.AUTO:
+        if not method_possible(wanted, caps):
+            raise BackendError(
+                f"spec '{spec.name}' asks for method '{wanted}', which this backend cannot do "
+                f"(its capabilities: {', '.join(sorted(c.value for c in caps))})",
+                backend=backend.name,
+                exit_code=2,
+            )
+        return wanted
+    for method in order:
+        if method_possible(method, caps):
+            return method
+    raise BackendError(f"no method for output type '{spec.output.type}'", backend=backend.name, exit_code=2)
+
+
+class Runner:
+    """Runs one spec on one backend, reusing the compiled example part for every input."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        backend: Backend | None = None,
+        *,
+        backend_name: str | None = None,
+        model: str | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        merged = {**spec.model.options, **(options or {})}
+        if backend is None:
+            name = resolve_backend_name(backend_name, spec.model.backend)
+            backend_opts = {k: v for k, v in merged.items() if k not in GENERATION_KEYS}
+            backend = get_backend(name, model or spec.model.model, backend_opts)
+        self.backend = backend
+        needed = Capability.CHAT if spec.mode == "chat" else Capability.COMPLETION
+        if not backend.supports(needed):
+            raise BackendError(
+                f"spec '{spec.name}' is in {spec.mode} mode, which this backend does not support",
+                backend=backend.name,
+                exit_code=2,
+            )
+        self.method = choose_method(spec, backend)
+        self.generation = self._generation_options(merged)
+        self.compiler = Compiler(spec)
+        self._handlers: dict[Method, Callable[[Prompt, dict[str, Any], float], Response]] = {
+            Method.SCORE: self._score,
+            Method.CONSTRAIN: self._constrain,
+            Method.GENERATE: self._generate,
+        }
+
+    def _generation_options(self, merged: Mapping[str, Any]) -> GenerationOptions:
+        out = self.spec.output
+        opts = dict(merged)
+        if out.stop is not None:
+            opts["stop"] = out.stop
+        elif "stop" not in opts and self.spec.mode == "completion" and self.spec.fewshot.separator.strip() == "":
+            opts["stop"] = (self.spec.fewshot.separator,)
+        opts["max_tokens"] = out.max_tokens or opts.get("max_tokens") or DEFAULT_MAX_TOKENS[out.type]
+        return GenerationOptions.from_mapping(opts)
+
+    # ------------------------------------------------------------------ public API
+
+    def prepare(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], Prompt]:
+        """Validate ``inputs`` and compile the prompt (no model call)."""
+        values = validate_inputs(self.spec, inputs)
+        return values, self.compiler.compile(values)
+
+    def stream(self, inputs: Mapping[str, Any]) -> Response:
+        """A lazy Response: iterate it for text as it comes, ``result()`` for the value."""
+        values, prompt = self.prepare(inputs)
+        return self._handlers[self.method](prompt, values, time.perf_counter())
+
+    def run(self, inputs: Mapping[str, Any]) -> Result:
+        """Run one input to a parsed, validated Result."""
+        return self.stream(inputs).result()
+
+    # ------------------------------------------------------------------ method handlers
+
+    def _result(self, value: Any, raw: str, start: float, scores: dict[str, float] | None = None) -> Result:
+        return Result(
+            value=value,
+            method=self.method,
+            raw=raw,
+            backend=self.backend.name,
+            model=self.backend.model_id,
+            scores=scores,
+            seconds=time.perf_counter() - start,
+        )
+
+    def _parser(self, values: dict[str, Any], start: float) -> Callable[[str], Result]:
+        def finish(raw: str) -> Result:
+            try:
+                value = parse_output(self.spec.output, raw)
+            except ParseFailure as exc:
+                raise OutputError(str(exc), spec=self.spec.label, input=values, raw=raw) from None
+            return self._result(value, raw, start)
+
+        return finish
+
+    def _score(self, prompt: Prompt, values: dict[str, Any], start: float) -> Response:
+        choices = self.spec.output.choices
+
+        def chunks() -> Iterator[str]:
+            conts = [prompt.continuation_prefix + c for c in choices]
+            logps = _call(self.backend, lambda: self.backend.score(prompt, conts))
+            if len(logps) != len(choices):
+                raise BackendError(f"score returned {len(logps)} values for {len(choices)} choices", backend=self.backend.name)
+            scores = dict(zip(choices, (float(x) for x in logps)))
+            holder["scores"] = scores
+            yield max(choices, key=lambda c: scores[c])
+
+        holder: dict[str, dict[str, float]] = {}
+
+        def finish(raw: str) -> Result:
+            return self._result(raw, raw, start, holder["scores"])
+
+        return Response(chunks(), finish)
+
+    def _constrain(self, prompt: Prompt, values: dict[str, Any], start: float) -> Response:
+        out = self.spec.output
+        if out.type is OutputType.CHOICE:
+            constraint = Constraint(choices=tuple(prompt.continuation_prefix + c for c in out.choices))
+        else:
+            constraint = Constraint(json_schema=out.schema or {})
+        stream = _guarded(self.backend, self.backend.stream(prompt, self.generation, constraint))
+        return Response(stream, self._parser(values, start))
+
+    def _generate(self, prompt: Prompt, values: dict[str, Any], start: float) -> Response:
+        stream = _guarded(self.backend, self.backend.stream(prompt, self.generation))
+        return Response(stream, self._parser(values, start))
+
+
+def _call(backend: Backend, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except PromptDSLError:
+        raise
+    except Exception as exc:
+        raise BackendError(f"{type(exc).__name__}: {exc}", backend=backend.name, exit_code=1) from exc
+
+
+def _guarded(backend: Backend, chunks: Iterator[str]) -> Iterator[str]:
+    """Turn a plugin's stray exceptions into BackendErrors; close the source when closed."""
+    try:
+        yield from chunks
+    except PromptDSLError:
+        raise
+    except Exception as exc:
+        raise BackendError(f"{type(exc).__name__}: {exc}", backend=backend.name, exit_code=1) from exc
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def run_spec(
+    spec: Spec,
+    inputs: Mapping[str, Any],
+    *,
+    backend: str | None = None,
+    model: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Result:
+    """One-call convenience: run ``spec`` on ``inputs`` and return the Result."""
+    return Runner(spec, backend_name=backend, model=model, options=options).run(inputs)
+

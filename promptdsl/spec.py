@@ -1,0 +1,118 @@
+"""The typed view of a validated spec (what the compiler and runner read)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from .yamlsource import Located
+
+
+class OutputType(str, Enum):
+    TEXT = "text"
+    CHOICE = "choice"
+    JSON = "json"
+    REGEX = "regex"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Method(str, Enum):
+    AUTO = "auto"
+    SCORE = "score"
+    CONSTRAIN = "constrain"
+    GENERATE = "generate"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backend: str | None = None
+    model: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FewShot:
+    k: int | None = None  # None: every example
+    select: str = "first"  # first | random | balanced
+    seed: int = 0
+    target_delimiter: str = " "
+    separator: str = "\n\n"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    type: OutputType = OutputType.TEXT
+    choices: tuple[str, ...] = ()
+    method: Method = Method.AUTO
+    schema: dict[str, Any] | None = None
+    pattern: str | None = None
+    stop: tuple[str, ...] | None = None
+    max_tokens: int | None = None
+    strip: bool = True
+
+    def as_context(self) -> dict[str, Any]:
+        """What templates see as ``output``."""
+        ctx: dict[str, Any] = {"type": self.type.value, "method": self.method.value}
+        if self.choices:
+            ctx["choices"] = list(self.choices)
+        if self.schema is not None:
+            ctx["schema"] = self.schema
+        if self.pattern is not None:
+            ctx["pattern"] = self.pattern
+        return ctx
+
+
+@dataclass(frozen=True)
+class Example:
+    input: dict[str, Any]
+    output: Any
+
+
+@dataclass(frozen=True)
+class SpecTest:
+    input: dict[str, Any]
+    expect: Any
+    name: str = ""
+
+
+@dataclass
+class Spec:
+    """A loaded, validated spec. Build it with :func:`promptdsl.load_spec`."""
+
+    name: str
+    version: int = 1
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mode: str = "chat"
+    system: str | None = None
+    instruction: str | None = None
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    template: str | None = None
+    examples: list[Example] = field(default_factory=list)
+    fewshot: FewShot = field(default_factory=FewShot)
+    output: OutputSpec = field(default_factory=OutputSpec)
+    tests: list[SpecTest] = field(default_factory=list)
+    path: Path | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    source: Located | None = None
+
+    @property
+    def label(self) -> str:
+        """How messages name this spec: its file, else its name."""
+        return str(self.path) if self.path else self.name
+
+    def item_template(self) -> str:
+        """The template that renders one item; a plain default when the spec has none."""
+        if self.template is not None:
+            return self.template
+        names = list(self.inputs)
+        if len(names) == 1:
+            return "{{ " + names[0] + " }}"
+        return "\n".join(f"{n}: {{{{ {n} }}}}" for n in names)

@@ -1,0 +1,64 @@
+"""Run a spec's own ``tests`` (``promptdsl test``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from .errors import PromptDSLError
+from .runner import Runner
+from .spec import Spec, SpecTest
+
+
+@dataclass
+class TestOutcome:
+    spec: Spec
+    index: int
+    test: SpecTest
+    passed: bool
+    detail: str
+    value: Any = None
+
+    @property
+    def label(self) -> str:
+        name = f" ({self.test.name})" if self.test.name else ""
+        return f"{self.spec.label}::test[{self.index}]{name}"
+
+
+def check_expectation(expect: Any, value: Any) -> str | None:
+    """None when ``value`` meets ``expect``, else why not (one line)."""
+    if not isinstance(expect, dict):
+        return None if value == expect else f"expected {expect!r}, got {value!r}"
+    problems = []
+    if "equals" in expect and value != expect["equals"]:
+        problems.append(f"expected {expect['equals']!r}, got {value!r}")
+    if "in" in expect and value not in expect["in"]:
+        problems.append(f"expected one of {expect['in']!r}, got {value!r}")
+    text = value if isinstance(value, str) else repr(value)
+    if "contains" in expect and expect["contains"].lower() not in text.lower():
+        problems.append(f"expected text containing {expect['contains']!r}, got {text!r}")
+    if "matches" in expect and not re.search(expect["matches"], text):
+        problems.append(f"expected text matching /{expect['matches']}/, got {text!r}")
+    if "schema" in expect:
+        errors = list(Draft202012Validator(expect["schema"]).iter_errors(value))
+        if errors:
+            problems.append(f"value does not fit the expected schema: {errors[0].message}")
+    return "; ".join(problems) or None
+
+
+def run_tests(spec: Spec, runner: Runner) -> Iterator[TestOutcome]:
+    """Run each test of ``spec``; a failed parse is a failed test, not a crash."""
+    for i, test in enumerate(spec.tests):
+        try:
+            result = runner.run(test.input)
+        except PromptDSLError as exc:
+            if exc.exit_code == 2:
+                raise
+            yield TestOutcome(spec, i, test, False, str(exc))
+            continue
+        problem = check_expectation(test.expect, result.value)
+        yield TestOutcome(spec, i, test, problem is None, problem or f"got {result.value!r}", result.value)

@@ -1,0 +1,58 @@
+"""Jinja2 templates, always sandboxed, with undefined names as errors.
+
+Specs come from files people share, so a template may only format the data it
+is given: the sandbox refuses Python internals such as ``''.__class__``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+
+class TemplateFailure(Exception):
+    """Why a template failed, in one line (the caller adds where)."""
+
+
+def _tojson(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@lru_cache(maxsize=1)
+def environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+    )
+    env.filters["tojson"] = _tojson
+    return env
+
+
+@lru_cache(maxsize=512)
+def compile_template(source: str) -> jinja2.Template:
+    """Parse a template once; raise TemplateFailure on a syntax error."""
+    try:
+        return environment().from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateFailure(f"template syntax error on its line {exc.lineno}: {exc.message}") from None
+
+
+def render(source: str, context: Mapping[str, Any]) -> str:
+    """Render ``source`` with ``context``; every failure is a TemplateFailure."""
+    template = compile_template(source)
+    try:
+        return template.render(**context)
+    except jinja2.UndefinedError as exc:
+        raise TemplateFailure(f"undefined variable: {exc.message}") from None
+    except SecurityError as exc:
+        raise TemplateFailure(f"unsafe template operation refused by the sandbox: {exc}") from None
+    except jinja2.TemplateError as exc:
+        raise TemplateFailure(f"template error: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        raise TemplateFailure(f"template error: {type(exc).__name__}: {exc}") from None

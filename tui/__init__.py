@@ -1,0 +1,1 @@
+"""The promptdsl terminal UI (Textual), installed as ``promptdsl_tui``."""
