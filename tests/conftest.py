@@ -1,0 +1,29 @@
+"""Shared fixtures. Topic-specific fixtures live in their own modules, listed in pytest_plugins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+DATA = ROOT.parent / "shared" / "data" / "tweeteval-sentiment" / "val.jsonl"
+
+pytest_plugins: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def llamacpp_backend() -> Iterator[object]:
+    """The real llamacpp backend on the embedded SmolLM2 model (loaded once per session)."""
+    from promptdsl.registry import get_backend
+
+    yield get_backend("llamacpp")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated PROMPTDSL_HOME (caches, history) per test."""
+    monkeypatch.setenv("PROMPTDSL_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
