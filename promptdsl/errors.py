@@ -57,8 +57,13 @@ class SpecError(PromptDSLError):
         self.line = line
         self.col = col
         self.path = tuple(path)
+        self.also: list[SpecError] = []  # further problems found in the same pass
 
     def __str__(self) -> str:
+        first = self._line()
+        return "\n".join([first, *(e._line() for e in self.also)])
+
+    def _line(self) -> str:
         where = ""
         if self.file:
             where = self.file

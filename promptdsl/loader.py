@@ -30,11 +30,12 @@ from .spec import (
     Spec,
     SpecTest,
 )
-from .templates import TemplateFailure, compile_template
+from .templates import TemplateFailure, compile_template, free_names
 from .yamlsource import KeyPath, Located, load_yaml, parse_yaml, read_text
 
 TEMPLATE_KEYS = ("system", "instruction", "template")
 MAX_EXAMPLES_FILE_BYTES = 64 << 20
+MAX_REPORTED = 10  # schema problems listed at once
 
 
 @lru_cache(maxsize=1)
@@ -136,7 +137,14 @@ def _validate_schema(located: Located) -> None:
     errors = sorted(validator.iter_errors(located.data), key=_error_order)
     if not errors:
         return
-    raise _schema_error(located, errors[0], extra=len(errors) - 1)
+    found: list[SpecError] = []
+    for err in errors:
+        spec_err = _schema_error(located, err)
+        if str(spec_err) not in {str(f) for f in found}:
+            found.append(spec_err)
+    first = found[0]
+    first.also = found[1:MAX_REPORTED]
+    raise first
 
 
 def _error_order(err: ValidationError) -> tuple[int, list[str]]:
@@ -144,7 +152,7 @@ def _error_order(err: ValidationError) -> tuple[int, list[str]]:
     return (-len(err.absolute_path), [str(p) for p in err.absolute_path])
 
 
-def _schema_error(located: Located, err: ValidationError, extra: int = 0) -> SpecError:
+def _schema_error(located: Located, err: ValidationError) -> SpecError:
     path: KeyPath = tuple(err.absolute_path)
     message = err.message
     if err.validator == "additionalProperties":
@@ -164,8 +172,6 @@ def _schema_error(located: Located, err: ValidationError, extra: int = 0) -> Spe
         message = best.message
     elif err.validator == "pattern" and path and path[-1] == "name":
         message = f"name {err.instance!r} must match [a-z0-9][a-z0-9_-]* (lower-case letters, digits, '-' and '_')"
-    if extra:
-        message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
     return located.error(message, path)
 
 
@@ -267,8 +273,16 @@ def _check_semantics(spec: Spec, located: Located) -> None:
         if source is not None:
             try:
                 compile_template(source)
+                names = free_names(source)
             except TemplateFailure as exc:
                 raise located.error(f"{key}: {exc}", (key,)) from None
+            known = [*spec.inputs, "output"]
+            for name in sorted(names - set(known)):
+                raise located.error(
+                    f"template '{key}' uses undefined variable '{name}'{did_you_mean(name, known)}; "
+                    f"it can use the inputs ({', '.join(spec.inputs) or 'none'}) and 'output'",
+                    (key,),
+                )
     for name, schema in spec.inputs.items():
         try:
             Draft202012Validator.check_schema(schema)

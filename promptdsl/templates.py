@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 
@@ -41,6 +42,16 @@ def compile_template(source: str) -> jinja2.Template:
         return environment().from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateFailure(f"template syntax error on its line {exc.lineno}: {exc.message}") from None
+
+
+def free_names(source: str) -> set[str]:
+    """Names a template reads from its context (globals such as ``range`` excluded)."""
+    env = environment()
+    try:
+        ast = env.parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateFailure(f"template syntax error on its line {exc.lineno}: {exc.message}") from None
+    return set(jinja2.meta.find_undeclared_variables(ast)) - set(env.globals)
 
 
 def render(source: str, context: Mapping[str, Any]) -> str:

@@ -128,11 +128,11 @@ class _LoadedModel:
         text = self.prompt_text(prompt)
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=prompt.mode == "chat"))
 
-    def check_fits(self, n_prompt: int, extra: int = 0) -> None:
+    def check_fits(self, n_prompt: int, extra: int = 0, what: str = "to generate") -> None:
         n_ctx = self.llm.n_ctx()
         if n_prompt + extra > n_ctx:
             raise BackendError(
-                f"the prompt is {n_prompt} tokens{f' (+{extra} to score)' if extra else ''} but the model's "
+                f"the prompt is {n_prompt} tokens (+{extra} {what}) but the model's "
                 f"context holds {n_ctx}; shorten the input or fewer examples (fewshot.k), "
                 "or raise model.options.n_ctx",
                 backend="llamacpp",
@@ -166,7 +166,7 @@ class _LoadedModel:
         with self.lock:
             base = self.tokens(prompt)
             conts = [self._cont_tokens(c) for c in continuations]
-            self.check_fits(len(base), max((len(c) for c in conts), default=0))
+            self.check_fits(len(base), max((len(c) for c in conts), default=0), "to score")
             logprobs: dict[tuple[int, ...], np.ndarray] = {(): _log_softmax(self.eval_with_prefix(base))}
             totals = []
             for cont in conts:
