@@ -74,6 +74,14 @@ class Constraint:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token and its log-probability under the model (see :meth:`Backend.generate_logprobs`)."""
+
+    text: str
+    logprob: float
+
+
+@dataclass(frozen=True)
 class BackendInfo:
     """What ``promptdsl backends`` shows for one installed plugin."""
 
@@ -131,6 +139,15 @@ class Backend(ABC):
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
         """Summed log-probability of each continuation right after ``prompt``."""
         raise BackendError("this backend cannot score continuations", backend=self.name)
+
+    def generate_logprobs(self, prompt: Prompt, options: GenerationOptions) -> list[TokenLogprob] | None:
+        """Generate like :meth:`complete`, returning each token with its log-probability.
+
+        Optional (``None`` means the backend cannot tell). The conformance kit
+        (:mod:`promptdsl.testing`) uses it to check that :meth:`score` agrees
+        with the model's own log-probabilities during generation.
+        """
+        return None
 
     def context_length(self) -> int | None:
         """The model's context window in tokens, if known."""
