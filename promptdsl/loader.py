@@ -139,9 +139,9 @@ def _validate_schema(located: Located) -> None:
         return
     found: list[SpecError] = []
     for err in errors:
-        spec_err = _schema_error(located, err)
-        if str(spec_err) not in {str(f) for f in found}:
-            found.append(spec_err)
+        for spec_err in _schema_errors(located, err):
+            if str(spec_err) not in {str(f) for f in found}:
+                found.append(spec_err)
     first = found[0]
     first.also = found[1:MAX_REPORTED]
     raise first
@@ -152,19 +152,18 @@ def _error_order(err: ValidationError) -> tuple[int, list[str]]:
     return (-len(err.absolute_path), [str(p) for p in err.absolute_path])
 
 
-def _schema_error(located: Located, err: ValidationError) -> SpecError:
+def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
     path: KeyPath = tuple(err.absolute_path)
-    message = err.message
-    if err.validator == "additionalProperties":
-        instance = err.instance if isinstance(err.instance, dict) else {}
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = list(err.schema.get("properties", {}))
-        unknown = [k for k in instance if k not in allowed]
-        if unknown:
-            key = unknown[0]
-            path = (*path, key)
-            where = f"in '{path[-2]}'" if len(path) > 1 else "at the top level"
-            message = f"unknown key '{key}' {where}{did_you_mean(key, allowed)}"
-    elif err.validator == "required":
+        where = f"in '{path[-1]}'" if path else "at the top level"
+        return [
+            located.error(f"unknown key '{key}' {where}{did_you_mean(key, allowed)}", (*path, key))
+            for key in err.instance
+            if key not in allowed
+        ]
+    message = err.message
+    if err.validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         message = f"missing required key '{missing}'"
     elif err.validator in ("anyOf", "oneOf") and err.context:
@@ -172,7 +171,7 @@ def _schema_error(located: Located, err: ValidationError) -> SpecError:
         message = best.message
     elif err.validator == "pattern" and path and path[-1] == "name":
         message = f"name {err.instance!r} must match [a-z0-9][a-z0-9_-]* (lower-case letters, digits, '-' and '_')"
-    return located.error(message, path)
+    return [located.error(message, path)]
 
 
 # --------------------------------------------------------------------------- build

@@ -7,6 +7,7 @@ Python tags, no timestamps turned into objects, no runaway alias expansion.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,23 @@ Position = tuple[str, int, int]  # file, line, column (1-based)
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that keeps dates as strings (a spec is JSON data)."""
+    """SafeLoader with JSON-like scalars: dates stay strings, only true/false are booleans."""
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [
+        (tag, rx)
+        for tag, rx in resolvers
+        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# YAML 1.2 booleans only: `choices: [Yes, No]` must stay strings, not become True/False.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 
 @dataclass

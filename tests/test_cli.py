@@ -1,0 +1,109 @@
+"""The CLI as a user meets it: exit codes, one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from promptdsl.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+
+
+def cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "promptdsl.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+
+
+def test_schema_prints_the_packaged_schema() -> None:
+    proc = cli("schema")
+    assert proc.returncode == 0
+    schema = json.loads(proc.stdout)
+    assert schema["$schema"].endswith("2020-12/schema")
+    assert schema["additionalProperties"] is False
+
+
+def test_validate_all_shipped_specs() -> None:
+    proc = cli("validate", *sorted(str(p) for p in SPECS.glob("*.yaml")))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("ok: ") == len(list(SPECS.glob("*.yaml")))
+
+
+def test_compile_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compile", str(SPECS / "sentiment.yaml"), "--input", "text=Great day"]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("Text: Great day\nSentiment:\n")
+    assert main(["compile", str(SPECS / "qa.yaml"), "-i", "question=Why?", "--json"]) == 0
+    messages = json.loads(capsys.readouterr().out)
+    assert messages[-1] == {"role": "user", "content": "Why?"}
+
+
+def test_inputs_from_file_and_stdin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "q.txt").write_text("From a file?", encoding="utf-8")
+    assert main(["compile", str(SPECS / "qa.yaml"), "-i", f"question=@{tmp_path / 'q.txt'}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[-1]["content"] == "From a file?"
+    proc = cli("compile", str(SPECS / "qa.yaml"), "--input", "-", "--json", stdin='{"question": "Via stdin?"}')
+    assert proc.returncode == 0 and json.loads(proc.stdout)[-1]["content"] == "Via stdin?"
+
+
+def test_typed_inputs_are_parsed_by_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "n.yaml"
+    spec.write_text("version: 1\nname: n\ninputs: {n: {type: integer, maximum: 9}, s: {type: string}}\n"
+                    "template: '{{ n + 1 }} {{ s }}'\n")
+    assert main(["compile", str(spec), "-i", "n=3", "-i", "s=42"]) == 0
+    assert capsys.readouterr().out.strip().endswith("4 42")
+
+
+# (args, stdin, expected stderr fragment)
+BAD_RUNS = [
+    (["run", "missing.yaml"], None, "missing.yaml: spec file not found"),
+    (["run", "{specs}/sentiment.yaml"], None, "missing input 'text'"),
+    (["run", "{specs}/sentiment.yaml", "-i", "txt=hi"], None, "unknown input 'txt' (did you mean 'text'?)"),
+    (["run", "{specs}/sentiment.yaml", "-i", "text="], None, "input 'text': '' should be non-empty"),
+    (["run", "{specs}/sentiment.yaml", "-i", "text"], None, "--input expects name=value"),
+    (["run", "{specs}/sentiment.yaml", "-i", "text=@/nonexistent.txt"], None, "file not found: /nonexistent.txt"),
+    (["run", "{specs}/sentiment.yaml", "-i", "-"], "[1, 2]", "expected a JSON object"),
+    (["run", "{specs}/sentiment.yaml", "-i", "-"], "{oops", "stdin: invalid JSON at line 1"),
+    (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--backend", "llamacp"], None,
+     "unknown backend 'llamacp' (did you mean 'llamacpp'?)"),
+    (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--model", "/nope/model.gguf"], None,
+     "llamacpp: model file not found: /nope/model.gguf"),
+    (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--model", "gpt-17"], None, "unknown model 'gpt-17'"),
+    (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--out", "x.jsonl"], None, "--out goes with --data"),
+    (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "-o", "novalue"], None, "--option expects KEY=VALUE"),
+    (["frobnicate"], None, "invalid choice: 'frobnicate'"),
+]
+
+
+@pytest.mark.parametrize(("args", "stdin", "message"), BAD_RUNS, ids=[m for _, _, m in BAD_RUNS])
+def test_bad_input_is_one_line_exit_2(args: list[str], stdin: str | None, message: str) -> None:
+    proc = cli(*(a.format(specs=SPECS) for a in args), stdin=stdin)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_debug_shows_the_traceback() -> None:
+    proc = cli("run", "missing.yaml", "--debug")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_backends_lists_llamacpp_with_capabilities() -> None:
+    proc = cli("backends", "--json")
+    assert proc.returncode == 0
+    infos = {b["name"]: b for b in json.loads(proc.stdout)}
+    assert {"chat", "completion", "score", "grammar", "stream"} <= set(infos["llamacpp"]["capabilities"])
+    assert infos["llamacpp"]["version"] == "0.1.0" and infos["llamacpp"]["error"] is None

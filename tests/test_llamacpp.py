@@ -1,0 +1,135 @@
+"""End to end on the real embedded model (SmolLM2-135M-Instruct Q4_1) via the llamacpp plugin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from promptdsl import BackendError, Method, Runner, load_spec, loads_spec
+from promptdsl.backend import GenerationOptions
+from promptdsl.cli import main
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def reference_llama() -> Any:
+    """An independent llama-cpp-python model that keeps logits for every position."""
+    from llama_cpp import Llama
+    from promptdsl_llamacpp import embedded_model_path
+
+    return Llama(model_path=str(embedded_model_path()), n_ctx=2048, logits_all=True, verbose=False)
+
+
+def independent_logprob(llm: Any, prompt_tokens: list[int], cont_tokens: list[int]) -> float:
+    """log p(cont | prompt) from one full forward pass with all logits kept."""
+    llm.reset()
+    llm.eval(prompt_tokens + cont_tokens)
+    total = 0.0
+    for i, tok in enumerate(cont_tokens):
+        row = np.asarray(llm.scores[len(prompt_tokens) - 1 + i], dtype=np.float64)
+        total += float(row[tok] - (row.max() + np.log(np.exp(row - row.max()).sum())))
+    return total
+
+
+CHAT_CHOICE = """\
+version: 1
+name: yesno
+mode: chat
+instruction: Answer the question with yes or no.
+inputs: {q: {type: string}}
+output: {type: choice, choices: [yes, no, "not sure at all", "not sure"]}
+"""
+
+
+@pytest.mark.parametrize("which", ["completion", "chat"])
+def test_score_equals_an_independent_computation(llamacpp_backend: Any, reference_llama: Any, which: str) -> None:
+    spec = load_spec(SPECS / "sentiment.yaml") if which == "completion" else loads_spec(CHAT_CHOICE)
+    inputs = {"text": "I love this city!"} if which == "completion" else {"q": "Is Paris in France?"}
+    runner = Runner(spec, llamacpp_backend)
+    result = runner.run(inputs)
+    assert result.method is Method.SCORE
+    assert result.scores is not None and set(result.scores) == set(spec.output.choices)
+    assert result.value == max(result.scores, key=lambda c: result.scores[c])  # type: ignore[index]
+
+    _, prompt = runner.prepare(inputs)
+    text = llamacpp_backend.prompt_text(prompt)
+    special = which == "chat"
+    ptoks = reference_llama.tokenize(text.encode(), add_bos=True, special=special)
+    for choice, got in result.scores.items():
+        ctoks = reference_llama.tokenize((prompt.continuation_prefix + choice).encode(), add_bos=False)
+        expected = independent_logprob(reference_llama, ptoks, ctoks)
+        assert got == pytest.approx(expected, abs=2e-3), choice
+    if which == "chat":  # multi-token choices sharing a prefix were scored in full
+        assert result.scores["not sure at all"] < result.scores["not sure"]
+
+
+def test_sentiment_example_gives_positive(llamacpp_backend: Any) -> None:
+    result = Runner(load_spec(SPECS / "sentiment.yaml"), llamacpp_backend).run({"text": "I love this city!"})
+    assert result.value == "Positive"
+    assert result.backend == "llamacpp" and result.model == "smollm2"
+
+
+def test_json_constrained_by_schema_is_valid(llamacpp_backend: Any) -> None:
+    spec = load_spec(SPECS / "extract-json.yaml")
+    result = Runner(spec, llamacpp_backend).run({"text": "Anna Berg, 29, works in Oslo."})
+    assert result.method is Method.CONSTRAIN
+    assert set(result.value) == {"name", "age", "city"}
+    assert isinstance(result.value["age"], int)
+    assert result.value["city"] == "Oslo"
+
+
+def test_choice_constrained_by_grammar_is_one_of_the_choices(llamacpp_backend: Any) -> None:
+    spec = load_spec(SPECS / "sentiment.yaml")
+    spec.output = type(spec.output)(**{**spec.output.__dict__, "method": Method.CONSTRAIN})
+    result = Runner(spec, llamacpp_backend).run({"text": "What a terrible, awful day."})
+    assert result.method is Method.CONSTRAIN
+    assert result.raw.strip() in spec.output.choices and result.value == result.raw.strip()
+
+
+def test_streamed_text_arrives_in_pieces_and_equals_the_whole(llamacpp_backend: Any) -> None:
+    spec = load_spec(SPECS / "qa.yaml")
+    runner = Runner(spec, llamacpp_backend)
+    response = runner.stream({"question": "What is the capital of France?"})
+    pieces = list(response)
+    assert len(pieces) > 3
+    assert "Paris" in response.result().value
+    _, prompt = runner.prepare({"question": "What is the capital of France?"})
+    assert llamacpp_backend.complete(prompt, runner.generation) == "".join(pieces)
+
+
+def test_closing_a_stream_early_leaves_the_backend_usable(llamacpp_backend: Any) -> None:
+    runner = Runner(load_spec(SPECS / "summarize.yaml"), llamacpp_backend)
+    response = runner.stream({"text": "A long story about a cat who travels the world and learns to cook."})
+    first = next(iter(response))
+    response.close()
+    assert first and response.partial == first
+    assert Runner(load_spec(SPECS / "sentiment.yaml"), llamacpp_backend).run({"text": "Awful."}).value
+
+
+def test_prompt_longer_than_context_is_a_clear_error(llamacpp_backend: Any) -> None:
+    runner = Runner(load_spec(SPECS / "sentiment.yaml"), llamacpp_backend)
+    with pytest.raises(BackendError, match=r"the prompt is \d+ tokens .* context holds 4096") as info:
+        runner.run({"text": "word " * 6000})
+    assert info.value.exit_code == 2
+    assert runner.run({"text": "Lovely!"}).value == "Positive"  # still fine afterwards
+
+
+def test_max_tokens_and_stop_are_honoured(llamacpp_backend: Any) -> None:
+    _, prompt = Runner(load_spec(SPECS / "qa.yaml"), llamacpp_backend).prepare({"question": "Count from 1 to 50."})
+    pieces = list(llamacpp_backend.stream(prompt, GenerationOptions(max_tokens=5)))
+    assert 1 <= len(pieces) <= 5
+    text = llamacpp_backend.complete(prompt, GenerationOptions(max_tokens=60, stop=(",",)))
+    assert "," not in text
+
+
+def test_promptdsl_test_passes_on_every_shipped_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    specs = sorted(str(p) for p in SPECS.glob("*.yaml"))
+    code = main(["test", *specs])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "0 failed" in out and "FAIL" not in out

@@ -1,0 +1,197 @@
+"""Spec loading and validation: every bad case has its expected error and position."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from promptdsl import SpecError, load_spec
+from promptdsl.spec import Method, OutputType
+
+GOOD = """\
+version: 1
+name: good
+mode: completion
+instruction: Classify into {{ output.choices | join(', ') }}.
+inputs:
+  text: {type: string}
+  lang: {type: string, enum: [en, fr], default: en}
+template: "Text: {{ text }}\\nSentiment:"
+examples:
+  - input: {text: a}
+    output: Positive
+output:
+  type: choice
+  choices: [Positive, Negative]
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_good_spec_loads_typed(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, GOOD))
+    assert spec.name == "good"
+    assert spec.mode == "completion"
+    assert spec.output.type is OutputType.CHOICE
+    assert spec.output.method is Method.AUTO
+    assert spec.output.choices == ("Positive", "Negative")
+    assert spec.inputs["lang"]["default"] == "en"
+    assert spec.examples[0].input == {"text": "a"}
+
+
+# (yaml text, expected message fragment, expected "line:col" or None)
+BAD_CASES = [
+    ("version: 1\nname: x\n  bad: [\n", "invalid YAML: mapping values are not allowed here", "3:6"),
+    ("- a\n- b\n", "must be a YAML mapping", "1:1"),
+    ("", "this file is empty", "1:1"),
+    ("version: 1\nname: x\nfoo: !!python/object:os.system {}\n", "YAML tag '!!python/object:os.system' is not allowed", "3:6"),
+    ("version: 1\nname: x\nnmae: y\n", "unknown key 'nmae' at the top level (did you mean 'name'?)", "3:1"),
+    ("version: 1\nname: x\noutput: {type: choice, choise: [a]}\n", "unknown key 'choise' in 'output' (did you mean 'choices'?)", "3:24"),
+    ("version: 1\n", "missing required key 'name'", "1:1"),
+    ("version: 2\nname: x\n", "1 was expected", "1:1"),
+    ("version: 1\nname: Bad Name\n", "must match [a-z0-9][a-z0-9_-]*", "2:1"),
+    ("version: 1\nname: x\nname: y\n", "duplicate key 'name' (first defined on line 2)", "3:1"),
+    ("version: 1\nname: x\noutput: {type: choice}\n", "missing required key 'choices'", "3:1"),
+    ("version: 1\nname: x\noutput: {type: json}\n", "missing required key 'schema'", "3:1"),
+    ("version: 1\nname: x\noutput: {type: regex, pattern: '(unclosed'}\n", "invalid regular expression", "3:23"),
+    ("version: 1\nname: x\noutput: {type: text, method: score}\n", "method 'score' does not apply to output type 'text'", "3:22"),
+    ("version: 1\nname: x\noutput: {type: text, choices: [a]}\n", "'choices' only applies to output type 'choice'", "3:22"),
+    ("version: 1\nname: x\nmode: completion\nsystem: hi\n", "'system' is only used in chat mode", "4:1"),
+    ("version: 1\nname: x\ninstruction: '{% if %}'\n", "template syntax error", "3:1"),
+    ("version: 1\nname: x\ninputs: {text: {type: string}}\ntemplate: '{{ txt }}'\n",
+     "template 'template' uses undefined variable 'txt' (did you mean 'text'?)", "4:1"),
+    ("version: 1\nname: x\ninputs: {n: {type: nonsense}}\n", "input 'n' has an invalid JSON Schema", "3:10"),
+    ("version: 1\nname: x\ninputs: {n: {type: integer, default: a}}\n", "its default does not fit its own schema", None),
+    ("version: 1\nname: x\ninputs: {text: {type: string}}\nexamples:\n  - input: {text: a}\n    output: Maybe\n"
+     "output: {type: choice, choices: [Yes, No]}\n", "example 1: output 'Maybe' is not one of the choices", "6:5"),
+    ("version: 1\nname: x\ninputs: {text: {type: string}}\nexamples:\n  - input: {txt: a}\n    output: a\n",
+     "example 1: unknown input 'txt' (did you mean 'text'?)", "5:13"),
+    ("version: 1\nname: x\ninputs: {n: {type: integer}}\nexamples:\n  - input: {n: 'x'}\n    output: a\n",
+     "example 1: input 'n': 'x' is not of type 'integer'", None),
+    ("version: 1\nname: x\ninputs: {text: {type: string}}\nexamples:\n  - input: {text: a}\n    output: a\nfewshot: {k: 3}\n",
+     "fewshot.k is 3 but the spec has only 1 example(s)", "7:11"),
+    ("version: 1\nname: x\nfewshot: {select: best}\n", "'best' is not one of ['first', 'random', 'balanced']", None),
+    ("version: 1\nname: x\ntests:\n  - input: {}\n", "missing required key 'expect'", "4:5"),
+    ("version: 1\nname: x\nexamples: []\nexamples_file: e.jsonl\n", "use either 'examples' or 'examples_file'", None),
+]
+
+
+@pytest.mark.parametrize(("text", "message", "where"), BAD_CASES, ids=[c[1][:40] for c in BAD_CASES])
+def test_bad_specs_fail_with_position(tmp_path: Path, text: str, message: str, where: str | None) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    err = info.value
+    assert message in str(err)
+    assert str(err).startswith(str(path))
+    assert err.exit_code == 2
+    if where is not None:
+        assert f"{err.line}:{err.col}" == where, str(err)
+    assert "\n" not in str(err).split("\n")[0]
+
+
+def test_several_schema_problems_are_all_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "version: 1\nname: x\nfoo: 1\nbar: 2\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2
+    assert any("'foo'" in line and ":3:1:" in line for line in lines)
+    assert any("'bar'" in line and ":4:1:" in line for line in lines)
+
+
+def test_missing_huge_and_binary_files(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="spec file not found"):
+        load_spec(tmp_path / "nope.yaml")
+    huge = tmp_path / "huge.yaml"
+    huge.write_bytes(b"a" * (2 << 20))
+    with pytest.raises(SpecError, match="too large"):
+        load_spec(huge)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"version: 1\x00\x01")
+    with pytest.raises(SpecError, match="binary"):
+        load_spec(binary)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: caf\xe9".encode("latin-1"))
+    with pytest.raises(SpecError, match="not UTF-8"):
+        load_spec(latin)
+
+
+def test_alias_bomb_is_refused(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        prev = f"*a{i - 1}"
+        lines.append(f"a{i}: &a{i} [{', '.join([prev] * 10)}]")
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    with pytest.raises(SpecError, match="alias bomb"):
+        load_spec(path)
+
+
+def test_dates_stay_strings(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, "version: 1\nname: x\ndescription: 2024-01-01\n"))
+    assert spec.description == "2024-01-01"
+
+
+def test_extends_deep_merges_and_keeps_positions(tmp_path: Path) -> None:
+    write(tmp_path, GOOD, "base.yaml")
+    child = write(
+        tmp_path,
+        "extends: base.yaml\nname: child\noutput: {choices: [Yes, No]}\nexamples: []\n",
+        "child.yaml",
+    )
+    spec = load_spec(child)
+    assert spec.name == "child"
+    assert spec.output.type is OutputType.CHOICE  # merged from base
+    assert spec.output.choices == ("Yes", "No")  # lists replace
+    assert spec.examples == []
+    assert spec.instruction is not None and spec.instruction.startswith("Classify")
+
+    bad_child = write(tmp_path, "extends: base.yaml\noutput: {choices: [Yes, No], colour: red}\n", "bad.yaml")
+    with pytest.raises(SpecError) as info:
+        load_spec(bad_child)
+    assert str(info.value).startswith(f"{bad_child}:2:")
+
+
+def test_extends_cycle_and_missing_base(tmp_path: Path) -> None:
+    write(tmp_path, "version: 1\nname: a\nextends: b.yaml\n", "a.yaml")
+    write(tmp_path, "version: 1\nname: b\nextends: a.yaml\n", "b.yaml")
+    with pytest.raises(SpecError, match="'extends' cycle"):
+        load_spec(tmp_path / "a.yaml")
+    write(tmp_path, "version: 1\nname: c\nextends: gone.yaml\n", "c.yaml")
+    with pytest.raises(SpecError, match="'extends' file not found") as info:
+        load_spec(tmp_path / "c.yaml")
+    assert info.value.line == 3
+
+
+def test_examples_file_jsonl_and_yaml(tmp_path: Path) -> None:
+    rows = [{"input": {"text": "good"}, "output": "Positive"}, {"input": {"text": "bad"}, "output": "Negative"}]
+    (tmp_path / "ex.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "ex.yaml").write_text("- input: {text: good}\n  output: Positive\n")
+    base = GOOD.split("examples:")[0] + "output:\n  type: choice\n  choices: [Positive, Negative]\n"
+    spec = load_spec(write(tmp_path, base + "examples_file: ex.jsonl\n"))
+    assert [e.output for e in spec.examples] == ["Positive", "Negative"]
+    spec = load_spec(write(tmp_path, base + "examples_file: ex.yaml\n"))
+    assert [e.input for e in spec.examples] == [{"text": "good"}]
+
+    (tmp_path / "broken.jsonl").write_text('{"input": {"text": "a"}, "output": "Positive"}\n{oops\n')
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, base + "examples_file: broken.jsonl\n"))
+    assert info.value.file == str(tmp_path / "broken.jsonl") and info.value.line == 2
+
+    (tmp_path / "bad-label.jsonl").write_text('{"input": {"text": "a"}, "output": "Meh"}\n')
+    with pytest.raises(SpecError, match="not one of the choices"):
+        load_spec(write(tmp_path, base + "examples_file: bad-label.jsonl\n"))
+
+
+def test_all_shipped_specs_load() -> None:
+    root = Path(__file__).resolve().parent.parent / "specs"
+    names = sorted(p.name for p in root.glob("*.yaml"))
+    assert {"sentiment.yaml", "translate-fr.yaml", "qa.yaml", "extract-json.yaml", "summarize.yaml"} <= set(names)
+    for path in root.glob("*.yaml"):
+        assert load_spec(path).name

@@ -1,0 +1,56 @@
+"""Output parsing, table-driven: each raw text gives a value or the expected failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from promptdsl.outputs import ParseFailure, parse_output
+from promptdsl.spec import OutputSpec, OutputType
+
+CHOICE = OutputSpec(OutputType.CHOICE, choices=("Positive", "Negative", "Neutral"))
+JSON = OutputSpec(
+    OutputType.JSON,
+    schema={"type": "object", "required": ["age"], "properties": {"age": {"type": "integer"}}},
+)
+REGEX_NAMED = OutputSpec(OutputType.REGEX, pattern=r"answer is (?P<answer>\d+)")
+REGEX_GROUP = OutputSpec(OutputType.REGEX, pattern=r"(\d+) apples")
+REGEX_WHOLE = OutputSpec(OutputType.REGEX, pattern=r"\d+")
+TEXT = OutputSpec(OutputType.TEXT)
+
+GOOD: list[tuple[OutputSpec, str, Any]] = [
+    (TEXT, "  hello world \n", "hello world"),
+    (OutputSpec(OutputType.TEXT, strip=False), " hi ", " hi "),
+    (CHOICE, " Positive", "Positive"),
+    (CHOICE, "negative.", "Negative"),
+    (CHOICE, "I think it is Neutral, not Positive", "Neutral"),
+    (CHOICE, "Sentiment: POSITIVE!", "Positive"),
+    (JSON, '{"age": 3}', {"age": 3}),
+    (JSON, 'Sure! ```json\n{"age": 4}\n``` done', {"age": 4}),
+    (JSON, 'The answer: {"age": 5} and more text', {"age": 5}),
+    (REGEX_NAMED, "so the answer is 42.", "42"),
+    (REGEX_GROUP, "I have 7 apples", "7"),
+    (REGEX_WHOLE, "about 12 of them", "12"),
+]
+
+BAD: list[tuple[OutputSpec, str, str]] = [
+    (CHOICE, "I cannot tell", "names none of the choices"),
+    (CHOICE, "Positively not", "names none of the choices"),  # whole words only
+    (JSON, "no json here", "holds no valid JSON"),
+    (JSON, '{"age": "three"}', "does not fit the output schema: 'three' is not of type 'integer' at ['age']"),
+    (JSON, '{"name": "x"}', "'age' is a required property"),
+    (REGEX_NAMED, "no digits", "does not match the pattern"),
+]
+
+
+@pytest.mark.parametrize(("out", "raw", "value"), GOOD)
+def test_parses(out: OutputSpec, raw: str, value: Any) -> None:
+    assert parse_output(out, raw) == value
+
+
+@pytest.mark.parametrize(("out", "raw", "message"), BAD)
+def test_refuses(out: OutputSpec, raw: str, message: str) -> None:
+    with pytest.raises(ParseFailure, match=None) as info:
+        parse_output(out, raw)
+    assert message in str(info.value)

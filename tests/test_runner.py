@@ -1,0 +1,174 @@
+"""The runner with a scripted backend: method choice, handlers, errors, lazy responses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import pytest
+
+from promptdsl import (
+    Backend,
+    BackendError,
+    Capability,
+    Constraint,
+    GenerationOptions,
+    InputError,
+    Method,
+    OutputError,
+    Prompt,
+    Runner,
+    loads_spec,
+)
+
+CHOICE_SPEC = """\
+version: 1
+name: c
+mode: completion
+inputs: {text: {type: string, minLength: 1}}
+template: "Text: {{ text }}\\nLabel:"
+output: {type: choice, choices: [Yes, No]}
+"""
+
+JSON_SPEC = """\
+version: 1
+name: j
+inputs: {text: {type: string}}
+output: {type: json, schema: {type: object, required: [n], properties: {n: {type: integer}}}}
+"""
+
+
+class Scripted(Backend):
+    """Replies with fixed text; records what it was asked."""
+
+    name = "scripted"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.CHAT, Capability.COMPLETION, Capability.STREAM}
+    )
+
+    def __init__(self, reply: str = "", caps: set[Capability] | None = None, scores: list[float] | None = None):
+        super().__init__("fake-model", {})
+        self.reply = reply
+        self.scores = scores or []
+        if caps is not None:
+            self.capabilities = frozenset(caps)  # type: ignore[misc]
+        self.calls: list[tuple[str, Any]] = []
+
+    def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+        self.calls.append(("stream", (prompt, options, constraint)))
+        for word in self.reply.split(" "):
+            yield word + " "
+
+    def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
+        self.calls.append(("score", list(continuations)))
+        return list(self.scores)
+
+
+ALL = {Capability.CHAT, Capability.COMPLETION, Capability.STREAM, Capability.SCORE, Capability.GRAMMAR}
+
+
+@pytest.mark.parametrize(
+    ("caps", "expected"),
+    [
+        (ALL, Method.SCORE),
+        (ALL - {Capability.SCORE}, Method.CONSTRAIN),
+        ({Capability.COMPLETION, Capability.JSON_SCHEMA}, Method.CONSTRAIN),
+        ({Capability.COMPLETION}, Method.GENERATE),
+    ],
+)
+def test_auto_picks_strongest_method(caps: set[Capability], expected: Method) -> None:
+    runner = Runner(loads_spec(CHOICE_SPEC), Scripted("Yes", caps, [-1.0, -2.0]))
+    assert runner.method is expected
+    assert runner.run({"text": "hi"}).method is expected
+
+
+def test_score_returns_argmax_and_scores_with_delimiter() -> None:
+    backend = Scripted(caps=ALL, scores=[-3.0, -0.5])
+    result = Runner(loads_spec(CHOICE_SPEC), backend).run({"text": "hi"})
+    assert result.value == "No"
+    assert result.scores == {"Yes": -3.0, "No": -0.5}
+    assert backend.calls[0] == ("score", [" Yes", " No"])
+    assert result.to_dict()["scores"] == {"Yes": -3.0, "No": -0.5}
+
+
+def test_constrain_passes_choices_and_schema() -> None:
+    backend = Scripted("No", ALL - {Capability.SCORE})
+    Runner(loads_spec(CHOICE_SPEC), backend).run({"text": "hi"})
+    constraint = backend.calls[0][1][2]
+    assert constraint == Constraint(choices=(" Yes", " No"))
+    backend = Scripted('{"n": 1}', ALL)
+    result = Runner(loads_spec(JSON_SPEC), backend).run({"text": "x"})
+    assert result.value == {"n": 1} and result.method is Method.CONSTRAIN
+    assert backend.calls[0][1][2].json_schema["required"] == ["n"]
+
+
+def test_explicit_method_the_backend_lacks_is_a_clear_error() -> None:
+    spec = loads_spec(CHOICE_SPEC.replace("choices: [Yes, No]}", "choices: [Yes, No], method: score}"))
+    with pytest.raises(BackendError, match="asks for method 'score'") as info:
+        Runner(spec, Scripted("Yes", {Capability.COMPLETION}))
+    assert info.value.exit_code == 2
+
+
+def test_mode_the_backend_lacks_is_refused() -> None:
+    with pytest.raises(BackendError, match="completion mode"):
+        Runner(loads_spec(CHOICE_SPEC), Scripted("Yes", {Capability.CHAT}))
+
+
+def test_unparseable_output_names_spec_input_and_raw_text() -> None:
+    runner = Runner(loads_spec(JSON_SPEC, file="j.yaml"), Scripted("not json", {Capability.CHAT}))
+    with pytest.raises(OutputError) as info:
+        runner.run({"text": "abc"})
+    msg = str(info.value)
+    assert "j.yaml" in msg and "'abc'" in msg and "not json" in msg
+    assert info.value.raw == "not json " and info.value.exit_code == 1
+
+
+def test_inputs_are_validated_before_any_backend_call() -> None:
+    backend = Scripted("Yes", ALL)
+    runner = Runner(loads_spec(CHOICE_SPEC), backend)
+    with pytest.raises(InputError, match="should be non-empty|is too short"):
+        runner.run({"text": ""})
+    with pytest.raises(InputError, match="unknown input 'txt'"):
+        runner.run({"txt": "x"})
+    with pytest.raises(InputError, match="missing input 'text'"):
+        runner.run({})
+    assert backend.calls == []
+
+
+def test_response_streams_lazily_and_forces() -> None:
+    backend = Scripted("one two three", {Capability.CHAT})
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
+    response = Runner(spec, backend).stream({"q": "x"})
+    assert backend.calls == []  # nothing runs until iterated
+    it = iter(response)
+    assert next(it) == "one "
+    assert response.partial == "one "
+    assert response.text() == "one two three "
+    assert response.result().value == "one two three"
+
+
+def test_plugin_exceptions_become_backend_errors() -> None:
+    class Broken(Scripted):
+        def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+            yield "a"
+            raise RuntimeError("socket closed")
+
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
+    with pytest.raises(BackendError, match="RuntimeError: socket closed"):
+        Runner(spec, Broken("", {Capability.CHAT})).run({"q": "x"})
+
+
+def test_generation_options_come_from_spec_and_output() -> None:
+    spec = loads_spec(
+        "version: 1\nname: t\nmode: completion\ninputs: {q: {type: string}}\n"
+        "model: {options: {temperature: 0.5, seed: 3, max_tokens: 99}}\n"
+        "output: {type: text, stop: [END]}\n"
+    )
+    backend = Scripted("x", {Capability.COMPLETION})
+    Runner(spec, backend).run({"q": "x"})
+    opts = backend.calls[0][1][1]
+    assert opts == GenerationOptions(temperature=0.5, max_tokens=99, stop=("END",), seed=3)
+    spec2 = loads_spec("version: 1\nname: t\nmode: completion\ninputs: {q: {type: string}}\n")
+    backend2 = Scripted("x", {Capability.COMPLETION})
+    Runner(spec2, backend2).run({"q": "x"})
+    assert backend2.calls[0][1][1].stop == ("\n\n",)  # completion mode stops at the example separator
