@@ -157,7 +157,7 @@ class Backend(ABC):
         """How many tokens ``prompt`` takes, if the backend can tell cheaply."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release resources (models, connections). Safe to call twice."""
 
     def supports(self, capability: Capability) -> bool:

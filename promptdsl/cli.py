@@ -47,9 +47,9 @@ def _add_input_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser = _Parser(prog="promptdsl", description=__doc__.splitlines()[0], parents=[common])
+    parser = _Parser(prog="promptdsl", description=(__doc__ or "").splitlines()[0], parents=[common])
     parser.add_argument("--version", action="version", version=f"promptdsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -123,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.data is not None:
         from .dataset import run_dataset_cli
 
-        return run_dataset_cli(spec, args)
+        return int(run_dataset_cli(spec, args))
     if args.out is not None:
         raise InputError("--out goes with --data (a dataset run); for one input use --json")
     values = validate_inputs(spec, collect_inputs(spec, args.input, sys.stdin))
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        return int(handler(args))
     except PromptDSLError as exc:
         if args.debug:
             raise

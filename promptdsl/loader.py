@@ -155,7 +155,8 @@ def _error_order(err: ValidationError) -> tuple[int, list[str]]:
 def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
     path: KeyPath = tuple(err.absolute_path)
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        allowed = list(err.schema.get("properties", {}))
+        schema = err.schema if isinstance(err.schema, Mapping) else {}
+        allowed = list(schema.get("properties", {}))
         where = f"in '{path[-1]}'" if path else "at the top level"
         return [
             located.error(f"unknown key '{key}' {where}{did_you_mean(key, allowed)}", (*path, key))
@@ -235,14 +236,14 @@ def _load_examples_file(path: Path, located: Located) -> list[Example]:
         raise located.error(f"examples_file must be .jsonl, .json or .yaml, not '{path.suffix}'", where)
     if not path.exists():
         raise located.error(f"examples_file not found: {path}", where)
-    rows: list[tuple[Any, str, int]] = []
+    rows: list[tuple[Any, str, int | None]] = []
     if path.suffix == ".jsonl":
         text = read_text(path, what="examples file", limit=MAX_EXAMPLES_FILE_BYTES)
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
+        for n, row_text in enumerate(text.splitlines(), 1):
+            if not row_text.strip():
                 continue
             try:
-                rows.append((json.loads(line), str(path), n))
+                rows.append((json.loads(row_text), str(path), n))
             except json.JSONDecodeError as exc:
                 raise SpecError(f"invalid JSON: {exc.msg}", file=str(path), line=n, col=exc.colno) from None
     else:
@@ -309,7 +310,7 @@ def _check_input(spec: Spec, values: dict[str, Any], located: Located, path: Key
         validate_inputs(spec, values)
     except InputError as exc:
         sub: KeyPath = (*path, exc.name) if exc.name and exc.name in values else path
-        raise located.error(f"{what} {path[1] + 1}: {exc.message}", sub) from None
+        raise located.error(f"{what} {int(path[1]) + 1}: {exc.message}", sub) from None
 
 
 def _check_output(out: OutputSpec, located: Located) -> None:
@@ -322,7 +323,9 @@ def _check_output(out: OutputSpec, located: Located) -> None:
     }[out.type]
     if out.method not in allowed:
         options = ", ".join(sorted(m.value for m in allowed))
-        raise located.error(f"method '{out.method}' does not apply to output type '{out.type}' (use {options})", (*where, "method"))
+        raise located.error(
+            f"method '{out.method}' does not apply to output type '{out.type}' (use {options})", (*where, "method")
+        )
     if out.type is OutputType.REGEX and out.pattern is not None:
         try:
             re.compile(out.pattern)

@@ -140,8 +140,10 @@ class Runner:
             conts = [prompt.continuation_prefix + c for c in choices]
             logps = _call(self.backend, lambda: self.backend.score(prompt, conts))
             if len(logps) != len(choices):
-                raise BackendError(f"score returned {len(logps)} values for {len(choices)} choices", backend=self.backend.name)
-            scores = dict(zip(choices, (float(x) for x in logps)))
+                raise BackendError(
+                    f"score returned {len(logps)} values for {len(choices)} choices", backend=self.backend.name
+                )
+            scores = dict(zip(choices, (float(x) for x in logps), strict=True))
             holder["scores"] = scores
             yield max(choices, key=lambda c: scores[c])
 

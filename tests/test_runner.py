@@ -126,7 +126,7 @@ def test_unparseable_output_names_spec_input_and_raw_text() -> None:
 def test_inputs_are_validated_before_any_backend_call() -> None:
     backend = Scripted("Yes", ALL)
     runner = Runner(loads_spec(CHOICE_SPEC), backend)
-    with pytest.raises(InputError, match="should be non-empty|is too short"):
+    with pytest.raises(InputError, match=r"should be non-empty|is too short"):
         runner.run({"text": ""})
     with pytest.raises(InputError, match="unknown input 'txt'"):
         runner.run({"txt": "x"})

@@ -236,8 +236,7 @@ def _gbnf_literal(text: str) -> str:
 
 def _grammar(constraint: Constraint, prefix: str) -> Any:
     """A llama.cpp grammar for a Constraint; ``prefix`` (e.g. the target delimiter) is optional."""
-    from llama_cpp import LlamaGrammar
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
 
     opt = f"{_gbnf_literal(prefix)}? " if prefix else ""
     if constraint.choices is not None:
