@@ -12,7 +12,7 @@ from typing import Any
 
 from .backend import GENERATION_KEYS, Backend, Capability, Constraint, GenerationOptions
 from .compiler import Compiler
-from .errors import BackendError, OutputError, PromptDSLError
+from .errors import BackendError, InputError, OutputError, PromptDSLError
 from .inputs import validate_inputs
 from .outputs import METHOD_ORDER, ParseFailure, method_possible, parse_output
 from .prompt import Prompt
@@ -63,6 +63,7 @@ class Runner:
     ) -> None:
         self.spec = spec
         merged = {**spec.model.options, **(options or {})}
+        _check_options(merged)
         if backend is None:
             name = resolve_backend_name(backend_name, spec.model.backend)
             backend_opts = {k: v for k, v in merged.items() if k not in GENERATION_KEYS}
@@ -166,6 +167,18 @@ class Runner:
     def _generate(self, prompt: Prompt, values: dict[str, Any], start: float) -> Response:
         stream = _guarded(self.backend, self.backend.stream(prompt, self.generation))
         return Response(stream, self._parser(values, start))
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    """Options from the CLI skip the spec schema; hold them to the same rules."""
+    from jsonschema import Draft202012Validator
+
+    from .loader import spec_schema
+
+    schema = spec_schema()["properties"]["model"]["properties"]["options"]
+    for err in Draft202012Validator(schema).iter_errors(dict(options)):
+        key = err.absolute_path[0] if err.absolute_path else "options"
+        raise InputError(f"option '{key}': {err.message}")
 
 
 def _call(backend: Backend, fn: Callable[[], Any]) -> Any:

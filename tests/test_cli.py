@@ -82,6 +82,8 @@ BAD_RUNS = [
     (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--model", "gpt-17"], None, "unknown model 'gpt-17'"),
     (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--out", "x.jsonl"], None, "--out goes with --data"),
     (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "-o", "novalue"], None, "--option expects KEY=VALUE"),
+    (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "-o", "temperature=hot"], None,
+     "option 'temperature': 'hot' is not of type 'number'"),
     (["frobnicate"], None, "invalid choice: 'frobnicate'"),
 ]
 
