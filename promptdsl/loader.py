@@ -30,7 +30,7 @@ from .spec import (
     Spec,
     SpecTest,
 )
-from .templates import TemplateFailure, compile_template, free_names
+from .templates import TemplateFailure, compile_template, free_names, private_attributes
 from .yamlsource import KeyPath, Located, load_yaml, parse_yaml, read_text
 
 TEMPLATE_KEYS = ("system", "instruction", "template")
@@ -276,6 +276,10 @@ def _check_semantics(spec: Spec, located: Located) -> None:
                 names = free_names(source)
             except TemplateFailure as exc:
                 raise located.error(f"{key}: {exc}", (key,)) from None
+            for attr in private_attributes(source):
+                raise located.error(
+                    f"template '{key}' reaches for the private attribute '{attr}', which the sandbox refuses", (key,)
+                )
             known = [*spec.inputs, "output"]
             for name in sorted(names - set(known)):
                 raise located.error(

@@ -13,6 +13,7 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
+import jinja2.nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -53,6 +54,16 @@ def free_names(source: str) -> set[str]:
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateFailure(f"template syntax error on its line {exc.lineno}: {exc.message}") from None
     return set(jinja2.meta.find_undeclared_variables(ast)) - set(env.globals)
+
+
+def private_attributes(source: str) -> list[str]:
+    """Attributes like ``__class__`` a template reaches for: refused before anything renders."""
+    ast = environment().parse(source)
+    found = [n.attr for n in ast.find_all(jinja2.nodes.Getattr) if n.attr.startswith("_")]
+    for item in ast.find_all(jinja2.nodes.Getitem):
+        if isinstance(item.arg, jinja2.nodes.Const) and str(item.arg.value).startswith("_"):
+            found.append(str(item.arg.value))
+    return found
 
 
 def render(source: str, context: Mapping[str, Any]) -> str:

@@ -110,7 +110,8 @@ def test_json_examples_render_as_compact_json() -> None:
 
 
 def test_sandbox_refuses_python_internals_at_render_time() -> None:
-    spec = loads_spec("version: 1\nname: t\ninputs: {t: {type: string}}\ntemplate: '{{ t.__class__.__mro__ }}'\n",
+    # Reached through a filter result, so the load-time check cannot see the attribute name.
+    spec = loads_spec("version: 1\nname: t\ninputs: {t: {type: string}}\ntemplate: '{{ t | attr(\"__class__\") }}'\n",
                       file="evil.yaml")
     with pytest.raises(SpecError) as info:
         compile_prompt(spec, {"t": "x"})

@@ -66,6 +66,10 @@ BAD_CASES = [
     ("version: 1\nname: x\ninstruction: '{% if %}'\n", "template syntax error", "3:1"),
     ("version: 1\nname: x\ninputs: {text: {type: string}}\ntemplate: '{{ txt }}'\n",
      "template 'template' uses undefined variable 'txt' (did you mean 'text'?)", "4:1"),
+    ("version: 1\nname: x\ninputs: {t: {type: string}}\ninstruction: \"{{ ''.__class__ }}\"\n",
+     "template 'instruction' reaches for the private attribute '__class__'", "4:1"),
+    ("version: 1\nname: x\ninputs: {t: {type: string}}\ntemplate: \"{{ t['__init__'] }}\"\n",
+     "private attribute '__init__'", "4:1"),
     ("version: 1\nname: x\ninputs: {n: {type: nonsense}}\n", "input 'n' has an invalid JSON Schema", "3:10"),
     ("version: 1\nname: x\ninputs: {n: {type: integer, default: a}}\n", "its default does not fit its own schema", None),
     ("version: 1\nname: x\ninputs: {text: {type: string}}\nexamples:\n  - input: {text: a}\n    output: Maybe\n"
