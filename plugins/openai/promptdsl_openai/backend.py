@@ -1,0 +1,352 @@
+"""The ``openai`` backend: OpenAI and OpenAI-compatible servers through the official SDK.
+
+Chat prompts go to ``/chat/completions``, completion prompts to ``/completions``.
+What every compatible server offers (chat, completion, streaming, JSON through
+``response_format``) is declared on the class. Servers that also accept the
+llama.cpp ``grammar`` request field (llama-cpp-python's server, llama.cpp's
+``llama-server``) are detected once per instance; on those the backend adds
+
+- ``grammar``: choices and JSON constrained by a GBNF grammar, in both modes;
+- ``score``: exact log p(continuation | prompt), by forcing the continuation
+  with a grammar and summing the log-probabilities the server reports for its
+  tokens. (The ``echo`` + ``logprobs`` route of the completions API gives
+  shifted, wrong values on llama-cpp-python's server for models without a BOS
+  token, so it is not used.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, TokenLogprob
+from promptdsl.errors import BackendError
+from promptdsl.prompt import Prompt
+
+from .config import DEFAULT_OPENAI_MODEL, Settings, resolve
+from .errors import map_error
+from .formats import (
+    ANSWER_KEY,
+    choice_schema,
+    exact_grammar,
+    grammar_for,
+    json_object_format,
+    json_schema_format,
+    rejects_json_schema,
+)
+
+BASE_CAPABILITIES = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.STREAM, Capability.JSON_SCHEMA})
+GRAMMAR_CAPABILITIES = frozenset({Capability.SCORE, Capability.GRAMMAR})
+_PROBE_TEXT = "zq"
+
+# Probe results per (base_url, model): a server's abilities do not change while we run.
+_probed: dict[tuple[str, str], bool] = {}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one request is constrained."""
+
+    grammar: str | None = None
+    schema: Mapping[str, Any] | None = None  # sent as response_format
+    unwrap: bool = False  # the reply is {"answer": <choice>}; yield just the choice
+
+
+class OpenAIBackend(Backend):
+    """OpenAI, or any OpenAI-compatible server via ``base_url``.
+
+    Options (``model.options`` / ``-o``): ``base_url``, ``timeout`` (seconds),
+    ``max_retries``, ``api_key_env`` (variable holding the key, default
+    ``OPENAI_API_KEY``), ``grammar`` (``auto``/``true``/``false``: llama.cpp
+    grammar extension), ``context_length``, ``organization``.
+    """
+
+    name = "openai"
+    capabilities = BASE_CAPABILITIES
+
+    def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(model, options)
+        self.settings: Settings = resolve(self.options)
+        self.client = openai.OpenAI(
+            api_key=self.settings.api_key,
+            base_url=self.settings.base_url,
+            timeout=self.settings.timeout,
+            max_retries=self.settings.max_retries,
+            organization=self.settings.organization,
+        )
+        self._model_name = model or (DEFAULT_OPENAI_MODEL if self.settings.is_openai else self._server_model())
+        self._json_schema_ok: bool | None = True if self.settings.is_openai else None
+        grammar = self.settings.grammar
+        if grammar is None:
+            grammar = not self.settings.is_openai and self._probe_grammar()
+        self.grammar = grammar
+        if grammar:
+            # Per-instance capabilities: this server turned out to support more than the class promises.
+            self.capabilities = BASE_CAPABILITIES | GRAMMAR_CAPABILITIES  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def model_id(self) -> str:
+        return self._model_name
+
+    def context_length(self) -> int | None:
+        return self.settings.context_length
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _error(self, exc: BaseException, during: str = "request") -> BackendError:
+        return map_error(exc, self.settings, self._model_name if hasattr(self, "_model_name") else self.model,
+                         during=during)
+
+    def _server_model(self) -> str:
+        """The first model a compatible server lists (local servers usually serve one)."""
+        try:
+            models = self.client.models.list()
+        except openai.NotFoundError:
+            return "default"
+        except Exception as exc:
+            raise self._error(exc, "listing models") from None
+        first = next(iter(models.data), None)
+        return first.id if first is not None else "default"
+
+    def _probe_grammar(self) -> bool:
+        """Does the server honour the llama.cpp ``grammar`` field? One tiny forced request."""
+        key = (self.settings.base_url, self._model_name)
+        if key in _probed:
+            return _probed[key]
+        opts = GenerationOptions(temperature=0.0, max_tokens=4, seed=0)
+        ok = False
+        for prompt in (Prompt(mode="completion", text="Say something:"), _chat_probe()):
+            try:
+                reply = self._send(self.client, prompt, opts, _Plan(grammar=exact_grammar(_PROBE_TEXT)), stream=False)
+            except openai.APIStatusError:
+                continue  # the server rejects the field (or lacks this endpoint): try the other one
+            except Exception as exc:
+                raise self._error(exc, "probing the server") from None
+            ok = _reply_text(reply, prompt.mode) == _PROBE_TEXT
+            break
+        _probed[key] = ok
+        return ok
+
+    def _no_retry(self) -> openai.OpenAI:
+        return self.client.with_options(max_retries=0)
+
+    # ------------------------------------------------------------------ requests
+
+    def _check_mode(self, prompt: Prompt) -> None:
+        if prompt.mode == "chat" and not prompt.messages:
+            raise BackendError("a chat prompt needs at least one message", backend=self.name, exit_code=2)
+
+    def _send(
+        self,
+        client: openai.OpenAI,
+        prompt: Prompt,
+        options: GenerationOptions,
+        plan: _Plan,
+        *,
+        stream: bool,
+        response_format: Mapping[str, Any] | None = None,
+        logprobs: bool = False,
+    ) -> Any:
+        """One SDK call; exceptions are left to the caller to map."""
+        kwargs: dict[str, Any] = {"model": self._model_name, "temperature": options.temperature, "stream": stream}
+        extra: dict[str, Any] = {}
+        if options.max_tokens is not None:
+            field = "max_completion_tokens" if self.settings.is_openai and prompt.mode == "chat" else "max_tokens"
+            kwargs[field] = options.max_tokens
+        if options.stop:
+            kwargs["stop"] = list(options.stop)
+        if options.seed is not None:
+            kwargs["seed"] = options.seed
+        if options.top_p is not None:
+            kwargs["top_p"] = options.top_p
+        if options.top_k is not None:
+            extra["top_k"] = options.top_k
+        if plan.grammar is not None:
+            extra["grammar"] = plan.grammar
+        if extra:
+            kwargs["extra_body"] = extra
+        if prompt.mode == "chat":
+            if response_format is not None:
+                kwargs["response_format"] = response_format
+            if logprobs:  # llama-cpp-python's server only returns them with top_logprobs set
+                kwargs.update(logprobs=True, top_logprobs=1)
+            messages: list[Any] = [m.to_dict() for m in prompt.messages]
+            return client.chat.completions.create(messages=messages, **kwargs)
+        if logprobs:
+            kwargs["logprobs"] = 1
+        return client.completions.create(prompt=prompt.text, **kwargs)
+
+    def _create(self, prompt: Prompt, options: GenerationOptions, plan: _Plan, *, stream: bool,
+                logprobs: bool = False) -> Any:
+        """Send, falling back from ``json_schema`` to ``json_object`` + schema once a server rejects it."""
+        try:
+            if plan.schema is None:
+                return self._send(self.client, prompt, options, plan, stream=stream, logprobs=logprobs)
+            if self._json_schema_ok is not False:
+                client = self.client if self._json_schema_ok else self._no_retry()
+                try:
+                    reply = self._send(client, prompt, options, plan, stream=stream, logprobs=logprobs,
+                                       response_format=json_schema_format(plan.schema))
+                except openai.APIStatusError as exc:
+                    if self._json_schema_ok or not rejects_json_schema(f"{exc.message} {exc.body}"):
+                        raise
+                    self._json_schema_ok = False
+                else:
+                    self._json_schema_ok = True
+                    return reply
+            return self._send(self.client, prompt, options, plan, stream=stream, logprobs=logprobs,
+                              response_format=json_object_format(plan.schema))
+        except Exception as exc:
+            raise self._error(exc) from None
+
+    def _plan(self, prompt: Prompt, constraint: Constraint | None) -> _Plan:
+        if constraint is None:
+            return _Plan()
+        prefix = prompt.continuation_prefix
+        if constraint.choices is not None:
+            if self.grammar:
+                return _Plan(grammar=grammar_for(constraint.choices, None, prefix))
+            if prompt.mode == "chat":
+                bare = [c[len(prefix):] if prefix and c.startswith(prefix) else c for c in constraint.choices]
+                return _Plan(schema=choice_schema(bare), unwrap=True)
+        else:
+            schema = constraint.json_schema or {}
+            if prompt.mode == "chat":
+                return _Plan(schema=schema)
+            if self.grammar:
+                return _Plan(grammar=grammar_for(None, schema, prefix))
+        raise BackendError(
+            f"{self.settings.base_url} cannot constrain completion-mode output (no 'grammar' support); "
+            "use mode: chat, or output.method: generate",
+            backend=self.name,
+            exit_code=2,
+        )
+
+    # ------------------------------------------------------------------ Backend API
+
+    def stream(
+        self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None
+    ) -> Iterator[str]:
+        self._check_mode(prompt)
+        plan = self._plan(prompt, constraint)
+        return self._stream(prompt, options, plan)
+
+    def _stream(self, prompt: Prompt, options: GenerationOptions, plan: _Plan) -> Iterator[str]:
+        chunks = self._create(prompt, options, plan, stream=True)
+        finished = False
+        held: list[str] = []
+        try:
+            for chunk in chunks:
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                text = choice.delta.content if prompt.mode == "chat" else choice.text
+                finished = finished or choice.finish_reason is not None
+                if text:
+                    if plan.unwrap:
+                        held.append(text)
+                    else:
+                        yield text
+        except Exception as exc:
+            raise self._error(exc, "stream") from None
+        finally:
+            chunks.close()
+        if not finished:
+            self._diagnose(prompt, options, plan)
+        if plan.unwrap:
+            yield _unwrap("".join(held))
+
+    def _diagnose(self, prompt: Prompt, options: GenerationOptions, plan: _Plan) -> None:
+        """A stream ended without a finish reason: ask again without streaming to learn why."""
+        short = GenerationOptions(temperature=0.0, max_tokens=1, seed=options.seed)
+        self._create(prompt, short, plan, stream=False)  # raises the server's real error, if any
+        raise BackendError(
+            f"{self.settings.base_url} ended the stream before the answer was finished",
+            backend=self.name,
+            model=self._model_name,
+            exit_code=1,
+        )
+
+    def complete(
+        self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None
+    ) -> str:
+        self._check_mode(prompt)
+        plan = self._plan(prompt, constraint)
+        reply = self._create(prompt, options, plan, stream=False)
+        text = _reply_text(reply, prompt.mode)
+        return _unwrap(text) if plan.unwrap else text
+
+    def generate_logprobs(self, prompt: Prompt, options: GenerationOptions) -> list[TokenLogprob] | None:
+        self._check_mode(prompt)
+        return self._logprobs(prompt, options, _Plan())
+
+    def _logprobs(self, prompt: Prompt, options: GenerationOptions, plan: _Plan) -> list[TokenLogprob] | None:
+        reply = self._create(prompt, options, plan, stream=False, logprobs=True)
+        choice = reply.choices[0] if reply.choices else None
+        if choice is None or choice.logprobs is None:
+            return None
+        if prompt.mode == "chat":
+            content = choice.logprobs.content or []
+            return [TokenLogprob(t.token, float(t.logprob)) for t in content]
+        tokens = choice.logprobs.tokens or []
+        values = choice.logprobs.token_logprobs or []
+        return [TokenLogprob(t, float(v)) for t, v in zip(tokens, values, strict=False) if v is not None]
+
+    def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
+        if not self.grammar:
+            raise BackendError(
+                f"{self.settings.base_url} cannot score continuations (it has no 'grammar' support); "
+                "use output.method: constrain or generate",
+                backend=self.name,
+                exit_code=2,
+            )
+        self._check_mode(prompt)
+        return [self._forced_logprob(prompt, text) for text in continuations]
+
+    def _forced_logprob(self, prompt: Prompt, text: str) -> float:
+        """log p(text | prompt): force ``text`` with a grammar and add up its tokens' log-probabilities."""
+        if not text:
+            raise BackendError("cannot score an empty continuation", backend=self.name, exit_code=2)
+        opts = GenerationOptions(temperature=0.0, max_tokens=len(text.encode("utf-8")) + 2, seed=0)
+        tokens = self._logprobs(prompt, opts, _Plan(grammar=exact_grammar(text)))
+        got = "".join(t.text for t in tokens or ())
+        if tokens is None or got != text:
+            raise BackendError(
+                f"forcing {text!r} returned {got!r} with{'out' if tokens is None else ''} log-probabilities; "
+                "the server does not honour 'grammar' (use -o grammar=false)",
+                backend=self.name,
+                exit_code=1,
+            )
+        return sum(t.logprob for t in tokens)
+
+
+def _chat_probe() -> Prompt:
+    from promptdsl.prompt import Message
+
+    return Prompt(mode="chat", messages=(Message("user", "Say something."),))
+
+
+def _reply_text(reply: Any, mode: str) -> str:
+    if not reply.choices:
+        return ""
+    choice = reply.choices[0]
+    text = choice.message.content if mode == "chat" else choice.text
+    return text or ""
+
+
+def _unwrap(text: str) -> str:
+    """``{"answer": "X"}`` -> ``X``; anything else is returned as is for the parser to judge."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    if isinstance(value, dict) and isinstance(value.get(ANSWER_KEY), str):
+        return str(value[ANSWER_KEY])
+    return text
