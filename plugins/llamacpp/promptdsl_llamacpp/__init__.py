@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions
+from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, TokenLogprob
 from promptdsl.errors import BackendError
 from promptdsl.prompt import Prompt
 
@@ -296,6 +296,46 @@ class LlamaCppBackend(Backend):
 
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
         return self._model.score(prompt, continuations)
+
+    def generate_logprobs(self, prompt: Prompt, options: GenerationOptions) -> list[TokenLogprob] | None:
+        """Greedy generation through the usual ``create_completion`` path, recording each step's
+        log-probabilities with a logits processor (temperature 0 only; ``None`` otherwise)."""
+        if options.temperature > 0:
+            return None
+        from llama_cpp import LogitsProcessorList, llama_vocab_is_eog
+
+        model = self._model
+        rows: list[np.ndarray] = []
+
+        def record(input_ids: Any, scores: Any) -> Any:
+            rows.append(_log_softmax(np.asarray(scores)))
+            return scores
+
+        with model.lock:
+            tokens = model.tokens(prompt)
+            model.check_fits(len(tokens), 1)
+            llm = model.llm
+            out: Any = llm.create_completion(
+                tokens,
+                max_tokens=min(options.max_tokens or llm.n_ctx(), llm.n_ctx() - len(tokens)),
+                temperature=0.0,
+                stop=list(options.stop),
+                repeat_penalty=1.0,
+                seed=options.seed,
+                logits_processor=LogitsProcessorList([record]),
+            )
+            text = out["choices"][0]["text"]
+            result: list[TokenLogprob] = []
+            produced, prev = "", list(tokens)
+            for row in rows:
+                tok = int(row.argmax())
+                if len(produced) >= len(text) or llama_vocab_is_eog(llm._model.vocab, tok):
+                    break
+                piece = llm.detokenize([tok], prev_tokens=prev).decode("utf-8", "replace")
+                prev.append(tok)
+                produced += piece
+                result.append(TokenLogprob(piece, float(row[tok])))
+            return result
 
     def context_length(self) -> int:
         return int(self._model.llm.n_ctx())
