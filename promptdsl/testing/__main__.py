@@ -1,0 +1,53 @@
+"""``python -m promptdsl.testing BACKEND [-m MODEL] [-o KEY=VALUE]...``: print a conformance report.
+
+Exit code 0 when every applicable check passes, 1 when one fails, 2 when the
+backend cannot be found or started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..backend import GENERATION_KEYS
+from ..errors import PromptDSLError
+from ..registry import get_backend
+from . import CHECKS, check_backend
+
+
+def _options(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"promptdsl.testing: error: --option expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m promptdsl.testing", description=__doc__.splitlines()[0])
+    parser.add_argument("backend", help="an installed backend plugin (see 'promptdsl backends')")
+    parser.add_argument("--model", "-m")
+    parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--check", action="append", choices=list(CHECKS), help="run only these checks")
+    args = parser.parse_args(argv)
+    options = {k: v for k, v in _options(args.option).items() if k not in GENERATION_KEYS}
+    try:
+        backend = get_backend(args.backend, args.model, options)
+    except PromptDSLError as exc:
+        print(f"promptdsl.testing: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    report = check_backend(backend, checks=args.check)
+    print(report)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,323 @@
+"""The backend contract as executable checks.
+
+Each check takes a :class:`Kit` (a backend plus the prompts to use) and
+either returns a one-line summary of what it verified, or raises
+:class:`CheckFailed` / :class:`NotApplicable`. A check runs in every prompt
+mode the backend supports, at temperature 0 and with small token budgets, so
+the whole contract takes seconds on a small model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backend import Backend, Capability, Constraint, GenerationOptions
+from ..errors import BackendError
+from ..prompt import Message, Prompt
+
+
+class CheckFailed(AssertionError):
+    """The backend broke the contract; the message says how."""
+
+
+class NotApplicable(Exception):
+    """The backend does not declare what this check needs."""
+
+
+@dataclass(frozen=True)
+class KitPrompts:
+    """Prompts the checks use; override them for models that answer these badly."""
+
+    completion: str = "Once upon a time, there was a"
+    chat: str = "Write a short poem about the sea."
+    json_completion: str = "A person, as JSON with name and age:"
+    json_chat: str = "Describe a person as a JSON object with name and age."
+    choice_completion: str = "Question: Is the sky blue?\nAnswer:"
+    choice_chat: str = "Is the sky blue? Answer Yes or No."
+    choices: tuple[str, ...] = ("Yes", "No")
+    json_schema: dict[str, Any] = field(
+        default_factory=lambda: {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"],
+            "additionalProperties": False,
+        }
+    )
+
+
+@dataclass
+class Kit:
+    """What every check receives."""
+
+    backend: Backend
+    prompts: KitPrompts = field(default_factory=KitPrompts)
+
+    @property
+    def modes(self) -> list[str]:
+        """The prompt modes the backend declares, completion first."""
+        caps = self.backend.capabilities
+        return [m for m, c in (("completion", Capability.COMPLETION), ("chat", Capability.CHAT)) if c in caps]
+
+    def prompt(self, mode: str, kind: str = "") -> Prompt:
+        """The kit's prompt of ``kind`` ('' plain, 'json', 'choice') in ``mode``."""
+        text = getattr(self.prompts, f"{kind}_{mode}" if kind else mode)
+        if mode == "chat":
+            return Prompt(mode="chat", messages=(Message("user", text),))
+        return Prompt(mode="completion", text=text, continuation_prefix=" " if kind == "choice" else "")
+
+
+def greedy(max_tokens: int, stop: tuple[str, ...] = ()) -> GenerationOptions:
+    return GenerationOptions(temperature=0.0, max_tokens=max_tokens, stop=stop, seed=0)
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def _clip(text: str, n: int = 60) -> str:
+    return repr(text if len(text) <= n else text[:n] + "…")
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def check_capabilities(kit: Kit) -> str:
+    """Name, capabilities and model id are well-formed; at least one prompt mode."""
+    b = kit.backend
+    _expect(isinstance(b.name, str) and bool(b.name), "Backend.name must be a non-empty string")
+    caps = b.capabilities
+    _expect(isinstance(caps, frozenset), f"capabilities must be a frozenset, got {type(caps).__name__}")
+    bad = [c for c in caps if not isinstance(c, Capability)]
+    _expect(not bad, f"capabilities holds non-Capability values: {bad!r}")
+    _expect(bool(kit.modes), "the backend declares neither chat nor completion")
+    _expect(isinstance(b.model_id, str) and bool(b.model_id), "model_id must be a non-empty string")
+    return f"{b.name} ({b.model_id}): {', '.join(sorted(c.value for c in caps))}"
+
+
+def check_stream_equals_complete(kit: Kit) -> str:
+    """At temperature 0, the streamed pieces join to exactly what complete() returns, every time."""
+    done = []
+    for mode in kit.modes:
+        prompt, opts = kit.prompt(mode), greedy(16)
+        pieces = list(kit.backend.stream(prompt, opts))
+        _expect(all(isinstance(p, str) for p in pieces), f"{mode}: stream yielded non-str pieces")
+        streamed = "".join(pieces)
+        whole = kit.backend.complete(prompt, opts)
+        again = kit.backend.complete(prompt, opts)
+        _expect(bool(whole), f"{mode}: complete() returned no text")
+        _expect(streamed == whole, f"{mode}: stream gave {_clip(streamed)} but complete gave {_clip(whole)}")
+        _expect(again == whole, f"{mode}: two greedy runs differ: {_clip(whole)} vs {_clip(again)}")
+        done.append(f"{mode} {len(pieces)} pieces")
+    return "; ".join(done)
+
+
+def check_max_tokens(kit: Kit) -> str:
+    """A small max_tokens cuts the same greedy text short (and within budget, where tokens are visible)."""
+    done = []
+    for mode in kit.modes:
+        prompt = kit.prompt(mode)
+        long = kit.backend.complete(prompt, greedy(12))
+        for n in (1, 3):
+            short = kit.backend.complete(prompt, greedy(n))
+            _expect(bool(short), f"{mode}: max_tokens={n} gave no text")
+            _expect(long.startswith(short),
+                    f"{mode}: max_tokens={n} gave {_clip(short)}, not a prefix of {_clip(long)}")
+            _expect(len(short) < len(long), f"{mode}: max_tokens={n} was not honoured ({_clip(short)})")
+            tokens = kit.backend.generate_logprobs(prompt, greedy(n))
+            if tokens is not None:
+                _expect(len(tokens) <= n, f"{mode}: max_tokens={n} generated {len(tokens)} tokens")
+        done.append(mode)
+    return "honoured in " + ", ".join(done)
+
+
+def _stop_word(text: str) -> str | None:
+    """A word of ``text`` that first occurs after its start (the stop string for the check)."""
+    for word in text.split()[1:]:
+        if text.find(word) >= 1:
+            return word
+    return None
+
+
+def check_stop_sequences(kit: Kit) -> str:
+    """Generation ends right before the first stop sequence, which is not included; streaming too."""
+    done = []
+    for mode in kit.modes:
+        prompt = kit.prompt(mode)
+        base = kit.backend.complete(prompt, greedy(16))
+        word = _stop_word(base)
+        if word is None:
+            raise CheckFailed(f"{mode}: the greedy text {_clip(base)} has no second word to stop at")
+        expected = base[: base.find(word)]
+        got = kit.backend.complete(prompt, greedy(16, (word,)))
+        _expect(got == expected, f"{mode}: stop={word!r} gave {_clip(got)}, expected {_clip(expected)}")
+        streamed = "".join(kit.backend.stream(prompt, greedy(16, ("\u241e", word))))
+        _expect(streamed == expected, f"{mode}: streaming with stop={word!r} gave {_clip(streamed)}")
+        done.append(f"{mode} stop={word!r}")
+    return "; ".join(done)
+
+
+def _close_enough(a: float, b: float) -> bool:
+    return math.isfinite(a) and math.isfinite(b) and abs(a - b) <= 0.02 + 1e-3 * abs(b)
+
+
+def check_score(kit: Kit) -> str:
+    """score() is a log-probability per continuation and equals generation's own log-probabilities."""
+    if Capability.SCORE not in kit.backend.capabilities:
+        raise NotApplicable("the backend does not declare 'score'")
+    done = []
+    for mode in kit.modes:
+        prompt = kit.prompt(mode)
+        tokens = kit.backend.generate_logprobs(prompt, greedy(4))
+        text = kit.backend.complete(prompt, greedy(4))
+        conts = [text, text[: max(1, len(text) // 2)]]
+        scores = kit.backend.score(prompt, conts)
+        _expect(len(scores) == len(conts), f"{mode}: score returned {len(scores)} values for {len(conts)}")
+        _expect(all(isinstance(s, float) and s <= 1e-6 for s in scores), f"{mode}: not log-probabilities: {scores}")
+        again = kit.backend.score(prompt, conts)
+        _expect(all(_close_enough(a, b) for a, b in zip(scores, again, strict=True)),
+                f"{mode}: score is not deterministic: {scores} vs {again}")
+        if tokens is None:
+            done.append(f"{mode} (no generation log-probabilities to compare)")
+            continue
+        gen = "".join(t.text for t in tokens)
+        _expect(gen == text, f"{mode}: generate_logprobs text {_clip(gen)} differs from complete {_clip(text)}")
+        first, total = tokens[0].logprob, sum(t.logprob for t in tokens)
+        s_first, s_total = kit.backend.score(prompt, [tokens[0].text, text])
+        _expect(_close_enough(s_first, first),
+                f"{mode}: score({tokens[0].text!r}) = {s_first:.4f} but generation gave {first:.4f}")
+        _expect(_close_enough(s_total, total),
+                f"{mode}: score({_clip(text)}) = {s_total:.4f} but generation's tokens sum to {total:.4f}")
+        done.append(f"{mode} {len(tokens)} tokens, {s_total:.3f} vs {total:.3f}")
+    return "; ".join(done)
+
+
+def _constrain_modes(kit: Kit) -> Iterator[tuple[str, bool]]:
+    """(mode, must_work): with 'grammar' every mode must constrain; with only 'json_schema', chat must."""
+    caps = kit.backend.capabilities
+    if not caps & {Capability.GRAMMAR, Capability.JSON_SCHEMA}:
+        raise NotApplicable("the backend declares neither 'grammar' nor 'json_schema'")
+    for mode in kit.modes:
+        yield mode, Capability.GRAMMAR in caps or mode == "chat"
+
+
+def _constrained(kit: Kit, prompt: Prompt, opts: GenerationOptions, constraint: Constraint,
+                 must_work: bool) -> str | None:
+    try:
+        return "".join(kit.backend.stream(prompt, opts, constraint))
+    except BackendError:
+        if must_work:
+            raise
+        return None  # a clean refusal is allowed where the capability does not promise it
+
+
+def check_json_schema(kit: Kit) -> str:
+    """Output constrained to a JSON Schema parses and validates."""
+    from jsonschema import Draft202012Validator
+
+    schema = kit.prompts.json_schema
+    done = []
+    for mode, must in _constrain_modes(kit):
+        text = _constrained(kit, kit.prompt(mode, "json"), greedy(64), Constraint(json_schema=schema), must)
+        if text is None:
+            done.append(f"{mode} refused cleanly")
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise CheckFailed(f"{mode}: constrained output is not JSON: {_clip(text)}") from None
+        errors = list(Draft202012Validator(schema).iter_errors(value))
+        _expect(not errors, f"{mode}: {value!r} breaks the schema: {errors[0].message if errors else ''}")
+        done.append(f"{mode} {json.dumps(value)}")
+    return "; ".join(done)
+
+
+def check_choices(kit: Kit) -> str:
+    """Output constrained to choices is exactly one of them (the prefix is optional)."""
+    done = []
+    for mode, must in _constrain_modes(kit):
+        prompt = kit.prompt(mode, "choice")
+        choices = tuple(prompt.continuation_prefix + c for c in kit.prompts.choices)
+        text = _constrained(kit, prompt, greedy(8), Constraint(choices=choices), must)
+        if text is None:
+            done.append(f"{mode} refused cleanly")
+            continue
+        _expect(text.strip() in kit.prompts.choices, f"{mode}: {_clip(text)} is not one of {kit.prompts.choices}")
+        done.append(f"{mode} {text.strip()!r}")
+    return "; ".join(done)
+
+
+def check_cancel(kit: Kit) -> str:
+    """Closing a stream early (or before reading it) stops it and leaves the backend ready."""
+    mode = kit.modes[0]
+    small = kit.prompt(mode)
+    reference = kit.backend.complete(small, greedy(6))
+    stream = kit.backend.stream(kit.prompt(kit.modes[-1]), greedy(64))
+    first = next(iter(stream), None)
+    _expect(first is not None, "the stream yielded nothing")
+    _close(stream)
+    _expect(kit.backend.complete(small, greedy(6)) == reference, "after closing a stream, the next answer changed")
+    unread = kit.backend.stream(small, greedy(64))
+    _close(unread)
+    again = "".join(kit.backend.stream(small, greedy(6)))
+    _expect(again == reference, f"after closing an unread stream, streaming gave {_clip(again)}")
+    return f"closed after {first!r}; next requests answered {_clip(reference)}"
+
+
+def _close(stream: Any) -> None:
+    close = getattr(stream, "close", None)
+    _expect(callable(close), "stream() must return a closable iterator (a generator)")
+    close()
+
+
+def check_errors(kit: Kit) -> str:
+    """Failures surface as BackendError (too-long prompt, unsupported calls), and the backend recovers."""
+    b = kit.backend
+    mode = kit.modes[0]
+    n_ctx = b.context_length() or 32768
+    words = "word " * (2 * n_ctx + 16)
+    huge = (Prompt(mode="completion", text=words) if mode == "completion"
+            else Prompt(mode="chat", messages=(Message("user", words),)))
+    seen = []
+    for name, call in (("stream", lambda: "".join(b.stream(huge, greedy(4)))),
+                       ("complete", lambda: b.complete(huge, greedy(4)))):
+        _expect_backend_error(f"{name} of a {2 * n_ctx}-word prompt", call)
+        seen.append(name)
+    if Capability.SCORE not in b.capabilities:
+        _expect_backend_error("score() without the 'score' capability", lambda: b.score(kit.prompt(mode), ["x"]))
+        seen.append("score")
+    for missing, cap in (("completion", Capability.COMPLETION), ("chat", Capability.CHAT)):
+        if cap not in b.capabilities:
+            _expect_backend_error(f"a {missing} prompt", lambda m=missing: b.complete(kit.prompt(m), greedy(4)))
+            seen.append(f"{missing} prompt")
+    text = b.complete(kit.prompt(mode), greedy(4))
+    _expect(bool(text), "no answer after the errors")
+    return f"BackendError from {', '.join(seen)}; recovered with {_clip(text)}"
+
+
+def _expect_backend_error(what: str, call: Callable[[], object]) -> None:
+    try:
+        call()
+    except BackendError:
+        return
+    except Exception as exc:
+        raise CheckFailed(f"{what} raised {type(exc).__name__} ({exc}), not BackendError") from None
+    raise CheckFailed(f"{what} raised no error")
+
+
+#: Every check, in the order they run; names are stable (reports and test ids use them).
+CHECKS: dict[str, Callable[[Kit], str]] = {
+    "capabilities": check_capabilities,
+    "stream_equals_complete": check_stream_equals_complete,
+    "max_tokens": check_max_tokens,
+    "stop_sequences": check_stop_sequences,
+    "score_matches_generation": check_score,
+    "json_schema": check_json_schema,
+    "choices": check_choices,
+    "cancel_releases": check_cancel,
+    "errors_are_backend_errors": check_errors,
+}

@@ -1,0 +1,45 @@
+"""The conformance kit as a pytest suite: subclass, provide a backend, get one test per check.
+
+::
+
+    import pytest
+    from promptdsl.testing.suite import BackendConformance
+
+    class TestMyBackend(BackendConformance):
+        @pytest.fixture(scope="class")
+        def conformance_backend(self):
+            backend = MyBackend("my-model", {})
+            yield backend
+            backend.close()
+
+A check the backend has no capability for is reported as skipped.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+
+from ..backend import Backend
+from . import CHECKS, DEFAULT_TIMEOUT, KitPrompts, run_check
+
+
+class BackendConformance:
+    """Base class: override the ``conformance_backend`` fixture (and optionally the prompts)."""
+
+    conformance_prompts: ClassVar[KitPrompts] = KitPrompts()
+    conformance_timeout: ClassVar[float] = DEFAULT_TIMEOUT
+
+    @pytest.fixture(scope="class")
+    def conformance_backend(self) -> Backend:
+        raise NotImplementedError("override the conformance_backend fixture in your subclass")
+
+    @pytest.mark.parametrize("check", list(CHECKS))
+    def test_conformance(self, conformance_backend: Backend, check: str) -> None:
+        result = run_check(
+            conformance_backend, check, prompts=self.conformance_prompts, timeout=self.conformance_timeout
+        )
+        if result.status == "skip":
+            pytest.skip(result.detail)
+        assert result.status == "pass", f"{check}: {result.detail}"
