@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from ..backend import Backend, Capability, Constraint, GenerationOptions
@@ -270,7 +271,8 @@ def check_cancel(kit: Kit) -> str:
 
 def _close(stream: Any) -> None:
     close = getattr(stream, "close", None)
-    _expect(callable(close), "stream() must return a closable iterator (a generator)")
+    if not callable(close):
+        raise CheckFailed("stream() must return a closable iterator (a generator)")
     close()
 
 
@@ -292,7 +294,8 @@ def check_errors(kit: Kit) -> str:
         seen.append("score")
     for missing, cap in (("completion", Capability.COMPLETION), ("chat", Capability.CHAT)):
         if cap not in b.capabilities:
-            _expect_backend_error(f"a {missing} prompt", lambda m=missing: b.complete(kit.prompt(m), greedy(4)))
+            unsupported = kit.prompt(missing)
+            _expect_backend_error(f"a {missing} prompt", partial(b.complete, unsupported, greedy(4)))
             seen.append(f"{missing} prompt")
     text = b.complete(kit.prompt(mode), greedy(4))
     _expect(bool(text), "no answer after the errors")
