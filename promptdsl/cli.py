@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", parents=[common], help="print the spec JSON Schema")
     p.set_defaults(handler=cmd_schema)
+
+    p = sub.add_parser("chat", parents=[common], help="open the terminal UI: chat, run specs, history")
+    p.add_argument("specs", type=Path, nargs="*", help="spec files or folders for the spec picker")
+    _add_backend_flags(p)
+    p.add_argument("--system", help="system prompt for new conversations")
+    p.add_argument("--continue", "-c", dest="resume_latest", action="store_true",
+                   help="resume the most recent conversation")
+    p.set_defaults(handler=cmd_chat)
     return parser
 
 
@@ -214,6 +222,14 @@ def cmd_backends(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(spec_schema(), indent=2, ensure_ascii=False))
     return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from promptdsl_tui.launch import run_chat  # lazy: Textual loads only for the UI
+
+    code: int = run_chat(args.specs, backend=args.backend, model=args.model, options=_options(args.option),
+                         system=args.system, resume_latest=args.resume_latest)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

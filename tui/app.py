@@ -1,0 +1,309 @@
+"""The promptdsl terminal UI: chat with a model, run specs, keep history.
+
+Built on the library API only: a chat turn is a chat-mode :class:`~promptdsl.prompt.Prompt`
+streamed through ``Backend.stream``; a spec run is a :class:`~promptdsl.runner.Runner`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+
+from promptdsl.backend import Backend
+from promptdsl.errors import PromptDSLError
+
+from .conversation import DEFAULT_SYSTEM
+from .export import export_markdown
+from .history import HistoryStore
+from .screens.backend import BackendScreen
+from .screens.help import HelpScreen, key_label
+from .screens.history import HistoryScreen
+from .screens.path_prompt import PathPrompt
+from .screens.spec_picker import SpecPicker
+from .screens.spec_run import SpecScreen
+from .screens.system_prompt import SystemPromptScreen
+from .session import BackendChoice, Session
+from .specs import SpecEntry, discover
+from .widgets.chat_view import ChatView
+from .widgets.message import MessageView
+from .widgets.status import StatusBar
+
+#: Keys handled inside widgets (not app bindings), for the help screen.
+WIDGET_KEYS: tuple[tuple[str, str], ...] = (
+    ("Enter", "send the message"),
+    ("Shift+Enter / Ctrl+J", "new line in the message"),
+    ("Esc", "stop the streaming reply (the text so far is kept)"),
+    ("Tab / Shift+Tab", "move focus; messages can be focused"),
+    ("c", "copy the focused message"),
+    ("Ctrl+P", "command palette: every action by name"),
+    ("Ctrl+Q", "quit"),
+)
+
+
+class PromptDSLApp(App[None]):
+    """Chat and instruction following on any installed promptdsl backend."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "promptdsl"
+    SUB_TITLE = "New conversation"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1", "help", "Help"),
+        Binding("ctrl+s", "specs", "Specs"),
+        Binding("ctrl+o", "history", "History"),
+        Binding("ctrl+n", "new_chat", "New"),
+        Binding("ctrl+r", "regenerate", "Regenerate"),
+        Binding("ctrl+b", "backend", "Backend"),
+        Binding("ctrl+t", "system_prompt", "System"),
+        Binding("ctrl+f", "export", "Export"),
+        Binding("ctrl+g", "copy_last", "Copy reply", show=False),
+        Binding("escape", "cancel", "Stop", show=False),
+    ]
+
+    def __init__(
+        self,
+        *,
+        specs: Sequence[Path] = (),
+        backend: str | None = None,
+        model: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        backend_instance: Backend | None = None,
+        system: str | None = None,
+        history: HistoryStore | None = None,
+        resume: int | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.session = Session.from_cli(backend, model, options or {})
+        if backend_instance is not None:
+            self.session = Session(
+                BackendChoice(backend_instance.name, backend_instance.model, {}),
+                self.session.user_generation,
+                backend=backend_instance,
+            )
+        self.spec_options = dict(options or {})
+        self.spec_paths = list(specs)
+        self.cwd = cwd or Path.cwd()
+        self.store = history
+        self.resume_id = resume
+        self.system = DEFAULT_SYSTEM if system is None else system
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="◆")
+        yield ChatView(self.session, self.store, system=self.system, id="chat")
+        yield StatusBar(id="status")
+        yield Footer()
+
+    @property
+    def chat(self) -> ChatView:
+        return self.query_one("#chat", ChatView)
+
+    @property
+    def status(self) -> StatusBar:
+        return self.query_one("#status", StatusBar)
+
+    async def on_mount(self) -> None:
+        self.status.backend = self.session.choice.name
+        self.status.model = self.session.choice.model or "default"
+        self.chat.query_one("#input").focus()
+        if self.resume_id is not None:
+            await self.chat.resume(self.resume_id)
+        self._load_backend()
+        if len(self.spec_paths) == 1 and self.spec_paths[0].is_file():
+            entry = discover(self.spec_paths, self.cwd)[0]
+            if entry.spec is not None:
+                self._open_spec(entry)
+                return
+        if self.spec_paths:
+            self.action_specs()
+
+    @work(thread=True, group="backend", exclusive=True, exit_on_error=False)
+    def _load_backend(self, choice: BackendChoice | None = None) -> None:
+        """Load (or switch to) a backend off the UI thread; on error the app keeps the old one."""
+        self.call_from_thread(self._set_state, "loading")
+        try:
+            backend = self.session.switch(choice) if choice is not None else self.session.backend()
+            total = backend.context_length()
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, PromptDSLError) else f"{type(exc).__name__}: {exc}"
+            self.call_from_thread(self._backend_failed, text)
+            return
+        self.call_from_thread(self._backend_ready, backend, total, choice is not None)
+
+    def _set_state(self, state: str) -> None:
+        if not self.chat.generating:
+            self.status.state = state
+
+    def _backend_ready(self, backend: Backend, total: int | None, switched: bool) -> None:
+        self.status.backend = backend.name
+        self.status.model = backend.model_id
+        self.status.context_total = total
+        self.status.state = "generating" if self.chat.generating else "ready"
+        if switched:
+            self.notify(f"Now using {backend.name} · {backend.model_id}", title="Backend")
+
+    def _backend_failed(self, error: str) -> None:
+        self.status.state = "ready" if self.session.peek() is not None else "error"
+        self.notify(error, title="Backend error", severity="error", timeout=10)
+
+    # ------------------------------------------------------------------ messages from the chat
+
+    def on_chat_view_state_changed(self, event: ChatView.StateChanged) -> None:
+        self.status.state = event.state
+
+    def on_chat_view_stats_changed(self, event: ChatView.StatsChanged) -> None:
+        self.status.tokens = event.tokens
+        self.status.tokens_per_second = event.tokens_per_second
+        if event.context_used is not None:
+            self.status.context_used = event.context_used
+        if event.context_total is not None:
+            self.status.context_total = event.context_total
+
+    def on_chat_view_title_changed(self, event: ChatView.TitleChanged) -> None:
+        self.sub_title = event.title
+
+    def on_chat_view_notice(self, event: ChatView.Notice) -> None:
+        title = "Error" if event.severity == "error" else ""
+        timeout = 10 if event.severity == "error" else 5
+        self.notify(event.text, title=title, severity=event.severity, timeout=timeout)  # type: ignore[arg-type]
+
+    @on(MessageView.CopyRequested)
+    def _copy(self, event: MessageView.CopyRequested) -> None:
+        self._copy_text(event.text)
+
+    def _copy_text(self, text: str) -> None:
+        self.copy_to_clipboard(text)
+        self.notify(f"Copied {len(text)} characters to the clipboard.")
+
+    # ------------------------------------------------------------------ actions
+
+    async def action_cancel(self) -> None:
+        """Esc: stop the reply; on other screens Esc closes them (their own binding)."""
+        if await self.chat.cancel():
+            self.notify("Reply stopped; the text so far is kept.", timeout=3)
+
+    async def action_new_chat(self) -> None:
+        await self.chat.new()
+        self.chat.query_one("#input").focus()
+
+    async def action_regenerate(self) -> None:
+        await self.chat.regenerate()
+
+    def action_copy_last(self) -> None:
+        turn = self.chat.conversation.last("assistant")
+        if turn is None or not turn.content:
+            self.notify("No reply to copy yet.", severity="warning")
+            return
+        self._copy_text(turn.content)
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.key_help()))
+
+    def key_help(self) -> list[tuple[str, str]]:
+        """Every key: the app's bindings plus the keys widgets handle themselves."""
+        rows = [(k, d) for k, d in WIDGET_KEYS]
+        for binding in self.BINDINGS:
+            if isinstance(binding, Binding) and binding.action != "cancel":
+                desc = _ACTION_HELP.get(binding.action, binding.description)
+                keys = " / ".join(key_label(k) for k in binding.key.split(","))
+                rows.append((keys, desc))
+        return rows
+
+    def action_system_prompt(self) -> None:
+        def done(text: str | None) -> None:
+            if text is not None:
+                self.chat.set_system(text)
+                self.notify("System prompt updated.")
+
+        self.push_screen(SystemPromptScreen(self.chat.conversation.system), done)
+
+    def action_backend(self) -> None:
+        def done(choice: BackendChoice | None) -> None:
+            if choice is not None:
+                self._load_backend(choice)
+
+        models = self.store.models() if self.store is not None else []
+        self.push_screen(BackendScreen(self.session.choice, models), done)
+
+    async def action_history(self) -> None:
+        if self.store is None:
+            self.notify("History is off in this session.", severity="warning")
+            return
+
+        async def done(conv_id: int | None) -> None:
+            if conv_id is not None:
+                await self.chat.resume(conv_id)
+                self.chat.query_one("#input").focus()
+
+        self.push_screen(HistoryScreen(self.store, self.chat.conversation.id), done)
+
+    def action_export(self, path: Path | None = None) -> None:
+        try:
+            written = export_markdown(self.chat.conversation, path)
+        except PromptDSLError as exc:
+            self.notify(str(exc), title="Export", severity="warning")
+            return
+        self.notify(str(written), title="Exported to Markdown", timeout=10)
+
+    def action_export_to(self) -> None:
+        def done(path: Path | None) -> None:
+            if path is not None:
+                self.action_export(path)
+
+        self.push_screen(PathPrompt("Export the conversation to (a .md file or a folder):", ""), done)
+
+    def action_specs(self) -> None:
+        entries = discover(self.spec_paths, self.cwd)
+
+        def done(entry: SpecEntry | None) -> None:
+            if entry is not None:
+                self._open_spec(entry)
+
+        self.push_screen(SpecPicker(entries), done)
+
+    def _open_spec(self, entry: SpecEntry) -> None:
+        assert entry.spec is not None
+        self.push_screen(SpecScreen(entry.spec, self.session, self.spec_options))
+
+    # ------------------------------------------------------------------ command palette
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("New conversation", "Start an empty chat (Ctrl+N)", self.action_new_chat)
+        yield SystemCommand("Open conversation", "Resume a saved chat from history (Ctrl+O)", self.action_history)
+        yield SystemCommand("Run a spec", "Pick a task spec, fill its inputs and run it (Ctrl+S)", self.action_specs)
+        yield SystemCommand("Regenerate reply", "Replace the last reply with a new one (Ctrl+R)",
+                            self.action_regenerate)
+        yield SystemCommand("Stop reply", "Stop the streaming reply, keep its text (Esc)", self.action_cancel)
+        yield SystemCommand("Edit system prompt", "Change the system prompt (Ctrl+T)", self.action_system_prompt)
+        yield SystemCommand("Switch backend or model", "Pick an installed backend and a model (Ctrl+B)",
+                            self.action_backend)
+        yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard (Ctrl+G)", self.action_copy_last)
+        yield SystemCommand("Export to Markdown", "Save the chat as Markdown under the data dir (Ctrl+F)",
+                            self.action_export)
+        yield SystemCommand("Export to Markdown as…", "Save the chat as Markdown to a path you choose",
+                            self.action_export_to)
+        yield SystemCommand("Help", "List every key (F1)", self.action_help)
+
+
+_ACTION_HELP = {
+    "help": "this help",
+    "specs": "pick a spec and run it (form, compiled prompt, result)",
+    "history": "open a saved conversation",
+    "new_chat": "start a new conversation",
+    "regenerate": "regenerate the last reply",
+    "backend": "switch backend and model",
+    "system_prompt": "edit the system prompt",
+    "copy_last": "copy the last reply",
+    "export": "export the conversation to Markdown (under the data dir; the palette also has Export as…)",
+}

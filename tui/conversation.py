@@ -1,0 +1,72 @@
+"""A conversation as plain data: what the chat view shows, history stores and export writes.
+
+Kept free of Textual so history, export and prompt building are testable on their own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from promptdsl.prompt import Message, Prompt
+
+Role = Literal["system", "user", "assistant"]
+Status = Literal["done", "streaming", "cancelled", "error", "interrupted"]
+
+DEFAULT_SYSTEM = "You are a helpful assistant."
+TITLE_CHARS = 60
+
+
+@dataclass
+class Turn:
+    """One message of the conversation; ``id`` is its history row once saved."""
+
+    role: Role
+    content: str
+    status: Status = "done"
+    id: int | None = None
+
+    @property
+    def in_prompt(self) -> bool:
+        """Whether the model should see this turn next time (failed empty replies are skipped)."""
+        return bool(self.content.strip())
+
+
+@dataclass
+class Conversation:
+    """A chat: system prompt plus turns, and where it came from."""
+
+    id: int | None = None
+    title: str = ""
+    system: str = DEFAULT_SYSTEM
+    backend: str = ""
+    model: str = ""
+    turns: list[Turn] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+    updated: float = field(default_factory=time.time)
+
+    def messages(self, upto: int | None = None) -> tuple[Message, ...]:
+        """The chat messages the model sees: system prompt, then turns before index ``upto``."""
+        out: list[Message] = []
+        if self.system.strip():
+            out.append(Message("system", self.system))
+        for turn in self.turns[:upto]:
+            if turn.role != "system" and turn.in_prompt:
+                out.append(Message(turn.role, turn.content))
+        return tuple(out)
+
+    def prompt(self, upto: int | None = None) -> Prompt:
+        return Prompt(mode="chat", messages=self.messages(upto))
+
+    def last(self, role: Role) -> Turn | None:
+        for turn in reversed(self.turns):
+            if turn.role == role:
+                return turn
+        return None
+
+
+def make_title(text: str) -> str:
+    """A one-line title from the first user message."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"

@@ -1,0 +1,125 @@
+"""One reply being generated: shared between the worker thread and the UI.
+
+The thread appends chunks; the UI reads them. Cancelling sets a flag under the
+same lock, so the text the UI keeps on Esc is exactly the text that was saved.
+The thread is the only one that touches the backend's iterator, and it closes it
+as soon as it sees the flag (closing a generator from another thread is an error).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from promptdsl.backend import Backend, GenerationOptions
+from promptdsl.errors import PromptDSLError
+from promptdsl.prompt import Message, Prompt
+
+from .conversation import Status, Turn
+from .history import HistoryStore
+from .session import FittedPrompt, fit_prompt
+
+
+class Generation:
+    """State of one streaming reply."""
+
+    def __init__(self, turn: Turn, messages: tuple[Message, ...], options: GenerationOptions) -> None:
+        self.turn = turn
+        self.messages = messages
+        self.options = options
+        self._lock = threading.Lock()
+        self._parts: list[str] = []
+        self.cancelled = False
+        self.tokens = 0
+        self.started = time.perf_counter()
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self.status: Status = "streaming"
+        self.error: str | None = None
+        self.fitted: FittedPrompt | None = None
+        self.context_used: int | None = None
+
+    def append(self, chunk: str) -> str | None:
+        """Add a chunk; returns the whole text so far, or None once cancelled."""
+        with self._lock:
+            if self.cancelled:
+                return None
+            now = time.perf_counter()
+            self.first_at = self.first_at or now
+            self.last_at = now
+            self._parts.append(chunk)
+            self.tokens += 1
+            return "".join(self._parts)
+
+    def cancel(self) -> str:
+        """Stop taking chunks; returns the text kept."""
+        with self._lock:
+            self.cancelled = True
+            return "".join(self._parts)
+
+    @property
+    def text(self) -> str:
+        with self._lock:
+            return "".join(self._parts)
+
+    def tokens_per_second(self) -> float | None:
+        """Decode speed after the first chunk (prompt processing excluded)."""
+        if self.first_at is None or self.last_at is None or self.tokens < 2:
+            return None
+        span = self.last_at - self.first_at
+        return (self.tokens - 1) / span if span > 0 else None
+
+
+def run_generation(
+    gen: Generation,
+    get_backend: Callable[[], Backend],
+    store: HistoryStore | None,
+    on_chunk: Callable[[str], object],
+) -> None:
+    """Stream ``gen`` to the end, to cancel, or to an error (runs in a worker thread).
+
+    Every chunk is saved before it is shown, so nothing shown is ever lost.
+    """
+    turn_id = gen.turn.id
+    backend: Backend | None = None
+    try:
+        backend = get_backend()
+        gen.fitted = fit_prompt(gen.messages, backend, gen.options.max_tokens)
+        stream = backend.stream(gen.fitted.prompt, gen.options)
+        try:
+            for chunk in stream:
+                text = gen.append(chunk)
+                if text is None:
+                    break
+                if store is not None and turn_id is not None:
+                    store.update_turn(turn_id, text, "streaming")
+                on_chunk(chunk)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        gen.status = "cancelled" if gen.cancelled else "done"
+    except PromptDSLError as exc:
+        gen.status, gen.error = "error", str(exc)
+    except Exception as exc:  # a plugin bug must not kill the app
+        who = f"{backend.name}: " if backend is not None else ""
+        gen.status, gen.error = "error", f"{who}{type(exc).__name__}: {exc}"
+    finally:
+        if gen.status == "streaming":  # interrupted by BaseException (app shutting down)
+            gen.status = "cancelled"
+        text = gen.cancel() if gen.status != "cancelled" else gen.text
+        if store is not None and turn_id is not None:
+            store.update_turn(turn_id, text, gen.status)
+    if backend is not None and gen.fitted is not None and gen.status != "error":
+        gen.context_used = _count_after(backend, gen, text)
+
+
+def _count_after(backend: Backend, gen: Generation, reply: str) -> int | None:
+    """Tokens the conversation takes now, reply included (what the next turn starts from)."""
+    assert gen.fitted is not None
+    messages = (*gen.fitted.prompt.messages, Message("assistant", reply))
+    try:
+        return backend.count_tokens(Prompt(mode="chat", messages=messages))
+    except PromptDSLError:
+        return gen.fitted.used

@@ -1,0 +1,58 @@
+"""``promptdsl chat``: check everything that can fail before the screen switches, then run the app.
+
+A bad spec or an unknown backend is an ordinary one-line CLI error (exit 2), not a
+crash inside the terminal UI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from promptdsl.errors import PromptDSLError
+from promptdsl.loader import load_spec
+
+from .history import HistoryStore
+from .session import Session
+
+
+def check_specs(paths: Sequence[Path]) -> None:
+    """Load every spec file given (directories are scanned later; their broken specs are listed)."""
+    for path in paths:
+        if path.is_dir():
+            continue
+        if not path.exists():
+            raise PromptDSLError(f"{path}: no such spec file or directory")
+        load_spec(path)
+
+
+def run_chat(
+    specs: Sequence[Path] = (),
+    *,
+    backend: str | None = None,
+    model: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    system: str | None = None,
+    resume_latest: bool = False,
+) -> int:
+    """Validate the arguments, load the backend, open the history, run the app. Returns the exit code."""
+    check_specs(specs)
+    session = Session.from_cli(backend, model, options or {})
+    session.backend()  # unknown backend / missing model: fail here, before the screen switches
+    store = HistoryStore.default()
+    resume = store.latest_id() if resume_latest else None
+    if resume_latest and resume is None:
+        raise PromptDSLError("--continue: there is no saved conversation yet")
+
+    from .app import PromptDSLApp  # Textual is imported only when the UI really starts
+
+    app = PromptDSLApp(
+        specs=list(specs), backend=backend, model=model, options=options, system=system,
+        history=store, resume=resume,
+    )
+    try:
+        app.run()
+    finally:
+        store.close()
+    return app.return_code or 0

@@ -1,0 +1,1 @@
+"""Screens of the promptdsl terminal UI (modal pickers, the spec runner, help)."""

@@ -1,0 +1,252 @@
+"""One spec: its input form, the compiled prompt on demand, and the run's structured result.
+
+Runs go through :class:`promptdsl.runner.Runner` in a thread worker, exactly as
+``promptdsl run`` does; generated text streams into the raw pane as it comes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Collapsible, Footer, Header, Label, Static
+
+from promptdsl.errors import OutputError, PromptDSLError
+from promptdsl.result import Result
+from promptdsl.runner import Runner
+from promptdsl.spec import Spec
+
+from ..session import Session
+from ..widgets.result_view import ResultView
+from ..widgets.spec_form import SpecForm
+
+
+def describe(spec: Spec) -> Text:
+    text = Text()
+    text.append(spec.name, style="bold")
+    if spec.description:
+        text.append(f" — {spec.description}")
+    out = spec.output
+    details = [f"{spec.mode} mode", f"output {out.type}"]
+    if out.choices:
+        details.append("choices: " + ", ".join(out.choices))
+    details.append(f"method {out.method}")
+    if spec.examples:
+        details.append(f"{len(spec.examples)} examples")
+    text.append("\n" + " · ".join(details), style="dim")
+    if spec.path is not None:
+        text.append(f"\n{spec.path}", style="dim")
+    return text
+
+
+class SpecScreen(Screen[None]):
+    """Fill the form, run (Ctrl+R), look at the prompt (Ctrl+T); Esc stops a run or goes back."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+r", "run", "Run", priority=True),
+        Binding("ctrl+t", "prompt", "Prompt", priority=True),
+        Binding("ctrl+g", "copy_result", "Copy result"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    @dataclass
+    class RunChunk(Message, bubble=False):
+        run: int
+        chunk: str
+
+    @dataclass
+    class RunFinished(Message, bubble=False):
+        run: int
+        result: Result | None = None
+        error: str | None = None
+        raw: str | None = None
+
+    @dataclass
+    class PromptReady(Message, bubble=False):
+        text: str | None = None
+        error: str | None = None
+
+    def __init__(self, spec: Spec, session: Session, options: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.session = session
+        self.options = dict(options)
+        self._runner: Runner | None = None
+        self._runner_lock = threading.Lock()
+        self._run_id = 0
+        self._stop: threading.Event | None = None  # set = stop requested
+        self.raw = ""
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="◆")
+        with VerticalScroll(id="spec-body"):
+            yield Static(describe(self.spec), id="spec-title")
+            yield SpecForm(self.spec, id="form")
+            with Horizontal(classes="buttons"):
+                yield Button("Run  ^R", variant="primary", id="run")
+                yield Button("Show prompt  ^T", id="show-prompt")
+                yield Button("Back  Esc", id="back")
+            with Collapsible(title="Compiled prompt", collapsed=True, id="prompt-box"):
+                yield Static("", id="prompt-text")
+            yield Label("", id="run-state", classes="hint")
+            yield Static("", id="raw")
+            yield ResultView(id="result")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "promptdsl"
+        self.sub_title = f"spec: {self.spec.name}"
+        self.query_one("#raw").display = False
+        self.query_one(SpecForm).focus_first()
+
+    @property
+    def form(self) -> SpecForm:
+        return self.query_one(SpecForm)
+
+    @property
+    def result_view(self) -> ResultView:
+        return self.query_one(ResultView)
+
+    @property
+    def running(self) -> bool:
+        return self._stop is not None
+
+    def _state(self, text: str) -> None:
+        self.query_one("#run-state", Label).update(text)
+
+    # ------------------------------------------------------------------ the runner (built off the UI thread)
+
+    def runner(self) -> Runner:
+        """A Runner on the chat's backend if the user chose one, else on the spec's own."""
+        with self._runner_lock:
+            backend = self.session.backend() if self.session.explicit else None
+            if self._runner is None or (backend is not None and self._runner.backend is not backend):
+                self._runner = Runner(self.spec, backend, options=self.options)
+            return self._runner
+
+    # ------------------------------------------------------------------ run
+
+    @on(Button.Pressed, "#run")
+    @on(SpecForm.Submitted)
+    def action_run(self) -> None:
+        if self.running:
+            self.notify("Still running: Esc stops it.", severity="warning")
+            return
+        values = self.form.validate()
+        if values is None:
+            self._state("Fix the inputs marked in red.")
+            return
+        self._run_id += 1
+        self._stop = threading.Event()
+        self.raw = ""
+        raw = self.query_one("#raw", Static)
+        raw.update("")
+        raw.display = False
+        self.result_view.clear()
+        self._state("running…")
+        self._run(self._run_id, values, self._stop)
+
+    @work(thread=True, group="spec-run", exit_on_error=False)
+    def _run(self, run: int, values: dict[str, Any], stop: threading.Event) -> None:
+        response = None
+        try:
+            runner = self.runner()
+            response = runner.stream(values)
+            for chunk in response:
+                if stop.is_set():
+                    response.close()
+                    self.post_message(self.RunFinished(run, error="stopped", raw=response.partial))
+                    return
+                self.post_message(self.RunChunk(run, chunk))
+            self.post_message(self.RunFinished(run, result=response.result()))
+        except OutputError as exc:
+            self.post_message(self.RunFinished(run, error=str(exc), raw=exc.raw))
+        except PromptDSLError as exc:
+            self.post_message(self.RunFinished(run, error=str(exc)))
+        except Exception as exc:  # a plugin bug must not take the app down
+            self.post_message(self.RunFinished(run, error=f"{type(exc).__name__}: {exc}"))
+
+    def on_spec_screen_run_chunk(self, event: SpecScreen.RunChunk) -> None:
+        if event.run != self._run_id:
+            return
+        self.raw += event.chunk
+        raw = self.query_one("#raw", Static)
+        raw.display = True
+        raw.update(Text(self.raw))
+
+    def on_spec_screen_run_finished(self, event: SpecScreen.RunFinished) -> None:
+        if event.run != self._run_id:
+            return
+        self._stop = None
+        if event.result is not None:
+            self.query_one("#raw").display = False
+            self.result_view.show_result(self.spec, event.result)
+            self._state("")
+            return
+        error = event.error or "failed"
+        if error == "stopped":
+            self._state("stopped")
+            return
+        self._state("failed")
+        self.result_view.show_error(error)
+        self.notify(error, title="Run failed", severity="error", timeout=10)
+
+    # ------------------------------------------------------------------ prompt
+
+    @on(Button.Pressed, "#show-prompt")
+    def action_prompt(self) -> None:
+        box = self.query_one("#prompt-box", Collapsible)
+        if not box.collapsed:
+            box.collapsed = True
+            return
+        values = self.form.validate()
+        if values is None:
+            self._state("Fix the inputs marked in red to see the prompt.")
+            return
+        self._prepare(values)
+
+    @work(thread=True, group="spec-prompt", exclusive=True, exit_on_error=False)
+    def _prepare(self, values: dict[str, Any]) -> None:
+        try:
+            _, prompt = self.runner().prepare(values)
+        except PromptDSLError as exc:
+            self.post_message(self.PromptReady(error=str(exc)))
+            return
+        self.post_message(self.PromptReady(text=prompt.render()))
+
+    def on_spec_screen_prompt_ready(self, event: SpecScreen.PromptReady) -> None:
+        if event.error is not None:
+            self.notify(event.error, title="Cannot compile", severity="error", timeout=10)
+            return
+        self.query_one("#prompt-text", Static).update(Text(event.text or ""))
+        box = self.query_one("#prompt-box", Collapsible)
+        box.collapsed = False
+        box.scroll_visible()
+
+    # ------------------------------------------------------------------ other actions
+
+    def action_copy_result(self) -> None:
+        text = self.result_view.copy_text()
+        if text is None:
+            self.notify("No result to copy yet.", severity="warning")
+            return
+        self.app.copy_to_clipboard(text)
+        self.notify(f"Copied {len(text)} characters to the clipboard.")
+
+    @on(Button.Pressed, "#back")
+    def action_back(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._stop = None
+            self._state("stopped")
+            return
+        self.dismiss(None)

@@ -1,0 +1,132 @@
+"""Which backend and settings the chat uses; resolved lazily, off the UI thread.
+
+Loading a model can take seconds, so :meth:`Session.backend` is only called from
+worker threads. The registry caches instances, so switching back is instant.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from promptdsl.backend import GENERATION_KEYS, Backend, GenerationOptions
+from promptdsl.prompt import Message, Prompt
+from promptdsl.registry import get_backend, resolve_backend_name
+
+#: Chat defaults differ from spec runs: some variety, room for a real answer, no fixed seed.
+CHAT_DEFAULTS: dict[str, Any] = {"temperature": 0.7, "max_tokens": 512, "seed": None}
+
+
+def split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(generation settings, backend settings) from ``-o key=value`` options."""
+    gen = {k: v for k, v in options.items() if k in GENERATION_KEYS}
+    back = {k: v for k, v in options.items() if k not in GENERATION_KEYS}
+    return gen, back
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """A backend plugin name, its model (None = the plugin's default) and its settings."""
+
+    name: str
+    model: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def label(self) -> str:
+        return f"{self.name} · {self.model or 'default'}"
+
+
+class Session:
+    """The chat's backend and generation settings.
+
+    ``explicit`` is true when the user picked the backend (flag, picker or an
+    instance given by a test); spec runs then use it instead of the spec's own.
+    """
+
+    def __init__(
+        self,
+        choice: BackendChoice,
+        generation: Mapping[str, Any] | None = None,
+        *,
+        backend: Backend | None = None,
+        explicit: bool = False,
+    ) -> None:
+        self.choice = choice
+        self.user_generation: dict[str, Any] = dict(generation or {})
+        self.generation = GenerationOptions.from_mapping({**CHAT_DEFAULTS, **self.user_generation})
+        self.explicit = explicit or backend is not None
+        self._backend = backend
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_cli(
+        cls, backend: str | None, model: str | None, options: Mapping[str, Any]
+    ) -> Session:
+        gen, back = split_options(options)
+        choice = BackendChoice(resolve_backend_name(backend), model, back)
+        return cls(choice, gen, explicit=backend is not None or model is not None)
+
+    def backend(self) -> Backend:
+        """The ready backend (loads it on first use; call from a worker thread)."""
+        with self._lock:
+            if self._backend is None:
+                c = self.choice
+                self._backend = get_backend(c.name, c.model, dict(c.options))
+            return self._backend
+
+    def peek(self) -> Backend | None:
+        """The backend if already loaded (safe on the UI thread)."""
+        return self._backend
+
+    def switch(self, choice: BackendChoice) -> Backend:
+        """Load ``choice`` and make it current; on error the old backend stays (worker thread).
+
+        Generation keys among its options (temperature, max_tokens…) change the chat's settings.
+        """
+        gen, back = split_options(choice.options)
+        choice = BackendChoice(choice.name, choice.model, back)
+        new = get_backend(choice.name, choice.model, back)
+        with self._lock:
+            self.choice = choice
+            self._backend = new
+            self.explicit = True
+            if gen:
+                self.user_generation.update(gen)
+                self.generation = GenerationOptions.from_mapping({**CHAT_DEFAULTS, **self.user_generation})
+        return new
+
+    def options_for(self, attempt: int) -> GenerationOptions:
+        """Generation options; a fixed seed moves on with each regeneration so replies differ."""
+        opts = self.generation
+        if attempt and opts.seed is not None:
+            opts = replace(opts, seed=opts.seed + attempt)
+        return opts
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    prompt: Prompt
+    dropped: int  # oldest turns left out to fit the context window
+    used: int | None  # prompt tokens, when the backend can count them
+    total: int | None  # the context window, when known
+
+
+def fit_prompt(messages: tuple[Message, ...], backend: Backend, max_tokens: int | None) -> FittedPrompt:
+    """Drop the oldest turns (never the system prompt or the last message) until prompt + reply fit."""
+    total = backend.context_length()
+    prompt = Prompt(mode="chat", messages=messages)
+    used = backend.count_tokens(prompt)
+    if total is None or used is None:
+        return FittedPrompt(prompt, 0, used, total)
+    reserve = min(max_tokens or 256, total // 4)
+    head = [m for m in messages[:1] if m.role == "system"]
+    body = list(messages[len(head):])
+    dropped = 0
+    while used + reserve > total and len(body) > 1:
+        body.pop(0)
+        dropped += 1
+        prompt = Prompt(mode="chat", messages=(*head, *body))
+        used = backend.count_tokens(prompt) or 0
+    return FittedPrompt(prompt, dropped, used, total)

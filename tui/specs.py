@@ -1,0 +1,51 @@
+"""Find the specs the picker offers: the paths given on the command line, then ``./specs/``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from promptdsl.errors import PromptDSLError
+from promptdsl.loader import load_spec
+from promptdsl.spec import Spec
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class SpecEntry:
+    """A spec file and either the loaded spec or the one-line reason it failed to load."""
+
+    path: Path
+    spec: Spec | None = None
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name if self.spec else self.path.stem
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in SPEC_SUFFIXES and p.is_file())
+    return [path]
+
+
+def discover(paths: Iterable[Path], cwd: Path) -> list[SpecEntry]:
+    """Load every spec found; broken ones are listed with their error, never raised."""
+    seen: set[Path] = set()
+    out: list[SpecEntry] = []
+    for root in [*paths, cwd / "specs"]:
+        if root == cwd / "specs" and not root.is_dir():
+            continue
+        for file in _files(root):
+            key = file.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                out.append(SpecEntry(file, load_spec(file)))
+            except PromptDSLError as exc:
+                out.append(SpecEntry(file, error=str(exc)))
+    return out
