@@ -2,16 +2,23 @@
 
 Chat prompts go to ``/chat/completions``, completion prompts to ``/completions``.
 What every compatible server offers (chat, completion, streaming, JSON through
-``response_format``) is declared on the class. Servers that also accept the
-llama.cpp ``grammar`` request field (llama-cpp-python's server, llama.cpp's
-``llama-server``) are detected once per instance; on those the backend adds
+``response_format``) is declared on the class. Two llama.cpp request extensions
+are detected once per instance (one tiny request each), and add
 
-- ``grammar``: choices and JSON constrained by a GBNF grammar, in both modes;
-- ``score``: exact log p(continuation | prompt), by forcing the continuation
-  with a grammar and summing the log-probabilities the server reports for its
-  tokens. (The ``echo`` + ``logprobs`` route of the completions API gives
-  shifted, wrong values on llama-cpp-python's server for models without a BOS
-  token, so it is not used.)
+- ``grammar`` (a GBNF ``grammar`` field is honoured): choices and JSON are
+  constrained by a grammar, in both prompt modes;
+- ``score`` (also ``logit_bias`` keyed by token *text*, ``logit_bias_type:
+  tokens``, as llama-cpp-python's server takes it): exact log p(continuation |
+  prompt). The continuation is forced with a grammar while its own tokens get a
+  large bias, so the model walks exactly the continuation's canonical tokens;
+  the server reports the unbiased log-probability of each, and they are summed.
+
+Routes that did not work on llama-cpp-python's server, and why they are not
+used: ``echo`` + ``logprobs`` on ``/completions`` pairs each prompt token with
+the wrong row of logits for models without a BOS token (SmolLM2), giving
+values off by several nats; a grammar alone makes the model spell the
+continuation in whatever small pieces are greedily likeliest (``N``, ``ega``,
+``ti``, ``ve``), a path far less likely than the real tokenization.
 """
 
 from __future__ import annotations
@@ -40,11 +47,11 @@ from .formats import (
 )
 
 BASE_CAPABILITIES = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.STREAM, Capability.JSON_SCHEMA})
-GRAMMAR_CAPABILITIES = frozenset({Capability.SCORE, Capability.GRAMMAR})
 _PROBE_TEXT = "zq"
+_BOOST = 100.0  # logit bias that makes the continuation's own tokens win over any other spelling
 
 # Probe results per (base_url, model): a server's abilities do not change while we run.
-_probed: dict[tuple[str, str], bool] = {}
+_probed: dict[tuple[str, str], tuple[bool, bool]] = {}
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,7 @@ class _Plan:
     """How one request is constrained."""
 
     grammar: str | None = None
+    boost: str | None = None  # text whose tokens get a large logit bias (forced decoding for scores)
     schema: Mapping[str, Any] | None = None  # sent as response_format
     unwrap: bool = False  # the reply is {"answer": <choice>}; yield just the choice
 
@@ -61,8 +69,8 @@ class OpenAIBackend(Backend):
 
     Options (``model.options`` / ``-o``): ``base_url``, ``timeout`` (seconds),
     ``max_retries``, ``api_key_env`` (variable holding the key, default
-    ``OPENAI_API_KEY``), ``grammar`` (``auto``/``true``/``false``: llama.cpp
-    grammar extension), ``context_length``, ``organization``.
+    ``OPENAI_API_KEY``), ``grammar`` (``auto``/``true``/``false``: use the llama.cpp
+    ``grammar`` and ``logit_bias`` extensions), ``context_length``, ``organization``.
     """
 
     name = "openai"
@@ -80,13 +88,17 @@ class OpenAIBackend(Backend):
         )
         self._model_name = model or (DEFAULT_OPENAI_MODEL if self.settings.is_openai else self._server_model())
         self._json_schema_ok: bool | None = True if self.settings.is_openai else None
-        grammar = self.settings.grammar
-        if grammar is None:
-            grammar = not self.settings.is_openai and self._probe_grammar()
-        self.grammar = grammar
-        if grammar:
+        wanted = self.settings.grammar
+        if wanted is None:
+            self.grammar, self.can_score = (False, False) if self.settings.is_openai else self._probe()
+        else:
+            self.grammar = self.can_score = wanted
+        extra = {Capability.GRAMMAR} if self.grammar else set()
+        if self.can_score:
+            extra.add(Capability.SCORE)
+        if extra:
             # Per-instance capabilities: this server turned out to support more than the class promises.
-            self.capabilities = BASE_CAPABILITIES | GRAMMAR_CAPABILITIES  # type: ignore[misc]
+            self.capabilities = BASE_CAPABILITIES | extra  # type: ignore[misc]
 
     # ------------------------------------------------------------------ identity
 
@@ -115,24 +127,28 @@ class OpenAIBackend(Backend):
         first = next(iter(models.data), None)
         return first.id if first is not None else "default"
 
-    def _probe_grammar(self) -> bool:
-        """Does the server honour the llama.cpp ``grammar`` field? One tiny forced request."""
+    def _probe(self) -> tuple[bool, bool]:
+        """(grammar honoured, token-text logit_bias honoured): two tiny requests, cached per server."""
         key = (self.settings.base_url, self._model_name)
-        if key in _probed:
-            return _probed[key]
-        opts = GenerationOptions(temperature=0.0, max_tokens=4, seed=0)
-        ok = False
+        if key not in _probed:
+            forced = self._probe_reply(_Plan(grammar=exact_grammar(_PROBE_TEXT)))
+            grammar = forced == _PROBE_TEXT
+            biased = self._probe_reply(_Plan(boost=_PROBE_TEXT)) if grammar else None
+            _probed[key] = (grammar, bool(biased) and set(biased or "") <= set(_PROBE_TEXT))
+        return _probed[key]
+
+    def _probe_reply(self, plan: _Plan) -> str | None:
+        """The text a probe request returns, or None if the server rejects it (in both modes)."""
+        opts = GenerationOptions(temperature=0.0, max_tokens=2, seed=0)
         for prompt in (Prompt(mode="completion", text="Say something:"), _chat_probe()):
             try:
-                reply = self._send(self.client, prompt, opts, _Plan(grammar=exact_grammar(_PROBE_TEXT)), stream=False)
+                reply = self._send(self.client, prompt, opts, plan, stream=False)
             except openai.APIStatusError:
                 continue  # the server rejects the field (or lacks this endpoint): try the other one
             except Exception as exc:
                 raise self._error(exc, "probing the server") from None
-            ok = _reply_text(reply, prompt.mode) == _PROBE_TEXT
-            break
-        _probed[key] = ok
-        return ok
+            return _reply_text(reply, prompt.mode)
+        return None
 
     def _no_retry(self) -> openai.OpenAI:
         return self.client.with_options(max_retries=0)
@@ -170,6 +186,8 @@ class OpenAIBackend(Backend):
             extra["top_k"] = options.top_k
         if plan.grammar is not None:
             extra["grammar"] = plan.grammar
+        if plan.boost is not None:
+            extra.update(logit_bias={plan.boost: _BOOST}, logit_bias_type="tokens")
         if extra:
             kwargs["extra_body"] = extra
         if prompt.mode == "chat":
@@ -300,9 +318,9 @@ class OpenAIBackend(Backend):
         return [TokenLogprob(t, float(v)) for t, v in zip(tokens, values, strict=False) if v is not None]
 
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
-        if not self.grammar:
+        if not self.can_score:
             raise BackendError(
-                f"{self.settings.base_url} cannot score continuations (it has no 'grammar' support); "
+                f"{self.settings.base_url} cannot score continuations (no 'grammar' + 'logit_bias' support); "
                 "use output.method: constrain or generate",
                 backend=self.name,
                 exit_code=2,
@@ -311,11 +329,11 @@ class OpenAIBackend(Backend):
         return [self._forced_logprob(prompt, text) for text in continuations]
 
     def _forced_logprob(self, prompt: Prompt, text: str) -> float:
-        """log p(text | prompt): force ``text`` with a grammar and add up its tokens' log-probabilities."""
+        """log p(text | prompt): force ``text``'s own tokens; add up their (unbiased) log-probabilities."""
         if not text:
             raise BackendError("cannot score an empty continuation", backend=self.name, exit_code=2)
         opts = GenerationOptions(temperature=0.0, max_tokens=len(text.encode("utf-8")) + 2, seed=0)
-        tokens = self._logprobs(prompt, opts, _Plan(grammar=exact_grammar(text)))
+        tokens = self._logprobs(prompt, opts, _Plan(grammar=exact_grammar(text), boost=text))
         got = "".join(t.text for t in tokens or ())
         if tokens is None or got != text:
             raise BackendError(

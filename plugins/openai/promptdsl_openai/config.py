@@ -88,6 +88,10 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str] | None = None
     base_url = str(options.get("base_url") or env.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
     if not base_url.startswith(("http://", "https://")):
         raise _fail(f"base_url must start with http:// or https://, got {base_url!r}")
+    timeout = float(_number(options, "timeout", float, DEFAULT_TIMEOUT))
+    max_retries = int(_number(options, "max_retries", int, DEFAULT_MAX_RETRIES))
+    grammar = _flag(options, "grammar")
+    context_length = _number(options, "context_length", int, None)
     key_env = str(options.get("api_key_env") or "OPENAI_API_KEY")
     key = env.get(key_env, "")
     if not key:
@@ -96,10 +100,10 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str] | None = None
         key = NO_KEY
     return Settings(
         base_url=base_url,
-        timeout=float(_number(options, "timeout", float, DEFAULT_TIMEOUT)),
-        max_retries=int(_number(options, "max_retries", int, DEFAULT_MAX_RETRIES)),
-        grammar=_flag(options, "grammar"),
-        context_length=_number(options, "context_length", int, None),
+        timeout=timeout,
+        max_retries=max_retries,
+        grammar=grammar,
+        context_length=context_length,
         organization=options.get("organization") or None,
         api_key=key,
         key_source=key_env if key != NO_KEY else "",

@@ -91,6 +91,8 @@ def _schema_gbnf(schema: Mapping[str, Any]) -> str:
     except ImportError:
         return "pdsl-json ::= pdsl-value\n" + _ANY_JSON
     gbnf = str(json_schema_to_gbnf(json.dumps(dict(schema))))
+    # Its string rule admits raw control characters, which JSON forbids (json.loads rejects them).
+    gbnf = gbnf.replace('[^"\\\\]', '[^"\\\\\\x7F\\x00-\\x1F]')
     return re.sub(r"^root ::=", "pdsl-json ::=", gbnf, count=1, flags=re.MULTILINE)
 
 
