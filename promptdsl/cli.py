@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .compiler import Compiler
+from .dataset import add_dataset_flags
 from .errors import InputError, PromptDSLError
 from .inputs import collect_inputs, validate_inputs
 from .loader import load_spec, spec_schema
@@ -62,7 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write one JSON result per line here (dataset runs)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
+    add_dataset_flags(p)
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("eval", parents=[common], help="score a spec on labelled data: accuracy, macro-F1, confusion")
+    p.add_argument("spec", type=Path)
+    p.add_argument("--data", type=Path, required=True, help="labelled dataset: .jsonl or .csv")
+    p.add_argument("--label", required=True, metavar="FIELD", help="the field holding the expected output")
+    p.add_argument("--out", type=Path, help="write each row's result (with its label and correctness) here")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_input_flags(p)
+    _add_backend_flags(p)
+    add_dataset_flags(p)
+    p.set_defaults(handler=cmd_eval)
 
     p = sub.add_parser("validate", parents=[common], help="check specs and compile them with their examples")
     p.add_argument("specs", type=Path, nargs="+")
@@ -150,6 +163,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         _print_value(result.value)
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import run_eval_cli
+
+    return run_eval_cli(load_spec(args.spec), args)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

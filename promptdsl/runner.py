@@ -111,6 +111,10 @@ class Runner:
         """Run one input to a parsed, validated Result."""
         return self.stream(inputs).result()
 
+    def respond(self, values: dict[str, Any], prompt: Prompt) -> Response:
+        """Like :meth:`stream` for an input already through :meth:`prepare` (caches, batch runs)."""
+        return self._handlers[self.method](prompt, values, time.perf_counter())
+
     # ------------------------------------------------------------------ method handlers
 
     def _result(self, value: Any, raw: str, start: float, scores: dict[str, float] | None = None) -> Result:

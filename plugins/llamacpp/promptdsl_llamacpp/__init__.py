@@ -272,6 +272,8 @@ class LlamaCppBackend(Backend):
             Capability.GRAMMAR,
         }
     )
+    #: In-process: requests run one at a time on the model's lock, so dataset runs use no thread pool.
+    local = True
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(model, options)

@@ -1,0 +1,736 @@
+"""Dataset runs: one spec over every row of a JSONL or CSV file, streamed end to end.
+
+Rows are read lazily and each result is written (and flushed) as soon as it is ready, in
+row order, so memory stays flat however long the file is and an interrupted run leaves only
+whole lines behind. ``--resume`` reads the output back, repairs a cut-off last line and skips
+the rows already there. A bad row (invalid JSON, an input that breaks its schema) becomes an
+error line, or stops the run, as ``--on-error`` says. Deterministic answers come from the
+result cache when they can; remote backends run several rows at once, keeping the order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .cache import CachedRunner, ResultCache
+from .errors import BackendError, InputError, OutputError, PromptDSLError
+from .progress import Progress, format_duration
+from .prompt import Prompt
+from .result import Result
+from .runner import Runner
+from .spec import Spec
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+SNIFF_BYTES = 8192
+#: Concurrent requests for backends that are not in-process (see ``Backend.local``).
+DEFAULT_REMOTE_CONCURRENCY = 4
+ON_ERROR = ("skip", "stop")
+
+
+# ============================================================================ reading rows
+
+
+@dataclass(frozen=True)
+class Row:
+    """One data row: its 0-based index, the file line it starts on, and the row as read."""
+
+    index: int
+    line: int
+    data: Any  # a dict; for a line that is not a JSON object, the line's text
+    error: str | None = None
+
+    def where(self) -> str:
+        return f"line {self.line} (row {self.index})"
+
+
+class DataFile:
+    """A dataset file checked up front (exists, known extension, text) and read lazily."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.name = str(path)
+        self.path = None if self.name == "-" else Path(path)
+        if self.path is None:
+            self.format = "jsonl"
+            return
+        suffix = self.path.suffix.lower()
+        if suffix not in FORMATS:
+            known = ", ".join(FORMATS)
+            raise InputError(f"dataset must be a {known} file, not '{suffix or 'no extension'}'", source=self.name)
+        self.format = FORMATS[suffix]
+        if not self.path.exists():
+            raise InputError("dataset file not found", source=self.name)
+        if not self.path.is_file():
+            raise InputError("dataset is not a file", source=self.name)
+        try:
+            with self.path.open("rb") as f:
+                head = f.read(SNIFF_BYTES)
+        except OSError as exc:
+            raise InputError(f"cannot read dataset: {exc.strerror}", source=self.name) from None
+        if b"\0" in head:
+            raise InputError(f"dataset is a binary file, not {self.format.upper()} text", source=self.name)
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.start < len(head) - 4:  # not just a character cut at the sniff boundary
+                raise InputError("dataset is not UTF-8 text", source=self.name) from None
+
+    def count(self) -> int | None:
+        """Rows in the file, counted fast (lines, minus the CSV header); None for stdin."""
+        if self.path is None:
+            return None
+        lines = 0
+        last = b"\n"
+        with self.path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+        lines += last != b"\n"
+        return max(0, lines - 1) if self.format == "csv" else lines
+
+    def rows(self) -> Iterator[Row]:
+        if self.format == "csv":
+            return self._csv_rows()
+        return self._jsonl_rows()
+
+    def _jsonl_rows(self) -> Iterator[Row]:
+        with _open_binary(self) as f:
+            index = 0
+            for line_no, raw in enumerate(f, 1):
+                if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                if not raw.strip():
+                    continue
+                yield _parse_json_row(raw, index, line_no)
+                index += 1
+
+    def _csv_rows(self) -> Iterator[Row]:
+        assert self.path is not None
+        csv.field_size_limit(64 << 20)
+        with self.path.open("r", encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            try:
+                header = next(reader, None)
+                if header is None:
+                    return
+                _check_header(header, self.name)
+                index = 0
+                start = reader.line_num + 1
+                for record in reader:
+                    line, start = start, reader.line_num + 1
+                    if not record or record == [""]:
+                        continue
+                    if len(record) != len(header):
+                        error = f"has {len(record)} fields but the header has {len(header)}"
+                        yield Row(index, line, {"_fields": record}, error)
+                    else:
+                        yield Row(index, line, dict(zip(header, record, strict=True)))
+                    index += 1
+            except UnicodeDecodeError:
+                raise InputError(f"not UTF-8 text near line {reader.line_num + 1}", source=self.name) from None
+            except csv.Error as exc:
+                raise InputError(f"line {reader.line_num}: bad CSV: {exc}", source=self.name) from None
+
+
+@contextmanager
+def _open_binary(data: DataFile) -> Iterator[IO[bytes]]:
+    if data.path is None:
+        yield sys.stdin.buffer
+        return
+    with data.path.open("rb") as f:
+        yield f
+
+
+def _parse_json_row(raw: bytes, index: int, line_no: int) -> Row:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Row(index, line_no, raw.decode("utf-8", "replace").rstrip("\r\n"), "not UTF-8 text")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Row(index, line_no, text.rstrip("\r\n"), f"invalid JSON at column {exc.colno}: {exc.msg}")
+    if not isinstance(value, dict):
+        return Row(index, line_no, value, f"expected a JSON object of inputs, got {_json_type(value)}")
+    return Row(index, line_no, value)
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+def _check_header(header: list[str], source: str) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(header, 1):
+        if not name.strip():
+            raise InputError(f"line 1: column {i} of the header has no name", source=source)
+        if name in seen:
+            raise InputError(f"line 1: column '{name}' appears twice in the header", source=source)
+        seen.add(name)
+
+
+def row_inputs(spec: Spec, row: Row, fmt: str) -> dict[str, Any]:
+    """The row's fields that are spec inputs (the rest are carried through, not passed on).
+
+    CSV cells are text: a cell for a non-string input is read as JSON (``3`` -> 3), and an
+    empty cell for an input with a default counts as missing.
+    """
+    data: Mapping[str, Any] = row.data
+    values = {k: v for k, v in data.items() if k in spec.inputs}
+    if fmt != "csv":
+        return values
+    out: dict[str, Any] = {}
+    for name, cell in values.items():
+        schema = spec.inputs[name]
+        if cell == "" and "default" in schema:
+            continue
+        out[name] = cell if _wants_string(schema) else _json_or_text(cell)
+    return out
+
+
+def _wants_string(schema: Mapping[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind is None and "enum" in schema:
+        return all(isinstance(v, str) for v in schema["enum"])
+    return kind in (None, "string")
+
+
+def _json_or_text(cell: str) -> Any:
+    try:
+        return json.loads(cell)
+    except json.JSONDecodeError:
+        return cell  # schema validation then says what type was expected
+
+
+def row_hash(data: Any) -> int:
+    """A short stable hash of a row as read (to check ``--resume`` is given the same data)."""
+    text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+# ============================================================================ resuming
+
+
+@dataclass
+class Existing:
+    """What a previous run already wrote: row index -> hash of its input."""
+
+    done: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+    repaired: bool = False
+
+
+def scan_output(path: Path, on_line: Callable[[dict[str, Any]], None] | None = None) -> Existing:
+    """Read a results file back for ``--resume``; cut off a last line left half-written."""
+    found = Existing()
+    if not path.exists():
+        return found
+    good_end = 0
+    try:
+        with path.open("rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                if not raw.endswith(b"\n"):
+                    break  # cut off mid-line by a crash: drop it, that row runs again
+                good_end += len(raw)
+                if not raw.strip():
+                    continue
+                try:
+                    item = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    item = None
+                if not isinstance(item, dict) or not isinstance(item.get("index"), int):
+                    raise InputError(
+                        f"line {line_no} is not a promptdsl result line, so this file cannot be resumed "
+                        "(give a new --out, or drop --resume to overwrite it)",
+                        source=str(path),
+                    )
+                found.done[item["index"]] = row_hash(item.get("input"))
+                found.errors += "error" in item
+                if on_line is not None:
+                    on_line(item)
+        if good_end < path.stat().st_size:
+            with path.open("r+b") as f:
+                f.truncate(good_end)
+            found.repaired = True
+    except OSError as exc:
+        raise InputError(f"cannot read results to resume: {exc.strerror}", source=str(path)) from None
+    return found
+
+
+# ============================================================================ running rows
+
+
+@dataclass
+class Outcome:
+    """One row's result, or why it failed."""
+
+    row: Row
+    result: Result | None = None
+    error: str | None = None
+    error_type: str | None = None
+    exit_code: int = 0
+    backend: str = ""
+    model: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result line (contract §4): index, the result's fields (or error), the input."""
+        out: dict[str, Any] = {"index": self.row.index}
+        if self.result is not None:
+            out.update(self.result.to_dict())
+        else:
+            out["error"] = self.error
+            out["error_type"] = self.error_type
+            out["backend"] = self.backend
+            out["model"] = self.model
+        out["input"] = self.row.data
+        return out
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _error_type(exc: PromptDSLError) -> str:
+    for cls, name in ((InputError, "input"), (OutputError, "output"), (BackendError, "backend")):
+        if isinstance(exc, cls):
+            return name
+    return "error"
+
+
+class DatasetRunner:
+    """Turns rows into outcomes, in row order: validate, compile, cache, then the model.
+
+    With ``concurrency > 1`` model calls run in a thread pool, at most ``concurrency`` at
+    a time, while everything else (reading, the cache, writing) stays in the calling thread.
+    ``stop`` (an Event) makes it finish the rows in flight and read no more.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        fmt: str = "jsonl",
+        cache: ResultCache | None = None,
+        concurrency: int = 1,
+        constants: Mapping[str, Any] | None = None,
+        stop: threading.Event | None = None,
+    ) -> None:
+        self.runner = runner
+        self.spec = runner.spec
+        self.fmt = fmt
+        self.cached = CachedRunner(runner, cache) if cache is not None else None
+        self.concurrency = max(1, concurrency)
+        self.constants = dict(constants or {})
+        self.stop = stop or threading.Event()
+
+    # -------------------------------------------------------------- one row, in steps
+
+    def _fail(self, row: Row, message: str, kind: str, exit_code: int) -> Outcome:
+        backend = self.runner.backend
+        return Outcome(row, None, _one_line(message), kind, exit_code, backend.name, backend.model_id)
+
+    def _prepare(self, row: Row) -> Outcome | tuple[Row, Prompt, dict[str, Any]]:
+        """An Outcome when the row is already decided (bad row, cache hit), else what to run."""
+        if row.error is not None:
+            return self._fail(row, f"{row.where()}: {row.error}", "input", 2)
+        try:
+            values, prompt = self.runner.prepare({**self.constants, **row_inputs(self.spec, row, self.fmt)})
+        except PromptDSLError as exc:
+            return self._fail(row, f"{row.where()}: {exc}", _error_type(exc), exc.exit_code)
+        if self.cached is not None:
+            hit = self.cached.lookup(prompt)
+            if hit is not None:
+                return Outcome(row, hit)
+        return row, prompt, values
+
+    def _call(self, prompt: Prompt, values: dict[str, Any]) -> Result | PromptDSLError:
+        try:
+            return self.runner.respond(values, prompt).result()
+        except PromptDSLError as exc:
+            return exc
+
+    def _finish(self, row: Row, prompt: Prompt, got: Result | PromptDSLError) -> Outcome:
+        if isinstance(got, PromptDSLError):
+            return self._fail(row, f"{row.where()}: {got}", _error_type(got), got.exit_code)
+        if self.cached is not None:
+            self.cached.store(prompt, got)
+        return Outcome(row, got)
+
+    # -------------------------------------------------------------- all rows
+
+    def outcomes(self, rows: Iterable[Row]) -> Iterator[Outcome]:
+        if self.concurrency == 1:
+            return self._sequential(rows)
+        return self._concurrent(rows)
+
+    def _sequential(self, rows: Iterable[Row]) -> Iterator[Outcome]:
+        for row in rows:
+            step = self._prepare(row)
+            if isinstance(step, Outcome):
+                yield step
+            else:
+                row, prompt, values = step
+                yield self._finish(row, prompt, self._call(prompt, values))
+            if self.stop.is_set():
+                return
+
+    def _concurrent(self, rows: Iterable[Row]) -> Iterator[Outcome]:
+        window = 2 * self.concurrency  # queued + running: keeps the pool busy while the head waits
+        pending: deque[Outcome | tuple[Row, Prompt, Future[Result | PromptDSLError]]] = deque()
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="promptdsl-row")
+
+        def resolve(item: Outcome | tuple[Row, Prompt, Future[Result | PromptDSLError]]) -> Outcome:
+            if isinstance(item, Outcome):
+                return item
+            row, prompt, future = item
+            return self._finish(row, prompt, future.result())
+
+        try:
+            for row in rows:
+                step = self._prepare(row)
+                if isinstance(step, Outcome):
+                    pending.append(step)
+                else:
+                    row, prompt, values = step
+                    pending.append((row, prompt, pool.submit(self._call, prompt, values)))
+                while pending and (len(pending) >= window or _ready(pending[0])):
+                    yield resolve(pending.popleft())
+                if self.stop.is_set():
+                    break
+            # On stop: rows not started are dropped (a resume redoes them); started ones finish.
+            while pending:
+                head = pending[0]
+                if self.stop.is_set() and not isinstance(head, Outcome) and head[2].cancel():
+                    break
+                yield resolve(pending.popleft())
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _ready(item: Outcome | tuple[Row, Prompt, Future[Any]]) -> bool:
+    return isinstance(item, Outcome) or item[2].done()
+
+
+# ============================================================================ a whole run
+
+
+@dataclass
+class Summary:
+    """How a dataset run went."""
+
+    rows: int = 0  # finished in this run
+    ok: int = 0
+    errors: int = 0
+    cached: int = 0
+    resumed: int = 0  # already in the output before this run
+    seconds: float = 0.0
+    interrupted: bool = False
+    stopped_by: Outcome | None = None  # the failed row that stopped the run (--on-error stop)
+
+
+def default_concurrency(runner: Runner) -> int:
+    """1 for in-process backends (they run one request at a time anyway), else a few."""
+    return 1 if getattr(runner.backend, "local", False) else DEFAULT_REMOTE_CONCURRENCY
+
+
+def run_dataset(
+    runner: Runner,
+    data: DataFile,
+    write: Callable[[str], None],
+    *,
+    cache: ResultCache | None = None,
+    concurrency: int | None = None,
+    on_error: str = "skip",
+    limit: int | None = None,
+    skip: Existing | None = None,
+    constants: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+    on_outcome: Callable[[Outcome, dict[str, Any]], None] | None = None,
+) -> Summary:
+    """Run ``runner`` over ``data``, passing each result line (JSON text + newline) to ``write``.
+
+    ``skip`` holds rows already done (``--resume``); their inputs must match the data.
+    ``on_outcome`` may add keys to a line before it is written (evaluation does).
+    """
+    summary = Summary(resumed=len(skip.done) if skip else 0)
+    start = time.perf_counter()
+    done = skip.done if skip else {}
+
+    def todo() -> Iterator[Row]:
+        for row in data.rows():
+            if limit is not None and row.index >= limit:
+                return
+            known = done.get(row.index)
+            if known is None:
+                yield row
+            elif known != row_hash(row.data):
+                raise InputError(
+                    f"--resume: the results hold a different input for {row.where()} than the data; "
+                    "they were written for another file (give a new --out, or drop --resume)",
+                    source=data.name,
+                )
+
+    runs = DatasetRunner(
+        runner,
+        fmt=data.format,
+        cache=cache,
+        concurrency=concurrency or default_concurrency(runner),
+        constants=constants,
+        stop=stop,
+    )
+    try:
+        for outcome in runs.outcomes(todo()):
+            if not outcome.ok and on_error == "stop":
+                summary.stopped_by = outcome
+                break
+            line = outcome.to_dict()
+            if on_outcome is not None:
+                on_outcome(outcome, line)
+            write(json.dumps(line, ensure_ascii=False) + "\n")
+            summary.rows += 1
+            summary.ok += outcome.ok
+            summary.errors += not outcome.ok
+            cached = outcome.result is not None and outcome.result.cached
+            summary.cached += cached
+            if progress is not None:
+                progress.update(cached=cached, error=not outcome.ok)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    summary.interrupted = summary.interrupted or bool(stop and stop.is_set())
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+@contextmanager
+def stop_on_sigint(stop: threading.Event, say: Callable[[str], None]) -> Iterator[None]:
+    """First Ctrl+C: finish the row in flight, then stop cleanly. Second: stop at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        say("promptdsl: stopping after the row in flight (Ctrl+C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ============================================================================ the CLI
+
+
+def add_dataset_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``run --data`` and ``eval``."""
+    g = p.add_argument_group("dataset runs")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: skip the rows already in --out")
+    g.add_argument("--on-error", choices=ON_ERROR, default="skip",
+                   help="a bad or failed row: record an error line and go on (skip, default) or stop")
+    g.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
+    g.add_argument("--concurrency", type=_positive, metavar="N",
+                   help="rows in flight at once (default: 1 for local models, "
+                        f"{DEFAULT_REMOTE_CONCURRENCY} for remote backends)")
+    g.add_argument("--limit", type=_positive, metavar="N", help="only the first N rows")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar on stderr (default: when stderr is a terminal)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+@dataclass
+class CliRun:
+    """What ``run --data`` and ``eval`` share: checked files, runner, cache, output."""
+
+    spec: Spec
+    args: argparse.Namespace
+    data: DataFile
+    runner: Runner
+    cache: ResultCache | None
+    skip: Existing | None
+    constants: dict[str, Any]
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def prepare_cli(
+    spec: Spec, args: argparse.Namespace, on_line: Callable[[dict[str, Any]], None] | None = None
+) -> CliRun:
+    """Check the data and output first (bad usage costs no model load), then build the runner."""
+    from .cli import _runner
+    from .inputs import collect_inputs, did_you_mean
+
+    resume = getattr(args, "resume", False)
+    if resume and args.out is None:
+        raise InputError("--resume needs --out (the results file to continue)")
+    if str(args.data) == "-" and "-" in args.input:
+        raise InputError("--data - and --input - both want standard input; give one of them a file")
+    data = DataFile(args.data)
+    constants = collect_inputs(spec, args.input, sys.stdin) if args.input else {}
+    for name in constants:
+        if name not in spec.inputs:
+            known = ", ".join(spec.inputs) or "none"
+            raise InputError(f"unknown input '{name}'{did_you_mean(name, spec.inputs)}; the spec's inputs: {known}")
+    if args.out is not None:
+        if args.out.exists() and not args.out.is_file():
+            raise InputError("--out is not a file", source=str(args.out))
+        if not args.out.parent.exists():
+            raise InputError(f"--out: directory {args.out.parent} does not exist", source=str(args.out))
+        if data.path is not None and args.out.exists() and args.out.resolve() == data.path.resolve():
+            raise InputError("--out is the dataset itself; give another file", source=str(args.out))
+    skip = scan_output(args.out, on_line) if resume else None
+    if skip is not None and skip.repaired:
+        _say(f"promptdsl: {args.out}: removed a half-written last line; that row runs again")
+    runner = _runner(spec, args)
+    cache = None if getattr(args, "no_cache", False) else ResultCache()
+    return CliRun(spec, args, data, runner, cache, skip, constants)
+
+
+def _progress(run: CliRun, to_stdout: bool) -> Progress:
+    wanted = getattr(run.args, "progress", None)
+    if wanted is None:
+        wanted = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
+    total = run.data.count() if wanted else None
+    limit = getattr(run.args, "limit", None)
+    if total is not None and limit is not None:
+        total = min(total, limit)
+    initial = len(run.skip.done) if run.skip else 0
+    return Progress(total, initial=initial, enabled=wanted)
+
+
+class _Discard(io.StringIO):
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def execute(
+    run: CliRun,
+    on_outcome: Callable[[Outcome, dict[str, Any]], None] | None = None,
+    *,
+    print_lines: bool = True,
+) -> Summary:
+    """Open the output, run every row with Ctrl+C handled, close everything; return the summary.
+
+    Lines go to ``--out``, else to stdout (or nowhere when ``print_lines`` is false).
+    """
+    args = run.args
+    out: IO[str]
+    to_stdout = args.out is None and print_lines
+    mode = "a" if run.skip is not None else "w"
+    try:
+        if args.out is not None:
+            ctx: Any = open(args.out, mode, encoding="utf-8", newline="\n")  # noqa: SIM115
+        else:
+            ctx = nullcontext(sys.stdout if print_lines else _Discard())
+    except OSError as exc:
+        raise InputError(f"cannot write results: {exc.strerror}", source=str(args.out)) from None
+    progress = _progress(run, to_stdout)
+    stop = threading.Event()
+
+    def say(text: str) -> None:
+        progress.clear()
+        _say(text)
+
+    try:
+        with ctx as out, stop_on_sigint(stop, say):
+
+            def write(line: str) -> None:
+                try:
+                    out.write(line)
+                    out.flush()
+                except BrokenPipeError:
+                    raise
+                except OSError as exc:
+                    raise InputError(f"cannot write results: {exc.strerror}", source=str(args.out)) from None
+
+            summary = run_dataset(
+                run.runner,
+                run.data,
+                write,
+                cache=run.cache,
+                concurrency=getattr(args, "concurrency", None),
+                on_error=getattr(args, "on_error", "skip"),
+                limit=getattr(args, "limit", None),
+                skip=run.skip,
+                constants=run.constants,
+                progress=progress,
+                stop=stop,
+                on_outcome=on_outcome,
+            )
+    finally:
+        progress.close()
+        if run.cache is not None:
+            run.cache.close()
+    return summary
+
+
+def report(run: CliRun, summary: Summary) -> int:
+    """Print the end-of-run lines on stderr and return the exit code."""
+    args = run.args
+    where = f"; results in {args.out}" if args.out is not None else ""
+    if summary.stopped_by is not None:
+        failed = summary.stopped_by
+        _say(f"promptdsl: error: {run.data.name}: {failed.error}")
+        more = " (fix it, then run the same command with --resume)" if args.out is not None else ""
+        _say(f"promptdsl: stopped at row {failed.row.index} (--on-error stop); {summary.rows} rows done "
+             f"before it{where}{more}")
+        return failed.exit_code or 1
+    total = summary.rows + summary.resumed
+    rate = summary.rows / summary.seconds if summary.seconds > 0 else 0.0
+    parts = [f"{summary.ok} ok"]
+    if summary.cached:
+        parts.append(f"{summary.cached} from the cache")
+    if summary.errors:
+        parts.append(f"{summary.errors} failed (error lines)")
+    if summary.resumed:
+        parts.append(f"{summary.resumed} done before")
+    if summary.interrupted:
+        if args.out is not None:
+            hint = "; to continue, run the same command with --resume"
+        else:
+            hint = "; to be able to resume, write to a file with --out"
+        _say(f"promptdsl: interrupted after {total} rows ({', '.join(parts)}){where}{hint}")
+        return 130
+    _say(f"promptdsl: {total} rows in {format_duration(summary.seconds)} ({rate:.1f} rows/s): "
+         f"{', '.join(parts)}{where}")
+    return 1 if summary.errors else 0
+
+
+def run_dataset_cli(spec: Spec, args: argparse.Namespace) -> int:
+    """``promptdsl run SPEC --data F [--out R]``: JSONL results, one per row."""
+    run = prepare_cli(spec, args)
+    return report(run, execute(run))
+

@@ -1,0 +1,270 @@
+"""Evaluation: compare a spec's answers with gold labels.
+
+``choice`` outputs get accuracy, per-class precision / recall / F1, macro-F1 and a confusion
+matrix; other outputs get the exact-match rate and the schema-valid rate (answers that parsed
+and validated). Gold labels are matched to the choices case-insensitively (TweetEval writes
+``negative`` where a spec says ``Negative``), and the report says when that happened.
+A row whose run failed counts as wrong (column ``(error)``); a row with no label is left out
+and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .dataset import CliRun, Outcome, execute, prepare_cli, report
+from .errors import InputError
+from .spec import OutputType, Spec
+
+ERROR = "(error)"
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+
+@dataclass
+class ClassScores:
+    label: str
+    precision: float
+    recall: float
+    f1: float
+    support: int  # gold rows of this class
+
+
+@dataclass
+class ChoiceMetrics:
+    """Counts (gold, predicted) pairs; every figure is derived from the confusion counts."""
+
+    choices: tuple[str, ...]
+    confusion: Counter[tuple[str, str]] = field(default_factory=Counter)
+    unlabelled: int = 0
+    folded: set[tuple[str, str]] = field(default_factory=set)  # (gold as written, choice it matched)
+    unknown: Counter[str] = field(default_factory=Counter)  # gold labels that match no choice
+
+    def gold_label(self, gold: Any) -> str:
+        """The choice a gold label names: exact, else case-insensitive; else the label itself."""
+        text = str(gold).strip()
+        if text in self.choices:
+            return text
+        for choice in self.choices:
+            if choice.casefold() == text.casefold():
+                self.folded.add((text, choice))
+                return choice
+        self.unknown[text] += 1
+        return text
+
+    def add(self, gold: Any, predicted: str | None) -> bool:
+        """Record one row (``predicted=None``: the run failed); True when it is correct."""
+        if gold is None:
+            self.unlabelled += 1
+            return False
+        label = self.gold_label(gold)
+        pred = ERROR if predicted is None else str(predicted)
+        self.confusion[(label, pred)] += 1
+        return label == pred
+
+    @property
+    def total(self) -> int:
+        return sum(self.confusion.values())
+
+    @property
+    def correct(self) -> int:
+        return sum(n for (g, p), n in self.confusion.items() if g == p)
+
+    @property
+    def errors(self) -> int:
+        return sum(n for (_, p), n in self.confusion.items() if p == ERROR)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    def labels(self) -> list[str]:
+        """Classes in report order: the choices, then gold labels that are not choices."""
+        extra = sorted({g for g, _ in self.confusion} - set(self.choices))
+        return [*self.choices, *extra]
+
+    def classes(self) -> list[ClassScores]:
+        """Per-class scores over the classes seen as gold or predicted (scikit-learn's default)."""
+        gold = Counter[str]()
+        pred = Counter[str]()
+        for (g, p), n in self.confusion.items():
+            gold[g] += n
+            pred[p] += n
+        out = []
+        for label in self.labels():
+            if gold[label] == 0 and pred[label] == 0:
+                continue
+            tp = self.confusion[(label, label)]
+            precision = tp / pred[label] if pred[label] else 0.0
+            recall = tp / gold[label] if gold[label] else 0.0
+            out.append(ClassScores(label, precision, recall, _f1(precision, recall), gold[label]))
+        return out
+
+    @property
+    def macro_f1(self) -> float:
+        scores = self.classes()
+        return sum(c.f1 for c in scores) / len(scores) if scores else 0.0
+
+    @property
+    def majority(self) -> float:
+        """Accuracy of always answering the most common gold label (a floor to compare with)."""
+        gold = Counter[str]()
+        for (g, _), n in self.confusion.items():
+            gold[g] += n
+        return max(gold.values()) / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        labels = self.labels()
+        columns = [*labels, *([ERROR] if self.errors else [])]
+        return {
+            "type": "choice",
+            "rows": self.total,
+            "correct": self.correct,
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "majority_accuracy": self.majority,
+            "errors": self.errors,
+            "unlabelled": self.unlabelled,
+            "per_class": {c.label: {"precision": c.precision, "recall": c.recall, "f1": c.f1, "support": c.support}
+                          for c in self.classes()},
+            "confusion": {"labels": labels, "columns": columns,
+                          "matrix": [[self.confusion[(g, p)] for p in columns] for g in labels]},
+            "labels_case_folded": sorted(f"{a} -> {b}" for a, b in self.folded),
+            "unknown_labels": dict(self.unknown),
+        }
+
+    def format(self) -> str:
+        lines = [
+            f"rows: {self.total}   accuracy: {self.accuracy:.4f} ({self.correct}/{self.total})   "
+            f"macro-F1: {self.macro_f1:.4f}   majority-class accuracy: {self.majority:.4f}",
+        ]
+        if self.errors:
+            lines.append(f"failed rows (counted as wrong): {self.errors}")
+        if self.unlabelled:
+            lines.append(f"rows without a label (left out): {self.unlabelled}")
+        if self.folded:
+            pairs = ", ".join(f"{a} -> {b}" for a, b in sorted(self.folded))
+            lines.append(f"gold labels matched to the choices ignoring case: {pairs}")
+        if self.unknown:
+            names = ", ".join(f"{k!r} ({n})" for k, n in sorted(self.unknown.items()))
+            lines.append(f"warning: gold labels that are not choices (always wrong): {names}")
+        lines.append("")
+        width = max(len(x) for x in ["class", *self.labels(), ERROR])
+        lines.append(f"{'class':<{width}}  precision  recall     f1  support")
+        for c in self.classes():
+            lines.append(f"{c.label:<{width}}  {c.precision:9.4f}  {c.recall:6.4f}  {c.f1:5.4f}  {c.support:7d}")
+        lines.append("")
+        lines.append("confusion matrix (rows: gold, columns: predicted)")
+        d = self.to_dict()["confusion"]
+        cols: list[str] = d["columns"]
+        cell = max(6, *(len(c) for c in cols))
+        lines.append(" " * width + "  " + "  ".join(f"{c:>{cell}}" for c in cols))
+        for label, row in zip(d["labels"], d["matrix"], strict=True):
+            lines.append(f"{label:<{width}}  " + "  ".join(f"{n:>{cell}}" for n in row))
+        return "\n".join(lines)
+
+
+@dataclass
+class MatchMetrics:
+    """Exact-match and schema-valid rates, for text / json / regex outputs."""
+
+    output_type: str
+    total: int = 0
+    valid: int = 0
+    exact: int = 0
+    unlabelled: int = 0
+
+    def add(self, gold: Any, value: Any, ok: bool) -> bool:
+        if gold is None:
+            self.unlabelled += 1
+            return False
+        self.total += 1
+        self.valid += ok
+        match = ok and same_value(gold, value)
+        self.exact += match
+        return match
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.output_type,
+            "rows": self.total,
+            "exact_match": self.exact / self.total if self.total else 0.0,
+            "schema_valid": self.valid / self.total if self.total else 0.0,
+            "exact": self.exact,
+            "valid": self.valid,
+            "unlabelled": self.unlabelled,
+        }
+
+    def format(self) -> str:
+        d = self.to_dict()
+        lines = [
+            f"rows: {self.total}   exact match: {d['exact_match']:.4f} ({self.exact}/{self.total})   "
+            f"schema-valid: {d['schema_valid']:.4f} ({self.valid}/{self.total})"
+        ]
+        if self.unlabelled:
+            lines.append(f"rows without a label (left out): {self.unlabelled}")
+        return "\n".join(lines)
+
+
+def same_value(gold: Any, value: Any) -> bool:
+    """Equality of a gold label and a parsed answer; a JSON gold given as text is parsed first."""
+    if isinstance(gold, str) and not isinstance(value, str):
+        try:
+            gold = json.loads(gold)
+        except json.JSONDecodeError:
+            return False
+    if isinstance(gold, str) and isinstance(value, str):
+        return gold.strip() == value.strip()
+    return bool(gold == value)
+
+
+Metrics = ChoiceMetrics | MatchMetrics
+
+
+def metrics_for(spec: Spec) -> Metrics:
+    if spec.output.type is OutputType.CHOICE:
+        return ChoiceMetrics(tuple(spec.output.choices))
+    return MatchMetrics(spec.output.type.value)
+
+
+def score_line(metrics: Metrics, gold: Any, value: Any, ok: bool) -> bool:
+    """Feed one row to the metrics; True when it counts as correct."""
+    if isinstance(metrics, ChoiceMetrics):
+        return metrics.add(gold, value if ok else None)
+    return metrics.add(gold, value, ok)
+
+
+def run_eval_cli(spec: Spec, args: argparse.Namespace) -> int:
+    """``promptdsl eval SPEC --data F --label FIELD [--out F]``: run, score, print the metrics."""
+    label = args.label
+    if label in spec.inputs:
+        raise InputError(f"--label '{label}' is one of the spec's inputs; the label must be a separate field")
+    metrics = metrics_for(spec)
+
+    def gold_of(data: Any) -> Any:
+        return data.get(label) if isinstance(data, dict) else None
+
+    def resumed(line: dict[str, Any]) -> None:  # rows already in --out count too
+        score_line(metrics, gold_of(line.get("input")), line.get("value"), "error" not in line)
+
+    def on_outcome(outcome: Outcome, line: dict[str, Any]) -> None:
+        gold = gold_of(outcome.row.data)
+        value = outcome.result.value if outcome.result is not None else None
+        line["label"] = gold
+        line["correct"] = score_line(metrics, gold, value, outcome.ok)
+
+    run: CliRun = prepare_cli(spec, args, on_line=resumed)
+    summary = execute(run, on_outcome, print_lines=False)  # without --out, print only the metrics
+    code = report(run, summary)
+    if args.json:
+        print(json.dumps(metrics.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(metrics.format())
+    # Failed rows are part of the score (counted wrong); only a stop or an interrupt is a failure.
+    return code if summary.interrupted or summary.stopped_by is not None else 0
