@@ -1,0 +1,183 @@
+"""The conformance kit: both built-in backends pass it, and it catches backends that break the contract."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import pytest
+
+from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, TokenLogprob
+from promptdsl.errors import BackendError
+from promptdsl.prompt import Prompt
+from promptdsl.testing import CHECKS, check_backend, run_check
+from promptdsl.testing.__main__ import main as kit_main
+from promptdsl.testing.suite import BackendConformance
+
+# ---------------------------------------------------------------------------- the built-in backends
+
+
+@pytest.mark.model
+class TestLlamaCppConformance(BackendConformance):
+    """llamacpp on the embedded SmolLM2 model."""
+
+    @pytest.fixture(scope="class")
+    def conformance_backend(self, llamacpp_backend: Backend) -> Backend:
+        return llamacpp_backend
+
+
+@pytest.mark.server
+class TestOpenAIConformance(BackendConformance):
+    """openai against llama-cpp-python's server on the same model."""
+
+    @pytest.fixture(scope="class")
+    def conformance_backend(self, openai_backend: Backend) -> Backend:
+        return openai_backend
+
+
+def test_both_builtins_declare_everything_the_kit_checks(llamacpp_backend: Backend, openai_backend: Backend) -> None:
+    """So that no check is skipped for them: every line of the contract is exercised on both."""
+    for backend in (llamacpp_backend, openai_backend):
+        assert {Capability.SCORE, Capability.GRAMMAR, Capability.CHAT, Capability.COMPLETION} <= backend.capabilities
+        assert backend.generate_logprobs(Prompt(mode="completion", text="Hi"), GenerationOptions(max_tokens=2))
+
+
+# ---------------------------------------------------------------------------- backends that break the contract
+# Small deterministic fakes: each test needs exact control over one violation.
+
+
+class Toy(Backend):
+    """Answers with the prompt's words reversed; honours the whole contract (score by a fixed rule)."""
+
+    name = "toy"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.CHAT, Capability.COMPLETION, Capability.STREAM}
+    )
+    closed = False
+
+    def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(model, options)
+
+    def answer(self, prompt: Prompt) -> list[str]:
+        text = prompt.text if prompt.mode == "completion" else prompt.messages[-1].content
+        words = text.split()
+        if len(words) > 1000:
+            raise BackendError("prompt too long", backend=self.name)
+        return [" " + w for w in reversed(words * 3)]
+
+    def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+        return self._gen(prompt, options)
+
+    def _gen(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str]:
+        words = self.answer(prompt)[: options.max_tokens]
+        text = "".join(words)
+        cut = min([i for i in (text.find(s) for s in options.stop) if i >= 0] or [len(text)])
+        for w in words:
+            if cut <= 0:
+                return
+            yield w[:cut]
+            cut -= len(w)
+
+    def close(self) -> None:
+        type(self).closed = True
+
+
+class NoMaxTokens(Toy):
+    def _gen(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str]:
+        yield from super()._gen(prompt, GenerationOptions(max_tokens=None, stop=options.stop))
+
+
+class NoStop(Toy):
+    def _gen(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str]:
+        yield from super()._gen(prompt, GenerationOptions(max_tokens=options.max_tokens))
+
+
+class StreamDiffers(Toy):
+    def complete(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> str:
+        return super().complete(prompt, options, constraint).upper()
+
+
+class RawErrors(Toy):
+    def answer(self, prompt: Prompt) -> list[str]:
+        try:
+            return super().answer(prompt)
+        except BackendError:
+            raise RuntimeError("socket exploded") from None
+
+
+class ListStream(Toy):
+    def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+        return iter(list(self._gen(prompt, options)))
+
+
+class BadScore(Toy):
+    """Declares score; its scores disagree with its own generation log-probabilities."""
+
+    capabilities = Toy.capabilities | {Capability.SCORE}
+
+    def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
+        return [-1.0 * len(c) for c in continuations]
+
+    def generate_logprobs(self, prompt: Prompt, options: GenerationOptions) -> list[TokenLogprob] | None:
+        return [TokenLogprob(w, -0.5) for w in self._gen(prompt, options)]
+
+
+class IgnoresConstraints(Toy):
+    capabilities = Toy.capabilities | {Capability.GRAMMAR}
+
+
+class Hangs(Toy):
+    def _gen(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str]:
+        time.sleep(5)
+        yield "late"
+
+
+def test_a_conforming_backend_passes_and_inapplicable_checks_skip() -> None:
+    report = check_backend(Toy)
+    assert report.ok, str(report)
+    assert {r.name: r.status for r in report.results} == {
+        **{name: "pass" for name in CHECKS},
+        "score_matches_generation": "skip", "json_schema": "skip", "choices": "skip",
+    }
+    assert Toy.closed  # a backend made by the factory is closed afterwards
+    assert "6 passed, 0 failed, 3 skipped" in str(report)
+
+
+@pytest.mark.parametrize(("backend", "check", "message"), [
+    (NoMaxTokens, "max_tokens", "max_tokens=1 was not honoured"),
+    (NoStop, "stop_sequences", "stop="),
+    (StreamDiffers, "stream_equals_complete", "stream gave"),
+    (RawErrors, "errors_are_backend_errors", "raised RuntimeError (socket exploded), not BackendError"),
+    (ListStream, "cancel_releases", "closable iterator"),
+    (BadScore, "score_matches_generation", "but generation"),
+    (IgnoresConstraints, "json_schema", "not JSON"),
+    (IgnoresConstraints, "choices", "is not one of"),
+])
+def test_the_kit_catches_violations(backend: type[Toy], check: str, message: str) -> None:
+    result = run_check(backend(), check)
+    assert result.status == "fail"
+    assert message in result.detail
+
+
+def test_a_hung_backend_fails_within_the_timeout() -> None:
+    start = time.monotonic()
+    result = run_check(Hangs(), "stream_equals_complete", timeout=0.5)
+    assert result.status == "fail" and "did not finish within 0.5s" in result.detail
+    assert time.monotonic() - start < 2
+
+
+def test_unknown_check_name() -> None:
+    with pytest.raises(ValueError, match="unknown check"):
+        check_backend(Toy(), checks=["nope"])
+
+
+# ---------------------------------------------------------------------------- python -m promptdsl.testing
+
+
+def test_kit_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert kit_main(["llamacpp", "--check", "capabilities", "--check", "cancel_releases"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  capabilities" in out and "PASS  cancel_releases" in out and "2 passed, 0 failed" in out
+    assert kit_main(["no-such-backend"]) == 2
+    assert "unknown backend 'no-such-backend'" in capsys.readouterr().err

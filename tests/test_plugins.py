@@ -1,0 +1,161 @@
+"""Third-party backend plugins, discovered through real entry points (no mocks).
+
+- The example package in plugins/example is pip-installed into a temporary
+  directory, found through its ``promptdsl.backends`` entry point, listed,
+  used to run a spec, and checked with the conformance kit.
+- Broken plugins (import error, exception at import, wrong type) live in a
+  temporary ``*.dist-info`` on ``sys.path``: each is reported by name and the
+  other backends keep working.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from promptdsl.cli import main
+from promptdsl.registry import backend_class, list_backends
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "plugins" / "example"
+
+
+# ---------------------------------------------------------------------------- the example package, installed
+
+
+@pytest.fixture(scope="module")
+def echo_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """plugins/example installed with pip into a fresh directory (a copy is built, so the repo stays clean)."""
+    base = tmp_path_factory.mktemp("echo")
+    source = base / "src"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = base / "site"
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-input", "--target", str(target)]
+    if importlib.util.find_spec("wheel") is not None:  # setuptools can build offline, without an isolated env
+        cmd.append("--no-build-isolation")
+    proc = subprocess.run([*cmd, str(source)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (target / "promptdsl_echo" / "__init__.py").is_file()
+    assert list(target.glob("promptdsl_echo-0.1.0.dist-info/entry_points.txt"))
+    return target
+
+
+def _run(site: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The promptdsl CLI in a fresh interpreter that sees ``site`` on its path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "promptdsl.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=120, input=stdin)
+
+
+def test_example_plugin_is_listed_with_version_and_capabilities(echo_site: Path) -> None:
+    proc = _run(echo_site, "backends", "--json")
+    assert proc.returncode == 0, proc.stderr
+    by_name = {b["name"]: b for b in json.loads(proc.stdout)}
+    assert by_name["echo"] == {
+        "name": "echo", "version": "0.1.0", "distribution": "promptdsl-echo",
+        "capabilities": ["chat", "completion", "stream"], "error": None,
+    }
+    assert by_name["openai"]["capabilities"] == ["chat", "completion", "json_schema", "stream"]
+    assert by_name["openai"]["distribution"] == "promptdsl-openai" and by_name["openai"]["error"] is None
+    assert by_name["llamacpp"]["error"] is None
+
+
+def test_example_plugin_runs_a_spec(echo_site: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "shout.yaml"
+    spec.write_text(
+        "version: 1\nname: shout\nmode: chat\ninstruction: Repeat the text.\n"
+        "inputs: {text: {type: string}}\ntemplate: '{{ text }}'\n"
+        "model: {backend: echo, options: {prefix: 'You said: '}}\n"
+        "output: {type: regex, pattern: 'said: (?P<answer>.*)'}\n"
+        "tests:\n  - input: {text: hello there}\n    expect: hello there\n"
+    )
+    proc = _run(echo_site, "run", str(spec), "--input", "text=hello plugin world", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["value"] == "hello plugin world"
+    assert result["backend"] == "echo" and result["method"] == "generate" and result["model"] == "echo"
+    proc = _run(echo_site, "test", str(spec))
+    assert proc.returncode == 0 and "1 passed, 0 failed" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_example_plugin_passes_the_conformance_kit(echo_site: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(echo_site)}
+    proc = subprocess.run([sys.executable, "-m", "promptdsl.testing", "echo"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "6 passed, 0 failed, 3 skipped" in proc.stdout
+    assert "SKIP  score_matches_generation: the backend does not declare 'score'" in proc.stdout
+
+
+def test_example_plugin_errors_are_clean(echo_site: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: s\ninstruction: Repeat.\ninputs: {text: {type: string}}\n"
+                    "template: '{{ text }}'\noutput: {type: text}\n")
+    proc = _run(echo_site, "run", str(spec), "--backend", "echo", "-o", "context_length=3",
+                "--input", "text=one two three four five")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("promptdsl: error: echo: the prompt is") and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------- broken plugins
+
+
+@pytest.fixture
+def broken_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A distribution with three broken backends, visible to importlib.metadata through sys.path."""
+    site = tmp_path / "site"
+    dist = site / "broken_backends-1.2.3.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-backends\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text(
+        "[promptdsl.backends]\n"
+        "missing = promptdsl_no_such_module:Backend\n"
+        "explodes = broken_backend_explodes:Backend\n"
+        "wrongtype = json:loads\n"
+    )
+    (site / "broken_backend_explodes.py").write_text('raise RuntimeError("boom while importing")\n')
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    sys.modules.pop("broken_backend_explodes", None)
+
+
+def test_broken_plugins_are_reported_by_name(broken_plugins: Path) -> None:
+    infos = {i.name: i for i in list_backends()}
+    assert infos["missing"].error is not None and "ModuleNotFoundError" in infos["missing"].error
+    assert infos["explodes"].error is not None and "RuntimeError: boom while importing" in infos["explodes"].error
+    assert infos["wrongtype"].error is not None and "not a promptdsl.backend.Backend subclass" in infos["wrongtype"].error
+    assert {i.version for n, i in infos.items() if n in {"missing", "explodes", "wrongtype"}} == {"1.2.3"}
+    for good in ("llamacpp", "openai"):
+        assert infos[good].error is None and infos[good].capabilities
+
+
+def test_backends_command_lists_broken_and_working(broken_plugins: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backends"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert "BROKEN" in lines["missing"] and "promptdsl_no_such_module" in lines["missing"]
+    assert "BROKEN" in lines["wrongtype"] and "BROKEN" in lines["explodes"]
+    assert "BROKEN" not in lines["llamacpp"] and "score" in lines["llamacpp"]
+    assert "BROKEN" not in lines["openai"] and "json_schema" in lines["openai"]
+
+
+@pytest.mark.model
+def test_a_broken_plugin_does_not_stop_the_others(broken_plugins: Path, capsys: pytest.CaptureFixture[str],
+                                                  llamacpp_backend: object) -> None:
+    spec = str(ROOT / "specs" / "sentiment.yaml")
+    code = main(["run", spec, "--backend", "explodes", "--input", "text=I love it"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "backend plugin 'explodes'" in err and "boom while importing" in err
+    assert main(["run", spec, "--backend", "llamacpp", "--input", "text=I love this city!"]) == 0
+    assert capsys.readouterr().out.strip() == "Positive"
+    with pytest.raises(Exception, match="'wrongtype'"):
+        backend_class("wrongtype")
