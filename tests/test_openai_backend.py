@@ -71,6 +71,23 @@ def test_cli_subprocess_run_json(openai_server: Server, tmp_path: Path) -> None:
     assert openai_server.api_key not in proc.stdout + proc.stderr
 
 
+def test_dataset_run_with_concurrent_requests(openai_env: Server, home: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A dataset run sends rows concurrently (remote backend): one shared client, every row scored."""
+    rows = tmp_path / "rows.jsonl"
+    texts = ["I love this city!", "This is the worst service I have ever had.", "Best day ever"]
+    rows.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "out.jsonl"
+    code = main(["run", str(ROOT / "specs" / "sentiment.yaml"), "--data", str(rows), "--out", str(out),
+                 "--backend", "openai", "-o", f"base_url={openai_env.base_url}", "--concurrency", "3"])
+    assert code == 0, capsys.readouterr().err
+    results = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["index"] for r in results] == [0, 1, 2]
+    assert [r["value"] for r in results] == ["Positive", "Negative", "Positive"]
+    assert all(r["method"] == "score" and r["backend"] == "openai" for r in results)
+    assert openai_env.api_key not in out.read_text()
+
+
 def _clean_env() -> dict[str, str]:
     import os
 
@@ -172,7 +189,8 @@ def test_wrong_key_is_401_and_never_shown(openai_server: Server, monkeypatch: py
                                           capsys: pytest.CaptureFixture[str]) -> None:
     secret = "sk-wrong-" + "x" * 24
     monkeypatch.setenv("OPENAI_API_KEY", secret)
-    code = main(["run", str(ROOT / "specs" / "qa.yaml"), "--backend", "openai",
+    # max_retries=0 also keeps this backend instance apart from the (correct-key) ones cached by other tests
+    code = main(["run", str(ROOT / "specs" / "qa.yaml"), "--backend", "openai", "-o", "max_retries=0",
                  "-o", f"base_url={openai_server.base_url}", "--input", "question=Hi?"])
     out = capsys.readouterr()
     assert code == 2
