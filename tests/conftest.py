@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 DATA = ROOT.parent / "shared" / "data" / "tweeteval-sentiment" / "val.jsonl"
 
-pytest_plugins: list[str] = ["openai_server"]
+pytest_plugins: list[str] = ["openai_server", "test_tui_support"]
 
 
 @pytest.fixture(scope="session")

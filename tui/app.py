@@ -50,7 +50,7 @@ WIDGET_KEYS: tuple[tuple[str, str], ...] = (
 class PromptDSLApp(App[None]):
     """Chat and instruction following on any installed promptdsl backend."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "promptdsl"
     SUB_TITLE = "New conversation"
 

@@ -22,6 +22,23 @@ STATUS_NOTES = {
 }
 
 
+def hard_breaks(text: str) -> str:
+    """Keep single line breaks as typed (Markdown would join them), except inside code fences."""
+    out: list[str] = []
+    fenced = False
+    lines = text.rstrip().split("\n")
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+            out.append(line)
+            continue
+        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+        if not fenced and line.strip() and nxt.strip() and not nxt.lstrip().startswith(("```", "~~~")):
+            line = line.rstrip() + "  "
+        out.append(line)
+    return "\n".join(out)
+
+
 def to_markdown(conv: Conversation) -> str:
     """The conversation as a Markdown document (title, metadata, system prompt, turns)."""
     title = conv.title or "Conversation"
@@ -34,9 +51,9 @@ def to_markdown(conv: Conversation) -> str:
         meta.append(f"model `{conv.model}`")
     lines += ["*" + " · ".join(meta) + "*", ""]
     if conv.system.strip():
-        lines += ["## System", "", conv.system.strip(), ""]
+        lines += ["## System", "", hard_breaks(conv.system.strip()), ""]
     for turn in conv.turns:
-        lines += [f"## {ROLE_HEADINGS[turn.role]}", "", turn.content.rstrip() or "*(no text)*", ""]
+        lines += [f"## {ROLE_HEADINGS[turn.role]}", "", hard_breaks(turn.content) or "*(no text)*", ""]
         note = STATUS_NOTES.get(turn.status)
         if note:
             lines += [f"*({note})*", ""]

@@ -30,7 +30,8 @@ class Generation:
         self.options = options
         self._lock = threading.Lock()
         self._parts: list[str] = []
-        self.cancelled = False
+        self.cancelled = False  # the user stopped it
+        self._closed = False  # the worker finished with it
         self.tokens = 0
         self.started = time.perf_counter()
         self.first_at: float | None = None
@@ -43,7 +44,7 @@ class Generation:
     def append(self, chunk: str) -> str | None:
         """Add a chunk; returns the whole text so far, or None once cancelled."""
         with self._lock:
-            if self.cancelled:
+            if self.cancelled or self._closed:
                 return None
             now = time.perf_counter()
             self.first_at = self.first_at or now
@@ -56,6 +57,12 @@ class Generation:
         """Stop taking chunks; returns the text kept."""
         with self._lock:
             self.cancelled = True
+            return "".join(self._parts)
+
+    def close(self) -> str:
+        """The worker is done: take no more chunks; returns the final text."""
+        with self._lock:
+            self._closed = True
             return "".join(self._parts)
 
     @property
@@ -108,7 +115,7 @@ def run_generation(
     finally:
         if gen.status == "streaming":  # interrupted by BaseException (app shutting down)
             gen.status = "cancelled"
-        text = gen.cancel() if gen.status != "cancelled" else gen.text
+        text = gen.close()
         if store is not None and turn_id is not None:
             store.update_turn(turn_id, text, gen.status)
     if backend is not None and gen.fitted is not None and gen.status != "error":

@@ -108,6 +108,10 @@ class SpecScreen(Screen[None]):
         self.query_one("#raw").display = False
         self.query_one(SpecForm).focus_first()
 
+    def on_unmount(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
     @property
     def form(self) -> SpecForm:
         return self.query_one(SpecForm)

@@ -84,6 +84,11 @@ class ChatView(Vertical):
         self._show_system()
         self.query_one("#log", VerticalScroll).anchor()
 
+    def on_unmount(self) -> None:
+        """Quitting mid-reply: stop the worker at its next chunk (it saves the text as stopped)."""
+        if self._gen is not None:
+            self._gen.cancel()
+
     # ------------------------------------------------------------------ state
 
     @property

@@ -1,0 +1,118 @@
+"""Fixtures and helpers for the TUI tests (registered in conftest's pytest_plugins).
+
+``ScriptedBackend`` is the one fake: it yields a chunk only when the test releases
+it, for the tests that need exact timing (cancel mid-reply, a server dropping
+mid-stream, a process killed mid-reply). Everything else runs the real model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions
+from promptdsl.errors import BackendError
+from promptdsl.prompt import Prompt
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST = {"temperature": 0, "max_tokens": 6, "seed": 0}
+
+
+class ScriptedBackend(Backend):
+    """Streams ``chunks`` one per :meth:`release`; optionally fails like a server going away."""
+
+    name = "scripted"
+    capabilities = frozenset({Capability.CHAT, Capability.STREAM})
+
+    def __init__(self, chunks: Sequence[str], *, fail_at: int | None = None, released: int = 0) -> None:
+        super().__init__("scripted-model")
+        self.chunks = list(chunks)
+        self.fail_at = fail_at
+        self.gate = threading.Semaphore(released)
+        self.closed = threading.Event()
+        self.prompts: list[Prompt] = []
+
+    @property
+    def model_id(self) -> str:
+        return "scripted-model"
+
+    def release(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.gate.release()
+
+    def stream(
+        self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None
+    ) -> Iterator[str]:
+        self.prompts.append(prompt)
+        self.closed.clear()
+
+        def gen() -> Iterator[str]:
+            try:
+                for i, chunk in enumerate(self.chunks):
+                    if not self.gate.acquire(timeout=60):
+                        return
+                    if self.fail_at is not None and i >= self.fail_at:
+                        raise BackendError("connection refused: is the server running?", backend=self.name)
+                    yield chunk
+            finally:
+                self.closed.set()
+
+        return gen()
+
+    def context_length(self) -> int:
+        return 1000
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return sum(len(m.content.split()) + 4 for m in prompt.messages)
+
+
+async def wait_for(pilot: Any, cond: Callable[[], object], timeout: float = 90.0, what: str = "") -> None:
+    """Let the app run until ``cond()`` is true (the model runs in a thread)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        await pilot.pause(0.02)
+
+
+@pytest.fixture
+def tui_home(home: Path) -> Path:
+    """PROMPTDSL_HOME for one TUI test (history and exports land here)."""
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+# --------------------------------------------------------------------------- killed-mid-reply child
+
+
+def killed_child(db: str) -> None:
+    """Run the app headless on ``db`` until killed: a reply is mid-stream when it prints STREAMING."""
+    sys.path.insert(0, str(ROOT))
+    from promptdsl_tui.app import PromptDSLApp
+    from promptdsl_tui.history import HistoryStore
+
+    backend = ScriptedBackend(["Rome ", "was ", "founded ", "in ", "753 ", "BC."], released=3)
+
+    async def main() -> None:
+        app = PromptDSLApp(backend_instance=backend, history=HistoryStore(Path(db)), cwd=Path(db).parent)
+        async with app.run_test() as pilot:
+            await pilot.press(*"When was Rome founded?")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.chat.generating and app.chat._gen and app.chat._gen.tokens == 3)
+            await pilot.pause(0.2)
+            print("STREAMING", os.getpid(), flush=True)
+            await asyncio.sleep(120)
+
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    killed_child(sys.argv[1])
