@@ -88,6 +88,24 @@ def test_dataset_run_with_concurrent_requests(openai_env: Server, home: Path, tm
     assert openai_env.api_key not in out.read_text()
 
 
+def test_spec_model_options_configure_the_backend(openai_server: Server, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """backend, base_url, timeout and retries can live in the spec's model block."""
+    monkeypatch.setenv("OPENAI_API_KEY", openai_server.api_key)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    spec = tmp_path / "remote-qa.yaml"
+    spec.write_text(
+        f"version: 1\nname: remote-qa\nextends: {ROOT / 'specs' / 'qa.yaml'}\n"
+        f"model: {{backend: openai, model: smollm2, options: {{base_url: '{openai_server.base_url}', "
+        "timeout: 30, max_retries: 1, temperature: 0}}\n"
+    )
+    assert main(["run", str(spec), "--input", "question=What is the capital of France?", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["backend"] == "openai" and result["model"] == "smollm2" and result["method"] == "generate"
+    assert "Paris" in result["value"]
+
+
 def _clean_env() -> dict[str, str]:
     import os
 
