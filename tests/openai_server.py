@@ -59,6 +59,14 @@ class Server:
             self.process.wait(timeout=10)
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the test process dies without cleaning up (e.g. SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -103,7 +111,8 @@ def llama_server(*, n_ctx: int = 2048, timeout: float = STARTUP_TIMEOUT) -> Iter
         "--n_ctx", str(n_ctx), "--api_key", key,
     ]
     with log.open("wb") as out:
-        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                   preexec_fn=_die_with_parent)
     server = Server(base_url, key, process, log)
     try:
         deadline = time.monotonic() + timeout
