@@ -266,7 +266,10 @@ class _Canned(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         type(self).hits += 1
-        body = json.dumps({"error": {"message": f"canned {self.status}", "type": "x"}}).encode()
+        key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        # Like OpenAI's "Incorrect API key provided: sk-...", the message repeats the key: it must be masked.
+        message = f"canned {self.status} (key {key})"
+        body = json.dumps({"error": {"message": message, "type": "x"}}).encode()
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -294,7 +297,8 @@ def canned() -> Iterator[tuple[str, type[_Canned]]]:
     (429, 1, "rate limited by"),
     (500, 1, "server error 500"),
     (503, 1, "server error 503"),
-    (400, 2, "refused the request (400): canned 400"),
+    (400, 2, "refused the request (400): canned 400 (key ***)"),
+    (403, 2, "permission denied by"),
 ])
 def test_http_errors_are_mapped(canned: tuple[str, type[_Canned]], monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str], status: int, code: int, text: str) -> None:
@@ -307,8 +311,8 @@ def test_http_errors_are_mapped(canned: tuple[str, type[_Canned]], monkeypatch: 
     assert rc == code
     assert text in err and err.count("\n") == 1 and "Traceback" not in err
     assert "sk-canned-secret-value" not in err
-    # retries apply to 429 and 5xx, not to 400
-    assert handler.hits == (1 if status == 400 else 2)
+    # retries apply to 429 and 5xx, not to 400 or 403
+    assert handler.hits == (1 if status < 429 else 2)
 
 
 def test_timeout_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:

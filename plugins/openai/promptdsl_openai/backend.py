@@ -86,7 +86,9 @@ class OpenAIBackend(Backend):
             max_retries=self.settings.max_retries,
             organization=self.settings.organization,
         )
-        self._model_name = model or (DEFAULT_OPENAI_MODEL if self.settings.is_openai else self._server_model())
+        self._model_name = model or (DEFAULT_OPENAI_MODEL if self.settings.is_openai else "")
+        if not self._model_name:
+            self._model_name = self._server_model()
         self._json_schema_ok: bool | None = True if self.settings.is_openai else None
         wanted = self.settings.grammar
         if wanted is None:
@@ -113,8 +115,7 @@ class OpenAIBackend(Backend):
         self.client.close()
 
     def _error(self, exc: BaseException, during: str = "request") -> BackendError:
-        return map_error(exc, self.settings, self._model_name if hasattr(self, "_model_name") else self.model,
-                         during=during)
+        return map_error(exc, self.settings, self._model_name or None, during=during)
 
     def _server_model(self) -> str:
         """The first model a compatible server lists (local servers usually serve one)."""

@@ -48,7 +48,7 @@ def _mask(text: str, settings: Settings) -> str:
     if key and len(key) >= 4 and key in text:
         text = text.replace(key, "***")
     # OpenAI echoes keys back partially masked ("sk-abc***wxyz"); drop those fragments too.
-    return re.sub(r"\b(sk|key)-[\w*-]{6,}", "***", text)
+    return re.sub(r"\bsk-[\w*-]{6,}", "***", text)
 
 
 def map_error(exc: BaseException, settings: Settings, model: str | None, *, during: str = "request") -> BackendError:
