@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from .cache import CachedRunner, ResultCache
 from .errors import BackendError, InputError, OutputError, PromptDSLError
+from .inputs import did_you_mean
 from .progress import Progress, format_duration
 from .prompt import Prompt
 from .result import Result
@@ -88,6 +89,20 @@ class DataFile:
         except UnicodeDecodeError as exc:
             if exc.start < len(head) - 4:  # not just a character cut at the sniff boundary
                 raise InputError("dataset is not UTF-8 text", source=self.name) from None
+        if self.format == "csv":
+            self.header()  # a bad header fails now, before any model is loaded
+
+    def header(self) -> list[str] | None:
+        """The CSV header (checked), or None for an empty file."""
+        assert self.path is not None
+        with self.path.open("r", encoding="utf-8-sig", newline="") as f:
+            try:
+                header = next(csv.reader(f), None)
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise InputError(f"line 1: bad CSV header: {exc}", source=self.name) from None
+        if header is not None:
+            _check_header(header, self.name)
+        return header
 
     def count(self) -> int | None:
         """Rows in the file, counted fast (lines, minus the CSV header); None for stdin."""
@@ -351,6 +366,9 @@ class DatasetRunner:
         """An Outcome when the row is already decided (bad row, cache hit), else what to run."""
         if row.error is not None:
             return self._fail(row, f"{row.where()}: {row.error}", "input", 2)
+        missing = self._missing(row.data)
+        if missing:
+            return self._fail(row, f"{row.where()}: {missing}", "input", 2)
         try:
             values, prompt = self.runner.prepare({**self.constants, **row_inputs(self.spec, row, self.fmt)})
         except PromptDSLError as exc:
@@ -360,6 +378,14 @@ class DatasetRunner:
             if hit is not None:
                 return Outcome(row, hit)
         return row, prompt, values
+
+    def _missing(self, data: Mapping[str, Any]) -> str | None:
+        """Say which required input has no field in the row (a typo in a column name, say)."""
+        for name, schema in self.spec.inputs.items():
+            if name not in data and name not in self.constants and "default" not in schema:
+                fields = ", ".join(map(str, data)) or "no fields"
+                return f"no field for input '{name}'{did_you_mean(name, map(str, data))}; the row has: {fields}"
+        return None
 
     def _call(self, prompt: Prompt, values: dict[str, Any]) -> Result | PromptDSLError:
         try:
@@ -591,7 +617,7 @@ def prepare_cli(
 ) -> CliRun:
     """Check the data and output first (bad usage costs no model load), then build the runner."""
     from .cli import _runner
-    from .inputs import collect_inputs, did_you_mean
+    from .inputs import collect_inputs
 
     resume = getattr(args, "resume", False)
     if resume and args.out is None:

@@ -1,0 +1,137 @@
+"""The SQLite result cache: storage, what the key depends on, what is (not) cached.
+
+A scripted backend is used here because these tests count model calls exactly; the
+cache on the real model is exercised by tests/test_dataset.py (re-run of a dataset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from promptdsl import Backend, Capability, Constraint, GenerationOptions, OutputError, Prompt, Runner, loads_spec
+from promptdsl.cache import CachedRunner, ResultCache, cacheable, default_path, prompt_key, runner_key
+
+CHOICE = """\
+version: 1
+name: c
+mode: completion
+inputs: {text: {type: string, minLength: 1}}
+template: "Text: {{ text }}\\nLabel:"
+output: {type: choice, choices: [Yes, No]}
+"""
+
+TEXT = """\
+version: 1
+name: t
+inputs: {text: {type: string}}
+output: {type: text}
+"""
+
+
+class Counting(Backend):
+    """Scores or echoes deterministically and counts every call."""
+
+    name = "counting"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.CHAT, Capability.COMPLETION, Capability.STREAM, Capability.SCORE}
+    )
+
+    def __init__(self, model: str | None = "m1", options: dict[str, Any] | None = None, reply: str = "hi"):
+        super().__init__(model, options or {})
+        self.calls = 0
+        self.reply = reply
+
+    def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+        self.calls += 1
+        yield self.reply
+
+    def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
+        self.calls += 1
+        return [-1.0, -2.0]
+
+
+def test_put_get_persists_across_connections(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    with ResultCache(path) as cache:
+        assert cache.get("k") is None
+        cache.put("k", {"value": {"a": [1, "é"]}, "raw": "x", "method": "generate", "scores": None})
+        assert cache.misses == 1
+    with ResultCache(path) as again:
+        assert again.get("k") == {"value": {"a": [1, "é"]}, "raw": "x", "method": "generate", "scores": None}
+        assert again.hits == 1 and len(again) == 1
+        again.clear()
+        assert len(again) == 0
+
+
+def test_default_location_follows_promptdsl_home(home: Path) -> None:
+    assert default_path() == home / "cache" / "results.sqlite3"
+
+
+def test_second_run_is_served_from_the_cache(home: Path) -> None:
+    backend = Counting()
+    runner = Runner(loads_spec(CHOICE), backend)
+    with ResultCache() as cache:
+        cached = CachedRunner(runner, cache)
+        first = cached.run({"text": "good"})
+        second = cached.run({"text": "good"})
+        other = cached.run({"text": "bad"})
+    assert backend.calls == 2  # "good" once, "bad" once
+    assert (first.cached, second.cached, other.cached) == (False, True, False)
+    assert second.value == first.value == "Yes"
+    assert second.scores == first.scores == {"Yes": -1.0, "No": -2.0}
+    assert second.method == first.method and second.backend == "counting" and second.model == "m1"
+
+
+def test_key_depends_on_model_options_output_and_prompt(home: Path) -> None:
+    spec = loads_spec(CHOICE)
+    base = runner_key(Runner(spec, Counting()))
+    assert runner_key(Runner(spec, Counting())) == base  # stable
+    assert runner_key(Runner(spec, Counting(model="m2"))) != base
+    assert runner_key(Runner(spec, Counting(options={"base_url": "http://x"}))) != base
+    assert runner_key(Runner(spec, Counting(), options={"max_tokens": 3})) != base
+    other_choices = loads_spec(CHOICE.replace("[Yes, No]", "[Yes, No, Maybe]"))
+    assert runner_key(Runner(other_choices, Counting())) != base
+    p1 = Prompt("completion", text="a", continuation_prefix=" ")
+    p2 = Prompt("completion", text="b", continuation_prefix=" ")
+    assert prompt_key(base, p1) != prompt_key(base, p2)
+
+
+def test_sampling_runs_are_not_cached(home: Path) -> None:
+    spec = loads_spec(TEXT)
+    assert cacheable(Runner(spec, Counting()))  # default temperature 0
+    hot = Runner(spec, Counting(), options={"temperature": 0.8})
+    assert not cacheable(hot)
+    with ResultCache() as cache:
+        cached = CachedRunner(hot, cache)
+        cached.run({"text": "x"})
+        cached.run({"text": "x"})
+        assert len(cache) == 0
+    assert hot.backend.calls == 2  # type: ignore[attr-defined]
+    scoring = Runner(loads_spec(CHOICE), Counting(), options={"temperature": 0.8})
+    assert cacheable(scoring)  # scoring does not sample
+
+
+def test_failures_are_not_cached(home: Path) -> None:
+    spec = loads_spec(CHOICE.replace("choices: [Yes, No]", "choices: [Yes, No], method: generate"))
+    backend = Counting(reply="neither")
+    runner = Runner(spec, backend)
+    with ResultCache() as cache:
+        cached = CachedRunner(runner, cache)
+        for _ in range(2):
+            with pytest.raises(OutputError):
+                cached.run({"text": "x"})
+        assert len(cache) == 0
+    assert backend.calls == 2
+
+
+def test_option_values_are_never_stored(home: Path) -> None:
+    runner = Runner(loads_spec(CHOICE), Counting(options={"api_key": "sk-very-secret-123"}))
+    with ResultCache() as cache:
+        CachedRunner(runner, cache).run({"text": "x"})
+        path = cache.path
+    blob = b"".join(p.read_bytes() for p in path.parent.iterdir() if p.is_file())
+    assert b"sk-very-secret-123" not in blob

@@ -1,0 +1,347 @@
+"""Dataset runs end to end on the real embedded model, with a few TweetEval rows.
+
+Resume after a real Ctrl+C (SIGINT to a child process), a half-written last line, bad rows
+(skipped or stopping the run), CSV input, carried-through fields, the cache on a re-run, bad
+dataset files. The concurrency test uses a scripted slow backend: it needs exact control of
+timing to prove that the order is kept and the bound respected.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from promptdsl import Backend, Capability, Constraint, GenerationOptions, Prompt, Runner, loads_spec
+from promptdsl.cli import main
+from promptdsl.dataset import DataFile, run_dataset, scan_output
+from promptdsl.progress import Progress
+
+ROOT = Path(__file__).resolve().parent.parent
+SENTIMENT = str(ROOT / "specs" / "sentiment.yaml")
+TWEETS = ROOT.parent / "shared" / "data" / "tweeteval-sentiment" / "val.jsonl"
+CHOICES = {"Positive", "Negative", "Neutral"}
+
+
+def tweets(n: int, start: int = 0) -> list[dict[str, Any]]:
+    with TWEETS.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in itertools.islice(f, start, start + n)]
+
+
+def write_jsonl(path: Path, rows: Sequence[Any]) -> Path:
+    path.write_text("".join(r if isinstance(r, str) else json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["run", SENTIMENT, *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+pytestmark = pytest.mark.usefixtures("home")
+
+
+# ---------------------------------------------------------------------------- real model
+
+
+@pytest.mark.model
+def test_jsonl_run_writes_one_result_per_row_with_fields_carried(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], llamacpp_backend: object
+) -> None:
+    rows = [{**r, "id": f"t{i}"} for i, r in enumerate(tweets(3))]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    out = tmp_path / "r.jsonl"
+    code, _, err = run_cli(capsys, "--data", str(data), "--out", str(out))
+    assert code == 0, err
+    lines = read_lines(out)
+    assert [x["index"] for x in lines] == [0, 1, 2]
+    for line, row in zip(lines, rows, strict=True):
+        assert line["input"] == row  # the row as read: label and id carried through
+        assert line["value"] in CHOICES and line["method"] == "score"
+        assert set(line["scores"]) == CHOICES and line["value"] == max(line["scores"], key=line["scores"].get)
+        assert line["backend"] == "llamacpp" and line["model"] == "smollm2"
+        assert line["timing"]["cached"] is False and line["timing"]["seconds"] > 0
+    assert "3 rows" in err and "3 ok" in err
+
+
+@pytest.mark.model
+def test_rerun_is_served_from_the_cache_and_no_cache_skips_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], llamacpp_backend: object
+) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", tweets(3, start=10))
+    first, second, third = (tmp_path / f"r{i}.jsonl" for i in range(3))
+    assert run_cli(capsys, "--data", str(data), "--out", str(first))[0] == 0
+    code, _, err = run_cli(capsys, "--data", str(data), "--out", str(second))
+    assert code == 0 and "3 from the cache" in err
+    a, b = read_lines(first), read_lines(second)
+    assert [x["timing"]["cached"] for x in b] == [True] * 3
+    assert [(x["value"], x["scores"]) for x in a] == [(x["value"], x["scores"]) for x in b]
+    code, _, err = run_cli(capsys, "--data", str(data), "--out", str(third), "--no-cache")
+    assert code == 0 and "cache" not in err
+    assert [x["timing"]["cached"] for x in read_lines(third)] == [False] * 3
+
+
+@pytest.mark.model
+def test_bad_rows_become_error_lines_with_row_and_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], llamacpp_backend: object
+) -> None:
+    good = tweets(2)
+    data = write_jsonl(tmp_path / "d.jsonl", [
+        good[0],
+        "{not json\n",
+        {"text": ""},  # breaks minLength: 1
+        "\n",  # blank lines are not rows
+        ["a", "list"],
+        {"txt": "typo"},
+        good[1],
+    ])
+    out = tmp_path / "r.jsonl"
+    code, _, err = run_cli(capsys, "--data", str(data), "--out", str(out))
+    assert code == 1  # some rows failed; they are recorded, the others ran
+    lines = read_lines(out)
+    assert [x["index"] for x in lines] == [0, 1, 2, 3, 4, 5]
+    assert "value" in lines[0] and "value" in lines[5] and lines[5]["input"] == good[1]
+    errors = {x["index"]: x["error"] for x in lines if "error" in x}
+    assert errors[1].startswith("line 2 (row 1): invalid JSON")
+    assert errors[2].startswith("line 3 (row 2): input 'text'")
+    assert errors[3] == "line 5 (row 3): expected a JSON object of inputs, got an array"
+    assert errors[4] == "line 6 (row 4): no field for input 'text' (did you mean 'txt'?); the row has: txt"
+    assert lines[1]["input"] == "{not json" and all(x["error_type"] == "input" for x in lines if "error" in x)
+    assert "2 ok" in err and "4 failed" in err
+
+
+@pytest.mark.model
+def test_on_error_stop_ends_the_run_at_the_bad_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], llamacpp_backend: object
+) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [*tweets(2), "{oops\n", *tweets(1, start=2)])
+    out = tmp_path / "r.jsonl"
+    code, _, err = run_cli(capsys, "--data", str(data), "--out", str(out), "--on-error", "stop")
+    assert code == 2
+    assert [x["index"] for x in read_lines(out)] == [0, 1]  # nothing after, and no error line
+    assert "line 3 (row 2): invalid JSON" in err and "--resume" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.model
+def test_csv_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], llamacpp_backend: object) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text(
+        'id,text,label\n'
+        '1,"I love this, truly the best day!",positive\n'
+        '2,"Terrible service.\nNever again.",negative\n'
+        '3,too,many,fields\n',
+        encoding="utf-8",
+    )
+    code, stdout, _ = run_cli(capsys, "--data", str(data))  # no --out: JSONL on stdout
+    assert code == 1
+    lines = [json.loads(x) for x in stdout.splitlines()]
+    assert lines[0]["input"] == {"id": "1", "text": "I love this, truly the best day!", "label": "positive"}
+    assert lines[1]["input"]["text"] == "Terrible service.\nNever again."
+    assert lines[0]["value"] in CHOICES and lines[1]["value"] in CHOICES
+    assert lines[2]["error"] == "line 5 (row 2): has 4 fields but the header has 3"  # row 1 spans lines 3-4
+
+
+@pytest.mark.model
+def test_ctrl_c_stops_cleanly_and_resume_finishes_without_loss_or_repeats(
+    tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str], llamacpp_backend: object
+) -> None:
+    n = 12
+    data = write_jsonl(tmp_path / "d.jsonl", tweets(n, start=100))
+    out = tmp_path / "r.jsonl"
+    args = ["run", SENTIMENT, "--data", str(data), "--out", str(out), "--no-cache"]
+    env = {**os.environ, "PROMPTDSL_HOME": str(home)}
+    child = subprocess.Popen([sys.executable, "-m", "promptdsl.cli", *args], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        if out.exists() and out.read_text(encoding="utf-8").count("\n") >= 3:
+            break
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err
+    assert "interrupted after" in err and "--resume" in err and "Traceback" not in err
+    text = out.read_text(encoding="utf-8")
+    assert text.endswith("\n")  # no half-written line
+    done = [x["index"] for x in read_lines(out)]
+    assert 3 <= len(done) < n and done == list(range(len(done)))
+
+    code = main([*args, "--resume"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"{len(done)} done before" in err
+    lines = read_lines(out)
+    assert [x["index"] for x in lines] == list(range(n))  # every row once, in order
+    assert all(x["value"] in CHOICES for x in lines)
+
+
+@pytest.mark.model
+def test_resume_repairs_a_half_written_last_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], llamacpp_backend: object
+) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", tweets(4, start=20))
+    out = tmp_path / "r.jsonl"
+    assert run_cli(capsys, "--data", str(data), "--out", str(out), "--limit", "2")[0] == 0
+    with out.open("a", encoding="utf-8") as f:
+        f.write('{"index": 2, "value": "Posi')  # as if the machine died mid-write
+    code, _, err = run_cli(capsys, "--data", str(data), "--out", str(out), "--resume")
+    assert code == 0, err
+    assert "half-written last line" in err
+    assert [x["index"] for x in read_lines(out)] == [0, 1, 2, 3]
+
+
+def test_resume_refuses_results_written_for_other_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": "one"}, {"text": "two"}])
+    out = write_jsonl(tmp_path / "r.jsonl", [{"index": 0, "value": "Positive", "input": {"text": "other"}}])
+    code, _, err = run_cli(capsys, "--data", str(data), "--out", str(out), "--resume")
+    assert code == 2
+    assert "different input for line 1 (row 0)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_refuses_a_file_that_is_not_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": "one"}])
+    out = tmp_path / "notes.jsonl"
+    out.write_text("hello\n", encoding="utf-8")
+    code, _, err = run_cli(capsys, "--data", str(data), "--out", str(out), "--resume")
+    assert code == 2 and "line 1 is not a promptdsl result line" in err
+    assert out.read_text(encoding="utf-8") == "hello\n"  # left alone
+
+
+# ---------------------------------------------------------------------------- bad files: exit 2, one line
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.jsonl", None, "dataset file not found"),
+        ("data.txt", b"text\n", "dataset must be a .jsonl, .ndjson, .csv file, not '.txt'"),
+        ("data.jsonl", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "dataset is a binary file"),
+        ("data.csv", b"\xff\xfe\xfa bad bytes everywhere" * 40, "dataset is not UTF-8 text"),
+        ("dup.csv", b"text,text\na,b\n", "column 'text' appears twice in the header"),
+    ],
+)
+def test_bad_dataset_file_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes | None, message: str
+) -> None:
+    data = tmp_path / name
+    if content is not None:
+        data.write_bytes(content)
+    out = tmp_path / "r.jsonl"
+    code, stdout, err = run_cli(capsys, "--data", str(data), "--out", str(out))
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert stdout == ""
+    assert not out.exists()
+
+
+def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"text": "x"}])
+    code, _, err = run_cli(capsys, "--data", str(data), "--resume")
+    assert code == 2 and "--resume needs --out" in err
+    code, _, err = run_cli(capsys, "--data", str(data), "--out", str(tmp_path / "no" / "r.jsonl"))
+    assert code == 2 and "does not exist" in err
+    code, _, err = run_cli(capsys, "--data", str(data), "--out", str(data))
+    assert code == 2 and "the dataset itself" in err
+
+
+# ---------------------------------------------------------------------------- concurrency (scripted backend)
+
+
+class SlowRemote(Backend):
+    """Answers after a delay that varies by item, and records how many requests overlap."""
+
+    name = "slowremote"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.COMPLETION, Capability.STREAM})
+
+    def __init__(self) -> None:
+        super().__init__("m", {})
+        self.lock = threading.Lock()
+        self.active = 0
+        self.peak = 0
+
+    def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+        n = int(prompt.text.rsplit(" ", 1)[-1])
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(0.05 if n % 3 == 0 else 0.005)  # early rows finish last
+        with self.lock:
+            self.active -= 1
+        yield f"echo {n}"
+
+
+ECHO = """\
+version: 1
+name: echo
+mode: completion
+inputs: {n: {type: integer}}
+template: "item {{ n }}"
+output: {type: text}
+"""
+
+
+def test_concurrent_rows_keep_their_order_and_the_bound(tmp_path: Path) -> None:
+    data = DataFile(write_jsonl(tmp_path / "d.jsonl", [{"n": i} for i in range(24)]))
+    backend = SlowRemote()
+    runner = Runner(loads_spec(ECHO), backend)
+    lines: list[str] = []
+    summary = run_dataset(runner, data, lines.append, concurrency=3)
+    got = [json.loads(x) for x in lines]
+    assert [x["index"] for x in got] == list(range(24))
+    assert [x["value"] for x in got] == [f"echo {i}" for i in range(24)]
+    assert 1 < backend.peak <= 3
+    assert summary.ok == 24 and summary.rows == 24
+
+
+def test_stop_event_leaves_a_resumable_prefix(tmp_path: Path) -> None:
+    data = DataFile(write_jsonl(tmp_path / "d.jsonl", [{"n": i} for i in range(30)]))
+    runner = Runner(loads_spec(ECHO), SlowRemote())
+    stop = threading.Event()
+    out = tmp_path / "r.jsonl"
+    with out.open("w", encoding="utf-8") as f:
+
+        def write(line: str) -> None:
+            f.write(line)
+            if line.startswith('{"index": 4,'):
+                stop.set()  # as the first Ctrl+C does
+
+        summary = run_dataset(runner, data, write, concurrency=4, stop=stop)
+    assert summary.interrupted
+    done = scan_output(out)
+    assert sorted(done.done) == list(range(len(done.done))) and 5 <= len(done.done) < 30
+    with out.open("a", encoding="utf-8") as f:
+        rest = run_dataset(runner, data, f.write, concurrency=4, skip=done)
+    assert rest.resumed == len(done.done) and not rest.interrupted
+    assert [x["index"] for x in read_lines(out)] == list(range(30))
+
+
+def test_progress_line_shows_rate_and_eta_and_is_quiet_off_a_terminal() -> None:
+    import io
+
+    stream = io.StringIO()
+    bar = Progress(200, stream=stream)
+    assert not bar.enabled  # StringIO is not a terminal
+    bar.start -= 10.0  # pretend 10 s went by
+    for _ in range(50):
+        bar.update()
+    bar.update(cached=True)
+    bar.close()
+    assert stream.getvalue() == ""
+    line = bar.line(100)
+    assert line.startswith("51/200  25.5% |") and "5.1 it/s" in line and "ETA 29s" in line and "1 cached" in line

@@ -1,0 +1,124 @@
+"""Evaluation metrics against hand-computed values, and `promptdsl eval` end to end."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from promptdsl.cli import main
+from promptdsl.evaluate import ERROR, ChoiceMetrics, MatchMetrics, same_value
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+DATA = ROOT.parent / "shared" / "data" / "tweeteval-sentiment" / "val.jsonl"
+
+
+def _metrics(gold: list[str], pred: list[str | None], choices: tuple[str, ...] = ("A", "B", "C")) -> ChoiceMetrics:
+    m = ChoiceMetrics(choices)
+    for g, p in zip(gold, pred, strict=True):
+        m.add(g, p)
+    return m
+
+
+def test_accuracy_macro_f1_and_confusion_by_hand() -> None:
+    # gold A A A B B C / pred A A B B C C
+    # A: P=2/2 R=2/3 F1=0.8;  B: P=1/2 R=1/2 F1=0.5;  C: P=1/2 R=1/1 F1=2/3
+    m = _metrics(["A", "A", "A", "B", "B", "C"], ["A", "A", "B", "B", "C", "C"])
+    assert m.total == 6 and m.correct == 4
+    assert m.accuracy == pytest.approx(4 / 6)
+    scores = {c.label: c for c in m.classes()}
+    assert scores["A"].precision == pytest.approx(1.0) and scores["A"].recall == pytest.approx(2 / 3)
+    assert scores["A"].f1 == pytest.approx(0.8)
+    assert scores["B"].f1 == pytest.approx(0.5)
+    assert scores["C"].f1 == pytest.approx(2 / 3)
+    assert [scores[k].support for k in "ABC"] == [3, 2, 1]
+    assert m.macro_f1 == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    assert m.majority == pytest.approx(3 / 6)
+    d = m.to_dict()
+    assert d["confusion"]["labels"] == ["A", "B", "C"]
+    assert d["confusion"]["matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_failed_rows_count_as_wrong_but_are_not_a_class() -> None:
+    # gold A B / pred A (failed): A: F1 1; B: no predictions -> P 0, R 0, F1 0; macro 0.5
+    m = _metrics(["A", "B"], ["A", None])
+    assert m.accuracy == pytest.approx(0.5)
+    assert m.errors == 1
+    assert [c.label for c in m.classes()] == ["A", "B"]
+    assert m.macro_f1 == pytest.approx(0.5)
+    d = m.to_dict()
+    assert d["confusion"]["columns"] == ["A", "B", "C", ERROR]
+    assert d["confusion"]["matrix"][1] == [0, 0, 0, 1]
+
+
+def test_classes_never_seen_are_left_out_of_macro_f1() -> None:
+    m = _metrics(["A", "B"], ["A", "B"])  # C is neither gold nor predicted (as scikit-learn does)
+    assert m.macro_f1 == pytest.approx(1.0)
+
+
+def test_gold_labels_match_choices_ignoring_case_and_say_so() -> None:
+    m = ChoiceMetrics(("Positive", "Negative", "Neutral"))
+    assert m.add("negative", "Negative") is True
+    assert m.add(" Positive ", "Positive") is True
+    assert m.add("neutral", "Positive") is False
+    assert m.accuracy == pytest.approx(2 / 3)
+    assert m.folded == {("negative", "Negative"), ("neutral", "Neutral")}
+    text = m.format()
+    assert "ignoring case: negative -> Negative, neutral -> Neutral" in text
+    assert "confusion matrix (rows: gold, columns: predicted)" in text
+
+
+def test_unknown_gold_label_is_its_own_class_and_always_wrong() -> None:
+    m = ChoiceMetrics(("A", "B"))
+    m.add("A", "A")
+    m.add("zzz", "A")
+    assert m.accuracy == pytest.approx(0.5)
+    assert m.labels() == ["A", "B", "zzz"]
+    # A: P=1/2 R=1 F1=2/3; zzz: P=0 R=0 F1=0 -> macro 1/3
+    assert m.macro_f1 == pytest.approx(1 / 3)
+    assert "not choices (always wrong): 'zzz' (1)" in m.format()
+
+
+def test_rows_without_a_label_are_left_out() -> None:
+    m = ChoiceMetrics(("A",))
+    assert m.add(None, "A") is False
+    assert m.total == 0 and m.unlabelled == 1
+
+
+def test_match_metrics_exact_and_schema_valid_rates() -> None:
+    m = MatchMetrics("json")
+    assert m.add({"a": 1}, {"a": 1}, True)
+    assert m.add('{"a": 2}', {"a": 2}, True)  # JSON gold written as text
+    assert not m.add({"a": 3}, {"a": 4}, True)
+    assert not m.add({"a": 5}, None, False)  # failed to parse or validate
+    d = m.to_dict()
+    assert d["exact_match"] == pytest.approx(2 / 4)
+    assert d["schema_valid"] == pytest.approx(3 / 4)
+    assert same_value(" hello ", "hello") and not same_value("Hello", "hello")
+
+
+@pytest.mark.model
+def test_eval_cli_on_tweeteval_rows(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    llamacpp_backend: object) -> None:
+    data = tmp_path / "val6.jsonl"
+    with DATA.open(encoding="utf-8") as f:
+        data.write_text("".join(itertools.islice(f, 6)), encoding="utf-8")
+    out = tmp_path / "eval.jsonl"
+    code = main(["eval", str(SPECS / "sentiment.yaml"), "--data", str(data), "--label", "label",
+                 "--out", str(out), "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    metrics = json.loads(captured.out)
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [x["index"] for x in lines] == list(range(6))
+    # The figures agree with the per-row lines (gold lower-case, choices capitalised).
+    correct = sum(x["correct"] for x in lines)
+    assert all(x["correct"] == (x["value"] == x["label"].capitalize()) for x in lines)
+    assert metrics["rows"] == 6 and metrics["correct"] == correct
+    assert metrics["accuracy"] == pytest.approx(correct / 6)
+    assert sum(map(sum, metrics["confusion"]["matrix"])) == 6
+    assert metrics["labels_case_folded"]  # TweetEval labels are lower-case
+    assert "6 rows" in captured.err
