@@ -26,6 +26,7 @@ from promptdsl_tui.widgets.message import MessageView
 from promptdsl_tui.widgets.result_view import ResultView
 from promptdsl_tui.widgets.spec_form import SpecForm
 from test_tui_support import FAST, ROOT, ScriptedBackend, wait_for
+from textual import events
 from textual.widgets import Select, Static, TextArea
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
@@ -59,9 +60,11 @@ async def ready(pilot: Any, app: PromptDSLApp) -> None:
 
 
 async def send(pilot: Any, app: PromptDSLApp, text: str) -> None:
+    """Paste ``text`` into the message box (as a terminal's bracketed paste does) and press Enter."""
     turns = app.chat.conversation.turns
     before = len(turns)
-    await pilot.press(*text)
+    app.post_message(events.Paste(text))  # what the terminal driver posts; the app forwards it to the input
+    await wait_for(pilot, lambda: app.chat.query_one(ChatInput).text == text, 10, "paste")
     await pilot.press("enter")
     await wait_for(pilot, lambda: len(app.chat.conversation.turns) == before + 2 and not app.chat.generating
                    and app.chat.conversation.turns[-1].status != "streaming", what="the reply")
@@ -71,7 +74,7 @@ async def send(pilot: Any, app: PromptDSLApp, text: str) -> None:
 
 
 async def test_send_streams_markdown_reply_and_saves_it(
-    llamacpp_backend: Any, store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+    tui_model: Any, store: HistoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chunks: list[str] = []
     original = MessageView.write
@@ -103,7 +106,7 @@ async def test_send_streams_markdown_reply_and_saves_it(
         # status bar: backend, model, speed and context use
         assert (app.status.backend, app.status.model) == ("llamacpp", "smollm2")
         assert app.status.tokens == len(chunks) and app.status.tokens_per_second
-        assert app.status.context_total == 4096 and 0 < (app.status.context_used or 0) < 200
+        assert app.status.context_total == 2048 and 0 < (app.status.context_used or 0) < 200
         # saved as it streamed
         saved = store.load(app.chat.conversation.id or -1)
         assert [(t.role, t.content, t.status) for t in saved.turns] == [
@@ -140,7 +143,7 @@ async def test_escape_cancels_at_once_and_keeps_the_text(store: HistoryStore) ->
         assert any("stopped" in text for text, _ in app.notices)
 
 
-async def test_regenerate_replaces_the_last_reply(llamacpp_backend: Any, store: HistoryStore) -> None:
+async def test_regenerate_replaces_the_last_reply(tui_model: Any, store: HistoryStore) -> None:
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
@@ -176,7 +179,7 @@ async def test_backend_error_mid_stream_is_a_notification_and_the_app_goes_on(st
 
 
 async def test_switching_to_an_unreachable_server_keeps_the_old_backend(
-    llamacpp_backend: Any, store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+    tui_model: Any, store: HistoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
     app = make_app(store)
@@ -203,7 +206,7 @@ async def test_switching_to_an_unreachable_server_keeps_the_old_backend(
 # --------------------------------------------------------------------------- session control
 
 
-async def test_copy_system_prompt_help_and_palette(llamacpp_backend: Any, store: HistoryStore) -> None:
+async def test_copy_system_prompt_help_and_palette(tui_model: Any, store: HistoryStore) -> None:
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
@@ -245,7 +248,7 @@ async def test_copy_system_prompt_help_and_palette(llamacpp_backend: Any, store:
         await wait_for(pilot, lambda: not app.chat.conversation.turns, 10, "new conversation from the palette")
 
 
-async def test_export_to_markdown(llamacpp_backend: Any, store: HistoryStore, tui_home: Path, tmp_path: Path) -> None:
+async def test_export_to_markdown(tui_model: Any, store: HistoryStore, tui_home: Path, tmp_path: Path) -> None:
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
@@ -275,7 +278,7 @@ async def test_export_to_markdown(llamacpp_backend: Any, store: HistoryStore, tu
 # --------------------------------------------------------------------------- history
 
 
-async def test_history_lists_and_resumes_a_conversation(llamacpp_backend: Any, store: HistoryStore) -> None:
+async def test_history_lists_and_resumes_a_conversation(tui_model: Any, store: HistoryStore) -> None:
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
@@ -284,7 +287,8 @@ async def test_history_lists_and_resumes_a_conversation(llamacpp_backend: Any, s
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert app.chat.conversation.id is None and not app.chat.query(MessageView)
-        await send(pilot, app, "Second chat.")
+        app.chat.conversation.turns.append(Turn("user", "Second chat."))  # saved on the first message
+        app.chat._persist(app.chat.conversation.turns[-1])
         await pilot.press("ctrl+o")
         assert isinstance(app.screen, HistoryScreen)
         assert [r.title for r in app.screen.rows] == ["Second chat.", "My name is Ada."]
@@ -335,7 +339,7 @@ async def test_resumed_interrupted_reply_is_marked(store: HistoryStore) -> None:
 # --------------------------------------------------------------------------- specs
 
 
-async def test_spec_form_validates_inline_then_runs_with_scores(llamacpp_backend: Any, store: HistoryStore) -> None:
+async def test_spec_form_validates_inline_then_runs_with_scores(tui_model: Any, store: HistoryStore) -> None:
     spec = ROOT / "specs" / "sentiment.yaml"
     app = make_app(store, specs=[spec])
     async with app.run_test(size=SIZE) as pilot:
@@ -397,7 +401,7 @@ output:
 
 
 async def test_spec_picker_form_widgets_text_and_json_results(
-    llamacpp_backend: Any, store: HistoryStore, tmp_path: Path
+    tui_model: Any, store: HistoryStore, tmp_path: Path
 ) -> None:
     specs = tmp_path / "specs"
     specs.mkdir()

@@ -15,7 +15,7 @@ from promptdsl_tui.app import PromptDSLApp
 from promptdsl_tui.conversation import Conversation, Turn
 from promptdsl_tui.history import HistoryStore
 from promptdsl_tui.widgets.chat_input import ChatInput
-from test_tui_support import wait_for
+from test_tui_support import MODEL_OPTIONS, wait_for
 
 pytestmark = pytest.mark.model
 
@@ -30,7 +30,7 @@ print("Hello, world!")
 - It works on every Python 3 version"""
 
 
-def test_main_screen(snap_compare: Any, llamacpp_backend: Any, tui_home: Path) -> None:
+def test_main_screen(snap_compare: Any, tui_model: Any, tui_home: Path) -> None:
     store = HistoryStore(tui_home / "history.sqlite3")
     conv = Conversation(
         title="Python hello world",
@@ -41,7 +41,7 @@ def test_main_screen(snap_compare: Any, llamacpp_backend: Any, tui_home: Path) -
         created=0.0,
     )
     store.create(conv)
-    app = PromptDSLApp(history=store, resume=conv.id, cwd=tui_home)
+    app = PromptDSLApp(history=store, resume=conv.id, cwd=tui_home, options=MODEL_OPTIONS)
 
     async def settle(pilot: Any) -> None:
         await wait_for(pilot, lambda: app.status.state == "ready" and app.status.context_used is not None)

@@ -23,7 +23,11 @@ from promptdsl.errors import BackendError
 from promptdsl.prompt import Prompt
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = {"temperature": 0, "max_tokens": 6, "seed": 0}
+#: The real embedded model, on one thread. llama.cpp's threads spin-wait: on this shared 2-core
+#: machine two threads competing with other processes made a 5-token reply take ~40 s instead of
+#: ~0.5 s. A distinct n_ctx gives the TUI tests their own single-threaded copy of the model.
+MODEL_OPTIONS: dict[str, Any] = {"n_threads": 1, "n_ctx": 2048}
+FAST: dict[str, Any] = {"temperature": 0, "max_tokens": 6, "seed": 0, **MODEL_OPTIONS}
 
 
 class ScriptedBackend(Backend):
@@ -81,6 +85,14 @@ async def wait_for(pilot: Any, cond: Callable[[], object], timeout: float = 90.0
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or cond}")
         await pilot.pause(0.02)
+
+
+@pytest.fixture(scope="session")
+def tui_model() -> Backend:
+    """The llamacpp backend on the embedded SmolLM2 as the TUI tests' apps get it (loaded once)."""
+    from promptdsl.registry import get_backend
+
+    return get_backend("llamacpp", None, MODEL_OPTIONS)
 
 
 @pytest.fixture

@@ -114,10 +114,10 @@ def test_conversation_messages_skip_empty_failed_replies() -> None:
 
 
 @pytest.mark.model
-def test_fit_prompt_drops_oldest_turns_on_the_real_model(llamacpp_backend: Any) -> None:
-    backend = llamacpp_backend
+def test_fit_prompt_drops_oldest_turns_on_the_real_model(tui_model: Any) -> None:
+    backend = tui_model
     total = backend.context_length()
-    long = "word " * 900  # ~900 tokens per turn
+    long = "word " * 450  # ~450 tokens per turn (the tests' context is 2048)
     messages = (Message("system", "S"), *(Message("user" if i % 2 == 0 else "assistant", f"{i} {long}")
                                           for i in range(6)), Message("user", "last question"))
     fitted = fit_prompt(messages, backend, 256)
@@ -201,6 +201,6 @@ def test_chat_bad_spec_is_a_located_one_line_error(
 
 
 @pytest.mark.model
-def test_chat_continue_without_history(llamacpp_backend: Any, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["chat", "--continue"]) == 2
+def test_chat_continue_without_history(tui_model: Any, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["chat", "--continue", "-o", "n_threads=1", "-o", "n_ctx=2048"]) == 2
     assert "there is no saved conversation yet" in capsys.readouterr().err

@@ -18,9 +18,9 @@ DEFAULT_SYSTEM = "You are a helpful assistant."
 TITLE_CHARS = 60
 
 
-@dataclass
+@dataclass(eq=False)
 class Turn:
-    """One message of the conversation; ``id`` is its history row once saved."""
+    """One message of the conversation; ``id`` is its history row once saved. Compared by identity."""
 
     role: Role
     content: str

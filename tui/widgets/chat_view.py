@@ -213,6 +213,8 @@ class ChatView(Vertical):
         if gen is self._gen:
             self._gen = None
             self.post_message(self.StateChanged("ready"))
+        if gen.turn not in self.conversation.turns:
+            return  # another conversation is on screen now
         self.post_message(
             self.StatsChanged(
                 gen.tokens if gen.tokens else None,
