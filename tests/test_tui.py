@@ -178,13 +178,23 @@ async def test_backend_error_mid_stream_is_a_notification_and_the_app_goes_on(st
         assert [m.content for m in backend.prompts[-1].messages][-3:] == ["hi", "Partial text ", "again"]
 
 
-async def test_switching_to_an_unreachable_server_keeps_the_old_backend(
+async def test_switching_to_a_missing_model_or_a_dead_server_keeps_the_old_backend(
     tui_model: Any, store: HistoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
+        # a model file that does not exist
+        await pilot.press("ctrl+b")
+        app.screen.query_one("#model").value = "/no/such/model.gguf"  # type: ignore[attr-defined]
+        app.screen.query_one("#model").focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any(sev == "error" for _, sev in app.notices), 30, "model error")
+        assert "model file not found: /no/such/model.gguf" in app.notices[-1][0]
+        assert app.session.choice.model is None and app.status.state == "ready"
+        app.notices.clear()
+        # a server that is down
         await pilot.press("ctrl+b")
         screen = app.screen
         screen.query_one("#backend", Select).value = "openai"

@@ -26,6 +26,14 @@ class SpecEntry:
         return self.spec.name if self.spec else self.path.stem
 
 
+def short_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it (for display)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.iterdir() if p.suffix.lower() in SPEC_SUFFIXES and p.is_file())

@@ -13,7 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
-from ..specs import SpecEntry
+from ..specs import SpecEntry, short_path
 
 
 def _prompt(entry: SpecEntry) -> Text:
@@ -26,7 +26,7 @@ def _prompt(entry: SpecEntry) -> Text:
             text.append(f"\n  {spec.description}")
     else:
         text.append(f"\n  {entry.error}", style="red")
-    text.append(f"\n  {entry.path}", style="dim")
+    text.append(f"\n  {short_path(entry.path)}", style="dim")
     return text
 
 

@@ -26,6 +26,7 @@ from promptdsl.runner import Runner
 from promptdsl.spec import Spec
 
 from ..session import Session
+from ..specs import short_path
 from ..widgets.result_view import ResultView
 from ..widgets.spec_form import SpecForm
 
@@ -44,7 +45,7 @@ def describe(spec: Spec) -> Text:
         details.append(f"{len(spec.examples)} examples")
     text.append("\n" + " · ".join(details), style="dim")
     if spec.path is not None:
-        text.append(f"\n{spec.path}", style="dim")
+        text.append(f"\n{short_path(spec.path)}", style="dim")
     return text
 
 
