@@ -17,7 +17,7 @@ from . import __version__
 from .compiler import Compiler
 from .dataset import add_dataset_flags
 from .errors import InputError, PromptDSLError
-from .inputs import collect_inputs, validate_inputs
+from .inputs import collect_inputs, parse_options, validate_inputs
 from .loader import load_spec, spec_schema
 from .registry import list_backends
 from .runner import Runner
@@ -112,21 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _options(pairs: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise InputError(f"--option expects KEY=VALUE, got {pair!r}")
-        key, raw = pair.split("=", 1)
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
-
-
 def _runner(spec: Spec, args: argparse.Namespace) -> Runner:
-    return Runner(spec, backend_name=args.backend, model=args.model, options=_options(args.option))
+    return Runner(spec, backend_name=args.backend, model=args.model, options=parse_options(args.option))
 
 
 def _print_value(value: Any) -> None:
@@ -246,7 +233,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from promptdsl_tui.launch import run_chat  # lazy: Textual loads only for the UI
 
-    code: int = run_chat(args.specs, backend=args.backend, model=args.model, options=_options(args.option),
+    code: int = run_chat(args.specs, backend=args.backend, model=args.model, options=parse_options(args.option),
                          system=args.system, resume_latest=args.resume_latest)
     return code
 

@@ -119,6 +119,20 @@ def read_stdin_object(stream: TextIO) -> dict[str, Any]:
     return value
 
 
+def parse_options(pairs: Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` model options (values read as JSON when they parse, else kept as text)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise InputError(f"--option expects KEY=VALUE, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
 def collect_inputs(
     spec: Spec, assignments: Iterable[str], stdin: TextIO | None = None
 ) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Select
 
 from promptdsl.backend import BackendInfo
+from promptdsl.errors import InputError
+from promptdsl.inputs import parse_options as core_parse_options
 from promptdsl.registry import list_backends
 
 from ..session import BackendChoice
@@ -23,16 +25,10 @@ from ..session import BackendChoice
 
 def parse_options(text: str) -> dict[str, Any]:
     """``key=value key2=value2`` (values read as JSON when they parse) -> dict."""
-    out: dict[str, Any] = {}
-    for item in shlex.split(text):
-        if "=" not in item:
-            raise ValueError(f"expected key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
+    try:
+        return core_parse_options(shlex.split(text))
+    except InputError as exc:
+        raise ValueError(exc.message) from None
 
 
 def format_options(options: dict[str, Any]) -> str:
