@@ -24,7 +24,8 @@ import pytest
 
 from promptdsl import Backend, Capability, Constraint, GenerationOptions, Prompt, Runner, loads_spec
 from promptdsl.cli import main
-from promptdsl.dataset import DataFile, run_dataset, scan_output
+from promptdsl.datafile import DataFile, scan_output
+from promptdsl.dataset import run_dataset
 from promptdsl.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
