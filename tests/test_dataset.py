@@ -346,3 +346,28 @@ def test_progress_line_shows_rate_and_eta_and_is_quiet_off_a_terminal() -> None:
     assert stream.getvalue() == ""
     line = bar.line(100)
     assert line.startswith("51/200  25.5% |") and "5.1 it/s" in line and "ETA 29s" in line and "1 cached" in line
+
+
+TAGGED = """\
+version: 1
+name: tagged
+mode: completion
+inputs: {n: {type: integer}, tag: {type: string, default: none}}
+template: "item {{ tag }} {{ n }}"
+output: {type: text}
+"""
+
+
+def test_input_flags_set_an_input_for_every_row_and_rows_win(tmp_path: Path) -> None:
+    data = DataFile(write_jsonl(tmp_path / "d.jsonl", [{"n": 1}, {"n": 2, "tag": "own"}]))
+    seen: list[str] = []
+
+    class Recorder(SlowRemote):
+        def stream(self, prompt: Prompt, options: GenerationOptions,
+                   constraint: Constraint | None = None) -> Iterator[str]:
+            seen.append(prompt.text)
+            yield "ok"
+
+    lines: list[str] = []
+    run_dataset(Runner(loads_spec(TAGGED), Recorder()), data, lines.append, constants={"tag": "all"})
+    assert seen == ["item all 1", "item own 2"]

@@ -122,3 +122,27 @@ def test_eval_cli_on_tweeteval_rows(home: Path, tmp_path: Path, capsys: pytest.C
     assert sum(map(sum, metrics["confusion"]["matrix"])) == 6
     assert metrics["labels_case_folded"]  # TweetEval labels are lower-case
     assert "6 rows" in captured.err
+
+
+@pytest.mark.model
+def test_eval_resume_counts_rows_already_in_out(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                llamacpp_backend: object) -> None:
+    rows = [{"text": "I love it", "label": "positive"}, {"text": "Awful.", "label": "negative"}]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "e.jsonl"
+    # As if an earlier run had finished both rows: one right, one wrong.
+    out.write_text(
+        json.dumps({"index": 0, "value": "Positive", "input": rows[0], "label": "positive", "correct": True}) + "\n"
+        + json.dumps({"index": 1, "value": "Neutral", "input": rows[1], "label": "negative", "correct": False})
+        + "\n",
+        encoding="utf-8",
+    )
+    code = main(["eval", str(SPECS / "sentiment.yaml"), "--data", str(data), "--label", "label",
+                 "--out", str(out), "--resume", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    metrics = json.loads(captured.out)
+    assert metrics["rows"] == 2 and metrics["correct"] == 1
+    assert metrics["confusion"]["matrix"] == [[1, 0, 0], [0, 0, 1], [0, 0, 0]]
+    assert "2 done before" in captured.err
