@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import signal
 import sys
 import threading
@@ -20,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -300,7 +301,7 @@ def run_dataset(
 
 
 @contextmanager
-def stop_on_sigint(stop: threading.Event, say: Callable[[str], None]) -> Iterator[None]:
+def stop_on_sigint(stop: threading.Event) -> Iterator[None]:
     """First Ctrl+C: finish the row in flight, then stop cleanly. Second: stop at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -310,7 +311,9 @@ def stop_on_sigint(stop: threading.Event, say: Callable[[str], None]) -> Iterato
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        say("promptdsl: stopping after the row in flight (Ctrl+C again to stop at once)")
+        # A raw write: the handler may interrupt a write to sys.stderr (re-entering it would fail).
+        with suppress(OSError):
+            os.write(2, b"\npromptdsl: stopping after the row in flight (Ctrl+C again to stop at once)\n")
 
     previous = signal.signal(signal.SIGINT, handler)
     try:
@@ -438,13 +441,8 @@ def execute(
         raise InputError(f"cannot write results: {exc.strerror}", source=str(args.out)) from None
     progress = _progress(run, to_stdout)
     stop = threading.Event()
-
-    def say(text: str) -> None:
-        progress.clear()
-        _say(text)
-
     try:
-        with ctx as out, stop_on_sigint(stop, say):
+        with ctx as out, stop_on_sigint(stop):
 
             def write(line: str) -> None:
                 try:
