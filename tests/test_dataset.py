@@ -371,3 +371,21 @@ def test_input_flags_set_an_input_for_every_row_and_rows_win(tmp_path: Path) -> 
     lines: list[str] = []
     run_dataset(Runner(loads_spec(TAGGED), Recorder()), data, lines.append, constants={"tag": "all"})
     assert seen == ["item all 1", "item own 2"]
+
+
+@pytest.mark.server
+def test_remote_backend_runs_rows_concurrently_in_order(
+    openai_env: Any, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real openai backend against llama-cpp-python's server, 3 rows in flight."""
+    rows = tweets(5, start=40)
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    out = tmp_path / "r.jsonl"
+    code, _, err = run_cli(capsys, "--data", str(data), "--out", str(out), "-b", "openai", "--concurrency", "3")
+    assert code == 0, err
+    lines = read_lines(out)
+    assert [x["index"] for x in lines] == list(range(5))
+    assert [x["input"] for x in lines] == rows
+    assert all(x["value"] in CHOICES and x["backend"] == "openai" for x in lines)
+    blob = out.read_bytes() + b"".join(p.read_bytes() for p in (home / "cache").iterdir())
+    assert openai_env.api_key.encode() not in blob and openai_env.api_key not in err
