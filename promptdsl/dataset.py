@@ -372,8 +372,7 @@ def prepare_cli(
     spec: Spec, args: argparse.Namespace, on_line: Callable[[dict[str, Any]], None] | None = None
 ) -> CliRun:
     """Check the data and output first (bad usage costs no model load), then build the runner."""
-    from .cli import _runner
-    from .inputs import collect_inputs
+    from .inputs import collect_inputs, parse_options
 
     resume = getattr(args, "resume", False)
     if resume and args.out is None:
@@ -396,7 +395,7 @@ def prepare_cli(
     skip = scan_output(args.out, on_line) if resume else None
     if skip is not None and skip.repaired:
         _say(f"promptdsl: {args.out}: removed a half-written last line; that row runs again")
-    runner = _runner(spec, args)
+    runner = Runner(spec, backend_name=args.backend, model=args.model, options=parse_options(args.option))
     cache = None if getattr(args, "no_cache", False) else ResultCache()
     return CliRun(spec, args, data, runner, cache, skip, constants)
 
