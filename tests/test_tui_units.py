@@ -141,7 +141,7 @@ def test_session_options() -> None:
     assert parse_options('base_url=http://h:1/v1 n_ctx=2048 name="a b"') == {
         "base_url": "http://h:1/v1", "n_ctx": 2048, "name": "a b"}
     assert parse_options(format_options({"n_ctx": 2048, "name": "a b"})) == {"n_ctx": 2048, "name": "a b"}
-    with pytest.raises(ValueError, match="(?i)key=value"):
+    with pytest.raises(ValueError, match=r"(?i)key=value"):
         parse_options("oops")
 
 
