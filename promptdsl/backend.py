@@ -104,6 +104,8 @@ class Backend(ABC):
 
     name: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: True for in-process models whose requests run one at a time: batch runs then use no thread pool.
+    local: ClassVar[bool] = False
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None):
         self.model = model
@@ -156,6 +158,10 @@ class Backend(ABC):
     def count_tokens(self, prompt: Prompt) -> int | None:
         """How many tokens ``prompt`` takes, if the backend can tell cheaply."""
         return None
+
+    def fingerprint(self) -> list[Any]:
+        """What identifies the weights beyond ``model_id`` (e.g. a file's size and mtime), for result caches."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release resources (models, connections). Safe to call twice."""

@@ -52,18 +52,6 @@ def cacheable(runner: Runner) -> bool:
     return bool(runner.method is Method.SCORE or runner.generation.temperature == 0)
 
 
-def _model_fingerprint(backend: object) -> list[Any]:
-    """Identity of a local model file (path, size, mtime); empty for remote backends."""
-    path = getattr(backend, "path", None)
-    if not isinstance(path, Path):
-        return []
-    try:
-        stat = path.stat()
-    except OSError:
-        return [str(path)]
-    return [str(path.resolve()), stat.st_size, int(stat.st_mtime)]
-
-
 def _digest(obj: Any) -> str:
     text = json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -78,7 +66,7 @@ def runner_key(runner: Runner) -> str:
         KEY_VERSION,
         backend.name,
         backend.model_id,
-        _model_fingerprint(backend),
+        backend.fingerprint(),
         _digest(sorted((str(k), repr(v)) for k, v in backend.options.items())),  # hashed: may hold keys
         runner.method.value,
         output,

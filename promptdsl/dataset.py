@@ -228,7 +228,7 @@ class Summary:
 
 def default_concurrency(runner: Runner) -> int:
     """1 for in-process backends (they run one request at a time anyway), else a few."""
-    return 1 if getattr(runner.backend, "local", False) else DEFAULT_REMOTE_CONCURRENCY
+    return 1 if runner.backend.local else DEFAULT_REMOTE_CONCURRENCY
 
 
 def run_dataset(

@@ -259,8 +259,7 @@ class LlamaCppBackend(Backend):
             Capability.GRAMMAR,
         }
     )
-    #: In-process: requests run one at a time on the model's lock, so dataset runs use no thread pool.
-    local = True
+    local = True  # requests run one at a time on the model's lock
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(model, options)
@@ -272,6 +271,10 @@ class LlamaCppBackend(Backend):
         if self.model is None or self.model.lower() in EMBEDDED_ALIASES:
             return "smollm2"
         return self.path.name
+
+    def fingerprint(self) -> list[Any]:
+        stat = self.path.stat()
+        return [str(self.path.resolve()), stat.st_size, int(stat.st_mtime)]
 
     @property
     def llama(self) -> Any:
