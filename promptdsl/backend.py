@@ -106,6 +106,8 @@ class Backend(ABC):
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     #: True for in-process models whose requests run one at a time: batch runs then use no thread pool.
     local: ClassVar[bool] = False
+    #: Environment variables read when an instance starts; instances are reused only while they are unchanged.
+    env_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None):
         self.model = model

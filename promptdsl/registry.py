@@ -7,6 +7,7 @@ others from loading.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Mapping
@@ -90,11 +91,12 @@ def resolve_backend_name(*candidates: str | None) -> str:
 
 def get_backend(name: str, model: str | None = None, options: Mapping[str, Any] | None = None) -> Backend:
     """A ready backend instance, created once per (name, model, options) in this process."""
-    key = (name, model, repr(sorted((options or {}).items())))
+    cls = backend_class(name)
+    env = hashlib.sha256(repr([os.environ.get(k) for k in cls.env_keys]).encode()).hexdigest()  # may hold keys
+    key = (name, model, repr(sorted((options or {}).items())) + env)
     with _lock:
         inst = _instances.get(key)
         if inst is None:
-            cls = backend_class(name)
             try:
                 inst = cls(model, options or {})
             except BackendError as exc:

@@ -75,6 +75,7 @@ class OpenAIBackend(Backend):
 
     name = "openai"
     capabilities = BASE_CAPABILITIES
+    env_keys = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(model, options)
