@@ -16,7 +16,6 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -190,15 +189,12 @@ class CachedRunner:
             return Response(iter([hit.raw]), lambda raw: cached)
         inner: Response = self.runner.respond(values, prompt)
 
-        def chunks() -> Iterator[str]:
-            yield from inner
-
         def finish(raw: str) -> Result:
             result = inner.result()
             self.store(prompt, result)
             return result
 
-        return Response(chunks(), finish)
+        return Response(iter(inner), finish)
 
     def run(self, inputs: dict[str, Any]) -> Result:
         return self.stream(inputs).result()

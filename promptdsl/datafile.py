@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import InputError
+from .inputs import typed_value
 from .spec import Spec
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -195,22 +196,8 @@ def row_inputs(spec: Spec, row: Row, fmt: str) -> dict[str, Any]:
         schema = spec.inputs[name]
         if cell == "" and "default" in schema:
             continue
-        out[name] = cell if _wants_string(schema) else _json_or_text(cell)
+        out[name] = typed_value(schema, cell)
     return out
-
-
-def _wants_string(schema: Mapping[str, Any]) -> bool:
-    kind = schema.get("type")
-    if kind is None and "enum" in schema:
-        return all(isinstance(v, str) for v in schema["enum"])
-    return kind in (None, "string")
-
-
-def _json_or_text(cell: str) -> Any:
-    try:
-        return json.loads(cell)
-    except json.JSONDecodeError:
-        return cell  # schema validation then says what type was expected
 
 
 def row_hash(data: Any) -> int:

@@ -74,22 +74,27 @@ def parse_assignment(spec: Spec, text: str, *, cwd: Path | None = None) -> tuple
         if cwd is not None and not path.is_absolute():
             path = cwd / path
         raw = _read_input_file(path, name)
-    schema = spec.inputs.get(name, {})
-    if _wants_string(schema):
-        return name, raw
+    return name, typed_value(spec.inputs.get(name, {}), raw)
+
+
+def typed_value(schema: Mapping[str, Any], text: str) -> Any:
+    """Text typed for an input (a flag, a CSV cell): kept as text for string inputs, else read as JSON."""
+    return text if _wants_string(schema) else json_or_text(text)
+
+
+def json_or_text(text: str) -> Any:
+    """``text`` read as JSON when it parses, else the text itself (schema validation then says what was expected)."""
     try:
-        return name, json.loads(raw)
+        return json.loads(text)
     except json.JSONDecodeError:
-        return name, raw  # let schema validation say what type was expected
+        return text
 
 
 def _wants_string(schema: Mapping[str, Any]) -> bool:
     kind = schema.get("type")
-    if kind == "string":
-        return True
     if kind is None and "enum" in schema:
         return all(isinstance(v, str) for v in schema["enum"])
-    return kind is None
+    return kind in (None, "string")
 
 
 def _read_input_file(path: Path, name: str) -> str:
@@ -126,10 +131,7 @@ def parse_options(pairs: Iterable[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise InputError(f"--option expects KEY=VALUE, got {pair!r}")
         key, raw = pair.split("=", 1)
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
+        out[key] = json_or_text(raw)
     return out
 
 

@@ -104,8 +104,7 @@ class Runner:
 
     def stream(self, inputs: Mapping[str, Any]) -> Response:
         """A lazy Response: iterate it for text as it comes, ``result()`` for the value."""
-        values, prompt = self.prepare(inputs)
-        return self._handlers[self.method](prompt, values, time.perf_counter())
+        return self.respond(*self.prepare(inputs))
 
     def run(self, inputs: Mapping[str, Any]) -> Result:
         """Run one input to a parsed, validated Result."""

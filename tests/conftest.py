@@ -7,10 +7,6 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = ROOT / "specs"
-DATA = ROOT.parent / "shared" / "data" / "tweeteval-sentiment" / "val.jsonl"
-
 pytest_plugins: list[str] = ["openai_server", "test_tui_support"]
 
 
