@@ -42,6 +42,13 @@ class Capability(str, Enum):
 GENERATION_KEYS = frozenset({"temperature", "max_tokens", "stop", "seed", "top_p", "top_k"})
 
 
+def split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(generation settings, backend settings) from ``model.options`` / ``-o key=value``."""
+    gen = {k: v for k, v in options.items() if k in GENERATION_KEYS}
+    back = {k: v for k, v in options.items() if k not in GENERATION_KEYS}
+    return gen, back
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     """Sampling settings for one request. ``temperature=0`` means greedy."""

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .backend import GENERATION_KEYS, Backend, Capability, Constraint, GenerationOptions
+from .backend import Backend, Capability, Constraint, GenerationOptions, split_options
 from .compiler import Compiler
 from .errors import BackendError, InputError, OutputError, PromptDSLError
 from .inputs import validate_inputs
@@ -66,7 +66,7 @@ class Runner:
         _check_options(merged)
         if backend is None:
             name = resolve_backend_name(backend_name, spec.model.backend)
-            backend_opts = {k: v for k, v in merged.items() if k not in GENERATION_KEYS}
+            _, backend_opts = split_options(merged)
             backend = get_backend(name, model or spec.model.model, backend_opts)
         self.backend = backend
         needed = Capability.CHAT if spec.mode == "chat" else Capability.COMPLETION

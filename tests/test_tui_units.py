@@ -11,12 +11,13 @@ from promptdsl_tui.conversation import Conversation, Turn, make_title
 from promptdsl_tui.export import export_markdown, hard_breaks, to_markdown
 from promptdsl_tui.history import HistoryStore
 from promptdsl_tui.screens.backend import format_options, parse_options
-from promptdsl_tui.session import BackendChoice, Session, fit_prompt, split_options
+from promptdsl_tui.session import BackendChoice, Session, fit_prompt
 from promptdsl_tui.specs import discover
 from promptdsl_tui.widgets.result_view import choice_probabilities
 from promptdsl_tui.widgets.spec_form import field_kind
 from test_tui_support import ROOT
 
+from promptdsl.backend import split_options
 from promptdsl.cli import main
 from promptdsl.errors import PromptDSLError
 from promptdsl.prompt import Message

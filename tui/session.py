@@ -11,19 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from promptdsl.backend import GENERATION_KEYS, Backend, GenerationOptions
+from promptdsl.backend import Backend, GenerationOptions, split_options
 from promptdsl.prompt import Message, Prompt
 from promptdsl.registry import get_backend, resolve_backend_name
 
 #: Chat defaults differ from spec runs: some variety, room for a real answer, no fixed seed.
 CHAT_DEFAULTS: dict[str, Any] = {"temperature": 0.7, "max_tokens": 512, "seed": None}
-
-
-def split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(generation settings, backend settings) from ``-o key=value`` options."""
-    gen = {k: v for k, v in options.items() if k in GENERATION_KEYS}
-    back = {k: v for k, v in options.items() if k not in GENERATION_KEYS}
-    return gen, back
 
 
 @dataclass(frozen=True)

@@ -7,28 +7,14 @@ backend cannot be found or started.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from ..backend import GENERATION_KEYS
+from ..backend import split_options
 from ..errors import PromptDSLError
+from ..inputs import parse_options
 from ..registry import get_backend
 from . import CHECKS, check_backend
-
-
-def _options(pairs: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"promptdsl.testing: error: --option expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,8 +24,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--check", action="append", choices=list(CHECKS), help="run only these checks")
     args = parser.parse_args(argv)
-    options = {k: v for k, v in _options(args.option).items() if k not in GENERATION_KEYS}
     try:
+        _, options = split_options(parse_options(args.option))
         backend = get_backend(args.backend, args.model, options)
     except PromptDSLError as exc:
         print(f"promptdsl.testing: error: {exc}", file=sys.stderr)
