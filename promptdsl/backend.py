@@ -22,6 +22,9 @@ from typing import Any, ClassVar
 from .errors import BackendError
 from .prompt import Prompt
 
+#: JSON Schema of one backend's settings: an object whose properties are the option names.
+OptionsSchema = Mapping[str, Any]
+
 
 class Capability(str, Enum):
     """What a backend can do; the runner picks methods from these."""
@@ -97,6 +100,7 @@ class BackendInfo:
     capabilities: frozenset[Capability] = frozenset()
     distribution: str = ""
     error: str | None = None  # set when the plugin failed to load
+    options_schema: OptionsSchema | None = None  # the backend's declared options (None: not declared)
 
 
 class Backend(ABC):
@@ -115,6 +119,11 @@ class Backend(ABC):
     local: ClassVar[bool] = False
     #: Environment variables read when an instance starts; instances are reused only while they are unchanged.
     env_keys: ClassVar[tuple[str, ...]] = ()
+    #: The backend's own settings as a JSON Schema object (see :func:`check_options`). Unknown keys are
+    #: refused unless the schema says otherwise; ``None`` means "not declared" and accepts anything.
+    options_schema: ClassVar[OptionsSchema | None] = None
+    #: Options ``promptdsl doctor`` retries with when a local decode crashed the process (the likely fix).
+    safe_options: ClassVar[Mapping[str, Any] | None] = None
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None):
         self.model = model
@@ -172,9 +181,46 @@ class Backend(ABC):
         """What identifies the weights beyond ``model_id`` (e.g. a file's size and mtime), for result caches."""
         return []
 
+    @classmethod
+    def diagnostics(cls) -> list[tuple[str, str]]:
+        """(label, value) lines for a bug report (``promptdsl doctor``), found without loading a model."""
+        return []
+
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release resources (models, connections). Safe to call twice."""
 
     def supports(self, capability: Capability) -> bool:
         return capability in self.capabilities
 
+
+
+def options_schema(properties: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """A backend's :attr:`Backend.options_schema` from ``{name: JSON Schema}``, unknown keys forbidden."""
+    return {"type": "object", "properties": dict(properties), "additionalProperties": False}
+
+
+def check_options(backend: str, schema: OptionsSchema | None, options: Mapping[str, Any]) -> None:
+    """Hold backend options to the backend's declared schema before anything loads.
+
+    Raises one exit-2 :class:`BackendError` naming the first bad key (with a
+    suggestion for a misspelt one). Generation keys never reach here.
+    """
+    if schema is None:
+        return
+    from jsonschema import Draft202012Validator
+
+    from .inputs import did_you_mean
+
+    known = dict(schema.get("properties", {}))
+    if schema.get("additionalProperties", True) is False:
+        for key in options:
+            if key not in known:
+                names = ", ".join(sorted(known)) or "none"
+                raise BackendError(
+                    f"unknown option '{key}'{did_you_mean(key, known)}; this backend's options: {names}",
+                    backend=backend,
+                    exit_code=2,
+                )
+    for err in Draft202012Validator(schema).iter_errors(dict(options)):
+        key = err.absolute_path[0] if err.absolute_path else "options"
+        raise BackendError(f"option '{key}': {err.message}", backend=backend, exit_code=2)

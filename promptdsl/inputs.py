@@ -64,16 +64,20 @@ def parse_assignment(spec: Spec, text: str, *, cwd: Path | None = None) -> tuple
 
     Strings stay as typed; other declared types are read as JSON, so
     ``--input n=3`` gives the integer 3 when ``n`` is an integer input.
+    A value starting with ``@@`` is literal text starting with one ``@``
+    (``text=@@user hi`` gives ``@user hi``: tweets and mentions start that way).
     """
     if "=" not in text:
         raise InputError(f"--input expects name=value, name=@file or '-', got {text!r}")
     name, raw = text.split("=", 1)
     name = name.strip()
-    if raw.startswith("@"):
+    if raw.startswith("@@"):
+        raw = raw[1:]
+    elif raw.startswith("@"):
         path = Path(raw[1:])
         if cwd is not None and not path.is_absolute():
             path = cwd / path
-        raw = _read_input_file(path, name)
+        raw = _read_input_file(path, name, literal=f"{name}=@{raw}")
     return name, typed_value(spec.inputs.get(name, {}), raw)
 
 
@@ -97,13 +101,16 @@ def _wants_string(schema: Mapping[str, Any]) -> bool:
     return kind in (None, "string")
 
 
-def _read_input_file(path: Path, name: str) -> str:
+def _read_input_file(path: Path, name: str, literal: str) -> str:
     try:
         if path.stat().st_size > MAX_INPUT_FILE_BYTES:
             raise InputError(f"input '{name}': file {path} is larger than 16 MiB", name=name)
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"input '{name}': file not found: {path}", name=name) from None
+        raise InputError(
+            f"input '{name}': file not found: {path} (for text that starts with '@', double it: {literal!r})",
+            name=name,
+        ) from None
     except UnicodeDecodeError:
         raise InputError(f"input '{name}': file {path} is not UTF-8 text", name=name) from None
     except OSError as exc:

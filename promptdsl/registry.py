@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from .backend import Backend, BackendInfo
+from .backend import Backend, BackendInfo, check_options
 from .errors import BackendError
 from .inputs import did_you_mean
 
@@ -65,7 +65,7 @@ def list_backends() -> list[BackendInfo]:
         except BackendError as exc:
             infos.append(BackendInfo(name, version, frozenset(), dist, error=exc.message))
             continue
-        infos.append(BackendInfo(name, version, frozenset(cls.capabilities), dist))
+        infos.append(BackendInfo(name, version, frozenset(cls.capabilities), dist, options_schema=cls.options_schema))
     return infos
 
 
@@ -90,8 +90,13 @@ def resolve_backend_name(*candidates: str | None) -> str:
 
 
 def get_backend(name: str, model: str | None = None, options: Mapping[str, Any] | None = None) -> Backend:
-    """A ready backend instance, created once per (name, model, options) in this process."""
+    """A ready backend instance, created once per (name, model, options) in this process.
+
+    Options are checked against the backend's declared schema first, so a typo
+    fails in milliseconds instead of after a model load.
+    """
     cls = backend_class(name)
+    check_options(name, cls.options_schema, options or {})
     env = hashlib.sha256(repr([os.environ.get(k) for k in cls.env_keys]).encode()).hexdigest()  # may hold keys
     key = (name, model, repr(sorted((options or {}).items())) + env)
     with _lock:

@@ -164,11 +164,13 @@ class Runner:
             constraint = Constraint(choices=tuple(prompt.continuation_prefix + c for c in out.choices))
         else:
             constraint = Constraint(json_schema=out.schema or {})
-        stream = _guarded(self.backend, self.backend.stream(prompt, self.generation, constraint))
+        chunks = _call(self.backend, lambda: self.backend.stream(prompt, self.generation, constraint))
+        stream = _guarded(self.backend, chunks)
         return Response(stream, self._parser(values, start))
 
     def _generate(self, prompt: Prompt, values: dict[str, Any], start: float) -> Response:
-        stream = _guarded(self.backend, self.backend.stream(prompt, self.generation))
+        chunks = _call(self.backend, lambda: self.backend.stream(prompt, self.generation))
+        stream = _guarded(self.backend, chunks)
         return Response(stream, self._parser(values, start))
 
 
@@ -185,8 +187,12 @@ def _check_options(options: Mapping[str, Any]) -> None:
 
 
 def _call(backend: Backend, fn: Callable[[], Any]) -> Any:
+    """Call into the plugin; any failure leaves as a BackendError naming it."""
     try:
         return fn()
+    except BackendError as exc:
+        exc.backend = exc.backend or backend.name
+        raise
     except PromptDSLError:
         raise
     except Exception as exc:
@@ -197,6 +203,9 @@ def _guarded(backend: Backend, chunks: Iterator[str]) -> Iterator[str]:
     """Turn a plugin's stray exceptions into BackendErrors; close the source when closed."""
     try:
         yield from chunks
+    except BackendError as exc:
+        exc.backend = exc.backend or backend.name
+        raise
     except PromptDSLError:
         raise
     except Exception as exc:

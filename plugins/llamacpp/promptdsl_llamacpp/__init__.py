@@ -6,21 +6,28 @@ With no model configured it runs the embedded default, SmolLM2-135M-Instruct
 process and the KV cache is reused across calls: a prompt that shares its
 start with the previous one (the instruction and few-shot examples of a spec)
 only evaluates its new tokens.
+
+On CPUs with AMX (Intel Sapphire Rapids and later) llama.cpp's AMX weight
+buffer crashes the process on any multi-token decode (llama.cpp issue #20824),
+so there the weights stay in the plain CPU buffer: option ``extra_bufts``
+(``auto`` by default, ``true``/``false`` to force).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, TokenLogprob
+from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, TokenLogprob, check_options, options_schema
 from promptdsl.errors import BackendError
 from promptdsl.grammar import grammar_for
 from promptdsl.prompt import Prompt
@@ -32,7 +39,25 @@ DEFAULT_N_CTX = 4096
 _MARK = "\ue000"  # a private-use character marks where message text goes in the chat template
 _MARK_RE = re.compile(f"{_MARK}(\\d+){_MARK}")
 
-_models: dict[tuple[str, int], _LoadedModel] = {}
+#: The backend's settings (``model.options`` / ``-o``); anything else is refused before a model loads.
+OPTIONS_SCHEMA = options_schema(
+    {
+        "n_ctx": {"type": "integer", "minimum": 16, "default": DEFAULT_N_CTX,
+                  "description": "context window in tokens"},
+        "n_threads": {"type": ["integer", "null"], "minimum": 1,
+                      "description": "llama.cpp threads (default: every core this process may use)"},
+        "n_batch": {"type": "integer", "minimum": 1, "default": 512,
+                    "description": "tokens evaluated per llama.cpp batch"},
+        "extra_bufts": {"enum": ["auto", True, False], "default": "auto",
+                        "description": "llama.cpp extra weight buffers (repacking, AMX); auto: off on AMX CPUs"},
+        "verbose": {"type": "boolean", "default": False, "description": "llama.cpp's own log on stderr"},
+    }
+)
+
+#: CPU flags (Linux /proc/cpuinfo) that mean llama.cpp would put weights in its AMX buffer.
+AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
+
+_models: dict[tuple[str, LoadSettings], _LoadedModel] = {}
 _models_lock = threading.Lock()
 
 
@@ -79,27 +104,149 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's feature flags (``flags``/``Features`` of ``/proc/cpuinfo``); empty where unknown."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def system_info() -> str:
+    """llama.cpp's ``llama_print_system_info()``: build features such as ``AMX_INT8 = 1``."""
+    import llama_cpp
+
+    return bytes(llama_cpp.llama_print_system_info() or b"").decode("utf-8", "replace")
+
+
+def amx_reason(flags: frozenset[str], info: str) -> str | None:
+    """Why the AMX buffer would be used (the CPU's flags or llama.cpp's build), or None."""
+    found = sorted(flags & AMX_FLAGS)
+    if found:
+        return f"the CPU reports {', '.join(found)}"
+    if re.search(r"\bAMX_INT8\s*=\s*1\b", info):
+        return "llama.cpp reports AMX_INT8 = 1"
+    return None
+
+
+def use_extra_bufts(setting: bool | str, flags: frozenset[str] | None = None, info: str | None = None) -> bool:
+    """Resolve the ``extra_bufts`` option: a forced value wins; ``auto`` is off exactly when AMX is in play.
+
+    Turning extra buffers off keeps the weights in the plain CPU buffer (no AMX
+    crash; the same answers). Elsewhere the llama.cpp default (on) is kept, so
+    machines without AMX lose nothing.
+    """
+    if isinstance(setting, bool):
+        return setting
+    flags = cpu_flags() if flags is None else flags
+    info = system_info() if info is None else info
+    return amx_reason(flags, info) is None
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """Everything that shapes a loaded model; the process-wide model cache is keyed by it."""
+
+    n_ctx: int = DEFAULT_N_CTX
+    n_threads: int = 1
+    n_batch: int = 512
+    extra_bufts: bool = True
+    verbose: bool = False
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> LoadSettings:
+        """Settings from options already checked against :data:`OPTIONS_SCHEMA`."""
+        return cls(
+            n_ctx=int(options.get("n_ctx", DEFAULT_N_CTX)),
+            n_threads=int(options.get("n_threads") or cpu_count()),
+            n_batch=int(options.get("n_batch", 512)),
+            extra_bufts=use_extra_bufts(options.get("extra_bufts", "auto")),
+            verbose=bool(options.get("verbose", False)),
+        )
+
+
+@contextlib.contextmanager
+def _model_params(extra_bufts: bool) -> Iterator[None]:
+    """Make the next ``Llama(...)`` load with ``use_extra_bufts`` set (``Llama`` has no argument for it).
+
+    ``Llama.__init__`` starts from ``llama_model_default_params()``; while this
+    is active that returns the defaults with our value. Callers hold ``_models_lock``.
+    """
+    import llama_cpp.llama_cpp as lib
+
+    original = lib.llama_model_default_params
+
+    def params() -> Any:
+        out = original()
+        if hasattr(out, "use_extra_bufts"):  # llama.cpp builds before mid-2025 lack the field
+            out.use_extra_bufts = extra_bufts
+        return out
+
+    lib.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        lib.llama_model_default_params = original
+
+
+class _ModelLock:
+    """Exclusive use of one model: released by whichever thread closes the stream holding it.
+
+    An ``RLock`` belongs to its thread: a stream closed from another thread (a UI's
+    cancel) could not release it, and every later request hung. A plain lock can
+    be released from anywhere; re-entry by the owning thread is refused instead of
+    silently corrupting the KV cache of the stream it still has open.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    def __enter__(self) -> None:
+        if self._owner == threading.get_ident():
+            raise BackendError(
+                "this thread still has an unfinished stream on the model; read it to the end or close it first",
+                backend="llamacpp",
+            )
+        self._lock.acquire()
+        self._owner = threading.get_ident()
+
+    def __exit__(self, *exc: object) -> None:
+        self._owner = None
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+
 class _LoadedModel:
     """One llama.cpp model + context, shared by every backend instance in the process."""
 
-    def __init__(self, path: Path, n_ctx: int, options: Mapping[str, Any]) -> None:
+    def __init__(self, path: Path, settings: LoadSettings) -> None:
         from llama_cpp import Llama
 
-        threads = int(options.get("n_threads") or cpu_count())
         try:
-            self.llm = Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_batch=int(options.get("n_batch", 512)),
-                seed=0,
-                verbose=bool(options.get("verbose", False)),
-            )
+            with _model_params(settings.extra_bufts):
+                self.llm = Llama(
+                    model_path=str(path),
+                    n_ctx=settings.n_ctx,
+                    n_threads=settings.n_threads,
+                    n_threads_batch=settings.n_threads,
+                    n_batch=settings.n_batch,
+                    seed=0,
+                    verbose=settings.verbose,
+                )
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"cannot load model {path}: {exc}", backend="llamacpp", exit_code=2) from None
         self.path = path
-        self.lock = threading.RLock()
+        self.settings = settings
+        self.lock = _ModelLock()
         template = self.llm.metadata.get("tokenizer.chat_template")
         self.formatter = None
         if template:
@@ -262,12 +409,12 @@ def _grammar(constraint: Constraint, prefix: str) -> Any:
     return LlamaGrammar.from_string(text, verbose=False)
 
 
-def _load(path: Path, n_ctx: int, options: Mapping[str, Any]) -> _LoadedModel:
-    key = (str(path.resolve()), n_ctx)
+def _load(path: Path, settings: LoadSettings) -> _LoadedModel:
+    key = (str(path.resolve()), settings)
     with _models_lock:
         model = _models.get(key)
         if model is None:
-            model = _models[key] = _LoadedModel(path, n_ctx, options)
+            model = _models[key] = _LoadedModel(path, settings)
         return model
 
 
@@ -285,11 +432,36 @@ class LlamaCppBackend(Backend):
         }
     )
     local = True  # requests run one at a time on the model's lock
+    options_schema = OPTIONS_SCHEMA
+    safe_options: ClassVar[Mapping[str, Any]] = {"extra_bufts": False}
+
+    @classmethod
+    def diagnostics(cls) -> list[tuple[str, str]]:
+        """llama.cpp's build and the decisions this machine gets, without loading a model."""
+        import llama_cpp
+
+        info = system_info()
+        reason = amx_reason(cpu_flags(), info)
+        out = [
+            ("llama-cpp-python", str(getattr(llama_cpp, "__version__", "?"))),
+            ("llama.cpp system info", " ".join(info.split())),
+            ("threads", f"{cpu_count()} (default n_threads; -o n_threads=N to change)"),
+            ("extra_bufts (auto)", f"false: {reason}, so weights stay in the plain CPU buffer"
+             if reason else "true: no AMX on this machine (llama.cpp's default)"),
+        ]
+        try:
+            path = embedded_model_path()
+            out.append(("embedded model", f"{path} ({path.stat().st_size / 2**20:.1f} MiB)"))
+        except BackendError as exc:
+            out.append(("embedded model", f"missing: {exc.message}"))
+        return out
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(model, options)
+        check_options(self.name, OPTIONS_SCHEMA, self.options)  # also when built directly, not via the registry
         self.path = resolve_model(model)
-        self._model = _load(self.path, int(self.options.get("n_ctx", DEFAULT_N_CTX)), self.options)
+        self.settings = LoadSettings.from_options(self.options)
+        self._model = _load(self.path, self.settings)
 
     @property
     def model_id(self) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 import openai
 
-from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, TokenLogprob
+from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, TokenLogprob, options_schema
 from promptdsl.errors import BackendError
 from promptdsl.prompt import Prompt
 
@@ -76,6 +76,15 @@ class OpenAIBackend(Backend):
     name = "openai"
     capabilities = BASE_CAPABILITIES
     env_keys = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
+    #: Names only: values are checked by config.resolve, whose messages say more.
+    options_schema = options_schema({
+        "base_url": {"description": "server URL (default $OPENAI_BASE_URL, else api.openai.com)"},
+        "timeout": {"description": "seconds per request"}, "max_retries": {"description": "retries"},
+        "api_key_env": {"description": "variable holding the key (default OPENAI_API_KEY)"},
+        "api_key": {"description": "refused: keys come only from the environment"},
+        "grammar": {"description": "auto/true/false: llama.cpp grammar extensions"},
+        "context_length": {"description": "tokens"}, "organization": {"description": "OpenAI organization"},
+    })
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(model, options)

@@ -1,0 +1,172 @@
+"""What a bug report needs, gathered in one place (``promptdsl doctor``).
+
+Versions, platform, the CPU features that matter to local models, each
+backend's own diagnostics, where promptdsl keeps its files, and a short real
+decode on every local backend *in a child process*: a backend that crashes
+the process (a segfault in native code) then becomes a clear problem line
+with the likely fix, instead of a dead terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import __version__
+from .paths import cache_dir, data_dir
+from .registry import backend_class, list_backends
+
+#: CPU flags that decide which llama.cpp kernels run (and which can crash).
+INTERESTING_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+    "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "asimd", "sve", "neon",
+)
+PROBE_TIMEOUT = 180.0
+PROBE_PROMPT = "The capital of France is"
+
+# The child: start the backend, decode a few tokens after a multi-token prompt, print JSON.
+_PROBE = """
+import json, sys
+from promptdsl.backend import GenerationOptions
+from promptdsl.prompt import Prompt
+from promptdsl.registry import get_backend
+backend = get_backend(sys.argv[1], None, json.loads(sys.argv[2]))
+text = backend.complete(Prompt(mode="completion", text=sys.argv[3]), GenerationOptions(max_tokens=4))
+print(json.dumps({"text": text, "model": backend.model_id}))
+"""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The outcome of one child-process decode."""
+
+    ok: bool
+    detail: str  # the generated text, or what went wrong
+    crashed: bool = False  # killed by a signal (segfault, abort, illegal instruction)
+
+
+@dataclass
+class DoctorReport:
+    """Sections of (label, value) lines, and one line per problem found."""
+
+    sections: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, section: str, label: str, value: object) -> None:
+        self.sections.setdefault(section, []).append((label, str(value)))
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model", "Hardware"):
+            return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The flags of :data:`INTERESTING_FLAGS` this CPU reports."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return []
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            have = set(value.split())
+            return [f for f in INTERESTING_FLAGS if f in have]
+    return []
+
+
+def probe(name: str, options: Mapping[str, Any], *, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
+    """Decode a few tokens on backend ``name`` in a child process; a crash there cannot take us down."""
+    cmd = [sys.executable, "-c", _PROBE, name, json.dumps(dict(options)), PROBE_PROMPT]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return ProbeResult(False, f"no answer within {timeout:g}s")
+    if proc.returncode < 0:
+        try:
+            sig = signal.Signals(-proc.returncode).name
+        except ValueError:
+            sig = f"signal {-proc.returncode}"
+        return ProbeResult(False, f"the process died with {sig}", crashed=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        return ProbeResult(False, lines[-1] if lines else f"exit code {proc.returncode}")
+    try:
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        return ProbeResult(False, f"unexpected output {proc.stdout[-200:]!r}")
+    return ProbeResult(True, f"{out['model']} answered {out['text']!r}")
+
+
+def _options_flags(options: Mapping[str, Any]) -> str:
+    return " ".join(f"-o {k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in options.items())
+
+
+def diagnose(*, decode: bool = True, prober: Callable[..., ProbeResult] = probe) -> DoctorReport:
+    """Collect the report; ``decode=False`` skips the child-process decodes."""
+    report = DoctorReport()
+    report.add("promptdsl", "version", __version__)
+    report.add("promptdsl", "python", f"{platform.python_implementation()} {platform.python_version()} "
+                                      f"({sys.executable})")
+    report.add("promptdsl", "os", platform.platform())
+    report.add("cpu", "model", cpu_model())
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    report.add("cpu", "cores", f"{os.cpu_count()} ({usable} usable by this process)")
+    report.add("cpu", "flags", " ".join(cpu_flags()) or "unknown")
+    report.add("files", "data dir", data_dir(create=False))
+    report.add("files", "cache dir", cache_dir(create=False))
+
+    infos = list_backends()
+    if not infos:
+        report.problems.append("no backend plugins are installed (pip install promptdsl-llamacpp)")
+    for info in infos:
+        section = f"backend {info.name}"
+        if info.error:
+            report.add(section, "status", "BROKEN")
+            report.problems.append(f"backend {info.name}: {info.error}")
+            continue
+        report.add(section, "version", f"{info.version} ({info.distribution})")
+        cls = backend_class(info.name)
+        try:
+            for label, value in cls.diagnostics():
+                report.add(section, label, value)
+        except Exception as exc:  # a plugin's diagnostics may fail in any way; that is itself worth reporting
+            report.problems.append(f"backend {info.name}: diagnostics failed: {type(exc).__name__}: {exc}")
+        if not (decode and cls.local):
+            continue
+        result = prober(info.name, {})
+        report.add(section, "decode", result.detail if result.ok else f"FAILED: {result.detail}")
+        if result.ok:
+            continue
+        problem = f"backend {info.name}: a short decode failed: {result.detail}"
+        if result.crashed and cls.safe_options:
+            retry = prober(info.name, dict(cls.safe_options))
+            report.add(section, f"decode with {_options_flags(cls.safe_options)}",
+                       retry.detail if retry.ok else f"FAILED: {retry.detail}")
+            if retry.ok:
+                problem += f"; fix: run with {_options_flags(cls.safe_options)} (or set them in model.options)"
+        report.problems.append(problem)
+    return report
