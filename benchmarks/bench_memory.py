@@ -26,7 +26,7 @@ sys.exit(code)
 
 def peak_kib(rows: int, tmp: Path) -> tuple[int, int]:
     """(peak RSS in KiB, lines written) of one child process over the first ``rows`` tweets."""
-    data = write_jsonl(tmp / f"data{rows}.jsonl", tweets(rows))
+    data = write_jsonl(tmp / f"data{rows}.jsonl", tweets(rows, repeat=True))
     out = tmp / f"out{rows}.jsonl"
     report = tmp / f"rss{rows}.txt"
     cmd = [sys.executable, "-c", CHILD, str(report), "run", str(SPECS / "sentiment.yaml"), "--data", str(data),

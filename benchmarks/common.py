@@ -16,7 +16,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
-TWEETS = ROOT.parent / "shared" / "data" / "tweeteval-sentiment" / "val.jsonl"
+#: The labelled tweets the benchmarks read (``run.py --data FILE``); by default the sample shipped for the tests.
+TWEETS = ROOT / "tests" / "data" / "tweeteval-sentiment-val500.jsonl"
 
 #: llama.cpp threads for every side of every benchmark (None: the plugin's default, all cores).
 THREADS: int | None = None
@@ -39,11 +40,17 @@ def local_backend() -> Any:
     return get_backend("llamacpp", None, backend_options())
 
 
-def tweets(n: int, start: int = 0) -> list[dict[str, Any]]:
+def tweets(n: int, start: int = 0, *, repeat: bool = False) -> list[dict[str, Any]]:
+    """``n`` rows of the data file from ``start``; ``repeat`` cycles a shorter file (memory runs only)."""
+    if not TWEETS.is_file():
+        raise SystemExit(f"data file not found: {TWEETS}")
     with TWEETS.open(encoding="utf-8") as f:
-        rows = [json.loads(line) for line in itertools.islice(f, start, start + n)]
+        every = [json.loads(line) for line in f if line.strip()]
+    rows = every[start:start + n]
+    if repeat and every:
+        rows = list(itertools.islice(itertools.cycle(every), n))
     if len(rows) < n:
-        raise SystemExit(f"{TWEETS} has only {len(rows)} rows from {start}; asked for {n}")
+        raise SystemExit(f"{TWEETS} has only {len(rows)} rows from {start}; asked for {n} (give a larger --data)")
     return rows
 
 

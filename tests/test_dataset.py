@@ -30,7 +30,7 @@ from promptdsl.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 SENTIMENT = str(ROOT / "specs" / "sentiment.yaml")
-TWEETS = ROOT.parent / "shared" / "data" / "tweeteval-sentiment" / "val.jsonl"
+TWEETS = ROOT / "tests" / "data" / "tweeteval-sentiment-val500.jsonl"  # source and licence: tests/data/README.md
 CHOICES = {"Positive", "Negative", "Neutral"}
 
 

@@ -13,7 +13,7 @@ from promptdsl.evaluate import ERROR, ChoiceMetrics, MatchMetrics, same_value
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
-DATA = ROOT.parent / "shared" / "data" / "tweeteval-sentiment" / "val.jsonl"
+DATA = ROOT / "tests" / "data" / "tweeteval-sentiment-val500.jsonl"  # source and licence: tests/data/README.md
 
 
 def _metrics(gold: list[str], pred: list[str | None], choices: tuple[str, ...] = ("A", "B", "C")) -> ChoiceMetrics:
