@@ -35,10 +35,14 @@ PROBE_PROMPT = "The capital of France is"
 _PROBE = """
 import json, sys
 from promptdsl.backend import GenerationOptions
+from promptdsl.errors import PromptDSLError
 from promptdsl.prompt import Prompt
 from promptdsl.registry import get_backend
-backend = get_backend(sys.argv[1], None, json.loads(sys.argv[2]))
-text = backend.complete(Prompt(mode="completion", text=sys.argv[3]), GenerationOptions(max_tokens=4))
+try:
+    backend = get_backend(sys.argv[1], None, json.loads(sys.argv[2]))
+    text = backend.complete(Prompt(mode="completion", text=sys.argv[3]), GenerationOptions(max_tokens=4))
+except PromptDSLError as exc:
+    sys.exit(str(exc))
 print(json.dumps({"text": text, "model": backend.model_id}))
 """
 

@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest_plugins: list[str] = ["openai_server", "test_tui_support"]
+
+#: One llama.cpp thread for every model the tests load, in this process and in the ones they start:
+#: llama.cpp's threads spin-wait, so on a busy 2-core machine more threads are slower, not faster.
+os.environ.setdefault("PROMPTDSL_LLAMACPP_THREADS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_loads_no_model(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked ``model`` that loads the real model fails at once (it belongs to the slow tier)."""
+    if request.node.get_closest_marker("model") is not None:
+        return
+    try:
+        import llama_cpp
+    except ImportError:
+        return
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"{request.node.nodeid} loads a llama.cpp model but is not marked @pytest.mark.model")
+
+    monkeypatch.setattr(llama_cpp.Llama, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")

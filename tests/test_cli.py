@@ -1,10 +1,16 @@
-"""The CLI as a user meets it: exit codes, one-line errors, no tracebacks."""
+"""The CLI as a user meets it: exit codes, one-line errors, no tracebacks.
+
+Commands run in-process through ``promptdsl.cli.main`` (what the console script calls);
+one test starts the real ``python -m promptdsl.cli`` to check the entry point itself.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,18 +21,31 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 
 
-def cli(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "promptdsl.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-    )
+class Ran:
+    """Exit code and captured output of one in-process command."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def test_schema_prints_the_packaged_schema() -> None:
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., Ran]:
+    """Run ``promptdsl ARGS...`` in this process (stdin from a string), as the console script would."""
+
+    def run(*args: str, stdin: str | None = None) -> Ran:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+
+    return run
+
+
+def test_schema_prints_the_packaged_schema(cli: Callable[..., Ran]) -> None:
     proc = cli("schema")
     assert proc.returncode == 0
     schema = json.loads(proc.stdout)
@@ -34,7 +53,7 @@ def test_schema_prints_the_packaged_schema() -> None:
     assert schema["additionalProperties"] is False
 
 
-def test_validate_all_shipped_specs() -> None:
+def test_validate_all_shipped_specs(cli: Callable[..., Ran]) -> None:
     proc = cli("validate", *sorted(str(p) for p in SPECS.glob("*.yaml")))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("ok: ") == len(list(SPECS.glob("*.yaml")))
@@ -49,7 +68,7 @@ def test_compile_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert messages[-1] == {"role": "user", "content": "Why?"}
 
 
-def test_inputs_from_file_and_stdin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_inputs_from_file_and_stdin(tmp_path: Path, capsys: pytest.CaptureFixture[str], cli: Callable[..., Ran]) -> None:
     (tmp_path / "q.txt").write_text("From a file?", encoding="utf-8")
     assert main(["compile", str(SPECS / "qa.yaml"), "-i", f"question=@{tmp_path / 'q.txt'}", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[-1]["content"] == "From a file?"
@@ -89,7 +108,7 @@ BAD_RUNS = [
 
 
 @pytest.mark.parametrize(("args", "stdin", "message"), BAD_RUNS, ids=[m for _, _, m in BAD_RUNS])
-def test_bad_input_is_one_line_exit_2(args: list[str], stdin: str | None, message: str) -> None:
+def test_bad_input_is_one_line_exit_2(args: list[str], stdin: str | None, message: str, cli: Callable[..., Ran]) -> None:
     proc = cli(*(a.format(specs=SPECS) for a in args), stdin=stdin)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
@@ -98,12 +117,25 @@ def test_bad_input_is_one_line_exit_2(args: list[str], stdin: str | None, messag
     assert proc.stdout == ""
 
 
-def test_debug_shows_the_traceback() -> None:
-    proc = cli("run", "missing.yaml", "--debug")
-    assert proc.returncode != 0 and "Traceback" in proc.stderr
+def test_entry_point_errors_and_debug_traceback() -> None:
+    """The real ``python -m promptdsl.cli`` process: one line and exit 2, or the traceback with --debug."""
+    cmd = [sys.executable, "-m", "promptdsl.cli", "run", "missing.yaml"]
+    plain = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 2 and plain.stderr == "promptdsl: error: missing.yaml: spec file not found\n"
+    debug = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, timeout=120)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
 
 
-def test_backends_lists_llamacpp_with_capabilities() -> None:
+def test_literal_text_starting_with_at(cli: Callable[..., Ran]) -> None:
+    """``@@`` is a literal ``@`` (tweets start with @user); a lone ``@`` that names no file says so."""
+    proc = cli("compile", str(SPECS / "sentiment.yaml"), "-i", "text=@@user hello")
+    assert proc.returncode == 0 and proc.stdout.endswith("Text: @user hello\nSentiment:\n")
+    proc = cli("compile", str(SPECS / "sentiment.yaml"), "-i", "text=@user hello")
+    assert proc.returncode == 2
+    assert "file not found: user hello (for text that starts with '@', double it: 'text=@@user hello')" in proc.stderr
+
+
+def test_backends_lists_llamacpp_with_capabilities(cli: Callable[..., Ran]) -> None:
     proc = cli("backends", "--json")
     assert proc.returncode == 0
     infos = {b["name"]: b for b in json.loads(proc.stdout)}

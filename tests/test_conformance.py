@@ -36,6 +36,8 @@ class TestOpenAIConformance(BackendConformance):
         return openai_backend
 
 
+@pytest.mark.model
+@pytest.mark.server
 def test_both_builtins_declare_everything_the_kit_checks(llamacpp_backend: Backend, openai_backend: Backend) -> None:
     """So that no check is skipped for them: every line of the contract is exercised on both."""
     for backend in (llamacpp_backend, openai_backend):
@@ -69,6 +71,9 @@ class Toy(Backend):
     def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
         return self._gen(prompt, options)
 
+    def context_length(self) -> int | None:
+        return 1000
+
     def _gen(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str]:
         words = self.answer(prompt)[: options.max_tokens]
         text = "".join(words)
@@ -81,6 +86,17 @@ class Toy(Backend):
 
     def close(self) -> None:
         type(self).closed = True
+
+
+class UnknownContext(Toy):
+    """Written from docs/plugins.md: context_length() is None ("unknown") and any prompt is answered."""
+
+    def context_length(self) -> int | None:
+        return None
+
+    def answer(self, prompt: Prompt) -> list[str]:
+        text = prompt.text if prompt.mode == "completion" else prompt.messages[-1].content
+        return [" " + w for w in reversed(text.split()[:1000] * 3)]
 
 
 class NoMaxTokens(Toy):
@@ -144,6 +160,14 @@ def test_a_conforming_backend_passes_and_inapplicable_checks_skip() -> None:
     assert "6 passed, 0 failed, 3 skipped" in str(report)
 
 
+def test_a_backend_with_unknown_context_length_passes() -> None:
+    """The kit cannot call a prompt too long for an unknown window; it still checks the other errors."""
+    report = check_backend(UnknownContext)
+    assert report.ok, str(report)
+    errors = next(r for r in report.results if r.name == "errors_are_backend_errors")
+    assert errors.status == "pass" and "context length unknown" in errors.detail and "score" in errors.detail
+
+
 @pytest.mark.parametrize(("backend", "check", "message"), [
     (NoMaxTokens, "max_tokens", "max_tokens=1 was not honoured"),
     (NoStop, "stop_sequences", "stop="),
@@ -175,6 +199,7 @@ def test_unknown_check_name() -> None:
 # ---------------------------------------------------------------------------- python -m promptdsl.testing
 
 
+@pytest.mark.model
 def test_kit_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert kit_main(["llamacpp", "--check", "capabilities", "--check", "cancel_releases"]) == 0
     out = capsys.readouterr().out

@@ -111,6 +111,59 @@ def test_closing_a_stream_early_leaves_the_backend_usable(llamacpp_backend: Any)
     assert Runner(load_spec(SPECS / "sentiment.yaml"), llamacpp_backend).run({"text": "Awful."}).value
 
 
+def test_a_stream_closed_from_another_thread_releases_the_model(llamacpp_backend: Any) -> None:
+    """What a UI does on cancel: the worker reads, the UI thread closes; the next request (any thread) runs."""
+    import threading
+
+    _, prompt = Runner(load_spec(SPECS / "qa.yaml"), llamacpp_backend).prepare({"question": "Tell me a story."})
+    stream = llamacpp_backend.stream(prompt, GenerationOptions(max_tokens=64))
+    first: list[str] = []
+    reader = threading.Thread(target=lambda: first.append(next(stream)))
+    reader.start()
+    reader.join(60)
+    assert first and llamacpp_backend._model.lock.locked()
+    errors: list[BaseException] = []
+
+    def cancel() -> None:
+        try:
+            stream.close()
+        except BaseException as exc:  # "cannot release un-acquired lock" before the fix
+            errors.append(exc)
+
+    closer = threading.Thread(target=cancel)
+    closer.start()
+    closer.join(10)
+    assert errors == [] and not llamacpp_backend._model.lock.locked()
+    answers: list[str] = []
+    other = threading.Thread(target=lambda: answers.append(llamacpp_backend.complete(prompt, GenerationOptions(max_tokens=4))))
+    other.start()
+    other.join(60)
+    assert not other.is_alive() and answers and answers[0]  # no hang
+
+
+def test_an_open_stream_blocks_its_own_thread_with_a_clear_error(llamacpp_backend: Any) -> None:
+    _, prompt = Runner(load_spec(SPECS / "qa.yaml"), llamacpp_backend).prepare({"question": "Hi?"})
+    stream = llamacpp_backend.stream(prompt, GenerationOptions(max_tokens=32))
+    assert next(stream)
+    with pytest.raises(BackendError, match="unfinished stream"):
+        llamacpp_backend.complete(prompt, GenerationOptions(max_tokens=2))
+    stream.close()
+    assert llamacpp_backend.complete(prompt, GenerationOptions(max_tokens=2))
+
+
+def test_extra_bufts_option_reaches_the_loaded_model() -> None:
+    """A real load with extra buffers forced off: the params llama.cpp got say so, and answers stay the same."""
+    from promptdsl.registry import get_backend
+
+    off = get_backend("llamacpp", None, {"extra_bufts": False, "n_ctx": 512})
+    on = get_backend("llamacpp", None, {"extra_bufts": True, "n_ctx": 512})
+    assert off.llama.model_params.use_extra_bufts is False and on.llama.model_params.use_extra_bufts is True
+    assert off.llama is not on.llama
+    _, prompt = Runner(load_spec(SPECS / "qa.yaml"), off).prepare({"question": "What is the capital of France?"})
+    opts = GenerationOptions(max_tokens=8)
+    assert off.complete(prompt, opts) == on.complete(prompt, opts)
+
+
 def test_control_tokens_typed_in_a_message_stay_plain_text(llamacpp_backend: Any) -> None:
     from promptdsl.prompt import Message, Prompt
 

@@ -16,7 +16,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -48,17 +49,36 @@ def echo_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def _run(site: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """The promptdsl CLI in a fresh interpreter that sees ``site`` on its path."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "promptdsl.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=120, input=stdin)
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
-def test_example_plugin_is_listed_with_version_and_capabilities(echo_site: Path) -> None:
-    proc = _run(echo_site, "backends", "--json")
+@pytest.fixture
+def echo_cli(echo_site: Path, monkeypatch: pytest.MonkeyPatch,
+             capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[..., Ran]]:
+    """The promptdsl CLI, in this process, with the installed example package on ``sys.path``
+    (importlib.metadata then finds its entry point exactly as for a site-packages install)."""
+    monkeypatch.syspath_prepend(str(echo_site))
+
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+
+    yield run
+    for name in [m for m in sys.modules if m.startswith("promptdsl_echo")]:
+        del sys.modules[name]
+
+
+def test_example_plugin_is_listed_with_version_and_capabilities(echo_cli: Callable[..., Ran]) -> None:
+    proc = echo_cli("backends", "--json")
     assert proc.returncode == 0, proc.stderr
     by_name = {b["name"]: b for b in json.loads(proc.stdout)}
+    assert by_name["echo"].pop("options")["properties"]["prefix"]["type"] == "string"
     assert by_name["echo"] == {
         "name": "echo", "version": "0.1.0", "distribution": "promptdsl-echo",
         "capabilities": ["chat", "completion", "stream"], "error": None,
@@ -68,7 +88,7 @@ def test_example_plugin_is_listed_with_version_and_capabilities(echo_site: Path)
     assert by_name["llamacpp"]["error"] is None
 
 
-def test_example_plugin_runs_a_spec(echo_site: Path, tmp_path: Path) -> None:
+def test_example_plugin_runs_a_spec(echo_cli: Callable[..., Ran], tmp_path: Path) -> None:
     spec = tmp_path / "shout.yaml"
     spec.write_text(
         "version: 1\nname: shout\nmode: chat\ninstruction: Repeat the text.\n"
@@ -77,12 +97,12 @@ def test_example_plugin_runs_a_spec(echo_site: Path, tmp_path: Path) -> None:
         "output: {type: regex, pattern: 'said: (?P<answer>.*)'}\n"
         "tests:\n  - input: {text: hello there}\n    expect: hello there\n"
     )
-    proc = _run(echo_site, "run", str(spec), "--input", "text=hello plugin world", "--json")
+    proc = echo_cli("run", str(spec), "--input", "text=hello plugin world", "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["value"] == "hello plugin world"
     assert result["backend"] == "echo" and result["method"] == "generate" and result["model"] == "echo"
-    proc = _run(echo_site, "test", str(spec))
+    proc = echo_cli("test", str(spec))
     assert proc.returncode == 0 and "1 passed, 0 failed" in proc.stdout, proc.stdout + proc.stderr
 
 
@@ -95,14 +115,18 @@ def test_example_plugin_passes_the_conformance_kit(echo_site: Path) -> None:
     assert "SKIP  score_matches_generation: the backend does not declare 'score'" in proc.stdout
 
 
-def test_example_plugin_errors_are_clean(echo_site: Path, tmp_path: Path) -> None:
+def test_example_plugin_errors_are_clean(echo_cli: Callable[..., Ran], tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text("version: 1\nname: s\ninstruction: Repeat.\ninputs: {text: {type: string}}\n"
                     "template: '{{ text }}'\noutput: {type: text}\n")
-    proc = _run(echo_site, "run", str(spec), "--backend", "echo", "-o", "context_length=3",
-                "--input", "text=one two three four five")
+    proc = echo_cli("run", str(spec), "--backend", "echo", "-o", "context_length=3",
+                    "--input", "text=one two three four five")
     assert proc.returncode == 2
-    assert proc.stderr.startswith("promptdsl: error: echo: the prompt is") and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("promptdsl: error: echo: the prompt is") and proc.stderr.count("\n") == 1
+    proc = echo_cli("run", str(spec), "--backend", "echo", "-o", "prefx=hi", "--input", "text=one")
+    assert proc.returncode == 2
+    assert proc.stderr == ("promptdsl: error: echo: unknown option 'prefx' (did you mean 'prefix'?); "
+                           "this backend's options: context_length, prefix\n")
 
 
 # ---------------------------------------------------------------------------- broken plugins

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -20,6 +22,8 @@ from promptdsl import (
     Runner,
     loads_spec,
 )
+from promptdsl.datafile import DataFile
+from promptdsl.dataset import run_dataset
 
 CHOICE_SPEC = """\
 version: 1
@@ -156,6 +160,47 @@ def test_plugin_exceptions_become_backend_errors() -> None:
     spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
     with pytest.raises(BackendError, match="RuntimeError: socket closed"):
         Runner(spec, Broken("", {Capability.CHAT})).run({"q": "x"})
+
+
+def test_a_stream_that_raises_at_once_is_a_backend_error_naming_the_plugin() -> None:
+    """``stream`` as a plain function (not a generator) that fails before yielding anything."""
+
+    class RaisesAtOnce(Scripted):
+        def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+            raise KeyError("model")
+
+    class UnnamedError(Scripted):
+        def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+            raise BackendError("quota exhausted")
+
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
+    runner = Runner(spec, RaisesAtOnce("", {Capability.CHAT}))
+    with pytest.raises(BackendError) as err:
+        runner.stream({"q": "x"})
+    assert str(err.value) == "scripted: KeyError: 'model'" and err.value.exit_code == 1
+    json_runner = Runner(loads_spec(JSON_SPEC), RaisesAtOnce("", {Capability.CHAT, Capability.GRAMMAR}))
+    assert json_runner.method is Method.CONSTRAIN
+    with pytest.raises(BackendError, match="^scripted: KeyError"):
+        json_runner.run({"text": "x"})
+    with pytest.raises(BackendError, match="^scripted: quota exhausted$"):
+        Runner(spec, UnnamedError("", {Capability.CHAT})).run({"q": "x"})
+
+
+def test_a_dataset_run_records_a_stream_that_raises_at_once(tmp_path: Path) -> None:
+    """One error line per row, no traceback: the row-level guard sees a BackendError."""
+
+    class RaisesAtOnce(Scripted):
+        def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+            raise KeyError("model")
+
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"q": "a"}\n{"q": "b"}\n', encoding="utf-8")
+    lines: list[str] = []
+    run_dataset(Runner(spec, RaisesAtOnce("", {Capability.CHAT})), DataFile(data), lines.append)
+    rows = [json.loads(x) for x in lines]
+    assert [r["index"] for r in rows] == [0, 1]
+    assert all("scripted: KeyError: 'model'" in r["error"] for r in rows)
 
 
 def test_generation_options_come_from_spec_and_output() -> None:

@@ -7,7 +7,7 @@ It shows everything a backend plugin has to get right, without a model:
   so that closing it early simply stops it;
 - raise :class:`~promptdsl.errors.BackendError` for every failure, with
   exit code 2 when the user can fix it;
-- read configuration from ``options`` (the spec's ``model.options`` / ``-o``).
+- declare and read configuration from ``options`` (the spec's ``model.options`` / ``-o``).
 
 The answer is the last user message (chat) or the last paragraph of the text
 (completion), split into whitespace-led words that count as tokens. It is
@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions
+from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, options_schema
 from promptdsl.errors import BackendError
 from promptdsl.prompt import Prompt
 
@@ -35,6 +35,10 @@ class EchoBackend(Backend):
 
     name = "echo"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.STREAM})
+    options_schema = options_schema({
+        "context_length": {"type": "integer", "minimum": 1, "default": DEFAULT_CONTEXT, "description": "words"},
+        "prefix": {"type": "string", "default": "", "description": "text put before every answer"},
+    })
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(model, options)

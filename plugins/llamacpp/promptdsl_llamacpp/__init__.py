@@ -45,7 +45,7 @@ OPTIONS_SCHEMA = options_schema(
         "n_ctx": {"type": "integer", "minimum": 16, "default": DEFAULT_N_CTX,
                   "description": "context window in tokens"},
         "n_threads": {"type": ["integer", "null"], "minimum": 1,
-                      "description": "llama.cpp threads (default: every core this process may use)"},
+                      "description": "llama.cpp threads (default: $PROMPTDSL_LLAMACPP_THREADS, else every core)"},
         "n_batch": {"type": "integer", "minimum": 1, "default": 512,
                     "description": "tokens evaluated per llama.cpp batch"},
         "extra_bufts": {"enum": ["auto", True, False], "default": "auto",
@@ -53,6 +53,9 @@ OPTIONS_SCHEMA = options_schema(
         "verbose": {"type": "boolean", "default": False, "description": "llama.cpp's own log on stderr"},
     }
 )
+
+#: Environment variable with the default ``n_threads`` (else every core this process may use).
+THREADS_ENV = "PROMPTDSL_LLAMACPP_THREADS"
 
 #: CPU flags (Linux /proc/cpuinfo) that mean llama.cpp would put weights in its AMX buffer.
 AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
@@ -164,11 +167,21 @@ class LoadSettings:
         """Settings from options already checked against :data:`OPTIONS_SCHEMA`."""
         return cls(
             n_ctx=int(options.get("n_ctx", DEFAULT_N_CTX)),
-            n_threads=int(options.get("n_threads") or cpu_count()),
+            n_threads=int(options.get("n_threads") or _env_threads() or cpu_count()),
             n_batch=int(options.get("n_batch", 512)),
             extra_bufts=use_extra_bufts(options.get("extra_bufts", "auto")),
             verbose=bool(options.get("verbose", False)),
         )
+
+
+def _env_threads() -> int | None:
+    """``$PROMPTDSL_LLAMACPP_THREADS``: a default thread count for every model (busy or shared machines)."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise BackendError(f"${THREADS_ENV} must be a positive integer, got {raw!r}", backend="llamacpp", exit_code=2)
+    return int(raw)
 
 
 @contextlib.contextmanager
@@ -432,6 +445,7 @@ class LlamaCppBackend(Backend):
         }
     )
     local = True  # requests run one at a time on the model's lock
+    env_keys = (THREADS_ENV,)
     options_schema = OPTIONS_SCHEMA
     safe_options: ClassVar[Mapping[str, Any]] = {"extra_bufts": False}
 
@@ -445,7 +459,7 @@ class LlamaCppBackend(Backend):
         out = [
             ("llama-cpp-python", str(getattr(llama_cpp, "__version__", "?"))),
             ("llama.cpp system info", " ".join(info.split())),
-            ("threads", f"{cpu_count()} (default n_threads; -o n_threads=N to change)"),
+            ("threads", f"{_env_threads() or cpu_count()} (default n_threads; -o n_threads=N or ${THREADS_ENV})"),
             ("extra_bufts (auto)", f"false: {reason}, so weights stay in the plain CPU buffer"
              if reason else "true: no AMX on this machine (llama.cpp's default)"),
         ]
