@@ -6,10 +6,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import pytest
 import promptdsl_llamacpp as plugin
+import pytest
 from promptdsl_llamacpp import (
     OPTIONS_SCHEMA,
     LlamaCppBackend,
@@ -81,7 +81,7 @@ def test_settings_resolve_auto_from_this_machine(monkeypatch: pytest.MonkeyPatch
 class RecordingLlama:
     """Stands in for ``llama_cpp.Llama``: builds model params the way ``Llama.__init__`` does, loads nothing."""
 
-    made: list[Any] = []
+    made: ClassVar[list[Any]] = []
 
     def __init__(self, **kwargs: Any) -> None:
         import llama_cpp.llama_cpp as lib

@@ -8,13 +8,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from openai_server import KEY_ENV, Server, free_port, llama_server
+from openai_server import KEY_ENV, Server, llama_server
 from promptdsl_openai import OpenAIBackend
 
 from promptdsl.backend import Capability, Constraint, GenerationOptions
@@ -22,7 +19,6 @@ from promptdsl.cli import main
 from promptdsl.errors import BackendError
 from promptdsl.loader import load_spec
 from promptdsl.prompt import Message, Prompt
-from promptdsl.registry import get_backend
 from promptdsl.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -180,9 +180,9 @@ def test_a_stream_that_raises_at_once_is_a_backend_error_naming_the_plugin() -> 
     assert str(err.value) == "scripted: KeyError: 'model'" and err.value.exit_code == 1
     json_runner = Runner(loads_spec(JSON_SPEC), RaisesAtOnce("", {Capability.CHAT, Capability.GRAMMAR}))
     assert json_runner.method is Method.CONSTRAIN
-    with pytest.raises(BackendError, match="^scripted: KeyError"):
+    with pytest.raises(BackendError, match=r"^scripted: KeyError"):
         json_runner.run({"text": "x"})
-    with pytest.raises(BackendError, match="^scripted: quota exhausted$"):
+    with pytest.raises(BackendError, match=r"^scripted: quota exhausted$"):
         Runner(spec, UnnamedError("", {Capability.CHAT})).run({"q": "x"})
 
 

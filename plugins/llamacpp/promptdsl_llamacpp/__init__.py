@@ -27,7 +27,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, TokenLogprob, check_options, options_schema
+from promptdsl.backend import (
+    Backend,
+    Capability,
+    Constraint,
+    GenerationOptions,
+    TokenLogprob,
+    check_options,
+    options_schema,
+)
 from promptdsl.errors import BackendError
 from promptdsl.grammar import grammar_for
 from promptdsl.prompt import Prompt
