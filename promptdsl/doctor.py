@@ -70,6 +70,23 @@ class DoctorReport:
     def add(self, section: str, label: str, value: object) -> None:
         self.sections.setdefault(section, []).append((label, str(value)))
 
+    def render(self) -> str:
+        """Aligned text: one block per section, then the verdict with one line per problem."""
+        width = max((len(label) for lines in self.sections.values() for label, _ in lines), default=0)
+        out: list[str] = []
+        for section, lines in self.sections.items():
+            out.append(section)
+            out += [f"  {label:<{width}}  {value}" for label, value in lines]
+        if self.ok:
+            out.append("no problems found")
+        else:
+            out.append(f"{len(self.problems)} problem(s):")
+            out += [f"  {p}" for p in self.problems]
+        return "\n".join(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sections": {k: dict(v) for k, v in self.sections.items()}, "problems": list(self.problems)}
+
 
 def cpu_model(cpuinfo: str | None = None) -> str:
     """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""

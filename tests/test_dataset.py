@@ -207,6 +207,7 @@ def test_resume_repairs_a_half_written_last_line(
     assert [x["index"] for x in read_lines(out)] == [0, 1, 2, 3]
 
 
+@pytest.mark.model  # the runner (and so the model) is set up before the --out file is checked
 def test_resume_refuses_results_written_for_other_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [{"text": "one"}, {"text": "two"}])
     out = write_jsonl(tmp_path / "r.jsonl", [{"index": 0, "value": "Positive", "input": {"text": "other"}}])
