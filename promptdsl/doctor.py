@@ -146,8 +146,9 @@ def _options_flags(options: Mapping[str, Any]) -> str:
     return " ".join(f"-o {k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in options.items())
 
 
-def diagnose(*, decode: bool = True, prober: Callable[..., ProbeResult] = probe) -> DoctorReport:
-    """Collect the report; ``decode=False`` skips the child-process decodes."""
+def diagnose(*, decode: bool = True, prober: Callable[..., ProbeResult] | None = None) -> DoctorReport:
+    """Collect the report; ``decode=False`` skips the child-process decodes (``prober`` replaces :func:`probe`)."""
+    prober = prober or probe
     report = DoctorReport()
     report.add("promptdsl", "version", __version__)
     report.add("promptdsl", "python", f"{platform.python_implementation()} {platform.python_version()} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -69,3 +70,35 @@ def test_probe_decodes_on_the_real_model() -> None:
     result = probe("llamacpp", {"n_threads": 1}, timeout=300)
     assert result.ok, result.detail
     assert result.detail.startswith("smollm2 answered ")
+
+
+def test_doctor_command_without_decoding(capsys: pytest.CaptureFixture[str]) -> None:
+    from promptdsl.cli import main
+
+    assert main(["doctor", "--no-decode"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("promptdsl\n  version ") and "backend llamacpp\n" in out
+    assert out.rstrip().endswith("no problems found")
+    assert main(["doctor", "--no-decode", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["problems"] == [] and "llama.cpp system info" in report["sections"]["backend llamacpp"]
+
+
+def test_doctor_command_exits_1_with_one_line_per_problem(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from promptdsl.cli import main
+
+    monkeypatch.setattr(doctor, "probe", lambda name, options, **kw: ProbeResult(False, "died with SIGSEGV", True))
+    assert main(["doctor"]) == 1
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    assert lines[-2:] == ["1 problem(s):", "  backend llamacpp: a short decode failed: died with SIGSEGV"]
+
+
+@pytest.mark.model
+def test_doctor_command_on_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    from promptdsl.cli import main
+
+    code = main(["doctor"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "  decode " in out and "smollm2 answered" in out

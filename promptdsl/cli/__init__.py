@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..errors import PromptDSLError
-from . import backends, chat, evaluate, run, specs
+from . import backends, chat, doctor, evaluate, run, specs
 from .common import Commands, Parser
 
 Handler = Callable[[argparse.Namespace], int]
@@ -27,6 +27,7 @@ COMMANDS: tuple[Register, ...] = (
     specs.register,
     backends.register,
     chat.register,
+    doctor.register,
 )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
+from typing import Any
 
 from ..registry import list_backends
 from .common import Commands
@@ -20,7 +22,8 @@ def cmd_backends(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([
             {"name": i.name, "version": i.version, "distribution": i.distribution,
-             "capabilities": sorted(c.value for c in i.capabilities), "error": i.error}
+             "capabilities": sorted(c.value for c in i.capabilities), "error": i.error,
+             "options": i.options_schema}
             for i in infos
         ], indent=2))
         return 0
@@ -34,4 +37,12 @@ def cmd_backends(args: argparse.Namespace) -> int:
         else:
             caps = ", ".join(sorted(c.value for c in i.capabilities))
             print(f"{i.name:<{width}}  {i.version:<8}  {caps}  ({i.distribution})")
+            if i.options_schema is not None:
+                print(f"{'':<{width}}  options: {_options(i.options_schema)}")
     return 0
+
+
+def _options(schema: Mapping[str, Any]) -> str:
+    """``name=default`` for each declared option (``--json`` gives the whole schema)."""
+    props: Mapping[str, Any] = schema.get("properties", {})
+    return ", ".join(k + (f"={json.dumps(v['default'])}" if "default" in v else "") for k, v in props.items()) or "none"

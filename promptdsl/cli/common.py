@@ -37,7 +37,8 @@ def add_backend_flags(p: argparse.ArgumentParser) -> None:
 def add_input_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--input", "-i", action="append", default=[], metavar="NAME=VALUE",
-        help="an input value; NAME=@file reads a file; '-' reads a JSON object from stdin",
+        help="an input value; NAME=@file reads a file, NAME=@@text is text starting with '@'; "
+             "'-' reads a JSON object from stdin",
     )
 
 
