@@ -20,7 +20,7 @@ from promptdsl.compiler import Compiler
 from promptdsl.inputs import validate_inputs
 
 
-def bench(items: int = 40, rounds: int = 5, max_tokens: int = 64) -> list[Row]:
+def bench(items: int = 12, rounds: int = 3, max_tokens: int = 32) -> list[Row]:
     from promptdsl_llamacpp import LoadSettings, _LoadedModel, amx_reason, cpu_flags, embedded_model_path, system_info
 
     path = embedded_model_path()
