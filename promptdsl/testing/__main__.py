@@ -14,7 +14,7 @@ from ..backend import split_options
 from ..errors import PromptDSLError
 from ..inputs import parse_options
 from ..registry import get_backend
-from . import CHECKS, check_backend
+from . import CHECKS, DEFAULT_TIMEOUT, check_backend
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,6 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", "-m")
     parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--check", action="append", choices=list(CHECKS), help="run only these checks")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"time limit per check (default {DEFAULT_TIMEOUT:g}; raise it on a busy machine)")
     args = parser.parse_args(argv)
     try:
         _, options = split_options(parse_options(args.option))
@@ -30,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PromptDSLError as exc:
         print(f"promptdsl.testing: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    report = check_backend(backend, checks=args.check)
+    report = check_backend(backend, checks=args.check, timeout=args.timeout)
     print(report)
     return 0 if report.ok else 1
 
