@@ -201,7 +201,7 @@ def test_unknown_check_name() -> None:
 
 @pytest.mark.model
 def test_kit_command_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert kit_main(["llamacpp", "--check", "capabilities", "--check", "cancel_releases"]) == 0
+    assert kit_main(["llamacpp", "--check", "capabilities", "--check", "cancel_releases", "--timeout", "600"]) == 0
     out = capsys.readouterr().out
     assert "PASS  capabilities" in out and "PASS  cancel_releases" in out and "2 passed, 0 failed" in out
     assert kit_main(["no-such-backend"]) == 2
