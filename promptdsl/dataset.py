@@ -396,7 +396,8 @@ def prepare_cli(
     if skip is not None and skip.repaired:
         _say(f"promptdsl: {args.out}: removed a half-written last line; that row runs again")
     runner = Runner(spec, backend_name=args.backend, model=args.model, options=parse_options(args.option))
-    cache = None if getattr(args, "no_cache", False) else ResultCache()
+    warn = lambda message: _say(f"promptdsl: warning: {message}")  # noqa: E731
+    cache = None if getattr(args, "no_cache", False) else ResultCache(on_problem=warn)
     return CliRun(spec, args, data, runner, cache, skip, constants)
 
 
