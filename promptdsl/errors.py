@@ -24,7 +24,7 @@ def format_path(path: Sequence[str | int]) -> str:
     """Render a key path the way JSON Path does: ``$.output.choices[1]``."""
     out = "$"
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        out += f"[{part}]" if isinstance(part, int) else f".{quote(str(part), 40)[1:-1]}"
     return out
 
 
