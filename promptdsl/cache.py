@@ -157,7 +157,8 @@ class ResultCache:
             self.misses += 1
             return None
         self.hits += 1
-        return value
+        found: dict[str, Any] = value
+        return found
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         if self._db is None:
@@ -217,7 +218,8 @@ def cached_problem(value: dict[str, Any], out: OutputSpec) -> str | None:
         return "malformed entry"
     scores = value.get("scores")
     if scores is not None and not (
-        isinstance(scores, dict) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in scores.values())
+        isinstance(scores, dict)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in scores.values())
     ):
         return "malformed scores"
     if "value" not in value:

@@ -205,7 +205,8 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
     elif err.validator == "pattern" and path and path[-1] == "name":
         message = f"name {quote(err.instance)} must match [a-z0-9][a-z0-9_-]* (lower-case letters, digits, '-' and '_')"
     elif err.validator == "propertyNames" and path and path[-1] == "inputs":
-        bad = next((k for k in err.instance if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))), "")
+        names: Any = err.instance
+        bad = next((k for k in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))), "")
         message = f"input name {quote(bad)} must be an identifier (letters, digits and '_', not starting with a digit)"
     return [located.error(message, path)]
 
@@ -316,7 +317,9 @@ def _load_examples_file(path: Path, located: Located) -> list[Example]:
         if problems:
             raise SpecError(f"bad example: {_quoted_message(problems[0])}", file=file, line=line)
         if _has_surrogate(item):
-            raise SpecError("bad example: text holds a lone surrogate, which is not valid Unicode", file=file, line=line)
+            raise SpecError(
+                "bad example: text holds a lone surrogate, which is not valid Unicode", file=file, line=line
+            )
         out.append(Example(dict(item["input"]), item["output"]))
     return out
 
@@ -364,9 +367,9 @@ def _check_semantics(spec: Spec, located: Located) -> None:
     _check_output(spec.output, located)
     for i, ex in enumerate(spec.examples):
         _check_input(spec, ex.input, located, ("examples", i, "input"), "example")
-        problem = output_problem(spec.output, ex.output)
-        if problem:
-            raise located.error(f"example {i + 1}: output {ex.output!r} {problem}", ("examples", i, "output"))
+        wrong = output_problem(spec.output, ex.output)
+        if wrong:
+            raise located.error(f"example {i + 1}: output {quote(ex.output)} {wrong}", ("examples", i, "output"))
     k = spec.fewshot.k
     if k is not None and k > len(spec.examples):
         raise located.error(

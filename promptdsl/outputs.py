@@ -13,6 +13,7 @@ from typing import Any
 
 from . import schema as schemas
 from .backend import Capability
+from .errors import quote
 from .spec import Method, OutputSpec, OutputType
 
 
@@ -103,12 +104,12 @@ def _parse_regex(out: OutputSpec, text: str) -> str:
     except schemas.RegexProblem as exc:
         raise ParseFailure(str(exc)) from None
     if m is None:
-        raise ParseFailure(f"the answer does not match the pattern {out.pattern!r}")
+        raise ParseFailure(f"the answer does not match the pattern {quote(out.pattern or '', 200)}")
     if "answer" in m.re.groupindex:
-        return m.group("answer")
+        return str(m.group("answer"))
     if m.re.groups >= 1:
-        return m.group(1)
-    return m.group(0)
+        return str(m.group(1))
+    return str(m.group(0))
 
 
 PARSERS: dict[OutputType, Callable[[OutputSpec, str], Any]] = {

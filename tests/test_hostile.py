@@ -306,7 +306,7 @@ def test_local_refs_still_work(no_network: None, tmp_path: Path) -> None:
         "examples: [{input: {text: ab}, output: y}]\n"
     )))
     assert spec.inputs["text"]["$ref"] == "#/$defs/s"
-    with pytest.raises(SpecError, match="should be non-empty|too short"):
+    with pytest.raises(SpecError, match=r"should be non-empty|too short"):
         loads_spec(BASE.replace("{type: string}", "{$defs: {s: {minLength: 2}}, $ref: '#/$defs/s'}")
                    + "examples: [{input: {text: a}, output: y}]\n")
 

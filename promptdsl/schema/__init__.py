@@ -19,10 +19,10 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
-import regex
 import referencing
 import referencing.exceptions
 import referencing.jsonschema
+import regex
 from jsonschema import Draft202012Validator, SchemaError, ValidationError, validators
 
 from ..errors import quote
@@ -72,7 +72,7 @@ def _with_flags(pattern: str, flags: int) -> regex.Pattern[str]:
 
 
 def _refuse(uri: str) -> referencing.Resource[Any]:
-    raise referencing.exceptions.NoSuchResource(ref=uri)
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
 
 
 #: No retrieval, ever: a ``$ref`` can only point inside the schema (or at the bundled metaschemas).
@@ -105,7 +105,7 @@ def _pattern_properties(validator: Any, properties: Any, instance: Any, schema: 
                 yield from validator.descend(value, subschema, path=key, schema_path=patrn)
 
 
-_Bounded = validators.extend(
+_Bounded = validators.extend(  # type: ignore[no-untyped-call]
     Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties}
 )
 
@@ -190,7 +190,7 @@ def _check_refs(schema: Any) -> None:
     _walk_refs(schema, registry.resolver_with_root(root), ())
 
 
-def _walk_refs(node: Any, resolver: referencing.Resolver[Any], path: KeyPath) -> None:
+def _walk_refs(node: Any, resolver: Any, path: KeyPath) -> None:
     if isinstance(node, Mapping):
         if isinstance(node.get("$id"), str) and path:
             resolver = resolver.in_subresource(referencing.jsonschema.DRAFT202012.create_resource(node))
