@@ -27,16 +27,18 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from promptdsl import registry
 from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions
 from promptdsl.cli import main
+from promptdsl.loader import load_spec
 from promptdsl.prompt import Prompt
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = {p.name: p.read_text(encoding="utf-8") for p in sorted((ROOT / "specs").glob("*.yaml"))}
+INPUTS = {p.name: list(load_spec(p).inputs) for p in sorted((ROOT / "specs").glob("*.yaml"))}
 EXAMPLES = int(os.environ.get("PROMPTDSL_FUZZ_EXAMPLES", "30"))
 CASE_SECONDS = float(os.environ.get("PROMPTDSL_FUZZ_SECONDS", "20"))
 CASE_MB = int(os.environ.get("PROMPTDSL_FUZZ_MB", "600"))
@@ -84,6 +86,13 @@ HOSTILE_LINES = [
     "\x07",
     "\t",
 ]
+#: Values put after a key's ``: `` (the structure stays, the value turns hostile).
+HOSTILE_VALUES = [
+    "'{{ \"a\" * 10**10 }}'", "'{{ text * 1000000000 }}'", "'{% for x in range(99999) %}{{ x }}{% endfor %}'",
+    "\"\\ud800\"", "!!binary aGk=", "*nowhere", "{$ref: '#/x'}", "{$ref: 'http://127.0.0.1:9/'}", "[]", "{}", "null",
+    "-1", "1e999", ".nan", "'%999999999d'", "'" + "y" * 3000 + "'", "[[[[[[[[[[]]]]]]]]]]", "'^(a|aa)*$'", "true",
+    "{type: string, pattern: '^(a|aa)*$'}", "\"\\x1b[31m\\n\"", "/dev/zero", "'{{ output }}'", "'{{ self }}'",
+]
 HOSTILE_TEXT = st.sampled_from(["\x00", "\x07", "\x1b", "\n", "\r", "{", "}", "{{", "%", ":", "'", '"', "[", "]",
                                 "*", "&", "!", "#", "-", "|", ">", "\\", "\u2028", "é", "\U0001f600", " "])
 INPUT_VALUES = st.one_of(
@@ -117,10 +126,12 @@ def mutated_spec(draw: st.DrawFn) -> tuple[str, bytes]:
     """One example spec with a few line- and character-level mutations (sometimes as raw bytes)."""
     name = draw(st.sampled_from(sorted(SPECS)))
     lines = SPECS[name].splitlines()
-    for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["insert", "replace", "delete", "duplicate", "char", "indent"]))
+    for _ in range(draw(st.integers(0, 3))):
+        kind = draw(st.sampled_from(["insert", "replace", "delete", "duplicate", "char", "indent", "value", "value"]))
         i = draw(st.integers(0, max(0, len(lines) - 1)))
-        if kind == "insert":
+        if kind == "value" and lines and ": " in lines[i]:
+            lines[i] = lines[i].split(": ", 1)[0] + ": " + draw(st.sampled_from(HOSTILE_VALUES))
+        elif kind == "insert":
             lines.insert(i, draw(st.sampled_from(HOSTILE_LINES)))
         elif kind == "replace" and lines:
             lines[i] = draw(st.sampled_from(HOSTILE_LINES))
@@ -191,24 +202,28 @@ def _peak_mb() -> float:
 @given(
     spec=mutated_spec(),
     command=st.sampled_from(["validate", "compile", "run", "test"]),
-    values=st.lists(INPUT_VALUES, max_size=2),
+    values=st.lists(INPUT_VALUES, max_size=3),
+    extra_names=st.one_of(st.just([]), st.just([]), st.just([]), st.lists(
+        st.sampled_from(["output", "n", "txt", "", "a b", "\x1b"]), min_size=1, max_size=1)),
 )
 def test_cli_keeps_its_promise_on_mutated_specs(
-    scripted_backend: None, spec: tuple[str, bytes], command: str, values: list[str]
+    scripted_backend: None, spec: tuple[str, bytes], command: str, values: list[str], extra_names: list[str]
 ) -> None:
     name, raw = spec
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(raw)
         (Path(tmp) / "spec.yaml").write_bytes(raw)
-        input_names = ["text", "question", "document", "sentence", "max_words", "n", "output"]
+        names = [*INPUTS[name], *extra_names]
         argv = [command, str(path)]
         if command in ("compile", "run"):
-            for i, value in enumerate(values):
-                argv += ["-i", f"{input_names[i % len(input_names)]}={value}"]
+            for i, input_name in enumerate(names):
+                default = "3" if input_name == "max_words" else "Hello there."
+                argv += ["-i", f"{input_name}={values[i] if i < len(values) else default}"]
         if command in ("run", "test"):
             argv += ["--backend", "fuzz"]
         before = _peak_mb()
         start = time.monotonic()
         code, _, err = _run(argv)
+        event(f"{command}: exit {code}")
         _check_promise(argv, code, err, time.monotonic() - start, _peak_mb() - before)
