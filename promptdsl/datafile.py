@@ -74,7 +74,7 @@ class DataFile:
         except UnicodeDecodeError as exc:
             if len(head) < SNIFF_BYTES or exc.start < len(head) - 4:  # not a character cut at the sniff boundary
                 line = head[: exc.start].count(b"\n") + 1
-                raise InputError(f"line {line}: not UTF-8 text", source=self.name) from None
+                raise InputError(f"dataset is not UTF-8 text (line {line})", source=self.name) from None
         if self.format == "csv":
             self.header()  # a bad header fails now, before any model is loaded
 
@@ -270,8 +270,8 @@ def scan_output(path: Path, on_line: Callable[[dict[str, Any]], None] | None = N
     if not path.exists():
         return found
     not_ours = (
-        "is not a promptdsl results file, so it cannot be resumed (give a new --out, or drop --resume to "
-        "overwrite it)"
+        "is not a promptdsl result line, so this file cannot be resumed (give a new --out, or drop --resume "
+        "to overwrite it)"
     )
     try:
         with path.open("rb") as f:

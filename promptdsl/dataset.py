@@ -18,15 +18,15 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .cache import CachedRunner, ResultCache
-from .datafile import DataFile, Existing, Row, row_hash, row_inputs, scan_output
+from .datafile import DataFile, Existing, Row, field_for, row_hash, row_inputs, scan_output
 from .errors import BackendError, InputError, OutputError, PromptDSLError
 from .inputs import did_you_mean
 from .progress import Progress, format_duration
@@ -58,6 +58,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.result is not None
+
+    @property
+    def reason(self) -> str:
+        """Why the row failed, without which row: equal reasons group together in a report."""
+        return (self.error or "").removeprefix(f"{self.row.where()}: ")
 
     def to_dict(self) -> dict[str, Any]:
         """The result line (contract §4): index, the result's fields (or error), the input."""
@@ -101,7 +106,9 @@ class DatasetRunner:
         concurrency: int = 1,
         constants: Mapping[str, Any] | None = None,
         stop: threading.Event | None = None,
+        fields: Mapping[str, str] | None = None,
     ) -> None:
+        self.fields = dict(fields or {})  # input name -> data field (--field INPUT=FIELD)
         self.runner = runner
         self.spec = runner.spec
         self.fmt = fmt
@@ -124,7 +131,8 @@ class DatasetRunner:
         if missing:
             return self._fail(row, f"{row.where()}: {missing}", "input", 2)
         try:
-            values, prompt = self.runner.prepare({**self.constants, **row_inputs(self.spec, row, self.fmt)})
+            inputs = row_inputs(self.spec, row, self.fmt, self.fields)
+            values, prompt = self.runner.prepare({**self.constants, **inputs})
         except PromptDSLError as exc:
             return self._fail(row, f"{row.where()}: {exc}", _error_type(exc), exc.exit_code)
         if self.cached is not None:
@@ -136,9 +144,15 @@ class DatasetRunner:
     def _missing(self, data: Mapping[str, Any]) -> str | None:
         """Say which required input has no field in the row (a typo in a column name, say)."""
         for name, schema in self.spec.inputs.items():
-            if name not in data and name not in self.constants and "default" not in schema:
+            source = field_for(name, self.fields)
+            if source not in data and name not in self.constants and "default" not in schema:
                 fields = ", ".join(map(str, data)) or "no fields"
-                return f"no field for input '{name}'{did_you_mean(name, map(str, data))}; the row has: {fields}"
+                what = f"input '{name}'" if source == name else f"input '{name}' (--field {name}={source})"
+                hint = did_you_mean(source, map(str, data))
+                if hint and source == name:
+                    close = hint.split("'")[1]
+                    hint += f"; map it with --field {name}={close}"
+                return f"no field for {what}{hint}; the row has: {fields}"
         return None
 
     def _call(self, prompt: Prompt, values: dict[str, Any]) -> Result | PromptDSLError:
@@ -224,6 +238,11 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False
     stopped_by: Outcome | None = None  # the failed row that stopped the run (--on-error stop)
+    reasons: Counter[str] = field(default_factory=Counter)  # why rows failed -> how many
+
+    def top_reasons(self, n: int = 3) -> list[tuple[str, int]]:
+        """The most common reasons rows failed, most frequent first."""
+        return self.reasons.most_common(n)
 
 
 def default_concurrency(runner: Runner) -> int:
@@ -245,6 +264,7 @@ def run_dataset(
     progress: Progress | None = None,
     stop: threading.Event | None = None,
     on_outcome: Callable[[Outcome, dict[str, Any]], None] | None = None,
+    fields: Mapping[str, str] | None = None,
 ) -> Summary:
     """Run ``runner`` over ``data``, passing each result line (JSON text + newline) to ``write``.
 
@@ -276,6 +296,7 @@ def run_dataset(
         concurrency=concurrency or default_concurrency(runner),
         constants=constants,
         stop=stop,
+        fields=fields,
     )
     try:
         for outcome in runs.outcomes(todo()):
@@ -289,6 +310,8 @@ def run_dataset(
             summary.rows += 1
             summary.ok += outcome.ok
             summary.errors += not outcome.ok
+            if not outcome.ok:
+                summary.reasons[outcome.reason] += 1
             cached = outcome.result is not None and outcome.result.cached
             summary.cached += cached
             if progress is not None:
