@@ -520,3 +520,114 @@ def test_output_block_is_still_there_for_templates(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, BASE + "output: {type: choice, choices: [A, B]}\n"
                                             "template: '{{ text }} ({{ output.choices|join(\"/\") }})'\n"))
     assert Compiler(spec).compile({"text": "hi"}).messages[-1].content == "hi (A/B)"
+
+
+# ============================================================================ 5, 6. output files and bad rows
+
+
+def _results(tmp_path: Path, lines: list[dict[str, Any]], tail: bytes = b"") -> Path:
+    out = tmp_path / "results.jsonl"
+    out.write_bytes(b"".join(json.dumps(x).encode() + b"\n" for x in lines) + tail)
+    return out
+
+
+def test_resume_reads_without_writing_and_refuses_foreign_files(tmp_path: Path) -> None:
+    from promptdsl.datafile import scan_output
+
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"my only line, no newline")
+    with pytest.raises(InputError, match="not a promptdsl result line"):
+        scan_output(notes)
+    assert notes.read_bytes() == b"my only line, no newline"
+
+    out = _results(tmp_path, [{"index": 0, "value": "a", "input": {"text": "x"}}], b'{"index": 1, "val')
+    before = out.read_bytes()
+    found = scan_output(out)
+    assert set(found.done) == {0} and found.good_end < found.size and out.read_bytes() == before
+
+
+def test_results_for_other_data_are_refused_before_any_change(tmp_path: Path) -> None:
+    from promptdsl.datafile import DataFile, check_resume, scan_output
+
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "other"}\n{"text": "rows"}\n', encoding="utf-8")
+    out = _results(tmp_path, [{"index": 0, "value": "a", "input": {"text": "x"}}], b'{"index": 1, "val')
+    before = out.read_bytes()
+    with pytest.raises(InputError, match="different input"):
+        check_resume(DataFile(data), scan_output(out))
+    assert out.read_bytes() == before
+
+
+def test_output_lock_refuses_a_second_run_and_repairs_only_when_opened(tmp_path: Path) -> None:
+    from promptdsl.datafile import OutputLock, scan_output
+
+    out = _results(tmp_path, [{"index": 0, "value": "a", "input": {"text": "x"}}], b'{"index": 1, "val')
+    before = out.read_bytes()
+    with OutputLock(out) as first:
+        with pytest.raises(InputError, match="in use by another promptdsl run"):
+            OutputLock(out)
+        assert out.read_bytes() == before
+        found = scan_output(out)
+        with first.open(found) as f:
+            f.write('{"index": 1}\n')
+    assert found.repaired and out.read_bytes().endswith(b'}\n{"index": 1}\n')
+    fresh = tmp_path / "fresh.jsonl"
+    OutputLock(fresh).close()  # refused runs leave no empty file behind
+    assert not fresh.exists()
+
+
+def test_bad_rows_become_error_rows(tmp_path: Path) -> None:
+    from promptdsl.datafile import DataFile
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "bad \\ud800"}\n' + "[" * 100000 + "\n" + '{"n": ' + "9" * 5000 + "}\n{\"text\": \"ok\"}\n",
+                    encoding="utf-8")
+    rows = list(DataFile(data).rows())
+    assert [r.error is not None for r in rows] == [True, True, True, False]
+    assert "lone surrogate" in (rows[0].error or "") and "nests too deeply" in (rows[1].error or "")
+    json.dumps([r.data for r in rows], ensure_ascii=False).encode("utf-8")  # every row can be written out
+
+
+def test_bad_utf8_in_csv_names_its_line(tmp_path: Path) -> None:
+    from promptdsl.datafile import DataFile
+
+    data = tmp_path / "d.csv"
+    data.write_bytes(b"text,label\nbad \xff,x\n")
+    with pytest.raises(InputError, match=r"not UTF-8 text \(line 2\)"):
+        DataFile(data)
+
+
+# ============================================================================ 10, 11. failing rows and labels
+
+
+def test_fields_map_inputs_to_data_fields(tmp_path: Path) -> None:
+    from promptdsl.datafile import DataFile, parse_fields
+    from promptdsl.dataset import run_dataset
+
+    spec = loads_spec(CHOICE.replace("text", "tweet"))
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "b"}\n', encoding="utf-8")
+    lines: list[str] = []
+    summary = run_dataset(Runner(spec, Scoring()), DataFile(data), lines.append)
+    assert summary.ok == 0 and summary.errors == 2
+    [(reason, count)] = summary.top_reasons()
+    assert count == 2 and "no field for input 'tweet'" in reason and "--field tweet=text" in reason
+    summary = run_dataset(Runner(spec, Scoring()), DataFile(data), lines.append,
+                          fields=parse_fields(["tweet=text"], spec))
+    assert summary.ok == 2 and summary.errors == 0
+    with pytest.raises(InputError, match="unknown input 'twet'"):
+        parse_fields(["twet=text"], spec)
+    with pytest.raises(InputError, match="INPUT=FIELD"):
+        parse_fields(["tweet"], spec)
+
+
+def test_empty_label_cells_are_unlabelled() -> None:
+    from promptdsl.evaluate import ChoiceMetrics, MatchMetrics
+
+    metrics = ChoiceMetrics(("A", "B"))
+    for gold in ("A", "", "  ", None):
+        metrics.add(gold, "A")
+    assert metrics.total == 1 and metrics.unlabelled == 3 and "" not in metrics.labels()
+    match = MatchMetrics("text")
+    match.add("", "x", True)
+    assert match.total == 0 and match.unlabelled == 1
