@@ -222,10 +222,18 @@ def _key_like(body: str) -> bool:
     return bool(runs) and has_alpha and (mixed_case or len(body) >= 32)
 
 
+#: Values of secret-named variables that are settings, not secrets (TOKENIZERS_PARALLELISM=false).
+_PLAIN_VALUES = frozenset({"true", "false", "yes", "no", "none", "null", "auto", "on", "off", "default", "disabled"})
+
+
+def _looks_secret(value: str) -> bool:
+    if len(value) < MIN_SECRET_LEN or value.isdigit() or value.lower() in _PLAIN_VALUES:
+        return False
+    return not (value.isalpha() and len(value) < 8)  # short plain words are settings
+
+
 def _secrets_in_environment() -> list[str]:
-    return [
-        v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= MIN_SECRET_LEN and not v.isdigit()
-    ]
+    return [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and _looks_secret(v)]
 
 
 def mask_secrets(text: str) -> str:
