@@ -40,7 +40,8 @@ class PromptDSLError(Exception):
             self.exit_code = exit_code
 
     def __str__(self) -> str:
-        return mask_secrets(self._text())
+        # One line, whatever a value in it held (newlines, ANSI codes), and never a secret.
+        return mask_secrets(escape(self._text()))
 
     def _text(self) -> str:
         return self.message
@@ -65,9 +66,12 @@ class SpecError(PromptDSLError):
         self.path = tuple(path)
         self.also: list[SpecError] = []  # further problems found in the same pass
 
+    def __str__(self) -> str:
+        # One line per problem found in the same pass, each escaped and masked.
+        return "\n".join(mask_secrets(escape(e._line())) for e in [self, *self.also])
+
     def _text(self) -> str:
-        first = self._line()
-        return "\n".join([first, *(e._line() for e in self.also)])
+        return "\n".join(e._line() for e in [self, *self.also])
 
     def _line(self) -> str:
         where = ""
