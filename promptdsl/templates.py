@@ -46,6 +46,9 @@ MAX_INT_BITS = 12_000
 RENDER_SECONDS = 5.0
 #: How deep macros may call macros.
 MAX_CALL_DEPTH = 40
+#: Longest text given to filters that work word by word in Python (wordwrap, urlize, ...).
+MAX_SLOW_FILTER_CHARS = 100_000
+_SLOW_FILTERS = frozenset({"wordwrap", "urlize", "striptags", "title"})
 _CHECK_EVERY = 256  # clock reads are cheap, but not free
 
 
@@ -241,6 +244,10 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             value = list(_loop(value))  # a generator is read once, so count it first
             args = (*args[:offset], value, *args[offset + 1 :])
         rest = args[offset + 1 :]
+        if name in _SLOW_FILTERS and isinstance(value, str) and len(value) > MAX_SLOW_FILTER_CHARS:
+            raise TemplateLimit(
+                f"the '{name}' filter takes at most {MAX_SLOW_FILTER_CHARS:,} characters, not {len(value):,}"
+            )
         check = _FILTER_CHECKS.get(name)
         if check is not None:
             check(value, rest, kwargs)
@@ -287,6 +294,12 @@ def _stringify_check(value: Any, rest: tuple[Any, ...], kwargs: Mapping[str, Any
     _check_weight("the text of the value", value)
 
 
+def _sum_check(value: Any, rest: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    start = rest[1] if len(rest) > 1 else kwargs.get("start", 0)
+    if not isinstance(start, int | float):
+        raise TemplateLimit("the 'sum' filter adds numbers only in templates (adding lists takes quadratic time)")
+
+
 _FILTER_CHECKS: dict[str, Callable[[Any, tuple[Any, ...], Mapping[str, Any]], None]] = {
     "indent": _indent_check,
     "wordwrap": _wordwrap_check,
@@ -297,6 +310,7 @@ _FILTER_CHECKS: dict[str, Callable[[Any, tuple[Any, ...], Mapping[str, Any]], No
     "pprint": _stringify_check,
     "tojson": _stringify_check,
     "list": _stringify_check,
+    "sum": _sum_check,
 }
 
 

@@ -208,6 +208,8 @@ TEMPLATE_BOMBS = [
     '{{ "x"|indent(10**9) }}',
     "{{ text.zfill(10**9) }}",
     "{{ lipsum(10**6) }}",
+    '{{ ("a " * 1000000)|urlize }}',
+    "{{ (range(30000)|batch(1)|list)|sum(start=[]) }}",
 ]
 
 
