@@ -7,6 +7,7 @@ runs without a model: a local HTTP listener stands in for a server when a reques
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import os
 import sqlite3
@@ -634,3 +635,141 @@ def test_empty_label_cells_are_unlabelled() -> None:
     match = MatchMetrics("text")
     match.add("", "x", True)
     assert match.total == 0 and match.unlabelled == 1
+
+
+# ============================================================================ the same, through the CLI
+
+
+class ScoringPlugin(Scoring):
+    def __init__(self, model: str | None = None, options: Any = None) -> None:
+        super().__init__()
+
+
+@pytest.fixture
+def scoring(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """`--backend scoring` without a model; returns a spec whose input is `tweet`."""
+    from promptdsl import registry
+
+    real = registry.backend_class
+    monkeypatch.setattr(registry, "backend_class", lambda name: ScoringPlugin if name == "scoring" else real(name))
+    monkeypatch.setenv("PROMPTDSL_HOME", str(tmp_path / "home"))
+    return write(tmp_path, CHOICE.replace("text", "tweet"), "tweet.yaml")
+
+
+def _data(tmp_path: Path, rows: str, name: str = "data.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text(rows, encoding="utf-8")
+    return path
+
+
+def test_second_run_on_the_same_out_exits_2_and_changes_nothing(
+    scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from promptdsl.datafile import OutputLock
+
+    data = _data(tmp_path, '{"tweet": "a"}\n{"tweet": "b"}\n')
+    out = _results(tmp_path, [{"index": 0, "value": "Yes", "input": {"tweet": "a"}}])
+    before = out.read_bytes()
+    with OutputLock(out):  # the first run, still going
+        for extra in ([], ["--resume"]):
+            code = main(["run", str(scoring), "--data", str(data), "--out", str(out), "-b", "scoring", *extra])
+            assert "in use by another promptdsl run" in one_line_error(capsys, code)
+            assert out.read_bytes() == before
+    assert main(["run", str(scoring), "--data", str(data), "--out", str(out), "-b", "scoring"]) == 0
+    assert len(out.read_text().splitlines()) == 2
+
+
+def test_resume_refusals_leave_the_file_alone(scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _data(tmp_path, '{"tweet": "a"}\n{"tweet": "b"}\n')
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"a note without a newline")
+    code = main(["run", str(scoring), "--data", str(data), "--out", str(notes), "--resume", "-b", "scoring"])
+    assert "not a promptdsl result line" in one_line_error(capsys, code)
+    assert notes.read_bytes() == b"a note without a newline"
+    out = _results(tmp_path, [{"index": 0, "value": "Yes", "input": {"tweet": "other"}}], b'{"index": 1, "va')
+    before = out.read_bytes()
+    code = main(["run", str(scoring), "--data", str(data), "--out", str(out), "--resume", "-b", "scoring"])
+    assert "different input" in one_line_error(capsys, code)
+    assert out.read_bytes() == before
+
+
+def test_a_lone_surrogate_row_is_an_error_line_and_resume_goes_on(
+    scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data(tmp_path, '{"tweet": "bad \\ud800"}\n{"tweet": "fine"}\n')
+    out = tmp_path / "out.jsonl"
+    assert main(["run", str(scoring), "--data", str(data), "--out", str(out), "-b", "scoring"]) == 1
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert "lone surrogate" in lines[0]["error"] and lines[1]["value"] == "Yes"
+    capsys.readouterr()
+    assert main(["run", str(scoring), "--data", str(data), "--out", str(out), "--resume", "-b", "scoring"]) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_a_full_disk_is_one_line(
+    scoring: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from promptdsl.datafile import OutputLock
+
+    class Full(io.StringIO):
+        def flush(self) -> None:
+            raise OSError(28, "No space left on device")
+
+        def close(self) -> None:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(OutputLock, "open", lambda self, resume: Full())
+    data = _data(tmp_path, '{"tweet": "a"}\n')
+    code = main(["run", str(scoring), "--data", str(data), "--out", str(tmp_path / "o.jsonl"), "-b", "scoring"])
+    assert "No space left on device" in one_line_error(capsys, code)
+
+
+def test_stdout_on_dev_full_is_one_line() -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "promptdsl.cli", "schema"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "No space left" in proc.stderr
+
+
+def test_eval_says_why_rows_fail_and_maps_fields(
+    scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data(tmp_path, "".join(f'{{"text": "t{i}", "label": "Yes"}}\n' for i in range(5)))
+    code = main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "5 rows failed: no field for input 'tweet' (did you mean 'text'?); map it with --field tweet=text" in err
+    assert "none of the 5 rows succeeded" in err
+    code = main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring",
+                 "--field", "tweet=text", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["accuracy"] == 1.0, captured.err
+
+
+def test_eval_on_csv_counts_empty_labels_as_unlabelled(
+    scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data(tmp_path, "tweet,label\na,Yes\nb,\nc,No\n", "data.csv")
+    assert main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["rows"] == 2 and metrics["unlabelled"] == 1 and "" not in metrics["confusion"]["labels"]
+
+
+def test_debug_works_before_the_command(tmp_path: Path) -> None:
+    spec = write(tmp_path, "version: 1\nname: x\nbogus: 1\n")
+    with pytest.raises(SpecError):
+        main(["--debug", "compile", str(spec)])
+    with pytest.raises(SpecError):
+        main(["compile", str(spec), "--debug"])
+
+
+def test_a_broken_cache_is_one_warning_and_the_run_goes_on(
+    scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "home" / "cache" / "results.sqlite3"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"garbage" * 1000)
+    data = _data(tmp_path, '{"tweet": "a"}\n{"tweet": "b"}\n')
+    assert main(["run", str(scoring), "--data", str(data), "-b", "scoring"]) == 0
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and str(cache) in warnings[0] and "--no-cache" in warnings[0]
