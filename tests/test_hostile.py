@@ -773,3 +773,33 @@ def test_a_broken_cache_is_one_warning_and_the_run_goes_on(
     assert main(["run", str(scoring), "--data", str(data), "-b", "scoring"]) == 0
     warnings = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
     assert len(warnings) == 1 and str(cache) in warnings[0] and "--no-cache" in warnings[0]
+
+
+# ============================================================================ end to end on the embedded model
+
+
+@pytest.mark.model
+def test_eval_on_the_real_model_with_fields_empty_labels_and_a_broken_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], llamacpp_backend: object
+) -> None:
+    """Items 7, 10 and 11 together: a garbage cache file warns once, `--field` maps the data's column, an
+    empty label cell is unlabelled, and without `--field` every row fails with the reason on stderr."""
+    monkeypatch.setenv("PROMPTDSL_HOME", str(tmp_path / "home"))
+    cache = tmp_path / "home" / "cache" / "results.sqlite3"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"not a database" * 100)
+    data = _data(tmp_path, "tweet,label\nI love this wonderful day!,Positive\n"
+                           "This is the worst service ever.,\nWhat a terrible awful mess.,Negative\n", "d.csv")
+    sentiment = str(ROOT / "specs" / "sentiment.yaml")
+    code = main(["eval", sentiment, "--data", str(data), "--label", "label", "-o", "n_threads=1", "--json"])
+    err = capsys.readouterr().err
+    assert code == 1 and "3 rows failed: no field for input 'text'" in err and "--field text=tweet" in err
+    code = main(["eval", sentiment, "--data", str(data), "--label", "label", "--field", "text=tweet",
+                 "-o", "n_threads=1", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    metrics = json.loads(captured.out)
+    assert metrics["rows"] == 2 and metrics["unlabelled"] == 1 and metrics["errors"] == 0
+    assert metrics["accuracy"] == 1.0  # two plain cases the 135M model gets right
+    warnings = [ln for ln in captured.err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and "--no-cache" in warnings[0]
