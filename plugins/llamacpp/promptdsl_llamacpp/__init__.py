@@ -314,6 +314,12 @@ class LlamaCppBackend(Backend):
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
         return self._model.score(prompt, continuations)
 
+    def score_many(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[list[float] | BackendError]:
+        """Several prompts per llama.cpp decode, sharing the prefix's KV cells (see ``batch``)."""
+        from .batch import score_many
+
+        return score_many(self._model, prompts, continuations)
+
     def generate_logprobs(self, prompt: Prompt, options: GenerationOptions) -> list[TokenLogprob] | None:
         """Greedy generation through the usual ``create_completion`` path, recording each step's
         log-probabilities with a logits processor (temperature 0 only; ``None`` otherwise)."""
