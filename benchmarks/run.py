@@ -8,6 +8,9 @@ prompts, so load from other programs shifts both sides alike (slices alternate).
   3  streaming generation tokens/s: promptdsl vs llama-cpp-python directly (>= 0.97x)
   4  peak memory of a 2,000-row run vs a 200-row run, in child processes (<= 1.10x)
   5  re-run of the same rows with the result cache (cost ~ nothing)
+  7  end to end: `promptdsl run --data --out --no-cache` as a child process vs the hardware limit (<= 1.10x)
+  8  the same CLI run vs a plain llama-cpp-python loop in its own process (>= 3.5x, identical predictions)
+  9  one input on the command line vs import + load + score in plain llama-cpp-python (<= +0.2 s)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 import common
 from common import Row
 
-BENCHES = ("fewshot", "stream", "memory", "cache")
+BENCHES = ("fewshot", "stream", "memory", "cache", "cli")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench_cache import bench as cache
 
             rows += cache(args.items)
+        elif name == "cli":
+            from bench_cli import bench as cli
+
+            rows += cli(args.items)
         print(f"  {name} took {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
 
     print_table(rows)

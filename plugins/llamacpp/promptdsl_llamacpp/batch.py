@@ -210,11 +210,11 @@ def score_many(
     model: _LoadedModel, prompts: Sequence[Prompt], continuations: Sequence[str], *, budget: int = BATCH_TOKENS
 ) -> list[list[float] | BackendError]:
     """``score`` for several prompts; a prompt that cannot be scored gets its error in its place."""
+    out: list[list[float] | BackendError] = [BackendError("not scored", backend="llamacpp")] * len(prompts)
+    todo: list[tuple[int, list[int]]] = []
     with model.lock:
         conts = [model._cont_tokens(c) for c in continuations]
         longest = max((len(c) for c in conts), default=0)
-        out: list[list[float] | BackendError] = [BackendError("not scored", backend="llamacpp")] * len(prompts)
-        todo: list[tuple[int, list[int]]] = []
         for i, prompt in enumerate(prompts):
             try:
                 toks = model.tokens(prompt)
@@ -223,17 +223,15 @@ def score_many(
                 out[i] = exc
                 continue
             todo.append((i, toks))
-        if not todo:
-            return out
-        if len(todo) == 1:  # nothing to batch: the one-at-a-time path, which also reuses its cache
-            i, _ = todo[0]
-            out[i] = model.score(prompts[i], continuations)
-            return out
-        ctx = _context(model)
-        token_lists = [t for _, t in todo]
-        shared = _common_prefix(token_lists)
-        for group in _plan([len(t) for t in token_lists], shared, conts, ctx, max(budget, 1)):
-            scores = ctx.score_group([token_lists[g] for g in group], conts)
-            for g, s in zip(group, scores, strict=True):
-                out[todo[g][0]] = s
-        return out
+        if len(todo) > 1:
+            ctx = _context(model)
+            token_lists = [t for _, t in todo]
+            shared = _common_prefix(token_lists)
+            for group in _plan([len(t) for t in token_lists], shared, conts, ctx, max(budget, 1)):
+                scores = ctx.score_group([token_lists[g] for g in group], conts)
+                for g, s in zip(group, scores, strict=True):
+                    out[todo[g][0]] = s
+    if len(todo) == 1:  # nothing to batch: the one-at-a-time path (it takes the lock itself)
+        i = todo[0][0]
+        out[i] = model.score(prompts[i], continuations)
+    return out
