@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from common import SPECS, Perf, Row, plain_llama, threads, tweets, write_jsonl
 
@@ -174,7 +173,7 @@ def bench(items: int = 200, rounds: int = 2) -> list[Row]:
             [f"{item_tokens} item-specific tokens ({item_tokens / items:.1f} a tweet; {shared} shared) / "
              f"{speed:.1f} tok/s = {limit:.2f} s; CLI runs: {', '.join(f'{x:.2f}' for x in cli_s)} s", probe_note],
             {"cli_s": cli_s, "limit_s": limit, "ratio": to_limit, "probes": probes, "item_tokens": item_tokens}),
-        Row(f"8 same CLI run vs plain llama-cpp-python loop (its own process)", f"{cli_t:.2f} s",
+        Row("8 same CLI run vs plain llama-cpp-python loop (its own process)", f"{cli_t:.2f} s",
             f"{plain_t:.2f} s", speedup, ">= 3.5x faster", speedup >= 3.5 and same == items,
             [f"identical predictions: {same}/{items} (largest |log-prob difference| {max_diff:.2e}); "
              f"plain runs: {', '.join(f'{x:.2f}' for x in plain_s)} s"],

@@ -64,7 +64,6 @@ def _argmax(llm: Any) -> int:
 
 def bench(rounds: int = 5, gen_tokens: int = 32) -> list[Row]:
     from llama_cpp import Llama
-
     from promptdsl_llamacpp import cpu_count, embedded_model_path
 
     cores = cpu_count()

@@ -175,20 +175,36 @@ def test_run_dataset_uses_batches_by_default(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- real model
 
 
+#: Largest |log-prob difference| seen between batched and one-at-a-time scores (docs/performance.md):
+#: llama.cpp's result depends on where an item's cells sit in the KV buffer (float rounding).
+TOLERANCE = 0.25
+
+
+def _agree(got: list[list[float]], alone: list[list[float]]) -> None:
+    """Scores close; the same prediction wherever the one-at-a-time margin is not a near tie."""
+    for g, a in zip(got, alone, strict=True):
+        assert g == pytest.approx(a, abs=TOLERANCE)
+        ranked = sorted(a, reverse=True)
+        if ranked[0] - ranked[1] > 2 * TOLERANCE:
+            assert g.index(max(g)) == a.index(max(a))
+
+
 @pytest.mark.model
-def test_batched_scores_equal_one_at_a_time(llamacpp_backend: Any) -> None:
+def test_batched_scores_agree_with_one_at_a_time(llamacpp_backend: Any) -> None:
+    from promptdsl_llamacpp.batch import score_many
+
     from promptdsl.compiler import Compiler
 
     spec = loads_spec(SPEC)
     prompts = [Compiler(spec).compile({"text": t}) for t in TEXTS]
     conts = [prompts[0].continuation_prefix + c for c in spec.output.choices]
     alone = [llamacpp_backend.score(p, conts) for p in prompts]
-    together = llamacpp_backend.score_many(prompts, conts)
-    assert together == alone  # exactly: same predictions and same log-probabilities
-    # several groups per call (a small token budget) give the same too
-    from promptdsl_llamacpp.batch import score_many
-
-    assert score_many(llamacpp_backend._model, prompts, conts, budget=60) == alone
+    together = score_many(llamacpp_backend._model, prompts, conts)
+    _agree(together, alone)  # type: ignore[arg-type]
+    assert together[0] == alone[0]  # the first sequence of a batch sits where it would alone: exact
+    assert llamacpp_backend.score_many(prompts[:3], conts) == alone[:3]  # batching is off by default
+    # several groups per call (a small token budget) agree too
+    _agree(score_many(llamacpp_backend._model, prompts, conts, budget=60), alone)  # type: ignore[arg-type]
 
 
 @pytest.mark.model
@@ -202,24 +218,23 @@ def test_batched_multi_token_choices_equal_one_at_a_time(llamacpp_backend: Any) 
     lengths = [len(llamacpp_backend.llama.tokenize(c.encode(), add_bos=False)) for c in conts]
     assert max(lengths) > 1  # the second round is exercised
     alone = [llamacpp_backend.score(p, conts) for p in prompts]
-    got = llamacpp_backend.score_many(prompts, conts)
-    assert got == pytest.approx(alone, abs=1e-4)
-    for a, b in zip(got, alone, strict=True):  # same prediction
-        assert a.index(max(a)) == b.index(max(b))
+    from promptdsl_llamacpp.batch import score_many
+
+    _agree(score_many(llamacpp_backend._model, prompts, conts), alone)  # type: ignore[arg-type]
 
 
 @pytest.mark.model
 def test_batch_frees_the_items_cells_after_each_group(llamacpp_backend: Any) -> None:
     """Memory stays flat: after a call only the shared prefix (sequence 0) holds cells."""
     import llama_cpp
-    from promptdsl_llamacpp.batch import _contexts
+    from promptdsl_llamacpp.batch import _contexts, score_many
 
     from promptdsl.compiler import Compiler
 
     spec = loads_spec(SPEC)
     prompts = [Compiler(spec).compile({"text": t}) for t in TEXTS]
     conts = [prompts[0].continuation_prefix + c for c in spec.output.choices]
-    llamacpp_backend.score_many(prompts, conts)
+    score_many(llamacpp_backend._model, prompts, conts)
     ctx = _contexts[llamacpp_backend.llama]
     assert llama_cpp.llama_memory_seq_pos_max(ctx.mem, 0) == len(ctx.prefix) - 1 > 50
     for seq in range(1, ctx.n_seq):
@@ -227,8 +242,15 @@ def test_batch_frees_the_items_cells_after_each_group(llamacpp_backend: Any) -> 
 
 
 @pytest.mark.model
-def test_dataset_run_on_the_model_batched_matches_unbatched(tmp_path: Path, llamacpp_backend: Any) -> None:
+def test_dataset_run_with_batch_option_agrees_with_unbatched(tmp_path: Path, llamacpp_backend: Any) -> None:
+    from promptdsl.registry import get_backend
+
+    batching = get_backend("llamacpp", None, {**llamacpp_backend.options, "batch": True})
+    assert batching._model is llamacpp_backend._model  # the same loaded weights
     rows = [{"text": t, "id": i} for i, t in enumerate(TEXTS)]
-    together = _lines(llamacpp_backend, rows, tmp_path, batch=16)
-    assert together == _lines(llamacpp_backend, rows, tmp_path, batch=1)
-    assert {x["value"] for x in together} <= {"Positive", "Negative", "Neutral"}
+    together = _lines(batching, rows, tmp_path, batch=16)
+    alone = _lines(llamacpp_backend, rows, tmp_path, batch=1)
+    assert [x["index"] for x in together] == list(range(len(TEXTS)))
+    assert [x["input"] for x in together] == [x["input"] for x in alone]
+    _agree([[x["scores"][c] for c in ("Positive", "Negative", "Neutral")] for x in together],
+           [[x["scores"][c] for c in ("Positive", "Negative", "Neutral")] for x in alone])

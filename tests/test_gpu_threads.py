@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
+from typing import Any, ClassVar
 
-from promptdsl.errors import BackendError
+import pytest
 from promptdsl_llamacpp.gpu import ALL_LAYERS, device, gpu_layers
 from promptdsl_llamacpp.threads import default_threads
+
+from promptdsl.errors import BackendError
 
 
 @pytest.mark.parametrize(
@@ -48,3 +51,44 @@ def test_device_line() -> None:
 )
 def test_default_threads(cores: int, load: float | None, expected: int) -> None:
     assert default_threads(cores, load) == expected
+
+
+class _FakeLlama:
+    """Stands in for llama_cpp.Llama: records the keyword arguments (no model is loaded)."""
+
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.seen.append(kwargs)
+        self.metadata: dict[str, str] = {}
+
+
+@pytest.mark.parametrize(
+    ("supported", "options", "expected"),
+    [(True, {}, ALL_LAYERS), (False, {}, 0), (True, {"n_gpu_layers": 0}, 0), (True, {"n_gpu_layers": 7}, 7)],
+)
+def test_gpu_layers_reach_the_model(
+    monkeypatch: pytest.MonkeyPatch, supported: bool, options: dict[str, Any], expected: int
+) -> None:
+    import llama_cpp
+    import promptdsl_llamacpp
+    import promptdsl_llamacpp.gpu
+
+    monkeypatch.setattr(llama_cpp, "Llama", _FakeLlama)
+    monkeypatch.setattr(promptdsl_llamacpp.gpu, "supports_offload", lambda: supported)
+    _FakeLlama.seen.clear()
+    promptdsl_llamacpp._LoadedModel(Path("model.gguf"), 512, options)
+    assert _FakeLlama.seen[0]["n_gpu_layers"] == expected
+
+
+@pytest.mark.model
+def test_real_model_params_get_the_layer_count() -> None:
+    """On this CPU-only build: nothing offloaded by default; an explicit count still reaches llama.cpp."""
+    from promptdsl_llamacpp.gpu import supports_offload
+
+    from promptdsl.registry import get_backend
+
+    default = get_backend("llamacpp", None, {"n_threads": 1})
+    assert default.llama.model_params.n_gpu_layers == (0x7FFFFFFF if supports_offload() else 0)
+    cpu = get_backend("llamacpp", None, {"n_threads": 1, "n_gpu_layers": 0})
+    assert cpu.llama.model_params.n_gpu_layers == 0

@@ -32,7 +32,7 @@ DEFAULT_N_CTX = 4096
 _MARK = "\ue000"  # a private-use character marks where message text goes in the chat template
 _MARK_RE = re.compile(f"{_MARK}(\\d+){_MARK}")
 
-_models: dict[tuple[str, int], _LoadedModel] = {}
+_models: dict[tuple[str, int, str], _LoadedModel] = {}
 _models_lock = threading.Lock()
 
 
@@ -85,6 +85,8 @@ class _LoadedModel:
     def __init__(self, path: Path, n_ctx: int, options: Mapping[str, Any]) -> None:
         from llama_cpp import Llama
 
+        from .gpu import gpu_layers, supports_offload
+
         threads = int(options.get("n_threads") or cpu_count())
         try:
             self.llm = Llama(
@@ -93,6 +95,7 @@ class _LoadedModel:
                 n_threads=threads,
                 n_threads_batch=threads,
                 n_batch=int(options.get("n_batch", 512)),
+                n_gpu_layers=gpu_layers(options.get("n_gpu_layers"), supports_offload()),
                 seed=0,
                 verbose=bool(options.get("verbose", False)),
             )
@@ -263,7 +266,7 @@ def _grammar(constraint: Constraint, prefix: str) -> Any:
 
 
 def _load(path: Path, n_ctx: int, options: Mapping[str, Any]) -> _LoadedModel:
-    key = (str(path.resolve()), n_ctx)
+    key = (str(path.resolve()), n_ctx, str(options.get("n_gpu_layers")))
     with _models_lock:
         model = _models.get(key)
         if model is None:
@@ -315,7 +318,10 @@ class LlamaCppBackend(Backend):
         return self._model.score(prompt, continuations)
 
     def score_many(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[list[float] | BackendError]:
-        """Several prompts per llama.cpp decode, sharing the prefix's KV cells (see ``batch``)."""
+        """With option ``batch: true``, several prompts per llama.cpp decode on sequences sharing the
+        prefix's KV cells (see ``batch``: faster, but scores differ slightly from one at a time)."""
+        if not self.options.get("batch", False):
+            return super().score_many(prompts, continuations)
         from .batch import score_many
 
         return score_many(self._model, prompts, continuations)
