@@ -11,6 +11,7 @@ prompts, so load from other programs shifts both sides alike (slices alternate).
   7  end to end: `promptdsl run --data --out --no-cache` as a child process vs the hardware limit (<= 1.10x)
   8  the same CLI run vs a plain llama-cpp-python loop in its own process (>= 3.5x, identical predictions)
   9  one input on the command line vs import + load + score in plain llama-cpp-python (<= +0.2 s)
+  T  llama.cpp thread settings (all cores, 1, generation cores-1) as the machine is and with cores spinners
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import common
 from common import Row
 
-BENCHES = ("fewshot", "stream", "memory", "cache", "cli")
+BENCHES = ("fewshot", "stream", "memory", "cache", "cli", "threads")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench_cli import bench as cli
 
             rows += cli(args.items)
+        elif name == "threads":
+            from bench_threads import bench as thread_settings
+
+            rows += thread_settings()
         print(f"  {name} took {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
 
     print_table(rows)

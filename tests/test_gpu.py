@@ -1,4 +1,4 @@
-"""GPU offload and thread defaults of the llamacpp backend: the decisions, tested without a GPU."""
+"""GPU offload of the llamacpp backend: the decision, and that it reaches the model, tested without a GPU."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any, ClassVar
 
 import pytest
 from promptdsl_llamacpp.gpu import ALL_LAYERS, device, gpu_layers
-from promptdsl_llamacpp.threads import default_threads
 
 from promptdsl.errors import BackendError
 
@@ -39,18 +38,6 @@ def test_device_line() -> None:
     assert device(10, 30, True) == "GPU (10 of 30 layers), CPU the rest"
     assert device(0, 30, True).startswith("CPU")
     assert device(ALL_LAYERS, 30, False) == "CPU (this llama.cpp build has no GPU support)"
-
-
-@pytest.mark.parametrize(
-    ("cores", "load", "expected"),
-    [
-        (8, None, 8),
-        (8, 0.3, 8),
-        (1, 5.0, 1),
-    ],
-)
-def test_default_threads(cores: int, load: float | None, expected: int) -> None:
-    assert default_threads(cores, load) == expected
 
 
 class _FakeLlama:
