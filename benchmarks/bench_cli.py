@@ -85,7 +85,7 @@ def _common_prefix(seqs: list[list[int]]) -> int:
     return n
 
 
-def bench(items: int = 200, rounds: int = 2) -> list[Row]:
+def bench(items: int = 200, rounds: int = 2, singles: int = 5) -> list[Row]:
     from promptdsl_llamacpp import embedded_model_path
 
     spec_path = SPECS / "sentiment.yaml"
@@ -149,7 +149,7 @@ def bench(items: int = 200, rounds: int = 2) -> list[Row]:
         ours_lines = [json.loads(x) for x in results.read_text(encoding="utf-8").splitlines()]
         batch_lines = [json.loads(x) for x in batched_out.read_text(encoding="utf-8").splitlines()]
         base_scores: list[list[float]] = json.loads(plain_out.read_text(encoding="utf-8"))
-        for i in range(5):
+        for i in range(singles):
             pair = [("ours", one), ("plain", plain_one)] if i % 2 == 0 else [("plain", plain_one), ("ours", one)]
             outs = {}
             for name, cmd in pair:
@@ -194,7 +194,7 @@ def bench(items: int = 200, rounds: int = 2) -> list[Row]:
         Row("9 one input: promptdsl run -i vs plain import + load + score", f"{statistics.median(one_ours):.2f} s",
             f"{statistics.median(one_plain):.2f} s", statistics.median(one_ours) / statistics.median(one_plain),
             "<= +0.2 s", extra <= 0.2,
-            [f"promptdsl costs {extra:+.2f} s on top (medians of 5 alternating runs; ours "
+            [f"promptdsl costs {extra:+.2f} s on top (medians of {singles} alternating runs; ours "
              f"{', '.join(f'{x:.2f}' for x in one_ours)}, plain {', '.join(f'{x:.2f}' for x in one_plain)})"],
             {"ours_s": one_ours, "plain_s": one_plain, "extra_s": extra}),
     ]
