@@ -9,22 +9,44 @@ prompts, so load from other programs shifts both sides alike (slices alternate).
   4  peak memory of a 2,000-row run vs a 200-row run, in child processes (<= 1.10x)
   5  re-run of the same rows with the result cache (cost ~ nothing)
   6  the AMX-safe default (extra_bufts=auto) vs llama.cpp's default: prompt and generation tok/s (>= 0.97x)
+  7  end to end: `promptdsl run --data --out --no-cache` as a child process vs the hardware limit (<= 1.10x)
+  8  the same CLI run vs a plain llama-cpp-python loop in its own process (>= 3.5x, identical predictions)
+  9  one input on the command line vs import + load + score in plain llama-cpp-python (<= +0.2 s)
+  T  llama.cpp thread settings (all cores, 1, generation cores-1) as the machine is and with cores spinners
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import common
 from common import Row
 
-BENCHES = ("fewshot", "stream", "memory", "cache", "bufts")
+BENCHES = ("fewshot", "stream", "memory", "cache", "bufts", "cli", "threads")
+
+
+def _run(name: str, args: argparse.Namespace) -> list[Row]:
+    """One benchmark by name (each module has a ``bench`` function; imported only when chosen)."""
+    calls: dict[str, Callable[[Any], list[Row]]] = {
+        "fewshot": lambda b: b(args.items),
+        "stream": lambda b: b(),
+        "memory": lambda b: b(*args.memory_rows),
+        "cache": lambda b: b(args.items),
+        "bufts": lambda b: b(),
+        "cli": lambda b: b(args.items),
+        "threads": lambda b: b(),
+    }
+    module = importlib.import_module(f"bench_{name}")
+    return calls[name](module.bench)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,26 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen:
         t = time.perf_counter()
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        if name == "fewshot":
-            from bench_fewshot import bench as fewshot
-
-            rows += fewshot(args.items)
-        elif name == "stream":
-            from bench_stream import bench as stream
-
-            rows += stream()
-        elif name == "memory":
-            from bench_memory import bench as memory
-
-            rows += memory(*args.memory_rows)
-        elif name == "cache":
-            from bench_cache import bench as cache
-
-            rows += cache(args.items)
-        elif name == "bufts":
-            from bench_bufts import bench as bufts
-
-            rows += bufts()
+        rows += _run(name, args)
         print(f"  {name} took {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
 
     print_table(rows)

@@ -160,6 +160,19 @@ class Backend(ABC):
         """Summed log-probability of each continuation right after ``prompt``."""
         raise BackendError("this backend cannot score continuations", backend=self.name)
 
+    def score_many(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[list[float] | BackendError]:
+        """:meth:`score` for several prompts (dataset runs); a prompt that fails gets its error in its place.
+
+        Optional: a local backend overrides it to evaluate the prompts together.
+        """
+        out: list[list[float] | BackendError] = []
+        for prompt in prompts:
+            try:
+                out.append(self.score(prompt, continuations))
+            except BackendError as exc:
+                out.append(exc)
+        return out
+
     def generate_logprobs(self, prompt: Prompt, options: GenerationOptions) -> list[TokenLogprob] | None:
         """Generate like :meth:`complete`, returning each token with its log-probability.
 

@@ -39,11 +39,13 @@ from .inputs import did_you_mean
 from .prompt import Prompt
 from .result import Result
 from .runner import Runner
-from .spec import Spec
+from .spec import Method, Spec
 
 #: Concurrent requests for backends that are not in-process (see ``Backend.local``).
 DEFAULT_REMOTE_CONCURRENCY = 4
 ON_ERROR = ("skip", "stop")
+#: Rows scored together on a local model (``Backend.score_many``); results are still written row by row.
+DEFAULT_BATCH_ROWS = 16
 
 
 # ============================================================================ running rows
@@ -100,7 +102,8 @@ class DatasetRunner:
 
     With ``concurrency > 1`` model calls run in a thread pool, at most ``concurrency`` at
     a time, while everything else (reading, the cache, writing) stays in the calling thread.
-    ``stop`` (an Event) makes it finish the rows in flight and read no more.
+    ``stop`` (an Event) makes it finish the rows in flight and read no more. With one row at a
+    time, rows scored on a local model go to it ``batch`` at a time.
     """
 
     def __init__(
@@ -113,9 +116,11 @@ class DatasetRunner:
         constants: Mapping[str, Any] | None = None,
         stop: threading.Event | None = None,
         fields: Mapping[str, str] | None = None,
+        batch: int = DEFAULT_BATCH_ROWS,
     ) -> None:
         self.fields = dict(fields or {})  # input name -> data field (--field INPUT=FIELD)
         self.runner = runner
+        self.batch = batch
         self.spec = runner.spec
         self.fmt = fmt
         self.cached = CachedRunner(runner, cache) if cache is not None else None
@@ -181,6 +186,9 @@ class DatasetRunner:
         return self._concurrent(rows)
 
     def _sequential(self, rows: Iterable[Row]) -> Iterator[Outcome]:
+        if self.batch > 1 and self.runner.method is Method.SCORE and self.runner.backend.local:
+            yield from self._batched(rows)
+            return
         for row in rows:
             step = self._prepare(row)
             if isinstance(step, Outcome):
@@ -190,6 +198,29 @@ class DatasetRunner:
                 yield self._finish(row, prompt, self._call(prompt, values))
             if self.stop.is_set():
                 return
+
+    def _batched(self, rows: Iterable[Row]) -> Iterator[Outcome]:
+        """Rows to score go to the model ``batch`` at a time (one llama.cpp decode for several rows)."""
+        steps: list[Outcome | tuple[Row, Prompt, dict[str, Any]]] = []
+
+        def flush() -> Iterator[Outcome]:
+            todo = [s for s in steps if not isinstance(s, Outcome)]
+            try:
+                got = self.runner.respond_many([(values, prompt) for _, prompt, values in todo]) if todo else []
+            except PromptDSLError as exc:
+                got = [exc] * len(todo)
+            results = iter(got)
+            for step in steps:
+                yield step if isinstance(step, Outcome) else self._finish(step[0], step[1], next(results))
+            steps.clear()
+
+        for row in rows:
+            steps.append(self._prepare(row))
+            if sum(not isinstance(s, Outcome) for s in steps) >= self.batch:
+                yield from flush()
+            if self.stop.is_set():
+                break
+        yield from flush()
 
     def _concurrent(self, rows: Iterable[Row]) -> Iterator[Outcome]:
         window = 2 * self.concurrency  # queued + running: keeps the pool busy while the head waits

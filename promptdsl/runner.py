@@ -7,7 +7,7 @@ and each method is one handler in a table.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .backend import Backend, Capability, Constraint, GenerationOptions, split_options
@@ -113,6 +113,45 @@ class Runner:
     def respond(self, values: dict[str, Any], prompt: Prompt) -> Response:
         """Like :meth:`stream` for an input already through :meth:`prepare` (caches, batch runs)."""
         return self._handlers[self.method](prompt, values, time.perf_counter())
+
+    def respond_many(self, items: Sequence[tuple[dict[str, Any], Prompt]]) -> list[Result | PromptDSLError]:
+        """Results of several prepared inputs, errors in place. By ``score`` the prompts go to the
+        backend together (:meth:`Backend.score_many`: a local model evaluates them in one batch)."""
+        prefixes = {p.continuation_prefix for _, p in items}
+        if self.method is not Method.SCORE or len(items) < 2 or len(prefixes) != 1:
+            return [self._settle(self.respond, v, p) for v, p in items]
+        start = time.perf_counter()
+        prefix = prefixes.pop()
+        conts = [prefix + c for c in self.spec.output.choices]
+        got = _call(self.backend, lambda: self.backend.score_many([p for _, p in items], conts))
+        if len(got) != len(items):
+            raise BackendError(
+                f"score_many returned {len(got)} results for {len(items)} prompts", backend=self.backend.name
+            )
+        share = (time.perf_counter() - start) / len(items)  # each row's share of the batch
+        out: list[Result | PromptDSLError] = []
+        for x in got:
+            out.append(x if isinstance(x, PromptDSLError) else self._settle(self._scored, x, share))
+        return out
+
+    @staticmethod
+    def _settle(fn: Callable[..., Any], *args: Any) -> Result | PromptDSLError:
+        try:
+            got = fn(*args)
+            return got.result() if isinstance(got, Response) else got  # type: ignore[no-any-return]
+        except PromptDSLError as exc:
+            return exc
+
+    def _scored(self, logps: Sequence[float], seconds: float) -> Result:
+        """The choice with the highest log-probability, all scores kept."""
+        choices = self.spec.output.choices
+        if len(logps) != len(choices):
+            raise BackendError(
+                f"score returned {len(logps)} values for {len(choices)} choices", backend=self.backend.name
+            )
+        scores = dict(zip(choices, (float(x) for x in logps), strict=True))
+        best = max(choices, key=lambda c: scores[c])
+        return self._result(best, best, time.perf_counter() - seconds, scores)
 
     # ------------------------------------------------------------------ method handlers
 

