@@ -70,8 +70,8 @@ class PromptDSLApp(App[None]):
         Binding("ctrl+b", "backend", "Backend"),
         Binding("ctrl+t", "system_prompt", "System"),
         Binding("ctrl+f", "export", "Export"),
-        Binding("ctrl+e", "editor", "$EDITOR", show=False),
-        Binding("ctrl+k", "continue_reply", "Continue", show=False),
+        Binding("ctrl+e", "editor", "$EDITOR", show=False, priority=True),  # over the box's Ctrl+E (End stays)
+        Binding("ctrl+l", "continue_reply", "Continue", show=False),
         Binding("f2", "rename", "Rename", show=False),
         Binding("ctrl+g", "copy_last", "Copy reply", show=False),
         Binding("escape", "cancel", "Stop", show=False),
@@ -225,6 +225,12 @@ class PromptDSLApp(App[None]):
         if await self.chat.cancel():
             self.notify("Reply stopped; the text so far is kept.", timeout=3)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Ctrl+E is the editor only on the chat screen; elsewhere the key stays the widget's."""
+        if action == "editor":
+            return self.screen is self.screen_stack[0]
+        return True
+
     def _busy_with_dialog(self) -> bool:
         """A dialog is open: keys that open screens wait until it is closed."""
         return isinstance(self.screen, ModalScreen)
@@ -268,7 +274,7 @@ class PromptDSLApp(App[None]):
 
     def action_editor(self) -> None:
         """Ctrl+E: write the message in $VISUAL / $EDITOR; saving and quitting puts the text in the box."""
-        if self._busy_with_dialog() or not isinstance(self.screen, Screen) or self.screen is not self.screen_stack[0]:
+        if self.screen is not self.screen_stack[0]:
             return
         box = self.chat.input
         command = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
@@ -409,7 +415,7 @@ class PromptDSLApp(App[None]):
         yield SystemCommand("Edit system prompt", "Change the system prompt (Ctrl+T)", self.action_system_prompt)
         yield SystemCommand("Switch backend or model", "Pick an installed backend and a model (Ctrl+B)",
                             self.action_backend)
-        yield SystemCommand("Continue reply", "Continue a reply cut at max_tokens or stopped (Ctrl+K)",
+        yield SystemCommand("Continue reply", "Continue a reply cut at max_tokens or stopped (Ctrl+L)",
                             self.action_continue_reply)
         yield SystemCommand("Rename conversation", "Give the open conversation another title (F2)", self.action_rename)
         yield SystemCommand("Compose in $EDITOR", "Write the message in your editor (Ctrl+E)", self.action_editor)

@@ -60,15 +60,17 @@ class HistoryScreen(ModalScreen[int | None]):
     def table(self) -> DataTable[str | Text]:
         return self.query_one(DataTable)
 
-    def _fill(self, query: str, keep: int | None = None) -> None:
+    def _fill(self, query: str, keep: int | None = None, at: int | None = None) -> None:
         self._query = query
         self._confirm = None
         self.table.clear()
         self.rows = []
         self.total = self.store.count(query)
         self._more()
-        if keep is not None:
-            index = next((i for i, r in enumerate(self.rows) if r.id == keep), 0)
+        index = next((i for i, r in enumerate(self.rows) if r.id == keep), None) if keep is not None else None
+        if index is None and at is not None:
+            index = min(at, len(self.rows) - 1)
+        if index is not None and index >= 0:
             self.table.move_cursor(row=index)
 
     def _more(self) -> None:
@@ -89,7 +91,7 @@ class HistoryScreen(ModalScreen[int | None]):
         if not self.total:
             text = "Nothing matches." if self._query.strip() else "No saved conversations yet."
         elif len(self.rows) < self.total:
-            text = f"Showing {len(self.rows)} of {self.total}: move past the last row for more, or search."
+            text = f"Showing {len(self.rows)} of {self.total}: the last row (Ctrl+End) loads more; or search."
         else:
             text = f"{self.total} conversation{'s' if self.total != 1 else ''}"
         self.query_one("#history-count", Label).update(extra or text)
@@ -105,7 +107,8 @@ class HistoryScreen(ModalScreen[int | None]):
 
     def on_key(self, event: events.Key) -> None:
         """Up / Down / Page keys move the list while the search box keeps the focus."""
-        keys = {"up": "cursor_up", "down": "cursor_down", "pageup": "page_up", "pagedown": "page_down"}
+        keys = {"up": "cursor_up", "down": "cursor_down", "pageup": "page_up", "pagedown": "page_down",
+                "ctrl+home": "scroll_top", "ctrl+end": "scroll_bottom"}
         if event.key in keys and self.focused is self.query_one("#filter"):
             event.stop()
             event.prevent_default()
@@ -140,9 +143,10 @@ class HistoryScreen(ModalScreen[int | None]):
             self._count_label(f"Delete “{row.title}” and its {row.messages} messages? Press Delete again to "
                               "delete it; any other key keeps it.")
             return
+        at = self.table.cursor_row
         self.store.delete(row.id)
         self.notify(f"Deleted “{row.title}”.")
-        self._fill(self._query, keep=row.id)
+        self._fill(self._query, at=at)
 
     def action_rename(self) -> None:
         row = self._selected()

@@ -28,7 +28,7 @@ STATUS_LABELS: dict[Status, str] = {
     "cancelled": "stopped",
     "error": "error",
     "interrupted": "interrupted",
-    "length": "cut at max_tokens · Ctrl+K continues",
+    "length": "cut at max_tokens · Ctrl+L continues",
 }
 INCOMPLETE: frozenset[Status] = frozenset({"cancelled", "error", "interrupted", "length"})
 

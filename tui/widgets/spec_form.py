@@ -198,8 +198,8 @@ class SpecForm(Vertical):
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            where = f" at line {exc.lineno} column {exc.colno}" if f.kind == "json" else ""
-            raise ValueError(f"input '{f.name}': {text.strip()!r} is not {what} ({exc.msg}{where})") from None
+            where = f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if f.kind == "json" else ""
+            raise ValueError(f"input '{f.name}': {text.strip()!r} is not {what}{where}") from None
         if f.kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"input '{f.name}': {text.strip()!r} is not {what}")
         if f.kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
