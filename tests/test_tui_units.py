@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import stat
@@ -10,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from promptdsl_tui import history as history_module
 from promptdsl_tui.conversation import Conversation, Turn, make_title
 from promptdsl_tui.export import ExportExists, export_markdown, hard_breaks, to_markdown
-from promptdsl_tui import history as history_module
 from promptdsl_tui.history import SCHEMA_VERSION, HistoryStore
 from promptdsl_tui.screens.backend import format_options, parse_options
 from promptdsl_tui.session import BackendChoice, ContextFull, Session, check_options, fit_prompt
