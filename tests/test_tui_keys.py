@@ -618,3 +618,18 @@ async def test_spec_form_enum_without_default_numbers_limits_and_all_errors(
 
 def test_os_is_posix() -> None:
     assert os.name == "posix"  # the fake editor is a shell script
+
+
+async def test_backend_dialog_opens_when_the_current_backend_is_not_a_plugin(
+    store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in tmux: Select.BLANK is no value in Textual 8; a backend given as an instance crashed Ctrl+B."""
+    monkeypatch.setattr("promptdsl_tui.screens.backend.list_backends", lambda: [])
+    app = App(backend_instance=ScriptedBackend([]), history=store, cwd=store.path.parent)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("ctrl+b")
+        assert isinstance(app.screen, BackendScreen) and app.screen.query_one("#backend", Select).is_blank()
+        app.screen.query_one("#model", Input).focus()
+        await pilot.press("enter")
+        assert str(app.screen.query_one("#backend-error", Label).content) == "Choose a backend."

@@ -163,9 +163,9 @@ class PromptDSLApp(App[None]):
         self.status.model = backend.model_id
         self.status.context_total = total
         self.status.state = "generating" if self.chat.generating else "ready"
+        self.chat.remeasure()  # the context figures are this backend's (or unknown)
         if switched:
             self.chat.stamp_settings()  # the open conversation continues on it (kept for resume)
-            self.chat.remeasure()
             self.notify(f"Now using {backend.name} · {backend.model_id}", title="Backend")
 
     def _backend_failed(self, error: str) -> None:

@@ -56,13 +56,15 @@ class BackendScreen(ModalScreen[BackendChoice | None]):
     def compose(self) -> ComposeResult:
         names = {i.name for i in self.infos}
         options = [(_describe(i), i.name) for i in self.infos if not i.error]
-        value = self.current.name if self.current.name in names else Select.BLANK
         models = sorted({m for b, m in self.used if m} | {"default"})
         with Vertical(classes="dialog", id="backend-box"):
             yield Label("Backend and model  (Enter switches · Esc cancels)", classes="dialog-title")
             with VerticalScroll(id="backend-fields"):  # scrolls on a small terminal; the buttons stay
                 yield Label("Backend", classes="field-label")
-                yield Select(options, value=value, allow_blank=False, id="backend", compact=True)
+                if self.current.name in names:
+                    yield Select(options, value=self.current.name, allow_blank=False, id="backend", compact=True)
+                else:  # the current backend is not an installed plugin (Select.BLANK is not a value)
+                    yield Select(options, allow_blank=True, prompt="choose…", id="backend", compact=True)
                 broken = [i for i in self.infos if i.error]
                 if broken:
                     yield Label("\n".join(_describe(i) for i in broken), classes="hint error-text")

@@ -271,14 +271,13 @@ class ChatView(Vertical):
     async def on_chat_view_reply_ended(self, event: ChatView.ReplyEnded) -> None:
         gen = event.gen
         view = self._view_for(gen.turn)
-        if gen is self._gen:
-            self._gen = None
-            self.post_message(self.StateChanged("ready"))
         if gen.not_sent:
+            self._ended(gen)
             await self._not_sent(gen)
             return
         if view is not None and view.streaming:
             await view.finish(gen.text, gen.status)
+        self._ended(gen)  # after the view shows the end: "not generating" means the reply is final
         if view is not None:
             view.refresh_title()
         if gen.error:
@@ -300,6 +299,11 @@ class ChatView(Vertical):
                 fitted.total if fitted else self.session_total(),
             )
         )
+
+    def _ended(self, gen: Generation) -> None:
+        if gen is self._gen:
+            self._gen = None
+            self.post_message(self.StateChanged("ready"))
 
     async def _not_sent(self, gen: Generation) -> None:
         """The last message does not fit the context: keep it, marked "not sent", and drop the empty reply."""
