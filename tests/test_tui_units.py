@@ -84,6 +84,10 @@ def test_markdown_export(home: Path, tmp_path: Path) -> None:
     assert "## System\n\nBe brief.\n" in text
     assert "## You\n\nthree fruits,  \none per line\n" in text  # line breaks kept
     assert "Apple  \nPear\n\n```\na\nb\n```\n\n*(stopped by the user)*" in text  # not inside code
+    authored = Conversation(turns=[Turn("user", "q"), Turn("assistant", "", "error", backend="openai", model="gpt-x",
+                                                           note="connection refused")])
+    assert "## Assistant · gpt-x (openai)\n\n*(no text)*\n\n*(the backend failed during this reply: connection refused)*" \
+        in to_markdown(authored)
     path = export_markdown(conv)
     assert path.parent == home / "exports" and path.name.endswith("-fruit-list-7.md")
     assert path.read_text(encoding="utf-8") == text

@@ -19,6 +19,7 @@ STATUS_NOTES = {
     "interrupted": "interrupted: the app was closed while it streamed",
     "error": "the backend failed during this reply",
     "streaming": "still streaming when exported",
+    "length": "cut at max_tokens",
 }
 
 
@@ -53,10 +54,12 @@ def to_markdown(conv: Conversation) -> str:
     if conv.system.strip():
         lines += ["## System", "", hard_breaks(conv.system.strip()), ""]
     for turn in conv.turns:
-        lines += [f"## {ROLE_HEADINGS[turn.role]}", "", hard_breaks(turn.content) or "*(no text)*", ""]
+        heading = ROLE_HEADINGS[turn.role] + (f" · {turn.author}" if turn.role == "assistant" and turn.author else "")
+        lines += [f"## {heading}", "", hard_breaks(turn.content) or "*(no text)*", ""]
         note = STATUS_NOTES.get(turn.status)
         if note:
-            lines += [f"*({note})*", ""]
+            detail = f": {turn.note}" if turn.note and turn.status == "error" else ""
+            lines += [f"*({note}{detail})*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
