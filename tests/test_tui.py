@@ -465,3 +465,23 @@ async def test_spec_picker_form_widgets_text_and_json_results(
         await wait_for(pilot, lambda: view.result is not None, what="text result")
         assert view.result is not None and view.result.method.value == "generate"
         assert isinstance(view.result.value, str) and view.result.value
+
+
+async def test_a_reply_cut_at_max_tokens_is_marked_and_continues_on_the_real_model(
+    tui_model: Any, store: HistoryStore
+) -> None:
+    """Whether a reply hit max_tokens depends on the backend's chunks and tokenizer: the real model decides."""
+    app = make_app(store, options={**FAST, "max_tokens": 5})
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await send(pilot, app, "Write a long story about a cat.")
+        reply = app.chat.conversation.turns[-1]
+        first = reply.content
+        assert reply.status == "length" and first.strip()
+        view = app.chat.query(MessageView).last()
+        assert "cut at max_tokens" in str(view.border_title) and "smollm2 (llamacpp)" in str(view.border_title)
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: not app.chat.generating and reply.status != "streaming", what="continuation")
+        assert reply.content.startswith(first) and len(reply.content) > len(first)
+        assert view.query_one(Markdown).source == reply.content
+        assert store.load(app.chat.conversation.id or -1).turns[-1].content == reply.content

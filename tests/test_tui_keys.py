@@ -339,6 +339,8 @@ async def test_a_message_longer_than_the_context_is_not_sent_and_history_stays(s
         await type_and_send(pilot, app, "what is my name?")
         sent = [m.content for m in backend.prompts[-1].messages]
         assert sent[1:] == ["my name is Ada", "fine", "what is my name?"]  # the earlier turns are all there
+        saved = store.load(app.chat.conversation.id or -1).turns
+        assert saved[2].status == "error" and "too long" in saved[2].note  # kept, marked, with why
 
 
 # --------------------------------------------------------------------------- 10: honest feedback

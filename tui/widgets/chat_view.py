@@ -343,6 +343,8 @@ class ChatView(Vertical):
             return
         if turns[-1].status == "error":
             turns[-1].status, turns[-1].note = "done", ""  # try the unsent message again
+            if self.store is not None and turns[-1].id is not None:
+                self.store.update_turn(turns[-1].id, turns[-1].content, "done", "")
             view = self._view_for(turns[-1])
             if view is not None:
                 view.refresh_title()
