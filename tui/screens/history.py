@@ -140,8 +140,8 @@ class HistoryScreen(ModalScreen[int | None]):
             return
         if self._confirm != row.id:
             self._confirm = row.id
-            self._count_label(f"Delete “{row.title}” and its {row.messages} messages? Press Delete again to "
-                              "delete it; any other key keeps it.")
+            self._count_label(f"Delete “{row.title}” ({row.messages} messages)? Delete again deletes it; "
+                              "any other key keeps it.")
             return
         at = self.table.cursor_row
         self.store.delete(row.id)

@@ -218,6 +218,7 @@ class SpecScreen(Screen[None]):
             self._state(f"Fix the {n} input{'s' if n != 1 else ''} marked in red." if n else "Fix the inputs.")
             self.result_view.clear()  # an old result under a form that changed would mislead
             self.query_one("#raw").display = False
+            self.call_after_refresh(self.form.show_first_error)
             return
         self._run_values = values
         self._run_id += 1

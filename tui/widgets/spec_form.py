@@ -250,6 +250,13 @@ class SpecForm(Vertical):
                 out[f.name] = str(label.content)
         return out
 
+    def show_first_error(self) -> None:
+        """Scroll the first field with an error into view (the form can be taller than the screen)."""
+        for f in self.fields:
+            if self.query_one(f"#{f.error_id}", Label).display:
+                self.query_one(f"#{f.widget_id}").scroll_visible(animate=False)
+                return
+
     def _clear_errors(self) -> None:
         for f in self.fields:
             self.query_one(f"#{f.error_id}", Label).display = False
