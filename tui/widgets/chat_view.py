@@ -10,6 +10,7 @@ so far is kept, and the worker closes the backend's iterator at its next chunk.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from textual import on, work
@@ -23,7 +24,7 @@ from promptdsl.errors import PromptDSLError
 from promptdsl.prompt import Message as ChatMessage
 
 from ..conversation import Conversation, Turn, make_title
-from ..generation import FRAME_SECONDS, Generation, run_generation
+from ..generation import CPU_BOUND, FRAME_SECONDS, MAX_FRAME_GAP, UI_SHARE, Generation, run_generation
 from ..history import HistoryStore
 from ..session import ContextFull, Session, fit_prompt
 from .chat_input import ChatInput
@@ -92,6 +93,9 @@ class ChatView(Vertical):
         self._gen_turns: list[Turn] = []  # the turns in the streaming reply's prompt, oldest first
         self._attempt = 0
         self._frame: Timer | None = None
+        self._ui_cpu0 = 0.0  # this thread's CPU time when the reply started
+        self._wall0 = self._shown_at = 0.0
+        self._blink = True
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="log"):
@@ -208,6 +212,10 @@ class ChatView(Vertical):
 
     def _start(self, gen: Generation) -> None:
         self._gen = gen
+        self._ui_cpu0 = time.thread_time()
+        self._wall0 = self._shown_at = time.monotonic()
+        self._blink = self.input.cursor_blink
+        self.input.cursor_blink = False  # a blinking cursor redraws twice a second: ~10 ms CPU/s
         self.post_message(self.StateChanged("generating"))
         self._post_stats(gen)
         if self._frame is not None:
@@ -236,8 +244,9 @@ class ChatView(Vertical):
                 self._frame.pause()
             return
         view = self._view_for(gen.turn)
-        if view is None:
+        if view is None or not self._frame_due(gen, view):
             return
+        self._shown_at = time.monotonic()
         if gen.first_at is None:
             waited = gen.waiting_seconds()
             if waited >= PHASE_AFTER:
@@ -248,6 +257,23 @@ class ChatView(Vertical):
         self._mark_left_out(gen)
         await view.show_text(gen.visible)
         self._post_stats(gen)
+
+    def _frame_due(self, gen: Generation, view: MessageView) -> bool:
+        """Whether to draw a frame now: within the UI's CPU budget (see UI_SHARE), or overdue.
+
+        The budget is measured, not assumed: this (UI) thread's CPU since the reply started
+        against the generating thread's, so the model keeps its speed on a crowded machine
+        and the screen moves as often as that allows (many frames a second on a free one).
+        """
+        now = time.monotonic()
+        if now - self._shown_at >= MAX_FRAME_GAP:
+            return True
+        if not view.source and gen.visible:
+            return True  # the first text shows at once
+        wall = now - self._wall0
+        worker = gen.worker_cpu
+        budget = UI_SHARE * (worker if worker > CPU_BOUND * wall else wall)
+        return time.thread_time() - self._ui_cpu0 <= budget
 
     def _post_stats(self, gen: Generation) -> None:
         fitted = gen.fitted
@@ -303,6 +329,7 @@ class ChatView(Vertical):
     def _ended(self, gen: Generation) -> None:
         if gen is self._gen:
             self._gen = None
+            self.input.cursor_blink = self._blink
             self.post_message(self.StateChanged("ready"))
 
     async def _not_sent(self, gen: Generation) -> None:
@@ -326,6 +353,7 @@ class ChatView(Vertical):
             return False
         text = gen.cancel()
         self._gen = None
+        self.input.cursor_blink = self._blink
         view = self._view_for(gen.turn)
         if view is not None:
             await view.finish(text, "cancelled")
