@@ -27,7 +27,7 @@ from promptdsl_tui.widgets.result_view import ResultView
 from promptdsl_tui.widgets.spec_form import SpecForm
 from test_tui_support import FAST, ROOT, ScriptedBackend, wait_for
 from textual import events
-from textual.widgets import Select, Static, TextArea
+from textual.widgets import Markdown, Select, Static, TextArea
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
 SIZE = (100, 32)
@@ -76,14 +76,14 @@ async def send(pilot: Any, app: PromptDSLApp, text: str) -> None:
 async def test_send_streams_markdown_reply_and_saves_it(
     tui_model: Any, store: HistoryStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    chunks: list[str] = []
-    original = MessageView.write
+    shown: list[str] = []
+    original = MessageView.show_text
 
-    async def spy(self: MessageView, chunk: str) -> None:
-        chunks.append(chunk)
-        await original(self, chunk)
+    async def spy(self: MessageView, text: str) -> None:
+        shown.append(text)
+        await original(self, text)
 
-    monkeypatch.setattr(MessageView, "write", spy)
+    monkeypatch.setattr(MessageView, "show_text", spy)
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
@@ -97,20 +97,21 @@ async def test_send_streams_markdown_reply_and_saves_it(
 
         user, reply = app.chat.conversation.turns
         assert user.content == "Hello\nthere"
-        assert reply.status == "done" and reply.content.strip()
-        assert len(chunks) > 1 and "".join(chunks) == reply.content  # streamed piece by piece
+        assert reply.status == "length" and reply.content.strip()  # FAST's max_tokens=6 cuts it, and it says so
+        assert shown and all(reply.content.startswith(t) for t in shown)  # streamed, as it came
         views = app.chat.query(MessageView)
         assert [v.turn for v in views] == [user, reply]
-        assert views[-1].source == reply.content  # the Markdown widget holds exactly the reply
+        assert views[-1].query_one(Markdown).source == reply.content  # the Markdown widget holds exactly the reply
+        assert "smollm2 (llamacpp)" in str(views[-1].border_title)  # which model wrote it
         assert app.chat.query_one(ChatInput).text == ""
         # status bar: backend, model, speed and context use
         assert (app.status.backend, app.status.model) == ("llamacpp", "smollm2")
-        assert app.status.tokens == len(chunks) and app.status.tokens_per_second
+        assert (app.status.tokens or 0) > 1 and app.status.tokens_per_second
         assert app.status.context_total == 2048 and 0 < (app.status.context_used or 0) < 200
         # saved as it streamed
         saved = store.load(app.chat.conversation.id or -1)
         assert [(t.role, t.content, t.status) for t in saved.turns] == [
-            ("user", "Hello\nthere", "done"), ("assistant", reply.content, "done")]
+            ("user", "Hello\nthere", "done"), ("assistant", reply.content, "length")]
         assert saved.backend == "llamacpp" and saved.model == "smollm2" and saved.title == "Hello"
 
 
@@ -152,7 +153,7 @@ async def test_regenerate_replaces_the_last_reply(tui_model: Any, store: History
         await pilot.press("ctrl+r")
         turns = app.chat.conversation.turns
         await wait_for(pilot, lambda: turns[-1] is not first and turns[-1].role == "assistant"
-                       and turns[-1].status == "done", what="the new reply")
+                       and turns[-1].status in ("done", "length"), what="the new reply")
         assert [t.role for t in turns] == ["user", "assistant"] and turns[-1].content
         assert [v.turn for v in app.chat.query(MessageView)] == turns
         saved = store.load(app.chat.conversation.id or -1)
@@ -198,6 +199,8 @@ async def test_switching_to_a_missing_model_or_a_dead_server_keeps_the_old_backe
         await pilot.press("ctrl+b")
         screen = app.screen
         screen.query_one("#backend", Select).value = "openai"
+        await pilot.pause()  # choosing another backend empties model and options; then they are typed
+        assert screen.query_one("#model").value == ""  # type: ignore[attr-defined]
         screen.query_one("#model").value = "gpt-test"  # type: ignore[attr-defined]
         screen.query_one("#options").value = "base_url=http://127.0.0.1:9/v1"  # type: ignore[attr-defined]
         screen.query_one("#options").focus()
@@ -210,7 +213,7 @@ async def test_switching_to_a_missing_model_or_a_dead_server_keeps_the_old_backe
         if app.session.choice.name == "llamacpp":
             assert app.status.backend == "llamacpp"
             await send(pilot, app, "Say hi.")
-            assert app.chat.conversation.turns[-1].status == "done"
+            assert app.chat.conversation.turns[-1].status in ("done", "length")
 
 
 # --------------------------------------------------------------------------- session control
@@ -275,6 +278,7 @@ async def test_export_to_markdown(tui_model: Any, store: HistoryStore, tui_home:
         assert "## Assistant" in text and reply.strip().splitlines()[0].strip() in text
         # to a chosen path, through the palette's "Export as…"
         target = tmp_path / "out" / "chat.md"
+        target.parent.mkdir()
         app.action_export_to()
         await pilot.pause()
         for ch in str(target):
@@ -451,7 +455,7 @@ async def test_spec_picker_form_widgets_text_and_json_results(
         form.set_value("tone", "formal")
         await pilot.press("ctrl+r")
         errors = form.errors()
-        assert set(errors) == {"sentence"}  # validate_inputs reports the first problem
+        assert set(errors) == {"sentence", "words"}  # every problem at once
         form.set_value("sentence", "hey what's up")
         await pilot.pause()
         assert set(form.errors()) == {"words"} and "minimum" in form.errors()["words"]
@@ -463,3 +467,23 @@ async def test_spec_picker_form_widgets_text_and_json_results(
         await wait_for(pilot, lambda: view.result is not None, what="text result")
         assert view.result is not None and view.result.method.value == "generate"
         assert isinstance(view.result.value, str) and view.result.value
+
+
+async def test_a_reply_cut_at_max_tokens_is_marked_and_continues_on_the_real_model(
+    tui_model: Any, store: HistoryStore
+) -> None:
+    """Whether a reply hit max_tokens depends on the backend's chunks and tokenizer: the real model decides."""
+    app = make_app(store, options={**FAST, "max_tokens": 5})
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await send(pilot, app, "Write a long story about a cat.")
+        reply = app.chat.conversation.turns[-1]
+        first = reply.content
+        assert reply.status == "length" and first.strip()
+        view = app.chat.query(MessageView).last()
+        assert "cut at max_tokens" in str(view.border_title) and "smollm2 (llamacpp)" in str(view.border_title)
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: not app.chat.generating and reply.status != "streaming", what="continuation")
+        assert reply.content.startswith(first) and len(reply.content) > len(first)
+        assert view.query_one(Markdown).source == reply.content
+        assert store.load(app.chat.conversation.id or -1).turns[-1].content == reply.content

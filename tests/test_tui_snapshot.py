@@ -37,7 +37,8 @@ def test_main_screen(snap_compare: Any, tui_model: Any, tui_home: Path) -> None:
         system="You are a concise programming assistant.",
         backend="llamacpp",
         model="smollm2",
-        turns=[Turn("user", "How do I print hello world in Python?"), Turn("assistant", REPLY)],
+        turns=[Turn("user", "How do I print hello world in Python?"),
+               Turn("assistant", REPLY, backend="llamacpp", model="smollm2")],
         created=0.0,
     )
     store.create(conv)

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
+from promptdsl_tui import history as history_module
 from promptdsl_tui.conversation import Conversation, Turn, make_title
-from promptdsl_tui.export import export_markdown, hard_breaks, to_markdown
-from promptdsl_tui.history import HistoryStore
+from promptdsl_tui.export import ExportExists, export_markdown, hard_breaks, to_markdown
+from promptdsl_tui.history import SCHEMA_VERSION, HistoryStore
 from promptdsl_tui.screens.backend import format_options, parse_options
-from promptdsl_tui.session import BackendChoice, Session, fit_prompt
+from promptdsl_tui.session import BackendChoice, ContextFull, Session, check_options, fit_prompt
 from promptdsl_tui.specs import discover
 from promptdsl_tui.widgets.result_view import choice_probabilities
-from promptdsl_tui.widgets.spec_form import field_kind
+from promptdsl_tui.widgets.spec_form import field_kind, limits, schema_errors
 from test_tui_support import ROOT
 
-from promptdsl.backend import split_options
+from promptdsl.backend import Backend, split_options
 from promptdsl.cli import main
-from promptdsl.errors import PromptDSLError
+from promptdsl.errors import InputError, PromptDSLError
 from promptdsl.prompt import Message
 
 # --------------------------------------------------------------------------- history
@@ -81,14 +84,34 @@ def test_markdown_export(home: Path, tmp_path: Path) -> None:
     assert "## System\n\nBe brief.\n" in text
     assert "## You\n\nthree fruits,  \none per line\n" in text  # line breaks kept
     assert "Apple  \nPear\n\n```\na\nb\n```\n\n*(stopped by the user)*" in text  # not inside code
+    authored = Conversation(turns=[Turn("user", "q"), Turn("assistant", "", "error", backend="openai", model="gpt-x",
+                                                           note="connection refused")])
+    assert "## Assistant · gpt-x (openai)\n\n*(no text)*\n\n*(the backend failed during this reply: connection refused)*" \
+        in to_markdown(authored)
     path = export_markdown(conv)
     assert path.parent == home / "exports" and path.name.endswith("-fruit-list-7.md")
     assert path.read_text(encoding="utf-8") == text
+    # a chosen path: its folder must exist (a typo creates no folders)
+    with pytest.raises(PromptDSLError, match=r"cannot write .*b\.md: the folder .*a does not exist"):
+        export_markdown(conv, tmp_path / "a" / "b.md")
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "a").mkdir()
     chosen = export_markdown(conv, tmp_path / "a" / "b.md")
     assert chosen == (tmp_path / "a" / "b.md").resolve() and chosen.read_text(encoding="utf-8") == text
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(chosen.stat().st_mode) == 0o666 & ~umask  # a new file gets the usual mode, not 0600
+    # an existing file is replaced only when asked, and keeps its mode
+    chosen.write_text("mine", encoding="utf-8")
+    chosen.chmod(0o640)
+    with pytest.raises(ExportExists, match="already exists"):
+        export_markdown(conv, chosen)
+    assert chosen.read_text(encoding="utf-8") == "mine"
+    assert export_markdown(conv, chosen, overwrite=True) == chosen
+    assert chosen.read_text(encoding="utf-8") == text and stat.S_IMODE(chosen.stat().st_mode) == 0o640
     into_dir = export_markdown(conv, tmp_path)
     assert into_dir.parent == tmp_path.resolve()
-    assert not list(tmp_path.glob(".export-*"))  # no temp files left behind
+    assert not list(tmp_path.glob(".export-*")) and not list((tmp_path / "a").glob(".export-*"))  # no temp files
     with pytest.raises(PromptDSLError, match="nothing to export"):
         export_markdown(Conversation())
     with pytest.raises(PromptDSLError, match="cannot write"):
@@ -205,3 +228,161 @@ def test_chat_bad_spec_is_a_located_one_line_error(
 def test_chat_continue_without_history(tui_model: Any, home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["chat", "--continue", "-o", "n_threads=1", "-o", "n_ctx=2048"]) == 2
     assert "there is no saved conversation yet" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- history migrations (PRAGMA user_version)
+
+V1_SCHEMA = """
+CREATE TABLE conversations (id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL DEFAULT '',
+    system TEXT NOT NULL DEFAULT '', backend TEXT NOT NULL DEFAULT '', model TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE, role TEXT NOT NULL,
+    content TEXT NOT NULL DEFAULT '', status TEXT NOT NULL DEFAULT 'done', created REAL NOT NULL);
+CREATE INDEX messages_by_conversation ON messages(conversation_id, id);
+INSERT INTO conversations VALUES (1, 'Old chat', 'Be brief.', 'llamacpp', 'smollm2', 1.0, 2.0);
+INSERT INTO messages VALUES (1, 1, 'user', 'hello', 'done', 1.0);
+INSERT INTO messages VALUES (2, 1, 'assistant', 'hi there', 'done', 1.5);
+INSERT INTO messages VALUES (3, 1, 'assistant', 'half', 'streaming', 1.6);
+PRAGMA user_version=1;
+"""
+
+
+def _columns(path: Path, table: str) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+
+
+def test_history_migrates_a_version_1_database_keeping_its_chats(tmp_path: Path) -> None:
+    """The schema the first release wrote (user_version 1), with rows, opened by this version."""
+    path = tmp_path / "h.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA)
+    store = HistoryStore(path)
+    assert store.found_version == 1
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert {"options"} <= _columns(path, "conversations") and {"backend", "model", "note"} <= _columns(path, "messages")
+    conv = store.load(1)
+    assert (conv.title, conv.system, conv.backend, conv.model, conv.options) == (
+        "Old chat", "Be brief.", "llamacpp", "smollm2", {})
+    assert [(t.role, t.content, t.status, t.model) for t in conv.turns] == [
+        ("user", "hello", "done", ""), ("assistant", "hi there", "done", ""), ("assistant", "half", "interrupted", "")]
+    # the new tables work on the migrated file
+    reply = Turn("assistant", "more", backend="llamacpp", model="smollm2")
+    store.add_turn(1, reply)
+    store.set_setting("system", "Be kind.")
+    run = store.add_spec_run("tone", "/x/tone.yaml", {"sentence": "hi"}, "Hello.")
+    assert store.load(1).turns[-1].author == "smollm2 (llamacpp)" and store.get_setting("system") == "Be kind."
+    assert store.spec_runs("tone", "/x/tone.yaml")[0].id == run
+    store.close()
+    # opening again runs nothing more
+    again = HistoryStore(path)
+    assert again.found_version == SCHEMA_VERSION and len(again.load(1).turns) == 4
+
+
+def test_history_creates_a_fresh_database_through_every_migration(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite3"
+    sqlite3.connect(path).close()  # an empty file: user_version 0
+    store = HistoryStore(path)
+    assert store.found_version == 0
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    conv = Conversation(title="t", backend="b", model="m", options={"temperature": 0.2},
+                        turns=[Turn("user", "q"), Turn("assistant", "", "error", note="server down")])
+    store.create(conv)
+    back = store.load(conv.id or -1)
+    assert back.options == {"temperature": 0.2} and back.turns[1].note == "server down"
+
+
+def test_history_from_a_newer_promptdsl_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "future.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(PromptDSLError, match=r"written by a newer promptdsl \(schema \d+"):
+        HistoryStore(path)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION + 1,)
+
+
+def test_a_failing_migration_leaves_the_database_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "h.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA)
+    monkeypatch.setattr(history_module, "MIGRATIONS", (*history_module.MIGRATIONS, "ALTER TABLE nope ADD x;"))
+    monkeypatch.setattr(history_module, "SCHEMA_VERSION", len(history_module.MIGRATIONS))
+    with pytest.raises(PromptDSLError, match="cannot open the chat history"):
+        HistoryStore(path)
+    # steps that worked are committed one by one; the broken one rolled back
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert sqlite3.connect(path).execute("SELECT title FROM conversations").fetchall() == [("Old chat",)]
+
+
+def test_history_counts_pages_snippets_models_and_recall(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "h.sqlite3")
+    for i in range(5):
+        store.create(Conversation(title=f"chat {i}", turns=[
+            Turn("user", f"question {i} about the weather in Oslo" if i == 3 else f"question {i}"),
+            Turn("assistant", f"answer {i}", backend="llamacpp", model="smollm2" if i % 2 else "other"),
+        ]))
+    assert store.count() == 5 and store.count("Oslo") == 1
+    first, second = store.summaries(limit=3), store.summaries(limit=3, offset=3)
+    assert [s.title for s in first + second] == [f"chat {i}" for i in (4, 3, 2, 1, 0)]
+    hit = store.summaries("oslo")[0]
+    assert hit.title == "chat 3" and "weather in Oslo" in hit.snippet and hit.models == "smollm2"
+    assert store.prompts()[:2] == ["question 4", "question 3 about the weather in Oslo"]
+    store.rename(first[0].id, "Renamed")
+    assert store.summaries("Renamed")[0].id == first[0].id
+
+
+# --------------------------------------------------------------------------- forms, options, context
+
+
+def test_form_limits_and_every_error() -> None:
+    assert limits({"type": "integer", "minimum": 5, "maximum": 50, "default": 12}) == (
+        "integer · at least 5 · at most 50 · default 12")
+    assert limits({"type": "string", "minLength": 1, "maxLength": 100}) == (
+        "string · at least 1 characters · at most 100 characters · required")
+    assert limits({"enum": ["red", "blue"]}) == "one of red, blue · required"
+    errors = schema_errors("tags", {"type": "array", "items": {"type": "string", "maxLength": 3}, "maxItems": 2},
+                           ["abcd", "ok", "toolong"])
+    assert len(errors) == 3 and errors[0].startswith("input 'tags':") and any("[0]" in e for e in errors)
+
+
+def test_bad_option_values_are_refused_like_promptdsl_run(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(InputError, match="option 'temperature': 'abc' is not of type 'number'"):
+        check_options({"temperature": "abc"})
+    check_options({"temperature": 0.5, "n_threads": 1})
+    assert main(["chat", "-o", "temperature=abc"]) == 2  # before any screen opens
+    err = capsys.readouterr().err.strip()
+    assert err == "promptdsl: error: option 'temperature': 'abc' is not of type 'number'"
+    assert main(["run", "specs/sentiment.yaml", "-o", "temperature=abc", "--input", "text=x"]) == 2
+    assert capsys.readouterr().err.strip() == err  # exactly as `promptdsl run` says it
+
+
+class _Words(Backend):
+    """Counts a token per word: enough for the fitting rules."""
+
+    name = "words"
+
+    def __init__(self) -> None:
+        super().__init__("words")
+
+    def stream(self, prompt: Any, options: Any, constraint: Any = None) -> Any:
+        return iter(())
+
+    def context_length(self) -> int:
+        return 100
+
+    def count_tokens(self, prompt: Any) -> int:
+        return sum(len(m.content.split()) for m in prompt.messages)
+
+
+def test_fit_prompt_refuses_a_message_longer_than_the_context() -> None:
+    backend = _Words()
+    history = (Message("system", "S"), Message("user", "a " * 40), Message("assistant", "b " * 40))
+    fitted = fit_prompt((*history, Message("user", "short")), backend, 25)
+    assert fitted.dropped == 1 and fitted.used == 42  # oldest first; system and last message kept
+    assert [m.role for m in fitted.prompt.messages] == ["system", "assistant", "user"]
+    with pytest.raises(ContextFull, match=r"too long for the model's context: .* takes 81 tokens, the context holds 100"):
+        fit_prompt((*history, Message("user", "x " * 80)), backend, 25)
+    with pytest.raises(ContextFull) as info:
+        fit_prompt((Message("user", "x " * 80),), backend, 25)
+    assert "fewshot" not in str(info.value) and "n_ctx" not in str(info.value)

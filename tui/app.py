@@ -6,22 +6,28 @@ streamed through ``Backend.stream``; a spec run is a :class:`~promptdsl.runner.R
 
 from __future__ import annotations
 
+import os
+import shlex
+import subprocess
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, ComposeResult, SuspendNotSupported, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header
 
-from promptdsl.backend import Backend
+from promptdsl.backend import Backend, split_options
 from promptdsl.errors import PromptDSLError
 
+from .clipboard import osc52_note, system_copy
 from .conversation import DEFAULT_SYSTEM
-from .export import export_markdown
+from .export import ExportExists, export_markdown
 from .history import HistoryStore
+from .screens.ask import Confirm, TextPrompt
 from .screens.backend import BackendScreen
 from .screens.help import HelpScreen, key_label
 from .screens.history import HistoryScreen
@@ -39,6 +45,7 @@ from .widgets.status import StatusBar
 WIDGET_KEYS: tuple[tuple[str, str], ...] = (
     ("Enter", "send the message"),
     ("Shift+Enter / Ctrl+J", "new line in the message"),
+    ("Up / Down", "earlier messages you sent (from an empty box; Down goes back)"),
     ("Esc", "stop the streaming reply (the text so far is kept)"),
     ("Tab / Shift+Tab", "move focus; messages can be focused"),
     ("c", "copy the focused message"),
@@ -63,6 +70,9 @@ class PromptDSLApp(App[None]):
         Binding("ctrl+b", "backend", "Backend"),
         Binding("ctrl+t", "system_prompt", "System"),
         Binding("ctrl+f", "export", "Export"),
+        Binding("ctrl+e", "editor", "$EDITOR", show=False, priority=True),  # over the box's Ctrl+E (End stays)
+        Binding("ctrl+l", "continue_reply", "Continue", show=False),
+        Binding("f2", "rename", "Rename", show=False),
         Binding("ctrl+g", "copy_last", "Copy reply", show=False),
         Binding("escape", "cancel", "Stop", show=False),
     ]
@@ -93,7 +103,12 @@ class PromptDSLApp(App[None]):
         self.cwd = cwd or Path.cwd()
         self.store = history
         self.resume_id = resume
-        self.system = DEFAULT_SYSTEM if system is None else system
+        #: flags given at launch win over a resumed conversation's own settings
+        self._launch_explicit = backend is not None or model is not None or bool(options)
+        #: the form values of each spec opened, by file (reopening a spec shows them again)
+        self.spec_values: dict[str, dict[str, Any]] = {}
+        saved = history.get_setting("system") if history is not None and system is None else None
+        self.system = system if system is not None else saved if saved is not None else DEFAULT_SYSTEM
 
     # ------------------------------------------------------------------ layout
 
@@ -148,7 +163,9 @@ class PromptDSLApp(App[None]):
         self.status.model = backend.model_id
         self.status.context_total = total
         self.status.state = "generating" if self.chat.generating else "ready"
+        self.chat.remeasure()  # the context figures are this backend's (or unknown)
         if switched:
+            self.chat.stamp_settings()  # the open conversation continues on it (kept for resume)
             self.notify(f"Now using {backend.name} · {backend.model_id}", title="Backend")
 
     def _backend_failed(self, error: str) -> None:
@@ -161,12 +178,25 @@ class PromptDSLApp(App[None]):
         self.status.state = event.state
 
     def on_chat_view_stats_changed(self, event: ChatView.StatsChanged) -> None:
-        self.status.tokens = event.tokens
-        self.status.tokens_per_second = event.tokens_per_second
-        if event.context_used is not None:
-            self.status.context_used = event.context_used
-        if event.context_total is not None:
-            self.status.context_total = event.context_total
+        status = self.status
+        status.tokens = event.tokens
+        status.tokens_per_second = event.tokens_per_second
+        status.context_used = event.context_used
+        status.context_total = event.context_total
+
+    def on_chat_view_conversation_shown(self, event: ChatView.ConversationShown) -> None:
+        """A resumed conversation gets back its backend, model and options."""
+        conv = event.conversation
+        if not conv.backend:
+            return
+        if self._launch_explicit and conv.id == self.resume_id:
+            self.chat.stamp_settings()  # `chat -c --backend …`: the flags win from now on
+            return
+        gen, _ = split_options(conv.options)
+        if self.session.differs(conv.backend, conv.model, conv.options):
+            self._load_backend(BackendChoice(conv.backend, conv.model or None, conv.options))
+        elif gen != self.session.user_generation:
+            self.session.set_generation(gen)
 
     def on_chat_view_title_changed(self, event: ChatView.TitleChanged) -> None:
         self.sub_title = event.title
@@ -181,8 +211,12 @@ class PromptDSLApp(App[None]):
         self._copy_text(event.text)
 
     def _copy_text(self, text: str) -> None:
+        tool = system_copy(text)
+        if tool is not None:
+            self.notify(f"Copied {len(text)} characters to the clipboard ({tool}).")
+            return
         self.copy_to_clipboard(text)
-        self.notify(f"Copied {len(text)} characters to the clipboard.")
+        self.notify(osc52_note(len(text)), timeout=8)
 
     # ------------------------------------------------------------------ actions
 
@@ -191,12 +225,81 @@ class PromptDSLApp(App[None]):
         if await self.chat.cancel():
             self.notify("Reply stopped; the text so far is kept.", timeout=3)
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Ctrl+E is the editor only on the chat screen; elsewhere the key stays the widget's."""
+        if action == "editor":
+            return self.screen is self.screen_stack[0]
+        return True
+
+    def _busy_with_dialog(self) -> bool:
+        """A dialog is open: keys that open screens wait until it is closed."""
+        return isinstance(self.screen, ModalScreen)
+
+    def _back_to_chat(self) -> None:
+        """Leave spec screens (stopping their runs) so what comes next is seen, not stacked behind."""
+        while isinstance(self.screen, SpecScreen):
+            self.pop_screen()
+
     async def action_new_chat(self) -> None:
+        if self._busy_with_dialog():
+            return
+        self._back_to_chat()
         await self.chat.new()
-        self.chat.query_one("#input").focus()
+        self.chat.input.focus()
 
     async def action_regenerate(self) -> None:
         await self.chat.regenerate()
+
+    async def action_continue_reply(self) -> None:
+        if not self._busy_with_dialog():
+            await self.chat.continue_reply()
+
+    def action_rename(self) -> None:
+        conv = self.chat.conversation
+        if self._busy_with_dialog():
+            return
+        if conv.id is None or self.store is None:
+            self.notify("Send a message first: a new conversation is saved with its first message.",
+                        severity="warning")
+            return
+
+        def done(title: str | None) -> None:
+            if title is not None and self.store is not None and conv.id is not None:
+                conv.title = title
+                self.store.rename(conv.id, title)
+                self.sub_title = title
+                self.notify(f"Renamed to “{title}”.")
+
+        self.push_screen(TextPrompt("Rename the conversation:", conv.title), done)
+
+    def action_editor(self) -> None:
+        """Ctrl+E: write the message in $VISUAL / $EDITOR; saving and quitting puts the text in the box."""
+        if self.screen is not self.screen_stack[0]:
+            return
+        box = self.chat.input
+        command = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi")
+        fd, name = tempfile.mkstemp(prefix="promptdsl-message-", suffix=".md")
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(box.text)
+            try:
+                with self.suspend():
+                    code = subprocess.call([*command, str(path)])
+            except SuspendNotSupported:  # no terminal to hand over (tests, a pipe): run it as it is
+                code = subprocess.call([*command, str(path)], stdin=subprocess.DEVNULL)
+            if code != 0:
+                self.notify(f"{command[0]} exited with {code}; the message is unchanged.", severity="warning")
+                return
+            text = path.read_text(encoding="utf-8").rstrip("\n")
+        except OSError as exc:
+            self.notify(f"cannot run the editor {command[0]!r}: {exc.strerror or exc}", severity="error")
+            return
+        finally:
+            path.unlink(missing_ok=True)
+        box.text = text
+        box.move_cursor(box.document.end)
+        box.focus()
 
     def action_copy_last(self) -> None:
         turn = self.chat.conversation.last("assistant")
@@ -220,14 +323,22 @@ class PromptDSLApp(App[None]):
         return rows
 
     def action_system_prompt(self) -> None:
+        if self._busy_with_dialog():
+            return
+
         def done(text: str | None) -> None:
             if text is not None:
                 self.chat.set_system(text)
+                if self.store is not None:
+                    self.store.set_setting("system", text)  # new chats after a restart get it too
                 self.notify("System prompt updated.")
 
         self.push_screen(SystemPromptScreen(self.chat.conversation.system), done)
 
     def action_backend(self) -> None:
+        if self._busy_with_dialog():
+            return
+
         def done(choice: BackendChoice | None) -> None:
             if choice is not None:
                 self._load_backend(choice)
@@ -236,20 +347,32 @@ class PromptDSLApp(App[None]):
         self.push_screen(BackendScreen(self.session.choice, models), done)
 
     async def action_history(self) -> None:
+        if self._busy_with_dialog():
+            return
         if self.store is None:
             self.notify("History is off in this session.", severity="warning")
             return
+        self._back_to_chat()
 
         async def done(conv_id: int | None) -> None:
             if conv_id is not None:
                 await self.chat.resume(conv_id)
-                self.chat.query_one("#input").focus()
+            self.sub_title = self.chat.conversation.title or "New conversation"  # it may have been renamed
+            self.chat.input.focus()
 
         self.push_screen(HistoryScreen(self.store, self.chat.conversation.id), done)
 
-    def action_export(self, path: Path | None = None) -> None:
+    def action_export(self, path: Path | None = None, overwrite: bool = False) -> None:
+        conv = self.chat.conversation
         try:
-            written = export_markdown(self.chat.conversation, path)
+            written = export_markdown(conv, path, overwrite=overwrite)
+        except ExportExists as exc:
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    self.action_export(path, overwrite=True)
+
+            self.push_screen(Confirm(f"{exc.path} exists. Replace it?", "Replace"), answer)
+            return
         except PromptDSLError as exc:
             self.notify(str(exc), title="Export", severity="warning")
             return
@@ -263,6 +386,9 @@ class PromptDSLApp(App[None]):
         self.push_screen(PathPrompt("Export the conversation to (a .md file or a folder):", ""), done)
 
     def action_specs(self) -> None:
+        if self._busy_with_dialog():
+            return
+        self._back_to_chat()
         entries = discover(self.spec_paths, self.cwd)
 
         def done(entry: SpecEntry | None) -> None:
@@ -273,7 +399,8 @@ class PromptDSLApp(App[None]):
 
     def _open_spec(self, entry: SpecEntry) -> None:
         assert entry.spec is not None
-        self.push_screen(SpecScreen(entry.spec, self.session, self.spec_options))
+        self.push_screen(SpecScreen(entry.spec, self.session, self.spec_options, store=self.store,
+                                    remembered=self.spec_values))
 
     # ------------------------------------------------------------------ command palette
 
@@ -288,6 +415,10 @@ class PromptDSLApp(App[None]):
         yield SystemCommand("Edit system prompt", "Change the system prompt (Ctrl+T)", self.action_system_prompt)
         yield SystemCommand("Switch backend or model", "Pick an installed backend and a model (Ctrl+B)",
                             self.action_backend)
+        yield SystemCommand("Continue reply", "Continue a reply cut at max_tokens or stopped (Ctrl+L)",
+                            self.action_continue_reply)
+        yield SystemCommand("Rename conversation", "Give the open conversation another title (F2)", self.action_rename)
+        yield SystemCommand("Compose in $EDITOR", "Write the message in your editor (Ctrl+E)", self.action_editor)
         yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard (Ctrl+G)", self.action_copy_last)
         yield SystemCommand("Export to Markdown", "Save the chat as Markdown under the data dir (Ctrl+F)",
                             self.action_export)
@@ -305,5 +436,8 @@ _ACTION_HELP = {
     "backend": "switch backend and model",
     "system_prompt": "edit the system prompt",
     "copy_last": "copy the last reply",
+    "editor": "write the message in $VISUAL / $EDITOR",
+    "continue_reply": "continue the last reply (cut at max_tokens, stopped or interrupted)",
+    "rename": "rename the conversation",
     "export": "export the conversation to Markdown (under the data dir; the palette also has Export as…)",
 }

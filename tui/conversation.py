@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from promptdsl.prompt import Message, Prompt
 
 Role = Literal["system", "user", "assistant"]
-Status = Literal["done", "streaming", "cancelled", "error", "interrupted"]
+#: ``length``: the reply stopped at max_tokens (it can be continued); ``error`` on a user turn: not sent.
+Status = Literal["done", "streaming", "cancelled", "error", "interrupted", "length"]
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 TITLE_CHARS = 60
@@ -26,11 +27,23 @@ class Turn:
     content: str
     status: Status = "done"
     id: int | None = None
+    backend: str = ""  # who wrote a reply (set when it starts)
+    model: str = ""
+    note: str = ""  # why it ended badly (the backend's error), kept in history
 
     @property
     def in_prompt(self) -> bool:
-        """Whether the model should see this turn next time (failed empty replies are skipped)."""
+        """Whether the model should see this turn next time (failed empty replies and unsent messages are not)."""
+        if self.role == "user" and self.status == "error":
+            return False
         return bool(self.content.strip())
+
+    @property
+    def author(self) -> str:
+        """``model (backend)`` of a reply, or '' when unknown."""
+        if not self.model:
+            return self.backend
+        return f"{self.model} ({self.backend})" if self.backend else self.model
 
 
 @dataclass
@@ -40,8 +53,9 @@ class Conversation:
     id: int | None = None
     title: str = ""
     system: str = DEFAULT_SYSTEM
-    backend: str = ""
+    backend: str = ""  # the settings it continues with (restored on resume)
     model: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # generation and backend options (-o)
     turns: list[Turn] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
@@ -51,10 +65,12 @@ class Conversation:
         out: list[Message] = []
         if self.system.strip():
             out.append(Message("system", self.system))
-        for turn in self.turns[:upto]:
-            if turn.role != "system" and turn.in_prompt:
-                out.append(Message(turn.role, turn.content))
+        out += [Message(t.role, t.content) for t in self.prompt_turns(upto)]
         return tuple(out)
+
+    def prompt_turns(self, upto: int | None = None) -> list[Turn]:
+        """The turns (before ``upto``) that go into the prompt, in order."""
+        return [t for t in self.turns[:upto] if t.role != "system" and t.in_prompt]
 
     def prompt(self, upto: int | None = None) -> Prompt:
         return Prompt(mode="chat", messages=self.messages(upto))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
 import time
 from pathlib import Path
 
@@ -19,6 +19,7 @@ STATUS_NOTES = {
     "interrupted": "interrupted: the app was closed while it streamed",
     "error": "the backend failed during this reply",
     "streaming": "still streaming when exported",
+    "length": "cut at max_tokens",
 }
 
 
@@ -53,10 +54,12 @@ def to_markdown(conv: Conversation) -> str:
     if conv.system.strip():
         lines += ["## System", "", hard_breaks(conv.system.strip()), ""]
     for turn in conv.turns:
-        lines += [f"## {ROLE_HEADINGS[turn.role]}", "", hard_breaks(turn.content) or "*(no text)*", ""]
+        heading = ROLE_HEADINGS[turn.role] + (f" · {turn.author}" if turn.role == "assistant" and turn.author else "")
+        lines += [f"## {heading}", "", hard_breaks(turn.content) or "*(no text)*", ""]
         note = STATUS_NOTES.get(turn.status)
         if note:
-            lines += [f"*({note})*", ""]
+            detail = f": {turn.note}" if turn.note and turn.status == "error" else ""
+            lines += [f"*({note}{detail})*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -72,23 +75,45 @@ def default_export_path(conv: Conversation) -> Path:
     return data_dir() / "exports" / f"{stamp}-{slug(conv.title)}{suffix}.md"
 
 
-def export_markdown(conv: Conversation, path: Path | None = None) -> Path:
-    """Write ``conv`` as Markdown to ``path`` (default: under the data dir); return the path."""
+class ExportExists(PromptDSLError):
+    """The chosen file exists; export again with ``overwrite=True`` once the user agreed."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"{path} already exists")
+        self.path = path
+
+
+def export_markdown(conv: Conversation, path: Path | None = None, *, overwrite: bool = False) -> Path:
+    """Write ``conv`` as Markdown to ``path`` (default: under the data dir); return the path.
+
+    A chosen path must be in an existing folder (a typo must not create folders), an
+    existing file is replaced only with ``overwrite`` and keeps its permissions; new files
+    get the usual ones (0666 less the umask). The write is atomic: never a half-written file.
+    """
     if not conv.turns:
         raise PromptDSLError("nothing to export: the conversation is empty")
     target = (path or default_export_path(conv)).expanduser()
     if target.is_dir():
         target = target / default_export_path(conv).name
+    if path is not None and not target.parent.is_dir():
+        raise PromptDSLError(f"cannot write {target}: the folder {target.parent} does not exist")
+    exists = target.exists()
+    if exists and not overwrite:
+        raise ExportExists(target)
     text = to_markdown(conv)
     try:
+        mode = target.stat().st_mode & 0o7777 if exists else None
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".export-", suffix=".md")
+        tmp = target.parent / f".export-{secrets.token_hex(4)}.md"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)
+            if mode is not None:
+                os.chmod(tmp, mode)
             os.replace(tmp, target)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
     except OSError as exc:
         raise PromptDSLError(f"cannot write {target}: {exc.strerror or exc}") from None

@@ -7,6 +7,7 @@ says ``streaming`` and is shown as interrupted with the text that came.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -22,33 +23,92 @@ from promptdsl.paths import data_dir
 from .conversation import Conversation, Role, Status, Turn
 
 DB_NAME = "history.sqlite3"
-SCHEMA_VERSION = 1
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    title TEXT NOT NULL DEFAULT '',
-    system TEXT NOT NULL DEFAULT '',
-    backend TEXT NOT NULL DEFAULT '',
-    model TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a stopped worker's last write hits only its own row
-    conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL DEFAULT '',
-    status TEXT NOT NULL DEFAULT 'done',
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
-"""
+#: Schema migrations, keyed on ``PRAGMA user_version`` (as oterm does): migration ``i`` takes a
+#: database at version ``i`` to ``i + 1``. Append new steps; never edit a released one.
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: conversations and their messages
+    """
+    CREATE TABLE IF NOT EXISTS conversations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        title TEXT NOT NULL DEFAULT '',
+        system TEXT NOT NULL DEFAULT '',
+        backend TEXT NOT NULL DEFAULT '',
+        model TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a stopped worker's last write hits only its row
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL,
+        content TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'done',
+        created REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages(conversation_id, id);
+    """,
+    # 1 -> 2: per-conversation options, which model wrote each reply and why it ended,
+    # app settings (the default system prompt), spec runs
+    """
+    ALTER TABLE conversations ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE messages ADD COLUMN backend TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN model TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN note TEXT NOT NULL DEFAULT '';
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE spec_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        spec TEXT NOT NULL,           -- the spec's name
+        path TEXT NOT NULL DEFAULT '',
+        inputs TEXT NOT NULL,         -- JSON object as validated
+        value TEXT,                   -- JSON of the result value; NULL when it failed
+        error TEXT NOT NULL DEFAULT '',
+        backend TEXT NOT NULL DEFAULT '',
+        model TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL
+    );
+    CREATE INDEX spec_runs_by_spec ON spec_runs(path, spec, id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> int:
+    """Bring ``db`` to :data:`SCHEMA_VERSION`, one step per transaction; returns the version found."""
+    found = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise PromptDSLError(
+            f"the chat history {path} was written by a newer promptdsl (schema {found}, this one knows "
+            f"{SCHEMA_VERSION}); upgrade promptdsl or set PROMPTDSL_HOME to another folder"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        db.execute("BEGIN")
+        try:
+            for statement in _statements(MIGRATIONS[version]):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version={version + 1}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    return found
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit on its own, outside our transaction)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return [s for s in out if s]
 
 
 @dataclass(frozen=True)
 class ConversationSummary:
-    """One row of the history list."""
+    """One row of the history list; ``models`` are the ones that wrote its replies."""
 
     id: int
     title: str
@@ -56,6 +116,23 @@ class ConversationSummary:
     model: str
     updated: float
     messages: int
+    models: str = ""
+    snippet: str = ""
+
+
+@dataclass(frozen=True)
+class SpecRun:
+    """One saved run of a spec: the inputs given and the value (or error) it gave."""
+
+    id: int
+    spec: str
+    path: str
+    inputs: dict[str, Any]
+    value: Any
+    error: str
+    backend: str
+    model: str
+    created: float
 
 
 class HistoryStore:
@@ -70,8 +147,7 @@ class HistoryStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.found_version = migrate(self._db, path)
         except (sqlite3.Error, OSError) as exc:
             raise PromptDSLError(f"cannot open the chat history {path}: {exc}") from None
 
@@ -95,15 +171,24 @@ class HistoryStore:
         with self._lock:
             return self._db.execute(sql, args).fetchone()
 
-    # ------------------------------------------------------------------ writes
+    def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _run(self, sql: str, args: tuple[Any, ...] = ()) -> None:
+        with self._lock:
+            self._db.execute(sql, args)
+
+    # ------------------------------------------------------------------ conversations
 
     def create(self, conv: Conversation) -> int:
         """Insert ``conv`` (and its turns); sets and returns its id."""
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO conversations(title, system, backend, model, created, updated) VALUES (?,?,?,?,?,?)",
-                (conv.title, conv.system, conv.backend, conv.model, conv.created, now),
+                "INSERT INTO conversations(title, system, backend, model, options, created, updated)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (conv.title, conv.system, conv.backend, conv.model, json.dumps(conv.options), conv.created, now),
             )
             conv.id = int(cast(int, cur.lastrowid))
             for turn in conv.turns:
@@ -111,14 +196,16 @@ class HistoryStore:
         return conv.id
 
     def save_meta(self, conv: Conversation) -> None:
-        """Store title, system prompt, backend and model of a saved conversation."""
+        """Store title, system prompt and settings (backend, model, options) of a saved conversation."""
         if conv.id is None:
             return
-        with self._tx() as db:
-            db.execute(
-                "UPDATE conversations SET title=?, system=?, backend=?, model=?, updated=? WHERE id=?",
-                (conv.title, conv.system, conv.backend, conv.model, time.time(), conv.id),
-            )
+        self._run(
+            "UPDATE conversations SET title=?, system=?, backend=?, model=?, options=? WHERE id=?",
+            (conv.title, conv.system, conv.backend, conv.model, json.dumps(conv.options), conv.id),
+        )
+
+    def rename(self, conv_id: int, title: str) -> None:
+        self._run("UPDATE conversations SET title=? WHERE id=?", (title, conv_id))
 
     def add_turn(self, conv_id: int, turn: Turn) -> int:
         with self._tx() as db:
@@ -131,45 +218,54 @@ class HistoryStore:
     @staticmethod
     def _insert_turn(db: sqlite3.Connection, conv_id: int, turn: Turn, now: float) -> None:
         cur = db.execute(
-            "INSERT INTO messages(conversation_id, role, content, status, created) VALUES (?,?,?,?,?)",
-            (conv_id, turn.role, turn.content, turn.status, now),
+            "INSERT INTO messages(conversation_id, role, content, status, backend, model, note, created)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (conv_id, turn.role, turn.content, turn.status, turn.backend, turn.model, turn.note, now),
         )
         turn.id = int(cast(int, cur.lastrowid))
 
-    def update_turn(self, turn_id: int, content: str, status: Status) -> None:
-        """Rewrite one message (called for every streamed chunk; autocommit, no fsync in WAL)."""
-        with self._lock:
-            self._db.execute("UPDATE messages SET content=?, status=? WHERE id=?", (content, status, turn_id))
+    def update_turn(self, turn_id: int, content: str, status: Status, note: str | None = None) -> None:
+        """Rewrite one message (called as a reply streams; autocommit, no fsync in WAL)."""
+        if note is None:
+            self._run("UPDATE messages SET content=?, status=? WHERE id=?", (content, status, turn_id))
+        else:
+            self._run("UPDATE messages SET content=?, status=?, note=? WHERE id=?", (content, status, note, turn_id))
+
+    def set_author(self, turn_id: int, backend: str, model: str) -> None:
+        self._run("UPDATE messages SET backend=?, model=? WHERE id=?", (backend, model, turn_id))
 
     def delete_turn(self, turn_id: int) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM messages WHERE id=?", (turn_id,))
+        self._run("DELETE FROM messages WHERE id=?", (turn_id,))
 
     def delete(self, conv_id: int) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM conversations WHERE id=?", (conv_id,))
+        self._run("DELETE FROM conversations WHERE id=?", (conv_id,))
 
     # ------------------------------------------------------------------ reads
 
-    def summaries(self, query: str = "", limit: int = 200) -> list[ConversationSummary]:
-        """Newest first; ``query`` matches titles and message text."""
+    def count(self, query: str = "") -> int:
+        where, args = _match(query)
+        return int(self._one(f"SELECT COUNT(*) FROM conversations c{where}", args)[0])
+
+    def summaries(self, query: str = "", limit: int = 200, offset: int = 0) -> list[ConversationSummary]:
+        """Newest first; ``query`` matches titles and message text (a snippet of the match comes along)."""
+        where, args = _match(query)
+        like = args[0] if args else ""
         sql = (
             "SELECT c.id, c.title, c.backend, c.model, c.updated,"
-            " (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id)"
-            " FROM conversations c"
+            " (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id),"
+            " (SELECT group_concat(DISTINCT m.model) FROM messages m"
+            "   WHERE m.conversation_id = c.id AND m.role = 'assistant' AND m.model != '' AND m.content != ''),"
+            " (SELECT m.content FROM messages m WHERE m.conversation_id = c.id AND ? != '' AND m.content LIKE ?"
+            "   ORDER BY m.id LIMIT 1)"
+            f" FROM conversations c{where} ORDER BY c.updated DESC, c.id DESC LIMIT ? OFFSET ?"
         )
-        args: tuple[Any, ...] = ()
-        if query.strip():
-            like = f"%{query.strip()}%"
-            sql += (
-                " WHERE c.title LIKE ? OR EXISTS (SELECT 1 FROM messages m"
-                " WHERE m.conversation_id = c.id AND m.content LIKE ?)"
-            )
-            args = (like, like)
-        sql += " ORDER BY c.updated DESC, c.id DESC LIMIT ?"
-        with self._lock:
-            rows = self._db.execute(sql, (*args, limit)).fetchall()
-        return [ConversationSummary(int(r[0]), r[1], r[2], r[3], float(r[4]), int(r[5])) for r in rows]
+        rows = self._all(sql, (like, like, *args, limit, offset))
+        needle = query.strip().lower()
+        return [
+            ConversationSummary(int(r[0]), r[1], r[2], r[3], float(r[4]), int(r[5]), r[6] or "",
+                                _snippet(r[7] or "", needle))
+            for r in rows
+        ]
 
     def latest_id(self) -> int | None:
         row = self._one("SELECT id FROM conversations ORDER BY updated DESC, id DESC LIMIT 1")
@@ -178,31 +274,106 @@ class HistoryStore:
     def load(self, conv_id: int) -> Conversation:
         """A saved conversation; replies that were still streaming come back as ``interrupted``."""
         row = self._one(
-            "SELECT id, title, system, backend, model, created, updated FROM conversations WHERE id=?",
+            "SELECT id, title, system, backend, model, options, created, updated FROM conversations WHERE id=?",
             (conv_id,),
         )
         if row is None:
             raise PromptDSLError(f"no conversation with id {conv_id} in {self.path}")
-        with self._lock:
-            msgs = self._db.execute(
-                "SELECT id, role, content, status FROM messages WHERE conversation_id=? ORDER BY id",
-                (conv_id,),
-            ).fetchall()
+        msgs = self._all(
+            "SELECT id, role, content, status, backend, model, note FROM messages"
+            " WHERE conversation_id=? ORDER BY id",
+            (conv_id,),
+        )
         turns = [
-            Turn(cast(Role, m[1]), m[2], cast(Status, "interrupted" if m[3] == "streaming" else m[3]), int(m[0]))
+            Turn(cast(Role, m[1]), m[2], cast(Status, "interrupted" if m[3] == "streaming" else m[3]), int(m[0]),
+                 m[4], m[5], m[6])
             for m in msgs
         ]
-        return Conversation(int(row[0]), row[1], row[2], row[3], row[4], turns, float(row[5]), float(row[6]))
+        return Conversation(int(row[0]), row[1], row[2], row[3], row[4], _json_object(row[5]), turns,
+                            float(row[6]), float(row[7]))
 
     def models(self) -> list[tuple[str, str]]:
         """Distinct (backend, model) pairs used before, newest first (suggestions for the picker)."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT backend, model, MAX(updated) AS u FROM conversations WHERE backend != ''"
-                " GROUP BY backend, model ORDER BY u DESC"
-            ).fetchall()
+        rows = self._all(
+            "SELECT backend, model, MAX(updated) AS u FROM conversations WHERE backend != ''"
+            " GROUP BY backend, model ORDER BY u DESC"
+        )
         return [(r[0], r[1]) for r in rows]
+
+    def prompts(self, limit: int = 500) -> list[str]:
+        """Messages the user sent, newest first, each once (what Up recalls)."""
+        rows = self._all(
+            "SELECT content FROM messages WHERE role='user' GROUP BY content ORDER BY MAX(id) DESC LIMIT ?", (limit,)
+        )
+        return [r[0] for r in rows]
+
+    # ------------------------------------------------------------------ settings and spec runs
+
+    def get_setting(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM settings WHERE key=?", (key,))
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        self._run("INSERT INTO settings(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                  (key, value))
+
+    def add_spec_run(
+        self, spec: str, path: str, inputs: dict[str, Any], value: Any = None, *, error: str = "",
+        backend: str = "", model: str = "",
+    ) -> int:
+        encoded = None if error else json.dumps(value, ensure_ascii=False)
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO spec_runs(spec, path, inputs, value, error, backend, model, created)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (spec, path, json.dumps(inputs, ensure_ascii=False), encoded, error, backend, model, time.time()),
+            )
+        return int(cast(int, cur.lastrowid))
+
+    def spec_runs(self, spec: str, path: str, limit: int = 20) -> list[SpecRun]:
+        """Runs of one spec file, newest first."""
+        rows = self._all(
+            "SELECT id, spec, path, inputs, value, error, backend, model, created FROM spec_runs"
+            " WHERE spec=? AND path=? ORDER BY id DESC LIMIT ?",
+            (spec, path, limit),
+        )
+        return [
+            SpecRun(int(r[0]), r[1], r[2], _json_object(r[3]), None if r[4] is None else json.loads(r[4]), r[5],
+                    r[6], r[7], float(r[8]))
+            for r in rows
+        ]
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _match(query: str) -> tuple[str, tuple[Any, ...]]:
+    """WHERE clause matching titles and message text."""
+    if not query.strip():
+        return "", ()
+    like = f"%{query.strip()}%"
+    return (
+        " WHERE c.title LIKE ? OR EXISTS"
+        " (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.content LIKE ?)",
+        (like, like),
+    )
+
+
+def _snippet(text: str, needle: str, width: int = 50) -> str:
+    """A one-line excerpt of ``text`` around ``needle``."""
+    if not needle or not text:
+        return ""
+    flat = " ".join(text.split())
+    at = max(flat.lower().find(needle), 0)
+    start = max(at - width // 3, 0)
+    out = flat[start:start + width]
+    return ("…" if start else "") + out + ("…" if start + width < len(flat) else "")
+
+
+def _json_object(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

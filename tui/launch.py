@@ -14,7 +14,7 @@ from promptdsl.errors import PromptDSLError
 from promptdsl.loader import load_spec
 
 from .history import HistoryStore
-from .session import Session
+from .session import Session, check_options
 
 
 def check_specs(paths: Sequence[Path]) -> None:
@@ -38,6 +38,7 @@ def run_chat(
 ) -> int:
     """Validate the arguments, load the backend, open the history, run the app. Returns the exit code."""
     check_specs(specs)
+    check_options(options or {})  # `-o temperature=abc` fails here, as in `promptdsl run`
     session = Session.from_cli(backend, model, options or {})
     session.backend()  # unknown backend / missing model: fail here, before the screen switches
     store = HistoryStore.default()

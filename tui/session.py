@@ -12,8 +12,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from promptdsl.backend import Backend, GenerationOptions, split_options
+from promptdsl.errors import PromptDSLError
 from promptdsl.prompt import Message, Prompt
 from promptdsl.registry import get_backend, resolve_backend_name
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Hold ``-o`` options to the rules ``promptdsl run`` applies (raises InputError, exit code 2)."""
+    from promptdsl.runner import _check_options  # the runner's own check: one rule for both
+
+    _check_options(options)
+
 
 #: Chat defaults differ from spec runs: some variety, room for a real answer, no fixed seed.
 CHAT_DEFAULTS: dict[str, Any] = {"temperature": 0.7, "max_tokens": 512, "seed": None}
@@ -90,12 +99,36 @@ class Session:
                 self.generation = GenerationOptions.from_mapping({**CHAT_DEFAULTS, **self.user_generation})
         return new
 
+    def set_generation(self, generation: Mapping[str, Any]) -> None:
+        """Replace the user's generation settings (a resumed conversation's)."""
+        self.user_generation = dict(generation)
+        self.generation = GenerationOptions.from_mapping({**CHAT_DEFAULTS, **self.user_generation})
+
+    def settings(self) -> dict[str, Any]:
+        """What a conversation keeps: backend options and generation settings, as ``-o`` would give them."""
+        return {**dict(self.choice.options), **self.user_generation}
+
+    def model_label(self) -> str:
+        """The model id when loaded, else the model asked for ('' = the backend's default)."""
+        backend = self._backend
+        return backend.model_id if backend is not None else (self.choice.model or "")
+
+    def differs(self, backend: str, model: str, options: Mapping[str, Any]) -> bool:
+        """Whether restoring these settings needs another backend instance (not just other generation keys)."""
+        _, back = split_options(options)
+        same_model = model in ("", self.choice.model or "", self.model_label())
+        return backend != self.choice.name or not same_model or back != dict(self.choice.options)
+
     def options_for(self, attempt: int) -> GenerationOptions:
         """Generation options; a fixed seed moves on with each regeneration so replies differ."""
         opts = self.generation
         if attempt and opts.seed is not None:
             opts = replace(opts, seed=opts.seed + attempt)
         return opts
+
+
+class ContextFull(PromptDSLError):
+    """The last message alone (with the system prompt and room for a reply) is longer than the context."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +140,11 @@ class FittedPrompt:
 
 
 def fit_prompt(messages: tuple[Message, ...], backend: Backend, max_tokens: int | None) -> FittedPrompt:
-    """Drop the oldest turns (never the system prompt or the last message) until prompt + reply fit."""
+    """Drop the oldest turns (never the system prompt or the last message) until prompt + reply fit.
+
+    Raises :class:`ContextFull` when even the last message does not fit: sending it would
+    only fail in the backend, or silently lose the whole conversation.
+    """
     total = backend.context_length()
     prompt = Prompt(mode="chat", messages=messages)
     used = backend.count_tokens(prompt)
@@ -122,4 +159,10 @@ def fit_prompt(messages: tuple[Message, ...], backend: Backend, max_tokens: int 
         dropped += 1
         prompt = Prompt(mode="chat", messages=(*head, *body))
         used = backend.count_tokens(prompt) or 0
+    if used + reserve > total:
+        raise ContextFull(
+            f"this message is too long for the model's context: with the system prompt it takes {used} tokens, "
+            f"the context holds {total} and {reserve} are kept for the reply. Shorten it, or switch to a model "
+            "with a longer context (Ctrl+B)."
+        )
     return FittedPrompt(prompt, dropped, used, total)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Select
@@ -20,7 +20,7 @@ from promptdsl.errors import InputError
 from promptdsl.inputs import parse_options as core_parse_options
 from promptdsl.registry import list_backends
 
-from ..session import BackendChoice
+from ..session import BackendChoice, check_options
 
 
 def parse_options(text: str) -> dict[str, Any]:
@@ -56,30 +56,41 @@ class BackendScreen(ModalScreen[BackendChoice | None]):
     def compose(self) -> ComposeResult:
         names = {i.name for i in self.infos}
         options = [(_describe(i), i.name) for i in self.infos if not i.error]
-        value = self.current.name if self.current.name in names else Select.BLANK
         models = sorted({m for b, m in self.used if m} | {"default"})
         with Vertical(classes="dialog", id="backend-box"):
-            yield Label("Backend and model", classes="dialog-title")
-            yield Label("Backend", classes="field-label")
-            yield Select(options, value=value, allow_blank=False, id="backend")
-            broken = [i for i in self.infos if i.error]
-            if broken:
-                yield Label("\n".join(_describe(i) for i in broken), classes="hint error-text")
-            yield Label("Model  (alias, .gguf path or remote id; empty = the backend's default)", classes="field-label")
-            yield Input(
-                self.current.model or "", placeholder="default", id="model",
-                suggester=SuggestFromList(models, case_sensitive=False),
-            )
-            yield Label("Backend options  (key=value …, e.g. base_url=http://127.0.0.1:8000/v1)",
-                        classes="field-label")
-            yield Input(format_options(dict(self.current.options)), id="options")
+            yield Label("Backend and model  (Enter switches · Esc cancels)", classes="dialog-title")
+            with VerticalScroll(id="backend-fields"):  # scrolls on a small terminal; the buttons stay
+                yield Label("Backend", classes="field-label")
+                if self.current.name in names:
+                    yield Select(options, value=self.current.name, allow_blank=False, id="backend", compact=True)
+                else:  # the current backend is not an installed plugin (Select.BLANK is not a value)
+                    yield Select(options, allow_blank=True, prompt="choose…", id="backend", compact=True)
+                broken = [i for i in self.infos if i.error]
+                if broken:
+                    yield Label("\n".join(_describe(i) for i in broken), classes="hint error-text")
+                yield Label("Model  (alias, .gguf path or remote id; empty = the backend's default)",
+                            classes="field-label")
+                yield Input(
+                    self.current.model or "", placeholder="default", id="model", compact=True,
+                    suggester=SuggestFromList(models, case_sensitive=False),
+                )
+                yield Label("Options  (key=value …, e.g. base_url=http://127.0.0.1:8000/v1 temperature=0.2)",
+                            classes="field-label")
+                yield Input(format_options(dict(self.current.options)), id="options", compact=True)
             yield Label("", id="backend-error", classes="error-text")
             with Horizontal(classes="buttons"):
-                yield Button("Switch", variant="primary", id="switch")
-                yield Button("Cancel", id="cancel")
+                yield Button("Switch", variant="primary", id="switch", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#backend", Select).focus()
+
+    @on(Select.Changed, "#backend")
+    def _backend_changed(self, event: Select.Changed) -> None:
+        """Another backend: the old one's model and options mean nothing to it."""
+        same = event.value == self.current.name
+        self.query_one("#model", Input).value = (self.current.model or "") if same else ""
+        self.query_one("#options", Input).value = format_options(dict(self.current.options)) if same else ""
 
     @on(Button.Pressed, "#switch")
     @on(Input.Submitted)
@@ -91,8 +102,12 @@ class BackendScreen(ModalScreen[BackendChoice | None]):
         model = self.query_one("#model", Input).value.strip()
         try:
             options = parse_options(self.query_one("#options", Input).value)
+            check_options(options)
         except ValueError as exc:
             self.query_one("#backend-error", Label).update(f"Options: {exc}")
+            return
+        except InputError as exc:
+            self.query_one("#backend-error", Label).update(exc.message)
             return
         self.dismiss(BackendChoice(name, None if model in ("", "default") else model, options))
 

@@ -18,17 +18,19 @@ from textual.widgets import Static
 #: Keys of the other screens, listed after the chat's.
 SCREEN_KEYS: tuple[tuple[str, str, str], ...] = (
     ("Spec screen", "Ctrl+R", "run the spec on the form's values"),
-    ("Spec screen", "Ctrl+T", "show / hide the compiled prompt"),
+    ("Spec screen", "Ctrl+T", "show / hide the compiled prompt (it follows the inputs)"),
     ("Spec screen", "Ctrl+G", "copy the result"),
     ("Spec screen", "Esc", "stop the run, or go back to the chat"),
-    ("History", "Enter / Delete", "open / delete the conversation; type to filter"),
+    ("History", "type / ↑↓ / Enter", "search titles and text / move / open"),
+    ("History", "F2 / Delete", "rename / delete (Delete twice)"),
+    ("History", "Ctrl+End", "the last row (loads more than 200)"),
     ("Dialogs", "Esc", "close without changes"),
 )
 
 
 def key_label(key: str) -> str:
     """``ctrl+s`` -> ``Ctrl+S``; ``f1`` -> ``F1``; ``escape`` -> ``Esc``."""
-    names = {"escape": "Esc", "enter": "Enter", "delete": "Delete", "tab": "Tab"}
+    names = {"escape": "Esc", "enter": "Enter", "delete": "Delete", "tab": "Tab", "f2": "F2"}
     parts = [names.get(p, p.capitalize() if len(p) > 1 else p.upper()) for p in key.split("+")]
     return "+".join(parts)
 

@@ -6,7 +6,9 @@ Runs go through :class:`promptdsl.runner.Runner` in a thread worker, exactly as
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -25,6 +27,7 @@ from promptdsl.result import Result
 from promptdsl.runner import Runner
 from promptdsl.spec import Spec
 
+from ..history import HistoryStore
 from ..session import Session
 from ..specs import short_path
 from ..widgets.result_view import ResultView
@@ -76,11 +79,23 @@ class SpecScreen(Screen[None]):
         text: str | None = None
         error: str | None = None
 
-    def __init__(self, spec: Spec, session: Session, options: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        session: Session,
+        options: Mapping[str, Any],
+        *,
+        store: HistoryStore | None = None,
+        remembered: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.session = session
         self.options = dict(options)
+        self.store = store
+        self.remembered = remembered if remembered is not None else {}
+        self.key = str(spec.path.resolve()) if spec.path is not None else ""
+        self._run_values: dict[str, Any] = {}
         self._runner: Runner | None = None
         self._runner_lock = threading.Lock()
         self._run_id = 0
@@ -101,17 +116,68 @@ class SpecScreen(Screen[None]):
             yield Label("", id="run-state", classes="hint")
             yield Static("", id="raw")
             yield ResultView(id="result")
+            with Collapsible(title="Earlier runs", collapsed=True, id="runs-box"):
+                yield Static("", id="runs-text")
         yield Footer()
 
     def on_mount(self) -> None:
         self.title = "promptdsl"
         self.sub_title = f"spec: {self.spec.name}"
         self.query_one("#raw").display = False
+        values = self.remembered.get(self.key)
+        if values is None and self.store is not None:
+            runs = self.store.spec_runs(self.spec.name, self.key, limit=1)
+            values = runs[0].inputs if runs else None
+        if values:
+            self.form.set_values(values)
+        self._show_runs()
         self.query_one(SpecForm).focus_first()
 
     def on_unmount(self) -> None:
         if self._stop is not None:
             self._stop.set()
+
+    @on(SpecForm.ValuesChanged)
+    def _values_changed(self) -> None:
+        self.remembered[self.key] = self.form.values()
+        if not self.query_one("#prompt-box", Collapsible).collapsed:
+            values = self.form.validate(show=False)
+            if values is None:
+                self.query_one("#prompt-text", Static).update(
+                    Text("The inputs have errors; the prompt shows again once they are fixed.", style="italic"))
+            else:
+                self._prepare(values)
+
+    def _show_runs(self) -> None:
+        runs = self.store.spec_runs(self.spec.name, self.key, limit=10) if self.store is not None else []
+        box = self.query_one("#runs-box", Collapsible)
+        box.display = bool(runs)
+        box.title = f"Earlier runs ({len(runs)}{'+' if len(runs) == 10 else ''}, newest first)"
+        text = Text()
+        for run in runs:
+            when = time.strftime("%m-%d %H:%M", time.localtime(run.created))
+            inputs = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)[:40]}" for k, v in run.inputs.items())
+            outcome = run.error[:80] if run.error else json.dumps(run.value, ensure_ascii=False)[:80]
+            text.append(f"{when}  ", style="dim")
+            text.append(inputs)
+            text.append("  →  ")
+            text.append(outcome, style="red" if run.error else "bold")
+            text.append("\n")
+        self.query_one("#runs-text", Static).update(text)
+
+    def _keep_run(self, result: Result | None, error: str | None) -> None:
+        if self.store is None:
+            return
+        try:
+            if result is not None:
+                self.store.add_spec_run(self.spec.name, self.key, self._run_values, result.value,
+                                        backend=result.backend, model=result.model)
+            else:
+                self.store.add_spec_run(self.spec.name, self.key, self._run_values, error=error or "failed")
+        except Exception as exc:  # a full disk must not hide the result
+            self.notify(f"run not saved in history: {exc}", severity="error")
+            return
+        self._show_runs()
 
     @property
     def form(self) -> SpecForm:
@@ -148,8 +214,13 @@ class SpecScreen(Screen[None]):
             return
         values = self.form.validate()
         if values is None:
-            self._state("Fix the inputs marked in red.")
+            n = len(self.form.errors())
+            self._state(f"Fix the {n} input{'s' if n != 1 else ''} marked in red." if n else "Fix the inputs.")
+            self.result_view.clear()  # an old result under a form that changed would mislead
+            self.query_one("#raw").display = False
+            self.call_after_refresh(self.form.show_first_error)
             return
+        self._run_values = values
         self._run_id += 1
         self._stop = threading.Event()
         self.raw = ""
@@ -196,6 +267,8 @@ class SpecScreen(Screen[None]):
             self.query_one("#raw").display = False
             self.result_view.show_result(self.spec, event.result)
             self._state("")
+            self._keep_run(event.result, None)
+            self.call_after_refresh(self.result_view.scroll_visible, animate=False)
             return
         error = event.error or "failed"
         if error == "stopped":
@@ -203,6 +276,8 @@ class SpecScreen(Screen[None]):
             return
         self._state("failed")
         self.result_view.show_error(error)
+        self._keep_run(None, error)
+        self.call_after_refresh(self.result_view.scroll_visible, animate=False)
         self.notify(error, title="Run failed", severity="error", timeout=10)
 
     # ------------------------------------------------------------------ prompt
@@ -234,8 +309,9 @@ class SpecScreen(Screen[None]):
             return
         self.query_one("#prompt-text", Static).update(Text(event.text or ""))
         box = self.query_one("#prompt-box", Collapsible)
-        box.collapsed = False
-        box.scroll_visible()
+        if box.collapsed:
+            box.collapsed = False
+            box.scroll_visible()
 
     # ------------------------------------------------------------------ other actions
 

@@ -1,32 +1,40 @@
 """The chat: message log + input. Owns the conversation, its history rows and the reply worker.
 
 Generation runs in a thread worker (the UI never waits on the model). The worker
-posts :class:`ChatView.ReplyChunk` / :class:`ChatView.ReplyEnded` to this widget
-(``post_message`` is thread-safe); the handlers run on the UI thread and stream
-the text into the reply's Markdown. Esc cancels at once: the text shown so far
-is kept, and the worker closes the backend's iterator at its next chunk.
+only appends to a :class:`~promptdsl_tui.generation.Generation`; while a reply
+streams, a timer on the UI thread pulls its text every :data:`FRAME_SECONDS` and
+writes whatever came since in one go. So the UI's work is bounded per second, not
+per token, and the model keeps its own speed. Esc cancels at once: the text shown
+so far is kept, and the worker closes the backend's iterator at its next chunk.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import Static
 
 from promptdsl.errors import PromptDSLError
+from promptdsl.prompt import Message as ChatMessage
 
 from ..conversation import Conversation, Turn, make_title
-from ..generation import Generation, run_generation
+from ..generation import CPU_BOUND, FRAME_SECONDS, MAX_FRAME_GAP, UI_SHARE, Generation, run_generation
 from ..history import HistoryStore
-from ..session import Session
+from ..session import ContextFull, Session, fit_prompt
 from .chat_input import ChatInput
 from .message import MessageView
 
 EMPTY_HINT = "Type a message and press Enter. Ctrl+S runs a spec, Ctrl+O opens a saved chat, F1 lists the keys."
+#: What a continued reply asks for; the new text is appended to the same reply.
+CONTINUE_PROMPT = "Continue exactly where your last message stopped. Do not repeat anything."
+#: Prompt processing shorter than this is not worth a "reading the prompt" title.
+PHASE_AFTER = 0.3
 
 
 class ChatView(Vertical):
@@ -36,10 +44,12 @@ class ChatView(Vertical):
 
     @dataclass
     class StateChanged(Message):
-        state: str  # "ready" | "generating"
+        state: str  # "ready" | "generating" | "reading prompt"
 
     @dataclass
     class StatsChanged(Message):
+        """The status figures; None means unknown (shown as "–"), never "keep the old one"."""
+
         tokens: int | None = None
         tokens_per_second: float | None = None
         context_used: int | None = None
@@ -54,16 +64,24 @@ class ChatView(Vertical):
         text: str
         severity: str = "information"  # "information" | "warning" | "error"
 
-    # ---- messages from the worker thread to this widget (no bubble)
-
     @dataclass
-    class ReplyChunk(Message, bubble=False):
-        gen: Generation
-        chunk: str
+    class ConversationShown(Message):
+        """Another conversation is on screen (the app restores its settings)."""
+
+        conversation: Conversation
+
+    # ---- messages from the worker thread to this widget (no bubble)
 
     @dataclass
     class ReplyEnded(Message, bubble=False):
         gen: Generation
+
+    @dataclass
+    class Measured(Message, bubble=False):
+        conversation: Conversation
+        used: int | None
+        total: int | None
+        dropped: int
 
     def __init__(self, session: Session, store: HistoryStore | None, *, system: str, id: str | None = None):
         super().__init__(id=id)
@@ -72,7 +90,12 @@ class ChatView(Vertical):
         self.default_system = system
         self.conversation = Conversation(system=system)
         self._gen: Generation | None = None
+        self._gen_turns: list[Turn] = []  # the turns in the streaming reply's prompt, oldest first
         self._attempt = 0
+        self._frame: Timer | None = None
+        self._ui_cpu0 = 0.0  # this thread's CPU time when the reply started
+        self._wall0 = self._shown_at = 0.0
+        self._blink = True
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="log"):
@@ -83,6 +106,12 @@ class ChatView(Vertical):
     def on_mount(self) -> None:
         self._show_system()
         self.query_one("#log", VerticalScroll).anchor()
+        self._frame = self.set_interval(FRAME_SECONDS, self._pull, pause=True)
+        if self.store is not None:
+            try:
+                self.input.set_recall(self.store.prompts())
+            except PromptDSLError as exc:
+                self._notice(str(exc), "error")
 
     def on_unmount(self) -> None:
         """Quitting mid-reply: stop the worker at its next chunk (it saves the text as stopped)."""
@@ -98,6 +127,10 @@ class ChatView(Vertical):
     @property
     def log_view(self) -> VerticalScroll:
         return self.query_one("#log", VerticalScroll)
+
+    @property
+    def input(self) -> ChatInput:
+        return self.query_one("#input", ChatInput)
 
     def views(self) -> list[MessageView]:
         return list(self.query(MessageView))
@@ -123,7 +156,7 @@ class ChatView(Vertical):
         try:
             if conv.id is None:
                 conv.title = conv.title or make_title(turn.content)
-                self._stamp_backend()
+                self.stamp_settings(save=False)
                 self.store.create(conv)
                 self.post_message(self.TitleChanged(conv.title))
             else:
@@ -131,11 +164,14 @@ class ChatView(Vertical):
         except Exception as exc:  # a full disk must not lose the chat on screen
             self._notice(f"history not saved: {exc}", "error")
 
-    def _stamp_backend(self) -> None:
+    def stamp_settings(self, *, save: bool = True) -> None:
+        """The conversation continues with the session's backend, model and options from now on."""
         conv = self.conversation
-        backend = self.session.peek()
         conv.backend = self.session.choice.name
-        conv.model = backend.model_id if backend is not None else (self.session.choice.model or "")
+        conv.model = self.session.model_label()
+        conv.options = self.session.settings()
+        if save and self.store is not None and conv.id is not None:
+            self.store.save_meta(conv)
 
     # ------------------------------------------------------------------ sending
 
@@ -151,6 +187,7 @@ class ChatView(Vertical):
     async def send(self, text: str) -> None:
         """Add a user message and stream the reply."""
         turn = Turn("user", text.rstrip())
+        self.input.remember(turn.content)
         self.conversation.turns.append(turn)
         self._persist(turn)
         await self._mount_turn(turn)
@@ -165,64 +202,149 @@ class ChatView(Vertical):
 
     async def _reply(self) -> None:
         conv = self.conversation
-        messages = conv.messages()
-        turn = Turn("assistant", "", "streaming")
+        self._gen_turns = conv.prompt_turns()
+        turn = Turn("assistant", "", "streaming", backend=self.session.choice.name, model=self.session.model_label())
         conv.turns.append(turn)
         self._persist(turn)
-        if conv.id is not None and self.store is not None:
-            self._stamp_backend()
-            self.store.save_meta(conv)
         view = await self._mount_turn(turn)
         view.start_stream()
-        gen = Generation(turn, messages, self.session.options_for(self._attempt))
+        self._start(Generation(turn, conv.messages(-1), self.session.options_for(self._attempt)))
+
+    def _start(self, gen: Generation) -> None:
         self._gen = gen
+        self._ui_cpu0 = time.thread_time()
+        self._wall0 = self._shown_at = time.monotonic()
+        self._blink = self.input.cursor_blink
+        self.input.cursor_blink = False  # a blinking cursor redraws twice a second: ~10 ms CPU/s
         self.post_message(self.StateChanged("generating"))
-        self.post_message(self.StatsChanged())
+        self._post_stats(gen)
+        if self._frame is not None:
+            self._frame.resume()
         self._generate(gen)
 
     @work(thread=True, group="reply", exit_on_error=False)
     def _generate(self, gen: Generation) -> None:
-        run_generation(gen, self.session.backend, self.store, lambda c: self.post_message(self.ReplyChunk(gen, c)))
+        store = self.store
+
+        def get_backend():  # type: ignore[no-untyped-def]
+            backend = self.session.backend()
+            gen.turn.backend, gen.turn.model = backend.name, backend.model_id
+            if store is not None and gen.turn.id is not None:
+                store.set_author(gen.turn.id, backend.name, backend.model_id)
+            return backend
+
+        run_generation(gen, get_backend, store)
         self.post_message(self.ReplyEnded(gen))
 
-    async def on_chat_view_reply_chunk(self, event: ChatView.ReplyChunk) -> None:
-        gen = event.gen
-        if gen is not self._gen or gen.cancelled:
+    async def _pull(self) -> None:
+        """One frame of the streaming reply: new text, prompt-reading phase, figures."""
+        gen = self._gen
+        if gen is None:
+            if self._frame is not None:
+                self._frame.pause()
             return
         view = self._view_for(gen.turn)
-        if view is not None:
-            await view.write(event.chunk)
+        if view is None or not self._frame_due(gen, view):
+            return
+        self._shown_at = time.monotonic()
+        if gen.first_at is None:
+            waited = gen.waiting_seconds()
+            if waited >= PHASE_AFTER:
+                size = f" ({gen.fitted.used} tokens)" if gen.fitted and gen.fitted.used else ""
+                view.set_phase(f"reading the prompt{size} {waited:.0f} s")
+        else:
+            view.set_phase("")
+        self._mark_left_out(gen)
+        await view.show_text(gen.visible)
+        self._post_stats(gen)
+
+    def _frame_due(self, gen: Generation, view: MessageView) -> bool:
+        """Whether to draw a frame now: within the UI's CPU budget (see UI_SHARE), or overdue.
+
+        The budget is measured, not assumed: this (UI) thread's CPU since the reply started
+        against the generating thread's, so the model keeps its speed on a crowded machine
+        and the screen moves as often as that allows (many frames a second on a free one).
+        """
+        now = time.monotonic()
+        if now - self._shown_at >= MAX_FRAME_GAP:
+            return True
+        if not view.source and gen.visible:
+            return True  # the first text shows at once
+        wall = now - self._wall0
+        worker = gen.worker_cpu
+        budget = UI_SHARE * (worker if worker > CPU_BOUND * wall else wall)
+        return time.thread_time() - self._ui_cpu0 <= budget
+
+    def _post_stats(self, gen: Generation) -> None:
         fitted = gen.fitted
         used = fitted.used + gen.tokens if fitted is not None and fitted.used is not None else None
-        self.post_message(
-            self.StatsChanged(gen.tokens, gen.tokens_per_second(), used, fitted.total if fitted else None)
-        )
+        total = fitted.total if fitted is not None else self.session_total()
+        self.post_message(self.StatsChanged(gen.tokens or None, gen.tokens_per_second(), used, total))
+
+    def session_total(self) -> int | None:
+        backend = self.session.peek()
+        try:
+            return backend.context_length() if backend is not None else None
+        except Exception:
+            return None
+
+    def _mark_left_out(self, gen: Generation) -> None:
+        fitted = gen.fitted
+        dropped = set(self._gen_turns[: fitted.dropped]) if fitted is not None else set()
+        for view in self.views():
+            view.set_left_out(view.turn in dropped)
 
     async def on_chat_view_reply_ended(self, event: ChatView.ReplyEnded) -> None:
         gen = event.gen
         view = self._view_for(gen.turn)
+        if gen.not_sent:
+            self._ended(gen)
+            await self._not_sent(gen)
+            return
         if view is not None and view.streaming:
             await view.finish(gen.text, gen.status)
+        self._ended(gen)  # after the view shows the end: "not generating" means the reply is final
+        if view is not None:
+            view.refresh_title()
         if gen.error:
             if view is not None:
                 view.set_note(gen.error)
             self._notice(gen.error, "error")
         fitted = gen.fitted
-        if fitted is not None and fitted.dropped:
-            self._notice(f"The oldest {fitted.dropped} message(s) were left out to fit the context window.")
-        if gen is self._gen:
-            self._gen = None
-            self.post_message(self.StateChanged("ready"))
         if gen.turn not in self.conversation.turns:
             return  # another conversation is on screen now
+        self._mark_left_out(gen)
+        if fitted is not None and fitted.dropped:
+            self._notice(f"The oldest {fitted.dropped} message(s) were left out to fit the context window; "
+                         "they are marked in the transcript.")
         self.post_message(
             self.StatsChanged(
                 gen.tokens if gen.tokens else None,
                 gen.tokens_per_second(),
                 gen.context_used if gen.context_used is not None else (fitted.used if fitted else None),
-                fitted.total if fitted else None,
+                fitted.total if fitted else self.session_total(),
             )
         )
+
+    def _ended(self, gen: Generation) -> None:
+        if gen is self._gen:
+            self._gen = None
+            self.input.cursor_blink = self._blink
+            self.post_message(self.StateChanged("ready"))
+
+    async def _not_sent(self, gen: Generation) -> None:
+        """The last message does not fit the context: keep it, marked "not sent", and drop the empty reply."""
+        await self._drop_turn(gen.turn)
+        user = self.conversation.last("user")
+        if user is not None:
+            user.status, user.note = "error", gen.error or ""
+            if self.store is not None and user.id is not None:
+                self.store.update_turn(user.id, user.content, "error", user.note)
+            view = self._view_for(user)
+            if view is not None:
+                view.refresh_title()
+        self._notice(gen.error or "", "error")
+        self._measure(self.conversation)
 
     async def cancel(self) -> bool:
         """Stop the streaming reply now, keeping its text. False when nothing streams."""
@@ -231,6 +353,7 @@ class ChatView(Vertical):
             return False
         text = gen.cancel()
         self._gen = None
+        self.input.cursor_blink = self._blink
         view = self._view_for(gen.turn)
         if view is not None:
             await view.finish(text, "cancelled")
@@ -246,8 +369,33 @@ class ChatView(Vertical):
         if not turns or turns[-1].role != "user":
             self._notice("Nothing to regenerate yet: send a message first.", "warning")
             return
+        if turns[-1].status == "error":
+            turns[-1].status, turns[-1].note = "done", ""  # try the unsent message again
+            if self.store is not None and turns[-1].id is not None:
+                self.store.update_turn(turns[-1].id, turns[-1].content, "done", "")
+            view = self._view_for(turns[-1])
+            if view is not None:
+                view.refresh_title()
         self._attempt += 1
         await self._reply()
+
+    async def continue_reply(self) -> None:
+        """Continue the last reply where it stopped (cut at max_tokens, stopped or interrupted)."""
+        if self.generating:
+            self._notice("A reply is still streaming.", "warning")
+            return
+        turn = self.conversation.turns[-1] if self.conversation.turns else None
+        if turn is None or turn.role != "assistant" or not turn.content.strip():
+            self._notice("Nothing to continue: the last message is not a reply with text.", "warning")
+            return
+        view = self._view_for(turn)
+        if view is None:
+            return
+        conv = self.conversation
+        self._gen_turns = conv.prompt_turns()
+        messages = (*conv.messages(), ChatMessage("user", CONTINUE_PROMPT))
+        view.start_stream()
+        self._start(Generation(turn, messages, self.session.options_for(self._attempt), prefix=turn.content))
 
     async def _drop_turn(self, turn: Turn) -> None:
         self.conversation.turns.remove(turn)
@@ -270,9 +418,9 @@ class ChatView(Vertical):
         self.log_view.anchor()
         self.log_view.scroll_end(animate=False)
         self.post_message(self.TitleChanged(conv.title or "New conversation"))
-        self.post_message(self.StatsChanged())
-        if conv.turns:
-            self._measure(conv)
+        self.post_message(self.StatsChanged(None, None, None, self.session_total()))
+        self.post_message(self.ConversationShown(conv))
+        self._measure(conv)
 
     async def new(self) -> None:
         await self.show(Conversation(system=self.default_system))
@@ -287,16 +435,36 @@ class ChatView(Vertical):
             return
         await self.show(conv)
 
+    def remeasure(self) -> None:
+        """The backend changed: the context figures are the new one's (or unknown)."""
+        self.post_message(self.StatsChanged(None, None, None, self.session_total()))
+        self._measure(self.conversation)
+
     @work(thread=True, group="measure", exclusive=True, exit_on_error=False)
     def _measure(self, conv: Conversation) -> None:
-        """Context use of a resumed conversation (tokenizing can wait for the model: a thread)."""
+        """What the next turn will take of the context: the prompt as it would be fitted (a thread)."""
         try:
             backend = self.session.backend()
-            used = backend.count_tokens(conv.prompt())
             total = backend.context_length()
+            messages = conv.messages()
+            if not any(m.role != "system" for m in messages):
+                used = backend.count_tokens(conv.prompt()) if messages else 0
+                self.post_message(self.Measured(conv, used, total, 0))
+                return
+            fitted = fit_prompt(messages, backend, self.session.generation.max_tokens)
+        except ContextFull:
+            return
         except Exception:  # the status just stays unknown; sending reports real errors
             return
-        self.post_message(self.StatsChanged(None, None, used, total))
+        self.post_message(self.Measured(conv, fitted.used, fitted.total, fitted.dropped))
+
+    def on_chat_view_measured(self, event: ChatView.Measured) -> None:
+        if event.conversation is not self.conversation or self.generating:
+            return
+        dropped = set(self.conversation.prompt_turns()[: event.dropped])
+        for view in self.views():
+            view.set_left_out(view.turn in dropped)
+        self.post_message(self.StatsChanged(None, None, event.used, event.total))
 
     def set_system(self, text: str) -> None:
         """Change the system prompt of this conversation and of new ones."""

@@ -1,4 +1,8 @@
-"""One chat message: a role header and a Markdown body that can stream."""
+"""One chat message: a bordered box whose title says who wrote it and how it ended.
+
+A user message shows exactly what was typed (plain text: ``<div>`` and ``2*3*4`` stay);
+a reply is Markdown that can stream.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ from typing import ClassVar
 
 from markdown_it import MarkdownIt
 from markdown_it.rules_core import StateCore
+from rich.text import Text
+from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Markdown
+from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from ..conversation import Status, Turn
@@ -21,7 +28,9 @@ STATUS_LABELS: dict[Status, str] = {
     "cancelled": "stopped",
     "error": "error",
     "interrupted": "interrupted",
+    "length": "cut at max_tokens · Ctrl+L continues",
 }
+INCOMPLETE: frozenset[Status] = frozenset({"cancelled", "error", "interrupted", "length"})
 
 
 def _hard_breaks(state: StateCore) -> None:
@@ -38,8 +47,8 @@ def chat_parser() -> MarkdownIt:
     return md
 
 
-class MessageView(Markdown):
-    """A turn rendered as Markdown. Focus it (Tab / click) and press ``c`` to copy it."""
+class MessageView(Vertical):
+    """A turn. Focus it (Tab / click) and press ``c`` to copy it."""
 
     can_focus = True
     BINDINGS: ClassVar[list[BindingType]] = [Binding("c", "copy", "Copy message")]
@@ -50,53 +59,115 @@ class MessageView(Markdown):
         text: str
 
     def __init__(self, turn: Turn) -> None:
-        super().__init__(turn.content, classes=f"message {turn.role}", parser_factory=chat_parser)
+        super().__init__(classes=f"message {turn.role}")
         self.turn = turn
         self._stream: MarkdownStream | None = None
-        self._shown = turn.content  # what has been written to the widget so far
-        self._note = ""
+        self._shown = turn.content  # what has been written to the body so far
+        self._note = turn.note
+        self._phase = ""  # e.g. "reading the prompt (812 tokens) 4 s"
+        self.left_out = False
+
+    def compose(self) -> ComposeResult:
+        if self.turn.role == "user":
+            yield Static(Text(self.turn.content), classes="body")
+        else:
+            yield Markdown(self._body_text(), classes="body", parser_factory=chat_parser)
+
+    def _body_text(self) -> str:
+        if self.turn.content or self.turn.status == "streaming":
+            return self.turn.content
+        if self.turn.status == "error":
+            return f"*(no text: {self.turn.note or 'the backend failed'})*"
+        return "*(no text)*"
+
+    @property
+    def markdown(self) -> Markdown | None:
+        found = self.query(Markdown)
+        return found.first() if found else None
+
+    @property
+    def source(self) -> str:
+        """The text shown (exactly what was typed, for a user message)."""
+        return self._shown
 
     def on_mount(self) -> None:
         self._update_title()
 
     def _update_title(self) -> None:
-        status = STATUS_LABELS.get(self.turn.status, "")
-        parts = [ROLE_LABELS[self.turn.role]]
+        turn = self.turn
+        parts = [ROLE_LABELS[turn.role]]
+        if turn.role == "assistant" and turn.author:
+            parts.append(turn.author)
+        if self._phase and turn.status == "streaming":
+            parts.append(self._phase)
+        status = STATUS_LABELS.get(turn.status, "")
+        if turn.role == "user" and turn.status == "error":
+            status = "not sent"
         if status:
             parts.append(status)
-        if self._note:
-            parts.append(self._note)
+        if self._note and turn.status == "error":
+            parts.append(self._note.splitlines()[0][:120])
+        if self.left_out:
+            parts.append("left out of the last prompt (context full)")
         self.border_title = " · ".join(parts)
-        self.set_class(self.turn.status in ("cancelled", "error", "interrupted"), "-incomplete")
-        self.set_class(self.turn.status == "streaming", "-streaming")
+        self.set_class(turn.status in INCOMPLETE, "-incomplete")
+        self.set_class(turn.status == "streaming", "-streaming")
+        self.set_class(self.left_out, "-left-out")
 
     def set_note(self, note: str) -> None:
-        """Extra text in the header, e.g. a backend error."""
+        """A backend error, kept on the turn (and in history)."""
         self._note = note
+        self.turn.note = note
+        self._update_title()
+
+    def set_phase(self, phase: str) -> None:
+        """What a streaming reply waits for (prompt processing), shown in its title."""
+        if phase != self._phase:
+            self._phase = phase
+            self._update_title()
+
+    def set_left_out(self, left_out: bool) -> None:
+        if left_out != self.left_out:
+            self.left_out = left_out
+            self._update_title()
+
+    def refresh_title(self) -> None:
         self._update_title()
 
     # -------------------------------------------------------------- streaming
 
     def start_stream(self) -> None:
         self.turn.status = "streaming"
-        self._stream = Markdown.get_stream(self)
+        md = self.markdown
+        if md is not None:
+            self._stream = Markdown.get_stream(md)
         self._update_title()
 
-    async def write(self, chunk: str) -> None:
-        if self._stream is not None:
-            self._shown += chunk
-            await self._stream.write(chunk)
+    async def show_text(self, text: str) -> None:
+        """Bring the streaming body up to ``text`` (one write for however many chunks came)."""
+        if self._stream is None or text == self._shown:
+            return
+        if text.startswith(self._shown):
+            delta, self._shown = text[len(self._shown):], text
+            await self._stream.write(delta)
+        else:
+            self._shown = text
+            md = self.markdown
+            if md is not None:
+                await md.update(text)
 
     async def finish(self, text: str, status: Status) -> None:
         """End streaming with exactly ``text`` shown (chunks still queued are dropped)."""
         if self._stream is not None:
             stream, self._stream = self._stream, None
             await stream.stop()
-        if text != self._shown:
-            self._shown = text
-            await self.update(text)
         self.turn.content = text
         self.turn.status = status
+        self._phase = ""
+        md = self.markdown
+        if md is not None and (text != self._shown or not text):
+            self._shown = text
+            await md.update(self._body_text())
         self._update_title()
 
     @property
@@ -105,4 +176,3 @@ class MessageView(Markdown):
 
     def action_copy(self) -> None:
         self.post_message(self.CopyRequested(self, self.turn.content))
-

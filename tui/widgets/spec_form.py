@@ -1,16 +1,20 @@
 """A form built from a spec's ``inputs`` JSON Schemas; validation errors show under each field.
 
-Widget per schema: ``enum`` -> Select, boolean -> Switch, integer/number -> numeric Input,
-short string -> Input, long string -> TextArea, anything else -> TextArea holding JSON.
-Values are checked with :func:`promptdsl.inputs.validate_inputs`, the same check the CLI runs.
+Widget per schema: ``enum`` -> Select, boolean -> Switch, integer/number -> Input (read as
+JSON: ``3.5x-2`` is an error, not 352), short string -> Input, long string -> TextArea,
+anything else -> TextArea holding JSON. Each field shows its limits up front, and every
+field's every error is shown at once; the values that pass are then checked with
+:func:`promptdsl.inputs.validate_inputs`, the same check the CLI runs.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from jsonschema import Draft202012Validator
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -42,6 +46,48 @@ def field_kind(schema: dict[str, Any]) -> Kind:
     return "json"
 
 
+#: How each limit keyword reads in a field's hint (value formatted with ``{}``).
+LIMIT_TEXT: tuple[tuple[str, str], ...] = (
+    ("minimum", "at least {}"),
+    ("exclusiveMinimum", "more than {}"),
+    ("maximum", "at most {}"),
+    ("exclusiveMaximum", "less than {}"),
+    ("multipleOf", "a multiple of {}"),
+    ("minLength", "at least {} characters"),
+    ("maxLength", "at most {} characters"),
+    ("pattern", "matching {}"),
+    ("format", "format {}"),
+    ("minItems", "at least {} items"),
+    ("maxItems", "at most {} items"),
+)
+
+
+def limits(schema: dict[str, Any]) -> str:
+    """A field's type, limits and default in one line (shown before anything is typed)."""
+    parts: list[str] = []
+    kind = schema.get("type")
+    if "enum" in schema:
+        parts.append("one of " + ", ".join(v if isinstance(v, str) else json.dumps(v) for v in schema["enum"]))
+    elif isinstance(kind, str):
+        parts.append(kind)
+    parts += [text.format(schema[key]) for key, text in LIMIT_TEXT if key in schema]
+    if "default" in schema:
+        parts.append(f"default {json.dumps(schema['default'], ensure_ascii=False)}")
+    else:
+        parts.append("required")
+    return " · ".join(parts)
+
+
+def schema_errors(name: str, schema: dict[str, Any], value: Any) -> list[str]:
+    """Every problem of one value against its schema (the CLI's check stops at the first)."""
+    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    out = []
+    for err in sorted(validator.iter_errors(value), key=lambda e: (list(e.absolute_path), e.message)):
+        sub = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+        out.append(f"input '{name}{sub}': {err.message}")
+    return out
+
+
 @dataclass
 class FormField:
     index: int
@@ -69,6 +115,10 @@ class SpecForm(Vertical):
     class Submitted(Message):
         form: SpecForm
 
+    @dataclass
+    class ValuesChanged(Message):
+        form: SpecForm
+
     def __init__(self, spec: Spec, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.spec = spec
@@ -87,6 +137,7 @@ class SpecForm(Vertical):
                 desc = f.schema.get("description")
                 if desc:
                     yield Label(str(desc), classes="hint")
+                yield Label(limits(f.schema), classes="hint limits")
                 yield self._widget(f)
                 err = Label("", id=f.error_id, classes="field-error")
                 err.display = False
@@ -98,13 +149,14 @@ class SpecForm(Vertical):
         if f.kind == "enum":
             choices = list(f.schema["enum"])
             options = [(v if isinstance(v, str) else json.dumps(v), i) for i, v in enumerate(choices)]
-            value: Any = choices.index(default) if default in choices else Select.BLANK
-            return Select(options, value=value, allow_blank=value is Select.BLANK, id=wid)
+            if default in choices:
+                return Select(options, value=choices.index(default), allow_blank=False, id=wid)
+            return Select(options, allow_blank=True, prompt="choose…", id=wid)
         if f.kind == "bool":
             return Switch(value=bool(default) if default is not _MISSING else False, id=wid)
         text = "" if default is _MISSING else default if isinstance(default, str) else json.dumps(default)
         if f.kind in ("integer", "number"):
-            return Input(text, type=f.kind, id=wid, placeholder=f.kind)
+            return Input(text, id=wid, placeholder=f.kind)  # not type=: that drops what it rejects
         if f.kind == "line":
             return Input(text, id=wid)
         if f.kind == "json":
@@ -130,8 +182,8 @@ class SpecForm(Vertical):
 
     def _value(self, f: FormField) -> Any:
         if f.kind == "enum":
-            sel = self.query_one(f"#{f.widget_id}", Select).value
-            return _MISSING if sel is Select.BLANK else f.schema["enum"][int(cast(int, sel))]
+            select = self.query_one(f"#{f.widget_id}", Select)
+            return _MISSING if select.is_blank() else f.schema["enum"][int(cast(int, select.value))]
         if f.kind == "bool":
             return self.query_one(f"#{f.widget_id}", Switch).value
         if f.kind in ("integer", "number", "line"):
@@ -142,26 +194,52 @@ class SpecForm(Vertical):
             return _MISSING
         if f.kind in ("line", "text"):
             return text
+        what = {"integer": "an integer", "number": "a number"}.get(f.kind, "JSON")
         try:
-            return json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError as exc:
-            what = {"integer": "an integer", "number": "a number"}.get(f.kind, "JSON")
-            raise ValueError(f"not {what}: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+            where = f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if f.kind == "json" else ""
+            raise ValueError(f"input '{f.name}': {text.strip()!r} is not {what}{where}") from None
+        if f.kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValueError(f"input '{f.name}': {text.strip()!r} is not {what}")
+        if f.kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ValueError(f"input '{f.name}': {text.strip()!r} is not {what}")
+        return value
 
-    def validate(self) -> dict[str, Any] | None:
+    def validate(self, *, show: bool = True) -> dict[str, Any] | None:
         """Validated values (defaults filled), or None with the errors shown under their fields."""
+        if not show:
+            return self._check(lambda _name, _message: None)
         self._checked = True
         self._clear_errors()
+        return self._check(self._show_error)
+
+    def _check(self, report: Callable[[str | None, str], None]) -> dict[str, Any] | None:
         values, errors = self.raw_values()
-        for name, message in errors.items():
-            self._show_error(name, message)
-        if errors:
+        problems: dict[str, list[str]] = {name: [message] for name, message in errors.items()}
+        for f in self.fields:
+            if f.name in problems:
+                continue
+            if f.name not in values:
+                if f.required:
+                    problems[f.name] = [f"missing input '{f.name}' (it has no default)"]
+                continue
+            found = schema_errors(f.name, f.schema, values[f.name])
+            if found:
+                problems[f.name] = found
+        for name, messages in problems.items():
+            report(name, "\n".join(messages))
+        if problems:
             return None
         try:
             return validate_inputs(self.spec, values)
         except InputError as exc:
-            self._show_error(exc.name, str(exc))
+            report(exc.name, str(exc))
             return None
+
+    def values(self) -> dict[str, Any]:
+        """The values as typed that parse (for remembering the form), without checking them."""
+        return self.raw_values()[0]
 
     def errors(self) -> dict[str, str]:
         """Errors currently shown, by input name (for tests and the status line)."""
@@ -171,6 +249,13 @@ class SpecForm(Vertical):
             if label.display:
                 out[f.name] = str(label.content)
         return out
+
+    def show_first_error(self) -> None:
+        """Scroll the first field with an error into view (the form can be taller than the screen)."""
+        for f in self.fields:
+            if self.query_one(f"#{f.error_id}", Label).display:
+                self.query_one(f"#{f.widget_id}").scroll_visible(animate=False)
+                return
 
     def _clear_errors(self) -> None:
         for f in self.fields:
@@ -185,8 +270,16 @@ class SpecForm(Vertical):
         label.update(message)
         label.display = True
 
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Fill the fields given (a remembered form); values that no longer fit the spec are skipped."""
+        for name, value in values.items():
+            try:
+                self.set_value(name, value)
+            except (StopIteration, ValueError, TypeError):
+                continue
+
     def set_value(self, name: str, value: Any) -> None:
-        """Fill a field programmatically (tests, "run again with…")."""
+        """Fill a field programmatically (tests, a remembered form)."""
         f = next(f for f in self.fields if f.name == name)
         if f.kind == "enum":
             self.query_one(f"#{f.widget_id}", Select).value = f.schema["enum"].index(value)
@@ -216,3 +309,4 @@ class SpecForm(Vertical):
     def _changed(self) -> None:
         if self._checked:
             self.validate()
+        self.post_message(self.ValuesChanged(self))
