@@ -7,4 +7,6 @@ in :mod:`promptdsl.tools.builtins`; MCP servers in :mod:`promptdsl.tools.mcp`.
 from .base import Approval, Step, StopReason, Tool, ToolCall, ToolError, ToolFailure, ToolUse
 from .decorator import MaxLen, tool
 
-__all__ = ["Approval", "MaxLen", "Step", "StopReason", "Tool", "ToolCall", "ToolError", "ToolFailure", "ToolUse", "tool"]
+__all__ = [
+    "Approval", "MaxLen", "Step", "StopReason", "Tool", "ToolCall", "ToolError", "ToolFailure", "ToolUse", "tool",
+]

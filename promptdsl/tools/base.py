@@ -59,7 +59,7 @@ class Tool:
     name: str = ""
     description: str = ""
     parameters: dict[str, Any] = EMPTY_OBJECT
-    options_schema: dict[str, Any] = {"type": "object", "additionalProperties": False}
+    options_schema: dict[str, Any] = {"type": "object", "additionalProperties": False}  # noqa: RUF012
     read_only: bool = False
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:

@@ -54,7 +54,8 @@ def _walk(node: ast.AST) -> Any:
         return _UNARY[type(node.op)](_walk(node.operand))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _walk(node.left), _walk(node.right)
-        if isinstance(node.op, ast.Pow) and (abs(right) > MAX_EXPONENT or (abs(left) > 1 and abs(right) * math.log10(abs(left)) > MAX_DIGITS)):
+        too_big = abs(right) > MAX_EXPONENT or (abs(left) > 1 and abs(right) * math.log10(abs(left)) > MAX_DIGITS)
+        if isinstance(node.op, ast.Pow) and too_big:
             raise ToolFailure("power too large")
         try:
             return _check_size(_BINARY[type(node.op)](left, right))
@@ -88,7 +89,7 @@ def format_number(value: int | float) -> str:
 class Calculator(Tool):
     name = "calculator"
     description = "Evaluate an arithmetic expression with numbers, + - * / // % ** and parentheses; returns the number."
-    parameters = {
+    parameters = {  # noqa: RUF012
         "type": "object",
         "properties": {
             "expression": {
@@ -110,7 +111,7 @@ class Calculator(Tool):
 class CurrentTime(Tool):
     name = "current_time"
     description = "The current date and time (ISO 8601) in an IANA time zone such as Europe/Paris."
-    parameters = {
+    parameters = {  # noqa: RUF012
         "type": "object",
         "properties": {"zone": {"type": "string", "maxLength": 64, "default": "UTC",
                                 "description": "IANA time zone name, e.g. UTC or America/New_York"}},
@@ -179,7 +180,9 @@ class _UnderRoot(Tool):
 class ReadFile(_UnderRoot):
     name = "read_file"
     description = "Read a UTF-8 text file under the allowed folder."
-    parameters = {"type": "object", "properties": {"path": _PATH_ARG}, "required": ["path"], "additionalProperties": False}
+    parameters = {  # noqa: RUF012
+        "type": "object", "properties": {"path": _PATH_ARG}, "required": ["path"], "additionalProperties": False,
+    }
 
     def call(self, arguments: dict[str, Any]) -> str:
         path = self.resolve(str(arguments["path"]))
@@ -197,7 +200,7 @@ class ReadFile(_UnderRoot):
 class ListDir(_UnderRoot):
     name = "list_dir"
     description = "List the entries of a folder under the allowed folder (folders end with /)."
-    parameters = {
+    parameters = {  # noqa: RUF012
         "type": "object",
         "properties": {"path": {**_PATH_ARG, "default": "."}},
         "additionalProperties": False,

@@ -40,7 +40,8 @@ def check_spec_tools(spec: Spec, located: Located) -> None:
         has_mcp = any(u.name.startswith(MCP_PREFIX) for u in spec.tools)
         if not has_mcp:
             raise located.error(
-                f"tool_choice '{choice}' is none of auto, required, none, or a listed tool ({', '.join(names) or 'no tools listed'})",
+                f"tool_choice '{choice}' is none of auto, required, none, or a listed tool "
+                f"({', '.join(names) or 'no tools listed'})",
                 ("tool_choice",),
             )
     if choice != "none" and choice != "auto" and not spec.tools:

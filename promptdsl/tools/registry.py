@@ -75,7 +75,8 @@ def find_tool(name: str, extra: Mapping[str, Tool] | None = None) -> type[Tool] 
     eps = _entry_points()
     if name not in eps:
         known = sorted({*eps, *(extra or {})})
-        raise ToolError(f"unknown tool '{name}'{did_you_mean(name, known)}; installed tools: {', '.join(known) or 'none'}")
+        listed = ", ".join(known) or "none"
+        raise ToolError(f"unknown tool '{name}'{did_you_mean(name, known)}; installed tools: {listed}")
     return _load(eps[name])
 
 
