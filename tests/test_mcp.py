@@ -28,7 +28,7 @@ def test_tools_are_listed_called_and_failures_reported() -> None:
         assert tools["shout"].parameters["properties"]["text"]["maxLength"] == 1000  # bounded for grammars
         assert tools["add"].call({"a": 2, "b": 40}) == "42"
         assert tools["shout"].call({"text": "hi"}) == "HI"
-        with pytest.raises(ToolFailure, match="no good|Error executing tool fail"):
+        with pytest.raises(ToolFailure, match=r"no good|Error executing tool fail"):
             tools["fail"].call({"reason": "no good"})
         tools["nap"].timeout = 0.3
         with pytest.raises(ToolFailure, match="timed out"):
