@@ -23,7 +23,7 @@ DEFAULT_MAX_RETRIES = 2
 NO_KEY = "no-key"
 
 KNOWN_OPTIONS = frozenset(
-    {"base_url", "timeout", "max_retries", "api_key_env", "grammar", "context_length", "organization"}
+    {"base_url", "timeout", "max_retries", "api_key_env", "grammar", "context_length", "organization", "tools"}
 )
 
 
