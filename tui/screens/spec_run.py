@@ -9,13 +9,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Collapsible, Footer, Header, Label, Static
@@ -27,6 +28,7 @@ from promptdsl.spec import Spec
 
 from ..session import Session
 from ..specs import short_path
+from ..tools import ChatTools, show_step
 from ..widgets.result_view import ResultView
 from ..widgets.spec_form import SpecForm
 
@@ -99,6 +101,7 @@ class SpecScreen(Screen[None]):
             with Collapsible(title="Compiled prompt", collapsed=True, id="prompt-box"):
                 yield Static("", id="prompt-text")
             yield Label("", id="run-state", classes="hint")
+            yield Vertical(id="tool-steps")
             yield Static("", id="raw")
             yield ResultView(id="result")
         yield Footer()
@@ -112,6 +115,12 @@ class SpecScreen(Screen[None]):
     def on_unmount(self) -> None:
         if self._stop is not None:
             self._stop.set()
+        self.tools.stop.set()
+
+    @cached_property
+    def tools(self) -> ChatTools:
+        """Tool approvals ("Always" lasts as long as this screen) and step cards."""
+        return ChatTools(self.app, lambda kind, step: show_step(self.query_one("#tool-steps", Vertical), kind, step))
 
     @property
     def form(self) -> SpecForm:
@@ -135,7 +144,7 @@ class SpecScreen(Screen[None]):
         with self._runner_lock:
             backend = self.session.backend() if self.session.explicit else None
             if self._runner is None or (backend is not None and self._runner.backend is not backend):
-                self._runner = Runner(self.spec, backend, options=self.options)
+                self._runner = Runner(self.spec, backend, options=self.options, tool_settings=self.tools.settings())
             return self._runner
 
     # ------------------------------------------------------------------ run
@@ -157,6 +166,7 @@ class SpecScreen(Screen[None]):
         raw.update("")
         raw.display = False
         self.result_view.clear()
+        self.query_one("#tool-steps", Vertical).remove_children()
         self._state("running…")
         self._run(self._run_id, values, self._stop)
 
