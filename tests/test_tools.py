@@ -226,3 +226,27 @@ def test_a_good_tools_block_loads(tmp_path: Path) -> None:
 def test_mcp_sources_load_without_starting_anything() -> None:
     spec = loads_spec("version: 1\nname: s\ntools: ['mcp:python -m my_server']\n")
     assert spec.tools[0].name == "mcp:python -m my_server"
+
+
+# ---------------------------------------------------------------------------- openai request shapes
+
+
+def test_openai_native_tool_request_shapes() -> None:
+    from promptdsl_openai.formats import function_tools, tool_arguments, tool_choice_param, tool_messages
+
+    from promptdsl.tools import Step
+
+    calc = Calculator()
+    assert function_tools([calc.describe()]) == [{"type": "function", "function": {
+        "name": "calculator", "description": calc.description, "parameters": calc.parameters}}]
+    assert tool_choice_param("auto") == "auto" and tool_choice_param("none") == "none"
+    assert tool_choice_param("calculator") == {"type": "function", "function": {"name": "calculator"}}
+    ok = Step("calculator", {"expression": "1+2"}, result="3", approved=True, id="c1")
+    bad = Step("calculator", {"expression": "x"}, error="unknown name 'x'", approved=True, id="c2")
+    messages = tool_messages([ok, bad])
+    assert messages[0] == {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "1+2"}'}}]}
+    assert messages[1] == {"role": "tool", "tool_call_id": "c1", "content": "3"}
+    assert messages[3]["content"] == "error: unknown name 'x'"
+    assert tool_arguments('{"a": 1}') == {"a": 1} and tool_arguments("not json") == "not json"
+    assert tool_arguments(None) == {}
