@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
+from .cli_tools import add_tool_flags, cmd_tools, tool_settings
 from .compiler import Compiler
 from .dataset import add_dataset_flags
 from .errors import InputError, PromptDSLError
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write one JSON result per line here (dataset runs)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
+    add_tool_flags(p)
     add_dataset_flags(p)
     p.set_defaults(handler=cmd_run)
 
@@ -96,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_backends)
 
+    p = sub.add_parser("tools", parents=[common], help="list installed tool plugins and their argument schemas")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_tools)
+
     p = sub.add_parser("schema", parents=[common], help="print the spec JSON Schema")
     p.set_defaults(handler=cmd_schema)
 
@@ -113,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _runner(spec: Spec, args: argparse.Namespace) -> Runner:
-    return Runner(spec, backend_name=args.backend, model=args.model, options=parse_options(args.option))
+    return Runner(spec, backend_name=args.backend, model=args.model, options=parse_options(args.option),
+                  tool_settings=tool_settings(args))
 
 
 def _print_value(value: Any) -> None:
