@@ -96,7 +96,7 @@ class Calculator(Tool):
                 "type": "string",
                 "maxLength": MAX_EXPRESSION,
                 "pattern": r"^[0-9 .+*/%()-]+$",
-                "description": "for example: (12 + 30) * 4",
+                "description": "the arithmetic to compute, with the numbers written out",
             }
         },
         "required": ["expression"],
