@@ -95,6 +95,9 @@ def run_side(runner: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         seconds.append(time.perf_counter() - start)
         ok = correct(result.value, row["answer"])
+        calls = [s["arguments"] for s in result.steps or []]
+        print(f"{'ok ' if ok else 'bad'} {row['op']} {row['answer']} -> {result.value} {calls} "
+              f"{seconds[-1]:.1f}s", file=sys.stderr, flush=True)
         hits += ok
         by_op[row["op"]] += ok
         steps.append(len(result.steps or []))
