@@ -96,6 +96,7 @@ class ToolUse:
     options: dict[str, Any] = field(default_factory=dict)
     approval: Approval | None = None  # None: auto for read-only tools, ask for the rest
     timeout: float = DEFAULT_TIMEOUT
+    direct: bool = False  # the result of a successful call is the answer (parsed as the spec's output)
 
     @classmethod
     def from_data(cls, item: Any) -> ToolUse:
@@ -108,6 +109,7 @@ class ToolUse:
             options=dict(item.get("options") or {}),
             approval=Approval(approval) if approval else None,
             timeout=float(item.get("timeout", DEFAULT_TIMEOUT)),
+            direct=bool(item.get("direct", False)),
         )
 
 

@@ -78,6 +78,7 @@ class ActiveTool:
     tool: Tool
     approval: Approval
     timeout: float
+    direct: bool = False
 
 
 @dataclass
@@ -141,9 +142,14 @@ class ToolLoop:
         holder: dict[str, Any] = {}
 
         def chunks() -> Iterator[str]:
-            steps, reason, text = self.steps(prompt)
+            steps, reason, text, direct = self.steps(prompt)
             holder.update(steps=steps, reason=reason)
-            if text is not None and (parsed := self._parse(values, text)) is not None:
+            if direct and (parsed := self._parse(values, str(text), any_method=True)) is not None:
+                parsed.extra["answered_by"] = steps[-1].tool
+                holder["result"] = parsed
+                yield str(text)
+                return
+            if text is not None and not direct and (parsed := self._parse(values, text)) is not None:
                 holder["result"] = parsed
                 yield text
                 return
@@ -160,43 +166,46 @@ class ToolLoop:
 
         return Response(chunks(), finish)
 
-    def _parse(self, values: dict[str, Any], text: str) -> Result | None:
-        """A native answer is the result when it parses and the spec's method is free generation."""
+    def _parse(self, values: dict[str, Any], text: str, any_method: bool = False) -> Result | None:
+        """A native answer is the result when it parses and the spec's method is free generation
+        (``any_method``: a direct tool's result, whatever the method)."""
         from ..spec import Method
 
-        if self.runner.method is not Method.GENERATE:
+        if self.runner.method is not Method.GENERATE and not any_method:
             return None
         try:
             return self.runner.answer_from_text(values, text)
         except PromptDSLError:
             return None
 
-    def steps(self, prompt: Prompt) -> tuple[list[Step], StopReason, str | None]:
-        """Run tool steps until the model answers or a rule stops it: (trace, why it stopped, answer text)."""
+    def steps(self, prompt: Prompt) -> tuple[list[Step], StopReason, str | None, bool]:
+        """Run tool steps until the model answers or a rule stops it: (trace, why, answer text, from a direct tool)."""
         steps: list[Step] = []
         failed: set[str] = set()
         succeeded: set[str] = set()
         if self.choice == "none" or not self.tools:
-            return steps, StopReason.ANSWER, None
+            return steps, StopReason.ANSWER, None, False
         while len(steps) < self.max_steps:
             forced = self.choice if not steps else "auto"
             decision = self.driver.decide(prompt, steps, forced)
             if decision.call is None:
-                return steps, StopReason.ANSWER, decision.text
+                return steps, StopReason.ANSWER, decision.text, False
             key = _key(decision.call)
             if key in succeeded:
-                return steps, StopReason.ANSWER, None
+                return steps, StopReason.ANSWER, None, False
             step = self.execute(decision.call)
             steps.append(step)
             if step.approved is False:
-                return steps, StopReason.DENIED, None
+                return steps, StopReason.DENIED, None, False
             if step.error is not None:
                 if key in failed:
-                    return steps, StopReason.ERROR, None
+                    return steps, StopReason.ERROR, None, False
                 failed.add(key)
             else:
                 succeeded.add(key)
-        return steps, StopReason.MAX_STEPS, None
+                if self.tools[step.tool].direct:
+                    return steps, StopReason.ANSWER, step.result, True
+        return steps, StopReason.MAX_STEPS, None, False
 
     # ------------------------------------------------------------------ one call
 
@@ -341,7 +350,7 @@ def _open(use: ToolUse, base: Path | None, *, trusted: bool) -> list[ActiveTool]
         tools = open_mcp_tools(use.name[len(MCP_PREFIX):], timeout=use.timeout, cwd=base)
         return [ActiveTool(t, use.approval or Approval.ASK, use.timeout) for t in tools]
     tool = open_tool(use, base_dir=base, trusted=trusted)
-    return [ActiveTool(tool, use.approval or default_approval(tool), use.timeout)]
+    return [ActiveTool(tool, use.approval or default_approval(tool), use.timeout, use.direct)]
 
 
 __all__ = [
