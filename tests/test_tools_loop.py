@@ -271,3 +271,21 @@ def test_unique_tool_names() -> None:
 
     with pytest.raises(ToolError, match="given twice: add"):
         Runner(spec(), ScriptedTools([]), tools=[add, add])
+
+
+def test_a_direct_tool_result_is_the_answer() -> None:
+    s = loads_spec("version: 1\nname: d\ninputs: {q: {type: string}}\ntools: [{name: calculator, direct: true}]\n"
+                   "output: {type: json, schema: {type: number}}\n")
+    backend = ScriptedTools([("calculator", {"expression": "6 * 7"})], answer="0")
+    result = Runner(s, backend).run({"q": "6 times 7?"})
+    assert result.value == 42 and result.raw == "42" and result.stop_reason == "answer"
+    assert result.to_dict()["answered_by"] == "calculator"
+    assert all(not p.messages[-1].content.endswith("Now answer the question.") for p in backend.prompts)
+
+
+def test_a_direct_result_that_does_not_parse_falls_back_to_the_model() -> None:
+    s = loads_spec("version: 1\nname: d\ninputs: {q: {type: string}}\ntools: [{name: current_time, direct: true}]\n"
+                   "output: {type: json, schema: {type: number}}\n")
+    backend = ScriptedTools([("current_time", {"zone": "UTC"})], answer="7")
+    result = Runner(s, backend).run({"q": "when?"})
+    assert result.value == 7 and "answered_by" not in result.to_dict()
