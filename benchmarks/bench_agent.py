@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--side", choices=("both", "tools", "none"), default="both",
+                   help="run one side only (e.g. the two sides in two processes)")
     args = p.parse_args(argv)
 
     from promptdsl import Runner, load_spec
@@ -133,15 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     assert with_tools.tool_loop is not None
     print(f"{args.n} problems, seed {args.seed}; backend {backend.name} ({backend.model_id}); "
           f"tool path: {with_tools.tool_loop.path} {getattr(with_tools.tool_loop.driver, 'how', '')}")
-    figures = {"tools": run_side(with_tools, rows), "none": run_side(without, rows)}
+    sides = {"tools": with_tools, "none": without}
+    figures = {name: run_side(r, rows) for name, r in sides.items() if args.side in (name, "both")}
     for side, f in figures.items():
         ops = " ".join(f"{op}:{v:.2f}" for op, v in f["by_op"].items())
         print(f"tool_choice {'calculator' if side == 'tools' else 'none':10s} accuracy {f['accuracy']:.2f} ({ops})  "
               f"mean steps {f['mean_steps']:.2f}  {f['seconds_per_problem']:.2f} s/problem  "
               f"stop {f['stop_reasons']}")
-    ratio = figures["tools"]["accuracy"] / max(figures["none"]["accuracy"], 1e-9)
-    print(f"accuracy with tools / without: {ratio:.1f}x; target with tools >= {TARGET:.2f}: "
-          f"{'met' if figures['tools']['accuracy'] >= TARGET else 'NOT met'}")
+    if len(figures) == 2:
+        ratio = figures["tools"]["accuracy"] / max(figures["none"]["accuracy"], 1e-9)
+        print(f"accuracy with tools / without: {ratio:.1f}x")
+    if "tools" in figures:
+        print(f"target with tools >= {TARGET:.2f}: {'met' if figures['tools']['accuracy'] >= TARGET else 'NOT met'}")
     if args.json:
         args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, **figures}, indent=2))
     return 0
