@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .base import Tool, ToolError, ToolFailure
 
 MAX_EXPRESSION = 200
+MAX_ARGUMENT = 100  # what the model may write: short, so a model that keeps writing stops soon
 MAX_DIGITS = 100  # an integer result longer than this is refused
 MAX_EXPONENT = 1000
 
@@ -94,7 +95,7 @@ class Calculator(Tool):
         "properties": {
             "expression": {
                 "type": "string",
-                "maxLength": MAX_EXPRESSION,
+                "maxLength": MAX_ARGUMENT,
                 "pattern": r"^[0-9 .+*/%()-]+$",
                 "description": "the arithmetic to compute, with the numbers written out",
             }
