@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_agent import problems  # noqa: E402
 
-SAMPLE = 4
+SAMPLE = 2
 
 
 @pytest.fixture(scope="module")
