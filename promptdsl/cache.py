@@ -50,6 +50,8 @@ def default_path() -> Path:
 
 def cacheable(runner: Runner) -> bool:
     """True when the runner's answers are deterministic: scoring, or greedy decoding."""
+    if runner.tool_loop is not None:  # tools may answer differently each time (time, files, servers)
+        return False
     return bool(runner.method is Method.SCORE or runner.generation.temperature == 0)
 
 

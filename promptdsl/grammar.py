@@ -7,6 +7,7 @@ openai backend) constrain decoding with the same grammars, so they live here onc
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -142,7 +143,11 @@ class _SchemaGrammar:
         if high is not None and high < low:
             high = low
         span = f"{{{low},{'' if high is None else high}}}"
-        return self._add(f'"\\"" {_STRING_CHAR}{span} "\\"" ws')
+        char = _STRING_CHAR
+        simple = re.fullmatch(r"\^\[([^\]\\\"^]+)\]\+\$", str(schema.get("pattern", "")))
+        if simple:  # pattern: '^[class]+$' (e.g. the calculator's expression): decode only that class
+            char, span = f"[{simple.group(1)}]", f"{{{max(low, 1)},{'' if high is None else high}}}"
+        return self._add(f'"\\"" {char}{span} "\\"" ws')
 
 
 def _count(value: Any) -> int | None:

@@ -32,6 +32,7 @@ from .spec import (
     SpecTest,
 )
 from .templates import TemplateFailure, compile_template, free_names, private_attributes
+from .tools.check import check_spec_tools, tool_uses
 from .yamlsource import MAX_PATH_CHARS, KeyPath, Located, load_yaml, parse_yaml, read_text
 
 TEMPLATE_KEYS = ("system", "instruction", "template")
@@ -264,6 +265,9 @@ def _build(data: dict[str, Any], located: Located, path: Path) -> Spec:
             strip=out.get("strip", True),
         ),
         tests=[SpecTest(dict(t["input"]), t["expect"], t.get("name", "")) for t in data.get("tests", [])],
+        tools=tool_uses(data),
+        tool_choice=data.get("tool_choice", "auto"),
+        max_steps=data.get("max_steps", 5),
         path=path,
         data=data,
         source=located,
@@ -378,6 +382,7 @@ def _check_semantics(spec: Spec, located: Located) -> None:
     for i, test in enumerate(spec.tests):
         _check_input(spec, test.input, located, ("tests", i, "input"), "test")
         _check_expect(test.expect, located, ("tests", i, "expect"))
+    check_spec_tools(spec, located)
 
 
 def _check_expect(expect: Any, located: Located, where: KeyPath) -> None:

@@ -21,6 +21,8 @@ class Result:
     scores: dict[str, float] | None = None
     seconds: float = 0.0
     cached: bool = False
+    steps: list[dict[str, Any]] | None = None  # tool calls, when the spec has tools (promptdsl.tools)
+    stop_reason: str | None = None  # why the tool loop ended: answer | max_steps | denied | error
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -30,6 +32,9 @@ class Result:
         out["backend"] = self.backend
         out["model"] = self.model
         out["timing"] = {"seconds": round(self.seconds, 4), "cached": self.cached}
+        if self.steps is not None:
+            out["steps"] = self.steps
+            out["stop_reason"] = self.stop_reason
         out.update(self.extra)
         return out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from .backend import Backend, Capability, Constraint, GenerationOptions, split_options
@@ -19,6 +20,8 @@ from .prompt import Prompt
 from .registry import get_backend, resolve_backend_name
 from .result import Response, Result
 from .spec import Method, OutputType, Spec
+from .tools.base import Tool, ToolUse
+from .tools.loop import ToolSettings, make_loop
 
 #: Default token budget per output type when neither spec nor options set one.
 DEFAULT_MAX_TOKENS = {
@@ -60,6 +63,8 @@ class Runner:
         backend_name: str | None = None,
         model: str | None = None,
         options: Mapping[str, Any] | None = None,
+        tools: Sequence[Tool | ToolUse | str] = (),
+        tool_settings: ToolSettings | None = None,
     ) -> None:
         self.spec = spec
         merged = {**spec.model.options, **(options or {})}
@@ -84,6 +89,10 @@ class Runner:
             Method.CONSTRAIN: self._constrain,
             Method.GENERATE: self._generate,
         }
+        settings = tool_settings or ToolSettings()
+        if tools:
+            settings = replace(settings, extra=[*settings.extra, *tools])
+        self.tool_loop = make_loop(self, settings)  # None without tools: one answer per input
 
     def _generation_options(self, merged: Mapping[str, Any]) -> GenerationOptions:
         out = self.spec.output
@@ -112,13 +121,19 @@ class Runner:
 
     def respond(self, values: dict[str, Any], prompt: Prompt) -> Response:
         """Like :meth:`stream` for an input already through :meth:`prepare` (caches, batch runs)."""
+        if self.tool_loop is not None:
+            return self.tool_loop.respond(values, prompt)
+        return self.answer(values, prompt)
+
+    def answer(self, values: dict[str, Any], prompt: Prompt) -> Response:
+        """One answer in the spec's output type, without tools (also the tool loop's last call)."""
         return self._handlers[self.method](prompt, values, time.perf_counter())
 
     def respond_many(self, items: Sequence[tuple[dict[str, Any], Prompt]]) -> list[Result | PromptDSLError]:
         """Results of several prepared inputs, errors in place. By ``score`` the prompts go to the
         backend together (:meth:`Backend.score_many`: a local model evaluates them in one batch)."""
         prefixes = {p.continuation_prefix for _, p in items}
-        if self.method is not Method.SCORE or len(items) < 2 or len(prefixes) != 1:
+        if self.tool_loop is not None or self.method is not Method.SCORE or len(items) < 2 or len(prefixes) != 1:
             return [self._settle(self.respond, v, p) for v, p in items]
         start = time.perf_counter()
         prefix = prefixes.pop()
@@ -152,6 +167,9 @@ class Runner:
         scores = dict(zip(choices, (float(x) for x in logps), strict=True))
         best = max(choices, key=lambda c: scores[c])
         return self._result(best, best, time.perf_counter() - seconds, scores)
+    def answer_from_text(self, values: dict[str, Any], raw: str) -> Result:
+        """Parse text the backend already wrote (a native tool-calling reply) as the spec's output."""
+        return self._parser(values, time.perf_counter())(raw)
 
     # ------------------------------------------------------------------ method handlers
 

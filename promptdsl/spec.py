@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .yamlsource import Located
+
+if TYPE_CHECKING:
+    from .tools.base import ToolUse
 
 
 class OutputType(str, Enum):
@@ -111,6 +114,9 @@ class Spec:
     fewshot: FewShot = field(default_factory=FewShot)
     output: OutputSpec = field(default_factory=OutputSpec)
     tests: list[SpecTest] = field(default_factory=list)
+    tools: list[ToolUse] = field(default_factory=list)  # see promptdsl.tools
+    tool_choice: str = "auto"  # auto | required | none | a tool's name
+    max_steps: int = 5  # tool calls before a final answer is forced
     path: Path | None = None
     data: dict[str, Any] = field(default_factory=dict)
     source: Located | None = None

@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +96,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def llama_server(*, n_ctx: int = 2048, timeout: float = STARTUP_TIMEOUT) -> Iterator[Server]:
+def llama_server(*, n_ctx: int = 2048, timeout: float = STARTUP_TIMEOUT, args: Sequence[str] = ()) -> Iterator[Server]:
     """Start a llama-cpp-python server on the embedded model; stop it on exit (also on failure)."""
     from promptdsl_llamacpp import embedded_model_path
 
@@ -108,7 +108,7 @@ def llama_server(*, n_ctx: int = 2048, timeout: float = STARTUP_TIMEOUT) -> Iter
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(embedded_model_path()), "--model_alias", MODEL_ALIAS,
         "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", str(n_ctx), "--api_key", key,
+        "--n_ctx", str(n_ctx), "--api_key", key, *args,
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,

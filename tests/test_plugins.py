@@ -83,7 +83,7 @@ def test_example_plugin_is_listed_with_version_and_capabilities(echo_cli: Callab
         "name": "echo", "version": "0.1.0", "distribution": "promptdsl-echo",
         "capabilities": ["chat", "completion", "stream"], "error": None,
     }
-    assert by_name["openai"]["capabilities"] == ["chat", "completion", "json_schema", "stream"]
+    assert by_name["openai"]["capabilities"] == ["chat", "completion", "json_schema", "stream", "tools"]
     assert by_name["openai"]["distribution"] == "promptdsl-openai" and by_name["openai"]["error"] is None
     assert by_name["llamacpp"]["error"] is None
 

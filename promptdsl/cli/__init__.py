@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..errors import PromptDSLError
-from . import backends, chat, doctor, evaluate, run, specs
+from . import backends, chat, doctor, evaluate, run, specs, tools
 from .common import Commands, Parser
 
 Handler = Callable[[argparse.Namespace], int]
@@ -27,6 +27,7 @@ COMMANDS: tuple[Register, ...] = (
     evaluate.register,
     specs.register,
     backends.register,
+    tools.register,
     chat.register,
     doctor.register,
 )

@@ -44,7 +44,10 @@ def add_input_flags(p: argparse.ArgumentParser) -> None:
 
 def runner_from_args(spec: Spec, args: argparse.Namespace) -> Runner:
     """The one way a command turns --backend/--model/-o into a Runner."""
-    return Runner(spec, backend_name=args.backend, model=args.model, options=parse_options(args.option))
+    from .tools import tool_settings  # -T, --yes, and tool calls shown on stderr
+
+    return Runner(spec, backend_name=args.backend, model=args.model, options=parse_options(args.option),
+                  tool_settings=tool_settings(args))
 
 
 def print_value(value: Any) -> None:

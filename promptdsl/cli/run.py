@@ -12,6 +12,7 @@ from ..inputs import collect_inputs, validate_inputs
 from ..loader import load_spec
 from .common import Commands, add_backend_flags, add_input_flags, print_value, runner_from_args
 from .dataset import add_dataset_flags, dataset_run, execute, report
+from .tools import add_tool_flags
 
 
 def register(sub: Commands, common: argparse.ArgumentParser) -> None:
@@ -23,6 +24,7 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="write one JSON result per line here (dataset runs)")
     p.add_argument("--json", action="store_true", help="print the full result as JSON")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
+    add_tool_flags(p)
     add_dataset_flags(p)
     p.set_defaults(handler=cmd_run)
 

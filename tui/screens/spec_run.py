@@ -11,13 +11,14 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, Collapsible, Footer, Header, Label, Static
@@ -30,6 +31,7 @@ from promptdsl.spec import Spec
 from ..history import HistoryStore
 from ..session import Session
 from ..specs import short_path
+from ..tools import ChatTools, show_step
 from ..widgets.result_view import ResultView
 from ..widgets.spec_form import SpecForm
 
@@ -114,6 +116,7 @@ class SpecScreen(Screen[None]):
             with Collapsible(title="Compiled prompt", collapsed=True, id="prompt-box"):
                 yield Static("", id="prompt-text")
             yield Label("", id="run-state", classes="hint")
+            yield Vertical(id="tool-steps")
             yield Static("", id="raw")
             yield ResultView(id="result")
             with Collapsible(title="Earlier runs", collapsed=True, id="runs-box"):
@@ -136,6 +139,12 @@ class SpecScreen(Screen[None]):
     def on_unmount(self) -> None:
         if self._stop is not None:
             self._stop.set()
+        self.tools.stop.set()
+
+    @cached_property
+    def tools(self) -> ChatTools:
+        """Tool approvals ("Always" lasts as long as this screen) and step cards."""
+        return ChatTools(self.app, lambda kind, step: show_step(self.query_one("#tool-steps", Vertical), kind, step))
 
     @on(SpecForm.ValuesChanged)
     def _values_changed(self) -> None:
@@ -201,7 +210,7 @@ class SpecScreen(Screen[None]):
         with self._runner_lock:
             backend = self.session.backend() if self.session.explicit else None
             if self._runner is None or (backend is not None and self._runner.backend is not backend):
-                self._runner = Runner(self.spec, backend, options=self.options)
+                self._runner = Runner(self.spec, backend, options=self.options, tool_settings=self.tools.settings())
             return self._runner
 
     # ------------------------------------------------------------------ run
@@ -228,6 +237,7 @@ class SpecScreen(Screen[None]):
         raw.update("")
         raw.display = False
         self.result_view.clear()
+        self.query_one("#tool-steps", Vertical).remove_children()
         self._state("running…")
         self._run(self._run_id, values, self._stop)
 

@@ -34,19 +34,25 @@ from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions
 from promptdsl.errors import BackendError
 from promptdsl.prompt import Prompt
 
-from .config import DEFAULT_OPENAI_MODEL, Settings, resolve
+from .config import DEFAULT_OPENAI_MODEL, Settings, _flag, resolve
 from .errors import map_error
 from .formats import (
     ANSWER_KEY,
     choice_schema,
     exact_grammar,
+    function_tools,
     grammar_for,
     json_object_format,
     json_schema_format,
     rejects_json_schema,
+    tool_arguments,
+    tool_choice_param,
+    tool_messages,
 )
 
-BASE_CAPABILITIES = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.STREAM, Capability.JSON_SCHEMA})
+BASE_CAPABILITIES = frozenset(
+    {Capability.CHAT, Capability.COMPLETION, Capability.STREAM, Capability.JSON_SCHEMA, Capability.TOOLS}
+)
 _PROBE_TEXT = "zq"
 _BOOST = 100.0  # logit bias that makes the continuation's own tokens win over any other spelling
 
@@ -108,9 +114,11 @@ class OpenAIBackend(Backend):
         extra = {Capability.GRAMMAR} if self.grammar else set()
         if self.can_score:
             extra.add(Capability.SCORE)
-        if extra:
-            # Per-instance capabilities: this server turned out to support more than the class promises.
-            self.capabilities = BASE_CAPABILITIES | extra  # type: ignore[misc]
+        native_tools = _flag(self.options, "tools") is not False  # -o tools=false: use the prompted path
+        if extra or not native_tools:
+            # Per-instance capabilities: this server turned out to support more (or was told to use less).
+            caps = BASE_CAPABILITIES | extra
+            self.capabilities = caps if native_tools else caps - {Capability.TOOLS}  # type: ignore[misc]
 
     # ------------------------------------------------------------------ identity
 
@@ -311,6 +319,43 @@ class OpenAIBackend(Backend):
         reply = self._create(prompt, options, plan, stream=False)
         text = _reply_text(reply, prompt.mode)
         return _unwrap(text) if plan.unwrap else text
+
+    def tool_turn(
+        self,
+        prompt: Prompt,
+        steps: Sequence[Any],
+        tools: Sequence[Mapping[str, Any]],
+        choice: str,
+        options: GenerationOptions,
+    ) -> Any:
+        """One native tool-calling request: the calls so far go back as ``tool`` messages."""
+        from promptdsl.tools import ToolCall
+        from promptdsl.tools.native import ToolTurn
+
+        self._check_mode(prompt)
+        kwargs: dict[str, Any] = {"model": self._model_name, "temperature": options.temperature}
+        if options.max_tokens is not None:
+            kwargs["max_completion_tokens" if self.settings.is_openai else "max_tokens"] = options.max_tokens
+        if options.seed is not None:
+            kwargs["seed"] = options.seed
+        messages: list[Any] = [m.to_dict() for m in prompt.messages] + tool_messages(steps)
+        functions: Any = function_tools(tools)
+        try:
+            reply = self.client.chat.completions.create(
+                messages=messages, tools=functions, tool_choice=tool_choice_param(choice), **kwargs
+            )
+        except Exception as exc:
+            raise self._error(exc, "tool call") from None
+        message = reply.choices[0].message if reply.choices else None
+        if message is None:
+            return ToolTurn()
+        raw_calls: list[Any] = list(message.tool_calls or [])
+        calls = [
+            ToolCall(c.function.name, tool_arguments(c.function.arguments), c.id or "")
+            for c in raw_calls
+            if getattr(c, "function", None) is not None
+        ]
+        return ToolTurn(text=message.content or "", calls=calls)
 
     def generate_logprobs(self, prompt: Prompt, options: GenerationOptions) -> list[TokenLogprob] | None:
         self._check_mode(prompt)

@@ -41,7 +41,7 @@ DEFAULT_MAX_RETRIES = 2
 NO_KEY = "no-key"
 
 KNOWN_OPTIONS = frozenset(
-    {"base_url", "timeout", "max_retries", "api_key_env", "grammar", "context_length", "organization"}
+    {"base_url", "timeout", "max_retries", "api_key_env", "grammar", "context_length", "organization", "tools"}
 )
 CONFIG_NAME = "openai.yaml"
 CONFIG_KEYS = frozenset({"base_url", "api_key_env", "organization", "timeout", "max_retries", "trusted_base_urls"})

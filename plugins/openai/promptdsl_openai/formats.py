@@ -9,6 +9,7 @@ completion-mode prompts (built by :mod:`promptdsl.grammar`).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,12 +19,16 @@ from promptdsl.grammar import exact_grammar, gbnf_literal, grammar_for
 __all__ = [
     "choice_schema",
     "exact_grammar",
+    "function_tools",
     "gbnf_literal",
     "grammar_for",
     "is_strict_compatible",
     "json_object_format",
     "json_schema_format",
     "rejects_json_schema",
+    "tool_arguments",
+    "tool_choice_param",
+    "tool_messages",
 ]
 
 #: Field that wraps a choice when a server can only constrain to JSON objects.
@@ -73,3 +78,41 @@ def json_object_format(schema: Mapping[str, Any]) -> dict[str, Any]:
 def rejects_json_schema(message: str) -> bool:
     """Does an error message say the server does not know the ``json_schema`` response format?"""
     return bool(re.search(r"response_format|json_schema", message))
+
+
+# ---------------------------------------------------------------------------- native tool calls
+
+
+def function_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The ``tools`` request field: each tool as a function with its argument schema."""
+    return [
+        {"type": "function", "function": {"name": t["name"], "description": t.get("description", ""),
+                                          "parameters": dict(t["parameters"])}}
+        for t in tools
+    ]
+
+
+def tool_choice_param(choice: str) -> Any:
+    """``auto`` / ``required`` / ``none`` as they are; a tool's name as a named function."""
+    if choice in ("auto", "required", "none"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
+
+def tool_messages(steps: Sequence[Any]) -> list[dict[str, Any]]:
+    """Each step as an assistant message with its call and a ``tool`` message with its result (or error)."""
+    out: list[dict[str, Any]] = []
+    for s in steps:
+        arguments = s.arguments if isinstance(s.arguments, str) else json.dumps(s.arguments, ensure_ascii=False)
+        out.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": s.id, "type": "function", "function": {"name": s.tool, "arguments": arguments}}]})
+        out.append({"role": "tool", "tool_call_id": s.id, "content": s.feedback()})
+    return out
+
+
+def tool_arguments(text: str | None) -> Any:
+    """A call's arguments: the JSON object the model wrote, else its raw text (the loop reports that)."""
+    try:
+        return json.loads(text or "{}")
+    except json.JSONDecodeError:
+        return text or ""

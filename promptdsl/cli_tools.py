@@ -1,0 +1,122 @@
+"""``promptdsl tools``, the ``-T``/``--yes`` flags of ``run``, and tool calls on a terminal.
+
+Tool calls and results go to stderr (stdout stays the answer). ``ask`` tools
+ask on a terminal; where none can ask, ``--yes`` approves and its absence denies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TextIO
+
+from .errors import InputError
+from .inputs import json_or_text
+from .tools import Step, Tool, ToolCall, ToolUse
+from .tools.check import MCP_PREFIX
+from .tools.loop import Approver, ToolSettings
+from .tools.registry import find_tool, list_tools
+
+PREVIEW = 200
+
+
+def add_tool_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tool", "-T", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+        help="add a tool for this run, e.g. -T calculator, -T read_file:root=./notes, -T 'mcp:python server.py'",
+    )
+    p.add_argument("--yes", "-y", action="store_true",
+                   help="approve every tool call whose approval is 'ask' (and MCP servers a spec starts)")
+
+
+def parse_tool_flag(text: str) -> ToolUse:
+    """``NAME``, ``NAME:KEY=VALUE,KEY=VALUE`` or ``mcp:COMMAND ARGS``."""
+    if text.startswith(MCP_PREFIX):
+        return ToolUse(text)
+    name, _, rest = text.partition(":")
+    if not name:
+        raise InputError(f"-T expects NAME[:KEY=VALUE,...], got {text!r}")
+    options: dict[str, Any] = {}
+    for pair in filter(None, rest.split(",")):
+        key, eq, raw = pair.partition("=")
+        if not eq or not key:
+            raise InputError(f"-T {name}: options are KEY=VALUE separated by commas, got {pair!r}")
+        options[key] = json_or_text(raw)
+    return ToolUse(name, options)
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = text.replace("\n", " ")
+    return text if len(text) <= PREVIEW else text[: PREVIEW - 1] + "…"
+
+
+def show_step(kind: str, step: Step, out: TextIO | None = None) -> None:
+    """``tool: calculator {"expression": "1+2"}`` then ``  -> 3`` (or the error, or denied) on stderr."""
+    out = out or sys.stderr
+    if kind == "call":
+        out.write(f"tool: {step.tool} {_short(step.arguments)}\n")
+    elif step.approved is False:
+        out.write(f"  denied: {step.error}\n" if step.error and "denied" not in step.error else "  denied\n")
+    elif step.error is not None:
+        if step.approved is None:  # never got as far as a call
+            out.write(f"tool: {step.tool} {_short(step.arguments)}\n")
+        out.write(f"  error: {_short(step.error)}\n")
+    else:
+        out.write(f"  -> {_short(step.result or '')}  ({step.seconds:.2f}s)\n")
+    out.flush()
+
+
+def terminal_approver(yes: bool, stdin: TextIO | None = None, out: TextIO | None = None) -> Approver:
+    """``--yes`` approves; else ask on a terminal; else deny."""
+
+    def approve(tool: Tool, call: ToolCall) -> bool:
+        if yes:
+            return True
+        inp, err = stdin or sys.stdin, out or sys.stderr
+        if not (inp.isatty() and err.isatty()):
+            return False
+        what = f"start {call.arguments.get('command')!r}" if call.tool == "mcp-server" else \
+            f"run {call.tool} {_short(call.arguments)}"
+        err.write(f"promptdsl: {what}? [y/N] ")
+        err.flush()
+        return inp.readline().strip().lower() in ("y", "yes")
+
+    return approve
+
+
+def tool_settings(args: argparse.Namespace) -> ToolSettings:
+    uses = [parse_tool_flag(t) for t in getattr(args, "tool", [])]
+    for use in uses:
+        if not use.name.startswith(MCP_PREFIX):
+            find_tool(use.name)  # a typo fails here, before any backend starts
+    return ToolSettings(
+        extra=uses,
+        approver=terminal_approver(bool(getattr(args, "yes", False))),
+        on_event=show_step,
+    )
+
+
+def cmd_tools(args: argparse.Namespace) -> int:
+    infos = list_tools()
+    if args.json:
+        print(json.dumps([
+            {"name": i.name, "version": i.version, "distribution": i.distribution, "description": i.description,
+             "read_only": i.read_only, "parameters": i.parameters, "options": i.options, "error": i.error}
+            for i in infos
+        ], indent=2, ensure_ascii=False))
+        return 0
+    if not infos:
+        print("no tools installed")
+        return 0
+    for i in infos:
+        if i.error:
+            print(f"{i.name}  {i.version}  BROKEN: {i.error}")
+            continue
+        kind = "read-only" if i.read_only else "asks"
+        print(f"{i.name}  {i.version}  ({i.distribution}, {kind})  {i.description}")
+        print(f"    arguments: {json.dumps(i.parameters, ensure_ascii=False)}")
+        if i.options.get("properties"):
+            print(f"    options:   {json.dumps(i.options, ensure_ascii=False)}")
+    return 0

@@ -1,0 +1,218 @@
+"""Built-in tools, safe by construction: no shell, no network, no ``eval``.
+
+- ``calculator``: arithmetic on numbers (``+ - * / // % **`` and parentheses),
+  parsed with :mod:`ast` and walked through a whitelist; sizes are bounded.
+- ``current_time``: the time now in an IANA zone.
+- ``read_file`` / ``list_dir``: UTF-8 text and listings, only under ``root``,
+  size-capped. A spec's ``root`` is relative to the spec's folder and cannot
+  leave it; a root the user gives (``-T``, ``Runner(tools=...)``) may be anywhere.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import math
+import operator
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .base import Tool, ToolError, ToolFailure
+
+MAX_EXPRESSION = 200
+MAX_ARGUMENT = 100  # what the model may write: short, so a model that keeps writing stops soon
+MAX_DIGITS = 100  # an integer result longer than this is refused
+MAX_EXPONENT = 1000
+
+_BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+
+
+def _check_size(value: Any) -> Any:
+    if isinstance(value, int) and len(str(abs(value))) > MAX_DIGITS:
+        raise ToolFailure(f"result has more than {MAX_DIGITS} digits")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ToolFailure("result is not a finite number")
+    return value
+
+
+def _walk(node: ast.AST) -> Any:
+    if isinstance(node, ast.Expression):
+        return _walk(node.body)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return _check_size(node.value)
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_walk(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _walk(node.left), _walk(node.right)
+        too_big = abs(right) > MAX_EXPONENT or (abs(left) > 1 and abs(right) * math.log10(abs(left)) > MAX_DIGITS)
+        if isinstance(node.op, ast.Pow) and too_big:
+            raise ToolFailure("power too large")
+        try:
+            return _check_size(_BINARY[type(node.op)](left, right))
+        except ZeroDivisionError:
+            raise ToolFailure("division by zero") from None
+        except OverflowError:
+            raise ToolFailure("result too large") from None
+    raise ToolFailure(f"not arithmetic: {ast.dump(node)[:60]}" if not isinstance(node, ast.Name)
+                      else f"unknown name '{node.id}' (only numbers and + - * / // % ** ( ) are allowed)")
+
+
+def calculate(expression: str) -> int | float:
+    """The value of an arithmetic expression (raises ToolFailure with a reason)."""
+    text = expression.strip().replace("×", "*").replace("÷", "/").replace("^", "**")
+    if len(text) > MAX_EXPRESSION:
+        raise ToolFailure(f"expression longer than {MAX_EXPRESSION} characters")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        raise ToolFailure(f"cannot parse {expression!r} as arithmetic") from None
+    value = _walk(tree)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return int(value)
+    return value  # type: ignore[no-any-return]
+
+
+def format_number(value: int | float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.10g}"
+
+
+class Calculator(Tool):
+    name = "calculator"
+    description = "Evaluate an arithmetic expression with numbers, + - * / // % ** and parentheses; returns the number."
+    parameters = {  # noqa: RUF012
+        "type": "object",
+        "properties": {
+            "expression": {
+                "type": "string",
+                "maxLength": MAX_ARGUMENT,
+                "pattern": r"^[0-9 .+*/%()-]+$",
+                "description": "the arithmetic to compute, with the numbers written out",
+            }
+        },
+        "required": ["expression"],
+        "additionalProperties": False,
+    }
+    read_only = True
+
+    def call(self, arguments: dict[str, Any]) -> str:
+        return format_number(calculate(str(arguments["expression"])))
+
+
+class CurrentTime(Tool):
+    name = "current_time"
+    description = "The current date and time (ISO 8601) in an IANA time zone such as Europe/Paris."
+    parameters = {  # noqa: RUF012
+        "type": "object",
+        "properties": {"zone": {"type": "string", "maxLength": 64, "default": "UTC",
+                                "description": "IANA time zone name, e.g. UTC or America/New_York"}},
+        "additionalProperties": False,
+    }
+    read_only = True
+
+    def call(self, arguments: dict[str, Any]) -> str:
+        zone = str(arguments.get("zone") or "UTC")
+        try:
+            tz = ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ToolFailure(f"unknown time zone '{zone}' (use an IANA name such as Europe/Paris)") from None
+        return dt.datetime.now(tz).isoformat(timespec="seconds")
+
+
+_FILE_OPTIONS = {
+    "type": "object",
+    "properties": {
+        "root": {"type": "string", "minLength": 1, "description": "the folder the tool may read under"},
+        "max_bytes": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
+    },
+    "required": ["root"],
+    "additionalProperties": False,
+}
+_PATH_ARG = {"type": "string", "maxLength": 400, "description": "a path relative to the allowed root"}
+
+
+class _UnderRoot(Tool):
+    """Shared path rules: every path resolves (symlinks too) inside ``root``."""
+
+    options_schema = _FILE_OPTIONS
+    read_only = True
+    default_max_bytes = 64 << 10
+
+    @classmethod
+    def prepare_options(cls, options: Mapping[str, Any], *, base_dir: Path | None, trusted: bool) -> dict[str, Any]:
+        out = dict(options)
+        if "root" not in out:
+            return out
+        base = base_dir or Path.cwd()
+        root = (base / Path(str(out["root"])).expanduser()).resolve()
+        if not trusted and not root.is_relative_to(base.resolve()):
+            raise ToolError(
+                f"tool '{cls.name}': a spec may only allow a root inside its own folder ({base}), not {out['root']!r}; "
+                f"give a wider root yourself with -T '{cls.name}:root=PATH'"
+            )
+        out["root"] = str(root)
+        return out
+
+    @property
+    def root(self) -> Path:
+        return Path(str(self.options["root"])).resolve()
+
+    def resolve(self, relative: str) -> Path:
+        path = (self.root / relative.lstrip("/")).resolve()
+        if not path.is_relative_to(self.root):
+            raise ToolFailure(f"'{relative}' is outside the allowed folder")
+        return path
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.options.get("max_bytes", self.default_max_bytes))
+
+
+class ReadFile(_UnderRoot):
+    name = "read_file"
+    description = "Read a UTF-8 text file under the allowed folder."
+    parameters = {  # noqa: RUF012
+        "type": "object", "properties": {"path": _PATH_ARG}, "required": ["path"], "additionalProperties": False,
+    }
+
+    def call(self, arguments: dict[str, Any]) -> str:
+        path = self.resolve(str(arguments["path"]))
+        if not path.is_file():
+            raise ToolFailure(f"no such file: {arguments['path']}")
+        size = path.stat().st_size
+        if size > self.max_bytes:
+            raise ToolFailure(f"file is {size} bytes; the limit is {self.max_bytes}")
+        try:
+            return path.read_bytes()[: self.max_bytes].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ToolFailure(f"{arguments['path']} is not UTF-8 text") from None
+
+
+class ListDir(_UnderRoot):
+    name = "list_dir"
+    description = "List the entries of a folder under the allowed folder (folders end with /)."
+    parameters = {  # noqa: RUF012
+        "type": "object",
+        "properties": {"path": {**_PATH_ARG, "default": "."}},
+        "additionalProperties": False,
+    }
+    max_entries = 200
+
+    def call(self, arguments: dict[str, Any]) -> str:
+        path = self.resolve(str(arguments.get("path") or "."))
+        if not path.is_dir():
+            raise ToolFailure(f"no such folder: {arguments.get('path')}")
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+        more = len(names) - self.max_entries
+        shown = names[: self.max_entries]
+        return "\n".join(shown + ([f"... and {more} more"] if more > 0 else [])) or "(empty)"

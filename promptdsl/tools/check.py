@@ -1,0 +1,48 @@
+"""Load-time checks of a spec's ``tools``, ``tool_choice`` and ``max_steps`` (called once by the loader)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .base import ToolError, ToolUse
+from .registry import open_tool
+
+if TYPE_CHECKING:
+    from ..spec import Spec
+    from ..yamlsource import Located
+
+CHOICES = ("auto", "required", "none")
+MCP_PREFIX = "mcp:"
+
+
+def tool_uses(data: dict[str, Any]) -> list[ToolUse]:
+    """The typed ``tools`` list of a schema-valid spec mapping."""
+    return [ToolUse.from_data(item) for item in data.get("tools", [])]
+
+
+def check_spec_tools(spec: Spec, located: Located) -> None:
+    """Every tool exists, its options fit its schema, its argument schema is usable; tool_choice names one."""
+    base = spec.path.parent if spec.path else None
+    names: list[str] = []
+    for i, use in enumerate(spec.tools):
+        if use.name.startswith(MCP_PREFIX):
+            if not use.name[len(MCP_PREFIX):].strip():
+                raise located.error("an MCP tool source needs a command after 'mcp:'", ("tools", i))
+            continue  # its tools are only known once the server runs
+        try:
+            tool = open_tool(use, base_dir=base, trusted=False)
+        except ToolError as exc:
+            raise located.error(exc.message, ("tools", i)) from None
+        names.append(tool.name)
+        tool.close()
+    choice = spec.tool_choice
+    if choice not in CHOICES and choice not in names:
+        has_mcp = any(u.name.startswith(MCP_PREFIX) for u in spec.tools)
+        if not has_mcp:
+            raise located.error(
+                f"tool_choice '{choice}' is none of auto, required, none, or a listed tool "
+                f"({', '.join(names) or 'no tools listed'})",
+                ("tool_choice",),
+            )
+    if choice != "none" and choice != "auto" and not spec.tools:
+        raise located.error(f"tool_choice '{choice}' needs a 'tools' list", ("tool_choice",))

@@ -1,0 +1,77 @@
+"""The native path: backends that declare ``tools`` and implement :meth:`NativeTools.tool_turn`.
+
+The backend gets the prompt, the calls made so far with their results, and
+the tools; it answers with text or calls. Only the first call of a turn runs
+(the model may ask for the next one in the next turn). The final answer goes
+through the runner as plain messages (see :mod:`.transcript`), because servers
+differ in how they show tool results (llama-cpp-python's
+``chatml-function-calling`` format drops them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from ..backend import Backend, Capability, GenerationOptions
+from ..prompt import Prompt
+from .base import Step, Tool, ToolCall
+from .transcript import final_prompt
+
+if TYPE_CHECKING:
+    from ..runner import Runner
+
+
+@dataclass
+class ToolTurn:
+    """What a backend answered in one tool step: text, or calls (``arguments`` parsed when they are JSON)."""
+
+    text: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+
+
+@runtime_checkable
+class NativeTools(Protocol):
+    """Implemented by backends with native tool calls (besides declaring ``Capability.TOOLS``)."""
+
+    def tool_turn(
+        self,
+        prompt: Prompt,
+        steps: Sequence[Step],
+        tools: Sequence[Mapping[str, Any]],
+        choice: str,
+        options: GenerationOptions,
+    ) -> ToolTurn: ...
+
+
+def native_capable(backend: Backend) -> bool:
+    return backend.supports(Capability.TOOLS) and isinstance(backend, NativeTools)
+
+
+class NativeDriver:
+    def __init__(self, runner: Runner, tools: Sequence[Tool]) -> None:
+        self.runner = runner
+        self.backend: Any = runner.backend
+        self.described = [t.describe() for t in tools]
+        self.how = {"select": "native", "arguments": "native"}
+
+    def decide(self, prompt: Prompt, steps: Sequence[Step], choice: str) -> Any:
+        from .loop import Decision
+
+        if prompt.mode != "chat":
+            raise ValueError("native tool calls need a chat prompt")
+        numbered = [s if s.id else _with_id(s, i) for i, s in enumerate(steps)]
+        turn: ToolTurn = self.backend.tool_turn(prompt, numbered, self.described, choice, self.runner.generation)
+        if turn.calls:
+            call = turn.calls[0]
+            return Decision(call=ToolCall(call.tool, call.arguments, call.id or f"call_{len(steps)}"))
+        return Decision(text=turn.text)
+
+    def final_prompt(self, prompt: Prompt, steps: Sequence[Step]) -> Prompt:
+        return final_prompt(prompt, steps)
+
+
+def _with_id(step: Step, i: int) -> Step:
+    step.id = f"call_{i}"
+    return step

@@ -1,0 +1,104 @@
+"""The CLI side of tools: `promptdsl tools`, -T, --yes, calls shown on stderr, approval on a terminal."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from promptdsl.cli import main
+from promptdsl.errors import InputError
+from promptdsl.tools import Step, ToolCall, ToolUse
+from promptdsl.tools.builtins import Calculator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_tools():  # type: ignore[no-untyped-def]
+    """The module that holds the tool helpers of the CLI (a package module once the CLI is split)."""
+    try:
+        from promptdsl.cli import tools as module  # type: ignore[attr-defined]
+    except ImportError:
+        import promptdsl.cli_tools as module
+    return module
+
+
+class Tty(io.StringIO):
+    def __init__(self, text: str = "", tty: bool = True) -> None:
+        super().__init__(text)
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def test_tools_command_lists_schemas(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tools"]) == 0
+    out = capsys.readouterr().out
+    assert "calculator  0.1.0  (promptdsl, read-only)" in out and '"expression"' in out
+    assert main(["tools", "--json"]) == 0
+    listed = {t["name"]: t for t in json.loads(capsys.readouterr().out)}
+    assert listed["read_file"]["options"]["required"] == ["root"] and listed["calculator"]["error"] is None
+
+
+def test_tool_flag_syntax() -> None:
+    parse = cli_tools().parse_tool_flag
+    assert parse("calculator") == ToolUse("calculator")
+    assert parse("read_file:root=./notes,max_bytes=100") == ToolUse("read_file", {"root": "./notes", "max_bytes": 100})
+    assert parse("mcp:python server.py --port=3") == ToolUse("mcp:python server.py --port=3")
+    with pytest.raises(InputError, match="KEY=VALUE"):
+        parse("read_file:root")
+
+
+def test_steps_are_shown_on_stderr() -> None:
+    show = cli_tools().show_step
+    out = io.StringIO()
+    step = Step("calculator", {"expression": "1+2"})
+    show("call", step, out)
+    step.result, step.approved, step.seconds = "3", True, 0.01
+    show("result", step, out)
+    show("result", Step("calculator", {"expression": "x"}, error="unknown name 'x'", approved=True), out)
+    show("result", Step("writer", {"t": 1}, error="the user denied this call", approved=False), out)
+    assert out.getvalue().splitlines() == [
+        'tool: calculator {"expression": "1+2"}', "  -> 3  (0.01s)", "  error: unknown name 'x'", "  denied"]
+
+
+def test_approval_asks_on_a_terminal_and_denies_elsewhere() -> None:
+    approver = cli_tools().terminal_approver
+    call = ToolCall("calculator", {"expression": "1+2"})
+    err = Tty()
+    assert approver(False, Tty("y\n"), err)(Calculator(), call) is True
+    assert "run calculator" in err.getvalue() and "[y/N]" in err.getvalue()
+    assert approver(False, Tty("\n"), Tty())(Calculator(), call) is False
+    assert approver(False, Tty("y\n", tty=False), Tty())(Calculator(), call) is False  # no terminal: deny
+    assert approver(True, Tty("", tty=False), Tty())(Calculator(), call) is True  # --yes
+
+
+def test_unknown_tool_flag_is_one_line_exit_2(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: s\ninputs: {q: {type: string}}\n")
+    proc = subprocess.run([sys.executable, "-m", "promptdsl.cli", "run", str(spec), "-i", "q=x", "-T", "calcu",
+                           "-b", "openai", "-o", "base_url=http://127.0.0.1:9/v1", "-o", "grammar=false"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "promptdsl: error: unknown tool 'calcu' (did you mean 'calculator'?); installed tools: calculator, "
+        "current_time, list_dir, read_file"]
+
+
+@pytest.mark.model
+def test_run_shows_calls_on_stderr_and_steps_in_json() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "promptdsl.cli", "run", "specs/calculator-agent.yaml", "--json",
+         "-i", "question=A shop had 125 apples and sold 47 of them. How many apples are left?"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["steps"][0]["tool"] == "calculator" and result["stop_reason"]
+    assert proc.stderr.startswith("tool: calculator {\"expression\": ")
+    assert "  -> " in proc.stderr

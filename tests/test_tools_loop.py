@@ -1,0 +1,291 @@
+"""The tool loop's rules with scripted backends (no model): limits, approval, timeouts, errors, repeats, cuts, trace."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tools_support import NativeScripted, ScriptedTools
+
+from promptdsl import Runner, loads_spec
+from promptdsl.datafile import DataFile
+from promptdsl.dataset import run_dataset
+from promptdsl.tools import Approval, Tool, ToolCall, ToolFailure, ToolUse, tool
+from promptdsl.tools.loop import ToolSettings, approve_all, cut
+
+SPEC = """\
+version: 1
+name: agent
+inputs: {question: {type: string}}
+output: {type: text}
+"""
+
+
+def spec(extra: str = "") -> Any:
+    return loads_spec(SPEC + extra)
+
+
+@tool(read_only=True)
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@tool(read_only=True)
+def broken(x: int) -> str:
+    """Always fails."""
+    raise ToolFailure(f"cannot do {x}")
+
+
+@tool(read_only=True)
+def slow(seconds: float) -> str:
+    """Sleeps."""
+    time.sleep(seconds)
+    return "woke"
+
+
+@tool(read_only=True)
+def flood(n: int) -> str:
+    """A long result."""
+    return "".join(str(i % 10) for i in range(n))
+
+
+class Writer(Tool):
+    """Not read-only: its default approval is 'ask'."""
+
+    name = "writer"
+    description = "writes things"
+    parameters = {"type": "object", "properties": {"text": {"type": "string", "maxLength": 20}},  # noqa: RUF012
+                  "required": ["text"], "additionalProperties": False}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[str] = []
+
+    def call(self, arguments: dict[str, Any]) -> str:
+        self.written.append(arguments["text"])
+        return "written"
+
+
+def run(backend: Any, tools: list[Any], *, extra: str = "", **settings: Any) -> Any:
+    runner = Runner(spec(extra), backend, tools=tools, tool_settings=ToolSettings(**settings))
+    return runner.run({"question": "what is 2+3?"})
+
+
+def test_a_call_then_an_answer_is_traced() -> None:
+    backend = ScriptedTools([("add", {"a": 2, "b": 3})], answer="5")
+    result = run(backend, [add])
+    assert result.value == "5"
+    assert result.stop_reason == "answer"
+    assert [(s["tool"], s["arguments"], s["result"], s["error"], s["approved"]) for s in result.steps] == [
+        ("add", {"a": 2, "b": 3}, "5", None, True)
+    ]
+    assert set(result.steps[0]) == {"tool", "arguments", "result", "error", "approved", "seconds"}
+    out = result.to_dict()
+    assert out["steps"] == result.steps and out["stop_reason"] == "answer"
+    final = backend.prompts[-1]
+    assert final.messages[-2].content == json.dumps({"tool": "add", "arguments": {"a": 2, "b": 3}})
+    assert final.messages[-1].content.startswith("add returned: 5")
+    # the choice was 'answer' or a tool, by score; the tool list is in the system message
+    assert backend.scored[0] == ["answer", "add"]
+    assert "- add: Add two integers." in backend.prompts[0].messages[0].content
+
+
+def test_step_limit_forces_a_final_answer() -> None:
+    calls = [("add", {"a": i, "b": 1}) for i in range(10)]
+    backend = ScriptedTools(calls, answer="done")
+    result = run(backend, [add], extra="max_steps: 3\n")
+    assert result.stop_reason == "max_steps"
+    assert len(result.steps) == 3 and result.value == "done"
+    assert "You can call these tools" not in backend.prompts[-1].messages[0].content  # the last call has no tools
+
+
+def test_max_steps_override_and_zero() -> None:
+    backend = ScriptedTools([("add", {"a": 1, "b": 1})])
+    result = run(backend, [add], max_steps=0)
+    assert result.steps == [] and result.stop_reason == "max_steps"
+
+
+def test_ask_is_denied_where_nobody_can_ask() -> None:
+    writer = Writer()
+    result = run(ScriptedTools([("writer", {"text": "hi"})]), [writer])
+    assert result.stop_reason == "denied"
+    assert result.steps[0]["approved"] is False and "denied" in result.steps[0]["error"]
+    assert writer.written == []
+
+
+def test_ask_runs_when_the_approver_says_yes() -> None:
+    writer = Writer()
+    seen: list[ToolCall] = []
+
+    def approver(t: Tool, call: ToolCall) -> bool:
+        seen.append(call)
+        return True
+
+    result = run(ScriptedTools([("writer", {"text": "hi"})]), [writer], approver=approver)
+    assert writer.written == ["hi"] and seen[0].arguments == {"text": "hi"}
+    assert result.steps[0]["approved"] is True and result.stop_reason == "answer"
+
+
+def test_deny_policy_refuses_even_with_yes() -> None:
+    backend = ScriptedTools([("add", {"a": 1, "b": 2})])
+    runner = Runner(spec(), backend, tools=[], tool_settings=ToolSettings(
+        extra=[add], approver=approve_all, approvals={"add": Approval.DENY}))
+    result = runner.run({"question": "q"})
+    assert result.stop_reason == "denied" and result.steps[0]["result"] is None
+
+
+def test_a_slow_call_times_out() -> None:
+    backend = ScriptedTools([("slow", {"seconds": 3.0})])
+    spec_ = spec()
+    runner = Runner(spec_, backend, tool_settings=ToolSettings(extra=[slow]))
+    runner.tool_loop.tools["slow"].timeout = 0.2  # type: ignore[union-attr]
+    started = time.perf_counter()
+    result = runner.run({"question": "q"})
+    assert time.perf_counter() - started < 2.5
+    assert result.steps[0]["error"] == "timed out after 0.2s"
+
+
+def test_timeout_from_the_spec(tmp_path: Path) -> None:
+    s = spec("tools: [{name: calculator, timeout: 0.5}]\n")
+    assert s.tools == [ToolUse("calculator", timeout=0.5)]
+
+
+def test_a_tool_error_goes_back_to_the_model_and_stays_in_the_trace() -> None:
+    backend = ScriptedTools([("broken", {"x": 1}), ("add", {"a": 1, "b": 1})], answer="2")
+    result = run(backend, [broken, add])
+    assert result.steps[0]["error"] == "cannot do 1" and result.steps[0]["result"] is None
+    assert result.steps[1]["result"] == "2"
+    second_ask = backend.prompts[2]  # score, arguments, then the second score
+    assert any("broken returned: error: cannot do 1" in m.content for m in second_ask.messages)
+    assert result.stop_reason == "answer"
+
+
+def test_the_same_failing_call_twice_stops_the_loop() -> None:
+    backend = ScriptedTools([("broken", {"x": 1}), ("broken", {"x": 1}), ("add", {"a": 1, "b": 1})])
+    result = run(backend, [broken, add])
+    assert result.stop_reason == "error"
+    assert len(result.steps) == 2 and all(s["error"] for s in result.steps)
+
+
+def test_a_repeated_successful_call_is_not_run_again() -> None:
+    backend = ScriptedTools([("add", {"a": 1, "b": 1}), ("add", {"a": 1, "b": 1})])
+    result = run(backend, [add])
+    assert len(result.steps) == 1 and result.stop_reason == "answer"
+
+
+def test_long_results_are_cut_head_and_tail() -> None:
+    backend = ScriptedTools([("flood", {"n": 10_000})])
+    result = run(backend, [flood], result_budget=300)
+    text = result.steps[0]["result"]
+    assert len(text) <= 300
+    assert text.startswith("0123456789") and text.endswith("789")
+    assert "characters cut" in text
+
+
+def test_cut_keeps_short_text_and_counts_what_it_cuts() -> None:
+    assert cut("short", 100) == "short"
+    long = "a" * 500 + "b" * 500
+    out = cut(long, 200)
+    n = int(out.split("[... ")[1].split(" ")[0])
+    assert len(out) - len(out.split("\n")[1]) - 2 + n == len(long)
+
+
+def test_bad_arguments_are_checked_before_anything_runs() -> None:
+    backend = ScriptedTools([("add", {"a": "two", "b": 3}), ("add", {"a": 2})])
+    result = run(backend, [add])
+    assert result.steps[0]["error"].startswith("bad arguments: 'two' is not of type 'integer'")
+    assert result.steps[0]["approved"] is None
+    assert "required" in result.steps[1]["error"]
+
+
+def test_tool_choice_none_uses_no_tool() -> None:
+    backend = ScriptedTools([("add", {"a": 1, "b": 1})])
+    result = run(backend, [add], tool_choice="none")
+    assert result.steps == [] and backend.scored == []
+
+
+def test_a_forced_tool_skips_the_choice_for_the_first_step_only() -> None:
+    backend = ScriptedTools([("add", {"a": 1, "b": 1})])
+    result = run(backend, [add, broken], tool_choice="add")
+    assert result.steps[0]["tool"] == "add"
+    assert backend.scored == [["answer", "add", "broken"]]  # asked once, after the forced call
+
+
+def test_required_chooses_among_tools_only() -> None:
+    backend = ScriptedTools([("broken", {"x": 2})])
+    run(backend, [add, broken], tool_choice="required")
+    assert backend.scored[0] == ["add", "broken"]
+
+
+def test_native_path_runs_calls_and_takes_the_text_answer() -> None:
+    backend = NativeScripted([("add", {"a": 2, "b": 2}), "4"])
+    runner = Runner(spec(), backend, tools=[add])
+    result = runner.run({"question": "2+2?"})
+    assert runner.tool_loop is not None and runner.tool_loop.path == "native"
+    assert result.value == "4" and result.raw == "4" and result.stop_reason == "answer"
+    assert backend.turns[1][0][0].result == "4" and backend.turns[1][0][0].id == "id0"
+    assert backend.prompts == []  # the native text answer was the result
+
+
+def test_native_unknown_tool_is_fed_back() -> None:
+    backend = NativeScripted([("nope", {}), ("nope", {}), "x"])
+    result = Runner(spec(), backend, tools=[add]).run({"question": "q"})
+    assert "unknown tool 'nope'" in result.steps[0]["error"]
+    assert result.stop_reason == "error"
+    assert backend.prompts, "the final answer is asked for without tools"
+
+
+def test_events_tell_calls_and_results() -> None:
+    events: list[tuple[str, str]] = []
+    run(ScriptedTools([("add", {"a": 1, "b": 2})]), [add], on_event=lambda kind, step: events.append((kind, step.tool)))
+    assert events == [("call", "add"), ("result", "add")]
+
+
+def test_completion_mode_prompted_path() -> None:
+    s = loads_spec("version: 1\nname: c\nmode: completion\ninputs: {q: {type: string}}\ntemplate: 'Q: {{ q }}'\n")
+    backend = ScriptedTools([("add", {"a": 1, "b": 2})], answer="3")
+    result = Runner(s, backend, tools=[add]).run({"q": "1+2"})
+    assert result.value == "3"
+    assert 'Tool call: {"tool": "add", "arguments": {"a": 1, "b": 2}}\nResult: 3' in backend.prompts[-1].text
+    assert backend.scored[0] == [" answer", " add"]
+
+
+def test_dataset_lines_carry_steps(tmp_path: Path) -> None:
+    backend = ScriptedTools([("add", {"a": 1, "b": 2})] * 2, answer="3")
+    runner = Runner(spec(), backend, tools=[add])
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"question": "a"}\n{"question": "b"}\n')
+    written: list[str] = []
+    run_dataset(runner, DataFile(data), written.append)
+    lines = [json.loads(line) for line in written]
+    assert [line["stop_reason"] for line in lines] == ["answer", "answer"]
+    assert lines[0]["steps"][0]["result"] == "3"
+
+
+def test_unique_tool_names() -> None:
+    from promptdsl.tools import ToolError
+
+    with pytest.raises(ToolError, match="given twice: add"):
+        Runner(spec(), ScriptedTools([]), tools=[add, add])
+
+
+def test_a_direct_tool_result_is_the_answer() -> None:
+    s = loads_spec("version: 1\nname: d\ninputs: {q: {type: string}}\ntools: [{name: calculator, direct: true}]\n"
+                   "output: {type: json, schema: {type: number}}\n")
+    backend = ScriptedTools([("calculator", {"expression": "6 * 7"})], answer="0")
+    result = Runner(s, backend).run({"q": "6 times 7?"})
+    assert result.value == 42 and result.raw == "42" and result.stop_reason == "answer"
+    assert result.to_dict()["answered_by"] == "calculator"
+    assert all(not p.messages[-1].content.endswith("Now answer the question.") for p in backend.prompts)
+
+
+def test_a_direct_result_that_does_not_parse_falls_back_to_the_model() -> None:
+    s = loads_spec("version: 1\nname: d\ninputs: {q: {type: string}}\ntools: [{name: current_time, direct: true}]\n"
+                   "output: {type: json, schema: {type: number}}\n")
+    backend = ScriptedTools([("current_time", {"zone": "UTC"})], answer="7")
+    result = Runner(s, backend).run({"q": "when?"})
+    assert result.value == 7 and "answered_by" not in result.to_dict()

@@ -1,0 +1,49 @@
+"""The calculator agent end to end on the real embedded model (prompted path: grammar-filled arguments)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promptdsl import Runner, load_spec
+
+pytestmark = pytest.mark.model
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_agent import problems  # noqa: E402
+
+SAMPLE = 2
+
+
+@pytest.fixture(scope="module")
+def agent(llamacpp_backend: Any) -> Runner:
+    return Runner(load_spec(ROOT / "specs" / "calculator-agent.yaml"), llamacpp_backend)
+
+
+def test_calculator_agent_runs_word_problems_through_the_tool(agent: Runner) -> None:
+    """Every problem: a calculator call with schema-valid arguments, a traced result, a number as the answer.
+
+    Accuracy is the benchmark's business (benchmarks/bench_agent.py); here the loop's mechanics on the real model.
+    """
+    assert agent.tool_loop is not None and agent.tool_loop.path == "prompted"
+    for row in problems(SAMPLE, seed=1):
+        result = agent.run({"question": row["question"]})
+        first = result.steps[0]
+        assert first["tool"] == "calculator" and first["approved"] is True
+        assert set(first["arguments"]) == {"expression"}  # the grammar kept the arguments to the schema
+        assert isinstance(first["arguments"]["expression"], str)
+        assert (first["result"] is None) != (first["error"] is None)
+        assert 1 <= len(result.steps) <= 3 and result.stop_reason in {"answer", "max_steps", "error"}
+        assert isinstance(result.value, (int, float)) and not isinstance(result.value, bool)
+
+
+def test_without_tools_the_same_spec_answers_directly(agent: Runner, llamacpp_backend: Any) -> None:
+    plain = Runner(replace(agent.spec, tool_choice="none"), llamacpp_backend)
+    result = plain.run({"question": problems(1, seed=1)[0]["question"]})
+    assert result.steps == [] and result.stop_reason == "answer"
+    assert isinstance(result.value, (int, float))
