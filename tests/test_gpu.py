@@ -64,7 +64,7 @@ def test_gpu_layers_reach_the_model(
     monkeypatch.setattr(llama_cpp, "Llama", _FakeLlama)
     monkeypatch.setattr(promptdsl_llamacpp.gpu, "supports_offload", lambda: supported)
     _FakeLlama.seen.clear()
-    promptdsl_llamacpp._LoadedModel(Path("model.gguf"), 512, options)
+    promptdsl_llamacpp._LoadedModel(Path("model.gguf"), promptdsl_llamacpp.LoadSettings.from_options(options))
     assert _FakeLlama.seen[0]["n_gpu_layers"] == expected
 
 

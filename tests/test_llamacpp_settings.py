@@ -147,7 +147,7 @@ def test_threads_default_from_the_environment(recording: type[RecordingLlama], m
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"n_thread": 2}, "unknown option 'n_thread' (did you mean 'n_threads'?); this backend's options: extra_bufts,"),
+    ({"n_thread": 2}, "unknown option 'n_thread' (did you mean 'n_threads'?); this backend's options: batch, extra_bufts,"),
     ({"n_threads": "two"}, "option 'n_threads': 'two' is not of type 'integer', 'null'"),
     ({"n_ctx": 0}, "option 'n_ctx': 0 is less than the minimum of 16"),
     ({"extra_bufts": "maybe"}, "option 'extra_bufts': 'maybe' is not one of ['auto', True, False]"),
@@ -164,7 +164,7 @@ def test_bad_options_are_refused_before_anything_loads(recording: type[Recording
 def test_options_are_listed_with_the_backend() -> None:
     info = {i.name: i for i in list_backends()}["llamacpp"]
     assert info.options_schema is OPTIONS_SCHEMA
-    assert {"n_ctx", "n_threads", "n_batch", "extra_bufts", "verbose"} == set(OPTIONS_SCHEMA["properties"])
+    assert {"n_ctx", "n_threads", "n_batch", "extra_bufts", "verbose", "n_gpu_layers", "batch"} == set(OPTIONS_SCHEMA["properties"])
 
 
 def test_undeclared_options_are_not_checked() -> None:
