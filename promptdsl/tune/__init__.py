@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from ..dataset import run_dataset
 from ..errors import PromptDSLError
 from ..evaluate import ChoiceMetrics, Metrics, metrics_for, score_line
 from ..export import compile_rows, spec_hash
-from ..progress import Progress
 from ..runner import Runner
 from ..spec import Spec
 
@@ -41,8 +39,8 @@ class Listener:
     def step(self, step: int, total: int, loss: float) -> None:
         """A training step finished."""
 
-    def eval_progress(self, label: str, total: int | None) -> Progress | None:
-        """A progress bar for an evaluation run, or None."""
+    def eval_progress(self, label: str, total: int | None) -> Any:
+        """A progress sink for an evaluation run (``update(n, cached=, error=)``, ``close()``), or None."""
         return None
 
 
@@ -71,7 +69,7 @@ def peak_rss_mib() -> float:
 
 
 def evaluate_model(
-    spec: Spec, model: str, data: DataFile, label: str, *, threads: int, progress: Progress | None = None
+    spec: Spec, model: str, data: DataFile, label: str, *, threads: int, progress: Any = None
 ) -> Metrics:
     """Score ``spec`` on ``data`` with the llamacpp backend: the same path as ``promptdsl eval``."""
     runner = Runner(spec, backend_name="llamacpp", model=model, options={"n_threads": threads})
@@ -227,4 +225,3 @@ def summary_lines(report: TuneReport) -> list[str]:
 
 __all__ = ["Listener", "TuneReport", "evaluate_model", "missing_extra", "summary_lines", "tune"]
 
-_ = Callable  # re-exported type for listeners' users
