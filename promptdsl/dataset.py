@@ -10,26 +10,22 @@ result cache when they can; remote backends run several rows at once, keeping th
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import os
-import signal
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, Protocol
 
 from .cache import CachedRunner, ResultCache
 from .datafile import DataFile, Existing, Row, row_hash, row_inputs, scan_output
 from .errors import BackendError, InputError, OutputError, PromptDSLError
 from .inputs import did_you_mean
-from .progress import Progress, format_duration
 from .prompt import Prompt
 from .result import Result
 from .runner import Runner
@@ -242,7 +238,7 @@ def run_dataset(
     limit: int | None = None,
     skip: Existing | None = None,
     constants: Mapping[str, Any] | None = None,
-    progress: Progress | None = None,
+    progress: ProgressSink | None = None,
     stop: threading.Event | None = None,
     on_outcome: Callable[[Outcome, dict[str, Any]], None] | None = None,
 ) -> Summary:
@@ -300,213 +296,129 @@ def run_dataset(
     return summary
 
 
-@contextmanager
-def stop_on_sigint(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl+C: finish the row in flight, then stop cleanly. Second: stop at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class ProgressSink(Protocol):
+    """What a dataset run reports each finished row to (the CLI draws a bar from it)."""
 
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        # A raw write: the handler may interrupt a write to sys.stderr (re-entering it would fail).
-        with suppress(OSError):
-            os.write(2, b"\npromptdsl: stopping after the row in flight (Ctrl+C again to stop at once)\n")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    def update(self, n: int = 1, *, cached: bool = False, error: bool = False) -> None: ...
 
 
-# ============================================================================ the CLI
+class DatasetRun:
+    """One dataset run with plain parameters: checked up front, then executed.
 
+    The constructor checks the data and output files before the runner is built (pass it as
+    a callable and bad usage costs no model load); ``execute`` opens the output, runs every row and returns the
+    :class:`Summary`. Results go to ``out`` when given, else to the ``sink`` passed to
+    ``execute`` (or nowhere). Nothing here prints: ``notices`` holds what a front end
+    may want to tell the user (a repaired results file, say).
+    """
 
-def add_dataset_flags(p: argparse.ArgumentParser) -> None:
-    """Flags shared by ``run --data`` and ``eval``."""
-    g = p.add_argument_group("dataset runs")
-    g.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run: skip the rows already in --out")
-    g.add_argument("--on-error", choices=ON_ERROR, default="skip",
-                   help="a bad or failed row: record an error line and go on (skip, default) or stop")
-    g.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
-    g.add_argument("--concurrency", type=_positive, metavar="N",
-                   help="rows in flight at once (default: 1 for local models, "
-                        f"{DEFAULT_REMOTE_CONCURRENCY} for remote backends)")
-    g.add_argument("--limit", type=_positive, metavar="N", help="only the first N rows")
-    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar on stderr (default: when stderr is a terminal)")
+    def __init__(
+        self,
+        spec: Spec,
+        data: DataFile,
+        out: Path | None = None,
+        *,
+        runner: Runner | Callable[[], Runner] | None = None,
+        resume: bool = False,
+        on_error: str = "skip",
+        cache: bool = True,
+        concurrency: int | None = None,
+        limit: int | None = None,
+        constants: Mapping[str, Any] | None = None,
+        on_resumed_line: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        if on_error not in ON_ERROR:
+            raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
+        if resume and out is None:
+            raise InputError("--resume needs --out (the results file to continue)")
+        self.constants = dict(constants or {})
+        for name in self.constants:
+            if name not in spec.inputs:
+                known = ", ".join(spec.inputs) or "none"
+                raise InputError(f"unknown input '{name}'{did_you_mean(name, spec.inputs)}; the spec's inputs: {known}")
+        if out is not None:
+            if out.exists() and not out.is_file():
+                raise InputError("--out is not a file", source=str(out))
+            if not out.parent.exists():
+                raise InputError(f"--out: directory {out.parent} does not exist", source=str(out))
+            if data.path is not None and out.exists() and out.resolve() == data.path.resolve():
+                raise InputError("--out is the dataset itself; give another file", source=str(out))
+        self.data = data
+        self.out = out
+        self.on_error = on_error
+        self.concurrency = concurrency
+        self.limit = limit
+        self.notices: list[str] = []
+        self.skip = scan_output(out, on_resumed_line) if resume and out is not None else None
+        if self.skip is not None and self.skip.repaired:
+            self.notices.append(f"{out}: removed a half-written last line; that row runs again")
+        if runner is None:
+            runner = Runner(spec)
+        # Built last: a callable defers loading a model until every file checked out.
+        self.runner = runner if isinstance(runner, Runner) else runner()
+        self.cache = ResultCache() if cache else None
 
+    @property
+    def resumed(self) -> int:
+        """Rows already in the output before this run."""
+        return len(self.skip.done) if self.skip else 0
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+    def total(self) -> int | None:
+        """Rows this run will cover (resumed ones included), when the data can be counted."""
+        total = self.data.count()
+        if total is not None and self.limit is not None:
+            total = min(total, self.limit)
+        return total
 
+    def execute(
+        self,
+        sink: IO[str] | None = None,
+        *,
+        on_outcome: Callable[[Outcome, dict[str, Any]], None] | None = None,
+        progress: ProgressSink | None = None,
+        stop: threading.Event | None = None,
+    ) -> Summary:
+        """Open the output, run every row, close everything; return the summary."""
+        out: IO[str]
+        mode = "a" if self.skip is not None else "w"
+        try:
+            if self.out is not None:
+                ctx: Any = open(self.out, mode, encoding="utf-8", newline="\n")  # noqa: SIM115
+            else:
+                ctx = nullcontext(sink if sink is not None else _Discard())
+        except OSError as exc:
+            raise InputError(f"cannot write results: {exc.strerror}", source=str(self.out)) from None
+        try:
+            with ctx as out:
 
-@dataclass
-class CliRun:
-    """What ``run --data`` and ``eval`` share: checked files, runner, cache, output."""
+                def write(line: str) -> None:
+                    try:
+                        out.write(line)
+                        out.flush()
+                    except BrokenPipeError:
+                        raise
+                    except OSError as exc:
+                        raise InputError(f"cannot write results: {exc.strerror}", source=str(self.out)) from None
 
-    spec: Spec
-    args: argparse.Namespace
-    data: DataFile
-    runner: Runner
-    cache: ResultCache | None
-    skip: Existing | None
-    constants: dict[str, Any]
-
-
-def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
-
-
-def prepare_cli(
-    spec: Spec, args: argparse.Namespace, on_line: Callable[[dict[str, Any]], None] | None = None
-) -> CliRun:
-    """Check the data and output first (bad usage costs no model load), then build the runner."""
-    from .inputs import collect_inputs, parse_options
-
-    resume = getattr(args, "resume", False)
-    if resume and args.out is None:
-        raise InputError("--resume needs --out (the results file to continue)")
-    if str(args.data) == "-" and "-" in args.input:
-        raise InputError("--data - and --input - both want standard input; give one of them a file")
-    data = DataFile(args.data)
-    constants = collect_inputs(spec, args.input, sys.stdin) if args.input else {}
-    for name in constants:
-        if name not in spec.inputs:
-            known = ", ".join(spec.inputs) or "none"
-            raise InputError(f"unknown input '{name}'{did_you_mean(name, spec.inputs)}; the spec's inputs: {known}")
-    if args.out is not None:
-        if args.out.exists() and not args.out.is_file():
-            raise InputError("--out is not a file", source=str(args.out))
-        if not args.out.parent.exists():
-            raise InputError(f"--out: directory {args.out.parent} does not exist", source=str(args.out))
-        if data.path is not None and args.out.exists() and args.out.resolve() == data.path.resolve():
-            raise InputError("--out is the dataset itself; give another file", source=str(args.out))
-    skip = scan_output(args.out, on_line) if resume else None
-    if skip is not None and skip.repaired:
-        _say(f"promptdsl: {args.out}: removed a half-written last line; that row runs again")
-    runner = Runner(spec, backend_name=args.backend, model=args.model, options=parse_options(args.option))
-    cache = None if getattr(args, "no_cache", False) else ResultCache()
-    return CliRun(spec, args, data, runner, cache, skip, constants)
-
-
-def _progress(run: CliRun, to_stdout: bool) -> Progress:
-    wanted = getattr(run.args, "progress", None)
-    if wanted is None:
-        wanted = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
-    total = run.data.count() if wanted else None
-    limit = getattr(run.args, "limit", None)
-    if total is not None and limit is not None:
-        total = min(total, limit)
-    initial = len(run.skip.done) if run.skip else 0
-    return Progress(total, initial=initial, enabled=wanted)
+                return run_dataset(
+                    self.runner,
+                    self.data,
+                    write,
+                    cache=self.cache,
+                    concurrency=self.concurrency,
+                    on_error=self.on_error,
+                    limit=self.limit,
+                    skip=self.skip,
+                    constants=self.constants,
+                    progress=progress,
+                    stop=stop,
+                    on_outcome=on_outcome,
+                )
+        finally:
+            if self.cache is not None:
+                self.cache.close()
 
 
 class _Discard(io.StringIO):
     def write(self, text: str) -> int:
         return len(text)
-
-
-def execute(
-    run: CliRun,
-    on_outcome: Callable[[Outcome, dict[str, Any]], None] | None = None,
-    *,
-    print_lines: bool = True,
-) -> Summary:
-    """Open the output, run every row with Ctrl+C handled, close everything; return the summary.
-
-    Lines go to ``--out``, else to stdout (or nowhere when ``print_lines`` is false).
-    """
-    args = run.args
-    out: IO[str]
-    to_stdout = args.out is None and print_lines
-    mode = "a" if run.skip is not None else "w"
-    try:
-        if args.out is not None:
-            ctx: Any = open(args.out, mode, encoding="utf-8", newline="\n")  # noqa: SIM115
-        else:
-            ctx = nullcontext(sys.stdout if print_lines else _Discard())
-    except OSError as exc:
-        raise InputError(f"cannot write results: {exc.strerror}", source=str(args.out)) from None
-    progress = _progress(run, to_stdout)
-    stop = threading.Event()
-    try:
-        with ctx as out, stop_on_sigint(stop):
-
-            def write(line: str) -> None:
-                try:
-                    out.write(line)
-                    out.flush()
-                except BrokenPipeError:
-                    raise
-                except OSError as exc:
-                    raise InputError(f"cannot write results: {exc.strerror}", source=str(args.out)) from None
-
-            summary = run_dataset(
-                run.runner,
-                run.data,
-                write,
-                cache=run.cache,
-                concurrency=getattr(args, "concurrency", None),
-                on_error=getattr(args, "on_error", "skip"),
-                limit=getattr(args, "limit", None),
-                skip=run.skip,
-                constants=run.constants,
-                progress=progress,
-                stop=stop,
-                on_outcome=on_outcome,
-            )
-    finally:
-        progress.close()
-        if run.cache is not None:
-            run.cache.close()
-    return summary
-
-
-def report(run: CliRun, summary: Summary) -> int:
-    """Print the end-of-run lines on stderr and return the exit code."""
-    args = run.args
-    where = f"; results in {args.out}" if args.out is not None else ""
-    if summary.stopped_by is not None:
-        failed = summary.stopped_by
-        _say(f"promptdsl: error: {run.data.name}: {failed.error}")
-        more = " (fix it, then run the same command with --resume)" if args.out is not None else ""
-        _say(f"promptdsl: stopped at row {failed.row.index} (--on-error stop); {summary.rows} rows done "
-             f"before it{where}{more}")
-        return failed.exit_code or 1
-    total = summary.rows + summary.resumed
-    rate = summary.rows / summary.seconds if summary.seconds > 0 else 0.0
-    parts = [f"{summary.ok} ok"]
-    if summary.cached:
-        parts.append(f"{summary.cached} from the cache")
-    if summary.errors:
-        parts.append(f"{summary.errors} failed (error lines)")
-    if summary.resumed:
-        parts.append(f"{summary.resumed} done before")
-    if summary.interrupted:
-        if args.out is not None:
-            hint = "; to continue, run the same command with --resume"
-        else:
-            hint = "; to be able to resume, write to a file with --out"
-        _say(f"promptdsl: interrupted after {total} rows ({', '.join(parts)}){where}{hint}")
-        return 130
-    _say(f"promptdsl: {total} rows in {format_duration(summary.seconds)} ({rate:.1f} rows/s): "
-         f"{', '.join(parts)}{where}")
-    return 1 if summary.errors else 0
-
-
-def run_dataset_cli(spec: Spec, args: argparse.Namespace) -> int:
-    """``promptdsl run SPEC --data F [--out R]``: JSONL results, one per row."""
-    run = prepare_cli(spec, args)
-    return report(run, execute(run))
-

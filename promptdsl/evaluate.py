@@ -10,14 +10,16 @@ and counted.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from .dataset import CliRun, Outcome, execute, prepare_cli, report
+from .datafile import DataFile
+from .dataset import DatasetRun, Outcome, Summary
 from .errors import InputError
+from .runner import Runner
 from .spec import OutputType, Spec
 
 ERROR = "(error)"
@@ -240,31 +242,45 @@ def score_line(metrics: Metrics, gold: Any, value: Any, ok: bool) -> bool:
     return metrics.add(gold, value, ok)
 
 
-def run_eval_cli(spec: Spec, args: argparse.Namespace) -> int:
-    """``promptdsl eval SPEC --data F --label FIELD [--out F]``: run, score, print the metrics."""
-    label = args.label
-    if label in spec.inputs:
-        raise InputError(f"--label '{label}' is one of the spec's inputs; the label must be a separate field")
-    metrics = metrics_for(spec)
+class Evaluation:
+    """Scores the rows of a dataset run against the gold labels in field ``label``.
 
-    def gold_of(data: Any) -> Any:
-        return data.get(label) if isinstance(data, dict) else None
+    Pass :meth:`on_resumed_line` and :meth:`on_outcome` to a :class:`DatasetRun` (rows already
+    in a resumed output count too); ``metrics`` holds the figures afterwards.
+    """
 
-    def resumed(line: dict[str, Any]) -> None:  # rows already in --out count too
-        score_line(metrics, gold_of(line.get("input")), line.get("value"), "error" not in line)
+    def __init__(self, spec: Spec, label: str) -> None:
+        if label in spec.inputs:
+            raise InputError(f"--label '{label}' is one of the spec's inputs; the label must be a separate field")
+        self.label = label
+        self.metrics: Metrics = metrics_for(spec)
 
-    def on_outcome(outcome: Outcome, line: dict[str, Any]) -> None:
-        gold = gold_of(outcome.row.data)
+    def gold_of(self, data: Any) -> Any:
+        return data.get(self.label) if isinstance(data, dict) else None
+
+    def on_resumed_line(self, line: dict[str, Any]) -> None:
+        score_line(self.metrics, self.gold_of(line.get("input")), line.get("value"), "error" not in line)
+
+    def on_outcome(self, outcome: Outcome, line: dict[str, Any]) -> None:
+        gold = self.gold_of(outcome.row.data)
         value = outcome.result.value if outcome.result is not None else None
         line["label"] = gold
-        line["correct"] = score_line(metrics, gold, value, outcome.ok)
+        line["correct"] = score_line(self.metrics, gold, value, outcome.ok)
 
-    run: CliRun = prepare_cli(spec, args, on_line=resumed)
-    summary = execute(run, on_outcome, print_lines=False)  # without --out, print only the metrics
-    code = report(run, summary)
-    if args.json:
-        print(json.dumps(metrics.to_dict(), ensure_ascii=False, indent=2))
-    else:
-        print(metrics.format())
-    # Failed rows are part of the score (counted wrong); only a stop or an interrupt is a failure.
-    return code if summary.interrupted or summary.stopped_by is not None else 0
+
+def evaluate(
+    runner: Runner,
+    data: DataFile,
+    label: str,
+    out: Path | None = None,
+    *,
+    cache: bool = True,
+    limit: int | None = None,
+    **options: Any,
+) -> tuple[Metrics, Summary]:
+    """Run ``runner`` over ``data`` and score it against ``label``: the library side of ``promptdsl eval``."""
+    evaluation = Evaluation(runner.spec, label)
+    run = DatasetRun(runner.spec, data, out, runner=runner, cache=cache, limit=limit,
+                     on_resumed_line=evaluation.on_resumed_line, **options)
+    summary = run.execute(on_outcome=evaluation.on_outcome)
+    return evaluation.metrics, summary

@@ -24,9 +24,9 @@ import pytest
 
 from promptdsl import Backend, Capability, Constraint, GenerationOptions, Prompt, Runner, loads_spec
 from promptdsl.cli import main
+from promptdsl.cli.progress import RowProgress
 from promptdsl.datafile import DataFile, scan_output
 from promptdsl.dataset import run_dataset
-from promptdsl.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
 SENTIMENT = str(ROOT / "specs" / "sentiment.yaml")
@@ -332,20 +332,25 @@ def test_stop_event_leaves_a_resumable_prefix(tmp_path: Path) -> None:
     assert [x["index"] for x in read_lines(out)] == list(range(30))
 
 
-def test_progress_line_shows_rate_and_eta_and_is_quiet_off_a_terminal() -> None:
+def test_progress_bar_shows_count_rate_and_eta_and_is_quiet_off_a_terminal() -> None:
     import io
 
-    stream = io.StringIO()
-    bar = Progress(200, stream=stream)
-    assert not bar.enabled  # StringIO is not a terminal
-    bar.start -= 10.0  # pretend 10 s went by
-    for _ in range(50):
+    from rich.console import Console
+
+    quiet = io.StringIO()
+    with RowProgress(200, console=Console(file=quiet)) as bar:  # StringIO is not a terminal
         bar.update()
-    bar.update(cached=True)
-    bar.close()
-    assert stream.getvalue() == ""
-    line = bar.line(100)
-    assert line.startswith("51/200  25.5% |") and "5.1 it/s" in line and "ETA 29s" in line and "1 cached" in line
+    assert not bar.enabled and quiet.getvalue() == ""
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, color_system=None)
+    with RowProgress(200, initial=10, console=console) as bar:
+        for _ in range(50):
+            bar.update()
+        bar.update(cached=True)
+        bar.update(error=True)
+    text = screen.getvalue()
+    assert bar.enabled and "62/200" in text and "1 cached, 1 errors" in text and "rows/s" in text and "ETA" in text
 
 
 TAGGED = """\

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from promptdsl.errors import PromptDSLError
-from promptdsl.loader import load_spec
 from promptdsl.spec import Spec
+from promptdsl.validate import validate_spec
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -53,7 +53,7 @@ def discover(paths: Iterable[Path], cwd: Path) -> list[SpecEntry]:
                 continue
             seen.add(key)
             try:
-                out.append(SpecEntry(file, load_spec(file)))
+                out.append(SpecEntry(file, validate_spec(file)))
             except PromptDSLError as exc:
                 out.append(SpecEntry(file, error=str(exc)))
     return out

@@ -1,0 +1,64 @@
+"""The ``promptdsl`` command: a thin front end over the library API.
+
+Exit codes: 0 success; 1 a run or test failed; 2 bad usage or bad input.
+User mistakes print one line on stderr, never a traceback (``--debug`` shows it).
+Argparse, printing and exit codes live here and nowhere else; each command group is
+one module with a ``register(sub, common)`` function, listed in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from .. import __version__
+from ..errors import PromptDSLError
+from . import backends, chat, evaluate, run, specs
+from .common import Commands, Parser
+
+Handler = Callable[[argparse.Namespace], int]
+Register = Callable[[Commands, argparse.ArgumentParser], None]
+
+#: Command groups in ``--help`` order. A new command is a new module added here.
+COMMANDS: tuple[Register, ...] = (
+    run.register,
+    evaluate.register,
+    specs.register,
+    backends.register,
+    chat.register,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser = Parser(prog="promptdsl", description=(__doc__ or "").splitlines()[0], parents=[common])
+    parser.add_argument("--version", action="version", version=f"promptdsl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for register in COMMANDS:
+        register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return int(handler(args))
+    except PromptDSLError as exc:
+        if args.debug:
+            raise
+        print(f"promptdsl: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("promptdsl: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

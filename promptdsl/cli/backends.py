@@ -1,0 +1,37 @@
+"""``promptdsl backends``: the installed backend plugins, broken ones by name."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..registry import list_backends
+from .common import Commands
+
+
+def register(sub: Commands, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("backends", parents=[common], help="list installed backend plugins")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_backends)
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    infos = list_backends()
+    if args.json:
+        print(json.dumps([
+            {"name": i.name, "version": i.version, "distribution": i.distribution,
+             "capabilities": sorted(c.value for c in i.capabilities), "error": i.error}
+            for i in infos
+        ], indent=2))
+        return 0
+    if not infos:
+        print("no backends installed")
+        return 0
+    width = max(len(i.name) for i in infos)
+    for i in infos:
+        if i.error:
+            print(f"{i.name:<{width}}  {i.version:<8}  BROKEN: {i.error}")
+        else:
+            caps = ", ".join(sorted(c.value for c in i.capabilities))
+            print(f"{i.name:<{width}}  {i.version:<8}  {caps}  ({i.distribution})")
+    return 0

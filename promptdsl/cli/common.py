@@ -1,0 +1,59 @@
+"""What every command shares: the parser class, common flags, one way to build a Runner."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, NoReturn, Protocol
+
+from ..inputs import parse_options
+from ..runner import Runner
+from ..spec import Spec
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors exit 2 with one line, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class Commands(Protocol):
+    """The ``add_parser`` side of ``ArgumentParser.add_subparsers()``."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+def add_backend_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", "-b", help="backend plugin to use (see 'promptdsl backends')")
+    p.add_argument("--model", "-m", help="model: alias, .gguf path or remote id (backend-specific)")
+    p.add_argument(
+        "--option", "-o", action="append", default=[], metavar="KEY=VALUE",
+        help="override a model option, e.g. -o temperature=0.7 -o base_url=http://127.0.0.1:8000/v1",
+    )
+
+
+def add_input_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--input", "-i", action="append", default=[], metavar="NAME=VALUE",
+        help="an input value; NAME=@file reads a file; '-' reads a JSON object from stdin",
+    )
+
+
+def runner_from_args(spec: Spec, args: argparse.Namespace) -> Runner:
+    """The one way a command turns --backend/--model/-o into a Runner."""
+    return Runner(spec, backend_name=args.backend, model=args.model, options=parse_options(args.option))
+
+
+def print_value(value: Any) -> None:
+    """A text answer as is; anything else as indented JSON."""
+    if isinstance(value, str):
+        print(value)
+    else:
+        print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def say(text: str) -> None:
+    """A status line on stderr (stdout stays for results)."""
+    print(text, file=sys.stderr, flush=True)

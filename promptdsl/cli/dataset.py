@@ -1,0 +1,148 @@
+"""Dataset runs from the command line: flags, Ctrl+C, the progress bar and the closing line.
+
+Shared by ``run --data`` and ``eval``; the work itself is :class:`promptdsl.dataset.DatasetRun`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from ..datafile import DataFile
+from ..dataset import DEFAULT_REMOTE_CONCURRENCY, ON_ERROR, DatasetRun, Outcome, Summary
+from ..errors import InputError
+from ..inputs import collect_inputs
+from ..spec import Spec
+from .common import runner_from_args, say
+from .progress import RowProgress, format_duration
+
+
+def add_dataset_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``run --data`` and ``eval``."""
+    g = p.add_argument_group("dataset runs")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: skip the rows already in --out")
+    g.add_argument("--on-error", choices=ON_ERROR, default="skip",
+                   help="a bad or failed row: record an error line and go on (skip, default) or stop")
+    g.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
+    g.add_argument("--concurrency", type=_positive, metavar="N",
+                   help="rows in flight at once (default: 1 for local models, "
+                        f"{DEFAULT_REMOTE_CONCURRENCY} for remote backends)")
+    g.add_argument("--limit", type=_positive, metavar="N", help="only the first N rows")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar on stderr (default: when stderr is a terminal)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def dataset_run(
+    spec: Spec, args: argparse.Namespace, on_resumed_line: Callable[[dict[str, Any]], None] | None = None
+) -> DatasetRun:
+    """Check the data and output first (bad usage costs no model load), then build the runner."""
+    if str(args.data) == "-" and "-" in args.input:
+        raise InputError("--data - and --input - both want standard input; give one of them a file")
+    if args.resume and args.out is None:
+        raise InputError("--resume needs --out (the results file to continue)")
+    data = DataFile(args.data)
+    constants = collect_inputs(spec, args.input, sys.stdin) if args.input else {}
+    run = DatasetRun(
+        spec,
+        data,
+        args.out,
+        runner=lambda: runner_from_args(spec, args),
+        resume=args.resume,
+        on_error=args.on_error,
+        cache=not args.no_cache,
+        concurrency=args.concurrency,
+        limit=args.limit,
+        constants=constants,
+        on_resumed_line=on_resumed_line,
+    )
+    for notice in run.notices:
+        say(f"promptdsl: {notice}")
+    return run
+
+
+@contextmanager
+def stop_on_sigint(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl+C: finish the row in flight, then stop cleanly. Second: stop at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        # A raw write: the handler may interrupt a write to sys.stderr (re-entering it would fail).
+        with suppress(OSError):
+            os.write(2, b"\npromptdsl: stopping after the row in flight (Ctrl+C again to stop at once)\n")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def execute(
+    run: DatasetRun,
+    args: argparse.Namespace,
+    on_outcome: Callable[[Outcome, dict[str, Any]], None] | None = None,
+    *,
+    print_lines: bool = True,
+) -> Summary:
+    """Run every row with Ctrl+C handled and a progress bar; lines go to --out, else stdout."""
+    to_stdout = run.out is None and print_lines
+    wanted = args.progress
+    if wanted is None:
+        wanted = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
+    stop = threading.Event()
+    with RowProgress(run.total() if wanted else None, initial=run.resumed, enabled=wanted) as progress, \
+            stop_on_sigint(stop):
+        return run.execute(sys.stdout if to_stdout else None, on_outcome=on_outcome, progress=progress, stop=stop)
+
+
+def report(run: DatasetRun, summary: Summary) -> int:
+    """Print the end-of-run lines on stderr and return the exit code."""
+    where = f"; results in {run.out}" if run.out is not None else ""
+    if summary.stopped_by is not None:
+        failed = summary.stopped_by
+        say(f"promptdsl: error: {run.data.name}: {failed.error}")
+        more = " (fix it, then run the same command with --resume)" if run.out is not None else ""
+        say(f"promptdsl: stopped at row {failed.row.index} (--on-error stop); {summary.rows} rows done "
+            f"before it{where}{more}")
+        return failed.exit_code or 1
+    total = summary.rows + summary.resumed
+    rate = summary.rows / summary.seconds if summary.seconds > 0 else 0.0
+    parts = [f"{summary.ok} ok"]
+    if summary.cached:
+        parts.append(f"{summary.cached} from the cache")
+    if summary.errors:
+        parts.append(f"{summary.errors} failed (error lines)")
+    if summary.resumed:
+        parts.append(f"{summary.resumed} done before")
+    if summary.interrupted:
+        if run.out is not None:
+            hint = "; to continue, run the same command with --resume"
+        else:
+            hint = "; to be able to resume, write to a file with --out"
+        say(f"promptdsl: interrupted after {total} rows ({', '.join(parts)}){where}{hint}")
+        return 130
+    say(f"promptdsl: {total} rows in {format_duration(summary.seconds)} ({rate:.1f} rows/s): "
+        f"{', '.join(parts)}{where}")
+    return 1 if summary.errors else 0

@@ -1,0 +1,40 @@
+"""``promptdsl eval``: run a spec over labelled data and print the metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..evaluate import Evaluation
+from ..loader import load_spec
+from .common import Commands, add_backend_flags, add_input_flags
+from .dataset import add_dataset_flags, dataset_run, execute, report
+
+
+def register(sub: Commands, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("eval", parents=[common], help="score a spec on labelled data: accuracy, macro-F1, confusion")
+    p.add_argument("spec", type=Path)
+    p.add_argument("--data", type=Path, required=True, help="labelled dataset: .jsonl or .csv")
+    p.add_argument("--label", required=True, metavar="FIELD", help="the field holding the expected output")
+    p.add_argument("--out", type=Path, help="write each row's result (with its label and correctness) here")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_input_flags(p)
+    add_backend_flags(p)
+    add_dataset_flags(p)
+    p.set_defaults(handler=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run, score, print the metrics; without --out only the metrics are printed."""
+    spec = load_spec(args.spec)
+    evaluation = Evaluation(spec, args.label)
+    run = dataset_run(spec, args, on_resumed_line=evaluation.on_resumed_line)
+    summary = execute(run, args, evaluation.on_outcome, print_lines=False)
+    code = report(run, summary)
+    if args.json:
+        print(json.dumps(evaluation.metrics.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(evaluation.metrics.format())
+    # Failed rows are part of the score (counted wrong); only a stop or an interrupt is a failure.
+    return code if summary.interrupted or summary.stopped_by is not None else 0

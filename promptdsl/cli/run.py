@@ -1,0 +1,51 @@
+"""``promptdsl run``: one input, or every row of a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+from ..inputs import collect_inputs, validate_inputs
+from ..loader import load_spec
+from .common import Commands, add_backend_flags, add_input_flags, print_value, runner_from_args
+from .dataset import add_dataset_flags, dataset_run, execute, report
+
+
+def register(sub: Commands, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("run", parents=[common], help="run a spec on one input or a dataset")
+    p.add_argument("spec", type=Path)
+    add_input_flags(p)
+    add_backend_flags(p)
+    p.add_argument("--data", type=Path, help="dataset: .jsonl or .csv, one input object per row")
+    p.add_argument("--out", type=Path, help="write one JSON result per line here (dataset runs)")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.add_argument("--stream", action="store_true", help="print text as it is generated")
+    add_dataset_flags(p)
+    p.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    if args.data is not None:
+        run = dataset_run(spec, args)
+        return report(run, execute(run, args))
+    if args.out is not None:
+        raise InputError("--out goes with --data (a dataset run); for one input use --json")
+    values = validate_inputs(spec, collect_inputs(spec, args.input, sys.stdin))
+    response = runner_from_args(spec, args).stream(values)
+    if args.stream and not args.json:
+        for chunk in response:
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        response.result()
+        return 0
+    result = response.result()
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print_value(result.value)
+    return 0

@@ -1,0 +1,82 @@
+"""Commands about spec files: ``validate``, ``compile``, ``test``, ``schema``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..compiler import Compiler
+from ..errors import PromptDSLError
+from ..inputs import collect_inputs, validate_inputs
+from ..loader import load_spec, spec_schema
+from ..validate import validate_spec
+from .common import Commands, add_backend_flags, add_input_flags, runner_from_args
+
+
+def register(sub: Commands, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("validate", parents=[common], help="check specs and compile them with their examples")
+    p.add_argument("specs", type=Path, nargs="+")
+    p.set_defaults(handler=cmd_validate)
+
+    p = sub.add_parser("compile", parents=[common], help="print the compiled prompt")
+    p.add_argument("spec", type=Path)
+    add_input_flags(p)
+    p.add_argument("--json", action="store_true", help="print the prompt as JSON (messages in chat mode)")
+    p.set_defaults(handler=cmd_compile)
+
+    p = sub.add_parser("test", parents=[common], help="run each spec's tests")
+    p.add_argument("specs", type=Path, nargs="+")
+    add_backend_flags(p)
+    p.set_defaults(handler=cmd_test)
+
+    p = sub.add_parser("schema", parents=[common], help="print the spec JSON Schema")
+    p.set_defaults(handler=cmd_schema)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    failed = 0
+    for path in args.specs:
+        try:
+            spec = validate_spec(path)
+        except PromptDSLError as exc:
+            print(f"promptdsl: error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"ok: {path} ({len(spec.examples)} examples, {len(spec.tests)} tests, {spec.mode} mode, "
+              f"output {spec.output.type})")
+    return 2 if failed else 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    values = validate_inputs(spec, collect_inputs(spec, args.input, sys.stdin))
+    prompt = Compiler(spec).compile(values)
+    if args.json:
+        print(prompt.to_json())
+    else:
+        sys.stdout.write(prompt.render())
+        sys.stdout.write("\n")
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from ..spectests import run_tests
+
+    specs = [load_spec(p) for p in args.specs]
+    passed = failed = 0
+    for spec in specs:
+        runner = runner_from_args(spec, args)
+        for outcome in run_tests(spec, runner):
+            status = "PASS" if outcome.passed else "FAIL"
+            print(f"{status} {outcome.label}: {outcome.detail}", flush=True)
+            passed += outcome.passed
+            failed += not outcome.passed
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(spec_schema(), indent=2, ensure_ascii=False))
+    return 0
