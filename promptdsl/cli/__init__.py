@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..errors import PromptDSLError
-from . import backends, chat, evaluate, run, specs
+from . import backends, chat, evaluate, export, run, specs, tune
 from .common import Commands, Parser
 
 Handler = Callable[[argparse.Namespace], int]
@@ -24,6 +24,8 @@ Register = Callable[[Commands, argparse.ArgumentParser], None]
 COMMANDS: tuple[Register, ...] = (
     run.register,
     evaluate.register,
+    export.register,
+    tune.register,
     specs.register,
     backends.register,
     chat.register,

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from ..datafile import DataFile
-from ..dataset import run_dataset
+from ..dataset import DatasetRun
 from ..errors import PromptDSLError
-from ..evaluate import ChoiceMetrics, Metrics, metrics_for, score_line
+from ..evaluate import ChoiceMetrics, Evaluation, Metrics
 from ..export import compile_rows, spec_hash
 from ..runner import Runner
 from ..spec import Spec
@@ -73,15 +73,9 @@ def evaluate_model(
 ) -> Metrics:
     """Score ``spec`` on ``data`` with the llamacpp backend: the same path as ``promptdsl eval``."""
     runner = Runner(spec, backend_name="llamacpp", model=model, options={"n_threads": threads})
-    metrics = metrics_for(spec)
-
-    def on_outcome(outcome: Any, line: dict[str, Any]) -> None:
-        gold = outcome.row.data.get(label) if isinstance(outcome.row.data, dict) else None
-        value = outcome.result.value if outcome.result is not None else None
-        score_line(metrics, gold, value, outcome.ok)
-
-    run_dataset(runner, data, lambda _line: None, on_outcome=on_outcome, progress=progress)
-    return metrics
+    evaluation = Evaluation(spec, label)
+    DatasetRun(spec, data, runner=runner, cache=False).execute(on_outcome=evaluation.on_outcome, progress=progress)
+    return evaluation.metrics
 
 
 def tune(

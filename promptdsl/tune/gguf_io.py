@@ -79,7 +79,7 @@ class GGUFModel:
         from transformers import LlamaConfig
 
         hidden = int(self.field("llama.embedding_length"))
-        return LlamaConfig(
+        settings: dict[str, Any] = dict(
             vocab_size=len(self.field("tokenizer.ggml.tokens")),
             hidden_size=hidden,
             intermediate_size=int(self.field("llama.feed_forward_length")),
@@ -96,6 +96,7 @@ class GGUFModel:
             attention_bias=False,
             mlp_bias=False,
         )
+        return LlamaConfig(**settings)
 
     def torch_model(self) -> Any:
         """A float32 ``LlamaForCausalLM`` holding this file's weights."""
@@ -103,7 +104,7 @@ class GGUFModel:
 
         config = self.config()
         with torch.device("meta"):
-            model = LlamaForCausalLM(config)
+            model: Any = LlamaForCausalLM(config)
         state: dict[str, torch.Tensor] = {
             "model.embed_tokens.weight": self._t("token_embd.weight"),
             "model.norm.weight": self._t("output_norm.weight"),
@@ -120,7 +121,8 @@ class GGUFModel:
         missing = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
         if missing:
             raise GGUFModelError(f"{self.path.name}: no tensor for {missing[0]}")
-        return model.eval()
+        model.eval()
+        return model
 
     def _t(self, name: str, hf: str = "") -> torch.Tensor:
         if name not in self.tensors:

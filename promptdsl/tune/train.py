@@ -256,7 +256,7 @@ def train(
         ids, mask, weights = collate([seqs[i] for i in plan[step]], config.alpha, pad)
         logits = model(input_ids=ids, attention_mask=mask).logits
         loss = weighted_lm_loss(logits, ids, weights)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
@@ -317,8 +317,9 @@ def lora_deltas(model: Any, gg: GGUFModel) -> dict[str, np.ndarray]:
     out = {}
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer) and "default" in module.lora_A:
+            layer: Any = module  # every LoRA linear has get_delta_weight
             with torch.no_grad():
-                delta = module.get_delta_weight("default").float().numpy()
+                delta = layer.get_delta_weight("default").float().numpy()
             gguf_name, arranged = gg.to_gguf_layout(name, delta)
             out[gguf_name] = arranged
     return out
