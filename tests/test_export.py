@@ -145,3 +145,30 @@ def test_decontaminate_drops_rows_overlapping_eval_and_tests(tmp_path: Path) -> 
     assert [b["exact"] for b in by_ref] == [2, 1]
     texts = {str(r["messages"][0]["content"]) for r in _lines(tmp_path / "out" / "train.jsonl")}  # type: ignore[index]
     assert not any(rows[0]["text"] in t for t in texts)
+
+
+# ============================================================================ the CLI
+
+
+def test_export_cli_writes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from promptdsl.cli import main
+
+    code = main(["export", str(EMOTION), "--data", str(DATA / "train.jsonl"), "--label", "label",
+                 "--out", str(tmp_path), "--split", "0.5", "--eval", str(DATA / "val.jsonl"), "--decontaminate"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "train.jsonl (20 rows)" in out and "val.jsonl (20 rows)" in out
+    assert "contamination (40 rows" in out and "8-gram: 0" in out
+    assert "--decontaminate dropped 0 of 40 rows" in err
+
+
+def test_export_cli_bad_label_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from promptdsl.cli import main
+
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "hm", "label": "boredom"}\n')
+    code = main(["export", str(EMOTION), "--data", str(data), "--label", "label", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "boredom" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
