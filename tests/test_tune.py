@@ -183,3 +183,17 @@ def test_tuning_teaches_made_up_labels_through_the_llamacpp_backend(tmp_path: Pa
     assert result.tokenizer_mismatches == 0
     assert result.logits_correlation > 0.99
     assert out.is_file() and not out.with_name(out.name + ".ckpt").exists()
+
+
+@pytest.mark.skipif(bool(needs_extra_reason), reason=needs_extra_reason or "-")
+def test_tune_cli_refuses_to_clobber_and_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from promptdsl.cli import main
+
+    out = tmp_path / "tuned.gguf"
+    out.write_bytes(b"keep")
+    args = ["tune", "specs/emotion.yaml", "--data", "tests/data/emotion/train.jsonl", "--label", "label", "--out", str(out)]
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == b"keep"
+    out.unlink()
+    assert main([*args, "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err

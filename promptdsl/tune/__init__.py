@@ -132,6 +132,8 @@ def tune(
     if out.resolve() == base.resolve():
         raise TuneError("--out is the model being tuned; give another file")
     checkpoint = out.with_name(out.name + ".ckpt")
+    if resume and not checkpoint.is_file():
+        raise TuneError(f"--resume: no checkpoint at {checkpoint}")
 
     hear.stage("compiling the training rows")
     rows = list(compile_rows(spec, data, label))
