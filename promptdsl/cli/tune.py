@@ -40,7 +40,7 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
     p.add_argument("--batch", type=int, default=8, help="rows per step (default 8)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="CPU threads (default: all)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least 1)")
     p.add_argument(
         "--out-type", choices=("q8_0", "f16"), default="q8_0", help="type of the changed tensors (default q8_0)"
     )
