@@ -10,20 +10,22 @@ stored, so API keys cannot leak into the file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import PromptDSLError
+from .errors import quote
 from .paths import cache_dir
 from .prompt import Prompt
 from .result import Response, Result
-from .spec import Method
+from .spec import Method, OutputSpec
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -79,53 +81,117 @@ def prompt_key(base: str, prompt: Prompt) -> str:
 
 
 class ResultCache:
-    """Key -> stored result, in one SQLite file shared by every run (WAL, safe across processes)."""
+    """Key -> stored result, in one SQLite file shared by every run (WAL, safe across processes).
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = path or default_path()
+    The cache is disposable: it never stops a run. A home that cannot be written, a damaged or
+    foreign file, a full disk: the cache turns itself off, and the first problem is handed to
+    ``on_problem`` once (front ends print it as a warning, naming the file and ``--no-cache``).
+    A stored value that is not a well-formed answer for the spec is a miss, never a result.
+    """
+
+    def __init__(self, path: Path | None = None, *, on_problem: Callable[[str], None] | None = None) -> None:
         self.hits = 0
         self.misses = 0
+        self.problem: str | None = None  # why the cache is off (None while it works)
+        self.on_problem = on_problem
+        self._warned = False
         self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self.path = path or Path("<cache>")
         try:
+            self.path = path or default_path()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            columns = [row[1] for row in self._db.execute("PRAGMA table_info(results)")]
+            if columns != ["key", "value", "created"]:
+                raise sqlite3.DatabaseError(f"its table has the columns {columns}, not key, value, created")
+            self._db.execute("SELECT key, value FROM results LIMIT 1").fetchall()
             self._db.commit()
-        except (OSError, sqlite3.Error) as exc:
-            raise PromptDSLError(f"cannot open the result cache {self.path}: {exc}", exit_code=2) from None
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            self._disable(f"cannot open it: {_reason(exc)}")
+
+    @property
+    def enabled(self) -> bool:
+        return self._db is not None
+
+    def _disable(self, why: str) -> None:
+        """Turn the cache off for the rest of this run and report why, once."""
+        db, self._db = self._db, None
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+        self.note(why, off=True)
+
+    def note(self, why: str, *, off: bool = False) -> None:
+        """Record a problem with the cache; the first one goes to ``on_problem``."""
+        if self.problem is None:
+            self.problem = f"result cache {self.path}: {why}"
+            if off:
+                self.problem += "; running without it (delete the file to start a new cache, or pass --no-cache)"
+        if not self._warned and self.on_problem is not None:
+            self._warned = True
+            self.on_problem(self.problem)
 
     def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            row = self._db.execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
-        if row is None:
+        if self._db is None:
+            return None
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            self._disable(f"cannot read it: {_reason(exc)}")
+            return None
+        value: Any = None
+        if row is not None:
+            try:
+                value = json.loads(row[0]) if isinstance(row[0], str | bytes) else None
+            except (ValueError, RecursionError):
+                value = None
+            if not isinstance(value, dict):
+                self.note("it holds a damaged entry (ignored; it will be replaced)")
+                value = None
+        if value is None:
             self.misses += 1
             return None
         self.hits += 1
-        value: dict[str, Any] = json.loads(row[0])
-        return value
+        found: dict[str, Any] = value
+        return found
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO results (key, value, created) VALUES (?, ?, ?)", (key, text, time.time())
-            )
-            self._db.commit()
+        if self._db is None:
+            return
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            with self._lock:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO results (key, value, created) VALUES (?, ?, ?)", (key, text, time.time())
+                )
+                self._db.commit()
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            self._disable(f"cannot write it: {_reason(exc)}")
 
     def __len__(self) -> int:
+        if self._db is None:
+            return 0
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
 
     def clear(self) -> None:
+        if self._db is None:
+            return
         with self._lock:
             self._db.execute("DELETE FROM results")
             self._db.commit()
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.close()
+                self._db = None
 
     def __enter__(self) -> ResultCache:
         return self
@@ -134,9 +200,31 @@ class ResultCache:
         self.close()
 
 
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return quote(text, 120)[1:-1]
+
+
 def stored(result: Result) -> dict[str, Any]:
     """What the cache keeps of a result (the answer, not its timing)."""
     return {"value": result.value, "raw": result.raw, "method": result.method.value, "scores": result.scores}
+
+
+def cached_problem(value: dict[str, Any], out: OutputSpec) -> str | None:
+    """Why a stored value is not an answer this spec could have given (None when it is)."""
+    from .loader import output_problem
+
+    if not isinstance(value.get("raw"), str) or value.get("method") not in {m.value for m in Method}:
+        return "malformed entry"
+    scores = value.get("scores")
+    if scores is not None and not (
+        isinstance(scores, dict)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in scores.values())
+    ):
+        return "malformed scores"
+    if "value" not in value:
+        return "no value"
+    return output_problem(out, value["value"])
 
 
 def restored(value: dict[str, Any], backend: str, model: str) -> Result:
@@ -174,6 +262,11 @@ class CachedRunner:
             return None
         hit = self.cache.get(self.key(prompt))
         if hit is None:
+            return None
+        if cached_problem(hit, self.runner.spec.output) is not None:
+            self.cache.hits -= 1
+            self.cache.misses += 1
+            self.cache.note("it holds an entry that does not fit the spec's output (ignored; it will be replaced)")
             return None
         return restored(hit, self.runner.backend.name, self.runner.backend.model_id)
 

@@ -8,18 +8,20 @@ count) still comes, carrying the reason, so the run can record it or stop on it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
+import os
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InputError
-from .inputs import typed_value
+from .errors import InputError, quote
+from .inputs import has_surrogate, typed_value
 from .spec import Spec
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -70,8 +72,9 @@ class DataFile:
         try:
             head.decode("utf-8")
         except UnicodeDecodeError as exc:
-            if exc.start < len(head) - 4:  # not just a character cut at the sniff boundary
-                raise InputError("dataset is not UTF-8 text", source=self.name) from None
+            if len(head) < SNIFF_BYTES or exc.start < len(head) - 4:  # not a character cut at the sniff boundary
+                line = head[: exc.start].count(b"\n") + 1
+                raise InputError(f"dataset is not UTF-8 text (line {line})", source=self.name) from None
         if self.format == "csv":
             self.header()  # a bad header fails now, before any model is loaded
 
@@ -81,7 +84,9 @@ class DataFile:
         with self.path.open("r", encoding="utf-8-sig", newline="") as f:
             try:
                 header = next(csv.reader(f), None)
-            except (csv.Error, UnicodeDecodeError) as exc:
+            except UnicodeDecodeError:
+                raise InputError("not UTF-8 text near the start", source=self.name) from None
+            except csv.Error as exc:
                 raise InputError(f"line 1: bad CSV header: {exc}", source=self.name) from None
         if header is not None:
             _check_header(header, self.name)
@@ -162,6 +167,12 @@ def _parse_json_row(raw: bytes, index: int, line_no: int) -> Row:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         return Row(index, line_no, text.rstrip("\r\n"), f"invalid JSON at column {exc.colno}: {exc.msg}")
+    except RecursionError:
+        return Row(index, line_no, text.rstrip("\r\n")[:200], "the JSON nests too deeply")
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        return Row(index, line_no, text.rstrip("\r\n")[:200], f"invalid JSON: {quote(str(exc), 80)[1:-1]}")
+    if has_surrogate(value):  # valid JSON ("\ud800"), but not text that can be written back out
+        return Row(index, line_no, text.rstrip("\r\n"), "holds a lone surrogate (such as \\ud800), not valid Unicode")
     if not isinstance(value, dict):
         return Row(index, line_no, value, f"expected a JSON object of inputs, got {_json_type(value)}")
     return Row(index, line_no, value)
@@ -181,14 +192,16 @@ def _check_header(header: list[str], source: str) -> None:
         seen.add(name)
 
 
-def row_inputs(spec: Spec, row: Row, fmt: str) -> dict[str, Any]:
+def row_inputs(spec: Spec, row: Row, fmt: str, fields: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The row's fields that are spec inputs (the rest are carried through, not passed on).
 
-    CSV cells are text: a cell for a non-string input is read as JSON (``3`` -> 3), and an
-    empty cell for an input with a default counts as missing.
+    ``fields`` maps input names to the data's field names (``--field tweet=text``); other
+    inputs read the field of their own name. CSV cells are text: a cell for a non-string
+    input is read as JSON (``3`` -> 3), and an empty cell for an input with a default counts
+    as missing.
     """
     data: Mapping[str, Any] = row.data
-    values = {k: v for k, v in data.items() if k in spec.inputs}
+    values = {name: data[field_for(name, fields)] for name in spec.inputs if field_for(name, fields) in data}
     if fmt != "csv":
         return values
     out: dict[str, Any] = {}
@@ -200,13 +213,37 @@ def row_inputs(spec: Spec, row: Row, fmt: str) -> dict[str, Any]:
     return out
 
 
+def field_for(name: str, fields: Mapping[str, str] | None) -> str:
+    """The data field that feeds input ``name``."""
+    return fields.get(name, name) if fields else name
+
+
+def parse_fields(pairs: Iterable[str], spec: Spec) -> dict[str, str]:
+    """``INPUT=FIELD`` pairs (``--field``) as a mapping, each input checked against the spec."""
+    from .inputs import did_you_mean
+
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, field_name = pair.partition("=")
+        name, field_name = name.strip(), field_name.strip()
+        if not sep or not name or not field_name:
+            raise InputError(f"--field expects INPUT=FIELD (the data field that feeds an input), got {quote(pair)}")
+        if name not in spec.inputs:
+            known = ", ".join(spec.inputs) or "none"
+            raise InputError(
+                f"--field: unknown input {quote(name)}{did_you_mean(name, spec.inputs)}; the spec's inputs: {known}"
+            )
+        out[name] = field_name
+    return out
+
+
 def row_hash(data: Any) -> int:
     """A short stable hash of a row as read (to check ``--resume`` is given the same data)."""
     text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
-# ============================================================================ resuming
+# ============================================================================ resuming and the output file
 
 
 @dataclass
@@ -216,40 +253,132 @@ class Existing:
     done: dict[int, int] = field(default_factory=dict)
     errors: int = 0
     repaired: bool = False
+    good_end: int = 0  # bytes of whole result lines; a cut-off line after them is dropped on repair
+    size: int = 0
+
+
+_RESULT_START = (b'{"index":', b'{"index" :', b'{ "index":')
 
 
 def scan_output(path: Path, on_line: Callable[[dict[str, Any]], None] | None = None) -> Existing:
-    """Read a results file back for ``--resume``; cut off a last line left half-written."""
+    """Read a results file back for ``--resume``. It only reads: see :func:`repair_output`.
+
+    Every whole line must be a promptdsl result line, and a cut-off last line must look like
+    the start of one; anything else means the file is not ours, and it is refused untouched.
+    """
     found = Existing()
     if not path.exists():
         return found
-    good_end = 0
+    not_ours = (
+        "is not a promptdsl result line, so this file cannot be resumed (give a new --out, or drop --resume "
+        "to overwrite it)"
+    )
     try:
         with path.open("rb") as f:
             for line_no, raw in enumerate(f, 1):
                 if not raw.endswith(b"\n"):
-                    break  # cut off mid-line by a crash: drop it, that row runs again
-                good_end += len(raw)
+                    if not raw.lstrip().startswith(_RESULT_START):
+                        raise InputError(f"line {line_no} {not_ours}", source=str(path))
+                    break  # cut off mid-line by a crash: dropped on repair, that row runs again
+                found.good_end += len(raw)
                 if not raw.strip():
                     continue
                 try:
                     item = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
+                except (ValueError, RecursionError):
                     item = None
                 if not isinstance(item, dict) or not isinstance(item.get("index"), int):
-                    raise InputError(
-                        f"line {line_no} is not a promptdsl result line, so this file cannot be resumed "
-                        "(give a new --out, or drop --resume to overwrite it)",
-                        source=str(path),
-                    )
+                    raise InputError(f"line {line_no} {not_ours}", source=str(path))
                 found.done[item["index"]] = row_hash(item.get("input"))
                 found.errors += "error" in item
                 if on_line is not None:
                     on_line(item)
-        if good_end < path.stat().st_size:
-            with path.open("r+b") as f:
-                f.truncate(good_end)
-            found.repaired = True
+        found.size = path.stat().st_size
     except OSError as exc:
         raise InputError(f"cannot read results to resume: {exc.strerror}", source=str(path)) from None
     return found
+
+
+def check_resume(data: DataFile, found: Existing, limit: int | None = None) -> None:
+    """Refuse, before anything is written, results that were made from other data."""
+    if not found.done:
+        return
+    last = max(found.done)
+    for row in data.rows():
+        if row.index > last or (limit is not None and row.index >= limit):
+            return
+        known = found.done.get(row.index)
+        if known is not None and known != row_hash(row.data):
+            raise InputError(
+                f"--resume: the results hold a different input for {row.where()} than the data; "
+                "they were written for another file (give a new --out, or drop --resume)",
+                source=data.name,
+            )
+
+
+class OutputLock:
+    """``--out`` held by this run alone: an exclusive lock, taken before the file is read or changed.
+
+    A second run on the same file is refused while the first holds it. The file is created
+    empty if needed (and removed again if the run never starts writing); it is truncated
+    (a new run) or repaired (``--resume``) only by :meth:`open`, after every check passed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._started = False
+        try:
+            self._created = not path.exists()
+            self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise InputError(f"cannot open the results file: {exc.strerror}", source=str(path)) from None
+        if not _try_lock(self._fd):
+            os.close(self._fd)
+            self._fd = None
+            raise InputError(
+                "the results file is in use by another promptdsl run (it holds the lock); "
+                "wait for that run or give another --out",
+                source=str(path),
+            )
+
+    def open(self, resume: Existing | None) -> IO[str]:
+        """Truncate (new run) or cut a half-written line (resume), then append through the lock."""
+        assert self._fd is not None
+        try:
+            if resume is None:
+                os.ftruncate(self._fd, 0)
+            elif resume.good_end < resume.size:
+                os.ftruncate(self._fd, resume.good_end)
+                resume.repaired = True
+            self._started = True
+            os.lseek(self._fd, 0, os.SEEK_END)
+            return os.fdopen(os.dup(self._fd), "a", encoding="utf-8", newline="\n")
+        except OSError as exc:
+            raise InputError(f"cannot write results: {exc.strerror}", source=str(self.path)) from None
+
+    def close(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        if self._created and not self._started:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        os.close(fd)  # closing releases the lock
+
+    def __enter__(self) -> OutputLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no advisory locks, the run goes unlocked
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True

@@ -14,16 +14,26 @@ import io
 import json
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from .cache import CachedRunner, ResultCache
-from .datafile import DataFile, Existing, Row, row_hash, row_inputs, scan_output
+from .datafile import (
+    DataFile,
+    Existing,
+    OutputLock,
+    Row,
+    check_resume,
+    field_for,
+    row_hash,
+    row_inputs,
+    scan_output,
+)
 from .errors import BackendError, InputError, OutputError, PromptDSLError
 from .inputs import did_you_mean
 from .prompt import Prompt
@@ -54,6 +64,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.result is not None
+
+    @property
+    def reason(self) -> str:
+        """Why the row failed, without which row: equal reasons group together in a report."""
+        return (self.error or "").removeprefix(f"{self.row.where()}: ")
 
     def to_dict(self) -> dict[str, Any]:
         """The result line (contract §4): index, the result's fields (or error), the input."""
@@ -97,7 +112,9 @@ class DatasetRunner:
         concurrency: int = 1,
         constants: Mapping[str, Any] | None = None,
         stop: threading.Event | None = None,
+        fields: Mapping[str, str] | None = None,
     ) -> None:
+        self.fields = dict(fields or {})  # input name -> data field (--field INPUT=FIELD)
         self.runner = runner
         self.spec = runner.spec
         self.fmt = fmt
@@ -120,7 +137,8 @@ class DatasetRunner:
         if missing:
             return self._fail(row, f"{row.where()}: {missing}", "input", 2)
         try:
-            values, prompt = self.runner.prepare({**self.constants, **row_inputs(self.spec, row, self.fmt)})
+            inputs = row_inputs(self.spec, row, self.fmt, self.fields)
+            values, prompt = self.runner.prepare({**self.constants, **inputs})
         except PromptDSLError as exc:
             return self._fail(row, f"{row.where()}: {exc}", _error_type(exc), exc.exit_code)
         if self.cached is not None:
@@ -132,9 +150,14 @@ class DatasetRunner:
     def _missing(self, data: Mapping[str, Any]) -> str | None:
         """Say which required input has no field in the row (a typo in a column name, say)."""
         for name, schema in self.spec.inputs.items():
-            if name not in data and name not in self.constants and "default" not in schema:
+            source = field_for(name, self.fields)
+            if source not in data and name not in self.constants and "default" not in schema:
                 fields = ", ".join(map(str, data)) or "no fields"
-                return f"no field for input '{name}'{did_you_mean(name, map(str, data))}; the row has: {fields}"
+                what = f"input '{name}'" if source == name else f"input '{name}' (--field {name}={source})"
+                hint = did_you_mean(source, map(str, data))
+                if hint and source == name:
+                    hint += f"; map it with --field {name}={hint.split(chr(39))[1]}"
+                return f"no field for {what}{hint}; the row has: {fields}"
         return None
 
     def _call(self, prompt: Prompt, values: dict[str, Any]) -> Result | PromptDSLError:
@@ -220,6 +243,11 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False
     stopped_by: Outcome | None = None  # the failed row that stopped the run (--on-error stop)
+    reasons: Counter[str] = field(default_factory=Counter)  # why rows failed -> how many
+
+    def top_reasons(self, n: int = 3) -> list[tuple[str, int]]:
+        """The most common reasons rows failed, most frequent first."""
+        return self.reasons.most_common(n)
 
 
 def default_concurrency(runner: Runner) -> int:
@@ -241,6 +269,7 @@ def run_dataset(
     progress: ProgressSink | None = None,
     stop: threading.Event | None = None,
     on_outcome: Callable[[Outcome, dict[str, Any]], None] | None = None,
+    fields: Mapping[str, str] | None = None,
 ) -> Summary:
     """Run ``runner`` over ``data``, passing each result line (JSON text + newline) to ``write``.
 
@@ -272,6 +301,7 @@ def run_dataset(
         concurrency=concurrency or default_concurrency(runner),
         constants=constants,
         stop=stop,
+        fields=fields,
     )
     try:
         for outcome in runs.outcomes(todo()):
@@ -285,6 +315,8 @@ def run_dataset(
             summary.rows += 1
             summary.ok += outcome.ok
             summary.errors += not outcome.ok
+            if not outcome.ok:
+                summary.reasons[outcome.reason] += 1
             cached = outcome.result is not None and outcome.result.cached
             summary.cached += cached
             if progress is not None:
@@ -326,6 +358,8 @@ class DatasetRun:
         limit: int | None = None,
         constants: Mapping[str, Any] | None = None,
         on_resumed_line: Callable[[dict[str, Any]], None] | None = None,
+        fields: Mapping[str, str] | None = None,
+        on_cache_problem: Callable[[str], None] | None = None,
     ) -> None:
         if on_error not in ON_ERROR:
             raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}, not {on_error!r}")
@@ -348,15 +382,28 @@ class DatasetRun:
         self.on_error = on_error
         self.concurrency = concurrency
         self.limit = limit
+        self.fields = dict(fields or {})
         self.notices: list[str] = []
-        self.skip = scan_output(out, on_resumed_line) if resume and out is not None else None
-        if self.skip is not None and self.skip.repaired:
-            self.notices.append(f"{out}: removed a half-written last line; that row runs again")
-        if runner is None:
-            runner = Runner(spec)
-        # Built last: a callable defers loading a model until every file checked out.
-        self.runner = runner if isinstance(runner, Runner) else runner()
-        self.cache = ResultCache() if cache else None
+        # The lock comes first: a second run on the same --out is refused before anything is read or
+        # changed, and the file is truncated or repaired only in execute(), after every check passed.
+        self.lock = OutputLock(out) if out is not None else None
+        try:
+            self.skip = scan_output(out, on_resumed_line) if resume and out is not None else None
+            if self.skip is not None:
+                check_resume(data, self.skip, limit)
+            if runner is None:
+                runner = Runner(spec)
+            # Built last: a callable defers loading a model until every file checked out.
+            self.runner = runner if isinstance(runner, Runner) else runner()
+        except BaseException:
+            self.close()
+            raise
+        self.cache = ResultCache(on_problem=on_cache_problem) if cache else None
+
+    def close(self) -> None:
+        """Release --out (and remove it if this run created it and never wrote to it)."""
+        if self.lock is not None:
+            self.lock.close()
 
     @property
     def resumed(self) -> int:
@@ -379,17 +426,14 @@ class DatasetRun:
         stop: threading.Event | None = None,
     ) -> Summary:
         """Open the output, run every row, close everything; return the summary."""
-        out: IO[str]
-        mode = "a" if self.skip is not None else "w"
         try:
-            if self.out is not None:
-                ctx: Any = open(self.out, mode, encoding="utf-8", newline="\n")  # noqa: SIM115
+            if self.lock is not None:
+                out: IO[str] = self.lock.open(self.skip)
+                if self.skip is not None and self.skip.repaired:
+                    self.notices.append(f"{self.out}: removed a half-written last line; that row runs again")
             else:
-                ctx = nullcontext(sink if sink is not None else _Discard())
-        except OSError as exc:
-            raise InputError(f"cannot write results: {exc.strerror}", source=str(self.out)) from None
-        try:
-            with ctx as out:
+                out = sink if sink is not None else _Discard()
+            try:
 
                 def write(line: str) -> None:
                     try:
@@ -400,7 +444,7 @@ class DatasetRun:
                     except OSError as exc:
                         raise InputError(f"cannot write results: {exc.strerror}", source=str(self.out)) from None
 
-                return run_dataset(
+                summary = run_dataset(
                     self.runner,
                     self.data,
                     write,
@@ -413,10 +457,23 @@ class DatasetRun:
                     progress=progress,
                     stop=stop,
                     on_outcome=on_outcome,
+                    fields=self.fields,
                 )
+            except BaseException:
+                if self.lock is not None:
+                    with suppress(OSError):  # a full disk fails the close too: the first error is the one to show
+                        out.close()
+                raise
+            if self.lock is not None:
+                try:
+                    out.close()
+                except OSError as exc:
+                    raise InputError(f"cannot write results: {exc.strerror}", source=str(self.out)) from None
+            return summary
         finally:
             if self.cache is not None:
                 self.cache.close()
+            self.close()
 
 
 class _Discard(io.StringIO):

@@ -13,6 +13,9 @@ nothing else needs a traceback.
 
 from __future__ import annotations
 
+import os
+import re
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +24,7 @@ def format_path(path: Sequence[str | int]) -> str:
     """Render a key path the way JSON Path does: ``$.output.choices[1]``."""
     out = "$"
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        out += f"[{part}]" if isinstance(part, int) else f".{quote(str(part), 40)[1:-1]}"
     return out
 
 
@@ -37,6 +40,10 @@ class PromptDSLError(Exception):
             self.exit_code = exit_code
 
     def __str__(self) -> str:
+        # One line, whatever a value in it held (newlines, ANSI codes), and never a secret.
+        return mask_secrets(escape(self._text()))
+
+    def _text(self) -> str:
         return self.message
 
 
@@ -60,13 +67,16 @@ class SpecError(PromptDSLError):
         self.also: list[SpecError] = []  # further problems found in the same pass
 
     def __str__(self) -> str:
-        first = self._line()
-        return "\n".join([first, *(e._line() for e in self.also)])
+        # One line per problem found in the same pass, each escaped and masked.
+        return "\n".join(mask_secrets(escape(e._line())) for e in [self, *self.also])
+
+    def _text(self) -> str:
+        return "\n".join(e._line() for e in [self, *self.also])
 
     def _line(self) -> str:
         where = ""
         if self.file:
-            where = self.file
+            where = escape(self.file)
             if self.line is not None:
                 where += f":{self.line}"
                 if self.col is not None:
@@ -92,7 +102,7 @@ class InputError(PromptDSLError):
         self.row = row
         self.source = source
 
-    def __str__(self) -> str:
+    def _text(self) -> str:
         where = ""
         if self.source:
             where = self.source + (f": row {self.row}" if self.row is not None else "") + ": "
@@ -120,7 +130,7 @@ class BackendError(PromptDSLError):
         self.backend = backend
         self.model = model
 
-    def __str__(self) -> str:
+    def _text(self) -> str:
         return f"{self.backend}: {self.message}" if self.backend else self.message
 
 
@@ -142,12 +152,115 @@ class OutputError(PromptDSLError):
         self.input = input
         self.raw = raw
 
-    def __str__(self) -> str:
+    def _text(self) -> str:
         where = f"{self.spec}: " if self.spec else ""
-        raw = "" if self.raw is None else f"; raw text: {_clip(self.raw)!r}"
-        inp = "" if self.input is None else f"; input: {_clip(repr(self.input))}"
+        raw = "" if self.raw is None else f"; raw text: {quote(self.raw, 200)}"
+        inp = "" if self.input is None else f"; input: {_clip(escape(repr(self.input)))}"
         return f"{where}{self.message}{inp}{raw}"
 
 
 def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------------------- quoting untrusted text
+
+#: Characters that would break a one-line message or drive a terminal: C0/C1 controls, DEL,
+#: line/paragraph separators, bidi overrides, and lone surrogates.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def escape(text: str) -> str:
+    """``text`` with every control character (newline, NUL, ESC...) written as an escape."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+
+
+def quote(value: Any, limit: int = 60) -> str:
+    """A value as an error message may show it: quoted, escaped, at most ``limit`` characters.
+
+    Messages name what is wrong; they must never replay a file (``extends: /etc/shadow``) or a
+    multi-megabyte value, nor let a value's newlines or ANSI codes forge further lines.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    text = escape(text)
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return f"'{text}'" if isinstance(value, str) else text
+
+
+# ---------------------------------------------------------------------------- secrets
+
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@'\"]*):([^@\s/'\"]+)@")
+#: ``prefix-`` or ``prefix_`` then a long body with a digit: sk-..., gsk_..., ghp_..., xoxb-..., hf_...
+_PREFIXED_KEY = re.compile(r"(?<![A-Za-z0-9])([A-Za-z][A-Za-z0-9]{0,11}[-_])([A-Za-z0-9*][A-Za-z0-9_*\-]{5,})")
+_AWS_KEY = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])")
+_BARE_TOKEN = re.compile(r"(?<![A-Za-z0-9_\-])[A-Za-z0-9_\-]{32,}(?![A-Za-z0-9_\-])")
+_ASSIGNED = re.compile(
+    r"(?i)\b((?:api[_-]?key|access[_-]?token|auth[_-]?token|secret|password|passwd|token|authorization)"
+    r"[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?)([^\s\"',;}]{3,})"
+)
+_BEARER = re.compile(r"(?i)\b(bearer\s+)([^\s\"',;}]{3,})")
+#: Environment variables whose values are secrets by their name (masked wherever they appear).
+_SECRET_NAME = re.compile(r"(?i)(key|token|secret|passw|credential|auth)")
+MIN_SECRET_LEN = 4  # shorter values are too common in ordinary text to mask
+
+_known: set[str] = set()
+_known_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret (say, the API key a backend read) so no message or file ever shows it."""
+    if value and len(value) >= MIN_SECRET_LEN:
+        with _known_lock:
+            _known.add(value)
+
+
+def _key_like(body: str) -> bool:
+    """A token body that looks generated rather than written: digits and letters, mixed or long."""
+    if "*" in body:  # a key a server echoed half-masked ("sk-abc***wxyz")
+        return True
+    has_alpha = any(c.isalpha() for c in body)
+    mixed_case = any(c.isupper() for c in body) and any(c.islower() for c in body)
+    # One long random run with a digit in it; words joined by dashes (model names) are not keys.
+    runs = [r for r in re.split(r"[-_]", body) if len(r) >= 12 and any(c.isdigit() for c in r)]
+    return bool(runs) and has_alpha and (mixed_case or len(body) >= 32)
+
+
+#: Values of secret-named variables that are settings, not secrets (TOKENIZERS_PARALLELISM=false).
+_PLAIN_VALUES = frozenset({"true", "false", "yes", "no", "none", "null", "auto", "on", "off", "default", "disabled"})
+
+
+def _looks_secret(value: str) -> bool:
+    if len(value) < MIN_SECRET_LEN or value.isdigit() or value.lower() in _PLAIN_VALUES:
+        return False
+    return not (value.isalpha() and len(value) < 8)  # short plain words are settings
+
+
+def _secrets_in_environment() -> list[str]:
+    return [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and _looks_secret(v)]
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every secret replaced by ``***``: the one masking rule for messages and files.
+
+    Masked: values registered with :func:`register_secret` and values of environment variables
+    named like secrets (``*KEY*``, ``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, any length from 4
+    characters), passwords in URLs (``http://user:***@host``), ``Bearer``/``api_key=`` values,
+    and key-like strings of any vendor (``sk-``, ``gsk_``, ``ghp_``, ``xoxb-``, ``AKIA``..., or a
+    long mixed-case token).
+    """
+    with _known_lock:
+        known = list(_known)
+    for secret in sorted({*known, *_secrets_in_environment()}, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    text = _ASSIGNED.sub(lambda m: m.group(1) + "***", text)
+    text = _BEARER.sub(lambda m: m.group(1) + "***", text)
+    text = _AWS_KEY.sub("***", text)
+    text = _PREFIXED_KEY.sub(lambda m: m.group(1) + "***" if _key_like(m.group(2)) else m.group(0), text)
+    return _BARE_TOKEN.sub(lambda m: "***" if _key_like(m.group(0)) and _mixed(m.group(0)) else m.group(0), text)
+
+
+def _mixed(token: str) -> bool:
+    return any(c.isupper() for c in token) and any(c.islower() for c in token) and any(c.isdigit() for c in token)

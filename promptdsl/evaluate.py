@@ -25,6 +25,11 @@ from .spec import OutputType, Spec
 ERROR = "(error)"
 
 
+def unlabelled(gold: Any) -> bool:
+    """No label: a missing field, null, or an empty cell (CSV has no null)."""
+    return gold is None or (isinstance(gold, str) and not gold.strip())
+
+
 def _f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
@@ -62,7 +67,7 @@ class ChoiceMetrics:
 
     def add(self, gold: Any, predicted: str | None) -> bool:
         """Record one row (``predicted=None``: the run failed); True when it is correct."""
-        if gold is None:
+        if unlabelled(gold):
             self.unlabelled += 1
             return False
         label = self.gold_label(gold)
@@ -183,7 +188,7 @@ class MatchMetrics:
     unlabelled: int = 0
 
     def add(self, gold: Any, value: Any, ok: bool) -> bool:
-        if gold is None:
+        if unlabelled(gold):
             self.unlabelled += 1
             return False
         self.total += 1

@@ -27,7 +27,9 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
 
 
 def _validator(schema: Mapping[str, Any]) -> Draft202012Validator:
-    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    from .schema import validator  # no $ref retrieval, regexes bounded in time
+
+    return validator(schema, formats=True)
 
 
 def validate_inputs(spec: Spec, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -69,6 +71,8 @@ def parse_assignment(spec: Spec, text: str, *, cwd: Path | None = None) -> tuple
         raise InputError(f"--input expects name=value, name=@file or '-', got {text!r}")
     name, raw = text.split("=", 1)
     name = name.strip()
+    if has_surrogate(text):  # undecodable bytes in argv arrive as lone surrogates
+        raise InputError(f"input '{name}': the value is not valid UTF-8 text", name=name)
     if raw.startswith("@"):
         path = Path(raw[1:])
         if cwd is not None and not path.is_absolute():
@@ -83,11 +87,18 @@ def typed_value(schema: Mapping[str, Any], text: str) -> Any:
 
 
 def json_or_text(text: str) -> Any:
-    """``text`` read as JSON when it parses, else the text itself (schema validation then says what was expected)."""
+    """``text`` read as JSON when it parses, else the text itself (schema validation then says what was expected).
+
+    NaN/Infinity, integers past Python's 4,300 digits and runaway nesting stay text too.
+    """
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         return text
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _wants_string(schema: Mapping[str, Any]) -> bool:
@@ -98,10 +109,16 @@ def _wants_string(schema: Mapping[str, Any]) -> bool:
 
 
 def _read_input_file(path: Path, name: str) -> str:
+    from .yamlsource import TooLarge, read_limited  # reads at most limit+1 bytes: /dev/zero has st_size 0
+
     try:
-        if path.stat().st_size > MAX_INPUT_FILE_BYTES:
-            raise InputError(f"input '{name}': file {path} is larger than 16 MiB", name=name)
-        return path.read_text(encoding="utf-8")
+        return read_limited(path, MAX_INPUT_FILE_BYTES).decode("utf-8")
+    except TooLarge:
+        raise InputError(f"input '{name}': file {path} is larger than 16 MiB", name=name) from None
+    except ValueError as exc:
+        if isinstance(exc, UnicodeDecodeError):
+            raise InputError(f"input '{name}': file {path} is not UTF-8 text", name=name) from None
+        raise InputError(f"input '{name}': bad file name: {exc}", name=name) from None
     except FileNotFoundError:
         raise InputError(f"input '{name}': file not found: {path}", name=name) from None
     except UnicodeDecodeError:
@@ -110,15 +127,37 @@ def _read_input_file(path: Path, name: str) -> str:
         raise InputError(f"input '{name}': cannot read {path}: {exc.strerror}", name=name) from None
 
 
+def has_surrogate(value: Any) -> bool:
+    """True if a string anywhere in ``value`` holds a lone surrogate (it cannot be written as UTF-8)."""
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(has_surrogate(k) or has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_surrogate(v) for v in value)
+    return False
+
+
 def read_stdin_object(stream: TextIO) -> dict[str, Any]:
     """Read the JSON object given with ``--input -``."""
-    text = stream.read()
+    try:
+        text = stream.read(MAX_INPUT_FILE_BYTES + 1)
+    except UnicodeDecodeError:
+        raise InputError("stdin: not UTF-8 text") from None
+    if len(text) > MAX_INPUT_FILE_BYTES:
+        raise InputError("stdin: the JSON is larger than 16 MiB")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"stdin: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise InputError("stdin: the JSON nests too deeply") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise InputError(f"stdin: invalid JSON: {exc}") from None
+    if has_surrogate(value):
+        raise InputError("stdin: a value holds a lone surrogate (such as \\ud800), which is not valid Unicode")
     if not isinstance(value, dict):
         raise InputError(f"stdin: expected a JSON object of inputs, got {type(value).__name__}")
     return value

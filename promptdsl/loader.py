@@ -15,14 +15,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator, SchemaError
 from jsonschema.exceptions import ValidationError
 
-from .errors import InputError, SpecError
+from . import schema as schemas
+from .errors import InputError, SpecError, quote
 from .inputs import did_you_mean, validate_inputs
 from .spec import (
     Example,
     FewShot,
+    FromSpec,
     Method,
     ModelConfig,
     OutputSpec,
@@ -31,11 +32,23 @@ from .spec import (
     SpecTest,
 )
 from .templates import TemplateFailure, compile_template, free_names, private_attributes
-from .yamlsource import KeyPath, Located, load_yaml, parse_yaml, read_text
+from .yamlsource import MAX_PATH_CHARS, KeyPath, Located, load_yaml, parse_yaml, read_text
 
 TEMPLATE_KEYS = ("system", "instruction", "template")
 MAX_EXAMPLES_FILE_BYTES = 64 << 20
 MAX_REPORTED = 10  # schema problems listed at once
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+#: Input names a template could not tell apart from its own names: ``output`` is the output
+#: block, ``self``/``loop``/``caller``/``varargs``/``kwargs`` are Jinja's, ``none``/``true``/
+#: ``false`` are literals, the operators are syntax, and ``range``/``dict``/... are globals.
+RESERVED_INPUTS: dict[str, str] = {
+    "output": "templates use 'output' for the output block",
+    **{n: "Jinja uses it inside templates" for n in ("self", "loop", "super", "caller", "varargs", "kwargs")},
+    **{n: "it is a literal in templates" for n in ("none", "None", "true", "True", "false", "False")},
+    **{n: "it is an operator in templates" for n in ("and", "or", "not", "in", "is", "if", "else")},
+    **{n: "it is a template global" for n in ("range", "dict", "cycler", "joiner", "namespace", "lipsum")},
+}
 
 
 @lru_cache(maxsize=1)
@@ -91,12 +104,22 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> Located:
 
 
 def _merge_extends(child: Located, base_path: Path, chain: tuple[Path, ...]) -> Located:
-    resolved = base_path.resolve()
+    where: KeyPath = ("extends",)
+    _check_path_text(child, str(child.data["extends"]), where, "'extends'")
+    if base_path.suffix.lower() not in SPEC_SUFFIXES:
+        raise child.error(
+            f"'extends' must name a spec file ({', '.join(SPEC_SUFFIXES)}), not {quote(base_path.name)}", where
+        )
+    try:
+        resolved = base_path.resolve()
+        exists = base_path.exists()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise child.error(f"'extends' file cannot be used: {quote(str(exc), 80)}", where) from None
     if resolved in chain:
         cycle = " -> ".join(str(p) for p in (*chain, resolved))
-        raise child.error(f"'extends' cycle: {cycle}", ("extends",))
-    if not base_path.exists():
-        raise child.error(f"'extends' file not found: {base_path}", ("extends",))
+        raise child.error(f"'extends' cycle: {quote(cycle, 300)}", where)
+    if not exists:
+        raise child.error(f"'extends' file not found: {quote(str(base_path), 200)}", where)
     base = _load_with_extends(base_path, chain)
     merged = _deep_merge(base.data, child.data)
     merged.pop("extends", None)
@@ -106,6 +129,13 @@ def _merge_extends(child: Located, base_path: Path, chain: tuple[Path, ...]) -> 
             del positions[key]
     positions.update({k: v for k, v in child.positions.items() if k != ("extends",)})
     return Located(merged, child.file, positions)
+
+
+def _check_path_text(located: Located, text: str, where: KeyPath, what: str) -> None:
+    if "\0" in text:
+        raise located.error(f"{what} holds a NUL character, which no file name can", where)
+    if len(text) > MAX_PATH_CHARS:
+        raise located.error(f"{what} is {len(text)} characters long; file names are at most {MAX_PATH_CHARS}", where)
 
 
 def _overridden(child: Mapping[str, Any], key: KeyPath) -> bool:
@@ -133,8 +163,10 @@ def _deep_merge(base: Any, over: Any) -> Any:
 
 
 def _validate_schema(located: Located) -> None:
-    validator = Draft202012Validator(spec_schema())
-    errors = sorted(validator.iter_errors(located.data), key=_error_order)
+    try:
+        errors = sorted(schemas.validator(spec_schema()).iter_errors(located.data), key=_error_order)
+    except RecursionError:
+        raise located.error("the spec nests too deeply") from None
     if not errors:
         return
     found: list[SpecError] = []
@@ -159,20 +191,33 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
         allowed = list(schema.get("properties", {}))
         where = f"in '{path[-1]}'" if path else "at the top level"
         return [
-            located.error(f"unknown key '{key}' {where}{did_you_mean(key, allowed)}", (*path, key))
+            located.error(f"unknown key {quote(key)} {where}{did_you_mean(str(key), allowed)}", (*path, key))
             for key in err.instance
             if key not in allowed
         ]
-    message = err.message
+    message = _quoted_message(err)
     if err.validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
-        message = f"missing required key '{missing}'"
+        message = f"missing required key {quote(missing)}"
     elif err.validator in ("anyOf", "oneOf") and err.context:
         best = min(err.context, key=lambda e: len(list(e.absolute_path)) * -1)
-        message = best.message
+        message = _quoted_message(best)
     elif err.validator == "pattern" and path and path[-1] == "name":
-        message = f"name {err.instance!r} must match [a-z0-9][a-z0-9_-]* (lower-case letters, digits, '-' and '_')"
+        message = f"name {quote(err.instance)} must match [a-z0-9][a-z0-9_-]* (lower-case letters, digits, '-' and '_')"
+    elif err.validator == "propertyNames" and path and path[-1] == "inputs":
+        names: Any = err.instance
+        bad = next((k for k in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))), "")
+        message = f"input name {quote(bad)} must be an identifier (letters, digits and '_', not starting with a digit)"
     return [located.error(message, path)]
+
+
+def _quoted_message(err: ValidationError) -> str:
+    """jsonschema's message with the offending value shown short and escaped, never in full."""
+    shown = repr(err.instance)
+    message = err.message
+    if shown in message:
+        message = message.replace(shown, quote(err.instance))
+    return quote(message, 300)[1:-1]
 
 
 # --------------------------------------------------------------------------- build
@@ -188,12 +233,13 @@ def _build(data: dict[str, Any], located: Located, path: Path) -> Spec:
             raise located.error(
                 "use either 'examples' or 'examples_file', not both", ("examples_file",)
             )
+        _check_path_text(located, data["examples_file"], ("examples_file",), "examples_file")
         examples = _load_examples_file(path.parent / data["examples_file"], located)
     return Spec(
         name=data["name"],
         version=data["version"],
         description=data.get("description", ""),
-        model=ModelConfig(model.get("backend"), model.get("model"), dict(model.get("options", {}))),
+        model=ModelConfig(model.get("backend"), model.get("model"), _spec_options(model.get("options", {}))),
         mode=data.get("mode", "chat"),
         system=data.get("system"),
         instruction=data.get("instruction"),
@@ -224,6 +270,11 @@ def _build(data: dict[str, Any], located: Located, path: Path) -> Spec:
     )
 
 
+def _spec_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The spec's options, with its strings marked as the spec's (backends trust them less)."""
+    return {k: FromSpec(v) if isinstance(v, str) else v for k, v in options.items()}
+
+
 def _as_tuple(value: Any) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -233,9 +284,13 @@ def _as_tuple(value: Any) -> tuple[str, ...] | None:
 def _load_examples_file(path: Path, located: Located) -> list[Example]:
     where: KeyPath = ("examples_file",)
     if path.suffix not in (".jsonl", ".yaml", ".yml", ".json"):
-        raise located.error(f"examples_file must be .jsonl, .json or .yaml, not '{path.suffix}'", where)
-    if not path.exists():
-        raise located.error(f"examples_file not found: {path}", where)
+        raise located.error(f"examples_file must be .jsonl, .json or .yaml, not {quote(path.suffix)}", where)
+    try:
+        exists = path.exists()
+    except (OSError, ValueError) as exc:
+        raise located.error(f"examples_file cannot be used: {quote(str(exc), 80)}", where) from None
+    if not exists:
+        raise located.error(f"examples_file not found: {quote(str(path), 200)}", where)
     rows: list[tuple[Any, str, int | None]] = []
     if path.suffix == ".jsonl":
         text = read_text(path, what="examples file", limit=MAX_EXAMPLES_FILE_BYTES)
@@ -246,6 +301,10 @@ def _load_examples_file(path: Path, located: Located) -> list[Example]:
                 rows.append((json.loads(row_text), str(path), n))
             except json.JSONDecodeError as exc:
                 raise SpecError(f"invalid JSON: {exc.msg}", file=str(path), line=n, col=exc.colno) from None
+            except RecursionError:
+                raise SpecError("JSON nests too deeply", file=str(path), line=n) from None
+            except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+                raise SpecError(f"invalid JSON: {quote(str(exc), 100)[1:-1]}", file=str(path), line=n) from None
     else:
         doc = load_yaml(path, what="examples file")
         if not isinstance(doc.data, list):
@@ -254,9 +313,13 @@ def _load_examples_file(path: Path, located: Located) -> list[Example]:
     example_schema = spec_schema()["$defs"]["example"]
     out = []
     for item, file, line in rows:
-        problems = list(Draft202012Validator(example_schema).iter_errors(item))
+        problems = schemas.errors(example_schema, item)
         if problems:
-            raise SpecError(f"bad example: {problems[0].message}", file=file, line=line)
+            raise SpecError(f"bad example: {_quoted_message(problems[0])}", file=file, line=line)
+        if _has_surrogate(item):
+            raise SpecError(
+                "bad example: text holds a lone surrogate, which is not valid Unicode", file=file, line=line
+            )
         out.append(Example(dict(item["input"]), item["output"]))
     return out
 
@@ -266,6 +329,12 @@ def _load_examples_file(path: Path, located: Located) -> list[Example]:
 
 def _check_semantics(spec: Spec, located: Located) -> None:
     """What JSON Schema cannot say: schemas valid, templates parse, examples fit."""
+    for name in spec.inputs:
+        if name in RESERVED_INPUTS:
+            raise located.error(
+                f"input name {quote(name)} is reserved ({RESERVED_INPUTS[name]}); choose another name",
+                ("inputs", name),
+            )
     if spec.mode == "completion" and spec.system is not None:
         raise located.error("'system' is only used in chat mode (this spec has mode: completion)", ("system",))
     for key in TEMPLATE_KEYS:
@@ -275,7 +344,7 @@ def _check_semantics(spec: Spec, located: Located) -> None:
                 compile_template(source)
                 names = free_names(source)
             except TemplateFailure as exc:
-                raise located.error(f"{key}: {exc}", (key,)) from None
+                raise located.error(f"template '{key}': {exc}", (key,)) from None
             for attr in private_attributes(source):
                 raise located.error(
                     f"template '{key}' reaches for the private attribute '{attr}', which the sandbox refuses", (key,)
@@ -288,18 +357,19 @@ def _check_semantics(spec: Spec, located: Located) -> None:
                     (key,),
                 )
     for name, schema in spec.inputs.items():
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
-            raise located.error(f"input '{name}' has an invalid JSON Schema: {exc.message}", ("inputs", name)) from None
-        if "default" in schema and list(Draft202012Validator(schema).iter_errors(schema["default"])):
+        problem = schemas.schema_problem(schema)
+        if problem is not None:
+            message, sub = problem
+            shown = f"has an {message}" if message.startswith("invalid") else f": {message}"
+            raise located.error(f"input {quote(name)} {shown}".replace(" :", ":"), ("inputs", name, *sub))
+        if "default" in schema and schemas.errors(schema, schema["default"]):
             raise located.error(f"input '{name}': its default does not fit its own schema", ("inputs", name, "default"))
     _check_output(spec.output, located)
     for i, ex in enumerate(spec.examples):
         _check_input(spec, ex.input, located, ("examples", i, "input"), "example")
-        problem = output_problem(spec.output, ex.output)
-        if problem:
-            raise located.error(f"example {i + 1}: output {ex.output!r} {problem}", ("examples", i, "output"))
+        wrong = output_problem(spec.output, ex.output)
+        if wrong:
+            raise located.error(f"example {i + 1}: output {quote(ex.output)} {wrong}", ("examples", i, "output"))
     k = spec.fewshot.k
     if k is not None and k > len(spec.examples):
         raise located.error(
@@ -307,6 +377,33 @@ def _check_semantics(spec: Spec, located: Located) -> None:
         )
     for i, test in enumerate(spec.tests):
         _check_input(spec, test.input, located, ("tests", i, "input"), "test")
+        _check_expect(test.expect, located, ("tests", i, "expect"))
+
+
+def _check_expect(expect: Any, located: Located, where: KeyPath) -> None:
+    """A test's ``matches`` and ``schema`` must work before ``promptdsl test`` runs them."""
+    if not isinstance(expect, dict):
+        return
+    if isinstance(expect.get("matches"), str):
+        try:
+            schemas.compile_pattern(expect["matches"])
+        except schemas.RegexProblem as exc:
+            raise located.error(str(exc), (*where, "matches")) from None
+    if "schema" in expect:
+        problem = schemas.schema_problem(expect["schema"])
+        if problem is not None:
+            message, sub = problem
+            raise located.error(f"expected {message}", (*where, "schema", *sub))
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
 
 
 def _check_input(spec: Spec, values: dict[str, Any], located: Located, path: KeyPath, what: str) -> None:
@@ -314,7 +411,7 @@ def _check_input(spec: Spec, values: dict[str, Any], located: Located, path: Key
         validate_inputs(spec, values)
     except InputError as exc:
         sub: KeyPath = (*path, exc.name) if exc.name and exc.name in values else path
-        raise located.error(f"{what} {int(path[1]) + 1}: {exc.message}", sub) from None
+        raise located.error(f"{what} {int(path[1]) + 1}: {quote(exc.message, 300)[1:-1]}", sub) from None
 
 
 def _check_output(out: OutputSpec, located: Located) -> None:
@@ -332,14 +429,14 @@ def _check_output(out: OutputSpec, located: Located) -> None:
         )
     if out.type is OutputType.REGEX and out.pattern is not None:
         try:
-            re.compile(out.pattern)
-        except re.error as exc:
-            raise located.error(f"invalid regular expression: {exc}", (*where, "pattern")) from None
+            schemas.compile_pattern(out.pattern)
+        except schemas.RegexProblem as exc:
+            raise located.error(str(exc), (*where, "pattern")) from None
     if out.type is OutputType.JSON and out.schema is not None:
-        try:
-            Draft202012Validator.check_schema(out.schema)
-        except SchemaError as exc:
-            raise located.error(f"invalid output JSON Schema: {exc.message}", (*where, "schema")) from None
+        problem = schemas.schema_problem(out.schema)
+        if problem is not None:
+            message, sub = problem
+            raise located.error(f"output {message}", (*where, "schema", *sub))
     for key, used_by in (("choices", OutputType.CHOICE), ("schema", OutputType.JSON), ("pattern", OutputType.REGEX)):
         if key in located.data.get("output", {}) and out.type is not used_by:
             raise located.error(f"'{key}' only applies to output type '{used_by}'", (*where, key))
@@ -350,8 +447,8 @@ def output_problem(out: OutputSpec, value: Any) -> str | None:
     if out.type is OutputType.CHOICE:
         return None if value in out.choices else f"is not one of the choices {list(out.choices)}"
     if out.type is OutputType.JSON:
-        errors = list(Draft202012Validator(out.schema or {}).iter_errors(value))
-        return f"does not fit the output schema: {errors[0].message}" if errors else None
+        errors = schemas.errors(out.schema or {}, value)
+        return f"does not fit the output schema: {_quoted_message(errors[0])}" if errors else None
     if not isinstance(value, str):
         return f"must be a string for output type '{out.type}'"
     return None

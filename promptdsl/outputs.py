@@ -11,7 +11,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from . import schema as schemas
 from .backend import Capability
+from .errors import quote
 from .spec import Method, OutputSpec, OutputType
 
 
@@ -67,8 +69,6 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 def _parse_json(out: OutputSpec, text: str) -> Any:
     """The first JSON value in the text (fenced code blocks and surrounding prose tolerated)."""
-    from jsonschema import Draft202012Validator
-
     candidates = [text.strip()]
     candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
     decoder = json.JSONDecoder()
@@ -90,7 +90,7 @@ def _parse_json(out: OutputSpec, text: str) -> Any:
                 continue
     if not found:
         raise ParseFailure("the answer holds no valid JSON")
-    errors = sorted(Draft202012Validator(out.schema or {}).iter_errors(value), key=lambda e: list(e.path))
+    errors = schemas.errors(out.schema or {}, value)
     if errors:
         err = errors[0]
         loc = "".join(f"[{p!r}]" for p in err.absolute_path)
@@ -99,14 +99,17 @@ def _parse_json(out: OutputSpec, text: str) -> Any:
 
 
 def _parse_regex(out: OutputSpec, text: str) -> str:
-    m = re.search(out.pattern or "", text)
+    try:
+        m = schemas.search(out.pattern or "", text)
+    except schemas.RegexProblem as exc:
+        raise ParseFailure(str(exc)) from None
     if m is None:
-        raise ParseFailure(f"the answer does not match the pattern {out.pattern!r}")
+        raise ParseFailure(f"the answer does not match the pattern {quote(out.pattern or '', 200)}")
     if "answer" in m.re.groupindex:
-        return m.group("answer")
+        return str(m.group("answer"))
     if m.re.groups >= 1:
-        return m.group(1)
-    return m.group(0)
+        return str(m.group(1))
+    return str(m.group(0))
 
 
 PARSERS: dict[OutputType, Callable[[OutputSpec, str], Any]] = {

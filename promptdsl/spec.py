@@ -30,6 +30,18 @@ class Method(str, Enum):
         return self.value
 
 
+class FromSpec(str):
+    """A ``model.options`` string that a spec file chose, not the user.
+
+    Specs are shared like code, so backends must not let such a value decide credentials or
+    where they are sent (the OpenAI plugin, say, sends no key to a ``base_url`` of this type
+    unless the user trusts it). Values from ``-o`` or ``Runner(options=...)`` are plain ``str``.
+    It compares, hashes and prints like the text it holds.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     backend: str | None = None

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
-from .errors import PromptDSLError
+from . import schema as schemas
+from .errors import PromptDSLError, quote
 from .runner import Runner
 from .spec import Spec, SpecTest
 
@@ -32,19 +30,23 @@ class TestOutcome:
 def check_expectation(expect: Any, value: Any) -> str | None:
     """None when ``value`` meets ``expect``, else why not (one line)."""
     if not isinstance(expect, dict):
-        return None if value == expect else f"expected {expect!r}, got {value!r}"
+        return None if value == expect else f"expected {quote(expect, 200)}, got {quote(value, 200)}"
     problems = []
     if "equals" in expect and value != expect["equals"]:
-        problems.append(f"expected {expect['equals']!r}, got {value!r}")
+        problems.append(f"expected {quote(expect['equals'], 200)}, got {quote(value, 200)}")
     if "in" in expect and value not in expect["in"]:
-        problems.append(f"expected one of {expect['in']!r}, got {value!r}")
+        problems.append(f"expected one of {quote(expect['in'], 200)}, got {quote(value, 200)}")
     text = value if isinstance(value, str) else repr(value)
     if "contains" in expect and expect["contains"].lower() not in text.lower():
-        problems.append(f"expected text containing {expect['contains']!r}, got {text!r}")
-    if "matches" in expect and not re.search(expect["matches"], text):
-        problems.append(f"expected text matching /{expect['matches']}/, got {text!r}")
+        problems.append(f"expected text containing {quote(expect['contains'], 200)}, got {quote(text, 200)}")
+    if "matches" in expect:
+        try:
+            if not schemas.search(expect["matches"], text):
+                problems.append(f"expected text matching /{expect['matches']}/, got {quote(text, 200)}")
+        except schemas.RegexProblem as exc:
+            problems.append(str(exc))
     if "schema" in expect:
-        errors = list(Draft202012Validator(expect["schema"]).iter_errors(value))
+        errors = schemas.errors(expect["schema"], value)
         if errors:
             problems.append(f"value does not fit the expected schema: {errors[0].message}")
     return "; ".join(problems) or None
@@ -61,4 +63,4 @@ def run_tests(spec: Spec, runner: Runner) -> Iterator[TestOutcome]:
             yield TestOutcome(spec, i, test, False, str(exc))
             continue
         problem = check_expectation(test.expect, result.value)
-        yield TestOutcome(spec, i, test, problem is None, problem or f"got {result.value!r}", result.value)
+        yield TestOutcome(spec, i, test, problem is None, problem or f"got {quote(result.value, 200)}", result.value)

@@ -14,10 +14,17 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecError
+from .errors import SpecError, quote
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB; 1 MiB is generous and stops accidents
 MAX_NODES = 200_000  # alias bombs expand past this quickly
+MAX_INT_DIGITS = 4000  # Python refuses to read integers past 4300 digits; no spec needs more
+MAX_PATH_CHARS = 1024  # longer file names are mistakes (or attacks), not paths
+#: The only YAML tags a spec may carry: JSON's data model.
+PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq", "map", "merge")
+)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 KeyPath = tuple[str | int, ...]
 Position = tuple[str, int, int]  # file, line, column (1-based)
@@ -65,23 +72,42 @@ class Located:
         return SpecError(message, file=file, line=line, col=col, path=path)
 
 
+class TooLarge(Exception):
+    """A file holds more than the limit (its size may be unknown: devices and pipes)."""
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path``; raise :class:`TooLarge` if there are more.
+
+    ``st_size`` cannot be trusted (``/dev/zero`` and pipes report 0), so this reads ``limit + 1``
+    bytes and never more. OSError and ValueError (a NUL in the name) pass through.
+    """
+    if len(str(path)) > MAX_PATH_CHARS:
+        raise OSError(36, f"file name longer than {MAX_PATH_CHARS} characters")
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a directory")
+    with path.open("rb") as f:
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise TooLarge(f"larger than the limit of {limit} bytes")
+    return raw
+
+
 def read_text(path: Path, *, what: str = "spec file", limit: int = MAX_SPEC_BYTES) -> str:
-    """Read a small UTF-8 text file, refusing missing, huge and binary files clearly."""
-    name = str(path)
+    """Read a small UTF-8 text file, refusing missing, huge, special and binary files clearly."""
+    name = quote(str(path), 200)[1:-1]
     try:
-        size = path.stat().st_size
+        raw = read_limited(path, limit)
     except FileNotFoundError:
         raise SpecError(f"{what} not found", file=name) from None
+    except IsADirectoryError:
+        raise SpecError(f"{what} is a directory", file=name) from None
+    except TooLarge:
+        raise SpecError(f"{what} is too large (the limit is {limit} bytes)", file=name) from None
     except OSError as exc:
-        raise SpecError(f"cannot read {what}: {exc.strerror}", file=name) from None
-    if path.is_dir():
-        raise SpecError(f"{what} is a directory", file=name)
-    if size > limit:
-        raise SpecError(f"{what} is too large ({size} bytes; the limit is {limit})", file=name)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(f"cannot read {what}: {exc.strerror}", file=name) from None
+        raise SpecError(f"cannot read {what}: {exc.strerror or exc}", file=name) from None
+    except ValueError:
+        raise SpecError(f"{what} name holds a NUL character", file=name) from None
     if b"\0" in raw:
         raise SpecError(f"{what} is binary, not YAML text", file=name)
     try:
@@ -100,7 +126,10 @@ def load_yaml(path: Path, *, what: str = "spec file") -> Located:
 
 def parse_yaml(text: str, file: str) -> Located:
     """Parse YAML text (one document) into data plus positions."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader checks characters already: inside the try
+    except yaml.YAMLError as exc:
+        raise _located_yaml_error(exc, file, text) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -108,15 +137,30 @@ def parse_yaml(text: str, file: str) -> Located:
         positions: dict[KeyPath, Position] = {(): _pos(file, node)}
         _walk(node, (), file, positions, [0])
         data = loader.construct_document(node)
-    except yaml.MarkedYAMLError as exc:
-        raise _yaml_error(exc, file) from None
     except yaml.YAMLError as exc:
-        raise SpecError(f"invalid YAML: {exc}", file=file) from None
+        raise _located_yaml_error(exc, file, text) from None
     except RecursionError:
         raise SpecError("YAML nesting is too deep", file=file) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a constructor refused a value
+        raise SpecError(f"invalid YAML value: {quote(str(exc), 120)[1:-1]}", file=file) from None
     finally:
         loader.dispose()
     return Located(data, file, positions)
+
+
+def _located_yaml_error(exc: yaml.YAMLError, file: str, text: str) -> SpecError:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return _yaml_error(exc, file)
+    if isinstance(exc, yaml.reader.ReaderError):
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+        return SpecError(
+            f"invalid YAML: the character {quote(char)} is not allowed in YAML text "
+            "(write control characters as escapes in a double-quoted string)",
+            file=file, line=line, col=col,
+        )
+    return SpecError(f"invalid YAML: {quote(str(exc), 120)[1:-1]}", file=file)
 
 
 def _pos(file: str, node: yaml.Node) -> Position:
@@ -131,17 +175,28 @@ def _walk(
         raise SpecError(
             f"YAML document expands to more than {MAX_NODES} nodes (alias bomb?)", file=file
         )
+    _check_node(node, path, file)
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, Position] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
             here = _pos(file, key_node)
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
+                shown = (
+                    f"{quote(key_node.value)} is a {_kind(key_node)} (quote it)"
+                    if isinstance(key_node, yaml.ScalarNode) else "this key is a list or mapping"
+                )
+                raise SpecError(
+                    f"keys must be strings, but {shown}",
+                    file=file, line=here[1], col=here[2], path=path,
+                )
+            key = key_node.value
+            _check_node(key_node, path, file)
             if key in seen:
                 _, line, _ = seen[key]
                 raise SpecError(
-                    f"duplicate key '{key}' (first defined on line {line})",
+                    f"duplicate key {quote(key)} (first defined on line {line})",
                     file=file,
                     line=here[1],
                     col=here[2],
@@ -154,6 +209,38 @@ def _walk(
         for i, item in enumerate(node.value):
             out[(*path, i)] = _pos(file, item)
             _walk(item, (*path, i), file, out, count)
+
+
+def _kind(node: yaml.Node) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        return "collection"
+    return {"int": "number", "float": "number", "bool": "boolean", "null": "null"}.get(
+        node.tag.rsplit(":", 1)[-1], node.tag
+    )
+
+
+def _check_node(node: yaml.Node, path: KeyPath, file: str) -> None:
+    """Plain data only: JSON's tags, text without lone surrogates, integers Python can read."""
+    line, col = node.start_mark.line + 1, node.start_mark.column + 1
+    if node.tag not in PLAIN_TAGS:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise SpecError(
+            f"invalid YAML: YAML tag {quote(tag)} is not allowed (specs hold plain data only: "
+            "text, numbers, booleans, null, lists and mappings)",
+            file=file, line=line, col=col, path=path,
+        )
+    if not isinstance(node, yaml.ScalarNode):
+        return
+    if _SURROGATE.search(node.value):
+        raise SpecError(
+            "text holds a lone surrogate (such as \\ud800), which is not valid Unicode",
+            file=file, line=line, col=col, path=path,
+        )
+    if node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_INT_DIGITS:
+        raise SpecError(
+            f"integer of {len(node.value)} digits is too large (the limit is {MAX_INT_DIGITS})",
+            file=file, line=line, col=col, path=path,
+        )
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:

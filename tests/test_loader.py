@@ -70,7 +70,7 @@ BAD_CASES = [
      "template 'instruction' reaches for the private attribute '__class__'", "4:1"),
     ("version: 1\nname: x\ninputs: {t: {type: string}}\ntemplate: \"{{ t['__init__'] }}\"\n",
      "private attribute '__init__'", "4:1"),
-    ("version: 1\nname: x\ninputs: {n: {type: nonsense}}\n", "input 'n' has an invalid JSON Schema", "3:10"),
+    ("version: 1\nname: x\ninputs: {n: {type: nonsense}}\n", "input 'n' has an invalid JSON Schema", "3:14"),
     ("version: 1\nname: x\ninputs: {n: {type: integer, default: a}}\n", "its default does not fit its own schema", None),
     ("version: 1\nname: x\ninputs: {text: {type: string}}\nexamples:\n  - input: {text: a}\n    output: Maybe\n"
      "output: {type: choice, choices: [Yes, No]}\n", "example 1: output 'Maybe' is not one of the choices", "6:5"),

@@ -91,8 +91,12 @@ def test_dataset_run_with_concurrent_requests(openai_env: Server, home: Path, tm
 def test_spec_model_options_configure_the_backend(openai_server: Server, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    """backend, base_url, timeout and retries can live in the spec's model block."""
+    """backend, base_url, timeout and retries can live in the spec's model block.
+
+    The key goes to a base_url the spec chose only because the user trusts it (issue 9).
+    """
     monkeypatch.setenv("OPENAI_API_KEY", openai_server.api_key)
+    monkeypatch.setenv("PROMPTDSL_TRUSTED_BASE_URLS", openai_server.base_url)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     spec = tmp_path / "remote-qa.yaml"
     spec.write_text(

@@ -9,6 +9,7 @@ one module with a ``register(sub, common)`` function, listed in :data:`COMMANDS`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -33,9 +34,12 @@ COMMANDS: tuple[Register, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --debug works before or after the command: the command's copy only sets it when given,
+    # so it never resets `promptdsl --debug run ...` back to False.
     common = Parser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser = Parser(prog="promptdsl", description=(__doc__ or "").splitlines()[0], parents=[common])
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    parser = Parser(prog="promptdsl", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"promptdsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
@@ -49,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        return int(handler(args))
+        code = int(handler(args))
+        sys.stdout.flush()  # a full stdout (/dev/full) fails here, not at exit
+        return code
     except PromptDSLError as exc:
         if args.debug:
             raise
@@ -59,7 +65,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("promptdsl: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        _drop_stdout()
         return 0
+    except OSError as exc:  # writing the output failed (a full disk, /dev/full)
+        if args.debug:
+            raise
+        _drop_stdout()
+        print(f"promptdsl: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout replaced by something without a descriptor
+        pass
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from ..datafile import DataFile
+from ..datafile import DataFile, parse_fields
 from ..dataset import DEFAULT_REMOTE_CONCURRENCY, ON_ERROR, DatasetRun, Outcome, Summary
 from ..errors import InputError
 from ..inputs import collect_inputs
@@ -35,6 +35,8 @@ def add_dataset_flags(p: argparse.ArgumentParser) -> None:
                    help="rows in flight at once (default: 1 for local models, "
                         f"{DEFAULT_REMOTE_CONCURRENCY} for remote backends)")
     g.add_argument("--limit", type=_positive, metavar="N", help="only the first N rows")
+    g.add_argument("--field", action="append", default=[], metavar="INPUT=FIELD",
+                   help="read input INPUT from the data's field FIELD (e.g. --field tweet=text); repeatable")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar on stderr (default: when stderr is a terminal)")
 
@@ -58,6 +60,7 @@ def dataset_run(
     if args.resume and args.out is None:
         raise InputError("--resume needs --out (the results file to continue)")
     data = DataFile(args.data)
+    fields = parse_fields(args.field, spec)
     constants = collect_inputs(spec, args.input, sys.stdin) if args.input else {}
     run = DatasetRun(
         spec,
@@ -71,6 +74,8 @@ def dataset_run(
         limit=args.limit,
         constants=constants,
         on_resumed_line=on_resumed_line,
+        fields=fields,
+        on_cache_problem=lambda message: say(f"promptdsl: warning: {message}"),
     )
     for notice in run.notices:
         say(f"promptdsl: {notice}")
@@ -112,9 +117,13 @@ def execute(
     if wanted is None:
         wanted = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
     stop = threading.Event()
+    seen = len(run.notices)
     with RowProgress(run.total() if wanted else None, initial=run.resumed, enabled=wanted) as progress, \
             stop_on_sigint(stop):
-        return run.execute(sys.stdout if to_stdout else None, on_outcome=on_outcome, progress=progress, stop=stop)
+        summary = run.execute(sys.stdout if to_stdout else None, on_outcome=on_outcome, progress=progress, stop=stop)
+    for notice in run.notices[seen:]:
+        say(f"promptdsl: {notice}")
+    return summary
 
 
 def report(run: DatasetRun, summary: Summary) -> int:
@@ -145,4 +154,16 @@ def report(run: DatasetRun, summary: Summary) -> int:
         return 130
     say(f"promptdsl: {total} rows in {format_duration(summary.seconds)} ({rate:.1f} rows/s): "
         f"{', '.join(parts)}{where}")
+    report_reasons(summary)
     return 1 if summary.errors else 0
+
+
+def report_reasons(summary: Summary, shown: int = 3) -> None:
+    """Why rows failed, grouped, most common first: the reasons must not hide inside --out."""
+    if not summary.reasons:
+        return
+    for reason, count in summary.top_reasons(shown):
+        say(f"promptdsl: {count} row{'s' if count != 1 else ''} failed: {reason}")
+    rest = sum(summary.reasons.values()) - sum(n for _, n in summary.top_reasons(shown))
+    if rest:
+        say(f"promptdsl: {rest} more failed for {len(summary.reasons) - shown} other reason(s)")

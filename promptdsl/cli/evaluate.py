@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..evaluate import Evaluation
 from ..loader import load_spec
-from .common import Commands, add_backend_flags, add_input_flags
+from .common import Commands, add_backend_flags, add_input_flags, say
 from .dataset import add_dataset_flags, dataset_run, execute, report
 
 
@@ -36,5 +36,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(evaluation.metrics.to_dict(), ensure_ascii=False, indent=2))
     else:
         print(evaluation.metrics.format())
-    # Failed rows are part of the score (counted wrong); only a stop or an interrupt is a failure.
-    return code if summary.interrupted or summary.stopped_by is not None else 0
+    # Failed rows are part of the score (counted wrong); a stop, an interrupt, or no row
+    # answered at all (the metrics would then describe nothing) is a failure.
+    if summary.interrupted or summary.stopped_by is not None:
+        return code
+    if summary.errors and not summary.ok and not summary.resumed:
+        say(f"promptdsl: error: none of the {summary.errors} rows succeeded, so these metrics mean nothing")
+        return 1
+    return 0

@@ -1,0 +1,233 @@
+"""JSON Schema and regular expressions from spec files, with their dangers removed.
+
+A spec's schemas and patterns are untrusted, so every validator promptdsl builds comes from
+here:
+
+- ``$ref`` never leaves the schema: the registry refuses every retrieval (no HTTP, no
+  ``file://``), and :func:`schema_problem` reports a reference that does not resolve while the
+  spec loads, with the key path of the ``$ref``.
+- Regexes (``pattern``, ``patternProperties``, output ``pattern``, ``tests[].expect.matches``)
+  run on the ``regex`` module with a time limit. A pattern such as ``^(a+)+$`` backtracks
+  exponentially in Python's ``re``; a static check cannot recognise every such pattern, but a
+  clock can bound all of them, so a match that takes longer than :data:`REGEX_SECONDS` is an
+  error that names the pattern instead of a hang.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+from typing import Any
+
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
+import regex
+from jsonschema import Draft202012Validator, SchemaError, ValidationError, validators
+
+from ..errors import quote
+
+#: Longest time one regex search may take on one text.
+REGEX_SECONDS = 1.0
+#: Longest pattern accepted (patterns are a line or two; anything longer is a mistake).
+MAX_PATTERN_CHARS = 2000
+
+KeyPath = tuple[str | int, ...]
+
+
+class RegexProblem(Exception):
+    """A pattern is invalid, too long, or took too long on a text (the message says which)."""
+
+
+@lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> regex.Pattern[str]:
+    """Compile a spec's pattern (``re`` syntax); RegexProblem when it is invalid or too long."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise RegexProblem(f"regular expression of {len(pattern)} characters is too long (limit {MAX_PATTERN_CHARS})")
+    try:
+        return regex.compile(pattern, regex.VERSION0)
+    except (regex.error, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise RegexProblem(f"invalid regular expression {quote(pattern)}: {exc}") from None
+
+
+def search(pattern: str, text: str, flags: int = 0) -> regex.Match[str] | None:
+    """``re.search`` for untrusted patterns: bounded by :data:`REGEX_SECONDS`."""
+    compiled = compile_pattern(pattern) if not flags else _with_flags(pattern, flags)
+    try:
+        return compiled.search(text, timeout=REGEX_SECONDS)
+    except TimeoutError:
+        raise RegexProblem(
+            f"the regular expression {quote(pattern)} took longer than {REGEX_SECONDS:g} s on a "
+            f"{len(text)}-character text (nested repetition such as '(a+)+' backtracks without end); simplify it"
+        ) from None
+
+
+@lru_cache(maxsize=64)
+def _with_flags(pattern: str, flags: int) -> regex.Pattern[str]:
+    compile_pattern(pattern)
+    return regex.compile(pattern, regex.VERSION0 | flags)
+
+
+# ---------------------------------------------------------------------------- JSON Schema
+
+
+def _refuse(uri: str) -> referencing.Resource[Any]:
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
+
+
+#: No retrieval, ever: a ``$ref`` can only point inside the schema (or at the bundled metaschemas).
+REGISTRY: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse)  # type: ignore[call-arg]
+
+
+def _pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        found = search(patrn, instance)
+    except RegexProblem as exc:
+        yield ValidationError(str(exc))
+        return
+    if found is None:
+        yield ValidationError(f"{quote(instance)} does not match {quote(patrn)}")
+
+
+def _pattern_properties(validator: Any, properties: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "object"):
+        return
+    for patrn, subschema in properties.items():
+        for key, value in instance.items():
+            try:
+                found = search(patrn, key)
+            except RegexProblem as exc:
+                yield ValidationError(str(exc))
+                return
+            if found is not None:
+                yield from validator.descend(value, subschema, path=key, schema_path=patrn)
+
+
+_Bounded = validators.extend(  # type: ignore[no-untyped-call]
+    Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties}
+)
+
+
+def validator(schema: Mapping[str, Any] | bool, *, formats: bool = False) -> Draft202012Validator:
+    """A Draft 2020-12 validator for an untrusted schema: no retrieval, bounded regexes."""
+    checker = Draft202012Validator.FORMAT_CHECKER if formats else None
+    made: Draft202012Validator = _Bounded(schema, registry=REGISTRY, format_checker=checker)
+    return made
+
+
+def errors(schema: Mapping[str, Any] | bool, instance: Any, *, formats: bool = False) -> list[ValidationError]:
+    """Every problem of ``instance`` (a reference that cannot resolve is one problem, not a crash)."""
+    try:
+        return sorted(validator(schema, formats=formats).iter_errors(instance), key=lambda e: [str(p) for p in e.path])
+    except (referencing.exceptions.Unresolvable, RecursionError) as exc:
+        return [ValidationError(f"the schema cannot be used: {_ref_reason(exc)}")]
+
+
+def schema_problem(schema: Any) -> tuple[str, KeyPath] | None:
+    """Why ``schema`` cannot be used (and where inside it), or None: metaschema, regexes, refs."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return f"invalid JSON Schema: {_short(exc)}", tuple(exc.absolute_path)
+    except RecursionError:
+        return "the JSON Schema is nested too deeply", ()
+    try:
+        for path, node in _nodes(schema, ()):
+            problem = _node_problem(node)
+            if problem is not None:
+                return problem, path
+        _check_refs(schema)
+    except _RefFailure as exc:
+        return exc.args[0], exc.args[1]
+    except RecursionError:
+        return "the JSON Schema is nested too deeply", ()
+    return None
+
+
+def _short(exc: SchemaError) -> str:
+    message = exc.message
+    shown = repr(exc.instance)
+    if shown in message and len(shown) > 60:
+        message = message.replace(shown, quote(exc.instance))
+    return message
+
+
+def _nodes(node: Any, path: KeyPath) -> Iterator[tuple[KeyPath, Mapping[str, Any]]]:
+    if isinstance(node, Mapping):
+        yield path, node
+        for key, value in node.items():
+            if key in ("const", "enum", "default", "examples"):
+                continue  # data, not subschemas
+            yield from _nodes(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _nodes(value, (*path, i))
+
+
+def _node_problem(node: Mapping[str, Any]) -> str | None:
+    patterns: list[str] = []
+    if isinstance(node.get("pattern"), str):
+        patterns.append(node["pattern"])
+    if isinstance(node.get("patternProperties"), Mapping):
+        patterns.extend(str(k) for k in node["patternProperties"])
+    for patrn in patterns:
+        try:
+            compile_pattern(patrn)
+        except RegexProblem as exc:
+            return str(exc)
+    return None
+
+
+class _RefFailure(Exception):
+    pass
+
+
+def _check_refs(schema: Any) -> None:
+    registry = REGISTRY.combine(_specifications())
+    root = referencing.jsonschema.DRAFT202012.create_resource(schema)
+    _walk_refs(schema, registry.resolver_with_root(root), ())
+
+
+def _walk_refs(node: Any, resolver: Any, path: KeyPath) -> None:
+    if isinstance(node, Mapping):
+        if isinstance(node.get("$id"), str) and path:
+            resolver = resolver.in_subresource(referencing.jsonschema.DRAFT202012.create_resource(node))
+        for key in ("$ref", "$dynamicRef"):
+            ref = node.get(key)
+            if isinstance(ref, str):
+                try:
+                    resolver.lookup(ref)
+                except Exception as exc:  # referencing raises several kinds; all mean "does not resolve"
+                    raise _RefFailure(
+                        f"{key} {quote(ref)} does not resolve: {_ref_reason(exc)}; inline the definition "
+                        "or point inside the schema ('#/$defs/...')",
+                        (*path, key),
+                    ) from None
+        for key, value in node.items():
+            if key not in ("const", "enum", "default", "examples"):
+                _walk_refs(value, resolver, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _walk_refs(value, resolver, (*path, i))
+
+
+def _ref_reason(exc: BaseException) -> str:
+    inner = getattr(exc, "_wrapped", exc)  # jsonschema wraps referencing's errors
+    if isinstance(inner, RecursionError):
+        return "the references loop or nest too deeply"
+    if isinstance(inner, referencing.exceptions.PointerToNowhere):
+        return f"nothing in the schema is at {quote(inner.ref)}"
+    ref = getattr(inner, "ref", None)
+    if isinstance(inner, referencing.exceptions.Unresolvable) and isinstance(ref, str) and not ref.startswith("#"):
+        return f"{quote(ref)} is outside the schema, and references are never fetched (no URLs, no files)"
+    return quote(f"{type(inner).__name__}: {inner}", 160)
+
+
+@lru_cache(maxsize=1)
+def _specifications() -> referencing.Registry[Any]:
+    from jsonschema_specifications import REGISTRY as SPECIFICATIONS
+
+    registry: referencing.Registry[Any] = SPECIFICATIONS
+    return registry

@@ -77,6 +77,8 @@ def map_error(exc: BaseException, settings: Settings, model: str | None, *, duri
             2,
         )
     if isinstance(exc, openai.AuthenticationError):
+        if settings.key_withheld:
+            return err(f"{where} wants an API key (401 unauthorized): {settings.key_withheld}", 2)
         source = f" in {settings.key_source}" if settings.key_source else " (no key set: OPENAI_API_KEY)"
         return err(f"{where} rejected the API key{source} (401 unauthorized)", 2)
     if isinstance(exc, openai.PermissionDeniedError):

@@ -1,0 +1,805 @@
+"""Hostile specs and bad input (issue 9): no secret leaves, nothing hangs, every failure is one line.
+
+Each test is the minimal reproduction from the issue, kept as a regression test. Everything here
+runs without a model: a local HTTP listener stands in for a server when a request must be seen.
+"""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from promptdsl import Backend, Capability, Constraint, GenerationOptions, Prompt, Runner, loads_spec
+from promptdsl.cache import CachedRunner, ResultCache, stored
+from promptdsl.cli import main
+from promptdsl.compiler import Compiler
+from promptdsl.errors import BackendError, InputError, SpecError, mask_secrets, quote, register_secret
+from promptdsl.loader import RESERVED_INPUTS, load_spec
+from promptdsl.outputs import ParseFailure, parse_output
+from promptdsl.schema import RegexProblem, search
+from promptdsl.spec import FromSpec, OutputSpec, OutputType
+from promptdsl.spectests import check_expectation
+from promptdsl.templates import MAX_CHARS, TemplateFailure, render
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = "version: 1\nname: x\ninputs: {text: {type: string}}\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], code: int, expected_code: int = 2) -> str:
+    """The CLI's promise for bad input: the exit code, and exactly one 'promptdsl: error:' line."""
+    err = capsys.readouterr().err
+    assert code == expected_code, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("promptdsl: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# ============================================================================ 1. secrets
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers 401 to everything and remembers the Authorization headers it was sent."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.seen.append(self.headers.get("Authorization", ""))
+        body = json.dumps({"error": {"message": "invalid api key", "type": "invalid_request_error"}}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[str]:
+    _Recorder.seen.clear()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+SECRET = "sk-test-SECRETkey1234567890abcdef"
+
+
+@pytest.fixture
+def clean_openai_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key in list(os.environ):
+        if key.startswith("OPENAI_") or key == "PROMPTDSL_TRUSTED_BASE_URLS":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("PROMPTDSL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+
+
+def _remote_spec(tmp_path: Path, options: str) -> Path:
+    return write(tmp_path, (
+        "version: 1\nname: remote\ninputs: {q: {type: string}}\n"
+        f"model: {{backend: openai, model: m, options: {{{options}}}}}\n"
+    ))
+
+
+def test_spec_base_url_never_receives_the_users_key(
+    clean_openai_env: None, recorder: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`base_url` in a spec: the request goes out without the key, and the 401 says why and how to allow it."""
+    spec = _remote_spec(tmp_path, f"base_url: '{recorder}', grammar: false, max_retries: 0")
+    line = one_line_error(capsys, main(["run", str(spec), "-i", "q=hi"]))
+    assert _Recorder.seen and all(SECRET not in h for h in _Recorder.seen)
+    assert "was not sent" in line and "comes from the spec file" in line and "trusted_base_urls" in line
+    assert SECRET not in line
+
+
+def test_user_choices_send_the_key(
+    clean_openai_env: None, recorder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """-o base_url, OPENAI_BASE_URL and trusted_base_urls in the user config are the user's own decisions."""
+    from promptdsl.registry import close_all
+
+    spec = _remote_spec(tmp_path, "grammar: false, max_retries: 0")
+    main(["run", str(spec), "-i", "q=hi", "-o", f"base_url={recorder}"])
+    assert _Recorder.seen[-1] == f"Bearer {SECRET}"
+    assert SECRET not in capsys.readouterr().err  # the 401 message masks it
+
+    close_all()
+    spec = _remote_spec(tmp_path, f"base_url: '{recorder}', grammar: false, max_retries: 0")
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    (home / "openai.yaml").write_text(f"trusted_base_urls: ['{recorder}/']\n", encoding="utf-8")
+    main(["run", str(spec), "-i", "q=hi"])
+    assert _Recorder.seen[-1] == f"Bearer {SECRET}"
+    close_all()
+
+
+def test_environment_base_url_beats_the_spec(clean_openai_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptdsl_openai.config import resolve
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    settings = resolve({"base_url": FromSpec("http://evil.example/v1")})
+    assert settings.base_url == "http://127.0.0.1:9/v1" and settings.api_key == SECRET
+
+
+def test_spec_cannot_choose_the_key_variable(
+    clean_openai_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value-123")
+    spec = _remote_spec(tmp_path, "base_url: 'http://127.0.0.1:9/v1', api_key_env: AWS_SECRET_ACCESS_KEY")
+    line = one_line_error(capsys, main(["run", str(spec), "-i", "q=hi"]))
+    assert "refused" in line and "api_key_env" in line and "-o api_key_env=NAME" in line
+    assert "aws-secret-value-123" not in line
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-1"])
+def test_non_finite_timeout_is_refused(clean_openai_env: None, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", str(ROOT / "specs" / "qa.yaml"), "-b", "openai", "-o", "base_url=http://127.0.0.1:9/v1",
+                 "-o", f"timeout={value}", "-i", "question=hi"])
+    line = one_line_error(capsys, code)
+    assert "timeout" in line
+
+
+@pytest.mark.parametrize(("text", "hidden"), [
+    ("GET http://admin:hunter2@10.0.0.1/v1 failed", "hunter2"),
+    ("key gsk_AbCdEf1234567890XyZabcDEF rejected", "AbCdEf1234567890XyZabcDEF"),
+    ("token ghp_abcdefghijklmnopqrstuvwxyz0123456789 rejected", "abcdefghijklmnopqrstuvwxyz0123456789"),
+    ("Authorization: Bearer abc.def.ghi", "abc.def.ghi"),
+    ("aws AKIAABCDEFGHIJKLMNOP", "AKIAABCDEFGHIJKLMNOP"),
+    ("the server echoed sk-abc***wxyz", "abc***wxyz"),
+])
+def test_secrets_are_masked(text: str, hidden: str) -> None:
+    masked = mask_secrets(text)
+    assert hidden not in masked and "***" in masked
+
+
+def test_short_keys_in_the_environment_and_registered_keys_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "ab12")
+    register_secret("zz9z")
+    err = BackendError("the server said: bad key ab12 (expected zz9z)", backend="x")
+    assert "ab12" not in str(err) and "zz9z" not in str(err)
+
+
+def test_ordinary_names_are_not_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    text = "model SmolLM2-135M-Instruct, file tweeteval-sentiment_validation_set.jsonl, max_tokens=16, grammar=false"
+    assert mask_secrets(text) == text
+
+
+# ============================================================================ 2. resource bounds
+
+TEMPLATE_BOMBS = [
+    '{{ "a" * 10**10 }}',
+    '{{ "%999999999d" % 1 }}',
+    "{{ 2**100000 }}",
+    "{{ text * 1000000000 }}",
+    "{{ text|center(1000000000) }}",
+    '{{ "{:>999999999}".format(1) }}',
+    '{{ ("x" * 1000000).replace("x", "y" * 1000) }}',
+    '{{ range(10)|join("x" * 10000000) }}',
+    '{% set s = "a" * 10000000 %}{{ [s] * 100 }}',
+    '{% set s = "a" * 1000000 %}{% set t = s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s ~ s %}{{ t }}',
+    "{% macro f(n) %}{% if n %}{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(60) }}",
+    "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+    '{{ "x"|indent(10**9) }}',
+    "{{ text.zfill(10**9) }}",
+    "{{ lipsum(10**6) }}",
+    '{{ ("a " * 1000000)|urlize }}',
+    "{{ (range(30000)|batch(1)|list)|sum(start=[]) }}",
+]
+
+
+@pytest.mark.parametrize("source", TEMPLATE_BOMBS)
+def test_template_bombs_fail_fast(source: str) -> None:
+    start = time.process_time()
+    with pytest.raises(TemplateFailure):
+        render(source, {"text": "hi"})
+    assert time.process_time() - start < 3
+
+
+def test_runaway_loops_stop_at_the_render_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import promptdsl.templates as templates
+
+    monkeypatch.setattr(templates, "RENDER_SECONDS", 0.3)
+    for source in ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}",
+                   "{% set xs = range(99999)|list %}{% for a in xs %}{% for b in xs %}{% endfor %}{% endfor %}"):
+        start = time.monotonic()
+        with pytest.raises(TemplateFailure, match="longer than"):
+            render(source, {})
+        assert time.monotonic() - start < 10
+
+
+def test_ordinary_templates_still_work() -> None:
+    out = render('{{ 2**100 }} {{ "%5d" % 3 }} {{ "a" ~ 1 }} {% for x in [1, 2] %}{{ loop.index }}/{{ loop.length }} '
+                 '{% endfor %}{{ text|upper }} {{ "{:>4}".format(7) }} {{ ["a", "b"]|join(",") }}', {"text": "hi"})
+    assert out == '1267650600228229401496703205376     3 a1 1/2 2/2 HI    7 a,b'
+    assert len(render("{{ text }}", {"text": "x" * (MAX_CHARS - 10)})) == MAX_CHARS - 10
+
+
+def test_template_bomb_is_a_spec_error_at_the_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`validate` and `compile`: one SpecError line at file:line:col, quickly, even for the constant-folded form."""
+    spec = write(tmp_path, BASE + "template: '{{ \"a\" * 10**10 }}'\nexamples: [{input: {text: a}, output: b}]\n")
+    start = time.process_time()
+    line = one_line_error(capsys, main(["validate", str(spec)]))
+    assert time.process_time() - start < 5
+    assert f"{spec}:4:1: template 'template'" in line and "the limit is" in line
+    line = one_line_error(capsys, main(["compile", str(spec), "-i", "text=x"]))
+    assert "the limit is" in line
+
+
+def test_catastrophic_regexes_are_bounded() -> None:
+    start = time.process_time()  # the regex clock counts CPU time (wall time varies with machine load)
+    with pytest.raises(RegexProblem, match="took longer than"):
+        search(r"^(a|aa)*$", "a" * 60 + "b")
+    out = OutputSpec(type=OutputType.REGEX, pattern=r"^(a|aa)*$")
+    with pytest.raises(ParseFailure, match="took longer than"):
+        parse_output(out, "a" * 60 + "b")
+    assert "took longer than" in (check_expectation({"matches": r"^(a|aa)*$"}, "a" * 60 + "b") or "")
+    assert time.process_time() - start < 10
+
+
+def test_catastrophic_input_pattern_is_an_input_error(tmp_path: Path) -> None:
+    from promptdsl.inputs import validate_inputs
+
+    spec = load_spec(write(tmp_path, "version: 1\nname: x\ninputs: {text: {type: string, pattern: '^(a|aa)*$'}}\n"))
+    start = time.process_time()
+    with pytest.raises(InputError, match="took longer than"):
+        validate_inputs(spec, {"text": "a" * 60 + "b"})
+    assert time.process_time() - start < 5
+
+
+# ============================================================================ 3. $ref
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import urllib.request
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a $ref made a network request")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.mark.parametrize(("schema", "where", "why"), [
+    ("{$ref: 'http://127.0.0.1:9/x'}", "$.inputs.text.$ref", "never fetched"),
+    ("{$ref: 'file:///dev/zero'}", "$.inputs.text.$ref", "never fetched"),
+    ("{$ref: '#/nope'}", "$.inputs.text.$ref", "nothing in the schema"),
+    ("{type: object, properties: {a: {$ref: '#/$defs/missing'}}}", "$.inputs.text.properties.a.$ref", "nothing in"),
+])
+def test_refs_never_fetch_and_unresolvable_refs_are_spec_errors(
+    no_network: None, tmp_path: Path, schema: str, where: str, why: str
+) -> None:
+    path = write(tmp_path, f"version: 1\nname: x\ninputs: {{text: {schema}}}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert why in str(info.value) and f"(at {where})" in str(info.value)
+    assert info.value.line == 3
+
+
+def test_local_refs_still_work(no_network: None, tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, (
+        "version: 1\nname: x\ninputs: {text: {$defs: {s: {type: string, minLength: 2}}, $ref: '#/$defs/s'}}\n"
+        "examples: [{input: {text: ab}, output: y}]\n"
+    )))
+    assert spec.inputs["text"]["$ref"] == "#/$defs/s"
+    with pytest.raises(SpecError, match=r"should be non-empty|too short"):
+        loads_spec(BASE.replace("{type: string}", "{$defs: {s: {minLength: 2}}, $ref: '#/$defs/s'}")
+                   + "examples: [{input: {text: a}, output: y}]\n")
+
+
+# ============================================================================ 4. special and huge files
+
+
+def test_devices_are_read_with_a_limit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    start = time.process_time()
+    line = one_line_error(capsys, main(["validate", "/dev/zero"]))
+    assert "too large" in line
+    spec = write(tmp_path, "version: 1\nname: x\nextends: /dev/zero\n")
+    assert "must name a spec file" in one_line_error(capsys, main(["validate", str(spec)]))
+    spec = write(tmp_path, "version: 1\nname: x\nextends: zero.yaml\n")
+    (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+    assert "too large" in one_line_error(capsys, main(["validate", str(spec)]))
+    line = one_line_error(capsys, main(["compile", str(ROOT / "specs" / "qa.yaml"), "-i", "question=@/dev/zero"]))
+    assert "larger than 16 MiB" in line
+    assert time.process_time() - start < 10
+
+
+def test_foreign_file_contents_are_not_echoed(tmp_path: Path) -> None:
+    """A base full of 'secrets' in keys: the message quotes at most a short, escaped piece of one."""
+    write(tmp_path, '"root:$6$saltsaltsalt$hashhashhashhashhashhashhashhash:19000:0:99999:7:::\\nnext": 1\n', "base.yaml")
+    spec = write(tmp_path, "version: 1\nname: x\nextends: base.yaml\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(spec)
+    text = str(info.value)
+    assert "\n" not in text and "99999:7" not in text and "unknown key" in text
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("a\nb", "'a\\nb'"), ("\x1b[31mred", "'\\x1b[31mred'"), ("nul\x00", "'nul\\x00'"), ("x" * 500, "'" + "x" * 59 + "…'"),
+])
+def test_quote_escapes_and_caps(value: str, shown: str) -> None:
+    assert quote(value) == shown
+
+
+# ============================================================================ 7. the cache is disposable
+
+CHOICE = """\
+version: 1
+name: c
+mode: completion
+inputs: {text: {type: string}}
+template: "Text: {{ text }}\\nLabel:"
+output: {type: choice, choices: [Yes, No]}
+"""
+
+
+class Scoring(Backend):
+    name = "scoring"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.CHAT, Capability.COMPLETION, Capability.STREAM, Capability.SCORE}
+    )
+
+    def __init__(self) -> None:
+        super().__init__("m", {})
+        self.calls = 0
+
+    def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+        yield "Yes"
+
+    def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
+        self.calls += 1
+        return [-1.0, -2.0]
+
+
+def _broken_caches(tmp_path: Path) -> dict[str, Path]:
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"this is not a database" * 100)
+    wrong = tmp_path / "wrong.sqlite3"
+    with sqlite3.connect(wrong) as db:
+        db.execute("CREATE TABLE results (k TEXT, v TEXT)")
+    home_file = tmp_path / "home-is-a-file"
+    home_file.write_text("x")
+    return {"garbage": garbage, "wrong schema": wrong, "home is a file": home_file / "cache" / "results.sqlite3"}
+
+
+def test_broken_cache_files_warn_once_and_the_run_goes_on(tmp_path: Path) -> None:
+    for what, path in _broken_caches(tmp_path).items():
+        problems: list[str] = []
+        cache = ResultCache(path, on_problem=problems.append)
+        backend = Scoring()
+        cached = CachedRunner(Runner(loads_spec(CHOICE), backend), cache)
+        assert cached.run({"text": "a"}).value == "Yes" and cached.run({"text": "a"}).value == "Yes"
+        assert backend.calls == 2, what
+        assert len(problems) == 1 and str(path) in problems[0] and "--no-cache" in problems[0], what
+        cache.close()
+
+
+def test_unusable_home_runs_without_a_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PROMPTDSL_HOME is a file, or the cache file is a directory: no cache, one warning, no exception."""
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("PROMPTDSL_HOME", str(tmp_path / "file"))
+    problems: list[str] = []
+    cache = ResultCache(on_problem=problems.append)
+    assert not cache.enabled and len(problems) == 1 and cache.get("k") is None
+    cache.put("k", {"value": 1})
+    (tmp_path / "dir.sqlite3").mkdir()
+    cache = ResultCache(tmp_path / "dir.sqlite3", on_problem=problems.append)
+    assert not cache.enabled and len(problems) == 2 and len(cache) == 0
+
+
+def test_read_only_cache_file_turns_off_at_the_first_write(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite3"
+    ResultCache(path).close()
+    problems: list[str] = []
+    cache = ResultCache(path, on_problem=problems.append)
+    cache._db.execute("PRAGMA query_only = ON")  # type: ignore[union-attr]  # what a read-only file does
+    cache.put("k", {"value": 1})
+    assert not cache.enabled and len(problems) == 1 and "cannot write" in problems[0]
+    assert cache.get("k") is None
+
+
+@pytest.mark.parametrize("damage", ["not json", "[1, 2]", '{"value": "NotAChoice", "raw": "x", "method": "score"}',
+                                    '{"value": "Yes", "raw": 5, "method": "score"}'])
+def test_damaged_or_tampered_entries_are_misses(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "c.sqlite3"
+    backend = Scoring()
+    spec = loads_spec(CHOICE)
+    problems: list[str] = []
+    with ResultCache(path, on_problem=problems.append) as cache:
+        cached = CachedRunner(Runner(spec, backend), cache)
+        cached.run({"text": "a"})
+        with sqlite3.connect(path) as db:
+            db.execute("UPDATE results SET value = ?", (damage,))
+        result = cached.run({"text": "a"})
+    assert result.value == "Yes" and not result.cached and backend.calls == 2
+    assert len(problems) == 1
+
+
+def test_stored_answers_round_trip(tmp_path: Path) -> None:
+    backend = Scoring()
+    with ResultCache(tmp_path / "c.sqlite3") as cache:
+        cached = CachedRunner(Runner(loads_spec(CHOICE), backend), cache)
+        first = cached.run({"text": "a"})
+        again = cached.run({"text": "a"})
+    assert again.cached and again.value == first.value and stored(again)["value"] == "Yes" and backend.calls == 1
+
+
+# ============================================================================ 8. one line, not a traceback
+
+BAD_SPECS = [
+    ("version: 1\nname: x\ndescription: 'a\x07b'\n", "is not allowed in YAML text", "3:"),
+    ("version: 1\nname: x\n1: x\n", "keys must be strings", "3:1"),
+    ("version: 1\nname: x\ninputs: {true: {type: string}}\n", "keys must be strings", "3:10"),
+    ("version: 1\nname: x\ndescription: !!binary aGVsbG8=\n", "'!!binary' is not allowed", "3:14"),
+    ("version: 1\nname: x\ndescription: !!set {a}\n", "'!!set' is not allowed", "3:14"),
+    ('version: 1\nname: x\nextends: "a\\0b.yaml"\n', "NUL character", "3:1"),
+    ("version: 1\nname: x\nextends: " + "a" * 2000 + ".yaml\n", "characters long", "3:1"),
+    ("version: 1\nname: x\ndescription: " + "9" * 5000 + "\n", "too large", "3:14"),
+    ('version: 1\nname: x\ntemplate: "\\ud800"\n', "lone surrogate", "3:11"),
+    (BASE + "template: '{{ text|truncate(1, leeway=-5) }}'\nexamples: [{input: {text: a}, output: b}]\n",
+     "template error", "4:1"),
+    (BASE + "template: '{{ {\"a b\": 1}|xmlattr }}'\nexamples: [{input: {text: a}, output: b}]\n",
+     "Invalid character", "4:1"),
+    (BASE + "tests: [{input: {text: a}, expect: {matches: '(('}}]\n", "invalid regular expression", "4:"),
+    (BASE + "tests: [{input: {text: a}, expect: {schema: {type: nonsense}}}]\n", "invalid JSON Schema", "4:"),
+]
+
+
+@pytest.mark.parametrize(("text", "message", "where"), BAD_SPECS, ids=[c[1][:30] for c in BAD_SPECS])
+def test_bad_specs_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str, where: str
+) -> None:
+    path = write(tmp_path, text)
+    line = one_line_error(capsys, main(["validate", str(path)]))
+    assert message in line and f"{path}:{where}" in line
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"input": {"text": "a"}, "output": ' + "[" * 100000 + "]" * 100000 + "}\n", "nests too deeply"),
+    ('{"input": {"text": "a"}, "output": ' + "9" * 5000 + "}\n", "invalid JSON"),
+    ('{"input": {"text": "a\x01"}, "output": "b"}\n', "invalid JSON"),
+    ('{"input": {"text": "\\ud800"}, "output": "b"}\n', "lone surrogate"),
+])
+def test_bad_examples_files_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    (tmp_path / "ex.jsonl").write_text(content, encoding="utf-8")
+    path = write(tmp_path, BASE + "examples_file: ex.jsonl\n")
+    assert message in one_line_error(capsys, main(["validate", str(path)]))
+
+
+def test_bad_cli_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = write(tmp_path, "version: 1\nname: x\ninputs: {n: {type: integer}}\n")
+    assert "is not of type 'integer'" in one_line_error(capsys, main(["compile", str(spec), "-i", "n=" + "9" * 5000]))
+    deep = "[" * 100000
+    proc = subprocess.run([sys.executable, "-m", "promptdsl.cli", "compile", str(spec), "-i", "-"], input=deep,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nests too deeply" in proc.stderr
+    text_spec = write(tmp_path, BASE, "text.yaml")
+    proc = subprocess.run([sys.executable.encode(), b"-m", b"promptdsl.cli", b"compile", str(text_spec).encode(),
+                           b"-i", b"text=bad \xff byte"], capture_output=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count(b"\n") == 1 and b"not valid UTF-8" in proc.stderr
+
+
+# ============================================================================ 9. reserved names
+
+
+@pytest.mark.parametrize("name", ["output", "self", "none", "true", "false", "None", "loop", "range", "in"])
+def test_reserved_input_names_are_refused(tmp_path: Path, name: str) -> None:
+    assert name in RESERVED_INPUTS
+    with pytest.raises(SpecError, match=f"input name '{name}' is reserved") as info:
+        load_spec(write(tmp_path, f"version: 1\nname: x\ninputs: {{'{name}': {{type: string}}}}\n"))
+    assert info.value.path == ("inputs", name) and info.value.line == 3
+
+
+def test_output_block_is_still_there_for_templates(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, BASE + "output: {type: choice, choices: [A, B]}\n"
+                                            "template: '{{ text }} ({{ output.choices|join(\"/\") }})'\n"))
+    assert Compiler(spec).compile({"text": "hi"}).messages[-1].content == "hi (A/B)"
+
+
+# ============================================================================ 5, 6. output files and bad rows
+
+
+def _results(tmp_path: Path, lines: list[dict[str, Any]], tail: bytes = b"") -> Path:
+    out = tmp_path / "results.jsonl"
+    out.write_bytes(b"".join(json.dumps(x).encode() + b"\n" for x in lines) + tail)
+    return out
+
+
+def test_resume_reads_without_writing_and_refuses_foreign_files(tmp_path: Path) -> None:
+    from promptdsl.datafile import scan_output
+
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"my only line, no newline")
+    with pytest.raises(InputError, match="not a promptdsl result line"):
+        scan_output(notes)
+    assert notes.read_bytes() == b"my only line, no newline"
+
+    out = _results(tmp_path, [{"index": 0, "value": "a", "input": {"text": "x"}}], b'{"index": 1, "val')
+    before = out.read_bytes()
+    found = scan_output(out)
+    assert set(found.done) == {0} and found.good_end < found.size and out.read_bytes() == before
+
+
+def test_results_for_other_data_are_refused_before_any_change(tmp_path: Path) -> None:
+    from promptdsl.datafile import DataFile, check_resume, scan_output
+
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "other"}\n{"text": "rows"}\n', encoding="utf-8")
+    out = _results(tmp_path, [{"index": 0, "value": "a", "input": {"text": "x"}}], b'{"index": 1, "val')
+    before = out.read_bytes()
+    with pytest.raises(InputError, match="different input"):
+        check_resume(DataFile(data), scan_output(out))
+    assert out.read_bytes() == before
+
+
+def test_output_lock_refuses_a_second_run_and_repairs_only_when_opened(tmp_path: Path) -> None:
+    from promptdsl.datafile import OutputLock, scan_output
+
+    out = _results(tmp_path, [{"index": 0, "value": "a", "input": {"text": "x"}}], b'{"index": 1, "val')
+    before = out.read_bytes()
+    with OutputLock(out) as first:
+        with pytest.raises(InputError, match="in use by another promptdsl run"):
+            OutputLock(out)
+        assert out.read_bytes() == before
+        found = scan_output(out)
+        with first.open(found) as f:
+            f.write('{"index": 1}\n')
+    assert found.repaired and out.read_bytes().endswith(b'}\n{"index": 1}\n')
+    fresh = tmp_path / "fresh.jsonl"
+    OutputLock(fresh).close()  # refused runs leave no empty file behind
+    assert not fresh.exists()
+
+
+def test_bad_rows_become_error_rows(tmp_path: Path) -> None:
+    from promptdsl.datafile import DataFile
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "bad \\ud800"}\n' + "[" * 100000 + "\n" + '{"n": ' + "9" * 5000 + "}\n{\"text\": \"ok\"}\n",
+                    encoding="utf-8")
+    rows = list(DataFile(data).rows())
+    assert [r.error is not None for r in rows] == [True, True, True, False]
+    assert "lone surrogate" in (rows[0].error or "") and "nests too deeply" in (rows[1].error or "")
+    json.dumps([r.data for r in rows], ensure_ascii=False).encode("utf-8")  # every row can be written out
+
+
+def test_bad_utf8_in_csv_names_its_line(tmp_path: Path) -> None:
+    from promptdsl.datafile import DataFile
+
+    data = tmp_path / "d.csv"
+    data.write_bytes(b"text,label\nbad \xff,x\n")
+    with pytest.raises(InputError, match=r"not UTF-8 text \(line 2\)"):
+        DataFile(data)
+
+
+# ============================================================================ 10, 11. failing rows and labels
+
+
+def test_fields_map_inputs_to_data_fields(tmp_path: Path) -> None:
+    from promptdsl.datafile import DataFile, parse_fields
+    from promptdsl.dataset import run_dataset
+
+    spec = loads_spec(CHOICE.replace("text", "tweet"))
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "b"}\n', encoding="utf-8")
+    lines: list[str] = []
+    summary = run_dataset(Runner(spec, Scoring()), DataFile(data), lines.append)
+    assert summary.ok == 0 and summary.errors == 2
+    [(reason, count)] = summary.top_reasons()
+    assert count == 2 and "no field for input 'tweet'" in reason and "--field tweet=text" in reason
+    summary = run_dataset(Runner(spec, Scoring()), DataFile(data), lines.append,
+                          fields=parse_fields(["tweet=text"], spec))
+    assert summary.ok == 2 and summary.errors == 0
+    with pytest.raises(InputError, match="unknown input 'twet'"):
+        parse_fields(["twet=text"], spec)
+    with pytest.raises(InputError, match="INPUT=FIELD"):
+        parse_fields(["tweet"], spec)
+
+
+def test_empty_label_cells_are_unlabelled() -> None:
+    from promptdsl.evaluate import ChoiceMetrics, MatchMetrics
+
+    metrics = ChoiceMetrics(("A", "B"))
+    for gold in ("A", "", "  ", None):
+        metrics.add(gold, "A")
+    assert metrics.total == 1 and metrics.unlabelled == 3 and "" not in metrics.labels()
+    match = MatchMetrics("text")
+    match.add("", "x", True)
+    assert match.total == 0 and match.unlabelled == 1
+
+
+# ============================================================================ the same, through the CLI
+
+
+class ScoringPlugin(Scoring):
+    def __init__(self, model: str | None = None, options: Any = None) -> None:
+        super().__init__()
+
+
+@pytest.fixture
+def scoring(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """`--backend scoring` without a model; returns a spec whose input is `tweet`."""
+    from promptdsl import registry
+
+    real = registry.backend_class
+    monkeypatch.setattr(registry, "backend_class", lambda name: ScoringPlugin if name == "scoring" else real(name))
+    monkeypatch.setenv("PROMPTDSL_HOME", str(tmp_path / "home"))
+    return write(tmp_path, CHOICE.replace("text", "tweet"), "tweet.yaml")
+
+
+def _data(tmp_path: Path, rows: str, name: str = "data.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text(rows, encoding="utf-8")
+    return path
+
+
+def test_second_run_on_the_same_out_exits_2_and_changes_nothing(
+    scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from promptdsl.datafile import OutputLock
+
+    data = _data(tmp_path, '{"tweet": "a"}\n{"tweet": "b"}\n')
+    out = _results(tmp_path, [{"index": 0, "value": "Yes", "input": {"tweet": "a"}}])
+    before = out.read_bytes()
+    with OutputLock(out):  # the first run, still going
+        for extra in ([], ["--resume"]):
+            code = main(["run", str(scoring), "--data", str(data), "--out", str(out), "-b", "scoring", *extra])
+            assert "in use by another promptdsl run" in one_line_error(capsys, code)
+            assert out.read_bytes() == before
+    assert main(["run", str(scoring), "--data", str(data), "--out", str(out), "-b", "scoring"]) == 0
+    assert len(out.read_text().splitlines()) == 2
+
+
+def test_resume_refusals_leave_the_file_alone(scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _data(tmp_path, '{"tweet": "a"}\n{"tweet": "b"}\n')
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"a note without a newline")
+    code = main(["run", str(scoring), "--data", str(data), "--out", str(notes), "--resume", "-b", "scoring"])
+    assert "not a promptdsl result line" in one_line_error(capsys, code)
+    assert notes.read_bytes() == b"a note without a newline"
+    out = _results(tmp_path, [{"index": 0, "value": "Yes", "input": {"tweet": "other"}}], b'{"index": 1, "va')
+    before = out.read_bytes()
+    code = main(["run", str(scoring), "--data", str(data), "--out", str(out), "--resume", "-b", "scoring"])
+    assert "different input" in one_line_error(capsys, code)
+    assert out.read_bytes() == before
+
+
+def test_a_lone_surrogate_row_is_an_error_line_and_resume_goes_on(
+    scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data(tmp_path, '{"tweet": "bad \\ud800"}\n{"tweet": "fine"}\n')
+    out = tmp_path / "out.jsonl"
+    assert main(["run", str(scoring), "--data", str(data), "--out", str(out), "-b", "scoring"]) == 1
+    lines = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert "lone surrogate" in lines[0]["error"] and lines[1]["value"] == "Yes"
+    capsys.readouterr()
+    assert main(["run", str(scoring), "--data", str(data), "--out", str(out), "--resume", "-b", "scoring"]) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 2
+
+
+def test_a_full_disk_is_one_line(
+    scoring: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from promptdsl.datafile import OutputLock
+
+    class Full(io.StringIO):
+        def flush(self) -> None:
+            raise OSError(28, "No space left on device")
+
+        def close(self) -> None:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(OutputLock, "open", lambda self, resume: Full())
+    data = _data(tmp_path, '{"tweet": "a"}\n')
+    code = main(["run", str(scoring), "--data", str(data), "--out", str(tmp_path / "o.jsonl"), "-b", "scoring"])
+    assert "No space left on device" in one_line_error(capsys, code)
+
+
+def test_stdout_on_dev_full_is_one_line() -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "promptdsl.cli", "schema"], stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "No space left" in proc.stderr
+
+
+def test_eval_says_why_rows_fail_and_maps_fields(
+    scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data(tmp_path, "".join(f'{{"text": "t{i}", "label": "Yes"}}\n' for i in range(5)))
+    code = main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "5 rows failed: no field for input 'tweet' (did you mean 'text'?); map it with --field tweet=text" in err
+    assert "none of the 5 rows succeeded" in err
+    code = main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring",
+                 "--field", "tweet=text", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0 and json.loads(captured.out)["accuracy"] == 1.0, captured.err
+
+
+def test_eval_on_csv_counts_empty_labels_as_unlabelled(
+    scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data(tmp_path, "tweet,label\na,Yes\nb,\nc,No\n", "data.csv")
+    assert main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["rows"] == 2 and metrics["unlabelled"] == 1 and "" not in metrics["confusion"]["labels"]
+
+
+def test_debug_works_before_the_command(tmp_path: Path) -> None:
+    spec = write(tmp_path, "version: 1\nname: x\nbogus: 1\n")
+    with pytest.raises(SpecError):
+        main(["--debug", "compile", str(spec)])
+    with pytest.raises(SpecError):
+        main(["compile", str(spec), "--debug"])
+
+
+def test_a_broken_cache_is_one_warning_and_the_run_goes_on(
+    scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "home" / "cache" / "results.sqlite3"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"garbage" * 1000)
+    data = _data(tmp_path, '{"tweet": "a"}\n{"tweet": "b"}\n')
+    assert main(["run", str(scoring), "--data", str(data), "-b", "scoring"]) == 0
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and str(cache) in warnings[0] and "--no-cache" in warnings[0]
+
+
+# ============================================================================ end to end on the embedded model
+
+
+@pytest.mark.model
+def test_eval_on_the_real_model_with_fields_empty_labels_and_a_broken_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], llamacpp_backend: object
+) -> None:
+    """Items 7, 10 and 11 together: a garbage cache file warns once, `--field` maps the data's column, an
+    empty label cell is unlabelled, and without `--field` every row fails with the reason on stderr."""
+    monkeypatch.setenv("PROMPTDSL_HOME", str(tmp_path / "home"))
+    cache = tmp_path / "home" / "cache" / "results.sqlite3"
+    cache.parent.mkdir(parents=True)
+    cache.write_bytes(b"not a database" * 100)
+    data = _data(tmp_path, "tweet,label\nI love this wonderful day!,Positive\n"
+                           "This is the worst service ever.,\nWhat a terrible awful mess.,Negative\n", "d.csv")
+    sentiment = str(ROOT / "specs" / "sentiment.yaml")
+    code = main(["eval", sentiment, "--data", str(data), "--label", "label", "-o", "n_threads=1", "--json"])
+    err = capsys.readouterr().err
+    assert code == 1 and "3 rows failed: no field for input 'text'" in err and "--field text=tweet" in err
+    code = main(["eval", sentiment, "--data", str(data), "--label", "label", "--field", "text=tweet",
+                 "-o", "n_threads=1", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    metrics = json.loads(captured.out)
+    assert metrics["rows"] == 2 and metrics["unlabelled"] == 1 and metrics["errors"] == 0
+    assert metrics["accuracy"] == 1.0  # two plain cases the 135M model gets right
+    warnings = [ln for ln in captured.err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1 and "--no-cache" in warnings[0]
