@@ -132,7 +132,7 @@ class GGUFModel:
             w = unpermute(w, self.n_head)
         elif hf == "self_attn.k_proj":
             w = unpermute(w, self.n_head_kv)
-        return torch.from_numpy(np.ascontiguousarray(w))
+        return torch.from_numpy(np.array(w, dtype=np.float32, order="C"))  # a writable copy
 
     def to_gguf_layout(self, hf_module: str, delta: np.ndarray) -> tuple[str, np.ndarray]:
         """``model.layers.N.<linear>`` and a change in transformers' layout -> GGUF name and layout."""
