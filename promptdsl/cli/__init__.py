@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..errors import PromptDSLError
-from . import backends, chat, doctor, evaluate, run, specs, tools
+from . import backends, chat, doctor, evaluate, export, run, specs, tools, tune
 from .common import Commands, Parser
 
 Handler = Callable[[argparse.Namespace], int]
@@ -25,6 +25,8 @@ Register = Callable[[Commands, argparse.ArgumentParser], None]
 COMMANDS: tuple[Register, ...] = (
     run.register,
     evaluate.register,
+    export.register,
+    tune.register,
     specs.register,
     backends.register,
     tools.register,

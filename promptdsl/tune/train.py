@@ -1,0 +1,337 @@
+"""LoRA tuning of a GGUF model on a spec's compiled prompts, written back as a GGUF.
+
+Token ids come from llama.cpp itself (the backend that will run the model), so training sees
+exactly the tokens inference sees; transformers' tokenizer read from the same GGUF is checked
+against them, and the torch model's logits against llama.cpp's, before any step is taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import PromptDSLError
+from ..export import InstructionRow
+from ..prompt import Prompt
+from .gguf_io import GGUFModel, GGUFModelError
+from .loss import token_weights, weighted_lm_loss
+
+TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class TuneError(PromptDSLError):
+    """Tuning cannot start or go on (bad model file, mismatching checkpoint, tokenizer mismatch)."""
+
+
+class TuneInterrupted(TuneError):
+    """Stopped by the user; a checkpoint holds the progress (``--resume`` continues)."""
+
+    exit_code = 130
+
+    def __init__(self, step: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped at step {step}; checkpoint saved to {checkpoint} (run again with --resume)")
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class TuneConfig:
+    """Hyper-parameters. The defaults reach the emotion target on the embedded model in ~15 min."""
+
+    alpha: float = 1.0  # response tokens weigh 1 + alpha, prompt tokens 1
+    steps: int | None = None  # default: epochs over the data
+    epochs: float = 1.0
+    lr: float = 5e-4
+    rank: int = 16
+    batch: int = 8
+    warmup: float = 0.05  # fraction of the steps with a linearly rising learning rate
+    seed: int = 0
+    max_tokens: int = 512  # longer training sequences are refused
+    out_type: str = "q8_0"  # type of the changed tensors in the written GGUF
+
+    def total_steps(self, rows: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * rows / self.batch))
+
+
+@dataclass(frozen=True)
+class Sequence_:
+    """One training sequence: prompt tokens then response tokens (answer + end of turn)."""
+
+    tokens: tuple[int, ...]
+    prompt_len: int
+
+    @property
+    def response_len(self) -> int:
+        return len(self.tokens) - self.prompt_len
+
+
+@dataclass
+class TrainLog:
+    losses: list[float] = field(default_factory=list)  # one per step
+    seconds: float = 0.0
+    resumed_at: int = 0
+
+
+# ============================================================================ llama.cpp side
+
+
+class LlamaTokens:
+    """The llamacpp backend's own tokenization of prompts and answers."""
+
+    def __init__(self, model_path: Path, threads: int) -> None:
+        from promptdsl_llamacpp import LlamaCppBackend
+
+        self.backend = LlamaCppBackend(str(model_path), {"n_threads": threads})
+        self.loaded = self.backend._model  # the plugin's tokenizer: the exact ids inference uses
+        llm = self.loaded.llm
+        import llama_cpp
+
+        eot = int(llama_cpp.llama_vocab_eot(llm._model.vocab))
+        self.end_of_turn = eot if eot >= 0 else int(llm.token_eos())
+
+    def sequence(self, prompt: Prompt, response: str) -> Sequence_:
+        head = self.loaded.tokens(prompt)
+        tail = self.loaded._cont_tokens(response)
+        return Sequence_((*head, *tail, self.end_of_turn), len(head))
+
+    def text(self, prompt: Prompt, response: str) -> str:
+        return str(self.loaded.prompt_text(prompt)) + response
+
+    def tokenize_text(self, text: str) -> list[int]:
+        return list(self.loaded.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        with self.loaded.lock:
+            return np.asarray(self.loaded.eval_with_prefix(list(tokens)))
+
+
+def encode(rows: Sequence[InstructionRow], tok: LlamaTokens, max_tokens: int) -> list[Sequence_]:
+    out = []
+    for r in rows:
+        seq = tok.sequence(r.prompt, r.response)
+        if len(seq.tokens) > max_tokens:
+            raise TuneError(f"row {r.index}: {len(seq.tokens)} tokens, more than the limit of {max_tokens}")
+        out.append(seq)
+    return out
+
+
+@dataclass
+class TokenizerCheck:
+    texts: int
+    mismatches: int
+    first: str | None = None  # the first text that tokenizes differently
+
+
+def check_tokenizer(model_path: Path, texts: Sequence[str], tok: LlamaTokens) -> TokenizerCheck:
+    """transformers' tokenizer (read from the GGUF, offline) against llama.cpp's ids, text by text."""
+    from transformers import AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        hf = AutoTokenizer.from_pretrained(str(model_path.parent), gguf_file=model_path.name, local_files_only=True)
+    except Exception as exc:  # transformers raises many kinds for a file it cannot convert
+        raise TuneError(f"transformers cannot read the tokenizer of {model_path.name}: {exc}") from None
+    check = TokenizerCheck(len(texts), 0)
+    for text in texts:
+        if list(hf.encode(text, add_special_tokens=False)) != tok.tokenize_text(text):
+            check.mismatches += 1
+            check.first = check.first or text
+    return check
+
+
+# ============================================================================ torch side
+
+
+def load_torch_model(model_path: Path) -> tuple[GGUFModel, Any]:
+    try:
+        gg = GGUFModel(model_path)
+        return gg, gg.torch_model()
+    except GGUFModelError as exc:
+        raise TuneError(str(exc)) from None
+
+
+def logits_agree(model: Any, tok: LlamaTokens, tokens: Sequence[int]) -> float:
+    """Correlation of torch's and llama.cpp's next-token logits after ``tokens`` (≈1 when the
+    weights, their Q/K order and the architecture match)."""
+    with torch.no_grad():
+        mine = model(torch.tensor([list(tokens)])).logits[0, -1].double().numpy()
+    theirs = tok.logits(tokens).astype(np.float64)
+    return float(np.corrcoef(mine, theirs)[0, 1])
+
+
+def add_lora(model: Any, config: TuneConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(config.seed)
+    lora = LoraConfig(r=config.rank, lora_alpha=2 * config.rank, lora_dropout=0.0, target_modules=list(TARGETS))
+    return get_peft_model(model, lora)
+
+
+def batches(n_rows: int, config: TuneConfig, total: int) -> list[list[int]]:
+    """The row indices of every step: epochs shuffled by the seed, the same on every resume."""
+    order: list[int] = []
+    epoch = 0
+    while len(order) < total * config.batch:
+        idx = list(range(n_rows))
+        random.Random(config.seed * 1_000_003 + epoch).shuffle(idx)
+        order += idx
+        epoch += 1
+    return [order[i * config.batch : (i + 1) * config.batch] for i in range(total)]
+
+
+def collate(seqs: Sequence[Sequence_], alpha: float, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask and target weights; padding is known by length, not id."""
+    width = max(len(s.tokens) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s.tokens)] = torch.tensor(s.tokens)
+        mask[i, : len(s.tokens)] = 1
+    weights = token_weights([s.prompt_len for s in seqs], [s.response_len for s in seqs], width, alpha)
+    return ids, mask, weights
+
+
+def _schedule(config: TuneConfig, total: int) -> Callable[[int], float]:
+    warm = max(1, round(config.warmup * total))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm))))
+
+    return factor
+
+
+def fingerprint(parts: Sequence[Any]) -> str:
+    text = json.dumps(list(parts), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def train(
+    model: Any,
+    seqs: Sequence[Sequence_],
+    config: TuneConfig,
+    *,
+    pad: int,
+    checkpoint: Path,
+    ident: str,
+    resume: bool = False,
+    stop: threading.Event | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> TrainLog:
+    """Run the steps; ``stop`` set (Ctrl+C) saves a checkpoint at the step boundary and raises."""
+    total = config.total_steps(len(seqs))
+    plan = batches(len(seqs), config, total)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(config, total))
+    log = TrainLog()
+    start_step = 0
+    if resume:
+        start_step = _load_checkpoint(checkpoint, model, opt, sched, log, ident)
+        log.resumed_at = start_step
+    if on_step is not None and start_step:
+        on_step(start_step, total, log.losses[-1] if log.losses else float("nan"))
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(start_step, total):
+        if stop is not None and stop.is_set():
+            log.seconds += time.perf_counter() - t0
+            _save_checkpoint(checkpoint, step, model, opt, sched, log, ident)
+            raise TuneInterrupted(step, checkpoint)
+        ids, mask, weights = collate([seqs[i] for i in plan[step]], config.alpha, pad)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        loss = weighted_lm_loss(logits, ids, weights)
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        log.losses.append(float(loss.detach()))
+        if on_step is not None:
+            on_step(step + 1, total, log.losses[-1])
+    log.seconds += time.perf_counter() - t0
+    model.eval()
+    return log
+
+
+def _lora_state(model: Any) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
+
+
+def _save_checkpoint(path: Path, step: int, model: Any, opt: Any, sched: Any, log: TrainLog, ident: str) -> None:
+    state = {
+        "ident": ident,
+        "step": step,
+        "lora": _lora_state(model),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "log": asdict(log),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_checkpoint(path: Path, model: Any, opt: Any, sched: Any, log: TrainLog, ident: str) -> int:
+    if not path.is_file():
+        raise TuneError(f"--resume: no checkpoint at {path}")
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:  # a damaged file can fail in many ways
+        raise TuneError(f"--resume: cannot read checkpoint {path}: {exc}") from None
+    if state.get("ident") != ident:
+        raise TuneError(
+            f"--resume: checkpoint {path} was made with another spec, data, model or settings; "
+            "run with the same arguments, or drop --resume"
+        )
+    model.load_state_dict(state["lora"], strict=False)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    log.losses = list(state["log"]["losses"])
+    log.seconds = float(state["log"]["seconds"])
+    return int(state["step"])
+
+
+def lora_deltas(model: Any, gg: GGUFModel) -> dict[str, np.ndarray]:
+    """Each LoRA-wrapped linear's change ``B·A·scale``, mapped to its GGUF tensor and layout."""
+    from peft.tuners.lora import LoraLayer
+
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer) and "default" in module.lora_A:
+            layer: Any = module  # every LoRA linear has get_delta_weight
+            with torch.no_grad():
+                delta = layer.get_delta_weight("default").float().numpy()
+            gguf_name, arranged = gg.to_gguf_layout(name, delta)
+            out[gguf_name] = arranged
+    return out
+
+
+def write_gguf(gg: GGUFModel, out: Path, deltas: dict[str, np.ndarray], out_type: str, meta: dict[str, str]) -> None:
+    """Write to a temporary name and rename: an interrupted write never leaves a broken ``out``."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        gg.write(tmp, deltas, out_type=out_type, extra=meta)
+        tmp.replace(out)
+    except OSError as exc:
+        raise TuneError(f"cannot write {out}: {exc.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,174 @@
+"""Instruction-data export: rows rendered by the spec's compiler, formats, split, meta.json and
+the contamination report (lm-evaluation-harness style word n-grams)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from promptdsl import load_spec
+from promptdsl.compiler import compile_prompt
+from promptdsl.datafile import DataFile
+from promptdsl.errors import InputError
+from promptdsl.export import RENDERERS, Reference, contamination, export, normalize
+
+DATA = Path("tests/data/emotion")
+EMOTION = Path("specs/emotion.yaml")
+SENTIMENT = Path("specs/sentiment.yaml")
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_rows_are_the_spec_s_own_compiled_prompts(tmp_path: Path) -> None:
+    spec = load_spec(EMOTION)
+    export(spec, DataFile(DATA / "train.jsonl"), "label", tmp_path, fmt="prompt-completion")
+    first_in = json.loads((DATA / "train.jsonl").read_text().splitlines()[0])
+    first_out = _lines(tmp_path / "train.jsonl")[0]
+    assert first_out["prompt"] == compile_prompt(spec, {"text": first_in["text"]}).text
+    assert first_out["completion"] == " " + first_in["label"]  # the target delimiter, then the answer
+
+
+@pytest.mark.parametrize("fmt", sorted(RENDERERS))
+def test_every_format_carries_prompt_and_answer(tmp_path: Path, fmt: str) -> None:
+    export(load_spec(EMOTION), DataFile(DATA / "val.jsonl"), "label", tmp_path, fmt=fmt)
+    row = _lines(tmp_path / "train.jsonl")[0]
+    text = json.dumps(row)
+    gold = json.loads((DATA / "val.jsonl").read_text().splitlines()[0])
+    assert gold["label"] in text and "Classify the emotion" in text
+
+
+def test_openai_format_of_a_chat_spec_keeps_the_few_shot_turns(tmp_path: Path) -> None:
+    spec = load_spec(Path("specs/translate-fr.yaml"))
+    data = tmp_path / "fr.jsonl"
+    name = next(iter(spec.inputs))
+    data.write_text(json.dumps({name: "Good morning", "fr": "Bonjour"}) + "\n")
+    export(spec, DataFile(data), "fr", tmp_path / "out", fmt="openai")
+    messages = _lines(tmp_path / "out" / "train.jsonl")[0]["messages"]
+    assert isinstance(messages, list)
+    assert [m["role"] for m in messages][-2:] == ["user", "assistant"]
+    assert messages[-1]["content"] == "Bonjour"
+    assert len(messages) > 3  # the spec's examples are turns before the query
+
+
+def test_zero_shot_drops_the_examples(tmp_path: Path) -> None:
+    spec = load_spec(SENTIMENT)
+    data = tmp_path / "s.jsonl"
+    data.write_text(json.dumps({"text": "great", "label": "positive"}) + "\n")
+    export(spec, DataFile(data), "label", tmp_path / "a", fmt="prompt-completion")
+    export(spec, DataFile(data), "label", tmp_path / "b", fmt="prompt-completion", zero_shot_prompts=True)
+    few = str(_lines(tmp_path / "a" / "train.jsonl")[0]["prompt"])
+    zero = str(_lines(tmp_path / "b" / "train.jsonl")[0]["prompt"])
+    assert "I absolutely love this movie" in few and "I absolutely love this movie" not in zero
+    assert _lines(tmp_path / "b" / "train.jsonl")[0]["completion"] == " Positive"  # gold matched ignoring case
+
+
+def test_split_is_seeded_and_meta_counts_labels(tmp_path: Path) -> None:
+    spec = load_spec(EMOTION)
+    r1 = export(spec, DataFile(DATA / "train.jsonl"), "label", tmp_path / "a", split=0.75, seed=3)
+    export(spec, DataFile(DATA / "train.jsonl"), "label", tmp_path / "b", split=0.75, seed=3)
+    assert (tmp_path / "a" / "val.jsonl").read_text() == (tmp_path / "b" / "val.jsonl").read_text()
+    meta = json.loads((tmp_path / "a" / "meta.json").read_text())
+    assert meta == r1.meta
+    assert meta["counts"] == {"rows": 40, "decontaminated": 0, "train": 30, "val": 10}
+    gold = [json.loads(x)["label"] for x in (DATA / "train.jsonl").read_text().splitlines()]
+    assert meta["labels"] == {k: gold.count(k) for k in meta["labels"]} and sum(meta["labels"].values()) == 40
+    assert len(meta["spec_sha256"]) == 64
+
+
+def test_existing_files_are_kept(tmp_path: Path) -> None:
+    (tmp_path / "train.jsonl").write_text("keep me\n")
+    with pytest.raises(InputError, match="exists"):
+        export(load_spec(EMOTION), DataFile(DATA / "val.jsonl"), "label", tmp_path)
+    assert (tmp_path / "train.jsonl").read_text() == "keep me\n"
+    assert not (tmp_path / "meta.json").exists()
+
+
+def test_a_label_outside_the_choices_names_its_row(tmp_path: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "fine", "label": "joy"}\n{"text": "hm", "label": "boredom"}\n')
+    with pytest.raises(InputError, match=r"line 2 \(row 1\): the label does not fit.*'boredom'"):
+        export(load_spec(EMOTION), DataFile(data), "label", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_label_and_bad_input_are_one_clear_error(tmp_path: Path) -> None:
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "fine"}\n')
+    with pytest.raises(InputError, match="no label field 'label'"):
+        export(load_spec(EMOTION), DataFile(data), "label", tmp_path / "out")
+    data.write_text('{"text": "", "label": "joy"}\n')
+    with pytest.raises(InputError, match="input 'text'"):
+        export(load_spec(EMOTION), DataFile(data), "label", tmp_path / "out")
+
+
+# ============================================================================ contamination
+
+
+def test_normalisation_is_lowercase_without_punctuation() -> None:
+    assert normalize("Hello, World!  It's #great...") == ["hello", "world", "its", "great"]
+
+
+def test_ngram_overlap_exact_and_both_directions() -> None:
+    ref = Reference("eval")
+    ref.add("one two three four five six seven eight nine ten eleven twelve thirteen fourteen")
+    ref.add("Short tweet!")
+    texts = [
+        "zero one two three four five six seven eight",  # shares an 8-gram, no 13-gram
+        "ONE two three four five six seven eight nine ten eleven twelve thirteen!",  # 8- and 13-grams
+        "short tweet",  # exact after normalisation
+        "nothing in common here at all with anything",
+    ]
+    report = contamination(texts, [ref])
+    o = report.overlaps[0]
+    assert (o.exact, o.ngram[8], o.ngram[13]) == (1, 2, 1)
+    assert report.flagged == {0, 1, 2}
+    assert o.reference_hit == {"exact": 1, "ngram_8": 1, "ngram_13": 1}
+
+
+def test_decontaminate_drops_rows_overlapping_eval_and_tests(tmp_path: Path) -> None:
+    spec = load_spec(EMOTION)
+    rows = [json.loads(x) for x in (DATA / "train.jsonl").read_text().splitlines()]
+    evalf = tmp_path / "eval.jsonl"
+    evalf.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"text": rows[1]["text"].upper(), "label": "joy"}) + "\n")
+    train = tmp_path / "train.jsonl"
+    test_text = spec.tests[0].input["text"]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows) + json.dumps({"text": test_text, "label": "joy"}) + "\n")
+    result = export(spec, DataFile(train), "label", tmp_path / "out", eval_data=DataFile(evalf), decontaminate=True)
+    assert result.dropped == 3
+    assert result.meta["counts"]["train"] == 38
+    assert result.contamination is not None
+    by_ref = result.contamination.to_dict()["by_reference"]
+    assert [b["exact"] for b in by_ref] == [2, 1]
+    texts = {str(r["messages"][0]["content"]) for r in _lines(tmp_path / "out" / "train.jsonl")}  # type: ignore[index]
+    assert not any(rows[0]["text"] in t for t in texts)
+
+
+# ============================================================================ the CLI
+
+
+def test_export_cli_writes_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from promptdsl.cli import main
+
+    code = main(["export", str(EMOTION), "--data", str(DATA / "train.jsonl"), "--label", "label",
+                 "--out", str(tmp_path), "--split", "0.5", "--eval", str(DATA / "val.jsonl"), "--decontaminate"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "train.jsonl (20 rows)" in out and "val.jsonl (20 rows)" in out
+    assert "contamination (40 rows" in out and "8-gram: 0" in out
+    assert "--decontaminate dropped 0 of 40 rows" in err
+
+
+def test_export_cli_bad_label_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from promptdsl.cli import main
+
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "hm", "label": "boredom"}\n')
+    code = main(["export", str(EMOTION), "--data", str(data), "--label", "label", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "boredom" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,199 @@
+"""Instruction tuning: the weighted objective (fast tier, needs torch) and an end-to-end run that
+proves the model learns a task it could not do (model tier, needs the [tune] extra)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from promptdsl import load_spec
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason='torch is not installed (pip install -e ".[tune]")')
+
+
+# ============================================================================ the objective
+
+
+def _random_batch(lengths: list[tuple[int, int]], vocab: int = 11, seed: int = 0):  # type: ignore[no-untyped-def]
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    width = max(p + r for p, r in lengths) + 2  # padding after every sequence
+    ids = torch.randint(0, vocab, (len(lengths), width), generator=g)
+    logits = torch.randn(len(lengths), width, vocab, generator=g)
+    return ids, logits, width
+
+
+@needs_torch
+def test_alpha_zero_is_plain_lm_loss_over_the_real_tokens() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from promptdsl.tune.loss import token_weights, weighted_lm_loss
+
+    lengths = [(5, 2), (3, 4), (6, 1)]
+    ids, logits, width = _random_batch(lengths)
+    w = token_weights([p for p, _ in lengths], [r for _, r in lengths], width, alpha=0.0)
+    got = weighted_lm_loss(logits, ids, w)
+    # Reference: mean cross-entropy over every next-token target inside each sequence.
+    terms = [F.cross_entropy(logits[i, t - 1], ids[i, t]) for i, (p, r) in enumerate(lengths) for t in range(1, p + r)]
+    assert torch.allclose(got, torch.stack(terms).mean(), atol=1e-6)
+
+
+@needs_torch
+def test_large_alpha_approaches_response_only_loss() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from promptdsl.tune.loss import token_weights, weighted_lm_loss
+
+    lengths = [(5, 2), (3, 4), (6, 1)]
+    ids, logits, width = _random_batch(lengths, seed=1)
+    resp = [F.cross_entropy(logits[i, t - 1], ids[i, t]) for i, (p, r) in enumerate(lengths) for t in range(p, p + r)]
+    response_only = torch.stack(resp).mean()
+    lm = weighted_lm_loss(logits, ids, token_weights([5, 3, 6], [2, 4, 1], width, alpha=0.0))
+    gaps = []
+    for alpha in (1.0, 10.0, 1e4):
+        w = token_weights([p for p, _ in lengths], [r for _, r in lengths], width, alpha=alpha)
+        gaps.append(abs(float(weighted_lm_loss(logits, ids, w) - response_only)))
+    assert abs(float(lm - response_only)) > 0.05  # the two ends really differ on this batch
+    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-3
+
+
+@needs_torch
+def test_weights_keep_end_of_turn_even_when_it_is_the_pad_id() -> None:
+    from promptdsl.tune.train import Sequence_, collate
+
+    eot = 2
+    seqs = [Sequence_((1, 7, 8, 9, eot), 3), Sequence_((1, 7, eot), 2)]
+    ids, mask, weights = collate(seqs, alpha=3.0, pad=eot)
+    assert ids.tolist() == [[1, 7, 8, 9, 2], [1, 7, 2, 2, 2]]
+    assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    # targets are tokens 1..: prompt 1, response (answer + end of turn) 1 + alpha, padding 0
+    assert weights.tolist() == [[1.0, 1.0, 4.0, 4.0], [1.0, 4.0, 0.0, 0.0]]
+
+
+@needs_torch
+def test_negative_alpha_is_refused() -> None:
+    from promptdsl.tune.loss import token_weights
+
+    with pytest.raises(ValueError, match="alpha"):
+        token_weights([2], [1], 3, alpha=-1.0)
+
+
+@needs_torch
+def test_qk_permutation_round_trips() -> None:
+    import numpy as np
+
+    from promptdsl.tune.gguf_io import permute, unpermute
+
+    w = np.arange(12 * 4, dtype=np.float32).reshape(12, 4)  # 3 heads of 4 rows
+    p = permute(w, 3)
+    assert not np.array_equal(p, w)
+    assert np.array_equal(unpermute(p, 3), w)
+    # llama.cpp interleaves each head's two rotary halves: rows 0,2,1,3 of head 0
+    assert p[:4, 0].tolist() == [0.0, 8.0, 4.0, 12.0]
+
+
+def test_tune_without_the_extra_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import promptdsl.tune as tune
+
+    monkeypatch.setattr(tune, "missing_extra", lambda: ["peft"])
+    from promptdsl.datafile import DataFile
+    from promptdsl.errors import PromptDSLError
+
+    spec = load_spec(Path("specs/emotion.yaml"))
+    with pytest.raises(PromptDSLError, match=r"missing: peft .*\[tune\]"):
+        tune.tune(spec, DataFile("tests/data/emotion/train.jsonl"), "label", Path("x.gguf"))
+
+
+# ============================================================================ it learns
+
+
+NOUNS = {
+    "zorp": ["banana", "apple", "cherry", "mango", "peach", "grape", "lemon", "plum"],
+    "blick": ["truck", "bicycle", "train", "boat", "tractor", "scooter", "bus", "airplane"],
+}
+TRAIN_FRAMES = ["I bought a {} yesterday.", "The {} was on the table.", "She painted a {} blue.", "We talked about the {}."]
+TEST_FRAMES = ["Look, a {}!", "My uncle likes every {} he sees."]
+
+SPEC = """\
+version: 1
+name: zorpblick
+mode: completion
+instruction: Answer zorp or blick.
+inputs:
+  text: {type: string}
+template: |-
+  Text: {{ text }}
+  Label:
+output:
+  type: choice
+  choices: [zorp, blick]
+"""
+
+
+def _rows(frames: list[str]) -> list[dict[str, str]]:
+    rows = [{"text": f.format(n), "label": label} for label, nouns in NOUNS.items() for n in nouns for f in frames]
+    random.Random(0).shuffle(rows)
+    return rows
+
+
+needs_extra_reason = ""
+if not HAS_TORCH or any(importlib.util.find_spec(m) is None for m in ("transformers", "peft", "gguf", "llama_cpp")):
+    needs_extra_reason = 'the [tune] extra is not installed (pip install -e ".[tune]")'
+
+
+@pytest.mark.model
+@pytest.mark.skipif(bool(needs_extra_reason), reason=needs_extra_reason or "-")
+def test_tuning_teaches_made_up_labels_through_the_llamacpp_backend(tmp_path: Path) -> None:
+    """Made-up label words for fruit vs vehicles: the base model is at chance; a few dozen LoRA
+    steps make it near perfect on sentences sharing no n-gram with the training ones."""
+    from promptdsl.datafile import DataFile
+    from promptdsl.evaluate import ChoiceMetrics
+    from promptdsl.export import Reference, contamination
+    from promptdsl.loader import loads_spec
+    from promptdsl.tune import tune
+    from promptdsl.tune.train import TuneConfig
+
+    train, test = _rows(TRAIN_FRAMES), _rows(TEST_FRAMES)
+    ref = Reference("train")
+    for r in train:
+        ref.add(r["text"])
+    report = contamination([r["text"] for r in test], [ref])
+    assert report.overlaps[0].exact == 0 and report.overlaps[0].ngram == {8: 0, 13: 0}
+    for name, rows in (("train", train), ("test", test)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = loads_spec(SPEC, file=str(tmp_path / "zorpblick.yaml"))
+    out = tmp_path / "tuned.gguf"
+    result = tune(
+        spec, DataFile(tmp_path / "train.jsonl"), "label", out,
+        TuneConfig(steps=24, batch=8, lr=2e-3, rank=8, alpha=4.0),
+        eval_data=DataFile(tmp_path / "test.jsonl"),
+    )
+    assert isinstance(result.before, ChoiceMetrics) and isinstance(result.after, ChoiceMetrics)
+    assert result.before.accuracy <= 0.7, result.before.format()
+    assert result.after.accuracy >= 0.95, result.after.format()
+    assert result.losses[-1] < result.losses[0]
+    assert result.tokenizer_mismatches == 0
+    assert result.logits_correlation > 0.99
+    assert out.is_file() and not out.with_name(out.name + ".ckpt").exists()
+
+
+@pytest.mark.skipif(bool(needs_extra_reason), reason=needs_extra_reason or "-")
+def test_tune_cli_refuses_to_clobber_and_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from promptdsl.cli import main
+
+    out = tmp_path / "tuned.gguf"
+    out.write_bytes(b"keep")
+    args = ["tune", "specs/emotion.yaml", "--data", "tests/data/emotion/train.jsonl", "--label", "label", "--out", str(out)]
+    assert main(args) == 2
+    assert "exists" in capsys.readouterr().err and out.read_bytes() == b"keep"
+    out.unlink()
+    assert main([*args, "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
