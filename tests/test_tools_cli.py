@@ -19,11 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli_tools():  # type: ignore[no-untyped-def]
-    """The module that holds the tool helpers of the CLI (a package module once the CLI is split)."""
-    try:
-        from promptdsl.cli import tools as module  # type: ignore[attr-defined]
-    except ImportError:
-        import promptdsl.cli_tools as module
+    """The module that holds the tool helpers of the CLI."""
+    from promptdsl.cli import tools as module
+
     return module
 
 
