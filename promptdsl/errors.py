@@ -17,6 +17,7 @@ import os
 import re
 import threading
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
 
@@ -111,11 +112,44 @@ class InputError(PromptDSLError):
         return f"{where}{self.message}"
 
 
+class BackendErrorKind(str, Enum):
+    """What went wrong at a backend; front ends decide by kind, never by message text."""
+
+    CONNECT = "connect"  # nothing answers at the address
+    AUTH = "auth"  # the key is missing or refused (401, 403)
+    NOT_FOUND = "not_found"  # unknown model or endpoint (404)
+    BAD_REQUEST = "bad_request"  # the server refused the request as malformed (other 4xx)
+    CONTEXT_LENGTH = "context_length"  # the prompt does not fit the model's context
+    CONFIG = "config"  # unknown backend or option, missing model file, missing capability
+    RATE_LIMIT = "rate_limit"  # 429 after retries
+    TIMEOUT = "timeout"
+    SERVER = "server"  # 5xx after retries
+    STREAM = "stream"  # the connection dropped mid-answer
+    FAILED = "failed"  # anything else that failed while running
+
+
+#: The exit code of each kind: 2 for what the user fixes in the command or setup, 1 for a run that failed.
+BACKEND_EXIT_CODES: dict[BackendErrorKind, int] = {
+    BackendErrorKind.CONNECT: 2,
+    BackendErrorKind.AUTH: 2,
+    BackendErrorKind.NOT_FOUND: 2,
+    BackendErrorKind.BAD_REQUEST: 2,
+    BackendErrorKind.CONTEXT_LENGTH: 2,
+    BackendErrorKind.CONFIG: 2,
+    BackendErrorKind.RATE_LIMIT: 1,
+    BackendErrorKind.TIMEOUT: 1,
+    BackendErrorKind.SERVER: 1,
+    BackendErrorKind.STREAM: 1,
+    BackendErrorKind.FAILED: 1,
+}
+
+
 class BackendError(PromptDSLError):
     """A backend cannot be found, loaded or reached, or it refused a request.
 
-    ``exit_code`` is 2 when the user can fix it (unknown backend, missing
-    model, prompt too long) and 1 when a run failed at the backend.
+    ``kind`` (a :class:`BackendErrorKind`) says what happened and decides ``exit_code``
+    through :data:`BACKEND_EXIT_CODES`. Plugins that only pass ``exit_code`` get ``failed``
+    for 1 and ``config`` otherwise (2, the root's default).
     """
 
     def __init__(
@@ -124,11 +158,15 @@ class BackendError(PromptDSLError):
         *,
         backend: str | None = None,
         model: str | None = None,
+        kind: BackendErrorKind | None = None,
         exit_code: int | None = None,
     ) -> None:
-        super().__init__(message, exit_code=exit_code)
+        if kind is None:
+            kind = BackendErrorKind.FAILED if exit_code == 1 else BackendErrorKind.CONFIG
+        super().__init__(message, exit_code=BACKEND_EXIT_CODES[kind] if exit_code is None else exit_code)
         self.backend = backend
         self.model = model
+        self.kind = kind
 
     def _text(self) -> str:
         return f"{self.backend}: {self.message}" if self.backend else self.message

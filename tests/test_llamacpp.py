@@ -193,7 +193,7 @@ def test_prompt_longer_than_context_is_a_clear_error(llamacpp_backend: Any) -> N
     runner = Runner(load_spec(SPECS / "sentiment.yaml"), llamacpp_backend)
     with pytest.raises(BackendError, match=r"the prompt is \d+ tokens .* context holds 4096") as info:
         runner.run({"text": "word " * 6000})
-    assert info.value.exit_code == 2
+    assert info.value.exit_code == 2 and info.value.kind.value == "context_length"
     assert runner.run({"text": "Lovely!"}).value == "Positive"  # still fine afterwards
 
 

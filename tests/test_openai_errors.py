@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openai_server import free_port
@@ -140,3 +141,61 @@ def test_bad_options_are_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.
         code = main(["run", spec, "--backend", "openai", "--input", "question=Hi?", *extra])
         err = capsys.readouterr().err
         assert code == 2 and message in err and err.count("\n") == 1, (extra, err)
+
+
+def _http() -> Any:
+    """The HTTP library this openai SDK is built on (httpx, or httpx2 in openai 3)."""
+    import importlib
+
+    import openai._exceptions as sdk
+
+    return importlib.import_module("httpx2" if hasattr(sdk, "httpx2") else "httpx")
+
+
+def _status_error(cls: type[Exception], status: int, message: str = "nope") -> Exception:
+    import openai
+
+    httpx = _http()
+
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    response = httpx.Response(status, request=request, json={"error": {"message": message}})
+    assert issubclass(cls, openai.APIStatusError)
+    return cls(message, response=response, body={"error": {"message": message}})
+
+
+def test_sdk_errors_map_to_kinds_and_the_kind_decides_the_exit_code() -> None:
+    import openai
+    from promptdsl_openai.config import resolve
+    from promptdsl_openai.errors import map_error
+
+    from promptdsl.errors import BACKEND_EXIT_CODES, BackendErrorKind
+
+    settings = resolve({"base_url": "http://127.0.0.1:9/v1"}, environ={})
+    request = _http().Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    cases: list[tuple[BaseException, str, BackendErrorKind]] = [
+        (openai.APITimeoutError(request=request), "request", BackendErrorKind.TIMEOUT),
+        (openai.APIConnectionError(request=request), "request", BackendErrorKind.CONNECT),
+        (openai.APIConnectionError(request=request), "stream", BackendErrorKind.STREAM),
+        (_status_error(openai.AuthenticationError, 401), "request", BackendErrorKind.AUTH),
+        (_status_error(openai.PermissionDeniedError, 403), "request", BackendErrorKind.AUTH),
+        (_status_error(openai.NotFoundError, 404), "request", BackendErrorKind.NOT_FOUND),
+        (_status_error(openai.RateLimitError, 429), "request", BackendErrorKind.RATE_LIMIT),
+        (_status_error(openai.InternalServerError, 503), "request", BackendErrorKind.SERVER),
+        (_status_error(openai.BadRequestError, 400), "request", BackendErrorKind.BAD_REQUEST),
+        (_status_error(openai.BadRequestError, 400, "maximum context length is 2048 tokens"), "request",
+         BackendErrorKind.CONTEXT_LENGTH),
+        (ValueError("odd"), "request", BackendErrorKind.FAILED),
+    ]
+    for exc, during, kind in cases:
+        err = map_error(exc, settings, "m", during=during)
+        assert (err.kind, err.exit_code) == (kind, BACKEND_EXIT_CODES[kind]), exc
+        assert err.backend == "openai" and "\n" not in str(err)
+
+
+def test_plugins_passing_only_an_exit_code_keep_it() -> None:
+    from promptdsl.errors import BackendErrorKind
+
+    assert (BackendError("x").exit_code, BackendError("x").kind) == (2, BackendErrorKind.CONFIG)
+    assert (BackendError("x", exit_code=1).kind, BackendError("x", exit_code=1).exit_code) == (
+        BackendErrorKind.FAILED, 1)
+    assert BackendError("x", kind=BackendErrorKind.TIMEOUT).exit_code == 1

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from promptdsl.backend import Backend, GenerationOptions
-from promptdsl.errors import PromptDSLError
+from promptdsl.errors import BackendError, BackendErrorKind, PromptDSLError
 from promptdsl.prompt import Message, Prompt
 
 from .conversation import Status, Turn
@@ -178,7 +178,9 @@ def run_generation(
                 close()
         gen.status = "cancelled" if gen.cancelled else "length" if _cut(backend, gen) else "done"
     except PromptDSLError as exc:
-        gen.status, gen.error, gen.not_sent = "error", str(exc), isinstance(exc, ContextFull)
+        # A prompt the backend says is too long was not answered: the message stays unsent, like ContextFull.
+        too_long = isinstance(exc, BackendError) and exc.kind is BackendErrorKind.CONTEXT_LENGTH
+        gen.status, gen.error, gen.not_sent = "error", str(exc), isinstance(exc, ContextFull) or too_long
     except Exception as exc:  # a plugin bug must not kill the app
         who = f"{backend.name}: " if backend is not None else ""
         gen.status, gen.error = "error", f"{who}{type(exc).__name__}: {exc}"

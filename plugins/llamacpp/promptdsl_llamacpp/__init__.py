@@ -36,7 +36,7 @@ from promptdsl.backend import (
     check_options,
     options_schema,
 )
-from promptdsl.errors import BackendError
+from promptdsl.errors import BackendError, BackendErrorKind
 from promptdsl.grammar import grammar_for
 from promptdsl.prompt import Prompt
 
@@ -338,7 +338,7 @@ class _LoadedModel:
                 "or raise model.options.n_ctx",
                 backend="llamacpp",
                 model=self.path.name,
-                exit_code=2,
+                kind=BackendErrorKind.CONTEXT_LENGTH,
             )
 
     # -------------------------------------------------------------- evaluation with prefix reuse

@@ -9,11 +9,12 @@ message: it is masked out of anything the server sends back.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import openai
 
-from promptdsl.errors import BackendError
+from promptdsl.errors import BackendError, BackendErrorKind
 
 from .config import Settings
 
@@ -51,59 +52,97 @@ def _mask(text: str, settings: Settings) -> str:
     return re.sub(r"\bsk-[\w*-]{6,}", "***", text)
 
 
-def map_error(exc: BaseException, settings: Settings, model: str | None, *, during: str = "request") -> BackendError:
-    """Turn any exception from the SDK (or its HTTP layer) into a BackendError."""
+Handler = Callable[[BaseException, Settings, "str | None", str], "tuple[BackendErrorKind, str]"]
+
+
+def _timeout(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
+    return BackendErrorKind.TIMEOUT, (f"{during} to {settings.base_url} timed out after {settings.timeout:g}s "
+                                      f"({settings.max_retries} retries); raise it with -o timeout=SECONDS")
+
+
+def _connection(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
+    cause = exc.__cause__ or exc.__context__
+    detail = _one_line(str(cause)) if cause is not None else ""
+    if during == "stream":
+        return BackendErrorKind.STREAM, (f"the connection to {settings.base_url} was lost mid-answer"
+                                         + (f": {detail}" if detail else ""))
+    return BackendErrorKind.CONNECT, (f"cannot connect to {settings.base_url}" + (f" ({detail})" if detail else "")
+                                      + "; is the server running? (set -o base_url=... or OPENAI_BASE_URL)")
+
+
+def _auth(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
     where = settings.base_url
+    if settings.key_withheld:
+        return BackendErrorKind.AUTH, f"{where} wants an API key (401 unauthorized): {settings.key_withheld}"
+    source = f" in {settings.key_source}" if settings.key_source else " (no key set: OPENAI_API_KEY)"
+    return BackendErrorKind.AUTH, f"{where} rejected the API key{source} (401 unauthorized)"
 
-    def err(message: str, code: int) -> BackendError:
-        return BackendError(_mask(message, settings), backend="openai", model=model, exit_code=code)
 
+def _permission(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
+    assert isinstance(exc, openai.APIError)
+    return BackendErrorKind.AUTH, f"permission denied by {settings.base_url} (403): {server_message(exc)}"
+
+
+def _not_found(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
+    assert isinstance(exc, openai.APIError)
+    return BackendErrorKind.NOT_FOUND, (f"not found at {settings.base_url} (404; unknown model '{model}' or "
+                                        f"endpoint?): {server_message(exc)}")
+
+
+def _rate_limit(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
+    assert isinstance(exc, openai.APIError)
+    return BackendErrorKind.RATE_LIMIT, (f"rate limited by {settings.base_url} (429) after {settings.max_retries} "
+                                         f"retries: {server_message(exc)}")
+
+
+def _status(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
+    assert isinstance(exc, openai.APIStatusError)
+    msg = server_message(exc)
+    status = exc.status_code
+    if exc.code == "context_length_exceeded" or _CONTEXT_HINT.search(msg):
+        return BackendErrorKind.CONTEXT_LENGTH, (f"the prompt is too long for the model's context ({status}): "
+                                                 f"{msg.rstrip('.')}; shorten the input or use fewer examples "
+                                                 "(fewshot.k)")
+    if status >= 500:
+        return BackendErrorKind.SERVER, f"server error {status} from {settings.base_url}: {msg}"
+    return BackendErrorKind.BAD_REQUEST, f"{settings.base_url} refused the request ({status}): {msg}"
+
+
+def _api(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
+    """An error without an HTTP status, e.g. an error event inside a stream."""
+    assert isinstance(exc, openai.APIError)
+    msg = server_message(exc)
+    if _CONTEXT_HINT.search(msg):
+        return BackendErrorKind.CONTEXT_LENGTH, f"the prompt is too long for the model's context: {msg}"
+    return BackendErrorKind.FAILED, f"{during} failed: {msg}"
+
+
+def _sdk(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
+    return BackendErrorKind.CONFIG, _one_line(str(exc))
+
+
+#: SDK exception -> handler, looked up along the exception's MRO (the most specific class wins),
+#: as httpx maps transport errors to its own kinds.
+HANDLERS: dict[type[BaseException], Handler] = {
+    openai.APITimeoutError: _timeout,
+    openai.APIConnectionError: _connection,
+    openai.AuthenticationError: _auth,
+    openai.PermissionDeniedError: _permission,
+    openai.NotFoundError: _not_found,
+    openai.RateLimitError: _rate_limit,
+    openai.APIStatusError: _status,
+    openai.APIError: _api,
+    openai.OpenAIError: _sdk,
+}
+
+
+def map_error(exc: BaseException, settings: Settings, model: str | None, *, during: str = "request") -> BackendError:
+    """Turn any exception from the SDK (or its HTTP layer) into a BackendError of the right kind."""
     if isinstance(exc, BackendError):
         return exc
-    if isinstance(exc, openai.APITimeoutError):
-        return err(
-            f"{during} to {where} timed out after {settings.timeout:g}s "
-            f"({settings.max_retries} retries); raise it with -o timeout=SECONDS",
-            1,
-        )
-    if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc.__context__
-        detail = _one_line(str(cause)) if cause is not None else ""
-        if during == "stream":
-            return err(f"the connection to {where} was lost mid-answer" + (f": {detail}" if detail else ""), 1)
-        return err(
-            f"cannot connect to {where}" + (f" ({detail})" if detail else "")
-            + "; is the server running? (set -o base_url=... or OPENAI_BASE_URL)",
-            2,
-        )
-    if isinstance(exc, openai.AuthenticationError):
-        if settings.key_withheld:
-            return err(f"{where} wants an API key (401 unauthorized): {settings.key_withheld}", 2)
-        source = f" in {settings.key_source}" if settings.key_source else " (no key set: OPENAI_API_KEY)"
-        return err(f"{where} rejected the API key{source} (401 unauthorized)", 2)
-    if isinstance(exc, openai.PermissionDeniedError):
-        return err(f"permission denied by {where} (403): {server_message(exc)}", 2)
-    if isinstance(exc, openai.NotFoundError):
-        return err(f"not found at {where} (404; unknown model '{model}' or endpoint?): {server_message(exc)}", 2)
-    if isinstance(exc, openai.RateLimitError):
-        return err(f"rate limited by {where} (429) after {settings.max_retries} retries: {server_message(exc)}", 1)
-    if isinstance(exc, openai.APIStatusError):
-        msg = server_message(exc)
-        status = exc.status_code
-        if exc.code == "context_length_exceeded" or _CONTEXT_HINT.search(msg):
-            return err(
-                f"the prompt is too long for the model's context ({status}): {msg.rstrip('.')}; "
-                "shorten the input or use fewer examples (fewshot.k)",
-                2,
-            )
-        if status >= 500:
-            return err(f"server error {status} from {where}: {msg}", 1)
-        return err(f"{where} refused the request ({status}): {msg}", 2)
-    if isinstance(exc, openai.APIError):  # e.g. an error event inside a stream
-        msg = server_message(exc)
-        if _CONTEXT_HINT.search(msg):
-            return err(f"the prompt is too long for the model's context: {msg}", 2)
-        return err(f"{during} failed: {msg}", 1)
-    if isinstance(exc, openai.OpenAIError):
-        return err(_one_line(str(exc)), 2)
-    return err(f"{during} failed: {type(exc).__name__}: {_one_line(str(exc))}", 1)
+    handler = next((HANDLERS[cls] for cls in type(exc).__mro__ if cls in HANDLERS), None)
+    if handler is None:
+        kind, message = BackendErrorKind.FAILED, f"{during} failed: {type(exc).__name__}: {_one_line(str(exc))}"
+    else:
+        kind, message = handler(exc, settings, model, during)
+    return BackendError(_mask(message, settings), backend="openai", model=model, kind=kind)
