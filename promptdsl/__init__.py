@@ -9,10 +9,11 @@
 from .backend import Backend, Capability, Constraint, GenerationOptions
 from .compiler import compile_prompt
 from .errors import BackendError, InputError, OutputError, PromptDSLError, SpecError
-from .loader import load_spec, loads_spec, spec_schema
+from .loader import load_spec, loads_spec
 from .prompt import Message, Prompt
 from .result import Response, Result
 from .runner import Runner, run_spec
+from .schema import spec_schema
 from .spec import Method, OutputType, Spec
 
 __version__ = "0.1.0"

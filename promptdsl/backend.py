@@ -222,7 +222,7 @@ def check_options(backend: str, schema: OptionsSchema | None, options: Mapping[s
         return
     from jsonschema import Draft202012Validator
 
-    from .inputs import did_you_mean
+    from .errors import did_you_mean
 
     known = dict(schema.get("properties", {}))
     if schema.get("additionalProperties", True) is False:

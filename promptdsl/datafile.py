@@ -220,7 +220,7 @@ def field_for(name: str, fields: Mapping[str, str] | None) -> str:
 
 def parse_fields(pairs: Iterable[str], spec: Spec) -> dict[str, str]:
     """``INPUT=FIELD`` pairs (``--field``) as a mapping, each input checked against the spec."""
-    from .inputs import did_you_mean
+    from .errors import did_you_mean
 
     out: dict[str, str] = {}
     for pair in pairs:

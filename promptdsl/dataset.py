@@ -34,8 +34,7 @@ from .datafile import (
     row_inputs,
     scan_output,
 )
-from .errors import BackendError, InputError, OutputError, PromptDSLError
-from .inputs import did_you_mean
+from .errors import BackendError, InputError, OutputError, PromptDSLError, did_you_mean
 from .prompt import Prompt
 from .result import Result
 from .runner import Runner

@@ -13,10 +13,11 @@ nothing else needs a traceback.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from enum import Enum
 from typing import Any
 
@@ -27,6 +28,12 @@ def format_path(path: Sequence[str | int]) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else f".{quote(str(part), 40)[1:-1]}"
     return out
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` when a close option exists, else an empty string."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class PromptDSLError(Exception):

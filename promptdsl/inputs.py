@@ -6,7 +6,6 @@ bad value costs nothing and the message names the input.
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -14,16 +13,10 @@ from typing import Any, TextIO
 
 from jsonschema import Draft202012Validator
 
-from .errors import InputError, format_path
+from .errors import InputError, did_you_mean, format_path
 from .spec import Spec
 
 MAX_INPUT_FILE_BYTES = 16 << 20
-
-
-def did_you_mean(word: str, options: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` when a close option exists, else an empty string."""
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _validator(schema: Mapping[str, Any]) -> Draft202012Validator:

@@ -10,16 +10,15 @@ import copy
 import json
 import re
 from collections.abc import Mapping
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from jsonschema.exceptions import ValidationError
 
 from . import schema as schemas
-from .errors import InputError, SpecError, quote
-from .inputs import did_you_mean, validate_inputs
+from .errors import InputError, SpecError, did_you_mean, quote
+from .inputs import validate_inputs
+from .schema import spec_schema
 from .spec import (
     Example,
     FewShot,
@@ -50,14 +49,6 @@ RESERVED_INPUTS: dict[str, str] = {
     **{n: "it is an operator in templates" for n in ("and", "or", "not", "in", "is", "if", "else")},
     **{n: "it is a template global" for n in ("range", "dict", "cycler", "joiner", "namespace", "lipsum")},
 }
-
-
-@lru_cache(maxsize=1)
-def spec_schema() -> dict[str, Any]:
-    """The spec JSON Schema shipped inside the package."""
-    text = resources.files("promptdsl").joinpath("schema/spec.schema.json").read_text("utf-8")
-    schema: dict[str, Any] = json.loads(text)
-    return schema
 
 
 def load_spec(path: str | Path) -> Spec:

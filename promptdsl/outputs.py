@@ -12,34 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from . import schema as schemas
-from .backend import Capability
 from .errors import quote
-from .spec import Method, OutputSpec, OutputType
+from .spec import OutputSpec, OutputType
 
 
 class ParseFailure(Exception):
     """The text does not hold a valid value; the message says why (one line)."""
-
-
-#: Methods each type supports, strongest first (``auto`` takes the first the backend can do).
-METHOD_ORDER: dict[OutputType, tuple[Method, ...]] = {
-    OutputType.TEXT: (Method.GENERATE,),
-    OutputType.REGEX: (Method.GENERATE,),
-    OutputType.JSON: (Method.CONSTRAIN, Method.GENERATE),
-    OutputType.CHOICE: (Method.SCORE, Method.CONSTRAIN, Method.GENERATE),
-}
-
-#: Capabilities that make a method possible (any one of them suffices).
-METHOD_NEEDS: dict[Method, frozenset[Capability]] = {
-    Method.SCORE: frozenset({Capability.SCORE}),
-    Method.CONSTRAIN: frozenset({Capability.GRAMMAR, Capability.JSON_SCHEMA}),
-    Method.GENERATE: frozenset(),
-}
-
-
-def method_possible(method: Method, capabilities: frozenset[Capability]) -> bool:
-    needs = METHOD_NEEDS[method]
-    return not needs or bool(needs & capabilities)
 
 
 def _parse_text(out: OutputSpec, text: str) -> str:

@@ -15,14 +15,14 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from .backend import Backend, BackendInfo, check_options
-from .errors import BackendError
-from .inputs import did_you_mean
+from .errors import BackendError, did_you_mean
 
 GROUP = "promptdsl.backends"
 DEFAULT_BACKEND = "llamacpp"
 
 _lock = threading.Lock()
-_instances: dict[tuple[str, str | None, str], Backend] = {}
+#: One instance per (name, model, options), with a hash of the environment it read (``Backend.env_keys``).
+_instances: dict[tuple[str, str | None, str], tuple[str, Backend]] = {}
 
 
 def _entry_points() -> dict[str, EntryPoint]:
@@ -98,26 +98,29 @@ def get_backend(name: str, model: str | None = None, options: Mapping[str, Any] 
     cls = backend_class(name)
     check_options(name, cls.options_schema, options or {})
     env = hashlib.sha256(repr([os.environ.get(k) for k in cls.env_keys]).encode()).hexdigest()  # may hold keys
-    key = (name, model, repr(sorted((options or {}).items())) + env)
+    key = (name, model, repr(sorted((options or {}).items())))
     with _lock:
-        inst = _instances.get(key)
-        if inst is None:
-            try:
-                inst = cls(model, options or {})
-            except BackendError as exc:
-                exc.backend = exc.backend or name
-                raise
-            except Exception as exc:
-                raise BackendError(
-                    f"failed to start: {type(exc).__name__}: {exc}", backend=name, model=model, exit_code=2
-                ) from exc
-            _instances[key] = inst
+        cached = _instances.get(key)
+        if cached is not None and cached[0] == env:
+            return cached[1]
+        try:
+            inst = cls(model, options or {})
+        except BackendError as exc:
+            exc.backend = exc.backend or name
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"failed to start: {type(exc).__name__}: {exc}", backend=name, model=model, exit_code=2
+            ) from exc
+        if cached is not None:  # made for an environment that has changed since: replace, do not leak
+            cached[1].close()
+        _instances[key] = (env, inst)
         return inst
 
 
 def close_all() -> None:
     """Close every cached backend instance (tests and long-lived front ends)."""
     with _lock:
-        for inst in _instances.values():
+        for _, inst in _instances.values():
             inst.close()
         _instances.clear()

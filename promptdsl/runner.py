@@ -15,10 +15,11 @@ from .backend import Backend, Capability, Constraint, GenerationOptions, split_o
 from .compiler import Compiler
 from .errors import BackendError, InputError, OutputError, PromptDSLError
 from .inputs import validate_inputs
-from .outputs import METHOD_ORDER, ParseFailure, method_possible, parse_output
+from .outputs import ParseFailure, parse_output
 from .prompt import Prompt
 from .registry import get_backend, resolve_backend_name
 from .result import Response, Result
+from .schema import spec_schema
 from .spec import Method, OutputType, Spec
 from .tools.base import Tool, ToolUse
 from .tools.loop import ToolSettings, make_loop
@@ -30,6 +31,27 @@ DEFAULT_MAX_TOKENS = {
     OutputType.JSON: 512,
     OutputType.REGEX: 64,
 }
+
+
+#: Methods each type supports, strongest first (``auto`` takes the first the backend can do).
+METHOD_ORDER: dict[OutputType, tuple[Method, ...]] = {
+    OutputType.TEXT: (Method.GENERATE,),
+    OutputType.REGEX: (Method.GENERATE,),
+    OutputType.JSON: (Method.CONSTRAIN, Method.GENERATE),
+    OutputType.CHOICE: (Method.SCORE, Method.CONSTRAIN, Method.GENERATE),
+}
+
+#: Capabilities that make a method possible (any one of them suffices).
+METHOD_NEEDS: dict[Method, frozenset[Capability]] = {
+    Method.SCORE: frozenset({Capability.SCORE}),
+    Method.CONSTRAIN: frozenset({Capability.GRAMMAR, Capability.JSON_SCHEMA}),
+    Method.GENERATE: frozenset(),
+}
+
+
+def method_possible(method: Method, capabilities: frozenset[Capability]) -> bool:
+    needs = METHOD_NEEDS[method]
+    return not needs or bool(needs & capabilities)
 
 
 def choose_method(spec: Spec, backend: Backend) -> Method:
@@ -68,7 +90,7 @@ class Runner:
     ) -> None:
         self.spec = spec
         merged = {**spec.model.options, **(options or {})}
-        _check_options(merged)
+        check_options(merged)
         if backend is None:
             name = resolve_backend_name(backend_name, spec.model.backend)
             _, backend_opts = split_options(merged)
@@ -231,11 +253,9 @@ class Runner:
         return Response(stream, self._parser(values, start))
 
 
-def _check_options(options: Mapping[str, Any]) -> None:
-    """Options from the CLI skip the spec schema; hold them to the same rules."""
+def check_options(options: Mapping[str, Any]) -> None:
+    """Options from the CLI or the TUI skip the spec schema; hold them to the same rules."""
     from jsonschema import Draft202012Validator
-
-    from .loader import spec_schema
 
     schema = spec_schema()["properties"]["model"]["properties"]["options"]
     for err in Draft202012Validator(schema).iter_errors(dict(options)):

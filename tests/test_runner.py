@@ -217,3 +217,31 @@ def test_generation_options_come_from_spec_and_output() -> None:
     backend2 = Scripted("x", {Capability.COMPLETION})
     Runner(spec2, backend2).run({"q": "x"})
     assert backend2.calls[0][1][1].stop == ("\n\n",)  # completion mode stops at the example separator
+
+
+def test_a_backend_made_for_a_changed_environment_is_replaced_and_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Instances are reused while the variables they read are unchanged; an outdated one is closed, not kept."""
+    from promptdsl import registry
+    from promptdsl.backend import Backend, Capability
+
+    closed: list[Backend] = []
+
+    class EnvBackend(Backend):
+        name = "envtest"
+        capabilities = frozenset({Capability.COMPLETION})
+        env_keys = ("PROMPTDSL_TEST_ENV_KEY",)
+
+        def stream(self, prompt: Any, options: Any, constraint: Any = None) -> Any:
+            return iter(())
+
+        def close(self) -> None:
+            closed.append(self)
+
+    monkeypatch.setattr(registry, "backend_class", lambda name: EnvBackend)
+    monkeypatch.setattr(registry, "_instances", {})
+    monkeypatch.setenv("PROMPTDSL_TEST_ENV_KEY", "one")
+    first = registry.get_backend("envtest")
+    assert registry.get_backend("envtest") is first and closed == []
+    monkeypatch.setenv("PROMPTDSL_TEST_ENV_KEY", "two")
+    second = registry.get_backend("envtest")
+    assert second is not first and closed == [first] and len(registry._instances) == 1

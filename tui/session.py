@@ -19,9 +19,9 @@ from promptdsl.registry import get_backend, resolve_backend_name
 
 def check_options(options: Mapping[str, Any]) -> None:
     """Hold ``-o`` options to the rules ``promptdsl run`` applies (raises InputError, exit code 2)."""
-    from promptdsl.runner import _check_options  # the runner's own check: one rule for both
+    from promptdsl.runner import check_options  # the runner's own check: one rule for both
 
-    _check_options(options)
+    check_options(options)
 
 
 #: Chat defaults differ from spec runs: some variety, room for a real answer, no fixed seed.

@@ -10,7 +10,8 @@ from pathlib import Path
 from ..compiler import Compiler
 from ..errors import PromptDSLError
 from ..inputs import collect_inputs, validate_inputs
-from ..loader import load_spec, spec_schema
+from ..loader import load_spec
+from ..schema import spec_schema
 from ..validate import validate_spec
 from .common import Commands, add_backend_flags, add_input_flags, runner_from_args
 

@@ -15,8 +15,10 @@ here:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
+from importlib import resources
 from typing import Any
 
 import referencing
@@ -26,6 +28,15 @@ import regex
 from jsonschema import Draft202012Validator, SchemaError, ValidationError, validators
 
 from ..errors import quote
+
+
+@lru_cache(maxsize=1)
+def spec_schema() -> dict[str, Any]:
+    """The spec JSON Schema shipped inside the package (every spec is checked against it)."""
+    text = resources.files(__name__).joinpath("spec.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
 
 #: Longest time one regex search may take on one text.
 REGEX_SECONDS = 1.0

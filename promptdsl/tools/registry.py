@@ -14,7 +14,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, SchemaError
 
-from ..inputs import did_you_mean
+from ..errors import did_you_mean
 from .base import Tool, ToolError, ToolUse
 
 GROUP = "promptdsl.tools"
