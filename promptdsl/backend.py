@@ -26,6 +26,13 @@ from .prompt import Prompt
 OptionsSchema = Mapping[str, Any]
 
 
+def close_stream(stream: object) -> None:
+    """Close a stream if it can be closed (a generator can; a list cannot): releases a model or a connection."""
+    close = getattr(stream, "close", None)
+    if callable(close):
+        close()
+
+
 class Capability(str, Enum):
     """What a backend can do; the runner picks methods from these."""
 

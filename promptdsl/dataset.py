@@ -34,7 +34,7 @@ from .datafile import (
     row_inputs,
     scan_output,
 )
-from .errors import BackendError, InputError, OutputError, PromptDSLError, did_you_mean
+from .errors import BackendError, InputError, OutputError, PromptDSLError, did_you_mean, one_line
 from .prompt import Prompt
 from .result import Result
 from .runner import Runner
@@ -85,10 +85,6 @@ class Outcome:
         return out
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _error_type(exc: PromptDSLError) -> str:
     for cls, name in ((InputError, "input"), (OutputError, "output"), (BackendError, "backend")):
         if isinstance(exc, cls):
@@ -131,7 +127,7 @@ class DatasetRunner:
 
     def _fail(self, row: Row, message: str, kind: str, exit_code: int) -> Outcome:
         backend = self.runner.backend
-        return Outcome(row, None, _one_line(message), kind, exit_code, backend.name, backend.model_id)
+        return Outcome(row, None, one_line(message), kind, exit_code, backend.name, backend.model_id)
 
     def _prepare(self, row: Row) -> Outcome | tuple[Row, Prompt, dict[str, Any]]:
         """An Outcome when the row is already decided (bad row, cache hit), else what to run."""

@@ -200,12 +200,19 @@ class OutputError(PromptDSLError):
     def _text(self) -> str:
         where = f"{self.spec}: " if self.spec else ""
         raw = "" if self.raw is None else f"; raw text: {quote(self.raw, 200)}"
-        inp = "" if self.input is None else f"; input: {_clip(escape(repr(self.input)))}"
+        inp = "" if self.input is None else f"; input: {clip(escape(repr(self.input)), 200)}"
         return f"{where}{self.message}{inp}{raw}"
 
 
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def clip(text: str, limit: int) -> str:
+    """At most ``limit`` characters, the cut marked with an ellipsis (the one clipping rule)."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """Whitespace (newlines too) collapsed to single spaces, clipped to ``limit`` when given."""
+    flat = " ".join(text.split())
+    return flat if limit is None else clip(flat, limit)
 
 
 # ---------------------------------------------------------------------------- quoting untrusted text
@@ -227,9 +234,7 @@ def quote(value: Any, limit: int = 60) -> str:
     multi-megabyte value, nor let a value's newlines or ANSI codes forge further lines.
     """
     text = value if isinstance(value, str) else repr(value)
-    text = escape(text)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
+    text = clip(escape(text), limit)
     return f"'{text}'" if isinstance(value, str) else text
 
 

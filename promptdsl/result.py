@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .backend import close_stream
 from .spec import Method
 
 
@@ -75,9 +76,7 @@ class Response:
 
     def close(self) -> None:
         """Stop generation; what streamed so far stays in ``partial``."""
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
+        close_stream(self._chunks)
         self._done = True
 
     @property

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .backend import Backend, Capability, Constraint, GenerationOptions, split_options
+from .backend import Backend, Capability, Constraint, GenerationOptions, close_stream, split_options
 from .compiler import Compiler
 from .errors import BackendError, InputError, OutputError, PromptDSLError
 from .inputs import validate_inputs
@@ -288,9 +288,7 @@ def _guarded(backend: Backend, chunks: Iterator[str]) -> Iterator[str]:
     except Exception as exc:
         raise BackendError(f"{type(exc).__name__}: {exc}", backend=backend.name, exit_code=1) from exc
     finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
+        close_stream(chunks)
 
 
 def run_spec(

@@ -130,7 +130,11 @@ def test_ngram_overlap_exact_and_both_directions() -> None:
 
 
 def test_decontaminate_drops_rows_overlapping_eval_and_tests(tmp_path: Path) -> None:
-    spec = load_spec(EMOTION)
+    tested = tmp_path / "emotion-tested.yaml"  # the shipped spec plus one test of its own
+    tested.write_text(EMOTION.read_text(encoding="utf-8") + "tests:\n"
+                      "  - input: {text: \"I am so happy today, everything is wonderful!\"}\n    expect: joy\n",
+                      encoding="utf-8")
+    spec = load_spec(tested)
     rows = [json.loads(x) for x in (DATA / "train.jsonl").read_text().splitlines()]
     evalf = tmp_path / "eval.jsonl"
     evalf.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"text": rows[1]["text"].upper(), "label": "joy"}) + "\n")

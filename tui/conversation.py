@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from promptdsl.errors import clip
 from promptdsl.prompt import Message, Prompt
 
 Role = Literal["system", "user", "assistant"]
@@ -84,5 +85,4 @@ class Conversation:
 
 def make_title(text: str) -> str:
     """A one-line title from the first user message."""
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
+    return clip(next((ln.strip() for ln in text.splitlines() if ln.strip()), ""), TITLE_CHARS)

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from promptdsl.backend import Backend, GenerationOptions
+from promptdsl.backend import Backend, GenerationOptions, close_stream
 from promptdsl.errors import BackendError, BackendErrorKind, PromptDSLError
 from promptdsl.prompt import Message, Prompt
 
@@ -173,9 +173,7 @@ def run_generation(
                     store.update_turn(turn_id, text, "streaming")
                 gen.publish(text)
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+            close_stream(stream)
         gen.status = "cancelled" if gen.cancelled else "length" if _cut(backend, gen) else "done"
     except PromptDSLError as exc:
         # A prompt the backend says is too long was not answered: the message stays unsent, like ContextFull.

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-from ..errors import InputError
+from ..errors import InputError, clip
 from ..inputs import json_or_text
 from ..tools import Step, Tool, ToolCall, ToolUse
 from ..tools.check import MCP_PREFIX
@@ -49,8 +49,7 @@ def parse_tool_flag(text: str) -> ToolUse:
 
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = text.replace("\n", " ")
-    return text if len(text) <= PREVIEW else text[: PREVIEW - 1] + "…"
+    return clip(text.replace("\n", " "), PREVIEW)
 
 
 def show_step(kind: str, step: Step, out: TextIO | None = None) -> None:

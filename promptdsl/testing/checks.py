@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any
 
 from ..backend import Backend, Capability, Constraint, GenerationOptions
-from ..errors import BackendError
+from ..errors import BackendError, quote
 from ..prompt import Message, Prompt
 
 
@@ -80,10 +80,6 @@ def _expect(condition: bool, message: str) -> None:
         raise CheckFailed(message)
 
 
-def _clip(text: str, n: int = 60) -> str:
-    return repr(text if len(text) <= n else text[:n] + "…")
-
-
 # ---------------------------------------------------------------------------- checks
 
 
@@ -111,8 +107,8 @@ def check_stream_equals_complete(kit: Kit) -> str:
         whole = kit.backend.complete(prompt, opts)
         again = kit.backend.complete(prompt, opts)
         _expect(bool(whole), f"{mode}: complete() returned no text")
-        _expect(streamed == whole, f"{mode}: stream gave {_clip(streamed)} but complete gave {_clip(whole)}")
-        _expect(again == whole, f"{mode}: two greedy runs differ: {_clip(whole)} vs {_clip(again)}")
+        _expect(streamed == whole, f"{mode}: stream gave {quote(streamed)} but complete gave {quote(whole)}")
+        _expect(again == whole, f"{mode}: two greedy runs differ: {quote(whole)} vs {quote(again)}")
         done.append(f"{mode} {len(pieces)} pieces")
     return "; ".join(done)
 
@@ -127,8 +123,8 @@ def check_max_tokens(kit: Kit) -> str:
             short = kit.backend.complete(prompt, greedy(n))
             _expect(bool(short), f"{mode}: max_tokens={n} gave no text")
             _expect(long.startswith(short),
-                    f"{mode}: max_tokens={n} gave {_clip(short)}, not a prefix of {_clip(long)}")
-            _expect(len(short) < len(long), f"{mode}: max_tokens={n} was not honoured ({_clip(short)})")
+                    f"{mode}: max_tokens={n} gave {quote(short)}, not a prefix of {quote(long)}")
+            _expect(len(short) < len(long), f"{mode}: max_tokens={n} was not honoured ({quote(short)})")
             tokens = kit.backend.generate_logprobs(prompt, greedy(n))
             if tokens is not None:
                 _expect(len(tokens) <= n, f"{mode}: max_tokens={n} generated {len(tokens)} tokens")
@@ -152,12 +148,12 @@ def check_stop_sequences(kit: Kit) -> str:
         base = kit.backend.complete(prompt, greedy(16))
         word = _stop_word(base)
         if word is None:
-            raise CheckFailed(f"{mode}: the greedy text {_clip(base)} has no second word to stop at")
+            raise CheckFailed(f"{mode}: the greedy text {quote(base)} has no second word to stop at")
         expected = base[: base.find(word)]
         got = kit.backend.complete(prompt, greedy(16, (word,)))
-        _expect(got == expected, f"{mode}: stop={word!r} gave {_clip(got)}, expected {_clip(expected)}")
+        _expect(got == expected, f"{mode}: stop={word!r} gave {quote(got)}, expected {quote(expected)}")
         streamed = "".join(kit.backend.stream(prompt, greedy(16, ("\u241e", word))))
-        _expect(streamed == expected, f"{mode}: streaming with stop={word!r} gave {_clip(streamed)}")
+        _expect(streamed == expected, f"{mode}: streaming with stop={word!r} gave {quote(streamed)}")
         done.append(f"{mode} stop={word!r}")
     return "; ".join(done)
 
@@ -186,13 +182,13 @@ def check_score(kit: Kit) -> str:
             done.append(f"{mode} (no generation log-probabilities to compare)")
             continue
         gen = "".join(t.text for t in tokens)
-        _expect(gen == text, f"{mode}: generate_logprobs text {_clip(gen)} differs from complete {_clip(text)}")
+        _expect(gen == text, f"{mode}: generate_logprobs text {quote(gen)} differs from complete {quote(text)}")
         first, total = tokens[0].logprob, sum(t.logprob for t in tokens)
         s_first, s_total = kit.backend.score(prompt, [tokens[0].text, text])
         _expect(_close_enough(s_first, first),
                 f"{mode}: score({tokens[0].text!r}) = {s_first:.4f} but generation gave {first:.4f}")
         _expect(_close_enough(s_total, total),
-                f"{mode}: score({_clip(text)}) = {s_total:.4f} but generation's tokens sum to {total:.4f}")
+                f"{mode}: score({quote(text)}) = {s_total:.4f} but generation's tokens sum to {total:.4f}")
         done.append(f"{mode} {len(tokens)} tokens, {s_total:.3f} vs {total:.3f}")
     return "; ".join(done)
 
@@ -230,7 +226,7 @@ def check_json_schema(kit: Kit) -> str:
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
-            raise CheckFailed(f"{mode}: constrained output is not JSON: {_clip(text)}") from None
+            raise CheckFailed(f"{mode}: constrained output is not JSON: {quote(text)}") from None
         errors = list(Draft202012Validator(schema).iter_errors(value))
         _expect(not errors, f"{mode}: {value!r} breaks the schema: {errors[0].message if errors else ''}")
         done.append(f"{mode} {json.dumps(value)}")
@@ -247,7 +243,7 @@ def check_choices(kit: Kit) -> str:
         if text is None:
             done.append(f"{mode} refused cleanly")
             continue
-        _expect(text.strip() in kit.prompts.choices, f"{mode}: {_clip(text)} is not one of {kit.prompts.choices}")
+        _expect(text.strip() in kit.prompts.choices, f"{mode}: {quote(text)} is not one of {kit.prompts.choices}")
         done.append(f"{mode} {text.strip()!r}")
     return "; ".join(done)
 
@@ -265,8 +261,8 @@ def check_cancel(kit: Kit) -> str:
     unread = kit.backend.stream(small, greedy(64))
     _close(unread)
     again = "".join(kit.backend.stream(small, greedy(6)))
-    _expect(again == reference, f"after closing an unread stream, streaming gave {_clip(again)}")
-    return f"closed after {first!r}; next requests answered {_clip(reference)}"
+    _expect(again == reference, f"after closing an unread stream, streaming gave {quote(again)}")
+    return f"closed after {first!r}; next requests answered {quote(reference)}"
 
 
 def _close(stream: Any) -> None:
@@ -303,7 +299,7 @@ def check_errors(kit: Kit) -> str:
             seen.append(f"{missing} prompt")
     text = b.complete(kit.prompt(mode), greedy(4))
     _expect(bool(text), "no answer after the errors")
-    return f"BackendError from {', '.join(seen)}; recovered with {_clip(text)}"
+    return f"BackendError from {', '.join(seen)}; recovered with {quote(text)}"
 
 
 def _expect_backend_error(what: str, call: Callable[[], object]) -> None:

@@ -34,6 +34,7 @@ from promptdsl.backend import (
     GenerationOptions,
     TokenLogprob,
     check_options,
+    close_stream,
     options_schema,
 )
 from promptdsl.errors import BackendError, BackendErrorKind
@@ -420,9 +421,7 @@ class _LoadedModel:
                     if text:
                         yield text
             finally:
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()
+                close_stream(chunks)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

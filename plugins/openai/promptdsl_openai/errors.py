@@ -14,7 +14,7 @@ from typing import Any
 
 import openai
 
-from promptdsl.errors import BackendError, BackendErrorKind
+from promptdsl.errors import BackendError, BackendErrorKind, one_line
 
 from .config import Settings
 
@@ -23,9 +23,7 @@ _CONTEXT_HINT = re.compile(r"context (length|window)|maximum context|too many to
 
 def _one_line(text: str, limit: int = 300) -> str:
     """First meaningful line of a server message, whitespace collapsed, clipped."""
-    line = next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
-    line = re.sub(r"\s+", " ", line)
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return one_line(next((ln for ln in str(text).splitlines() if ln.strip()), ""), limit)
 
 
 def server_message(exc: openai.APIError) -> str:
