@@ -167,6 +167,12 @@ class Backend(ABC):
         """Summed log-probability of each continuation right after ``prompt``."""
         raise BackendError("this backend cannot score continuations", backend=self.name)
 
+    @property
+    def scores_together(self) -> bool:
+        """True when :meth:`score_many` evaluates prompts together (then dataset runs hand it groups of rows;
+        otherwise rows go one at a time, each written as soon as it is scored)."""
+        return False
+
     def score_many(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[list[float] | BackendError]:
         """:meth:`score` for several prompts (dataset runs); a prompt that fails gets its error in its place.
 

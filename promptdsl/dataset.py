@@ -181,7 +181,7 @@ class DatasetRunner:
         return self._concurrent(rows)
 
     def _sequential(self, rows: Iterable[Row]) -> Iterator[Outcome]:
-        if self.batch > 1 and self.runner.method is Method.SCORE and self.runner.backend.local:
+        if self.batch > 1 and self.runner.method is Method.SCORE and self.runner.backend.scores_together:
             yield from self._batched(rows)
             return
         for row in rows:

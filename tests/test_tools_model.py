@@ -40,6 +40,8 @@ def test_calculator_agent_runs_word_problems_through_the_tool(agent: Runner) -> 
         assert (first["result"] is None) != (first["error"] is None)
         assert 1 <= len(result.steps) <= 3 and result.stop_reason in {"answer", "max_steps", "error"}
         assert isinstance(result.value, (int, float)) and not isinstance(result.value, bool)
+        if first["result"] is not None and result.stop_reason == "answer":  # direct: the tool's result is the answer
+            assert float(result.value) == pytest.approx(float(first["result"]))
 
 
 def test_without_tools_the_same_spec_answers_directly(agent: Runner, llamacpp_backend: Any) -> None:

@@ -517,6 +517,10 @@ class LlamaCppBackend(Backend):
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
         return self._model.score(prompt, continuations)
 
+    @property
+    def scores_together(self) -> bool:
+        return bool(self.options.get("batch", False))
+
     def score_many(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[list[float] | BackendError]:
         """With option ``batch: true``, several prompts per llama.cpp decode on sequences sharing the
         prefix's KV cells (see ``batch``: faster, but scores differ slightly from one at a time)."""

@@ -114,7 +114,11 @@ class OpenAIBackend(Backend):
         extra = {Capability.GRAMMAR} if self.grammar else set()
         if self.can_score:
             extra.add(Capability.SCORE)
-        native_tools = _flag(self.options, "tools") is not False  # -o tools=false: use the prompted path
+        # Native tool calls, except on llama.cpp-family servers (grammar honoured): there the prompted path decodes
+        # arguments under a grammar (reliable even for small models), and llama-cpp-python's tool-call formats drop
+        # tool results. -o tools=true / tools=false decide either way.
+        flag = _flag(self.options, "tools")
+        native_tools = (not self.grammar) if flag is None else flag
         if extra or not native_tools:
             # Per-instance capabilities: this server turned out to support more (or was told to use less).
             caps = BASE_CAPABILITIES | extra
