@@ -251,7 +251,6 @@ class Existing:
     """What a previous run already wrote: row index -> hash of its input."""
 
     done: dict[int, int] = field(default_factory=dict)
-    errors: int = 0
     repaired: bool = False
     good_end: int = 0  # bytes of whole result lines; a cut-off line after them is dropped on repair
     size: int = 0
@@ -290,7 +289,6 @@ def scan_output(path: Path, on_line: Callable[[dict[str, Any]], None] | None = N
                 if not isinstance(item, dict) or not isinstance(item.get("index"), int):
                     raise InputError(f"line {line_no} {not_ours}", source=str(path))
                 found.done[item["index"]] = row_hash(item.get("input"))
-                found.errors += "error" in item
                 if on_line is not None:
                     on_line(item)
         found.size = path.stat().st_size

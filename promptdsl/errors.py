@@ -102,21 +102,14 @@ class InputError(PromptDSLError):
         message: str,
         *,
         name: str | None = None,
-        row: int | None = None,
         source: str | None = None,
     ) -> None:
         super().__init__(message)
         self.name = name
-        self.row = row
         self.source = source
 
     def _text(self) -> str:
-        where = ""
-        if self.source:
-            where = self.source + (f": row {self.row}" if self.row is not None else "") + ": "
-        elif self.row is not None:
-            where = f"row {self.row}: "
-        return f"{where}{self.message}"
+        return f"{self.source}: {self.message}" if self.source else self.message
 
 
 class BackendErrorKind(str, Enum):

@@ -54,7 +54,7 @@ def validate_inputs(spec: Spec, values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_assignment(spec: Spec, text: str, *, cwd: Path | None = None) -> tuple[str, Any]:
+def parse_assignment(spec: Spec, text: str) -> tuple[str, Any]:
     """Parse one ``--input name=value`` (or ``name=@file``) into a typed value.
 
     Strings stay as typed; other declared types are read as JSON, so
@@ -72,8 +72,6 @@ def parse_assignment(spec: Spec, text: str, *, cwd: Path | None = None) -> tuple
         raw = raw[1:]
     elif raw.startswith("@"):
         path = Path(raw[1:])
-        if cwd is not None and not path.is_absolute():
-            path = cwd / path
         raw = _read_input_file(path, name, literal=f"{name}=@{raw}")
     return name, typed_value(spec.inputs.get(name, {}), raw)
 

@@ -26,11 +26,11 @@ from promptdsl.cache import CachedRunner, ResultCache, stored
 from promptdsl.cli import main
 from promptdsl.compiler import Compiler
 from promptdsl.errors import BackendError, InputError, SpecError, mask_secrets, quote, register_secret
+from promptdsl.expect import check_expectation
 from promptdsl.loader import RESERVED_INPUTS, load_spec
 from promptdsl.outputs import ParseFailure, parse_output
 from promptdsl.schema import RegexProblem, search
 from promptdsl.spec import FromSpec, OutputSpec, OutputType
-from promptdsl.spectests import check_expectation
 from promptdsl.templates import MAX_CHARS, TemplateFailure, render
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -63,7 +63,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    from ..spectests import run_tests
+    from ..expect import run_tests
 
     specs = [load_spec(p) for p in args.specs]
     passed = failed = 0

@@ -72,9 +72,6 @@ class ConformanceReport:
     def failures(self) -> list[CheckResult]:
         return [r for r in self.results if r.status == "fail"]
 
-    def status(self, name: str) -> Status:
-        return next(r.status for r in self.results if r.name == name)
-
     def __str__(self) -> str:
         head = f"conformance of backend '{self.backend}' (model {self.model}):"
         counts = {s: sum(r.status == s for r in self.results) for s in ("pass", "fail", "skip")}
