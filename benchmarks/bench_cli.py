@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import SPECS, Row, plain_llama, threads, tweets, write_jsonl
+from common import SPECS, Row, common_prefix, plain_llama, threads, tweets, write_jsonl
 
 from promptdsl import load_spec
 from promptdsl.compiler import Compiler
@@ -75,16 +75,6 @@ def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     return seconds, proc.stdout
 
 
-def _common_prefix(seqs: list[list[int]]) -> int:
-    first, n = seqs[0], len(seqs[0])
-    for s in seqs[1:]:
-        i = 0
-        while i < min(n, len(s)) and s[i] == first[i]:
-            i += 1
-        n = i
-    return n
-
-
 def bench(items: int = 200, rounds: int = 2, singles: int = 5) -> list[Row]:
     from promptdsl_llamacpp import embedded_model_path
 
@@ -99,7 +89,7 @@ def bench(items: int = 200, rounds: int = 2, singles: int = 5) -> list[Row]:
     n_threads = threads()
     probe_llm = plain_llama(model, n_threads)
     toks = [probe_llm.tokenize(p.text.encode("utf-8"), add_bos=True) for p in prompts]
-    shared = _common_prefix(toks)
+    shared = common_prefix(toks)
     item_tokens = sum(len(t) - shared for t in toks)
     stream = [t for seq in toks for t in seq]
     probe_batch = stream[:PROBE_TOKENS]

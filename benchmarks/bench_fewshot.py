@@ -25,6 +25,7 @@ from common import (
     Row,
     Timer,
     alternate,
+    common_prefix,
     local_backend,
     perf_delta,
     plain_llama,
@@ -39,17 +40,6 @@ from promptdsl import Prompt, Runner, load_spec
 from promptdsl.compiler import Compiler
 from promptdsl.datafile import DataFile
 from promptdsl.dataset import run_dataset
-
-
-def _common_prefix(seqs: list[list[int]]) -> int:
-    first = seqs[0]
-    n = len(first)
-    for s in seqs[1:]:
-        i = 0
-        while i < min(n, len(s)) and s[i] == first[i]:
-            i += 1
-        n = i
-    return n
 
 
 def bench(items: int = 200, slice_size: int = 10) -> list[Row]:
@@ -103,7 +93,7 @@ def bench(items: int = 200, slice_size: int = 10) -> list[Row]:
     )
 
     toks = [backend.llama.tokenize(p.text.encode("utf-8"), add_bos=True) for p in prompts]
-    shared = _common_prefix(toks)
+    shared = common_prefix(toks)
     item_tokens = sum(len(t) - shared for t in toks)
     bp = sum(base_perf, Perf())
     op = sum(ours_perf, Perf())

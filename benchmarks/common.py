@@ -61,6 +61,17 @@ def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
+def common_prefix(seqs: list[list[int]]) -> int:
+    """How many leading tokens every sequence shares (the prompt part evaluated once)."""
+    first, n = seqs[0], len(seqs[0])
+    for s in seqs[1:]:
+        i = 0
+        while i < min(n, len(s)) and s[i] == first[i]:
+            i += 1
+        n = i
+    return n
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     x = logits.astype(np.float64)
     m = x.max()

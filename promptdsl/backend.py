@@ -81,6 +81,10 @@ class GenerationOptions:
             kwargs["stop"] = tuple(stop)
         return cls(**kwargs)
 
+    def given(self, *names: str) -> dict[str, Any]:
+        """The named settings that are set (not None), as keyword arguments for a backend's own API."""
+        return {name: value for name in names if (value := getattr(self, name)) is not None}
+
 
 @dataclass(frozen=True)
 class Constraint:

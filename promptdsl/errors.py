@@ -112,7 +112,14 @@ class InputError(PromptDSLError):
         return f"{self.source}: {self.message}" if self.source else self.message
 
 
-class BackendErrorKind(str, Enum):
+class NamedEnum(str, Enum):
+    """A string enum that prints as its value (``str(Method.SCORE) == "score"``), in messages and JSON alike."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class BackendErrorKind(NamedEnum):
     """What went wrong at a backend; front ends decide by kind, never by message text."""
 
     CONNECT = "connect"  # nothing answers at the address

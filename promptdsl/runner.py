@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -263,10 +264,11 @@ def check_options(options: Mapping[str, Any]) -> None:
         raise InputError(f"option '{key}': {err.message}")
 
 
-def _call(backend: Backend, fn: Callable[[], Any]) -> Any:
-    """Call into the plugin; any failure leaves as a BackendError naming it."""
+@contextmanager
+def _plugin_errors(backend: Backend) -> Iterator[None]:
+    """Any failure inside the plugin leaves as a BackendError that names it."""
     try:
-        return fn()
+        yield
     except BackendError as exc:
         exc.backend = exc.backend or backend.name
         raise
@@ -274,19 +276,19 @@ def _call(backend: Backend, fn: Callable[[], Any]) -> Any:
         raise
     except Exception as exc:
         raise BackendError(f"{type(exc).__name__}: {exc}", backend=backend.name, exit_code=1) from exc
+
+
+def _call(backend: Backend, fn: Callable[[], Any]) -> Any:
+    """Call into the plugin under :func:`_plugin_errors`."""
+    with _plugin_errors(backend):
+        return fn()
 
 
 def _guarded(backend: Backend, chunks: Iterator[str]) -> Iterator[str]:
-    """Turn a plugin's stray exceptions into BackendErrors; close the source when closed."""
+    """Stream from the plugin under :func:`_plugin_errors`; close the source when closed."""
     try:
-        yield from chunks
-    except BackendError as exc:
-        exc.backend = exc.backend or backend.name
-        raise
-    except PromptDSLError:
-        raise
-    except Exception as exc:
-        raise BackendError(f"{type(exc).__name__}: {exc}", backend=backend.name, exit_code=1) from exc
+        with _plugin_errors(backend):
+            yield from chunks
     finally:
         close_stream(chunks)
 

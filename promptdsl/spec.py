@@ -3,34 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import NamedEnum
 from .yamlsource import Located
 
 if TYPE_CHECKING:
     from .tools.base import ToolUse
 
 
-class OutputType(str, Enum):
+class OutputType(NamedEnum):
     TEXT = "text"
     CHOICE = "choice"
     JSON = "json"
     REGEX = "regex"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Method(str, Enum):
+class Method(NamedEnum):
     AUTO = "auto"
     SCORE = "score"
     CONSTRAIN = "constrain"
     GENERATE = "generate"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class FromSpec(str):

@@ -100,6 +100,7 @@ class Recording(Backend):
     name = "recording"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.COMPLETION, Capability.SCORE})
     local = True
+    scores_together = True  # type: ignore[assignment]  # its score_many takes prompts together
 
     def __init__(self) -> None:
         super().__init__()
@@ -155,21 +156,25 @@ def test_dataset_runner_batches_rows_with_the_same_lines_in_order(tmp_path: Path
     assert many.calls == [8, 8, 3]  # 19 scoreable rows, 8 at a time
 
 
-def test_batches_only_for_score_on_local_backends(tmp_path: Path) -> None:
+def test_no_batches_for_a_remote_backend_that_scores_one_at_a_time(tmp_path: Path) -> None:
     remote = Recording()
     remote.local = False  # type: ignore[misc]
+    remote.scores_together = False  # type: ignore[misc]
     _lines(remote, [{"text": t} for t in TEXTS[:5]], tmp_path, batch=8)
     assert remote.calls == [1] * 5
 
 
-def test_run_dataset_uses_batches_by_default(tmp_path: Path) -> None:
-    backend = Recording()
+def test_run_dataset_batches_only_for_backends_that_score_together(tmp_path: Path) -> None:
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS), encoding="utf-8")
-    out: list[str] = []
-    summary = run_dataset(Runner(loads_spec(SPEC), backend), DataFile(data), out.append)
-    assert summary.ok == len(TEXTS) and len(out) == len(TEXTS)
-    assert max(backend.calls) > 1
+    for together in (True, False):
+        backend = Recording()
+        backend.scores_together = together  # type: ignore[misc]
+        out: list[str] = []
+        summary = run_dataset(Runner(loads_spec(SPEC), backend), DataFile(data), out.append)
+        assert summary.ok == len(TEXTS) and len(out) == len(TEXTS)
+        # One at a time, each row is written as soon as it is scored (and Ctrl+C stops after it).
+        assert (max(backend.calls) > 1) is together
 
 
 # ---------------------------------------------------------------------------- real model

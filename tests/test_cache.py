@@ -11,18 +11,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from test_runner import CHOICE_SPEC as CHOICE
 
 from promptdsl import Backend, Capability, Constraint, GenerationOptions, OutputError, Prompt, Runner, loads_spec
 from promptdsl.cache import CachedRunner, ResultCache, cacheable, default_path, prompt_key, runner_key
-
-CHOICE = """\
-version: 1
-name: c
-mode: completion
-inputs: {text: {type: string, minLength: 1}}
-template: "Text: {{ text }}\\nLabel:"
-output: {type: choice, choices: [Yes, No]}
-"""
 
 TEXT = """\
 version: 1

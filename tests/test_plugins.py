@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fake_dist import fake_distribution
 
 from promptdsl.cli import main
 from promptdsl.registry import backend_class, list_backends
@@ -135,20 +136,12 @@ def test_example_plugin_errors_are_clean(echo_cli: Callable[..., Ran], tmp_path:
 @pytest.fixture
 def broken_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A distribution with three broken backends, visible to importlib.metadata through sys.path."""
-    site = tmp_path / "site"
-    dist = site / "broken_backends-1.2.3.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-backends\nVersion: 1.2.3\n")
-    (dist / "entry_points.txt").write_text(
-        "[promptdsl.backends]\n"
-        "missing = promptdsl_no_such_module:Backend\n"
-        "explodes = broken_backend_explodes:Backend\n"
-        "wrongtype = json:loads\n"
-    )
-    (site / "broken_backend_explodes.py").write_text('raise RuntimeError("boom while importing")\n')
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    sys.modules.pop("broken_backend_explodes", None)
+    entry_points = {"missing": "promptdsl_no_such_module:Backend", "explodes": "broken_backend_explodes:Backend",
+                    "wrongtype": "json:loads"}
+    modules = {"broken_backend_explodes": 'raise RuntimeError("boom while importing")\n'}
+    with fake_distribution(tmp_path / "site", monkeypatch, "broken-backends", "1.2.3", "promptdsl.backends",
+                           entry_points, modules) as site:
+        yield site
 
 
 def test_broken_plugins_are_reported_by_name(broken_plugins: Path) -> None:

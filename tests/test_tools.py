@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
 import pytest
+from fake_dist import fake_distribution
 
 from promptdsl import SpecError, load_spec, loads_spec
 from promptdsl.tools import MaxLen, ToolError, ToolFailure, ToolUse, tool
@@ -157,28 +157,20 @@ def test_builtins_are_found_through_entry_points() -> None:
 @pytest.fixture
 def broken_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A distribution with broken and unusable tools, visible to importlib.metadata through sys.path."""
-    site = tmp_path / "site"
-    dist = site / "broken_tools-0.3.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-tools\nVersion: 0.3.0\n")
-    (dist / "entry_points.txt").write_text(
-        "[promptdsl.tools]\n"
-        "missing = promptdsl_no_such_module:Tool\n"
-        "explodes = broken_tool_explodes:Tool\n"
-        "wrongtype = json:loads\n"
-        "unbounded = unbounded_tool:Unbounded\n"
-    )
-    (site / "broken_tool_explodes.py").write_text('raise RuntimeError("boom in a tool")\n')
-    (site / "unbounded_tool.py").write_text(
-        "from promptdsl.tools import Tool\n"
-        "class Unbounded(Tool):\n"
-        "    name = 'unbounded'\n"
-        "    parameters = {'type': 'object', 'properties': {'text': {'type': 'string'}}}\n"
-    )
-    monkeypatch.syspath_prepend(str(site))
-    yield site
-    for mod in ("broken_tool_explodes", "unbounded_tool"):
-        sys.modules.pop(mod, None)
+    entry_points = {"missing": "promptdsl_no_such_module:Tool", "explodes": "broken_tool_explodes:Tool",
+                    "wrongtype": "json:loads", "unbounded": "unbounded_tool:Unbounded"}
+    modules = {
+        "broken_tool_explodes": 'raise RuntimeError("boom in a tool")\n',
+        "unbounded_tool": (
+            "from promptdsl.tools import Tool\n"
+            "class Unbounded(Tool):\n"
+            "    name = 'unbounded'\n"
+            "    parameters = {'type': 'object', 'properties': {'text': {'type': 'string'}}}\n"
+        ),
+    }
+    with fake_distribution(tmp_path / "site", monkeypatch, "broken-tools", "0.3.0", "promptdsl.tools",
+                           entry_points, modules) as site:
+        yield site
 
 
 def test_broken_tools_are_named_and_the_rest_work(broken_tools: Path) -> None:

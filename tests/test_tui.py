@@ -25,29 +25,11 @@ from promptdsl_tui.widgets.chat_input import ChatInput
 from promptdsl_tui.widgets.message import MessageView
 from promptdsl_tui.widgets.result_view import ResultView
 from promptdsl_tui.widgets.spec_form import SpecForm
-from test_tui_support import FAST, ROOT, ScriptedBackend, wait_for
+from test_tui_support import FAST, ROOT, SIZE, RecordingApp, ScriptedBackend, wait_for
 from textual import events
 from textual.widgets import Markdown, Select, Static, TextArea
 
 pytestmark = [pytest.mark.model, pytest.mark.anyio]
-SIZE = (100, 32)
-
-
-class RecordingApp(PromptDSLApp):
-    """The real app, keeping every notification so tests can read them."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.notices: list[tuple[str, str]] = []
-
-    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        self.notices.append((str(message), str(kwargs.get("severity", "information"))))
-        super().notify(message, *args, **kwargs)
-
-
-@pytest.fixture
-def store(tui_home: Path) -> HistoryStore:
-    return HistoryStore(tui_home / "history.sqlite3")
 
 
 def make_app(store: HistoryStore, **kwargs: Any) -> RecordingApp:

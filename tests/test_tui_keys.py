@@ -27,29 +27,12 @@ from promptdsl_tui.widgets.chat_view import CONTINUE_PROMPT
 from promptdsl_tui.widgets.message import MessageView
 from promptdsl_tui.widgets.result_view import ResultView
 from promptdsl_tui.widgets.spec_form import SpecForm
-from test_tui_support import ScriptedBackend, wait_for
+from test_tui_support import SIZE, ScriptedBackend, wait_for
+from test_tui_support import RecordingApp as App
 from textual import events
 from textual.widgets import Input, Label, Markdown, Select, Static
 
 pytestmark = pytest.mark.anyio
-SIZE = (100, 32)
-
-
-class App(PromptDSLApp):
-    """The real app, keeping every notification so tests can read them."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.notices: list[tuple[str, str]] = []
-
-    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        self.notices.append((str(message), str(kwargs.get("severity", "information"))))
-        super().notify(message, *args, **kwargs)
-
-
-@pytest.fixture
-def store(tui_home: Path) -> HistoryStore:
-    return HistoryStore(tui_home / "history.sqlite3")
 
 
 def make(store: HistoryStore, backend: ScriptedBackend, **kwargs: Any) -> App:

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from promptdsl_tui.app import PromptDSLApp
+from promptdsl_tui.history import HistoryStore
 
 from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions
 from promptdsl.errors import BackendError
@@ -100,6 +102,29 @@ def tui_home(home: Path) -> Path:
     """PROMPTDSL_HOME for one TUI test (history and exports land here)."""
     home.mkdir(parents=True, exist_ok=True)
     return home
+
+
+# --------------------------------------------------------------------------- the app under test
+
+
+SIZE = (100, 32)
+
+
+class RecordingApp(PromptDSLApp):
+    """The real app, keeping every notification so tests can read them."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.notices: list[tuple[str, str]] = []
+
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        self.notices.append((str(message), str(kwargs.get("severity", "information"))))
+        super().notify(message, *args, **kwargs)
+
+
+@pytest.fixture
+def store(tui_home: Path) -> HistoryStore:
+    return HistoryStore(tui_home / "history.sqlite3")
 
 
 # --------------------------------------------------------------------------- killed-mid-reply child

@@ -16,11 +16,10 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from ..errors import PromptDSLError
+from ..errors import NamedEnum, PromptDSLError
 
 #: Seconds a call may take when the spec does not say.
 DEFAULT_TIMEOUT = 10.0
@@ -36,15 +35,12 @@ class ToolFailure(Exception):
     """Raised by a tool for an expected failure; its message goes back to the model as is."""
 
 
-class Approval(str, Enum):
+class Approval(NamedEnum):
     """Who decides whether a call runs: ``auto`` runs it, ``ask`` asks the user, ``deny`` refuses."""
 
     AUTO = "auto"
     ASK = "ask"
     DENY = "deny"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class Tool:
@@ -149,11 +145,8 @@ class Step:
         return self.result if self.error is None and self.result is not None else f"error: {self.error}"
 
 
-class StopReason(str, Enum):
+class StopReason(NamedEnum):
     ANSWER = "answer"
     MAX_STEPS = "max_steps"
     DENIED = "denied"
     ERROR = "error"
-
-    def __str__(self) -> str:
-        return self.value

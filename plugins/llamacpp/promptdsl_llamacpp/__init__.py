@@ -405,12 +405,7 @@ class _LoadedModel:
                 "grammar": grammar,
                 "repeat_penalty": 1.0,
             }
-            if options.seed is not None:
-                kwargs["seed"] = options.seed
-            if options.top_p is not None:
-                kwargs["top_p"] = options.top_p
-            if options.top_k is not None:
-                kwargs["top_k"] = options.top_k
+            kwargs.update(options.given("seed", "top_p", "top_k"))
             try:
                 chunks = self.llm.create_completion(tokens, **kwargs)
             except ValueError as exc:

@@ -201,12 +201,8 @@ class OpenAIBackend(Backend):
             kwargs[field] = options.max_tokens
         if options.stop:
             kwargs["stop"] = list(options.stop)
-        if options.seed is not None:
-            kwargs["seed"] = options.seed
-        if options.top_p is not None:
-            kwargs["top_p"] = options.top_p
-        if options.top_k is not None:
-            extra["top_k"] = options.top_k
+        kwargs.update(options.given("seed", "top_p"))
+        extra.update(options.given("top_k"))  # not in OpenAI's API; llama.cpp-family servers read it
         if plan.grammar is not None:
             extra["grammar"] = plan.grammar
         if plan.boost is not None:
