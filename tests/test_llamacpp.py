@@ -211,3 +211,11 @@ def test_promptdsl_test_passes_on_every_shipped_spec(capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert code == 0, out
     assert "0 failed" in out and "FAIL" not in out
+
+
+def test_a_tiny_context_is_a_clear_error_not_a_numpy_one(capsys: pytest.CaptureFixture[str]) -> None:
+    """llama.cpp pads n_ctx up to 256 but llama-cpp-python's buffers keep the size asked for: the check uses the smaller."""
+    code = main(["run", str(SPECS / "sentiment.yaml"), "-i", "text=I love it", "-o", "n_ctx=16", "-o", "n_threads=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "context holds 16" in err and "broadcast" not in err

@@ -330,8 +330,14 @@ class _LoadedModel:
             return []
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=special))
 
+    @property
+    def n_ctx(self) -> int:
+        """Usable context: llama.cpp pads its own up (to 256 at least), llama-cpp-python's buffers keep the
+        requested size, so the smaller one is what fits."""
+        return min(int(self.llm.n_ctx()), self.settings.n_ctx)
+
     def check_fits(self, n_prompt: int, extra: int = 0, what: str = "to generate") -> None:
-        n_ctx = self.llm.n_ctx()
+        n_ctx = self.n_ctx
         if n_prompt + extra > n_ctx:
             raise BackendError(
                 f"the prompt is {n_prompt} tokens (+{extra} {what}) but the model's "
@@ -395,7 +401,7 @@ class _LoadedModel:
         with self.lock:
             tokens = self.tokens(prompt)
             self.check_fits(len(tokens), 1)
-            max_tokens = min(options.max_tokens or self.llm.n_ctx(), self.llm.n_ctx() - len(tokens))
+            max_tokens = min(options.max_tokens or self.n_ctx, self.n_ctx - len(tokens))
             grammar = _grammar(constraint, prompt.continuation_prefix) if constraint else None
             kwargs: dict[str, Any] = {
                 "max_tokens": max_tokens,
@@ -545,7 +551,7 @@ class LlamaCppBackend(Backend):
             llm = model.llm
             out: Any = llm.create_completion(
                 tokens,
-                max_tokens=min(options.max_tokens or llm.n_ctx(), llm.n_ctx() - len(tokens)),
+                max_tokens=min(options.max_tokens or model.n_ctx, model.n_ctx - len(tokens)),
                 temperature=0.0,
                 stop=list(options.stop),
                 repeat_penalty=1.0,
@@ -566,7 +572,7 @@ class LlamaCppBackend(Backend):
             return result
 
     def context_length(self) -> int:
-        return int(self._model.llm.n_ctx())
+        return self._model.n_ctx
 
     def count_tokens(self, prompt: Prompt) -> int:
         with self._model.lock:
