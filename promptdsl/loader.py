@@ -17,7 +17,7 @@ from jsonschema.exceptions import ValidationError
 
 from . import schema as schemas
 from .errors import InputError, SpecError, did_you_mean, quote
-from .inputs import validate_inputs
+from .inputs import has_surrogate, validate_inputs
 from .schema import spec_schema
 from .spec import (
     Example,
@@ -311,7 +311,7 @@ def _load_examples_file(path: Path, located: Located) -> list[Example]:
         problems = schemas.errors(example_schema, item)
         if problems:
             raise SpecError(f"bad example: {_quoted_message(problems[0])}", file=file, line=line)
-        if _has_surrogate(item):
+        if has_surrogate(item):
             raise SpecError(
                 "bad example: text holds a lone surrogate, which is not valid Unicode", file=file, line=line
             )
@@ -390,16 +390,6 @@ def _check_expect(expect: Any, located: Located, where: KeyPath) -> None:
         if problem is not None:
             message, sub = problem
             raise located.error(f"expected {message}", (*where, "schema", *sub))
-
-
-def _has_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        return any("\ud800" <= c <= "\udfff" for c in value)
-    if isinstance(value, dict):
-        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_surrogate(v) for v in value)
-    return False
 
 
 def _check_input(spec: Spec, values: dict[str, Any], located: Located, path: KeyPath, what: str) -> None:
