@@ -13,13 +13,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from .datafile import DataFile
-from .dataset import DatasetRun, Outcome, Summary
+from .dataset import Outcome
 from .errors import InputError
-from .runner import Runner
 from .spec import OutputType, Spec
 
 ERROR = "(error)"
@@ -271,21 +268,3 @@ class Evaluation:
         value = outcome.result.value if outcome.result is not None else None
         line["label"] = gold
         line["correct"] = score_line(self.metrics, gold, value, outcome.ok)
-
-
-def evaluate(
-    runner: Runner,
-    data: DataFile,
-    label: str,
-    out: Path | None = None,
-    *,
-    cache: bool = True,
-    limit: int | None = None,
-    **options: Any,
-) -> tuple[Metrics, Summary]:
-    """Run ``runner`` over ``data`` and score it against ``label``: the library side of ``promptdsl eval``."""
-    evaluation = Evaluation(runner.spec, label)
-    run = DatasetRun(runner.spec, data, out, runner=runner, cache=cache, limit=limit,
-                     on_resumed_line=evaluation.on_resumed_line, **options)
-    summary = run.execute(on_outcome=evaluation.on_outcome)
-    return evaluation.metrics, summary
