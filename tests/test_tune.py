@@ -87,6 +87,23 @@ def test_negative_alpha_is_refused() -> None:
 
 
 @needs_torch
+def test_batches_see_every_row_once_per_epoch_with_little_padding() -> None:
+    from promptdsl.tune.train import TuneConfig, batches
+
+    rng = random.Random(1)
+    lengths = [rng.randint(20, 120) for _ in range(1000)]
+    config = TuneConfig(batch=8)
+    plan = batches(lengths, config, 2 * config.total_steps(len(lengths)))
+    first, second = plan[:125], plan[125:]
+    for epoch in (first, second):
+        assert sorted(i for b in epoch for i in b) == list(range(1000))  # each row exactly once
+    assert first != second and plan == batches(lengths, config, 250)  # reshuffled; the same on a resume
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in first)
+    assert padded < 1.1 * sum(lengths)  # random batches of 8 would pad these lengths by ~60%
+    assert len(plan) == 250 and all(1 <= len(b) <= 8 for b in plan)
+
+
+@needs_torch
 def test_qk_permutation_round_trips() -> None:
     import numpy as np
 

@@ -28,6 +28,9 @@ from ..prompt import Prompt
 from .gguf_io import GGUFModel, GGUFModelError
 from .loss import token_weights, weighted_lm_loss
 
+#: Batches are formed by length within pools of this many batches (see :func:`batches`).
+BUCKET_POOL = 16
+
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -90,33 +93,27 @@ class TrainLog:
 
 
 class LlamaTokens:
-    """The llamacpp backend's own tokenization of prompts and answers."""
+    """The llamacpp backend's own tokenization of prompts and answers: the exact ids inference uses."""
 
     def __init__(self, model_path: Path, threads: int) -> None:
         from promptdsl_llamacpp import LlamaCppBackend
 
         self.backend = LlamaCppBackend(str(model_path), {"n_threads": threads})
-        self.loaded = self.backend._model  # the plugin's tokenizer: the exact ids inference uses
-        llm = self.loaded.llm
-        import llama_cpp
-
-        eot = int(llama_cpp.llama_vocab_eot(llm._model.vocab))
-        self.end_of_turn = eot if eot >= 0 else int(llm.token_eos())
+        self.end_of_turn = self.backend.end_of_turn_id
 
     def sequence(self, prompt: Prompt, response: str) -> Sequence_:
-        head = self.loaded.tokens(prompt)
-        tail = self.loaded._cont_tokens(response)
+        head = self.backend.prompt_ids(prompt)
+        tail = self.backend.continuation_ids(response)
         return Sequence_((*head, *tail, self.end_of_turn), len(head))
 
     def text(self, prompt: Prompt, response: str) -> str:
-        return str(self.loaded.prompt_text(prompt)) + response
+        return self.backend.prompt_text(prompt) + response
 
     def tokenize_text(self, text: str) -> list[int]:
-        return list(self.loaded.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        return self.backend.text_ids(text)
 
     def logits(self, tokens: Sequence[int]) -> np.ndarray:
-        with self.loaded.lock:
-            return np.asarray(self.loaded.eval_with_prefix(list(tokens)))
+        return self.backend.next_token_logits(tokens)
 
 
 def encode(rows: Sequence[InstructionRow], tok: LlamaTokens, max_tokens: int) -> list[Sequence_]:
@@ -181,16 +178,29 @@ def add_lora(model: Any, config: TuneConfig) -> Any:
     return get_peft_model(model, lora)
 
 
-def batches(n_rows: int, config: TuneConfig, total: int) -> list[list[int]]:
-    """The row indices of every step: epochs shuffled by the seed, the same on every resume."""
-    order: list[int] = []
+def batches(lengths: Sequence[int], config: TuneConfig, total: int) -> list[list[int]]:
+    """The row indices of every step: the same for a seed on every resume.
+
+    Each epoch is shuffled, cut into pools of ``BUCKET_POOL`` batches, and each pool is sorted by
+    length before it is cut into batches (whose order is shuffled again): a batch holds rows of
+    similar length, so little of each step is spent on padding (a third fewer tokens on tweets),
+    while every row is still seen once per epoch in a random context.
+    """
+    plan: list[list[int]] = []
     epoch = 0
-    while len(order) < total * config.batch:
-        idx = list(range(n_rows))
-        random.Random(config.seed * 1_000_003 + epoch).shuffle(idx)
-        order += idx
+    while len(plan) < total:
+        rng = random.Random(config.seed * 1_000_003 + epoch)
+        idx = list(range(len(lengths)))
+        rng.shuffle(idx)
+        pool = BUCKET_POOL * config.batch
+        chunks: list[list[int]] = []
+        for start in range(0, len(idx), pool):
+            part = sorted(idx[start : start + pool], key=lambda i: lengths[i])
+            chunks += [part[j : j + config.batch] for j in range(0, len(part), config.batch)]
+        rng.shuffle(chunks)  # the one short batch of an epoch (rows % batch) may come anywhere
+        plan += chunks
         epoch += 1
-    return [order[i * config.batch : (i + 1) * config.batch] for i in range(total)]
+    return plan[:total]
 
 
 def collate(seqs: Sequence[Sequence_], alpha: float, pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -235,7 +245,7 @@ def train(
 ) -> TrainLog:
     """Run the steps; ``stop`` set (Ctrl+C) saves a checkpoint at the step boundary and raises."""
     total = config.total_steps(len(seqs))
-    plan = batches(len(seqs), config, total)
+    plan = batches([len(s.tokens) for s in seqs], config, total)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(config, total))

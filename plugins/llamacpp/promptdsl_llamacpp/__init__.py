@@ -510,6 +510,34 @@ class LlamaCppBackend(Backend):
         """The underlying ``llama_cpp.Llama`` (for benchmarks and power users)."""
         return self._model.llm
 
+    # ---- token-level access for tuning: the exact ids inference evaluates
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """The prompt's token ids as this backend evaluates them (chat markup included)."""
+        return self._model.tokens(prompt)
+
+    def continuation_ids(self, text: str) -> list[int]:
+        """The ids of ``text`` following a prompt, as ``score`` reads an answer."""
+        return self._model._cont_tokens(text)
+
+    def text_ids(self, text: str) -> list[int]:
+        """``text`` tokenized with control-token markup recognised (what a formatted prompt is)."""
+        return self._model._tokenize(text, bos=False, special=True)
+
+    @property
+    def end_of_turn_id(self) -> int:
+        """The token that ends an answer: the vocabulary's end-of-turn, else end-of-sequence."""
+        import llama_cpp
+
+        llm = self._model.llm
+        eot = int(llama_cpp.llama_vocab_eot(llm._model.vocab))
+        return eot if eot >= 0 else int(llm.token_eos())
+
+    def next_token_logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits for the token after ``ids`` (the KV cache's common prefix is reused)."""
+        with self._model.lock:
+            return np.asarray(self._model.eval_with_prefix(list(ids)))
+
     def stream(
         self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None
     ) -> Iterator[str]:
