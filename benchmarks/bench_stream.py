@@ -1,4 +1,4 @@
-"""Streaming generation speed: promptdsl's Runner.stream vs llama-cpp-python directly.
+"""Streaming generation speed: promptdsl's Runner.response vs llama-cpp-python directly.
 
 Same model object, same prompt, greedy decoding, same token budget; runs alternate
 (direct, promptdsl, promptdsl, direct, ...) and the generated token count comes from
@@ -46,7 +46,7 @@ def bench(rounds: int = 6, max_tokens: int = 160) -> list[Row]:
     def ours() -> tuple[str, float, int]:
         before = Perf.read(llm)
         start = time.perf_counter()
-        parts = list(runner.stream(values))
+        parts = list(runner.response(values))
         seconds = time.perf_counter() - start
         return "".join(parts), seconds, (Perf.read(llm) - before).e_tokens
 

@@ -276,7 +276,7 @@ class CachedRunner:
         if self.enabled and not result.cached:
             self.cache.put(self.key(prompt), stored(result))
 
-    def stream(self, inputs: dict[str, Any]) -> Response:
+    def response(self, inputs: dict[str, Any]) -> Response:
         values, prompt = self.runner.prepare(inputs)
         hit = self.lookup(prompt)
         if hit is not None:
@@ -292,4 +292,4 @@ class CachedRunner:
         return Response(iter(inner), finish)
 
     def run(self, inputs: dict[str, Any]) -> Result:
-        return self.stream(inputs).result()
+        return self.response(inputs).result()

@@ -134,16 +134,18 @@ class Runner:
         values = validate_inputs(self.spec, inputs)
         return values, self.compiler.compile(values)
 
-    def stream(self, inputs: Mapping[str, Any]) -> Response:
-        """A lazy Response: iterate it for text as it comes, ``result()`` for the value."""
+    def response(self, inputs: Mapping[str, Any]) -> Response:
+        """A lazy Response: iterate it for text as it comes, ``result()`` for the value.
+
+        (``Backend.stream`` is the plugin's generator of text pieces; this is the run's answer.)"""
         return self.respond(*self.prepare(inputs))
 
     def run(self, inputs: Mapping[str, Any]) -> Result:
         """Run one input to a parsed, validated Result."""
-        return self.stream(inputs).result()
+        return self.response(inputs).result()
 
     def respond(self, values: dict[str, Any], prompt: Prompt) -> Response:
-        """Like :meth:`stream` for an input already through :meth:`prepare` (caches, batch runs)."""
+        """Like :meth:`response` for an input already through :meth:`prepare` (caches, batch runs)."""
         if self.tool_loop is not None:
             return self.tool_loop.respond(values, prompt)
         return self.answer(values, prompt)

@@ -103,7 +103,7 @@ def test_choice_constrained_by_grammar_is_one_of_the_choices(llamacpp_backend: A
 def test_streamed_text_arrives_in_pieces_and_equals_the_whole(llamacpp_backend: Any) -> None:
     spec = load_spec(SPECS / "qa.yaml")
     runner = Runner(spec, llamacpp_backend)
-    response = runner.stream({"question": "What is the capital of France?"})
+    response = runner.response({"question": "What is the capital of France?"})
     pieces = list(response)
     assert len(pieces) > 3
     assert "Paris" in response.result().value
@@ -113,7 +113,7 @@ def test_streamed_text_arrives_in_pieces_and_equals_the_whole(llamacpp_backend: 
 
 def test_closing_a_stream_early_leaves_the_backend_usable(llamacpp_backend: Any) -> None:
     runner = Runner(load_spec(SPECS / "summarize.yaml"), llamacpp_backend)
-    response = runner.stream({"text": "A long story about a cat who travels the world and learns to cook."})
+    response = runner.response({"text": "A long story about a cat who travels the world and learns to cook."})
     first = next(iter(response))
     response.close()
     assert first and response.partial == first

@@ -142,7 +142,7 @@ def test_inputs_are_validated_before_any_backend_call() -> None:
 def test_response_streams_lazily_and_forces() -> None:
     backend = Scripted("one two three", {Capability.CHAT})
     spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
-    response = Runner(spec, backend).stream({"q": "x"})
+    response = Runner(spec, backend).response({"q": "x"})
     assert backend.calls == []  # nothing runs until iterated
     it = iter(response)
     assert next(it) == "one "
@@ -176,7 +176,7 @@ def test_a_stream_that_raises_at_once_is_a_backend_error_naming_the_plugin() -> 
     spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
     runner = Runner(spec, RaisesAtOnce("", {Capability.CHAT}))
     with pytest.raises(BackendError) as err:
-        runner.stream({"q": "x"})
+        runner.response({"q": "x"})
     assert str(err.value) == "scripted: KeyError: 'model'" and err.value.exit_code == 1
     json_runner = Runner(loads_spec(JSON_SPEC), RaisesAtOnce("", {Capability.CHAT, Capability.GRAMMAR}))
     assert json_runner.method is Method.CONSTRAIN

@@ -37,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.out is not None:
         raise InputError("--out goes with --data (a dataset run); for one input use --json")
     values = validate_inputs(spec, collect_inputs(spec, args.input, sys.stdin))
-    response = runner_from_args(spec, args).stream(values)
+    response = runner_from_args(spec, args).response(values)
     if args.stream and not args.json:
         for chunk in response:
             sys.stdout.write(chunk)

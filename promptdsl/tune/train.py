@@ -14,6 +14,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -175,7 +176,9 @@ def add_lora(model: Any, config: TuneConfig) -> Any:
 
     torch.manual_seed(config.seed)
     lora = LoraConfig(r=config.rank, lora_alpha=2 * config.rank, lora_dropout=0.0, target_modules=list(TARGETS))
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft calls a transformers name deprecated in v5: not the user's concern
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*gradient_checkpointing.*")
+        return get_peft_model(model, lora)
 
 
 def batches(lengths: Sequence[int], config: TuneConfig, total: int) -> list[list[int]]:

@@ -246,7 +246,7 @@ class SpecScreen(Screen[None]):
         response = None
         try:
             runner = self.runner()
-            response = runner.stream(values)
+            response = runner.response(values)
             for chunk in response:
                 if stop.is_set():
                     response.close()
