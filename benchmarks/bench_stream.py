@@ -7,6 +7,7 @@ llama.cpp's own counters. The texts must be identical.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -14,15 +15,11 @@ from common import Perf, Row, local_backend, median
 
 from promptdsl import Runner, loads_spec
 
-STORY = """\
-version: 1
-name: story
-mode: completion
-inputs: {topic: {type: string}}
-template: "Here is a long, detailed story about {{ topic }}.\\n\\nOnce upon a time"
-output: {type: text, max_tokens: 160, stop: []}
-model: {options: {temperature: 0}}
-"""
+STORY = json.dumps({  # a spec as JSON (which is YAML): a long greedy generation
+    "version": 1, "name": "story", "mode": "completion", "inputs": {"topic": {"type": "string"}},
+    "template": "Here is a long, detailed story about {{ topic }}.\n\nOnce upon a time",
+    "output": {"type": "text", "max_tokens": 160, "stop": []}, "model": {"options": {"temperature": 0}},
+})
 
 
 def bench(rounds: int = 6, max_tokens: int = 160) -> list[Row]:

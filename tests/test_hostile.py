@@ -351,14 +351,8 @@ def test_quote_escapes_and_caps(value: str, shown: str) -> None:
 
 # ============================================================================ 7. the cache is disposable
 
-CHOICE = """\
-version: 1
-name: c
-mode: completion
-inputs: {text: {type: string}}
-template: "Text: {{ text }}\\nLabel:"
-output: {type: choice, choices: [Yes, No]}
-"""
+CHOICE = 'version: 1\nname: c\nmode: completion\ninputs: {text: {type: string}}\n' \
+    'template: "Text: {{ text }}\\nLabel:"\noutput: {type: choice, choices: [Yes, No]}\n'
 
 
 class Scoring(Backend):

@@ -101,6 +101,10 @@ class _EvalBar(RowProgress):
         self.__exit__(None, None, None)
 
 
+#: The flags that are TuneConfig fields of the same name.
+CONFIG_FLAGS = ("alpha", "steps", "epochs", "lr", "rank", "batch", "seed", "out_type")
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from ..tune.train import TuneConfig
 
@@ -110,16 +114,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.force and not args.resume:
         say(f"promptdsl: error: {args.out} exists (use --force to overwrite)")
         return 2
-    config = TuneConfig(
-        alpha=args.alpha,
-        steps=args.steps,
-        epochs=args.epochs,
-        lr=args.lr,
-        rank=args.rank,
-        batch=args.batch,
-        seed=args.seed,
-        out_type=args.out_type,
-    )
+    config = TuneConfig(**{name: getattr(args, name) for name in CONFIG_FLAGS})
     listener = _CliListener()
     stop = threading.Event()
     try:
