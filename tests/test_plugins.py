@@ -120,14 +120,14 @@ def test_example_plugin_errors_are_clean(echo_cli: Callable[..., Ran], tmp_path:
     spec = tmp_path / "s.yaml"
     spec.write_text("version: 1\nname: s\ninstruction: Repeat.\ninputs: {text: {type: string}}\n"
                     "template: '{{ text }}'\noutput: {type: text}\n")
-    proc = echo_cli("run", str(spec), "--backend", "echo", "-o", "context_length=3",
+    proc = echo_cli("run", str(spec), "--backend", "echo", "-o", "n_ctx=3",
                     "--input", "text=one two three four five")
     assert proc.returncode == 2
     assert proc.stderr.startswith("promptdsl: error: echo: the prompt is") and proc.stderr.count("\n") == 1
     proc = echo_cli("run", str(spec), "--backend", "echo", "-o", "prefx=hi", "--input", "text=one")
     assert proc.returncode == 2
     assert proc.stderr == ("promptdsl: error: echo: unknown option 'prefx' (did you mean 'prefix'?); "
-                           "this backend's options: context_length, prefix\n")
+                           "this backend's options: n_ctx, prefix\n")
 
 
 # ---------------------------------------------------------------------------- broken plugins

@@ -31,22 +31,22 @@ DEFAULT_CONTEXT = 4096
 
 
 class EchoBackend(Backend):
-    """Echoes the prompt's last input. Options: ``context_length`` (words), ``prefix`` (text to prepend)."""
+    """Echoes the prompt's last input. Options: ``n_ctx`` (context size in words), ``prefix`` (text to prepend)."""
 
     name = "echo"
     capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.STREAM})
     options_schema = options_schema({
-        "context_length": {"type": "integer", "minimum": 1, "default": DEFAULT_CONTEXT, "description": "words"},
+        "n_ctx": {"type": "integer", "minimum": 1, "default": DEFAULT_CONTEXT, "description": "words"},
         "prefix": {"type": "string", "default": "", "description": "text put before every answer"},
     })
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(model, options)
         try:
-            self.n_ctx = int(self.options.get("context_length", DEFAULT_CONTEXT))
+            self.n_ctx = int(self.options.get("n_ctx", DEFAULT_CONTEXT))
         except (TypeError, ValueError):
             raise BackendError(
-                f"option context_length must be an integer, got {self.options['context_length']!r}",
+                f"option n_ctx must be an integer, got {self.options['n_ctx']!r}",
                 backend=self.name,
                 exit_code=2,
             ) from None

@@ -76,7 +76,7 @@ class OpenAIBackend(Backend):
     Options (``model.options`` / ``-o``): ``base_url``, ``timeout`` (seconds),
     ``max_retries``, ``api_key_env`` (variable holding the key, default
     ``OPENAI_API_KEY``), ``grammar`` (``auto``/``true``/``false``: use the llama.cpp
-    ``grammar`` and ``logit_bias`` extensions), ``context_length``, ``organization``.
+    ``grammar`` and ``logit_bias`` extensions), ``n_ctx`` (the context size, as llamacpp names it), ``organization``.
     """
 
     name = "openai"
@@ -89,7 +89,7 @@ class OpenAIBackend(Backend):
         "api_key_env": {"description": "variable holding the key (default OPENAI_API_KEY)"},
         "api_key": {"description": "refused: keys come only from the environment"},
         "grammar": {"description": "auto/true/false: llama.cpp grammar extensions"},
-        "context_length": {"description": "tokens"}, "organization": {"description": "OpenAI organization"},
+        "n_ctx": {"description": "context size in tokens"}, "organization": {"description": "OpenAI organization"},
     })
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
@@ -131,7 +131,7 @@ class OpenAIBackend(Backend):
         return self._model_name
 
     def context_length(self) -> int | None:
-        return self.settings.context_length
+        return self.settings.n_ctx
 
     def close(self) -> None:
         self.client.close()

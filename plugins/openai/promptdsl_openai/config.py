@@ -41,7 +41,7 @@ DEFAULT_MAX_RETRIES = 2
 NO_KEY = "no-key"
 
 KNOWN_OPTIONS = frozenset(
-    {"base_url", "timeout", "max_retries", "api_key_env", "grammar", "context_length", "organization", "tools"}
+    {"base_url", "timeout", "max_retries", "api_key_env", "grammar", "n_ctx", "organization", "tools"}
 )
 CONFIG_NAME = "openai.yaml"
 CONFIG_KEYS = frozenset({"base_url", "api_key_env", "organization", "timeout", "max_retries", "trusted_base_urls"})
@@ -57,7 +57,7 @@ class Settings:
     timeout: float
     max_retries: int
     grammar: bool | None  # None: probe the server once
-    context_length: int | None
+    n_ctx: int | None
     organization: str | None
     api_key: str = field(repr=False)
     key_source: str = ""
@@ -175,7 +175,7 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str] | None = None
     timeout = float(_number(merged, "timeout", float, DEFAULT_TIMEOUT))
     max_retries = int(_number(merged, "max_retries", int, DEFAULT_MAX_RETRIES))
     grammar = _flag(options, "grammar")
-    context_length = _number(options, "context_length", int, None)
+    n_ctx = _number(options, "n_ctx", int, None)
     key_env = str(options.get("api_key_env") or config.get("api_key_env") or "OPENAI_API_KEY")
     key = env.get(key_env, "")
     register_secret(key)
@@ -197,7 +197,7 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str] | None = None
         timeout=timeout,
         max_retries=max_retries,
         grammar=grammar,
-        context_length=context_length,
+        n_ctx=n_ctx,
         organization=str(organization) if organization else None,
         api_key=key,
         key_source=key_env if key != NO_KEY else "",
