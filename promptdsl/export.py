@@ -282,9 +282,23 @@ def tests_reference(spec: Spec) -> Reference:
 
 
 def spec_hash(spec: Spec) -> str:
-    """sha256 of the resolved spec (after ``extends``), so the meta data names what was rendered."""
-    text = json.dumps(spec.data, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
+    """sha256 of the resolved spec (after ``extends``), so the meta data names what was rendered.
+
+    Taken from the typed spec (not the file): where the file lives and how it is laid out do
+    not change it."""
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in ("path", "source")}
+    text = json.dumps(_plain(fields), ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 def file_hash(path: Path | None) -> str | None:

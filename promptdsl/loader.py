@@ -260,7 +260,6 @@ def _build(data: dict[str, Any], located: Located, path: Path) -> Spec:
         tool_choice=data.get("tool_choice", "auto"),
         max_steps=data.get("max_steps", 5),
         path=path,
-        data=data,
         source=located,
     )
 

@@ -112,8 +112,7 @@ class Spec:
     tool_choice: str = "auto"  # auto | required | none | a tool's name
     max_steps: int = 5  # tool calls before a final answer is forced
     path: Path | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    source: Located | None = None
+    source: Located | None = None  # where each key stands in the file, for messages
 
     @property
     def label(self) -> str:
