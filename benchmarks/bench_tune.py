@@ -21,7 +21,7 @@ from promptdsl.datafile import DataFile
 from promptdsl.evaluate import ChoiceMetrics
 from promptdsl.export import compile_rows, contamination, eval_reference, input_text
 from promptdsl.tune import Listener, summary_lines, tune
-from promptdsl.tune.train import TuneConfig
+from promptdsl.tune.config import TuneConfig
 
 SPEC = Path(__file__).resolve().parent.parent / "specs" / "emotion.yaml"
 TARGET_F1 = 0.68

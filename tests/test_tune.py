@@ -88,11 +88,12 @@ def test_negative_alpha_is_refused() -> None:
 
 @needs_torch
 def test_batches_see_every_row_once_per_epoch_with_little_padding() -> None:
-    from promptdsl.tune.train import TuneConfig, batches
+    from promptdsl.tune.config import TuneConfig
+    from promptdsl.tune.train import batches
 
     rng = random.Random(1)
     lengths = [rng.randint(20, 120) for _ in range(1000)]
-    config = TuneConfig(batch=8)
+    config = TuneConfig(batch=8, epochs=1)
     plan = batches(lengths, config, 2 * config.total_steps(len(lengths)))
     first, second = plan[:125], plan[125:]
     for epoch in (first, second):
@@ -176,7 +177,7 @@ def test_tuning_teaches_made_up_labels_through_the_llamacpp_backend(tmp_path: Pa
     from promptdsl.export import Reference, contamination
     from promptdsl.loader import loads_spec
     from promptdsl.tune import tune
-    from promptdsl.tune.train import TuneConfig
+    from promptdsl.tune.config import TuneConfig
 
     train, test = _rows(TRAIN_FRAMES), _rows(TEST_FRAMES)
     ref = Reference("train")

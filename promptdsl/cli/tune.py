@@ -14,6 +14,7 @@ from ..datafile import DataFile
 from ..evaluate import ChoiceMetrics
 from ..loader import load_spec
 from ..tune import Listener, summary_lines, tune
+from ..tune.config import DEFAULT_STEPS, TuneConfig
 from .common import Commands, say
 from .dataset import stop_on_sigint
 from .progress import RowProgress
@@ -29,16 +30,17 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="the tuned model to write (.gguf)")
     p.add_argument("--eval", type=Path, metavar="F", help="labelled rows to evaluate the base and the tuned model on")
     p.add_argument("--model", "-m", help="the GGUF to tune (default: the spec's model, else the embedded SmolLM2)")
+    d = TuneConfig()
     p.add_argument(
-        "--alpha", type=float, default=1.0, help="response tokens weigh 1 + alpha, prompt tokens 1 (default 1)"
+        "--alpha", type=float, default=d.alpha,
+        help=f"response tokens weigh 1 + alpha, prompt tokens 1 (default {d.alpha:g})",
     )
-    p.add_argument("--steps", type=int, help="optimizer steps (default: --epochs over the data)")
-    p.add_argument(
-        "--epochs", type=float, default=1.0, help="passes over the data when --steps is not given (default 1)"
-    )
-    p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
-    p.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16)")
-    p.add_argument("--batch", type=int, default=8, help="rows per step (default 8)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help=f"optimizer steps (default {DEFAULT_STEPS})")
+    budget.add_argument("--epochs", type=float, help="passes over the data, instead of --steps")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
+    p.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank (default {d.rank})")
+    p.add_argument("--batch", type=int, default=d.batch, help=f"rows per step (default {d.batch})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least 1)")
     p.add_argument(
@@ -106,8 +108,6 @@ CONFIG_FLAGS = ("alpha", "steps", "epochs", "lr", "rank", "batch", "seed", "out_
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ..tune.train import TuneConfig
-
     spec = load_spec(args.spec)
     data = DataFile(args.data)
     eval_data = DataFile(args.eval) if args.eval is not None else None

@@ -121,9 +121,9 @@ def tune(
     import torch
     from promptdsl_llamacpp import cpu_count, resolve_model
 
+    from .config import TuneConfig
     from .train import (
         LlamaTokens,
-        TuneConfig,
         TuneError,
         add_lora,
         check_tokenizer,

@@ -26,6 +26,7 @@ import torch
 from ..errors import PromptDSLError
 from ..export import InstructionRow
 from ..prompt import Prompt
+from .config import TuneConfig
 from .gguf_io import GGUFModel, GGUFModelError
 from .loss import token_weights, weighted_lm_loss
 
@@ -48,27 +49,6 @@ class TuneInterrupted(TuneError):
         super().__init__(f"stopped at step {step}; checkpoint saved to {checkpoint} (run again with --resume)")
         self.step = step
         self.checkpoint = checkpoint
-
-
-@dataclass
-class TuneConfig:
-    """Hyper-parameters. The defaults reach the emotion target on the embedded model in ~15 min."""
-
-    alpha: float = 1.0  # response tokens weigh 1 + alpha, prompt tokens 1
-    steps: int | None = None  # default: epochs over the data
-    epochs: float = 1.0
-    lr: float = 5e-4
-    rank: int = 16
-    batch: int = 8
-    warmup: float = 0.05  # fraction of the steps with a linearly rising learning rate
-    seed: int = 0
-    max_tokens: int = 512  # longer training sequences are refused
-    out_type: str = "q8_0"  # type of the changed tensors in the written GGUF
-
-    def total_steps(self, rows: int) -> int:
-        if self.steps is not None:
-            return self.steps
-        return max(1, math.ceil(self.epochs * rows / self.batch))
 
 
 @dataclass(frozen=True)
