@@ -18,7 +18,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SuspendNotSupported, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 
 from promptdsl.backend import Backend, split_options
 from promptdsl.errors import PromptDSLError
@@ -38,6 +38,7 @@ from .screens.system_prompt import SystemPromptScreen
 from .session import BackendChoice, Session
 from .specs import SpecEntry, discover
 from .widgets.chat_view import ChatView
+from .widgets.footer import KeyFooter
 from .widgets.message import MessageView
 from .widgets.status import StatusBar
 
@@ -116,7 +117,7 @@ class PromptDSLApp(App[None]):
         yield Header(icon="◆")
         yield ChatView(self.session, self.store, system=self.system, id="chat")
         yield StatusBar(id="status")
-        yield Footer()
+        yield KeyFooter()
 
     @property
     def chat(self) -> ChatView:
