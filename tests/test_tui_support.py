@@ -89,6 +89,22 @@ async def wait_for(pilot: Any, cond: Callable[[], object], timeout: float = 90.0
         await pilot.pause(0.02)
 
 
+#: How long Pilot's idle check looks at the CPU at a time. Pilot waits after every key until the
+#: process used under SLEEP_IDLE of CPU in one such window; Textual's 20 ms window made each key
+#: cost at least 40 ms of sleep (two checks), most of the TUI tests' wall time. 5 ms windows with
+#: the same 1 ms threshold still see any message the app is handling (a key, a layout: > 1 ms).
+IDLE_WINDOW = 0.005
+
+
+@pytest.fixture(autouse=True)
+def _quick_idle_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorter idle windows for Pilot (textual._wait); the keys and what they do are unchanged."""
+    from textual import _wait
+
+    monkeypatch.setattr(_wait, "SLEEP_GRANULARITY", IDLE_WINDOW)
+    monkeypatch.setattr(_wait, "SLEEP_IDLE", 0.001)
+
+
 @pytest.fixture(scope="session")
 def tui_model() -> Backend:
     """The llamacpp backend on the embedded SmolLM2 as the TUI tests' apps get it (loaded once)."""
