@@ -81,12 +81,17 @@ class ScriptedBackend(Backend):
 
 
 async def wait_for(pilot: Any, cond: Callable[[], object], timeout: float = 90.0, what: str = "") -> None:
-    """Let the app run until ``cond()`` is true (the model runs in a thread)."""
+    """Let the app run until ``cond()`` is true (the model runs in a thread), then until it is idle.
+
+    Polls with a bare sleep (the app runs meanwhile): ``pilot.pause`` per poll would post a
+    callback to every widget and force a layout each time, CPU the app itself never spends.
+    """
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or cond}")
-        await pilot.pause(0.02)
+        await asyncio.sleep(0.005)
+    await pilot.pause()
 
 
 #: How long Pilot's idle check looks at the CPU at a time. Pilot waits after every key until the
