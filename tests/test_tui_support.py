@@ -95,10 +95,11 @@ async def wait_for(pilot: Any, cond: Callable[[], object], timeout: float = 90.0
 
 
 #: How long Pilot's idle check looks at the CPU at a time. Pilot waits after every key until the
-#: process used under SLEEP_IDLE of CPU in one such window; Textual's 20 ms window made each key
-#: cost at least 40 ms of sleep (two checks), most of the TUI tests' wall time. 5 ms windows with
-#: the same 1 ms threshold still see any message the app is handling (a key, a layout: > 1 ms).
-IDLE_WINDOW = 0.005
+#: process used under a quarter of it in CPU; Textual's 20 ms window made each key cost at least
+#: 40 ms of sleep (two checks), most of the TUI tests' wall time. The app handles a key in one
+#: burst of ready callbacks, so a 2 ms window still sees it working (the test asserts state, and
+#: waits with wait_for/pause where something runs in a thread or on a timer).
+IDLE_WINDOW = 0.002
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +108,7 @@ def _quick_idle_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     from textual import _wait
 
     monkeypatch.setattr(_wait, "SLEEP_GRANULARITY", IDLE_WINDOW)
-    monkeypatch.setattr(_wait, "SLEEP_IDLE", 0.001)
+    monkeypatch.setattr(_wait, "SLEEP_IDLE", IDLE_WINDOW / 4)
 
 
 @pytest.fixture(scope="session")
