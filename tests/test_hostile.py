@@ -80,7 +80,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 def recorder() -> Iterator[str]:
     _Recorder.seen.clear()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)  # quick shutdown()
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()

@@ -74,7 +74,7 @@ class _Canned(BaseHTTPRequestHandler):
 def canned() -> Iterator[tuple[str, type[_Canned]]]:
     handler = type("Handler", (_Canned,), {})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)  # quick shutdown()
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler

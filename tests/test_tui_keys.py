@@ -60,7 +60,7 @@ async def type_and_send(pilot: Any, app: PromptDSLApp, text: str, *, paste: bool
         await pilot.press(*text)
     await pilot.press("enter")
     await wait_for(pilot, lambda: len(app.chat.conversation.turns) > before and not app.chat.generating, 10, "reply")
-    await pilot.pause(0.1)
+    await pilot.pause()
 
 
 # --------------------------------------------------------------------------- 2: what the user typed

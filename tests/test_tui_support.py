@@ -81,12 +81,34 @@ class ScriptedBackend(Backend):
 
 
 async def wait_for(pilot: Any, cond: Callable[[], object], timeout: float = 90.0, what: str = "") -> None:
-    """Let the app run until ``cond()`` is true (the model runs in a thread)."""
+    """Let the app run until ``cond()`` is true (the model runs in a thread), then until it is idle.
+
+    Polls with a bare sleep (the app runs meanwhile): ``pilot.pause`` per poll would post a
+    callback to every widget and force a layout each time, CPU the app itself never spends.
+    """
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or cond}")
-        await pilot.pause(0.02)
+        await asyncio.sleep(0.005)
+    await pilot.pause()
+
+
+#: How long Pilot's idle check looks at the CPU at a time. Pilot waits after every key until the
+#: process used under a quarter of it in CPU; Textual's 20 ms window made each key cost at least
+#: 40 ms of sleep (two checks), most of the TUI tests' wall time. The app handles a key in one
+#: burst of ready callbacks, so a 2 ms window still sees it working (the test asserts state, and
+#: waits with wait_for/pause where something runs in a thread or on a timer).
+IDLE_WINDOW = 0.002
+
+
+@pytest.fixture(autouse=True)
+def _quick_idle_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorter idle windows for Pilot (textual._wait); the keys and what they do are unchanged."""
+    from textual import _wait
+
+    monkeypatch.setattr(_wait, "SLEEP_GRANULARITY", IDLE_WINDOW)
+    monkeypatch.setattr(_wait, "SLEEP_IDLE", IDLE_WINDOW / 4)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import shlex
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,7 +19,7 @@ from textual import on, work
 from textual.app import App, ComposeResult, SuspendNotSupported, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Header
+from textual.widgets import Header
 
 from promptdsl.backend import Backend, split_options
 from promptdsl.errors import PromptDSLError
@@ -38,6 +39,7 @@ from .screens.system_prompt import SystemPromptScreen
 from .session import BackendChoice, Session
 from .specs import SpecEntry, discover
 from .widgets.chat_view import ChatView
+from .widgets.footer import KeyFooter
 from .widgets.message import MessageView
 from .widgets.status import StatusBar
 
@@ -114,17 +116,18 @@ class PromptDSLApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
-        yield ChatView(self.session, self.store, system=self.system, id="chat")
-        yield StatusBar(id="status")
-        yield Footer()
+        yield self.chat
+        yield self.status
+        yield KeyFooter()
 
-    @property
+    @cached_property
     def chat(self) -> ChatView:
-        return self.query_one("#chat", ChatView)
+        """The chat (kept, not queried: a message that arrives while the app shuts down still finds it)."""
+        return ChatView(self.session, self.store, system=self.system, id="chat")
 
-    @property
+    @cached_property
     def status(self) -> StatusBar:
-        return self.query_one("#status", StatusBar)
+        return StatusBar(id="status")
 
     async def on_mount(self) -> None:
         self.status.backend = self.session.choice.name

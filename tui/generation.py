@@ -1,12 +1,17 @@
 """One reply being generated: shared between the worker thread and the UI.
 
-The thread appends chunks and saves them; the UI *pulls* the text on a timer
-(:data:`FRAME_SECONDS`), so the UI's cost per second is fixed however fast tokens
-come: a reply streams in the TUI at the backend's own rate (benchmarks/bench_tui.py).
-Cancelling sets a flag under the same lock, so the text the UI keeps on Esc is
-exactly the text that was saved. The thread is the only one that touches the
-backend's iterator, and it closes it as soon as it sees the flag (closing a
-generator from another thread is an error).
+The worker thread only appends chunks (O(1) a token: no join, no write). The UI
+*pulls* on a timer (:data:`FRAME_SECONDS`): each tick first saves the text that came
+since the last one (:meth:`Generation.save`, one row update for however many tokens),
+and only saved text is ever shown, so nothing shown is lost even to ``kill -9``; a
+killed reply comes back as "interrupted" with at most one tick of text missing, none
+of it seen. Showing text costs a frame, so frames are held to a CPU budget and the
+UI's cost per second is bounded however fast tokens come: a reply streams in the TUI
+at the backend's own rate (benchmarks/bench_tui.py). Cancelling sets a flag under the
+same lock, so the text the UI keeps on Esc is exactly the text the worker then saves
+as the final one. The thread is the only one that touches the backend's iterator, and
+it closes it as soon as it sees the flag (closing a generator from another thread is
+an error).
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class Generation:
         self._lock = threading.Lock()
         self._parts: list[str] = [prefix] if prefix else []
         self._visible = prefix  # the text saved so far: what the UI may show
+        self._saved = len(self._parts)  # parts in _visible (and in the store)
+        self.save_error: str | None = None  # saving failed: the reply stops with this error
         self.cancelled = False  # the user stopped it
         self._closed = False  # the worker finished with it
         self.tokens = 0
@@ -91,20 +98,20 @@ class Generation:
         self.context_used: int | None = None
         self.worker_cpu = 0.0  # CPU seconds the generating thread has used (thread_time)
 
-    def append(self, chunk: str) -> str | None:
-        """Add a chunk; returns the whole text so far, or None once cancelled."""
+    def append(self, chunk: str) -> bool:
+        """Add a chunk (O(1): the worker's whole per-token cost); False once cancelled or failed."""
         with self._lock:
-            if self.cancelled or self._closed:
-                return None
+            if self.cancelled or self._closed or self.save_error is not None:
+                return False
             now = time.perf_counter()
             self.first_at = self.first_at or now
             self.last_at = now
             self._parts.append(chunk)
             self.tokens += 1
-            return "".join(self._parts)
+            return True
 
     def cancel(self) -> str:
-        """Stop taking chunks; returns the text kept."""
+        """Stop taking chunks; returns the text kept (the worker saves exactly this as the final text)."""
         with self._lock:
             self.cancelled = True
             return "".join(self._parts)
@@ -120,11 +127,25 @@ class Generation:
         with self._lock:
             return "".join(self._parts)
 
-    def publish(self, text: str) -> None:
-        """``text`` is saved: the UI may show it now."""
+    def save(self, store: HistoryStore | None) -> str:
+        """Save the text that came since the last save, then let the UI show it; returns what may be shown.
+
+        Called by the UI on each tick. Runs under the lock, so it never writes after the worker's
+        final save (close) or past a cancel. A failed write shows nothing new and stops the reply.
+        """
         with self._lock:
-            if not self.cancelled:
-                self._visible = text
+            if self.cancelled or self._closed or self.save_error is not None or len(self._parts) == self._saved:
+                return self._visible
+            text = "".join(self._parts)
+            if store is not None and self.turn.id is not None:
+                try:
+                    store.update_turn(self.turn.id, text, "streaming")
+                except Exception as exc:  # a full disk: stop rather than show what is not kept
+                    self.save_error = f"history not saved: {exc}"
+                    return self._visible
+            self._saved = len(self._parts)
+            self._visible = text
+            return text
 
     @property
     def visible(self) -> str:
@@ -151,10 +172,9 @@ def run_generation(
 ) -> None:
     """Stream ``gen`` to the end, to cancel, or to an error (runs in a worker thread).
 
-    Every chunk is saved before the UI can pull it, so nothing shown is ever lost
-    (a row update in WAL mode costs ~50 µs, far below a token's time).
+    Per chunk the thread only appends; the UI saves (and then shows) the text on its
+    ticks, and this thread saves the final text with its status.
     """
-    turn_id = gen.turn.id
     backend: Backend | None = None
     FastSwitching.enter()
     try:
@@ -166,14 +186,12 @@ def run_generation(
         try:
             for chunk in stream:
                 gen.worker_cpu = time.thread_time() - cpu0
-                text = gen.append(chunk)
-                if text is None:
+                if not gen.append(chunk):
                     break
-                if store is not None and turn_id is not None:
-                    store.update_turn(turn_id, text, "streaming")
-                gen.publish(text)
         finally:
             close_stream(stream)
+        if gen.save_error is not None:
+            raise PromptDSLError(gen.save_error)
         gen.status = "cancelled" if gen.cancelled else "length" if _cut(backend, gen) else "done"
     except PromptDSLError as exc:
         # A prompt the backend says is too long was not answered: the message stays unsent, like ContextFull.
@@ -187,8 +205,8 @@ def run_generation(
         if gen.status == "streaming":  # interrupted by BaseException (app shutting down)
             gen.status = "cancelled"
         text = gen.close()
-        if store is not None and turn_id is not None:
-            store.update_turn(turn_id, text, gen.status, gen.error or "")
+        if store is not None and gen.turn.id is not None:
+            store.update_turn(gen.turn.id, text, gen.status, gen.error or "")
     if backend is not None and gen.fitted is not None and gen.status != "error":
         gen.context_used = _count_after(backend, gen, text)
 

@@ -21,7 +21,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, Collapsible, Footer, Header, Label, Static
+from textual.widgets import Button, Collapsible, Header, Label, Static
 
 from promptdsl.errors import OutputError, PromptDSLError
 from promptdsl.result import Result
@@ -32,6 +32,7 @@ from ..history import HistoryStore
 from ..session import Session
 from ..specs import short_path
 from ..tools import ChatTools, show_step
+from ..widgets.footer import KeyFooter
 from ..widgets.result_view import ResultView
 from ..widgets.spec_form import SpecForm
 
@@ -121,7 +122,7 @@ class SpecScreen(Screen[None]):
             yield ResultView(id="result")
             with Collapsible(title="Earlier runs", collapsed=True, id="runs-box"):
                 yield Static("", id="runs-text")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.title = "promptdsl"

@@ -2,10 +2,11 @@
 
 Generation runs in a thread worker (the UI never waits on the model). The worker
 only appends to a :class:`~promptdsl_tui.generation.Generation`; while a reply
-streams, a timer on the UI thread pulls its text every :data:`FRAME_SECONDS` and
-writes whatever came since in one go. So the UI's work is bounded per second, not
-per token, and the model keeps its own speed. Esc cancels at once: the text shown
-so far is kept, and the worker closes the backend's iterator at its next chunk.
+streams, a timer on the UI thread saves the text that came every :data:`FRAME_SECONDS`
+and, when its CPU budget allows a frame, writes whatever came since in one go. So the
+UI's work is bounded per second, not per token, and the model keeps its own speed.
+Esc cancels at once: the text so far is kept, and the worker closes the backend's
+iterator at its next chunk.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class ChatView(Vertical):
         self._gen_turns: list[Turn] = []  # the turns in the streaming reply's prompt, oldest first
         self._attempt = 0
         self._frame: Timer | None = None
+        self._gen_view: MessageView | None = None  # the streaming reply's view (no DOM query per tick)
         self._ui_cpu0 = 0.0  # this thread's CPU time when the reply started
         self._wall0 = self._shown_at = 0.0
         self._blink = True
@@ -212,6 +214,7 @@ class ChatView(Vertical):
 
     def _start(self, gen: Generation) -> None:
         self._gen = gen
+        self._gen_view = self._view_for(gen.turn)
         self._ui_cpu0 = time.thread_time()
         self._wall0 = self._shown_at = time.monotonic()
         self._blink = self.input.cursor_blink
@@ -237,14 +240,15 @@ class ChatView(Vertical):
         self.post_message(self.ReplyEnded(gen))
 
     async def _pull(self) -> None:
-        """One frame of the streaming reply: new text, prompt-reading phase, figures."""
+        """One tick of the streaming reply: save what came; when a frame is due, show it with the figures."""
         gen = self._gen
         if gen is None:
             if self._frame is not None:
                 self._frame.pause()
             return
-        view = self._view_for(gen.turn)
-        if view is None or not self._frame_due(gen, view):
+        gen.save(self.store)  # one row update for every token since the last tick, before anything shows
+        view = self._gen_view
+        if view is None or not view.is_attached or not self._frame_due(gen, view):
             return
         self._shown_at = time.monotonic()
         if gen.first_at is None:

@@ -211,8 +211,10 @@ class SpecForm(Vertical):
         if not show:
             return self._check(lambda _name, _message: None)
         self._checked = True
-        self._clear_errors()
-        return self._check(self._show_error)
+        found: dict[str, str] = {}
+        values = self._check(lambda name, message: self._collect(found, name, message))
+        self._show_errors(found)
+        return values
 
     def _check(self, report: Callable[[str | None, str], None]) -> dict[str, Any] | None:
         values, errors = self.raw_values()
@@ -257,18 +259,24 @@ class SpecForm(Vertical):
                 self.query_one(f"#{f.widget_id}").scroll_visible(animate=False)
                 return
 
-    def _clear_errors(self) -> None:
-        for f in self.fields:
-            self.query_one(f"#{f.error_id}", Label).display = False
-
-    def _show_error(self, name: str | None, message: str) -> None:
-        target = next((f for f in self.fields if f.name == name), None)
-        if target is None:
+    def _collect(self, found: dict[str, str], name: str | None, message: str) -> None:
+        if any(f.name == name for f in self.fields):
+            found[str(name)] = message
+        else:
             self.notify(message, severity="error")
-            return
-        label = self.query_one(f"#{target.error_id}", Label)
-        label.update(message)
-        label.display = True
+
+    def _show_errors(self, found: dict[str, str]) -> None:
+        """Show ``found`` under the fields, touching only labels that change (each change costs a layout)."""
+        for f in self.fields:
+            label = self.query_one(f"#{f.error_id}", Label)
+            message = found.get(f.name)
+            if message is None:
+                if label.display:
+                    label.display = False
+                continue
+            if not label.display or str(label.content) != message:
+                label.update(message)
+                label.display = True
 
     def set_values(self, values: dict[str, Any]) -> None:
         """Fill the fields given (a remembered form); values that no longer fit the spec are skipped."""
