@@ -196,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
               f"mean steps {f['mean_steps']:.2f}  {f['seconds_per_problem']:.2f} s/problem  "
               f"stop {f['stop_reasons']}")
     if len(figures) == 2:
-        ratio = figures["tools"]["accuracy"] / max(figures["none"]["accuracy"], 1e-9)
-        print(f"accuracy with tools / without: {ratio:.1f}x")
+        base = figures["none"]["accuracy"]
+        ratio = f"{figures['tools']['accuracy'] / base:.1f}x" if base else "n/a (none right without tools)"
+        print(f"accuracy with tools / without: {ratio}")
     if "tools" in figures:
         print(f"target with tools >= {TARGET:.2f}: {'met' if figures['tools']['accuracy'] >= TARGET else 'NOT met'}")
     if args.json:

@@ -17,12 +17,14 @@ small, separate decisions:
 
 A spec can give a tool worked ``examples`` (input -> arguments); they are shown
 as earlier turns before the question, the ``shots`` most similar to the input
-(word overlap) closest to it, since a small model copies the nearest pattern.
+(word overlap, weighted by how rare a word is among the examples) closest to
+it, since a small model copies the nearest pattern.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -64,6 +66,7 @@ class PromptedDriver:
         self.backend = runner.backend
         self.demos = {name: _demos(runner, use) for name, use in (uses or {}).items()}
         self.shots = {name: use.shots for name, use in (uses or {}).items()}
+        self.weights = {name: _idf([_words(item) for item, _ in demos]) for name, demos in self.demos.items()}
         self.tools = list(tools)
         self.by_name = {t.name: t for t in tools}
         self.options = GenerationOptions(temperature=0.0, max_tokens=ARGUMENT_TOKENS, seed=runner.generation.seed)
@@ -148,9 +151,10 @@ class PromptedDriver:
         demos = self.demos.get(tool.name)
         if not demos:
             return prompt
-        query = _query(prompt)
+        query = _words(_query(prompt))
         k = self.shots.get(tool.name) or len(demos)
-        chosen = sorted(demos, key=lambda d: _overlap(d[0], query))[-k:]
+        weight = self.weights[tool.name]
+        chosen = sorted(demos, key=lambda d: _overlap(_words(d[0]), query, weight))[-k:]
         if prompt.mode == "completion":
             shown = "".join(f"{item}\nTool call: {call}\n\n" for item, call in chosen)
             return replace(prompt, text=shown + prompt.text)
@@ -184,10 +188,20 @@ def _words(text: str) -> set[str]:
     return set(re.findall(r"[^\W\d_]+", text.lower()))
 
 
-def _overlap(a: str, b: str) -> float:
-    """Jaccard overlap of the words of two texts (numbers left out): how alike two inputs are."""
-    wa, wb = _words(a), _words(b)
-    return len(wa & wb) / len(wa | wb) if wa | wb else 0.0
+def _idf(docs: list[set[str]]) -> Callable[[str], float]:
+    """Inverse document frequency over the examples: words most examples share ("how", "many") weigh little."""
+    n = len(docs)
+    counts: dict[str, int] = {}
+    for doc in docs:
+        for word in doc:
+            counts[word] = counts.get(word, 0) + 1
+    return lambda word: math.log((1 + n) / (1 + counts.get(word, 0))) + 1.0
+
+
+def _overlap(a: set[str], b: set[str], weight: Callable[[str], float]) -> float:
+    """Weighted Jaccard overlap of two word sets (numbers left out): how alike two inputs are."""
+    union = sum(weight(w) for w in a | b)
+    return sum(weight(w) for w in a & b) / union if union else 0.0
 
 
 def _arguments_from(text: str, name: str) -> Any:
