@@ -62,7 +62,7 @@ class Ranker(Backend):
 
     name = "ranker"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.CHAT, Capability.STREAM, Capability.SCORE, Capability.GRAMMAR}
+        {Capability.CHAT, Capability.COMPLETION, Capability.STREAM, Capability.SCORE, Capability.GRAMMAR}
     )
 
     def __init__(self, prefer: str) -> None:
@@ -114,3 +114,12 @@ def test_tool_examples_are_checked_when_the_spec_loads() -> None:
         loads_spec(bad)
     with pytest.raises(SpecError, match="bad tool example input"):
         loads_spec(AGENT.replace("{q: \"A jar", "{r: \"A jar"))
+
+
+def test_completion_mode_shows_the_examples_as_text_before_the_prompt() -> None:
+    backend = Ranker('[125, "-", 47]')
+    spec = loads_spec(AGENT.replace("tool_choice:", "mode: completion\ntool_choice:"))
+    Runner(spec, backend).run({"q": "A shop had 125 apples and sold 47; how many are left?"})
+    prompt, calls = backend.asked[0]
+    assert prompt.mode == "completion" and all(c.startswith(prompt.continuation_prefix) for c in calls)
+    assert prompt.text.count("Tool call: ") == 2 and prompt.text.rstrip().endswith("how many are left?")
