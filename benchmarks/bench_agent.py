@@ -117,9 +117,7 @@ def variant(spec: Any, shots: int | None, form: str | None) -> Any:
             if shots is not None:
                 use = replace(use, shots=shots or None, examples=use.examples if shots else ())
             if form == "expression":
-                examples = tuple(replace(e, arguments={"expression": " ".join(map(str, e.arguments["expression"]))})
-                                 for e in use.examples)
-                use = replace(use, options={"form": "expression"}, examples=examples)
+                use = replace(use, options={"form": "expression"})
         uses.append(use)
     return replace(spec, tools=uses)
 

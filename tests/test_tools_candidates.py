@@ -28,6 +28,12 @@ def test_restrict_limits_marked_numbers_to_those_in_the_conversation() -> None:
     assert restrict(schema, []) == schema  # nothing to copy: unchanged (the grammar decides)
 
 
+def test_x_parts_lists_strings_made_of_parts() -> None:
+    schema = {"type": "string", "maxLength": 20, "x-parts": [{"enum": ["go", "stop"]}, {"type": "integer", "x-from-input": True}]}
+    assert enumerate_arguments(restrict(schema, [3, 12])) == ["go 3", "go 12", "stop 3", "stop 12"]
+    assert enumerate_arguments(schema) is None  # an open integer part
+
+
 def operands() -> dict[str, Any]:
     return open_tool(ToolUse("calculator", {"form": "operands", "copy_numbers": True})).parameters
 
@@ -35,8 +41,8 @@ def operands() -> dict[str, Any]:
 def test_the_calculator_operands_form_lists_every_call() -> None:
     calls = enumerate_arguments(restrict(operands(), [36, 12]))
     assert calls is not None and len(calls) == 2 * 4 * 2
-    assert {"expression": [36, "-", 12]} in calls and {"expression": [12, "/", 36]} in calls
-    assert Calculator({"form": "operands"}).call({"expression": [96, "/", 12]}) == "8"
+    assert {"expression": "36 - 12"} in calls and {"expression": "12 / 36"} in calls
+    assert Calculator({"form": "operands"}).call({"expression": "96 / 12"}) == "8"
 
 
 def test_open_or_large_schemas_are_not_listed() -> None:
@@ -88,28 +94,28 @@ tools:
     direct: true
     shots: 2
     examples:
-      - {input: {q: "A jar has 5 sweets and 3 more are added."}, arguments: {expression: [5, "+", 3]}}
-      - {input: {q: "Each bag holds 4 nuts; how many in 6 bags?"}, arguments: {expression: [4, "*", 6]}}
-      - {input: {q: "A bus had 9 people and 2 got off; how many are left?"}, arguments: {expression: [9, "-", 2]}}
+      - {input: {q: "A jar has 5 sweets and 3 more are added."}, arguments: {expression: "5 + 3"}}
+      - {input: {q: "Each bag holds 4 nuts; how many in 6 bags?"}, arguments: {expression: "4 * 6"}}
+      - {input: {q: "A bus had 9 people and 2 got off; how many are left?"}, arguments: {expression: "9 - 2"}}
 tool_choice: calculator
 output: {type: json, schema: {type: number}}
 """
 
 
 def test_the_prompted_path_picks_the_best_scored_call_after_the_most_similar_examples() -> None:
-    backend = Ranker('[125, "-", 47]')
+    backend = Ranker('"125 - 47"')
     result = Runner(loads_spec(AGENT), backend).run({"q": "A shop had 125 apples and sold 47; how many are left?"})
-    assert result.value == 78 and result.steps[0]["arguments"] == {"expression": [125, "-", 47]}
+    assert result.value == 78 and result.steps[0]["arguments"] == {"expression": "125 - 47"}
     prompt, calls = backend.asked[0]
     assert len(calls) == 16 and all(json.loads(c)["tool"] == "calculator" for c in calls)
     turns = [m.content for m in prompt.messages[1:]]
     # two of the three examples (shots: 2), the most similar to the question ("how many are left") last
     assert len(turns) == 5 and turns[-1].startswith("A shop had 125")
-    assert turns[2].startswith("A bus had 9") and json.loads(turns[3])["arguments"] == {"expression": [9, "-", 2]}
+    assert turns[2].startswith("A bus had 9") and json.loads(turns[3])["arguments"] == {"expression": "9 - 2"}
 
 
 def test_tool_examples_are_checked_when_the_spec_loads() -> None:
-    bad = AGENT.replace('[9, "-", 2]', '[9, "^", 2]')
+    bad = AGENT.replace('"9 - 2"', '"9 ^ 2"')
     with pytest.raises(SpecError, match="tool example arguments do not fit 'calculator'"):
         loads_spec(bad)
     with pytest.raises(SpecError, match="bad tool example input"):
@@ -117,7 +123,7 @@ def test_tool_examples_are_checked_when_the_spec_loads() -> None:
 
 
 def test_completion_mode_shows_the_examples_as_text_before_the_prompt() -> None:
-    backend = Ranker('[125, "-", 47]')
+    backend = Ranker('"125 - 47"')
     spec = loads_spec(AGENT.replace("tool_choice:", "mode: completion\ntool_choice:"))
     Runner(spec, backend).run({"q": "A shop had 125 apples and sold 47; how many are left?"})
     prompt, calls = backend.asked[0]

@@ -37,9 +37,9 @@ def test_calculator_agent_runs_word_problems_through_the_tool(agent: Runner) -> 
         result = agent.run({"question": row["question"]})
         first = result.steps[0]
         assert first["tool"] == "calculator" and first["approved"] is True
-        a, op, b = first["arguments"]["expression"]  # [number, operator, number], as the spec's form says
+        a, op, b = first["arguments"]["expression"].split()  # "number operator number", as the spec's form says
         copied = numbers_in([row["question"]])
-        assert a in copied and b in copied and op in OPERATORS  # numbers copied from the question (x-from-input)
+        assert float(a) in copied and float(b) in copied and op in OPERATORS  # numbers copied from the question (x-from-input)
         assert (first["result"] is None) != (first["error"] is None)
         assert 1 <= len(result.steps) <= 3 and result.stop_reason in {"answer", "max_steps", "error"}
         assert isinstance(result.value, (int, float)) and not isinstance(result.value, bool)

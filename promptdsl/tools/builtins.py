@@ -97,20 +97,18 @@ OPERATORS = ("+", "-", "*", "/")
 
 
 def _operands(copy_numbers: bool) -> dict[str, Any]:
-    """``[number, operator, number]``: a finite choice when the numbers are copied from the conversation."""
+    """``"number operator number"``, listed part by part (``x-parts``): finite when the numbers are copied."""
     number: dict[str, Any] = {"type": "number", **({"x-from-input": True} if copy_numbers else {})}
     return {
-        "type": "array",
-        "prefixItems": [number, {"enum": list(OPERATORS)}, number],
-        "items": False,
-        "minItems": 3,
-        "maxItems": 3,
-        "description": "[number, operator, number], e.g. [36, \"+\", 12]",
+        **_EXPRESSION,
+        "pattern": r"^-?[0-9.]+ [-+*/] -?[0-9.]+$",
+        "x-parts": [number, {"enum": list(OPERATORS)}, number],
+        "description": "number operator number, e.g. 36 + 12",
     }
 
 
 class Calculator(Tool):
-    """Options: ``form`` (``expression``, a string, or ``operands``, ``[number, operator, number]``)
+    """Options: ``form`` (``expression``, any arithmetic, or ``operands``, ``number operator number``)
     and ``copy_numbers`` (the numbers are ones written in the conversation: schema keyword ``x-from-input``)."""
 
     name = "calculator"
@@ -138,13 +136,10 @@ class Calculator(Tool):
             self.description = "Compute number operator number (operator: + - * /); returns the number."
             self.parameters = {**Calculator.parameters, "properties": {"expression": _operands(copy_numbers)}}
         elif copy_numbers:
-            raise ToolError("calculator: copy_numbers needs form: operands (a string expression cannot be listed)")
+            raise ToolError("calculator: copy_numbers needs form: operands (any arithmetic cannot be listed)")
 
     def call(self, arguments: dict[str, Any]) -> str:
-        expression = arguments["expression"]
-        if isinstance(expression, list):
-            expression = " ".join(str(part) for part in expression)
-        return format_number(calculate(str(expression)))
+        return format_number(calculate(str(arguments["expression"])))
 
 
 class CurrentTime(Tool):

@@ -7,9 +7,13 @@ list of complete calls well. Two opt-in pieces make that list:
   array of them) says the value is copied from the conversation (the input and
   the tool results so far): :func:`restrict` turns it into an ``enum`` of the
   numbers written there;
+- the schema keyword ``x-parts: [<schema>, ...]`` on a ``string`` says the value
+  is those parts' values joined by spaces (e.g. the calculator's ``"36 + 12"``:
+  a copied number, an operator, a copied number), so a string can be listed too
+  while the model reads it in its natural form;
 - :func:`enumerate_arguments` lists every value of an arguments schema whose
-  leaves are finite (``const``, ``enum``, booleans, fixed-length arrays of
-  those), up to a bound; the driver then picks one by ``score``.
+  leaves are finite (``const``, ``enum``, booleans, fixed-length arrays and
+  ``x-parts`` strings of those), up to a bound; the driver picks one by ``score``.
 
 Anything else (free strings, open numbers) is ``None`` here and goes to
 grammar-constrained decoding as before.
@@ -18,11 +22,13 @@ grammar-constrained decoding as before.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 FROM_INPUT = "x-from-input"
+PARTS = "x-parts"
 #: Calls the driver is willing to score for one step.
 MAX_CANDIDATES = 256
 
@@ -57,7 +63,7 @@ def restrict_children(key: str, value: Any, numbers: list[int | float]) -> Any:
         return {name: restrict(sub, numbers) for name, sub in value.items()}
     if key in ("items",):
         return restrict(value, numbers)
-    if key in ("prefixItems", "anyOf", "oneOf") and isinstance(value, list):
+    if key in ("prefixItems", "anyOf", "oneOf", PARTS) and isinstance(value, list):
         return [restrict(sub, numbers) for sub in value]
     return value
 
@@ -82,6 +88,11 @@ def _values(schema: Any, limit: int) -> list[Any] | None:
                 return None
             return _bounded([v for p in parts for v in p or ()], limit)
     kind = schema.get("type")
+    if kind == "string" and isinstance(schema.get(PARTS), list):
+        parts = [_values(sub, limit) for sub in schema[PARTS]]
+        if any(p is None for p in parts):
+            return None
+        return _product(parts, limit, lambda combo: " ".join(_text(v) for v in combo))
     if kind == "boolean":
         return [False, True]
     if kind == "object":
@@ -115,8 +126,12 @@ def _product(parts: list[list[Any] | None], limit: int, build: Any) -> list[Any]
     return [build(list(combo)) for combo in itertools.product(*(p or () for p in parts))]
 
 
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _bounded(values: list[Any], limit: int) -> list[Any] | None:
     return values if len(values) <= limit else None
 
 
-__all__ = ["FROM_INPUT", "MAX_CANDIDATES", "enumerate_arguments", "numbers_in", "restrict"]
+__all__ = ["FROM_INPUT", "MAX_CANDIDATES", "PARTS", "enumerate_arguments", "numbers_in", "restrict"]
