@@ -1,12 +1,19 @@
 """Calculator agent: accuracy on generated arithmetic word problems, with tools vs `tool_choice: none`.
 
     python benchmarks/bench_agent.py [--n 50] [--seed 0] [--threads 1] [--json out.json]
+        [--wordings bench|held-out] [--shots K] [--form expression|operands]
 
 Problems are generated (seeded) from templates for + - * / with 2-3-digit
 operands; both sides run specs/calculator-agent.yaml on the embedded model,
 the baseline with ``tool_choice: none`` (the model answers directly). Prints
 accuracy, mean tool steps, seconds per problem and the stop reasons. Target:
 accuracy >= 0.90 with tools.
+
+``--wordings held-out`` uses a second set of templates, written to check that
+the spec's worked examples are not fitted to the first; ``--shots 0`` (no
+worked examples) and ``--form expression`` (the model writes the expression
+under a grammar instead of choosing a listed call by score) measure what each
+mechanism of the prompted tool path contributes.
 """
 
 from __future__ import annotations
@@ -51,10 +58,36 @@ TEMPLATES: dict[str, list[str]] = {
 }
 
 
-def problems(n: int, seed: int = 0) -> list[dict[str, Any]]:
+#: Other wordings of the same operations (not in the spec's examples either), for checks against over-fitting.
+HELD_OUT: dict[str, list[str]] = {
+    "+": [
+        "{name} scored {a} points on Monday and {b} points on Tuesday. How many points in all?",
+        "There are {a} red cars and {b} blue cars in a car park. How many cars are there?",
+        "A museum had {a} visitors in the morning and {b} in the afternoon. How many visitors came that day?",
+    ],
+    "-": [
+        "A train carried {a} passengers; {b} got off at the station. How many passengers are still on the train?",
+        "{name} saved {a} dollars and spent {b} dollars on a bike. How much money is left?",
+        "A printer had {a} sheets of paper and used {b}. How many sheets remain?",
+    ],
+    "*": [
+        "A classroom has {b} desks and each desk has {a} books. How many books are there?",
+        "{name} reads {a} pages every day for {b} days. How many pages does {name} read?",
+        "One crate weighs {a} kg. What is the weight of {b} crates in kg?",
+    ],
+    "/": [
+        "{a} students are split into {b} equal teams. How many students are in each team?",
+        "A baker uses {a} grams of flour for {b} equal loaves. How many grams go into each loaf?",
+        "{name} drives {a} km in {b} hours at a steady speed. How many km does {name} drive each hour?",
+    ],
+}
+WORDINGS = {"bench": TEMPLATES, "held-out": HELD_OUT}
+
+
+def problems(n: int, seed: int = 0, templates: dict[str, list[str]] = TEMPLATES) -> list[dict[str, Any]]:
     """``n`` word problems cycling through + - * /, each with its exact integer answer."""
     rng = random.Random(seed)
-    ops = list(TEMPLATES)
+    ops = list(templates)
     out = []
     for i in range(n):
         op = ops[i % len(ops)]
@@ -71,9 +104,22 @@ def problems(n: int, seed: int = 0) -> list[dict[str, Any]]:
             b = rng.randint(10, 31)
             answer = rng.randint(10, 999 // b)
             a = answer * b
-        template = rng.choice(TEMPLATES[op])
+        template = rng.choice(templates[op])
         out.append({"question": template.format(a=a, b=b, name=rng.choice(NAMES)), "answer": answer, "op": op})
     return out
+
+
+def variant(spec: Any, shots: int | None, form: str | None) -> Any:
+    """The spec with its calculator's worked examples cut to ``shots`` and/or its ``form`` changed (ablations)."""
+    uses = []
+    for use in spec.tools:
+        if use.name == "calculator":
+            if shots is not None:
+                use = replace(use, shots=shots or None, examples=use.examples if shots else ())
+            if form == "expression":
+                use = replace(use, options={"form": "expression"})
+        uses.append(use)
+    return replace(spec, tools=uses)
 
 
 def correct(value: Any, answer: float) -> bool:
@@ -122,18 +168,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--side", choices=("both", "tools", "none"), default="both",
                    help="run one side only (e.g. the two sides in two processes)")
+    p.add_argument("--wordings", choices=tuple(WORDINGS), default="bench",
+                   help="the benchmark's templates or the held-out ones")
+    p.add_argument("--shots", type=int, help="worked calls shown (0: none; default: the spec's)")
+    p.add_argument("--form", choices=("expression", "operands"),
+                   help="calculator form (default: the spec's; expression: written under a grammar)")
     args = p.parse_args(argv)
 
     from promptdsl import Runner, load_spec
     from promptdsl.registry import get_backend
 
-    rows = problems(args.n, args.seed)
-    spec = load_spec(SPEC)
+    rows = problems(args.n, args.seed, WORDINGS[args.wordings])
+    spec = variant(load_spec(SPEC), args.shots, args.form)
     backend = get_backend("llamacpp", None, {"n_threads": args.threads} if args.threads else {})
     with_tools = Runner(spec, backend)
     without = Runner(replace(spec, tool_choice="none"), backend)
     assert with_tools.tool_loop is not None
-    print(f"{args.n} problems, seed {args.seed}; backend {backend.name} ({backend.model_id}); "
+    print(f"{args.n} problems ({args.wordings} wordings), seed {args.seed}; backend {backend.name} ({backend.model_id}); "
           f"tool path: {with_tools.tool_loop.path} {getattr(with_tools.tool_loop.driver, 'how', '')}")
     sides = {"tools": with_tools, "none": without}
     figures = {name: run_side(r, rows) for name, r in sides.items() if args.side in (name, "both")}
@@ -143,12 +194,14 @@ def main(argv: list[str] | None = None) -> int:
               f"mean steps {f['mean_steps']:.2f}  {f['seconds_per_problem']:.2f} s/problem  "
               f"stop {f['stop_reasons']}")
     if len(figures) == 2:
-        ratio = figures["tools"]["accuracy"] / max(figures["none"]["accuracy"], 1e-9)
-        print(f"accuracy with tools / without: {ratio:.1f}x")
+        base = figures["none"]["accuracy"]
+        ratio = f"{figures['tools']['accuracy'] / base:.1f}x" if base else "n/a (none right without tools)"
+        print(f"accuracy with tools / without: {ratio}")
     if "tools" in figures:
         print(f"target with tools >= {TARGET:.2f}: {'met' if figures['tools']['accuracy'] >= TARGET else 'NOT met'}")
     if args.json:
-        args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, **figures}, indent=2))
+        args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, "wordings": args.wordings,
+                                         "shots": args.shots, "form": args.form, **figures}, indent=2))
     return 0
 
 

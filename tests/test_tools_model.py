@@ -1,4 +1,4 @@
-"""The calculator agent end to end on the real embedded model (prompted path: grammar-filled arguments)."""
+"""The calculator agent end to end on the real embedded model (prompted path: a listed call chosen by score)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from promptdsl import Runner, load_spec
+from promptdsl.tools.builtins import OPERATORS
+from promptdsl.tools.candidates import numbers_in
 
 pytestmark = pytest.mark.model
 
@@ -35,8 +37,9 @@ def test_calculator_agent_runs_word_problems_through_the_tool(agent: Runner) -> 
         result = agent.run({"question": row["question"]})
         first = result.steps[0]
         assert first["tool"] == "calculator" and first["approved"] is True
-        assert set(first["arguments"]) == {"expression"}  # the grammar kept the arguments to the schema
-        assert isinstance(first["arguments"]["expression"], str)
+        a, op, b = first["arguments"]["expression"].split()  # "number operator number", as the spec's form says
+        copied = numbers_in([row["question"]])
+        assert float(a) in copied and float(b) in copied and op in OPERATORS  # numbers copied from the question (x-from-input)
         assert (first["result"] is None) != (first["error"] is None)
         assert 1 <= len(result.steps) <= 3 and result.stop_reason in {"answer", "max_steps", "error"}
         assert isinstance(result.value, (int, float)) and not isinstance(result.value, bool)

@@ -85,6 +85,14 @@ class Tool:
 
 
 @dataclass(frozen=True)
+class ToolExample:
+    """A worked call for the prompted path: for this input, the model should call the tool with these arguments."""
+
+    input: dict[str, Any]
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ToolUse:
     """One entry of a spec's ``tools`` list (or of ``-T``): which tool, configured how."""
 
@@ -93,10 +101,12 @@ class ToolUse:
     approval: Approval | None = None  # None: auto for read-only tools, ask for the rest
     timeout: float = DEFAULT_TIMEOUT
     direct: bool = False  # the result of a successful call is the answer (parsed as the spec's output)
+    examples: tuple[ToolExample, ...] = ()  # worked calls shown to models without native tool calls
+    shots: int | None = None  # how many examples to show (the most similar to the input); None: all
 
     @classmethod
     def from_data(cls, item: Any) -> ToolUse:
-        """From the spec's YAML: a name, or ``{name, options, approval, timeout}``."""
+        """From the spec's YAML: a name, or ``{name, options, approval, timeout, direct, examples, shots}``."""
         if isinstance(item, str):
             return cls(item)
         approval = item.get("approval")
@@ -106,6 +116,8 @@ class ToolUse:
             approval=Approval(approval) if approval else None,
             timeout=float(item.get("timeout", DEFAULT_TIMEOUT)),
             direct=bool(item.get("direct", False)),
+            examples=tuple(ToolExample(dict(e["input"]), dict(e["arguments"])) for e in item.get("examples") or ()),
+            shots=int(item["shots"]) if item.get("shots") is not None else None,
         )
 
 

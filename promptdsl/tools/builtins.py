@@ -87,23 +87,56 @@ def format_number(value: int | float) -> str:
     return str(value) if isinstance(value, int) else f"{value:.10g}"
 
 
+_EXPRESSION = {
+    "type": "string",
+    "maxLength": MAX_ARGUMENT,
+    "pattern": r"^[0-9 .+*/%()-]+$",
+    "description": "the arithmetic to compute, with the numbers written out",
+}
+OPERATORS = ("+", "-", "*", "/")
+
+
+def _operands(copy_numbers: bool) -> dict[str, Any]:
+    """``"number operator number"``, listed part by part (``x-parts``): finite when the numbers are copied."""
+    number: dict[str, Any] = {"type": "number", **({"x-from-input": True} if copy_numbers else {})}
+    return {
+        **_EXPRESSION,
+        "pattern": r"^-?[0-9.]+ [-+*/] -?[0-9.]+$",
+        "x-parts": [number, {"enum": list(OPERATORS)}, number],
+        "description": "number operator number, e.g. 36 + 12",
+    }
+
+
 class Calculator(Tool):
+    """Options: ``form`` (``expression``, any arithmetic, or ``operands``, ``number operator number``)
+    and ``copy_numbers`` (the numbers are ones written in the conversation: schema keyword ``x-from-input``)."""
+
     name = "calculator"
     description = "Evaluate an arithmetic expression with numbers, + - * / // % ** and parentheses; returns the number."
     parameters = {  # noqa: RUF012
         "type": "object",
-        "properties": {
-            "expression": {
-                "type": "string",
-                "maxLength": MAX_ARGUMENT,
-                "pattern": r"^[0-9 .+*/%()-]+$",
-                "description": "the arithmetic to compute, with the numbers written out",
-            }
-        },
+        "properties": {"expression": _EXPRESSION},
         "required": ["expression"],
         "additionalProperties": False,
     }
+    options_schema = {  # noqa: RUF012
+        "type": "object",
+        "properties": {
+            "form": {"enum": ["expression", "operands"], "default": "expression"},
+            "copy_numbers": {"type": "boolean", "default": False},
+        },
+        "additionalProperties": False,
+    }
     read_only = True
+
+    def __init__(self, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(options)
+        copy_numbers = bool(self.options.get("copy_numbers", False))
+        if self.options.get("form") == "operands":
+            self.description = "Compute number operator number (operator: + - * /); returns the number."
+            self.parameters = {**Calculator.parameters, "properties": {"expression": _operands(copy_numbers)}}
+        elif copy_numbers:
+            raise ToolError("calculator: copy_numbers needs form: operands (any arithmetic cannot be listed)")
 
     def call(self, arguments: dict[str, Any]) -> str:
         return format_number(calculate(str(arguments["expression"])))

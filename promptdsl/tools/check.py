@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import ToolError, ToolUse
+from jsonschema import Draft202012Validator
+
+from ..errors import PromptDSLError
+from .base import Tool, ToolError, ToolUse
 from .registry import open_tool
 
 if TYPE_CHECKING:
@@ -34,7 +37,11 @@ def check_spec_tools(spec: Spec, located: Located) -> None:
         except ToolError as exc:
             raise located.error(exc.message, ("tools", i)) from None
         names.append(tool.name)
+        problem = _example_problem(spec, use, tool)
         tool.close()
+        if problem:
+            at, message = problem
+            raise located.error(message, ("tools", i, "examples", at))
     choice = spec.tool_choice
     if choice not in CHOICES and choice not in names:
         has_mcp = any(u.name.startswith(MCP_PREFIX) for u in spec.tools)
@@ -46,3 +53,19 @@ def check_spec_tools(spec: Spec, located: Located) -> None:
             )
     if choice != "none" and choice != "auto" and not spec.tools:
         raise located.error(f"tool_choice '{choice}' needs a 'tools' list", ("tool_choice",))
+
+
+def _example_problem(spec: Spec, use: ToolUse, tool: Tool) -> tuple[int, str] | None:
+    """(index, why) of the first worked example whose input or arguments do not fit."""
+    from ..inputs import validate_inputs
+
+    validator = Draft202012Validator(tool.parameters)
+    for i, example in enumerate(use.examples):
+        try:
+            validate_inputs(spec, example.input)
+        except PromptDSLError as exc:
+            return i, f"bad tool example input: {exc.message}"
+        error = next(iter(validator.iter_errors(example.arguments)), None)
+        if error is not None:
+            return i, f"tool example arguments do not fit '{tool.name}': {error.message}"
+    return None

@@ -79,6 +79,7 @@ class ActiveTool:
     approval: Approval
     timeout: float
     direct: bool = False
+    use: ToolUse | None = None  # the spec's entry (worked examples for the prompted path)
 
 
 @dataclass
@@ -128,7 +129,8 @@ class ToolLoop:
             raise ToolError(f"tool_choice '{self.choice}' names no tool in use ({', '.join(self.tools) or 'none'})")
         described = [t.tool for t in tools]
         native = native_capable(runner.backend) and spec.mode == "chat"
-        self.driver: Driver = NativeDriver(runner, described) if native else PromptedDriver(runner, described)
+        examples = {t.tool.name: t.use for t in tools if t.use is not None and t.use.examples}
+        self.driver: Driver = NativeDriver(runner, described) if native else PromptedDriver(runner, described, examples)
         self.path = "native" if native else "prompted"  # how the model is asked (benchmarks report it)
 
     def close(self) -> None:
@@ -350,7 +352,7 @@ def _open(use: ToolUse, base: Path | None, *, trusted: bool) -> list[ActiveTool]
         tools = open_mcp_tools(use.name[len(MCP_PREFIX):], timeout=use.timeout, cwd=base)
         return [ActiveTool(t, use.approval or Approval.ASK, use.timeout) for t in tools]
     tool = open_tool(use, base_dir=base, trusted=trusted)
-    return [ActiveTool(tool, use.approval or default_approval(tool), use.timeout, use.direct)]
+    return [ActiveTool(tool, use.approval or default_approval(tool), use.timeout, use.direct, use)]
 
 
 __all__ = [
