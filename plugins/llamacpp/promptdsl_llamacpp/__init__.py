@@ -16,6 +16,7 @@ so there the weights stay in the plain CPU buffer: option ``extra_bufts``
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import threading
@@ -278,18 +279,22 @@ class _LoadedModel:
         self.path = path
         self.settings = settings
         self.lock = _ModelLock()
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        self.formatter = None
-        if template:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            vocab = self.llm
-            self.formatter = Jinja2ChatFormatter(
-                template=template,
-                eos_token=vocab.detokenize([vocab.token_eos()], special=True).decode("utf-8", "replace"),
-                bos_token=vocab.detokenize([vocab.token_bos()], special=True).decode("utf-8", "replace"),
-                add_generation_prompt=True,
-            )
+    @functools.cached_property
+    def formatter(self) -> Any:
+        """The model's chat template, compiled on first use: completion-mode runs never pay for it."""
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        vocab = self.llm
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=vocab.detokenize([vocab.token_eos()], special=True).decode("utf-8", "replace"),
+            bos_token=vocab.detokenize([vocab.token_bos()], special=True).decode("utf-8", "replace"),
+            add_generation_prompt=True,
+        )
 
     # -------------------------------------------------------------- prompt -> tokens
 
