@@ -57,7 +57,8 @@ OPTIONS_SCHEMA = options_schema(
         "n_ctx": {"type": "integer", "minimum": 16, "default": DEFAULT_N_CTX,
                   "description": "context window in tokens"},
         "n_threads": {"type": ["integer", "null"], "minimum": 1,
-                      "description": "llama.cpp threads (default: $PROMPTDSL_LLAMACPP_THREADS, else every core)"},
+                      "description": "llama.cpp threads (default: $PROMPTDSL_LLAMACPP_THREADS, else every core; "
+                                     "on a busy machine one fewer for generation)"},
         "n_batch": {"type": "integer", "minimum": 1, "default": 512,
                     "description": "tokens evaluated per llama.cpp batch"},
         "extra_bufts": {"enum": ["auto", True, False], "default": "auto",
@@ -72,6 +73,9 @@ OPTIONS_SCHEMA = options_schema(
 
 #: Environment variable with the default ``n_threads`` (else every core this process may use).
 THREADS_ENV = "PROMPTDSL_LLAMACPP_THREADS"
+
+#: A 1-minute load average from this much on means other work holds a core: generation leaves one free.
+BUSY_LOAD = 1.0
 
 #: CPU flags (Linux /proc/cpuinfo) that mean llama.cpp would put weights in its AMX buffer.
 AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
@@ -174,6 +178,7 @@ class LoadSettings:
 
     n_ctx: int = DEFAULT_N_CTX
     n_threads: int = 1
+    n_threads_batch: int = 1
     n_batch: int = 512
     extra_bufts: bool = True
     verbose: bool = False
@@ -182,14 +187,39 @@ class LoadSettings:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LoadSettings:
         """Settings from options already checked against :data:`OPTIONS_SCHEMA`."""
+        threads, threads_batch = default_threads()
+        given = options.get("n_threads") or _env_threads()
+        if given:
+            threads = threads_batch = int(given)
         return cls(
             n_ctx=int(options.get("n_ctx", DEFAULT_N_CTX)),
-            n_threads=int(options.get("n_threads") or _env_threads() or cpu_count()),
+            n_threads=threads,
+            n_threads_batch=threads_batch,
             n_batch=int(options.get("n_batch", 512)),
             extra_bufts=use_extra_bufts(options.get("extra_bufts", "auto")),
             verbose=bool(options.get("verbose", False)),
             n_gpu_layers=gpu.gpu_layers(options.get("n_gpu_layers"), gpu.supports_offload()),
         )
+
+
+def default_threads(cores: int | None = None, load: float | None = None) -> tuple[int, int]:
+    """``(n_threads, n_threads_batch)`` when neither ``-o n_threads`` nor the environment sets them.
+
+    llama.cpp's threads wait for each other at every step, spinning. On a quiet machine every core
+    is fastest. When other work keeps a core busy (the 1-minute load average is at least
+    :data:`BUSY_LOAD` when the model loads), a thread that loses its core stalls the others, and
+    one-token decodes (generation) suffer most, so generation leaves a core free; prompt batches
+    keep every core (``benchmarks/bench_threads.py``; docs/performance.md).
+    """
+    cores = cpu_count() if cores is None else cores
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not on this platform
+            load = 0.0
+    if cores > 1 and load >= BUSY_LOAD:
+        return cores - 1, cores
+    return cores, cores
 
 
 def _env_threads() -> int | None:
@@ -268,7 +298,7 @@ class _LoadedModel:
                     model_path=str(path),
                     n_ctx=settings.n_ctx,
                     n_threads=settings.n_threads,
-                    n_threads_batch=settings.n_threads,
+                    n_threads_batch=settings.n_threads_batch,
                     n_batch=settings.n_batch,
                     n_gpu_layers=settings.n_gpu_layers,
                     seed=0,
@@ -279,6 +309,7 @@ class _LoadedModel:
         self.path = path
         self.settings = settings
         self.lock = _ModelLock()
+        self._conts: dict[str, list[int]] = {}
 
     @functools.cached_property
     def formatter(self) -> Any:
@@ -393,10 +424,16 @@ class _LoadedModel:
             return totals
 
     def _cont_tokens(self, text: str) -> list[int]:
-        toks = list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-        if not toks:
-            raise BackendError(f"cannot score an empty continuation {text!r}", backend="llamacpp")
-        return toks
+        """A continuation's tokens; a dataset run scores the same few choices for every row, so they are kept."""
+        toks = self._conts.get(text)
+        if toks is None:
+            toks = list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+            if not toks:
+                raise BackendError(f"cannot score an empty continuation {text!r}", backend="llamacpp")
+            if len(self._conts) >= 256:
+                self._conts.clear()
+            self._conts[text] = toks
+        return list(toks)
 
     # -------------------------------------------------------------- generation
 
@@ -428,6 +465,18 @@ class _LoadedModel:
                         yield text
             finally:
                 close_stream(chunks)
+
+
+def _threads_line() -> str:
+    """What ``doctor`` says about threads: the count a model loaded now would get, and why."""
+    env = _env_threads()
+    if env:
+        return f"{env} (${THREADS_ENV}; -o n_threads=N overrides)"
+    gen, batch = default_threads()
+    if gen == batch:
+        return f"{gen} (every core; -o n_threads=N or ${THREADS_ENV} to set)"
+    return (f"{gen} for generation, {batch} for prompts (load average {os.getloadavg()[0]:.1f}: a busy "
+            f"machine; -o n_threads=N or ${THREADS_ENV} to set)")
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -481,7 +530,7 @@ class LlamaCppBackend(Backend):
         out = [
             ("llama-cpp-python", str(getattr(llama_cpp, "__version__", "?"))),
             ("llama.cpp system info", " ".join(info.split())),
-            ("threads", f"{_env_threads() or cpu_count()} (default n_threads; -o n_threads=N or ${THREADS_ENV})"),
+            ("threads", _threads_line()),
             ("extra_bufts (auto)", f"false: {reason}, so weights stay in the plain CPU buffer"
              if reason else "true: no AMX on this machine (llama.cpp's default)"),
             ("device", gpu.device(gpu.gpu_layers(None, gpu.supports_offload()), None, gpu.supports_offload())),
