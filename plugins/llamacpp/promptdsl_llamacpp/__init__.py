@@ -20,6 +20,7 @@ import functools
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -58,7 +59,7 @@ OPTIONS_SCHEMA = options_schema(
                   "description": "context window in tokens"},
         "n_threads": {"type": ["integer", "null"], "minimum": 1,
                       "description": "llama.cpp threads (default: $PROMPTDSL_LLAMACPP_THREADS, else every core; "
-                                     "on a busy machine one fewer for generation)"},
+                                     "on a busy machine the idle ones)"},
         "n_batch": {"type": "integer", "minimum": 1, "default": 512,
                     "description": "tokens evaluated per llama.cpp batch"},
         "extra_bufts": {"enum": ["auto", True, False], "default": "auto",
@@ -73,9 +74,6 @@ OPTIONS_SCHEMA = options_schema(
 
 #: Environment variable with the default ``n_threads`` (else every core this process may use).
 THREADS_ENV = "PROMPTDSL_LLAMACPP_THREADS"
-
-#: A 1-minute load average from this much on means other work holds a core: generation leaves one free.
-BUSY_LOAD = 1.0
 
 #: CPU flags (Linux /proc/cpuinfo) that mean llama.cpp would put weights in its AMX buffer.
 AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
@@ -178,7 +176,6 @@ class LoadSettings:
 
     n_ctx: int = DEFAULT_N_CTX
     n_threads: int = 1
-    n_threads_batch: int = 1
     n_batch: int = 512
     extra_bufts: bool = True
     verbose: bool = False
@@ -187,14 +184,10 @@ class LoadSettings:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LoadSettings:
         """Settings from options already checked against :data:`OPTIONS_SCHEMA`."""
-        threads, threads_batch = default_threads()
-        given = options.get("n_threads") or _env_threads()
-        if given:
-            threads = threads_batch = int(given)
+        threads = int(options.get("n_threads") or _env_threads() or default_threads())
         return cls(
             n_ctx=int(options.get("n_ctx", DEFAULT_N_CTX)),
             n_threads=threads,
-            n_threads_batch=threads_batch,
             n_batch=int(options.get("n_batch", 512)),
             extra_bufts=use_extra_bufts(options.get("extra_bufts", "auto")),
             verbose=bool(options.get("verbose", False)),
@@ -202,14 +195,16 @@ class LoadSettings:
         )
 
 
-def default_threads(cores: int | None = None, load: float | None = None) -> tuple[int, int]:
-    """``(n_threads, n_threads_batch)`` when neither ``-o n_threads`` nor the environment sets them.
+def default_threads(cores: int | None = None, load: float | None = None, running: int | None = None) -> int:
+    """llama.cpp threads (generation and prompts alike) when neither ``-o n_threads`` nor the environment set them.
 
-    llama.cpp's threads wait for each other at every step, spinning. On a quiet machine every core
-    is fastest. When other work keeps a core busy (the 1-minute load average is at least
-    :data:`BUSY_LOAD` when the model loads), a thread that loses its core stalls the others, and
-    one-token decodes (generation) suffer most, so generation leaves a core free; prompt batches
-    keep every core (``benchmarks/bench_threads.py``; docs/performance.md).
+    llama.cpp's threads wait for each other at every step, spinning; when other work holds a core,
+    the thread that loses it stalls the rest, and a dataset run's items ran 3-5x slower on both
+    cores than on one (``benchmarks/bench_threads.py``, docs/performance.md). So the default is the
+    cores other work leaves idle, at least 1: every core on a quiet machine. Busy means both the
+    1-minute load average (``load``) and the processes ready to run right now (``running``, Linux)
+    say so: the average alone still counts programs that just ended, such as the previous run of a
+    script that calls promptdsl in a loop.
     """
     cores = cpu_count() if cores is None else cores
     if load is None:
@@ -217,9 +212,27 @@ def default_threads(cores: int | None = None, load: float | None = None) -> tupl
             load = os.getloadavg()[0]
         except (AttributeError, OSError):  # not on this platform
             load = 0.0
-    if cores > 1 and load >= BUSY_LOAD:
-        return cores - 1, cores
-    return cores, cores
+    if load < 0.5:
+        return cores  # quiet: no need to look closer
+    if running is None:
+        running = others_running()
+    busy = load if running is None else min(load, running)
+    return max(1, min(cores, round(cores - busy)))
+
+
+def others_running(looks: int = 5, gap: float = 0.002) -> int | None:
+    """Tasks of other programs ready to run now (``/proc/loadavg``, minus this one): the least of a few
+    looks ~10 ms apart in all, so a moment's spike does not count. None where the file does not exist."""
+    counts = []
+    try:
+        for i in range(looks):
+            if i:
+                time.sleep(gap)
+            with open("/proc/loadavg", encoding="ascii") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, min(counts))
 
 
 def _env_threads() -> int | None:
@@ -298,7 +311,7 @@ class _LoadedModel:
                     model_path=str(path),
                     n_ctx=settings.n_ctx,
                     n_threads=settings.n_threads,
-                    n_threads_batch=settings.n_threads_batch,
+                    n_threads_batch=settings.n_threads,
                     n_batch=settings.n_batch,
                     n_gpu_layers=settings.n_gpu_layers,
                     seed=0,
@@ -472,11 +485,9 @@ def _threads_line() -> str:
     env = _env_threads()
     if env:
         return f"{env} (${THREADS_ENV}; -o n_threads=N overrides)"
-    gen, batch = default_threads()
-    if gen == batch:
-        return f"{gen} (every core; -o n_threads=N or ${THREADS_ENV} to set)"
-    return (f"{gen} for generation, {batch} for prompts (load average {os.getloadavg()[0]:.1f}: a busy "
-            f"machine; -o n_threads=N or ${THREADS_ENV} to set)")
+    cores, threads = cpu_count(), default_threads()
+    how = "every core" if threads == cores else f"the idle cores of {cores}: the machine is busy"
+    return f"{threads} ({how}; -o n_threads=N or ${THREADS_ENV} to set)"
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
