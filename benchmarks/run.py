@@ -42,7 +42,7 @@ def _run(name: str, args: argparse.Namespace) -> list[Row]:
         "memory": lambda b: b(*args.memory_rows),
         "cache": lambda b: b(args.items),
         "bufts": lambda b: b(),
-        "cli": lambda b: b(args.items),
+        "cli": lambda b: b(args.items, args.cli_rounds, args.cli_singles, not args.no_cli_batch),
         "threads": lambda b: b(),
     }
     module = importlib.import_module(f"bench_{name}")
@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=common.TWEETS,
                    help="labelled tweets, JSONL with text and label (default: the 500-row sample in tests/data; "
                         "the memory benchmark cycles a shorter file)")
+    p.add_argument("--cli-rounds", type=int, default=2, metavar="N",
+                   help="rounds of the CLI dataset runs (benchmarks 7, 7b, 8; 0 runs only 9, one input)")
+    p.add_argument("--cli-singles", type=int, default=5, metavar="N", help="one-input pairs of benchmark 9")
+    p.add_argument("--no-cli-batch", action="store_true", help="leave out 7b (the opt-in -o batch=true run)")
     p.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = p.parse_args(argv)
     if args.quick:

@@ -16,13 +16,11 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-from .cache import CachedRunner, ResultCache
 from .datafile import (
     DataFile,
     Existing,
@@ -39,6 +37,11 @@ from .prompt import Prompt
 from .result import Result
 from .runner import Runner
 from .spec import Method, Spec
+
+if TYPE_CHECKING:  # the cache (sqlite3, platformdirs) and the thread pool load with the first run
+    from concurrent.futures import Future
+
+    from .cache import ResultCache
 
 #: Concurrent requests for backends that are not in-process (see ``Backend.local``).
 DEFAULT_REMOTE_CONCURRENCY = 4
@@ -118,6 +121,8 @@ class DatasetRunner:
         self.batch = batch
         self.spec = runner.spec
         self.fmt = fmt
+        from .cache import CachedRunner
+
         self.cached = CachedRunner(runner, cache) if cache is not None else None
         self.concurrency = max(1, concurrency)
         self.constants = dict(constants or {})
@@ -220,6 +225,8 @@ class DatasetRunner:
     def _concurrent(self, rows: Iterable[Row]) -> Iterator[Outcome]:
         window = 2 * self.concurrency  # queued + running: keeps the pool busy while the head waits
         pending: deque[Outcome | tuple[Row, Prompt, Future[Result | PromptDSLError]]] = deque()
+        from concurrent.futures import ThreadPoolExecutor
+
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="promptdsl-row")
 
         def resolve(item: Outcome | tuple[Row, Prompt, Future[Result | PromptDSLError]]) -> Outcome:
@@ -424,6 +431,8 @@ class DatasetRun:
         except BaseException:
             self.close()
             raise
+        from .cache import ResultCache
+
         self.cache = ResultCache(on_problem=on_cache_problem) if cache else None
 
     def close(self) -> None:

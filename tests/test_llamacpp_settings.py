@@ -192,6 +192,43 @@ def test_model_lock_is_released_by_whichever_thread_closes() -> None:
         assert lock.locked()
 
 
+@pytest.mark.parametrize(("cores", "load", "running", "expected"), [
+    (2, 0.3, 5, 2),  # quiet by the average: every core, no closer look
+    (2, 1.2, 1, 1),  # another program holds a core: the idle one
+    (2, 6.0, 0, 2),  # the average remembers programs that have ended; nothing runs now
+    (2, 6.0, None, 1),  # no /proc/loadavg: the average decides
+    (8, 3.4, 4, 5),
+    (8, 20.0, 30, 1),  # at least one
+    (1, 9.0, 9, 1),
+])
+def test_default_threads_are_the_idle_cores(cores: int, load: float, running: int | None, expected: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugin, "others_running", lambda: None)
+    assert plugin.default_threads(cores, load, running) == expected
+
+
+def test_others_running_reads_proc_loadavg() -> None:
+    got = plugin.others_running()
+    assert got is None or got >= 0
+
+
+def test_busy_default_reaches_llama_and_an_explicit_count_wins(
+        recording: type[RecordingLlama], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(plugin.THREADS_ENV, raising=False)
+    monkeypatch.setattr(plugin, "cpu_count", lambda: 4)
+    monkeypatch.setattr(plugin.os, "getloadavg", lambda: (2.2, 2.0, 2.0))
+    monkeypatch.setattr(plugin, "others_running", lambda: 2)
+    busy = LlamaCppBackend(None, {}).llama.kwargs
+    assert (busy["n_threads"], busy["n_threads_batch"]) == (2, 2)
+    assert dict(LlamaCppBackend.diagnostics())["threads"].startswith("2 (the idle cores of 4: the machine is busy")
+    given = LlamaCppBackend(None, {"n_threads": 3}).llama.kwargs
+    assert (given["n_threads"], given["n_threads_batch"]) == (3, 3)
+    monkeypatch.setattr(plugin.os, "getloadavg", lambda: (0.2, 0.5, 0.5))
+    quiet = LlamaCppBackend(None, {}).llama.kwargs
+    assert (quiet["n_threads"], quiet["n_threads_batch"]) == (4, 4)
+    assert dict(LlamaCppBackend.diagnostics())["threads"].startswith("4 (every core")
+
+
 def test_model_lock_refuses_reentry_by_its_owner() -> None:
     lock = plugin._ModelLock()
     with lock, pytest.raises(BackendError, match="unfinished stream"):

@@ -12,15 +12,16 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..datafile import DataFile, parse_fields
-from ..dataset import DEFAULT_REMOTE_CONCURRENCY, ON_ERROR, DatasetRun, Outcome, Summary
+from ..dataset import DEFAULT_REMOTE_CONCURRENCY, ON_ERROR
 from ..errors import InputError
 from ..inputs import collect_inputs
-from ..spec import Spec
 from .common import runner_from_args, say
-from .progress import RowProgress, format_duration
+
+if TYPE_CHECKING:
+    from ..dataset import DatasetRun, Outcome, Summary
+    from ..spec import Spec
 
 
 def add_dataset_flags(p: argparse.ArgumentParser) -> None:
@@ -55,6 +56,9 @@ def dataset_run(
     spec: Spec, args: argparse.Namespace, on_resumed_line: Callable[[dict[str, Any]], None] | None = None
 ) -> DatasetRun:
     """Check the data and output first (bad usage costs no model load), then build the runner."""
+    from ..datafile import DataFile, parse_fields
+    from ..dataset import DatasetRun
+
     if str(args.data) == "-" and "-" in args.input:
         raise InputError("--data - and --input - both want standard input; give one of them a file")
     if args.resume and args.out is None:
@@ -112,6 +116,8 @@ def execute(
     print_lines: bool = True,
 ) -> Summary:
     """Run every row with Ctrl+C handled and a progress bar; lines go to --out, else stdout."""
+    from .progress import RowProgress  # rich: only for dataset runs
+
     to_stdout = run.out is None and print_lines
     wanted = args.progress
     if wanted is None:
@@ -128,6 +134,8 @@ def execute(
 
 def report(run: DatasetRun, summary: Summary) -> int:
     """Print the end-of-run lines on stderr and return the exit code."""
+    from .progress import format_duration
+
     where = f"; results in {run.out}" if run.out is not None else ""
     if summary.stopped_by is not None:
         failed = summary.stopped_by

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..doctor import diagnose
 from .common import Commands
 
 
@@ -18,6 +17,8 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from ..doctor import diagnose  # platform, subprocess: only for this command
+
     report = diagnose(decode=args.decode)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     return 0 if report.ok else 1

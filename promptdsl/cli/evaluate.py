@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from ..evaluate import Evaluation
 from ..loader import load_spec
 from .common import Commands, add_backend_flags, add_input_flags, say
 from .dataset import add_dataset_flags, dataset_run, execute, report
@@ -27,6 +26,8 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run, score, print the metrics; without --out only the metrics are printed."""
+    from ..evaluate import Evaluation
+
     spec = load_spec(args.spec)
     evaluation = Evaluation(spec, args.label)
     run = dataset_run(spec, args, on_resumed_line=evaluation.on_resumed_line)

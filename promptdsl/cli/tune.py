@@ -5,19 +5,11 @@ from __future__ import annotations
 import argparse
 import threading
 from pathlib import Path
-from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-from ..datafile import DataFile
-from ..evaluate import ChoiceMetrics
 from ..loader import load_spec
-from ..tune import Listener, summary_lines, tune
 from ..tune.config import DEFAULT_STEPS, TuneConfig
 from .common import Commands, say
 from .dataset import stop_on_sigint
-from .progress import RowProgress
 
 
 def register(sub: Commands, common: argparse.ArgumentParser) -> None:
@@ -51,63 +43,17 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_tune)
 
 
-class _CliListener(Listener):
-    """Stages as status lines; training steps and evaluation rows on rich progress bars."""
-
-    def __init__(self) -> None:
-        self.console = Console(stderr=True)
-        self.bar: Progress | None = None
-        self.task: Any = None
-
-    def stage(self, text: str) -> None:
-        self.close()
-        say(f"promptdsl: {text}")
-
-    def step(self, step: int, total: int, loss: float) -> None:
-        if self.bar is None:
-            self.bar = Progress(
-                TextColumn("step"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=self.console,
-                disable=not self.console.is_terminal,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=total, completed=step, loss=f"{loss:.4f}")
-        else:
-            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}")
-        if not self.console.is_terminal and (step == total or step % 25 == 0):
-            say(f"promptdsl: step {step}/{total} loss {loss:.4f}")
-
-    def eval_progress(self, label: str, total: int | None) -> Any:
-        return _EvalBar(total, label.strip())
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-
-class _EvalBar(RowProgress):
-    """A row progress bar that starts at once and ends with ``close()`` (what tune expects)."""
-
-    def __init__(self, total: int | None, description: str) -> None:
-        super().__init__(total, description=description)
-        self.__enter__()
-
-    def close(self) -> None:
-        self.__exit__(None, None, None)
-
-
 #: The flags that are TuneConfig fields of the same name.
 CONFIG_FLAGS = ("alpha", "steps", "epochs", "lr", "rank", "batch", "seed", "out_type")
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: every other command would pay for rich and the tune package.
+    from ..datafile import DataFile
+    from ..evaluate import ChoiceMetrics
+    from ..tune import summary_lines, tune
+    from .tune_progress import CliListener
+
     spec = load_spec(args.spec)
     data = DataFile(args.data)
     eval_data = DataFile(args.eval) if args.eval is not None else None
@@ -115,7 +61,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         say(f"promptdsl: error: {args.out} exists (use --force to overwrite)")
         return 2
     config = TuneConfig(**{name: getattr(args, name) for name in CONFIG_FLAGS})
-    listener = _CliListener()
+    listener = CliListener()
     stop = threading.Event()
     try:
         with stop_on_sigint(stop):

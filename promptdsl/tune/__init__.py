@@ -11,15 +11,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..datafile import DataFile
-from ..dataset import DatasetRun
 from ..errors import PromptDSLError
-from ..evaluate import ChoiceMetrics, Evaluation, Metrics
-from ..export import compile_rows, spec_hash
-from ..runner import Runner
-from ..spec import Spec
+
+if TYPE_CHECKING:  # the CLI imports this package for its defaults: what runs is imported when it runs
+    from ..datafile import DataFile
+    from ..evaluate import Metrics
+    from ..spec import Spec
 
 EXTRA = ("torch", "transformers", "peft", "gguf")
 
@@ -87,6 +86,10 @@ def evaluate_model(
     spec: Spec, model: str, data: DataFile, label: str, *, threads: int, progress: Any = None
 ) -> Metrics:
     """Score ``spec`` on ``data`` with the llamacpp backend: the same path as ``promptdsl eval``."""
+    from ..dataset import DatasetRun
+    from ..evaluate import Evaluation
+    from ..runner import Runner
+
     runner = Runner(spec, backend_name="llamacpp", model=model, options={"n_threads": threads})
     evaluation = Evaluation(spec, label)
     DatasetRun(spec, data, runner=runner, cache=False).execute(on_outcome=evaluation.on_outcome, progress=progress)
@@ -121,6 +124,7 @@ def tune(
     import torch
     from promptdsl_llamacpp import cpu_count, resolve_model
 
+    from ..export import compile_rows, spec_hash
     from .config import TuneConfig
     from .train import (
         LlamaTokens,
@@ -211,6 +215,8 @@ def tune(
 
 def summary_lines(report: TuneReport) -> list[str]:
     """A short plain-text account of a tuning run (for the CLI and the benchmark)."""
+    from ..evaluate import ChoiceMetrics
+
     losses = report.losses
     lines = [
         f"wrote {report.out} ({report.out_bytes / 2**20:.1f} MiB)",

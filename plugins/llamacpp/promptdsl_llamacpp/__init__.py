@@ -16,9 +16,11 @@ so there the weights stay in the plain CPU buffer: option ``extra_bufts``
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -56,7 +58,8 @@ OPTIONS_SCHEMA = options_schema(
         "n_ctx": {"type": "integer", "minimum": 16, "default": DEFAULT_N_CTX,
                   "description": "context window in tokens"},
         "n_threads": {"type": ["integer", "null"], "minimum": 1,
-                      "description": "llama.cpp threads (default: $PROMPTDSL_LLAMACPP_THREADS, else every core)"},
+                      "description": "llama.cpp threads (default: $PROMPTDSL_LLAMACPP_THREADS, else every core; "
+                                     "on a busy machine the idle ones)"},
         "n_batch": {"type": "integer", "minimum": 1, "default": 512,
                     "description": "tokens evaluated per llama.cpp batch"},
         "extra_bufts": {"enum": ["auto", True, False], "default": "auto",
@@ -181,14 +184,55 @@ class LoadSettings:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> LoadSettings:
         """Settings from options already checked against :data:`OPTIONS_SCHEMA`."""
+        threads = int(options.get("n_threads") or _env_threads() or default_threads())
         return cls(
             n_ctx=int(options.get("n_ctx", DEFAULT_N_CTX)),
-            n_threads=int(options.get("n_threads") or _env_threads() or cpu_count()),
+            n_threads=threads,
             n_batch=int(options.get("n_batch", 512)),
             extra_bufts=use_extra_bufts(options.get("extra_bufts", "auto")),
             verbose=bool(options.get("verbose", False)),
             n_gpu_layers=gpu.gpu_layers(options.get("n_gpu_layers"), gpu.supports_offload()),
         )
+
+
+def default_threads(cores: int | None = None, load: float | None = None, running: int | None = None) -> int:
+    """llama.cpp threads (generation and prompts alike) when neither ``-o n_threads`` nor the environment set them.
+
+    llama.cpp's threads wait for each other at every step, spinning; when other work holds a core,
+    the thread that loses it stalls the rest, and a dataset run's items ran 3-5x slower on both
+    cores than on one (``benchmarks/bench_threads.py``, docs/performance.md). So the default is the
+    cores other work leaves idle, at least 1: every core on a quiet machine. Busy means both the
+    1-minute load average (``load``) and the processes ready to run right now (``running``, Linux)
+    say so: the average alone still counts programs that just ended, such as the previous run of a
+    script that calls promptdsl in a loop.
+    """
+    cores = cpu_count() if cores is None else cores
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not on this platform
+            load = 0.0
+    if load < 0.5:
+        return cores  # quiet: no need to look closer
+    if running is None:
+        running = others_running()
+    busy = load if running is None else min(load, running)
+    return max(1, min(cores, round(cores - busy)))
+
+
+def others_running(looks: int = 5, gap: float = 0.002) -> int | None:
+    """Tasks of other programs ready to run now (``/proc/loadavg``, minus this one): the least of a few
+    looks ~10 ms apart in all, so a moment's spike does not count. None where the file does not exist."""
+    counts = []
+    try:
+        for i in range(looks):
+            if i:
+                time.sleep(gap)
+            with open("/proc/loadavg", encoding="ascii") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]) - 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, min(counts))
 
 
 def _env_threads() -> int | None:
@@ -278,18 +322,23 @@ class _LoadedModel:
         self.path = path
         self.settings = settings
         self.lock = _ModelLock()
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        self.formatter = None
-        if template:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        self._conts: dict[str, list[int]] = {}
 
-            vocab = self.llm
-            self.formatter = Jinja2ChatFormatter(
-                template=template,
-                eos_token=vocab.detokenize([vocab.token_eos()], special=True).decode("utf-8", "replace"),
-                bos_token=vocab.detokenize([vocab.token_bos()], special=True).decode("utf-8", "replace"),
-                add_generation_prompt=True,
-            )
+    @functools.cached_property
+    def formatter(self) -> Any:
+        """The model's chat template, compiled on first use: completion-mode runs never pay for it."""
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        vocab = self.llm
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=vocab.detokenize([vocab.token_eos()], special=True).decode("utf-8", "replace"),
+            bos_token=vocab.detokenize([vocab.token_bos()], special=True).decode("utf-8", "replace"),
+            add_generation_prompt=True,
+        )
 
     # -------------------------------------------------------------- prompt -> tokens
 
@@ -388,10 +437,16 @@ class _LoadedModel:
             return totals
 
     def _cont_tokens(self, text: str) -> list[int]:
-        toks = list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
-        if not toks:
-            raise BackendError(f"cannot score an empty continuation {text!r}", backend="llamacpp")
-        return toks
+        """A continuation's tokens; a dataset run scores the same few choices for every row, so they are kept."""
+        toks = self._conts.get(text)
+        if toks is None:
+            toks = list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+            if not toks:
+                raise BackendError(f"cannot score an empty continuation {text!r}", backend="llamacpp")
+            if len(self._conts) >= 256:
+                self._conts.clear()
+            self._conts[text] = toks
+        return list(toks)
 
     # -------------------------------------------------------------- generation
 
@@ -423,6 +478,16 @@ class _LoadedModel:
                         yield text
             finally:
                 close_stream(chunks)
+
+
+def _threads_line() -> str:
+    """What ``doctor`` says about threads: the count a model loaded now would get, and why."""
+    env = _env_threads()
+    if env:
+        return f"{env} (${THREADS_ENV}; -o n_threads=N overrides)"
+    cores, threads = cpu_count(), default_threads()
+    how = "every core" if threads == cores else f"the idle cores of {cores}: the machine is busy"
+    return f"{threads} ({how}; -o n_threads=N or ${THREADS_ENV} to set)"
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -476,7 +541,7 @@ class LlamaCppBackend(Backend):
         out = [
             ("llama-cpp-python", str(getattr(llama_cpp, "__version__", "?"))),
             ("llama.cpp system info", " ".join(info.split())),
-            ("threads", f"{_env_threads() or cpu_count()} (default n_threads; -o n_threads=N or ${THREADS_ENV})"),
+            ("threads", _threads_line()),
             ("extra_bufts (auto)", f"false: {reason}, so weights stay in the plain CPU buffer"
              if reason else "true: no AMX on this machine (llama.cpp's default)"),
             ("device", gpu.device(gpu.gpu_layers(None, gpu.supports_offload()), None, gpu.supports_offload())),
