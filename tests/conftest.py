@@ -9,6 +9,16 @@ from typing import Any
 
 import pytest
 
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (in pyproject's addopts): the fast tier, which loads no model and starts no
+    server, runs on every core; anything else runs in one process, where the tests share one
+    loaded model and llama.cpp's threads have the cores to themselves."""
+    expr = str(config.getoption("markexpr", "") or "")
+    fast = "not model" in expr and "not server" in expr
+    return (os.cpu_count() or 1) if fast else 0
+
+
 pytest_plugins: list[str] = ["openai_server", "test_tui_support"]
 
 #: One llama.cpp thread for every model the tests load, in this process and in the ones they start:
