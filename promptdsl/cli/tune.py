@@ -33,10 +33,11 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr:g})")
     p.add_argument("--rank", type=int, default=d.rank, help=f"LoRA rank (default {d.rank})")
     p.add_argument("--batch", type=int, default=d.batch, help=f"rows per step (default {d.batch})")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least 1)")
     p.add_argument(
-        "--out-type", choices=("q8_0", "f16"), default="q8_0", help="type of the changed tensors (default q8_0)"
+        "--out-type", choices=("q8_0", "f16"), default=d.out_type,
+        help=f"type of the changed tensors (default {d.out_type})",
     )
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint Ctrl+C saved next to --out")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
