@@ -618,3 +618,54 @@ async def test_backend_dialog_opens_when_the_current_backend_is_not_a_plugin(
         app.screen.query_one("#model", Input).focus()
         await pilot.press("enter")
         assert str(app.screen.query_one("#backend-error", Label).content) == "Choose a backend."
+
+
+# --------------------------------------------------------------------------- 11: one thread runs the model
+
+
+class ThreadRecordingBackend(ScriptedBackend):
+    """Records the thread of every call that would run a model (llama.cpp's OpenMP cares which)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.threads: list[int] = []
+
+    def stream(self, prompt: Any, options: Any, constraint: Any = None) -> Any:
+        import threading
+
+        self.threads.append(threading.get_ident())
+        inner = super().stream(prompt, options, constraint)
+
+        def gen() -> Any:
+            for chunk in inner:
+                self.threads.append(threading.get_ident())
+                yield chunk
+
+        return gen()
+
+    def count_tokens(self, prompt: Any) -> int:
+        import threading
+
+        self.threads.append(threading.get_ident())
+        return super().count_tokens(prompt)
+
+
+async def test_every_model_call_runs_on_one_long_lived_thread_not_the_ui_one(store: HistoryStore) -> None:
+    import threading
+
+    backend = ThreadRecordingBackend(["one ", "two"])
+    app = make(store, backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press(*"first", "enter")
+        await wait_for(pilot, lambda: len(backend.prompts) == 1, 10, "the reply to start")
+        app.chat.remeasure()  # another worker wants the model while the reply streams: it must wait
+        await pilot.pause(0.2)
+        backend.release(2)
+        await wait_for(pilot, lambda: not app.chat.generating, 10, "the first reply")
+        backend.release(99)
+        await type_and_send(pilot, app, "second")
+        assert [t.content for t in app.chat.conversation.turns if t.role == "assistant"] == ["one two"] * 2
+    assert len(backend.prompts) == 2 and len(backend.threads) >= 7  # two replies streamed, counts in between
+    assert len(set(backend.threads)) == 1, "replies and counts ran on different threads"
+    assert backend.threads[0] != threading.main_thread().ident

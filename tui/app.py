@@ -144,12 +144,16 @@ class PromptDSLApp(App[None]):
         if self.spec_paths:
             self.action_specs()
 
+    def on_unmount(self) -> None:
+        self.session.model_thread.close()  # a reply still running finishes and saves on its own
+
     @work(thread=True, group="backend", exclusive=True, exit_on_error=False)
     def _load_backend(self, choice: BackendChoice | None = None) -> None:
         """Load (or switch to) a backend off the UI thread; on error the app keeps the old one."""
         self.call_from_thread(self._set_state, "loading")
         try:
-            backend = self.session.switch(choice) if choice is not None else self.session.backend()
+            session = self.session
+            backend = session.model_thread.call(lambda: session.switch(choice) if choice else session.backend())
             total = backend.context_length()
         except Exception as exc:
             text = str(exc) if isinstance(exc, PromptDSLError) else f"{type(exc).__name__}: {exc}"

@@ -1,15 +1,17 @@
 """Which backend and settings the chat uses; resolved lazily, off the UI thread.
 
 Loading a model can take seconds, so :meth:`Session.backend` is only called from
-worker threads. The registry caches instances, so switching back is instant.
+worker threads. The registry caches instances, so switching back is instant. Every
+call that runs a model goes through :class:`ModelThread`.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from promptdsl.backend import Backend, GenerationOptions, split_options
 from promptdsl.errors import PromptDSLError
@@ -22,6 +24,39 @@ def check_options(options: Mapping[str, Any]) -> None:
     from promptdsl.runner import check_options  # the runner's own check: one rule for both
 
     check_options(options)
+
+
+T = TypeVar("T")
+
+
+class ModelThread:
+    """One long-lived thread for every call that runs a model (generation, spec runs, loading, counting).
+
+    llama.cpp's OpenMP keeps an idle team of threads for each live thread that has computed;
+    once those outnumber the cores, its threads stop spin-waiting between steps and a reply
+    streams ~25% slower (measured: 42 vs 56 tok/s, benchmarks/bench_tui.py). Textual's thread
+    workers come from a pool of several threads, so they hand their model work to this one
+    thread. It also keeps two calls off one model at once (a llama.cpp context is not
+    thread-safe): a spec run started while a reply streams waits for it.
+    """
+
+    def __init__(self) -> None:
+        self._ident: int | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptdsl-model",
+                                        initializer=self._started)
+
+    def _started(self) -> None:
+        self._ident = threading.get_ident()
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the model thread; blocks the calling (worker) thread until it returns."""
+        if threading.get_ident() == self._ident:
+            return fn(*args)  # already there (a nested call must not wait for itself)
+        return self._pool.submit(fn, *args).result()
+
+    def close(self) -> None:
+        """No more calls: queued ones are dropped, a running one finishes on its own."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 #: Chat defaults differ from spec runs: some variety, room for a real answer, no fixed seed.
@@ -61,6 +96,7 @@ class Session:
         self.explicit = explicit or backend is not None
         self._backend = backend
         self._lock = threading.Lock()
+        self.model_thread = ModelThread()
 
     @classmethod
     def from_cli(

@@ -244,6 +244,9 @@ class SpecScreen(Screen[None]):
 
     @work(thread=True, group="spec-run", exit_on_error=False)
     def _run(self, run: int, values: dict[str, Any], stop: threading.Event) -> None:
+        self.session.model_thread.call(self._run_now, run, values, stop)
+
+    def _run_now(self, run: int, values: dict[str, Any], stop: threading.Event) -> None:
         response = None
         try:
             runner = self.runner()
@@ -308,7 +311,7 @@ class SpecScreen(Screen[None]):
     @work(thread=True, group="spec-prompt", exclusive=True, exit_on_error=False)
     def _prepare(self, values: dict[str, Any]) -> None:
         try:
-            _, prompt = self.runner().prepare(values)
+            _, prompt = self.session.model_thread.call(lambda: self.runner().prepare(values))
         except PromptDSLError as exc:
             self.post_message(self.PromptReady(error=str(exc)))
             return

@@ -95,7 +95,10 @@ class ChatView(Vertical):
         self._attempt = 0
         self._frame: Timer | None = None
         self._gen_view: MessageView | None = None  # the streaming reply's view (no DOM query per tick)
-        self._ui_cpu0 = 0.0  # this thread's CPU time when the reply started
+        # the frame budget's clock: this thread's CPU, the wall time and the generating thread's CPU
+        # when it started; restarted once the first text shows, so the one-off cost of sending
+        # (mounting the turns, saving them) does not use up the streaming frames' budget
+        self._ui_cpu0 = self._worker0 = 0.0
         self._wall0 = self._shown_at = 0.0
         self._blink = True
 
@@ -215,8 +218,7 @@ class ChatView(Vertical):
     def _start(self, gen: Generation) -> None:
         self._gen = gen
         self._gen_view = self._view_for(gen.turn)
-        self._ui_cpu0 = time.thread_time()
-        self._wall0 = self._shown_at = time.monotonic()
+        self._restart_budget(gen)
         self._blink = self.input.cursor_blink
         self.input.cursor_blink = False  # a blinking cursor redraws twice a second: ~10 ms CPU/s
         self.post_message(self.StateChanged("generating"))
@@ -236,7 +238,7 @@ class ChatView(Vertical):
                 store.set_author(gen.turn.id, backend.name, backend.model_id)
             return backend
 
-        run_generation(gen, get_backend, store)
+        self.session.model_thread.call(run_generation, gen, get_backend, store)
         self.post_message(self.ReplyEnded(gen))
 
     async def _pull(self) -> None:
@@ -258,9 +260,17 @@ class ChatView(Vertical):
                 view.set_phase(f"reading the prompt{size} {waited:.0f} s")
         else:
             view.set_phase("")
+        first = not view.source and bool(gen.visible)
         self._mark_left_out(gen)
         await view.show_text(gen.visible)
         self._post_stats(gen)
+        if first:
+            self._restart_budget(gen)
+
+    def _restart_budget(self, gen: Generation) -> None:
+        self._ui_cpu0 = time.thread_time()
+        self._wall0 = self._shown_at = time.monotonic()
+        self._worker0 = gen.worker_cpu
 
     def _frame_due(self, gen: Generation, view: MessageView) -> bool:
         """Whether to draw a frame now: within the UI's CPU budget (see UI_SHARE), or overdue.
@@ -275,7 +285,7 @@ class ChatView(Vertical):
         if not view.source and gen.visible:
             return True  # the first text shows at once
         wall = now - self._wall0
-        worker = gen.worker_cpu
+        worker = gen.worker_cpu - self._worker0
         budget = UI_SHARE * (worker if worker > CPU_BOUND * wall else wall)
         return time.thread_time() - self._ui_cpu0 <= budget
 
@@ -447,6 +457,9 @@ class ChatView(Vertical):
     @work(thread=True, group="measure", exclusive=True, exit_on_error=False)
     def _measure(self, conv: Conversation) -> None:
         """What the next turn will take of the context: the prompt as it would be fitted (a thread)."""
+        self.session.model_thread.call(self._measure_now, conv)
+
+    def _measure_now(self, conv: Conversation) -> None:
         try:
             backend = self.session.backend()
             total = backend.context_length()
