@@ -13,6 +13,7 @@ from promptdsl.errors import SpecError
 from promptdsl.tools import ToolUse
 from promptdsl.tools.builtins import Calculator
 from promptdsl.tools.candidates import enumerate_arguments, numbers_in, restrict
+from promptdsl.tools.loop import ToolSettings
 from promptdsl.tools.registry import open_tool
 
 
@@ -129,3 +130,30 @@ def test_completion_mode_shows_the_examples_as_text_before_the_prompt() -> None:
     prompt, calls = backend.asked[0]
     assert prompt.mode == "completion" and all(c.startswith(prompt.continuation_prefix) for c in calls)
     assert prompt.text.count("Tool call: ") == 2 and prompt.text.rstrip().endswith("how many are left?")
+
+
+def test_calls_whose_result_cannot_be_the_answer_are_not_scored() -> None:
+    """A direct, read-only, auto-approved tool is tried on each listed call: only results that fit the output count."""
+    counts = AGENT.replace("schema: {type: number}", "schema: {type: integer, minimum: 0}")
+    backend = Ranker('"47 - 125"')  # the model's favourite would give -78: not a count
+    result = Runner(loads_spec(counts), backend).run({"q": "A shop had 125 apples and sold 47; how many are left?"})
+    _, calls = backend.asked[0]
+    expressions = [json.loads(c)["arguments"]["expression"] for c in calls]
+    # 16 listed; 47 - 125 (negative), 47 / 125 and 125 / 47 (not whole) are dropped before scoring
+    assert sorted(expressions) == sorted(["125 + 125", "125 + 47", "47 + 125", "47 + 47", "125 - 125", "125 - 47",
+                                          "47 - 47", "125 * 125", "125 * 47", "47 * 125", "47 * 47",
+                                          "125 / 125", "47 / 47"])
+    assert result.value in (250, 172, 94, 0, 78, 15625, 5875, 2209, 1)
+    # with a plain number output nothing is dropped, and the favourite wins
+    backend = Ranker('"47 - 125"')
+    result = Runner(loads_spec(AGENT), backend).run({"q": "A shop had 125 apples and sold 47; how many are left?"})
+    assert len(backend.asked[0][1]) == 16 and result.value == -78
+
+
+def test_tools_that_ask_first_are_never_run_to_filter_calls() -> None:
+    asks = AGENT.replace("direct: true", "direct: true\n    approval: ask").replace(
+        "schema: {type: number}", "schema: {type: integer, minimum: 0}")
+    backend = Ranker('"125 - 47"')
+    Runner(loads_spec(asks), backend, tool_settings=ToolSettings(approver=lambda tool, call: True)).run(
+        {"q": "A shop had 125 apples and sold 47; how many are left?"})
+    assert len(backend.asked[0][1]) == 16  # nothing was run before the model chose, so nothing was dropped

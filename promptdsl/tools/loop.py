@@ -90,10 +90,15 @@ class Decision:
     text: str | None = None
 
 
+#: Whether a listed call to a tool is worth scoring (see :meth:`ToolLoop.acceptable`).
+Accept = Callable[[str, Any], bool]
+
+
 class Driver(Protocol):
     """One way of asking a backend for the next step (native tool calls or the prompted path)."""
 
-    def decide(self, prompt: Prompt, steps: Sequence[Step], choice: str) -> Decision: ...
+    def decide(self, prompt: Prompt, steps: Sequence[Step], choice: str, accept: Accept | None = None) -> Decision:
+        ...
 
     def final_prompt(self, prompt: Prompt, steps: Sequence[Step]) -> Prompt: ...
 
@@ -144,7 +149,7 @@ class ToolLoop:
         holder: dict[str, Any] = {}
 
         def chunks() -> Iterator[str]:
-            steps, reason, text, direct = self.steps(prompt)
+            steps, reason, text, direct = self.steps(prompt, lambda tool, args: self.acceptable(values, tool, args))
             holder.update(steps=steps, reason=reason)
             if direct and (parsed := self._parse(values, str(text), any_method=True)) is not None:
                 parsed.extra["answered_by"] = steps[-1].tool
@@ -180,7 +185,28 @@ class ToolLoop:
         except PromptDSLError:
             return None
 
-    def steps(self, prompt: Prompt) -> tuple[list[Step], StopReason, str | None, bool]:
+    def acceptable(self, values: dict[str, Any], tool: str, arguments: Any) -> bool:
+        """Whether a listed call could end the run with a valid answer; False only when it surely cannot.
+
+        Only for a ``direct`` tool (its result is the answer) that is read-only and runs without
+        asking: running it costs nothing and changes nothing, so the prompted path tries each
+        listed call and scores only those whose result fits the spec's output (a count cannot be
+        -55 or 0.125). Any other tool: True, it is not run before the model chooses it.
+        """
+        active = self.tools.get(tool)
+        if active is None or not active.direct or not active.tool.read_only:
+            return True
+        if self.settings.approvals.get(tool, active.approval) is not Approval.AUTO:
+            return True
+        if _argument_problem(active.tool, arguments):
+            return False
+        try:
+            result = active.tool.call(arguments)
+        except Exception:  # the call fails: the model should not pick it
+            return False
+        return self._parse(values, result, any_method=True) is not None
+
+    def steps(self, prompt: Prompt, accept: Accept | None = None) -> tuple[list[Step], StopReason, str | None, bool]:
         """Run tool steps until the model answers or a rule stops it: (trace, why, answer text, from a direct tool)."""
         steps: list[Step] = []
         failed: set[str] = set()
@@ -189,7 +215,7 @@ class ToolLoop:
             return steps, StopReason.ANSWER, None, False
         while len(steps) < self.max_steps:
             forced = self.choice if not steps else "auto"
-            decision = self.driver.decide(prompt, steps, forced)
+            decision = self.driver.decide(prompt, steps, forced, accept)
             if decision.call is None:
                 return steps, StopReason.ANSWER, decision.text, False
             key = _key(decision.call)

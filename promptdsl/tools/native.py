@@ -56,7 +56,8 @@ class NativeDriver:
         self.described = [t.describe() for t in tools]
         self.how = {"select": "native", "arguments": "native"}
 
-    def decide(self, prompt: Prompt, steps: Sequence[Step], choice: str) -> Any:
+    def decide(self, prompt: Prompt, steps: Sequence[Step], choice: str, accept: Any = None) -> Any:
+        """``accept`` is not used: the server writes the arguments, nothing is listed."""
         from .loop import Decision
 
         if prompt.mode != "chat":

@@ -85,7 +85,7 @@ class PromptedDriver:
 
     # ------------------------------------------------------------------ Driver
 
-    def decide(self, prompt: Prompt, steps: Sequence[Step], choice: str) -> Any:
+    def decide(self, prompt: Prompt, steps: Sequence[Step], choice: str, accept: Any = None) -> Any:
         if choice in self.by_name:
             name = choice
         else:
@@ -93,7 +93,7 @@ class PromptedDriver:
             name = options[0] if len(options) == 1 else self.select(self._ask(prompt, steps, options), options)
             if name == ANSWER:
                 return self._decision()
-        return self._decision(call=ToolCall(name, self._arguments(prompt, steps, self.by_name[name])))
+        return self._decision(call=ToolCall(name, self._arguments(prompt, steps, self.by_name[name], accept)))
 
     def final_prompt(self, prompt: Prompt, steps: Sequence[Step]) -> Prompt:
         return final_prompt(prompt, steps)
@@ -129,10 +129,12 @@ class PromptedDriver:
 
     # ------------------------------------------------------------------ its arguments
 
-    def _arguments(self, prompt: Prompt, steps: Sequence[Step], tool: Tool) -> Any:
+    def _arguments(self, prompt: Prompt, steps: Sequence[Step], tool: Tool, accept: Any = None) -> Any:
         asked = render(self._with_demos(prompt, tool), self.tools, steps)
         schema = restrict(tool.parameters, numbers_in(_conversation(prompt, steps)))
         candidates = enumerate_arguments(schema) if self.scores else None
+        if candidates and accept is not None:  # drop the calls that surely give no valid answer (if any remain)
+            candidates = [c for c in candidates if accept(tool.name, c)] or candidates
         if candidates:
             if len(candidates) == 1:
                 return candidates[0]
