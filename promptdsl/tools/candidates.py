@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -44,6 +45,27 @@ def numbers_in(texts: Iterable[str]) -> list[int | float]:
             value: int | float = float(raw) if "." in raw else int(raw)
             seen.setdefault(value, None)
     return list(seen)
+
+
+def number_counts(texts: Iterable[str]) -> Counter[int | float]:
+    """How many times each number is written in ``texts`` (same reading as :func:`numbers_in`)."""
+    counts: Counter[int | float] = Counter()
+    for text in texts:
+        for match in _NUMBER.finditer(re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)):
+            raw = match.group()
+            counts[float(raw) if "." in raw else int(raw)] += 1
+    return counts
+
+
+def copies_within(arguments: Any, written: Counter[int | float]) -> bool:
+    """Whether ``arguments`` copy no number of the conversation more often than it is written there.
+
+    "27 * 27" from "270 eggs in cartons of 27" copies 27 twice but it is written once: a
+    listed call like that is never what the text says (with "12 boxes of 12 pens" it is).
+    Numbers the conversation does not have (a schema's own constants) are not counted.
+    """
+    used = number_counts([json.dumps(arguments)])
+    return all(n not in written or k <= written[n] for n, k in used.items())
 
 
 def restrict(schema: Any, numbers: list[int | float]) -> Any:
@@ -134,4 +156,5 @@ def _bounded(values: list[Any], limit: int) -> list[Any] | None:
     return values if len(values) <= limit else None
 
 
-__all__ = ["FROM_INPUT", "MAX_CANDIDATES", "PARTS", "enumerate_arguments", "numbers_in", "restrict"]
+__all__ = ["FROM_INPUT", "MAX_CANDIDATES", "PARTS", "copies_within", "enumerate_arguments", "number_counts",
+           "numbers_in", "restrict"]

@@ -35,7 +35,7 @@ from ..outputs import _parse_choice
 from ..prompt import Message, Prompt
 from ..spec import OutputSpec, OutputType
 from .base import Step, Tool, ToolCall, ToolUse
-from .candidates import enumerate_arguments, numbers_in, restrict
+from .candidates import copies_within, enumerate_arguments, number_counts, numbers_in, restrict
 from .transcript import call_text, final_prompt, render
 
 if TYPE_CHECKING:
@@ -131,10 +131,14 @@ class PromptedDriver:
 
     def _arguments(self, prompt: Prompt, steps: Sequence[Step], tool: Tool, accept: Any = None) -> Any:
         asked = render(self._with_demos(prompt, tool), self.tools, steps)
-        schema = restrict(tool.parameters, numbers_in(_conversation(prompt, steps)))
+        conversation = _conversation(prompt, steps)
+        schema = restrict(tool.parameters, numbers_in(conversation))
         candidates = enumerate_arguments(schema) if self.scores else None
-        if candidates and accept is not None:  # drop the calls that surely give no valid answer (if any remain)
-            candidates = [c for c in candidates if accept(tool.name, c)] or candidates
+        if candidates:  # drop the calls the text cannot mean, and those that surely give no valid answer
+            written = number_counts(conversation)
+            candidates = [c for c in candidates if copies_within(c, written)] or candidates
+            if accept is not None:
+                candidates = [c for c in candidates if accept(tool.name, c)] or candidates
         if candidates:
             if len(candidates) == 1:
                 return candidates[0]
