@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_agent import problems  # noqa: E402
 
-SAMPLE = 2
+SAMPLE = 4  # one problem of each operation
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +33,10 @@ def test_calculator_agent_runs_word_problems_through_the_tool(agent: Runner) -> 
     Accuracy is the benchmark's business (benchmarks/bench_agent.py); here the loop's mechanics on the real model.
     """
     assert agent.tool_loop is not None and agent.tool_loop.path == "prompted"
+    right = 0
     for row in problems(SAMPLE, seed=1):
         result = agent.run({"question": row["question"]})
+        right += result.value == row["answer"]
         first = result.steps[0]
         assert first["tool"] == "calculator" and first["approved"] is True
         a, op, b = first["arguments"]["expression"].split()  # "number operator number", as the spec's form says
@@ -45,6 +47,9 @@ def test_calculator_agent_runs_word_problems_through_the_tool(agent: Runner) -> 
         assert isinstance(result.value, (int, float)) and not isinstance(result.value, bool)
         if first["result"] is not None and result.stop_reason == "answer":  # direct: the tool's result is the answer
             assert float(result.value) == pytest.approx(float(first["result"]))
+    # at most one wrong (the benchmark measures 0.96 on 50; other CPUs may round scores differently);
+    # the same problems without tools get none right (the next test)
+    assert right >= SAMPLE - 1, f"{right}/{SAMPLE} right"
 
 
 def test_without_tools_the_same_spec_answers_directly(agent: Runner, llamacpp_backend: Any) -> None:
