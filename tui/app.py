@@ -36,6 +36,7 @@ from .screens.path_prompt import PathPrompt
 from .screens.spec_picker import SpecPicker
 from .screens.spec_run import SpecScreen
 from .screens.system_prompt import SystemPromptScreen
+from .screens.tools import ToolsScreen
 from .session import BackendChoice, Session
 from .specs import SpecEntry, discover
 from .widgets.chat_view import ChatView
@@ -72,6 +73,7 @@ class PromptDSLApp(App[None]):
         Binding("ctrl+b", "backend", "Backend"),
         Binding("ctrl+t", "system_prompt", "System"),
         Binding("ctrl+f", "export", "Export"),
+        Binding("f3", "tools", "Tools"),
         Binding("ctrl+e", "editor", "$EDITOR", show=False, priority=True),  # over the box's Ctrl+E (End stays)
         Binding("ctrl+l", "continue_reply", "Continue", show=False),
         Binding("f2", "rename", "Rename", show=False),
@@ -91,6 +93,7 @@ class PromptDSLApp(App[None]):
         history: HistoryStore | None = None,
         resume: int | None = None,
         cwd: Path | None = None,
+        tools: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.session = Session.from_cli(backend, model, options or {})
@@ -100,6 +103,8 @@ class PromptDSLApp(App[None]):
                 self.session.user_generation,
                 backend=backend_instance,
             )
+        self.session.tools = list(tools)
+        self._launch_tools = bool(tools)  # `chat -c -T …`: the flag's tools win over the resumed ones
         self.spec_options = dict(options or {})
         self.spec_paths = list(specs)
         self.cwd = cwd or Path.cwd()
@@ -192,8 +197,15 @@ class PromptDSLApp(App[None]):
         status.context_total = event.context_total
 
     def on_chat_view_conversation_shown(self, event: ChatView.ConversationShown) -> None:
-        """A resumed conversation gets back its backend, model and options."""
+        """A resumed conversation gets back its backend, model, options and tools."""
         conv = event.conversation
+        if conv.id is not None:
+            if self._launch_tools and conv.id == self.resume_id:
+                conv.tools = list(self.session.tools)
+                if self.store is not None:
+                    self.store.save_meta(conv)
+            else:
+                self.session.tools = list(conv.tools)
         if not conv.backend:
             return
         if self._launch_explicit and conv.id == self.resume_id:
@@ -353,6 +365,21 @@ class PromptDSLApp(App[None]):
         models = self.store.models() if self.store is not None else []
         self.push_screen(BackendScreen(self.session.choice, models), done)
 
+    def action_tools(self) -> None:
+        if self._busy_with_dialog():
+            return
+
+        def done(tools: list[str] | None) -> None:
+            if tools is None or tools == self.session.tools:
+                return
+            self.session.tools = tools
+            self.chat.tools_changed()
+            self.notify(f"Tools: {', '.join(tools)}" if tools else "No tools: replies answer directly.")
+
+        from promptdsl.tools.registry import list_tools
+
+        self.push_screen(ToolsScreen(self.session.tools, list_tools()), done)
+
     async def action_history(self) -> None:
         if self._busy_with_dialog():
             return
@@ -446,5 +473,6 @@ _ACTION_HELP = {
     "editor": "write the message in $VISUAL / $EDITOR",
     "continue_reply": "continue the last reply (cut at max_tokens, stopped or interrupted)",
     "rename": "rename the conversation",
+    "tools": "the tools the chat may call (tick installed ones, add NAME:KEY=VALUE or mcp:COMMAND)",
     "export": "export the conversation to Markdown (under the data dir; the palette also has Export as…)",
 }

@@ -97,6 +97,8 @@ class Session:
         self._backend = backend
         self._lock = threading.Lock()
         self.model_thread = ModelThread()
+        #: the tools the chat's replies may call, as ``-T`` gives them (kept with each conversation)
+        self.tools: list[str] = []
 
     @classmethod
     def from_cli(
