@@ -15,8 +15,8 @@ from promptdsl_tui.screens.tool_approval import ToolApproval
 from promptdsl_tui.screens.tools import ToolsScreen
 from promptdsl_tui.widgets.result_view import ResultView
 from promptdsl_tui.widgets.tool_card import ToolCard
-from test_tui_support import RecordingApp, wait_for
-from textual.widgets import Input, Label, SelectionList
+from test_tui_support import FAST, ROOT, RecordingApp, wait_for
+from textual.widgets import Checkbox, Input, Label, SelectionList
 from tools_support import NativeScripted, ScriptedTools
 
 pytestmark = pytest.mark.anyio
@@ -212,6 +212,7 @@ async def test_f3_picks_the_chats_tools_and_the_conversation_keeps_them(store: H
         listing = app.screen.query_one(SelectionList)
         assert "calculator" in [o.value for o in listing.options]
         listing.select("calculator")
+        app.screen.query_one("#tools-required", Checkbox).value = True
         add = app.screen.query_one("#tools-add", Input)
         add.focus()
         await pilot.press(*"calculater", "enter")  # a typo is named in the dialog, not added
@@ -219,8 +220,10 @@ async def test_f3_picks_the_chats_tools_and_the_conversation_keeps_them(store: H
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not isinstance(app.screen, ToolsScreen), 10, "dialog closed")
         assert app.session.tools == ["calculator"] and app.chat.conversation.tools == ["calculator"]
+        assert app.session.tool_choice == "required"
         conv_id = app.chat.conversation.id
-        assert conv_id is not None and store.load(conv_id).tools == ["calculator"]
+        assert conv_id is not None
+        assert (store.load(conv_id).tools, store.load(conv_id).tool_choice) == (["calculator"], "required")
         backend.script = [("calculator", {"expression": "1 + 1"})]
         await send(pilot, app, "1 + 1?")
         assert "✓ 2" in str(cards(app)[-1].title)
@@ -236,3 +239,20 @@ def test_chat_dash_t_is_checked_before_the_screen_opens(tui_home: Path, capsys: 
         assert main(["chat", "-T", "calculator", "-T", flag]) == 2, flag
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.model
+async def test_chat_with_the_calculator_on_the_embedded_model(tui_model: Any, store: HistoryStore) -> None:
+    """`chat -T calculator:... --tool-choice required` on the real model: a card with the product, then a reply."""
+    tools = ["calculator:form=operands,copy_numbers=true"]
+    app = RecordingApp(history=store, cwd=ROOT, options={**FAST, "max_tokens": 24}, tools=tools,
+                       tool_choice="required")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.session.peek() is not None and app.status.state == "ready", 120, "model")
+        await send(pilot, app, "What is 123 * 456?")
+        reply = app.chat.conversation.turns[-1]
+        (card,) = cards(app)
+        assert card.step.tool == "calculator" and card.step.result == "56088", card.step
+        assert "✓ 56088" in str(card.title)
+        assert reply.status in ("done", "length") and reply.content.strip(), reply
+        assert reply.steps and reply.steps[0]["result"] == "56088"

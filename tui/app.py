@@ -94,6 +94,7 @@ class PromptDSLApp(App[None]):
         resume: int | None = None,
         cwd: Path | None = None,
         tools: Sequence[str] = (),
+        tool_choice: str = "auto",
     ) -> None:
         super().__init__()
         self.session = Session.from_cli(backend, model, options or {})
@@ -104,6 +105,7 @@ class PromptDSLApp(App[None]):
                 backend=backend_instance,
             )
         self.session.tools = list(tools)
+        self.session.tool_choice = tool_choice
         self._launch_tools = bool(tools)  # `chat -c -T …`: the flag's tools win over the resumed ones
         self.spec_options = dict(options or {})
         self.spec_paths = list(specs)
@@ -201,11 +203,11 @@ class PromptDSLApp(App[None]):
         conv = event.conversation
         if conv.id is not None:
             if self._launch_tools and conv.id == self.resume_id:
-                conv.tools = list(self.session.tools)
+                conv.tools, conv.tool_choice = list(self.session.tools), self.session.tool_choice
                 if self.store is not None:
                     self.store.save_meta(conv)
             else:
-                self.session.tools = list(conv.tools)
+                self.session.tools, self.session.tool_choice = list(conv.tools), conv.tool_choice
         if not conv.backend:
             return
         if self._launch_explicit and conv.id == self.resume_id:
@@ -369,16 +371,17 @@ class PromptDSLApp(App[None]):
         if self._busy_with_dialog():
             return
 
-        def done(tools: list[str] | None) -> None:
-            if tools is None or tools == self.session.tools:
+        def done(picked: tuple[list[str], str] | None) -> None:
+            if picked is None or picked == (self.session.tools, self.session.tool_choice):
                 return
-            self.session.tools = tools
+            self.session.tools, self.session.tool_choice = picked
             self.chat.tools_changed()
-            self.notify(f"Tools: {', '.join(tools)}" if tools else "No tools: replies answer directly.")
+            first = " (a call first in every reply)" if picked[1] == "required" and picked[0] else ""
+            self.notify(f"Tools: {', '.join(picked[0])}{first}" if picked[0] else "No tools: replies answer directly.")
 
         from promptdsl.tools.registry import list_tools
 
-        self.push_screen(ToolsScreen(self.session.tools, list_tools()), done)
+        self.push_screen(ToolsScreen(self.session.tools, list_tools(), self.session.tool_choice), done)
 
     async def action_history(self) -> None:
         if self._busy_with_dialog():

@@ -59,6 +59,7 @@ class Conversation:
     model: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # generation and backend options (-o)
     tools: list[str] = field(default_factory=list)  # the tools it may call, as -T gives them
+    tool_choice: str = "auto"  # "required": every reply calls a tool first
     turns: list[Turn] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)

@@ -73,6 +73,7 @@ MIGRATIONS: tuple[str, ...] = (
     # 2 -> 3: the tools a conversation may call (JSON list of -T entries), each reply's tool steps
     """
     ALTER TABLE conversations ADD COLUMN tools TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE conversations ADD COLUMN tool_choice TEXT NOT NULL DEFAULT 'auto';
     ALTER TABLE messages ADD COLUMN steps TEXT NOT NULL DEFAULT '[]';
     """,
 )
@@ -192,10 +193,10 @@ class HistoryStore:
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO conversations(title, system, backend, model, options, tools, created, updated)"
-                " VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO conversations(title, system, backend, model, options, tools, tool_choice, created,"
+                " updated) VALUES (?,?,?,?,?,?,?,?,?)",
                 (conv.title, conv.system, conv.backend, conv.model, json.dumps(conv.options), json.dumps(conv.tools),
-                 conv.created, now),
+                 conv.tool_choice, conv.created, now),
             )
             conv.id = int(cast(int, cur.lastrowid))
             for turn in conv.turns:
@@ -207,9 +208,10 @@ class HistoryStore:
         if conv.id is None:
             return
         self._run(
-            "UPDATE conversations SET title=?, system=?, backend=?, model=?, options=?, tools=? WHERE id=?",
+            "UPDATE conversations SET title=?, system=?, backend=?, model=?, options=?, tools=?, tool_choice=?"
+            " WHERE id=?",
             (conv.title, conv.system, conv.backend, conv.model, json.dumps(conv.options), json.dumps(conv.tools),
-             conv.id),
+             conv.tool_choice, conv.id),
         )
 
     def rename(self, conv_id: int, title: str) -> None:
@@ -288,7 +290,8 @@ class HistoryStore:
     def load(self, conv_id: int) -> Conversation:
         """A saved conversation; replies that were still streaming come back as ``interrupted``."""
         row = self._one(
-            "SELECT id, title, system, backend, model, options, created, updated, tools FROM conversations WHERE id=?",
+            "SELECT id, title, system, backend, model, options, created, updated, tools, tool_choice"
+            " FROM conversations WHERE id=?",
             (conv_id,),
         )
         if row is None:
@@ -304,7 +307,7 @@ class HistoryStore:
             for m in msgs
         ]
         return Conversation(int(row[0]), row[1], row[2], row[3], row[4], _json_object(row[5]),
-                            _json_list(row[8], str), turns, float(row[6]), float(row[7]))
+                            _json_list(row[8], str), str(row[9]), turns, float(row[6]), float(row[7]))
 
     def models(self) -> list[tuple[str, str]]:
         """Distinct (backend, model) pairs used before, newest first (suggestions for the picker)."""

@@ -37,6 +37,7 @@ def run_chat(
     system: str | None = None,
     resume_latest: bool = False,
     tools: Sequence[str] = (),
+    tool_choice: str = "auto",
 ) -> int:
     """Validate the arguments, load the backend, open the history, run the app. Returns the exit code."""
     check_specs(specs)
@@ -53,7 +54,7 @@ def run_chat(
 
     app = PromptDSLApp(
         specs=list(specs), backend=backend, model=model, options=options, system=system,
-        history=store, resume=resume, tools=tools,
+        history=store, resume=resume, tools=tools, tool_choice=tool_choice,
     )
     try:
         app.run()

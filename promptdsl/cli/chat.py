@@ -18,6 +18,8 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
         "--tool", "-T", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
         help="a tool the chat's replies may call (as in `run -T`; repeatable), e.g. -T calculator, -T 'mcp:CMD'",
     )
+    p.add_argument("--tool-choice", choices=("auto", "required"), default="auto",
+                   help="required: every reply calls a tool first (small local models seldom choose one)")
     p.add_argument("--continue", "-c", dest="resume_latest", action="store_true",
                    help="resume the most recent conversation")
     p.set_defaults(handler=cmd_chat)
@@ -27,5 +29,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from promptdsl_tui.launch import run_chat
 
     code: int = run_chat(args.specs, backend=args.backend, model=args.model, options=parse_options(args.option),
-                         system=args.system, resume_latest=args.resume_latest, tools=args.tool)
+                         system=args.system, resume_latest=args.resume_latest, tools=args.tool,
+                         tool_choice=args.tool_choice)
     return code

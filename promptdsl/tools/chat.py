@@ -6,6 +6,8 @@ conversation's messages. It stops before the final answer: the caller streams
 :attr:`ChatSteps.prompt` with its own settings (a chat reply streams), or shows
 :attr:`ChatSteps.text` when the model already answered (native path, direct tool).
 Open one per chat and tool set (MCP tools are server processes); close it after.
+``tool_choice`` is the spec's: ``required`` makes every reply's first step a call
+(small local models seldom choose a tool on their own).
 """
 
 from __future__ import annotations
@@ -42,13 +44,15 @@ class ChatToolLoop:
         settings: ToolSettings | None = None,
         generation: GenerationOptions | None = None,
         max_steps: int = CHAT_MAX_STEPS,
+        tool_choice: str = "auto",
     ) -> None:
         from ..runner import Runner
         from ..spec import Spec
 
         settings = settings or ToolSettings()
         spec = Spec(name="chat", mode="chat", max_steps=max_steps)
-        runner = Runner(spec, backend, tool_settings=replace(settings, extra=[*settings.extra, *tools]))
+        settings = replace(settings, extra=[*settings.extra, *tools], tool_choice=tool_choice)
+        runner = Runner(spec, backend, tool_settings=settings)
         if generation is not None:
             runner.generation = generation  # the chat's own settings for native tool turns
         if runner.tool_loop is None:

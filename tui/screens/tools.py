@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, SelectionList
+from textual.widgets import Button, Checkbox, Input, Label, SelectionList
 
 from promptdsl.errors import PromptDSLError
 from promptdsl.tools.registry import ToolInfo
@@ -18,8 +18,8 @@ from promptdsl.tools.registry import ToolInfo
 from ..tools import check_tools
 
 
-class ToolsScreen(ModalScreen[list[str] | None]):
-    """Returns the ticked entries in order, or None when cancelled."""
+class ToolsScreen(ModalScreen[tuple[list[str], str] | None]):
+    """Returns (the ticked entries in order, the tool choice), or None when cancelled."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
@@ -31,8 +31,9 @@ class ToolsScreen(ModalScreen[list[str] | None]):
     #tools-list { height: auto; max-height: 16; }
     """
 
-    def __init__(self, current: Sequence[str], installed: Sequence[ToolInfo]) -> None:
+    def __init__(self, current: Sequence[str], installed: Sequence[ToolInfo], choice: str = "auto") -> None:
         super().__init__()
+        self.choice = choice
         self.current = list(current)
         self.installed = [i for i in installed if i.error is None]
 
@@ -48,6 +49,8 @@ class ToolsScreen(ModalScreen[list[str] | None]):
             yield SelectionList[str](*options, id="tools-list")
             yield Input(placeholder="add NAME:KEY=VALUE,... or mcp:COMMAND and press Enter", id="tools-add")
             yield Label("", id="tools-error", classes="hint")
+            yield Checkbox("Call a tool first in every reply (small local models seldom choose one)",
+                           self.choice == "required", id="tools-required")
             with Horizontal(classes="buttons"):
                 yield Button("Save", variant="primary", id="save")
                 yield Button("Cancel", id="cancel")
@@ -78,7 +81,8 @@ class ToolsScreen(ModalScreen[list[str] | None]):
     def action_save(self) -> None:
         listing: SelectionList[str] = self.query_one("#tools-list", SelectionList)
         ticked = set(listing.selected)
-        self.dismiss([v for v in _values(listing) if v in ticked])  # in the list's order
+        required = self.query_one("#tools-required", Checkbox).value
+        self.dismiss(([v for v in _values(listing) if v in ticked], "required" if required else "auto"))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

@@ -120,7 +120,7 @@ class ChatView(Vertical):
         self._blink = True
         #: the tool loop of this chat (model thread only), kept while the backend and the tools stay the same
         self._tool_loop: ChatToolLoop | None = None
-        self._tool_key: tuple[int, tuple[str, ...]] | None = None
+        self._tool_key: tuple[int, tuple[str, ...], str] | None = None
         self._tool_gen: Generation | None = None  # the reply whose tools run now
         self._chat_tools: ChatTools | None = None
 
@@ -210,6 +210,7 @@ class ChatView(Vertical):
         conv.model = self.session.model_label()
         conv.options = self.session.settings()
         conv.tools = list(self.session.tools)
+        conv.tool_choice = self.session.tool_choice
         if save and self.store is not None and conv.id is not None:
             self.store.save_meta(conv)
 
@@ -283,13 +284,14 @@ class ChatView(Vertical):
 
     def _tool_steps(self, backend: Backend, gen: Generation) -> ChatSteps:
         """The core tool loop on the fitted prompt; its steps show as cards as they come."""
-        key = (id(backend), tuple(self.session.tools))
+        key = (id(backend), tuple(self.session.tools), self.session.tool_choice)
         if self._tool_loop is None or self._tool_key != key:
             if self._tool_loop is not None:
                 self._tool_loop.close()
                 self._tool_loop = None
             settings = ToolSettings(approver=self._approve, on_event=self._tool_event)
-            self._tool_loop = ChatToolLoop(backend, self.session.tools, settings, gen.options)
+            self._tool_loop = ChatToolLoop(backend, self.session.tools, settings, gen.options,
+                                           tool_choice=self.session.tool_choice)
             self._tool_key = key
         assert gen.fitted is not None
         self._tool_gen = gen
@@ -345,6 +347,7 @@ class ChatView(Vertical):
             self.stamp_settings()
         else:
             self.conversation.tools = list(self.session.tools)
+            self.conversation.tool_choice = self.session.tool_choice
 
     async def _pull(self) -> None:
         """One tick of the streaming reply: save what came; when a frame is due, show it with the figures."""
