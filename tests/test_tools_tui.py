@@ -100,7 +100,7 @@ def store(tui_home: Path) -> HistoryStore:
 
 async def test_chat_reply_runs_the_tool_loop_shows_cards_and_keeps_them(store: HistoryStore) -> None:
     backend = ScriptedTools([("calculator", {"expression": "2 + 3"})], answer="It is 5.")
-    app = chat_app(store, backend, ["calculator"])
+    app = chat_app(store, backend, ["calculator:form=expression"])  # -T syntax: NAME:KEY=VALUE
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.session.peek() is not None, 10, "backend")
         await send(pilot, app, "what is 2 + 3?")
@@ -115,7 +115,7 @@ async def test_chat_reply_runs_the_tool_loop_shows_cards_and_keeps_them(store: H
         conv_id = app.chat.conversation.id
     assert conv_id is not None
     saved = store.load(conv_id)
-    assert saved.tools == ["calculator"]
+    assert saved.tools == ["calculator:form=expression"]
     assert saved.turns[-1].steps == [{"tool": "calculator", "arguments": {"expression": "2 + 3"}, "result": "5",
                                       "error": None, "approved": True, "seconds": saved.turns[-1].steps[0]["seconds"]}]
 
@@ -124,7 +124,7 @@ async def test_chat_reply_runs_the_tool_loop_shows_cards_and_keeps_them(store: H
                          resume=conv_id)
     async with again.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: bool(cards(again)), 10, "the saved card")
-        assert again.session.tools == ["calculator"]
+        assert again.session.tools == ["calculator:form=expression"]
         assert "✓ 5" in str(cards(again)[0].title)
 
 
@@ -251,7 +251,8 @@ async def test_chat_with_the_calculator_on_the_embedded_model(tui_model: Any, st
         await wait_for(pilot, lambda: app.session.peek() is not None and app.status.state == "ready", 120, "model")
         await send(pilot, app, "What is 123 * 456?")
         reply = app.chat.conversation.turns[-1]
-        (card,) = cards(app)
+        assert len(cards(app)) == 1, (reply.status, reply.note, reply.content)
+        card = cards(app)[0]
         assert card.step.tool == "calculator" and card.step.result == "56088", card.step
         assert "✓ 56088" in str(card.title)
         assert reply.status in ("done", "length") and reply.content.strip(), reply

@@ -17,7 +17,7 @@ from textual.app import App
 from textual.containers import Vertical
 
 from promptdsl.errors import InputError
-from promptdsl.tools import Step, Tool, ToolCall
+from promptdsl.tools import Step, Tool, ToolCall, ToolUse
 from promptdsl.tools.check import MCP_PREFIX
 from promptdsl.tools.loop import ToolSettings
 from promptdsl.tools.registry import open_tool
@@ -69,15 +69,19 @@ def show_step(box: Vertical, kind: str, step: Step) -> None:
     box.mount(ToolCard(step, running=kind == "call"))
 
 
+def tool_uses(entries: Sequence[str]) -> list[ToolUse]:
+    """``-T`` entries (``NAME:KEY=VALUE,...`` or ``mcp:COMMAND``) as the loop takes them."""
+    from promptdsl.cli.tools import parse_tool_flag  # the -T syntax: one parser for run and chat
+
+    return [parse_tool_flag(entry) for entry in entries]
+
+
 def check_tools(entries: Sequence[str], cwd: Path | None = None) -> None:
     """Hold ``-T`` entries to ``promptdsl run``'s syntax and open each tool once (bad names and options fail here).
 
     MCP servers are not started (that is the first reply's work), but their program must exist.
     """
-    from promptdsl.cli.tools import parse_tool_flag  # the -T syntax: one parser for run and chat
-
-    for entry in entries:
-        use = parse_tool_flag(entry)
+    for entry, use in zip(entries, tool_uses(entries), strict=True):
         if use.name.startswith(MCP_PREFIX):
             try:
                 argv = shlex.split(use.name[len(MCP_PREFIX):])

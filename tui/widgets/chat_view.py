@@ -43,7 +43,7 @@ from ..generation import (
 )
 from ..history import HistoryStore
 from ..session import ContextFull, Session, fit_prompt
-from ..tools import ChatTools, show_step
+from ..tools import ChatTools, show_step, tool_uses
 from .chat_input import ChatInput
 from .message import MessageView
 from .tool_card import ToolCard
@@ -290,7 +290,7 @@ class ChatView(Vertical):
                 self._tool_loop.close()
                 self._tool_loop = None
             settings = ToolSettings(approver=self._approve, on_event=self._tool_event)
-            self._tool_loop = ChatToolLoop(backend, self.session.tools, settings, gen.options,
+            self._tool_loop = ChatToolLoop(backend, tool_uses(self.session.tools), settings, gen.options,
                                            tool_choice=self.session.tool_choice)
             self._tool_key = key
         assert gen.fitted is not None
