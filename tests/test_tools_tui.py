@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fake_dist import fake_distribution
 from promptdsl_tui.app import PromptDSLApp
+from promptdsl_tui.export import to_markdown
 from promptdsl_tui.history import HistoryStore
 from promptdsl_tui.screens.spec_run import SpecScreen
 from promptdsl_tui.screens.tool_approval import ToolApproval
@@ -80,13 +81,13 @@ def chat_app(store: HistoryStore, backend: Any, tools: list[str], **kwargs: Any)
     return RecordingApp(backend_instance=backend, history=store, cwd=store.path.parent, tools=tools, **kwargs)
 
 
-async def send(pilot: Any, app: PromptDSLApp, text: str, approve: str | None = None) -> None:
+async def send(pilot: Any, app: PromptDSLApp, text: str, approve: str | None = None, timeout: float = 10) -> None:
     await pilot.press(*text, "enter")
     if approve is not None:
         await wait_for(pilot, lambda: isinstance(app.screen, ToolApproval), 10, "approval dialog")
         await pilot.press(approve)
     await wait_for(pilot, lambda: not app.chat.generating and app.chat.conversation.turns[-1].role == "assistant",
-                   10, "the reply")
+                   timeout, "the reply")
 
 
 def cards(app: PromptDSLApp) -> list[ToolCard]:
@@ -118,6 +119,7 @@ async def test_chat_reply_runs_the_tool_loop_shows_cards_and_keeps_them(store: H
     assert saved.tools == ["calculator:form=expression"]
     assert saved.turns[-1].steps == [{"tool": "calculator", "arguments": {"expression": "2 + 3"}, "result": "5",
                                       "error": None, "approved": True, "seconds": saved.turns[-1].steps[0]["seconds"]}]
+    assert '- `calculator {"expression": "2 + 3"}` → 5\n\nIt is 5.' in to_markdown(saved)  # Ctrl+F export lists them
 
     # reopened without -T: the conversation's tools come back and its card is shown again
     again = RecordingApp(backend_instance=ScriptedTools([], answer="ok"), history=store, cwd=store.path.parent,
@@ -249,7 +251,7 @@ async def test_chat_with_the_calculator_on_the_embedded_model(tui_model: Any, st
                        tool_choice="required")
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.session.peek() is not None and app.status.state == "ready", 120, "model")
-        await send(pilot, app, "What is 123 * 456?")
+        await send(pilot, app, "What is 123 * 456?", timeout=180)
         reply = app.chat.conversation.turns[-1]
         assert len(cards(app)) == 1, (reply.status, reply.note, reply.content)
         card = cards(app)[0]

@@ -113,6 +113,7 @@ class Generation:
         #: the chat's tools: runs the tool steps for the fitted prompt (model thread) before the answer streams
         self.use_tools: Callable[[Backend, Generation], ChatSteps] | None = None
         self.steps: list[Step] = []  # the tool steps so far (appended by the loop's events)
+        self.tools_running = False  # the loop runs (the reply's title says so, not "reading the prompt")
 
     def append(self, chunk: str) -> bool:
         """Add a chunk (O(1): the worker's whole per-token cost); False once cancelled or failed."""
@@ -199,7 +200,11 @@ def run_generation(
         on_prompt(gen.fitted)
         prompt: Prompt | None = gen.fitted.prompt
         if gen.use_tools is not None:
-            found = gen.use_tools(backend, gen)
+            gen.tools_running = True
+            try:
+                found = gen.use_tools(backend, gen)
+            finally:
+                gen.tools_running = False
             if gen.cancelled:
                 raise ToolsStopped("stopped")
             prompt = found.prompt

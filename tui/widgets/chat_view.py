@@ -361,7 +361,7 @@ class ChatView(Vertical):
         if view is None or not view.is_attached or not self._frame_due(gen, view):
             return
         self._shown_at = time.monotonic()
-        if gen.first_at is None and gen.use_tools is not None:
+        if gen.first_at is None and gen.tools_running:
             view.set_phase(f"using tools ({len(gen.steps)} step(s) so far)")
         elif gen.first_at is None:
             waited = gen.waiting_seconds()
