@@ -109,6 +109,7 @@ async def test_chat_reply_runs_the_tool_loop_shows_cards_and_keeps_them(store: H
         assert reply.content == "It is 5." and reply.status == "done"
         (card,) = cards(app)
         assert "calculator" in str(card.title) and "✓ 5" in str(card.title) and card.collapsed
+        assert card.parent is not None and card.parent.outer_size.height == 1  # one line, not the log's height
         log = list(app.chat.log_view.children)
         assert log.index(card.parent) == log.index(app.chat._view_for(reply)) - 1  # the card comes before the reply
         final = backend.prompts[-1].messages
