@@ -260,3 +260,32 @@ async def test_chat_with_the_calculator_on_the_embedded_model(tui_model: Any, st
         assert "✓ 56088" in str(card.title)
         assert reply.status in ("done", "length") and reply.content.strip(), reply
         assert reply.steps and reply.steps[0]["result"] == "56088"
+
+
+# --------------------------------------------------------------------------- the core entry point the chat uses
+
+
+def test_chat_tool_loop_runs_the_core_loop_on_chat_messages() -> None:
+    from promptdsl.prompt import Message
+    from promptdsl.tools import StopReason, ToolUse
+    from promptdsl.tools.chat import ChatToolLoop
+
+    chat = [Message("system", "Be brief."), Message("user", "what is 6 * 7?")]
+    prompted = ChatToolLoop(ScriptedTools([("calculator", {"expression": "6 * 7"})]), ["calculator"])
+    found = prompted.steps(chat)
+    assert prompted.path == "prompted" and prompted.names == ["calculator"]
+    assert [s.result for s in found.steps] == ["42"] and found.reason is StopReason.ANSWER and found.text is None
+    assert found.prompt.messages[:2] == tuple(chat) and "calculator returned: 42" in found.prompt.messages[-1].content
+
+    native = ChatToolLoop(NativeScripted([("calculator", {"expression": "6 * 7"}), "It is 42."]),
+                          [ToolUse("calculator")])
+    found = native.steps(chat)
+    assert native.path == "native" and found.text == "It is 42." and found.steps[0].id == "id0"
+
+    # required: the first step is a call even where the model would answer; then it may answer
+    forced = ChatToolLoop(ScriptedTools([("calculator", {"expression": "1 + 1"})]), ["calculator"],
+                          tool_choice="required", max_steps=1)
+    found = forced.steps([Message("user", "hi")])
+    assert [s.result for s in found.steps] == ["2"] and found.reason is StopReason.MAX_STEPS
+    for loop in (prompted, native, forced):
+        loop.close()
