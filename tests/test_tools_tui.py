@@ -223,7 +223,7 @@ async def test_f3_picks_the_chats_tools_and_the_conversation_keeps_them(store: H
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: not isinstance(app.screen, ToolsScreen), 10, "dialog closed")
         assert app.session.tools == ["calculator"] and app.chat.conversation.tools == ["calculator"]
-        assert app.session.tool_choice == "required"
+        assert app.session.tool_choice == "required" and "tools: calculator" in str(app.status.render())
         conv_id = app.chat.conversation.id
         assert conv_id is not None
         assert (store.load(conv_id).tools, store.load(conv_id).tool_choice) == (["calculator"], "required")

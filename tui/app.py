@@ -139,6 +139,7 @@ class PromptDSLApp(App[None]):
     async def on_mount(self) -> None:
         self.status.backend = self.session.choice.name
         self.status.model = self.session.choice.model or "default"
+        self.status.tools = tuple(self.session.tools)
         self.chat.query_one("#input").focus()
         if self.resume_id is not None:
             await self.chat.resume(self.resume_id)
@@ -208,6 +209,7 @@ class PromptDSLApp(App[None]):
                     self.store.save_meta(conv)
             else:
                 self.session.tools, self.session.tool_choice = list(conv.tools), conv.tool_choice
+            self.status.tools = tuple(self.session.tools)
         if not conv.backend:
             return
         if self._launch_explicit and conv.id == self.resume_id:
@@ -375,6 +377,7 @@ class PromptDSLApp(App[None]):
             if picked is None or picked == (self.session.tools, self.session.tool_choice):
                 return
             self.session.tools, self.session.tool_choice = picked
+            self.status.tools = tuple(picked[0])
             self.chat.tools_changed()
             first = " (a call first in every reply)" if picked[1] == "required" and picked[0] else ""
             self.notify(f"Tools: {', '.join(picked[0])}{first}" if picked[0] else "No tools: replies answer directly.")
