@@ -196,6 +196,7 @@ async def test_esc_stops_a_tool_run_and_nothing_more_runs(store: HistoryStore) -
         await wait_for(pilot, lambda: app.chat.conversation.turns[-1].status == "cancelled", 10, "stopped")
         await pilot.pause(0.2)
         assert len(backend.turns) == 1 and backend.prompts == []  # no second step, no final answer
+        assert not cards(app)  # the call the model asked for never ran
         conv_id = app.chat.conversation.id
         await send(pilot, app, "again")  # the chat goes on: the next reply runs the loop afresh
     assert conv_id is not None

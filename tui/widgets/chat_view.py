@@ -313,6 +313,8 @@ class ChatView(Vertical):
         gen = self._tool_gen
         if gen is None:
             return
+        if kind == "call" and gen.cancelled:
+            raise ToolsStopped("stopped")  # the call will not run: no card for it
         if kind == "result":
             gen.steps.append(step)
         with suppress(RuntimeError):  # the app is closing
