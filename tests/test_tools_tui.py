@@ -290,3 +290,27 @@ def test_chat_tool_loop_runs_the_core_loop_on_chat_messages() -> None:
     assert [s.result for s in found.steps] == ["2"] and found.reason is StopReason.MAX_STEPS
     for loop in (prompted, native, forced):
         loop.close()
+
+
+def test_a_schema_2_history_gains_tools_and_steps(tmp_path: Path) -> None:
+    """A database from before chat tools (user_version 2) opens with empty tools and steps, rows intact."""
+    import sqlite3
+
+    from promptdsl_tui.history import MIGRATIONS, SCHEMA_VERSION, _statements
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    for script in MIGRATIONS[:2]:
+        for statement in _statements(script):
+            db.execute(statement)
+    db.execute("PRAGMA user_version=2")
+    db.execute("INSERT INTO conversations(title, created, updated) VALUES ('old', 1, 1)")
+    db.execute("INSERT INTO messages(conversation_id, role, content, created) VALUES (1, 'user', 'hi', 1)")
+    db.commit()
+    db.close()
+    store = HistoryStore(path)
+    assert store.found_version == 2 and SCHEMA_VERSION == 3
+    conv = store.load(1)
+    assert (conv.title, conv.tools, conv.tool_choice, conv.turns[0].content, conv.turns[0].steps) == \
+        ("old", [], "auto", "hi", [])
+    store.close()
