@@ -669,3 +669,33 @@ async def test_every_model_call_runs_on_one_long_lived_thread_not_the_ui_one(sto
     assert len(backend.prompts) == 2 and len(backend.threads) >= 7  # two replies streamed, counts in between
     assert len(set(backend.threads)) == 1, "replies and counts ran on different threads"
     assert backend.threads[0] != threading.main_thread().ident
+
+
+async def test_a_chat_tool_run_calls_the_model_only_on_the_model_thread(store: HistoryStore) -> None:
+    """The tool loop's model calls (choosing by score, arguments under a grammar, the answer) use ModelThread too."""
+    import threading
+
+    from tools_support import ScriptedTools
+
+    class Recording(ScriptedTools):
+        def __init__(self) -> None:
+            super().__init__([("calculator", {"expression": "6 * 7"})], answer="42")
+            self.threads: list[int] = []
+
+        def score(self, prompt: Any, continuations: Any) -> list[float]:
+            self.threads.append(threading.get_ident())
+            return super().score(prompt, continuations)
+
+        def stream(self, *args: Any, **kwargs: Any) -> Any:
+            self.threads.append(threading.get_ident())
+            return super().stream(*args, **kwargs)
+
+    backend = Recording()
+    app = App(backend_instance=backend, history=store, cwd=store.path.parent, tools=["calculator"])
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await type_and_send(pilot, app, "6 * 7?")
+        assert app.chat.conversation.turns[-1].content == "42"
+        assert app.chat.conversation.turns[-1].steps[0]["result"] == "42"
+    assert len(backend.threads) == 4  # score (calculator), arguments, score (answer), the answer
+    assert len(set(backend.threads)) == 1 and backend.threads[0] != threading.main_thread().ident

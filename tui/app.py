@@ -36,6 +36,7 @@ from .screens.path_prompt import PathPrompt
 from .screens.spec_picker import SpecPicker
 from .screens.spec_run import SpecScreen
 from .screens.system_prompt import SystemPromptScreen
+from .screens.tools import ToolsScreen
 from .session import BackendChoice, Session
 from .specs import SpecEntry, discover
 from .widgets.chat_view import ChatView
@@ -72,6 +73,7 @@ class PromptDSLApp(App[None]):
         Binding("ctrl+b", "backend", "Backend"),
         Binding("ctrl+t", "system_prompt", "System"),
         Binding("ctrl+f", "export", "Export"),
+        Binding("f3", "tools", "Tools"),
         Binding("ctrl+e", "editor", "$EDITOR", show=False, priority=True),  # over the box's Ctrl+E (End stays)
         Binding("ctrl+l", "continue_reply", "Continue", show=False),
         Binding("f2", "rename", "Rename", show=False),
@@ -91,6 +93,8 @@ class PromptDSLApp(App[None]):
         history: HistoryStore | None = None,
         resume: int | None = None,
         cwd: Path | None = None,
+        tools: Sequence[str] = (),
+        tool_choice: str = "auto",
     ) -> None:
         super().__init__()
         self.session = Session.from_cli(backend, model, options or {})
@@ -100,6 +104,9 @@ class PromptDSLApp(App[None]):
                 self.session.user_generation,
                 backend=backend_instance,
             )
+        self.session.tools = list(tools)
+        self.session.tool_choice = tool_choice
+        self._launch_tools = bool(tools)  # `chat -c -T …`: the flag's tools win over the resumed ones
         self.spec_options = dict(options or {})
         self.spec_paths = list(specs)
         self.cwd = cwd or Path.cwd()
@@ -132,6 +139,7 @@ class PromptDSLApp(App[None]):
     async def on_mount(self) -> None:
         self.status.backend = self.session.choice.name
         self.status.model = self.session.choice.model or "default"
+        self.status.tools = tuple(self.session.tools)
         self.chat.query_one("#input").focus()
         if self.resume_id is not None:
             await self.chat.resume(self.resume_id)
@@ -192,8 +200,16 @@ class PromptDSLApp(App[None]):
         status.context_total = event.context_total
 
     def on_chat_view_conversation_shown(self, event: ChatView.ConversationShown) -> None:
-        """A resumed conversation gets back its backend, model and options."""
+        """A resumed conversation gets back its backend, model, options and tools."""
         conv = event.conversation
+        if conv.id is not None:
+            if self._launch_tools and conv.id == self.resume_id:
+                conv.tools, conv.tool_choice = list(self.session.tools), self.session.tool_choice
+                if self.store is not None:
+                    self.store.save_meta(conv)
+            else:
+                self.session.tools, self.session.tool_choice = list(conv.tools), conv.tool_choice
+            self.status.tools = tuple(self.session.tools)
         if not conv.backend:
             return
         if self._launch_explicit and conv.id == self.resume_id:
@@ -353,6 +369,23 @@ class PromptDSLApp(App[None]):
         models = self.store.models() if self.store is not None else []
         self.push_screen(BackendScreen(self.session.choice, models), done)
 
+    def action_tools(self) -> None:
+        if self._busy_with_dialog():
+            return
+
+        def done(picked: tuple[list[str], str] | None) -> None:
+            if picked is None or picked == (self.session.tools, self.session.tool_choice):
+                return
+            self.session.tools, self.session.tool_choice = picked
+            self.status.tools = tuple(picked[0])
+            self.chat.tools_changed()
+            first = " (a call first in every reply)" if picked[1] == "required" and picked[0] else ""
+            self.notify(f"Tools: {', '.join(picked[0])}{first}" if picked[0] else "No tools: replies answer directly.")
+
+        from promptdsl.tools.registry import list_tools
+
+        self.push_screen(ToolsScreen(self.session.tools, list_tools(), self.session.tool_choice), done)
+
     async def action_history(self) -> None:
         if self._busy_with_dialog():
             return
@@ -446,5 +479,6 @@ _ACTION_HELP = {
     "editor": "write the message in $VISUAL / $EDITOR",
     "continue_reply": "continue the last reply (cut at max_tokens, stopped or interrupted)",
     "rename": "rename the conversation",
+    "tools": "the tools the chat may call (tick installed ones, add NAME:KEY=VALUE or mcp:COMMAND)",
     "export": "export the conversation to Markdown (under the data dir; the palette also has Export as…)",
 }

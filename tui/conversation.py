@@ -31,6 +31,7 @@ class Turn:
     backend: str = ""  # who wrote a reply (set when it starts)
     model: str = ""
     note: str = ""  # why it ended badly (the backend's error), kept in history
+    steps: list[dict[str, Any]] = field(default_factory=list)  # tool calls made for this reply (Step.to_dict)
 
     @property
     def in_prompt(self) -> bool:
@@ -57,6 +58,8 @@ class Conversation:
     backend: str = ""  # the settings it continues with (restored on resume)
     model: str = ""
     options: dict[str, Any] = field(default_factory=dict)  # generation and backend options (-o)
+    tools: list[str] = field(default_factory=list)  # the tools it may call, as -T gives them
+    tool_choice: str = "auto"  # "required": every reply calls a tool first
     turns: list[Turn] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)

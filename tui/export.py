@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 from promptdsl.errors import PromptDSLError
 from promptdsl.paths import data_dir
@@ -55,12 +57,24 @@ def to_markdown(conv: Conversation) -> str:
         lines += ["## System", "", hard_breaks(conv.system.strip()), ""]
     for turn in conv.turns:
         heading = ROLE_HEADINGS[turn.role] + (f" · {turn.author}" if turn.role == "assistant" and turn.author else "")
-        lines += [f"## {heading}", "", hard_breaks(turn.content) or "*(no text)*", ""]
+        lines += [f"## {heading}", ""]
+        lines += [f"- {_step_line(step)}" for step in turn.steps] + ([""] if turn.steps else [])
+        lines += [hard_breaks(turn.content) or "*(no text)*", ""]
         note = STATUS_NOTES.get(turn.status)
         if note:
             detail = f": {turn.note}" if turn.note and turn.status == "error" else ""
             lines += [f"*({note}{detail})*", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _step_line(step: dict[str, Any]) -> str:
+    """One tool call of a reply: `tool {arguments}` and its result (or error, or denied)."""
+    call = f"`{step.get('tool')} {json.dumps(step.get('arguments'), ensure_ascii=False)}`"
+    if step.get("approved") is False:
+        return f"{call} denied"
+    if step.get("error") is not None:
+        return f"{call} failed: {step.get('error')}"
+    return f"{call} → {step.get('result')}"
 
 
 def slug(text: str, limit: int = 40) -> str:

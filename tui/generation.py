@@ -20,10 +20,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from promptdsl.backend import Backend, GenerationOptions, close_stream
 from promptdsl.errors import BackendError, BackendErrorKind, PromptDSLError
 from promptdsl.prompt import Message, Prompt
+from promptdsl.tools import Step
+from promptdsl.tools.chat import ChatSteps
 
 from .conversation import Status, Turn
 from .history import HistoryStore
@@ -71,6 +74,16 @@ class FastSwitching:
                 sys.setswitchinterval(cls._saved)
 
 
+class ToolsStopped(PromptDSLError):
+    """Esc during a tool run: raised from the loop's hooks, the reply ends as stopped."""
+
+
+def step_from(data: dict[str, Any]) -> Step:
+    """A saved step (``Step.to_dict``) back as a Step, for its card."""
+    return Step(str(data.get("tool", "")), data.get("arguments"), data.get("result"), data.get("error"),
+                data.get("approved"), float(data.get("seconds") or 0.0))
+
+
 class Generation:
     """State of one streaming reply; ``prefix`` is text already there (a continued reply)."""
 
@@ -97,6 +110,10 @@ class Generation:
         self.fitted: FittedPrompt | None = None
         self.context_used: int | None = None
         self.worker_cpu = 0.0  # CPU seconds the generating thread has used (thread_time)
+        #: the chat's tools: runs the tool steps for the fitted prompt (model thread) before the answer streams
+        self.use_tools: Callable[[Backend, Generation], ChatSteps] | None = None
+        self.steps: list[Step] = []  # the tool steps so far (appended by the loop's events)
+        self.tools_running = False  # the loop runs (the reply's title says so, not "reading the prompt")
 
     def append(self, chunk: str) -> bool:
         """Add a chunk (O(1): the worker's whole per-token cost); False once cancelled or failed."""
@@ -181,7 +198,20 @@ def run_generation(
         backend = get_backend()
         gen.fitted = fit_prompt(gen.messages, backend, gen.options.max_tokens)
         on_prompt(gen.fitted)
-        stream = backend.stream(gen.fitted.prompt, gen.options)
+        prompt: Prompt | None = gen.fitted.prompt
+        if gen.use_tools is not None:
+            gen.tools_running = True
+            try:
+                found = gen.use_tools(backend, gen)
+            finally:
+                gen.tools_running = False
+            if gen.cancelled:
+                raise ToolsStopped("stopped")
+            prompt = found.prompt
+            if found.text is not None:
+                gen.append(found.text)  # the model (or a direct tool) already answered
+                prompt = None
+        stream = backend.stream(prompt, gen.options) if prompt is not None else iter(())
         cpu0 = time.thread_time()
         try:
             for chunk in stream:
@@ -193,6 +223,8 @@ def run_generation(
         if gen.save_error is not None:
             raise PromptDSLError(gen.save_error)
         gen.status = "cancelled" if gen.cancelled else "length" if _cut(backend, gen) else "done"
+    except ToolsStopped:
+        gen.status = "cancelled"
     except PromptDSLError as exc:
         # A prompt the backend says is too long was not answered: the message stays unsent, like ContextFull.
         too_long = isinstance(exc, BackendError) and exc.kind is BackendErrorKind.CONTEXT_LENGTH
@@ -205,8 +237,12 @@ def run_generation(
         if gen.status == "streaming":  # interrupted by BaseException (app shutting down)
             gen.status = "cancelled"
         text = gen.close()
+        if gen.steps:
+            gen.turn.steps = [s.to_dict() for s in gen.steps]
         if store is not None and gen.turn.id is not None:
             store.update_turn(gen.turn.id, text, gen.status, gen.error or "")
+            if gen.steps:
+                store.set_steps(gen.turn.id, gen.turn.steps)
     if backend is not None and gen.fitted is not None and gen.status != "error":
         gen.context_used = _count_after(backend, gen, text)
 

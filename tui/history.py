@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from promptdsl.errors import PromptDSLError
 from promptdsl.paths import data_dir
@@ -23,6 +23,7 @@ from promptdsl.paths import data_dir
 from .conversation import Conversation, Role, Status, Turn
 
 DB_NAME = "history.sqlite3"
+T = TypeVar("T")
 
 #: Schema migrations, keyed on ``PRAGMA user_version`` (as oterm does): migration ``i`` takes a
 #: database at version ``i`` to ``i + 1``. Append new steps; never edit a released one.
@@ -68,6 +69,12 @@ MIGRATIONS: tuple[str, ...] = (
         created REAL NOT NULL
     );
     CREATE INDEX spec_runs_by_spec ON spec_runs(path, spec, id);
+    """,
+    # 2 -> 3: the tools a conversation may call (JSON list of -T entries), each reply's tool steps
+    """
+    ALTER TABLE conversations ADD COLUMN tools TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE conversations ADD COLUMN tool_choice TEXT NOT NULL DEFAULT 'auto';
+    ALTER TABLE messages ADD COLUMN steps TEXT NOT NULL DEFAULT '[]';
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -186,9 +193,10 @@ class HistoryStore:
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO conversations(title, system, backend, model, options, created, updated)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (conv.title, conv.system, conv.backend, conv.model, json.dumps(conv.options), conv.created, now),
+                "INSERT INTO conversations(title, system, backend, model, options, tools, tool_choice, created,"
+                " updated) VALUES (?,?,?,?,?,?,?,?,?)",
+                (conv.title, conv.system, conv.backend, conv.model, json.dumps(conv.options), json.dumps(conv.tools),
+                 conv.tool_choice, conv.created, now),
             )
             conv.id = int(cast(int, cur.lastrowid))
             for turn in conv.turns:
@@ -196,12 +204,14 @@ class HistoryStore:
         return conv.id
 
     def save_meta(self, conv: Conversation) -> None:
-        """Store title, system prompt and settings (backend, model, options) of a saved conversation."""
+        """Store title, system prompt and settings (backend, model, options, tools) of a saved conversation."""
         if conv.id is None:
             return
         self._run(
-            "UPDATE conversations SET title=?, system=?, backend=?, model=?, options=? WHERE id=?",
-            (conv.title, conv.system, conv.backend, conv.model, json.dumps(conv.options), conv.id),
+            "UPDATE conversations SET title=?, system=?, backend=?, model=?, options=?, tools=?, tool_choice=?"
+            " WHERE id=?",
+            (conv.title, conv.system, conv.backend, conv.model, json.dumps(conv.options), json.dumps(conv.tools),
+             conv.tool_choice, conv.id),
         )
 
     def rename(self, conv_id: int, title: str) -> None:
@@ -218,9 +228,10 @@ class HistoryStore:
     @staticmethod
     def _insert_turn(db: sqlite3.Connection, conv_id: int, turn: Turn, now: float) -> None:
         cur = db.execute(
-            "INSERT INTO messages(conversation_id, role, content, status, backend, model, note, created)"
-            " VALUES (?,?,?,?,?,?,?,?)",
-            (conv_id, turn.role, turn.content, turn.status, turn.backend, turn.model, turn.note, now),
+            "INSERT INTO messages(conversation_id, role, content, status, backend, model, note, steps, created)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
+            (conv_id, turn.role, turn.content, turn.status, turn.backend, turn.model, turn.note,
+             json.dumps(turn.steps, ensure_ascii=False, default=str), now),
         )
         turn.id = int(cast(int, cur.lastrowid))
 
@@ -233,6 +244,11 @@ class HistoryStore:
 
     def set_author(self, turn_id: int, backend: str, model: str) -> None:
         self._run("UPDATE messages SET backend=?, model=? WHERE id=?", (backend, model, turn_id))
+
+    def set_steps(self, turn_id: int, steps: list[dict[str, Any]]) -> None:
+        """The tool calls a reply made (shown again as cards when the conversation is reopened)."""
+        self._run("UPDATE messages SET steps=? WHERE id=?", (json.dumps(steps, ensure_ascii=False, default=str),
+                                                            turn_id))
 
     def delete_turn(self, turn_id: int) -> None:
         self._run("DELETE FROM messages WHERE id=?", (turn_id,))
@@ -274,23 +290,24 @@ class HistoryStore:
     def load(self, conv_id: int) -> Conversation:
         """A saved conversation; replies that were still streaming come back as ``interrupted``."""
         row = self._one(
-            "SELECT id, title, system, backend, model, options, created, updated FROM conversations WHERE id=?",
+            "SELECT id, title, system, backend, model, options, created, updated, tools, tool_choice"
+            " FROM conversations WHERE id=?",
             (conv_id,),
         )
         if row is None:
             raise PromptDSLError(f"no conversation with id {conv_id} in {self.path}")
         msgs = self._all(
-            "SELECT id, role, content, status, backend, model, note FROM messages"
+            "SELECT id, role, content, status, backend, model, note, steps FROM messages"
             " WHERE conversation_id=? ORDER BY id",
             (conv_id,),
         )
         turns = [
             Turn(cast(Role, m[1]), m[2], cast(Status, "interrupted" if m[3] == "streaming" else m[3]), int(m[0]),
-                 m[4], m[5], m[6])
+                 m[4], m[5], m[6], _json_list(m[7], dict))
             for m in msgs
         ]
-        return Conversation(int(row[0]), row[1], row[2], row[3], row[4], _json_object(row[5]), turns,
-                            float(row[6]), float(row[7]))
+        return Conversation(int(row[0]), row[1], row[2], row[3], row[4], _json_object(row[5]),
+                            _json_list(row[8], str), str(row[9]), turns, float(row[6]), float(row[7]))
 
     def models(self) -> list[tuple[str, str]]:
         """Distinct (backend, model) pairs used before, newest first (suggestions for the picker)."""
@@ -377,3 +394,12 @@ def _json_object(text: str | None) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _json_list(text: str | None, kind: type[T]) -> list[T]:
+    """The items of type ``kind`` in a JSON list column; anything else (a hand-edited row) reads as empty."""
+    try:
+        value = json.loads(text or "[]")
+    except json.JSONDecodeError:
+        return []
+    return [v for v in value if isinstance(v, kind)] if isinstance(value, list) else []

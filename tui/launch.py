@@ -15,6 +15,7 @@ from promptdsl.loader import load_spec
 
 from .history import HistoryStore
 from .session import Session, check_options
+from .tools import check_tools
 
 
 def check_specs(paths: Sequence[Path]) -> None:
@@ -35,10 +36,13 @@ def run_chat(
     options: Mapping[str, Any] | None = None,
     system: str | None = None,
     resume_latest: bool = False,
+    tools: Sequence[str] = (),
+    tool_choice: str = "auto",
 ) -> int:
     """Validate the arguments, load the backend, open the history, run the app. Returns the exit code."""
     check_specs(specs)
     check_options(options or {})  # `-o temperature=abc` fails here, as in `promptdsl run`
+    check_tools(tools)  # `-T calculater` or a bad tool option fails here too
     session = Session.from_cli(backend, model, options or {})
     session.backend()  # unknown backend / missing model: fail here, before the screen switches
     store = HistoryStore.default()
@@ -50,7 +54,7 @@ def run_chat(
 
     app = PromptDSLApp(
         specs=list(specs), backend=backend, model=model, options=options, system=system,
-        history=store, resume=resume,
+        history=store, resume=resume, tools=tools, tool_choice=tool_choice,
     )
     try:
         app.run()

@@ -97,6 +97,9 @@ class Session:
         self._backend = backend
         self._lock = threading.Lock()
         self.model_thread = ModelThread()
+        #: the tools the chat's replies may call, as ``-T`` gives them (kept with each conversation)
+        self.tools: list[str] = []
+        self.tool_choice = "auto"  # "required": each reply's first step is a call
 
     @classmethod
     def from_cli(

@@ -12,7 +12,9 @@ iterator at its next chunk.
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -21,15 +23,30 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Static
 
+from promptdsl.backend import Backend
 from promptdsl.errors import PromptDSLError
 from promptdsl.prompt import Message as ChatMessage
+from promptdsl.tools import Step, Tool, ToolCall
+from promptdsl.tools.chat import ChatSteps, ChatToolLoop
+from promptdsl.tools.loop import ToolSettings
 
 from ..conversation import Conversation, Turn, make_title
-from ..generation import CPU_BOUND, FRAME_SECONDS, MAX_FRAME_GAP, UI_SHARE, Generation, run_generation
+from ..generation import (
+    CPU_BOUND,
+    FRAME_SECONDS,
+    MAX_FRAME_GAP,
+    UI_SHARE,
+    Generation,
+    ToolsStopped,
+    run_generation,
+    step_from,
+)
 from ..history import HistoryStore
 from ..session import ContextFull, Session, fit_prompt
+from ..tools import ChatTools, show_step, tool_uses
 from .chat_input import ChatInput
 from .message import MessageView
+from .tool_card import ToolCard
 
 EMPTY_HINT = "Type a message and press Enter. Ctrl+S runs a spec, Ctrl+O opens a saved chat, F1 lists the keys."
 #: What a continued reply asks for; the new text is appended to the same reply.
@@ -101,6 +118,18 @@ class ChatView(Vertical):
         self._ui_cpu0 = self._worker0 = 0.0
         self._wall0 = self._shown_at = 0.0
         self._blink = True
+        #: the tool loop of this chat (model thread only), kept while the backend and the tools stay the same
+        self._tool_loop: ChatToolLoop | None = None
+        self._tool_key: tuple[int, tuple[str, ...], str] | None = None
+        self._tool_gen: Generation | None = None  # the reply whose tools run now
+        self._chat_tools: ChatTools | None = None
+
+    @property
+    def chat_tools(self) -> ChatTools:
+        """Approvals of this conversation ("Always" lasts until another conversation is shown)."""
+        if self._chat_tools is None:
+            self._chat_tools = ChatTools(self.app, lambda kind, step: None)
+        return self._chat_tools
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="log"):
@@ -122,6 +151,11 @@ class ChatView(Vertical):
         """Quitting mid-reply: stop the worker at its next chunk (it saves the text as stopped)."""
         if self._gen is not None:
             self._gen.cancel()
+        if self._chat_tools is not None:
+            self._chat_tools.stop.set()
+        loop, self._tool_loop = self._tool_loop, None
+        if loop is not None:
+            loop.close()  # MCP servers end with the app
 
     # ------------------------------------------------------------------ state
 
@@ -175,6 +209,8 @@ class ChatView(Vertical):
         conv.backend = self.session.choice.name
         conv.model = self.session.model_label()
         conv.options = self.session.settings()
+        conv.tools = list(self.session.tools)
+        conv.tool_choice = self.session.tool_choice
         if save and self.store is not None and conv.id is not None:
             self.store.save_meta(conv)
 
@@ -213,7 +249,10 @@ class ChatView(Vertical):
         self._persist(turn)
         view = await self._mount_turn(turn)
         view.start_stream()
-        self._start(Generation(turn, conv.messages(-1), self.session.options_for(self._attempt)))
+        gen = Generation(turn, conv.messages(-1), self.session.options_for(self._attempt))
+        if self.session.tools:
+            gen.use_tools = self._tool_steps
+        self._start(gen)
 
     def _start(self, gen: Generation) -> None:
         self._gen = gen
@@ -241,6 +280,77 @@ class ChatView(Vertical):
         self.session.model_thread.call(run_generation, gen, get_backend, store)
         self.post_message(self.ReplyEnded(gen))
 
+    # ------------------------------------------------------------------ tools (the model thread runs these)
+
+    def _tool_steps(self, backend: Backend, gen: Generation) -> ChatSteps:
+        """The core tool loop on the fitted prompt; its steps show as cards as they come."""
+        key = (id(backend), tuple(self.session.tools), self.session.tool_choice)
+        if self._tool_loop is None or self._tool_key != key:
+            if self._tool_loop is not None:
+                self._tool_loop.close()
+                self._tool_loop = None
+            settings = ToolSettings(approver=self._approve, on_event=self._tool_event)
+            self._tool_loop = ChatToolLoop(backend, tool_uses(self.session.tools), settings, gen.options,
+                                           tool_choice=self.session.tool_choice)
+            self._tool_key = key
+        assert gen.fitted is not None
+        self._tool_gen = gen
+        try:
+            return self._tool_loop.steps(gen.fitted.prompt.messages, gen.options)
+        finally:
+            self._tool_gen = None
+
+    def _approve(self, tool: Tool, call: ToolCall) -> bool:
+        gen = self._tool_gen
+        if gen is None or gen.cancelled:
+            raise ToolsStopped("stopped")
+        approved = self.chat_tools.approve(tool, call)
+        if gen.cancelled:
+            raise ToolsStopped("stopped")
+        return approved
+
+    def _tool_event(self, kind: str, step: Step) -> None:
+        gen = self._tool_gen
+        if gen is None:
+            return
+        if kind == "call" and gen.cancelled:
+            raise ToolsStopped("stopped")  # the call will not run: no card for it
+        if kind == "result":
+            gen.steps.append(step)
+        with suppress(RuntimeError):  # the app is closing
+            self.app.call_from_thread(partial(self._show_step, gen.turn, kind, step))  # type: ignore[arg-type]
+        if gen.cancelled:
+            raise ToolsStopped("stopped")
+
+    async def _show_step(self, turn: Turn, kind: str, step: Step) -> None:
+        """A card for the step, in the reply's tool box (made, above the reply, with its first card)."""
+        box = self._steps_box(turn)
+        if box is None:
+            view = self._view_for(turn)
+            if view is None:
+                return
+            await self.log_view.mount(Vertical(ToolCard(step, running=kind == "call"), classes="tool-steps"),
+                                      before=view)
+            return
+        show_step(box, kind, step)
+
+    def _steps_box(self, turn: Turn) -> Vertical | None:
+        view = self._view_for(turn)
+        if view is None:
+            return None
+        children = list(self.log_view.children)
+        at = children.index(view)
+        before = children[at - 1] if at else None
+        return before if isinstance(before, Vertical) and before.has_class("tool-steps") else None
+
+    def tools_changed(self) -> None:
+        """The user picked other tools: this conversation keeps them (and resumes with them)."""
+        if self.conversation.id is not None:
+            self.stamp_settings()
+        else:
+            self.conversation.tools = list(self.session.tools)
+            self.conversation.tool_choice = self.session.tool_choice
+
     async def _pull(self) -> None:
         """One tick of the streaming reply: save what came; when a frame is due, show it with the figures."""
         gen = self._gen
@@ -253,7 +363,9 @@ class ChatView(Vertical):
         if view is None or not view.is_attached or not self._frame_due(gen, view):
             return
         self._shown_at = time.monotonic()
-        if gen.first_at is None:
+        if gen.first_at is None and gen.tools_running:
+            view.set_phase(f"using tools ({len(gen.steps)} step(s) so far)")
+        elif gen.first_at is None:
             waited = gen.waiting_seconds()
             if waited >= PHASE_AFTER:
                 size = f" ({gen.fitted.used} tokens)" if gen.fitted and gen.fitted.used else ""
@@ -412,6 +524,9 @@ class ChatView(Vertical):
         self._start(Generation(turn, messages, self.session.options_for(self._attempt), prefix=turn.content))
 
     async def _drop_turn(self, turn: Turn) -> None:
+        box = self._steps_box(turn)
+        if box is not None:
+            await box.remove()
         self.conversation.turns.remove(turn)
         view = self._view_for(turn)
         if view is not None:
@@ -424,11 +539,20 @@ class ChatView(Vertical):
     async def show(self, conv: Conversation) -> None:
         """Replace what is shown with ``conv`` (a new or a resumed conversation)."""
         await self.cancel()
+        await self.log_view.remove_children(".tool-steps")
         await self.log_view.remove_children(MessageView)
         self.conversation = conv
         self._attempt = 0
+        if self._chat_tools is not None:
+            self._chat_tools.stop.set()
+            self._chat_tools = None  # "Always" was for the other conversation
         self._show_system()
-        await self.log_view.mount_all([MessageView(t) for t in conv.turns])
+        shown: list[Vertical | MessageView] = []
+        for t in conv.turns:
+            if t.steps:
+                shown.append(Vertical(*(ToolCard(step_from(d)) for d in t.steps), classes="tool-steps"))
+            shown.append(MessageView(t))
+        await self.log_view.mount_all(shown)
         self.log_view.anchor()
         self.log_view.scroll_end(animate=False)
         self.post_message(self.TitleChanged(conv.title or "New conversation"))

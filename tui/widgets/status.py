@@ -1,4 +1,4 @@
-"""The status line: backend, model, state, decode speed and context use."""
+"""The status line: backend, model, the chat's tools, state, decode speed and context use."""
 
 from __future__ import annotations
 
@@ -21,11 +21,15 @@ class StatusBar(Widget):
     tokens_per_second: reactive[float | None] = reactive(None)
     context_used: reactive[int | None] = reactive(None)
     context_total: reactive[int | None] = reactive(None)
+    tools: reactive[tuple[str, ...]] = reactive(())  # the chat's tools (shown only when there are some)
 
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f" {self.backend or '…'}", style="bold")
         text.append(f" · {self.model or '…'}")
+        if self.tools:
+            names = ("mcp" if t.startswith("mcp:") else t.partition(":")[0] for t in self.tools)
+            text.append(f"  │  tools: {', '.join(names)}")
         text.append("  │  ")
         text.append(self.state, style={"generating": "bold", "error": "bold red"}.get(self.state, ""))
         text.append("  │  ")
