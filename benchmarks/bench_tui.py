@@ -98,6 +98,7 @@ def in_tui(backend: Any, options: Any, home: Path) -> Run:
                     app.chat.conversation.turns[-1].status == "streaming":
                 await asyncio.sleep(0.25)
             cpu = time.process_time() - cpu
+            await pilot.pause(0.1)  # let the final figures reach the status bar (a message away)
             reply = app.chat.conversation.turns[-1]
             gen_rate = app.status.tokens_per_second or 0.0
             tokens = app.status.tokens or 0
