@@ -31,11 +31,12 @@ from .spec import (
     SpecTest,
 )
 from .templates import TemplateFailure, compile_template, free_names, private_attributes
-from .tools.base import ToolUse
 from .yamlsource import MAX_PATH_CHARS, KeyPath, Located, load_yaml, parse_yaml, read_text
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
+
+    from .tools.base import ToolUse
 
 TEMPLATE_KEYS = ("system", "instruction", "template")
 MAX_EXAMPLES_FILE_BYTES = 64 << 20

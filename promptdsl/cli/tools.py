@@ -13,11 +13,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import InputError, clip
 from ..inputs import json_or_text
-from ..tools.base import ToolUse
 from .common import Commands
 
 if TYPE_CHECKING:  # the tool machinery (and jsonschema) loads only when a run has tools
-    from ..tools import Step, Tool, ToolCall
+    from ..tools import Step, Tool, ToolCall, ToolUse
     from ..tools.loop import Approver, ToolSettings
 
 #: ``-T mcp:COMMAND`` (the same prefix as :data:`promptdsl.tools.check.MCP_PREFIX`, without importing it).
@@ -37,6 +36,8 @@ def add_tool_flags(p: argparse.ArgumentParser) -> None:
 
 def parse_tool_flag(text: str) -> ToolUse:
     """``NAME``, ``NAME:KEY=VALUE,KEY=VALUE`` or ``mcp:COMMAND ARGS``."""
+    from ..tools.base import ToolUse
+
     if text.startswith(MCP_PREFIX):
         return ToolUse(text)
     name, _, rest = text.partition(":")
