@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from contextlib import suppress
 from functools import lru_cache
 from pathlib import Path
@@ -66,7 +67,8 @@ def _marker(key: str, create: bool) -> Path:
 def known_valid(key: str) -> bool:
     """True when a marker for ``key`` exists and holds exactly ``key``."""
     try:
-        return _marker(key, create=False).read_text(encoding="ascii") == key
+        with _marker(key, create=False).open("rb") as f:
+            return f.read(len(key) + 1) == key.encode("ascii")
     except (OSError, ValueError):
         return False
 
@@ -76,7 +78,7 @@ def remember(key: str) -> None:
     with suppress(OSError, ValueError):
         path = _marker(key, create=True)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{key}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{key}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             tmp.write_text(key, encoding="ascii")
             os.replace(tmp, path)
