@@ -189,3 +189,18 @@ def test_promptdsl_run_of_one_input_imports_no_jsonschema_once_the_spec_is_known
     assert [(r.returncode, r.stdout.strip()) for r in runs] == [(0, "Positive")] * 2, [r.stderr for r in runs]
     assert "jsonschema" in runs[0].stderr.splitlines()[-1]
     assert runs[1].stderr.splitlines()[-1] == "loaded: none"
+
+
+def test_a_named_command_registers_only_its_own_group() -> None:
+    script = ("import sys; from promptdsl.cli import build_parser; build_parser(['--debug', 'run', 'x.yaml']); "
+              "print(sorted(m for m in sys.modules if m.startswith('promptdsl.cli.')))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    groups = json.loads(proc.stdout.replace("'", '"'))
+    assert "promptdsl.cli.run" in groups
+    assert not {"promptdsl.cli.export", "promptdsl.cli.tune", "promptdsl.cli.evaluate"} & set(groups)
+    from promptdsl.cli import COMMANDS, build_parser
+
+    help_text = build_parser(["--help"]).format_help() + build_parser(["rn"]).format_usage()
+    every = build_parser([])._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert sorted(every) == sorted(n for names in COMMANDS.values() for n in names)
+    assert "COMMAND" in help_text
