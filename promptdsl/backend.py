@@ -237,9 +237,8 @@ def check_options(backend: str, schema: OptionsSchema | None, options: Mapping[s
     """
     if schema is None:
         return
-    from jsonschema import Draft202012Validator
-
     from .errors import did_you_mean
+    from .schema.quick import surely_valid
 
     known = dict(schema.get("properties", {}))
     if schema.get("additionalProperties", True) is False:
@@ -251,6 +250,10 @@ def check_options(backend: str, schema: OptionsSchema | None, options: Mapping[s
                     backend=backend,
                     exit_code=2,
                 )
+    if surely_valid(schema, dict(options)):
+        return
+    from jsonschema import Draft202012Validator
+
     for err in Draft202012Validator(schema).iter_errors(dict(options)):
         key = err.absolute_path[0] if err.absolute_path else "options"
         raise BackendError(f"option '{key}': {err.message}", backend=backend, exit_code=2)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
-
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import InputError, did_you_mean, format_path
+from .schema.quick import surely_valid
 from .spec import Spec
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 MAX_INPUT_FILE_BYTES = 16 << 20
 
@@ -45,6 +47,9 @@ def validate_inputs(spec: Spec, values: Mapping[str, Any]) -> dict[str, Any]:
             value = schema["default"]
         else:
             raise InputError(f"missing input '{name}' (it has no default)", name=name)
+        if surely_valid(schema, value):  # a plain string or number: no need to import jsonschema
+            out[name] = value
+            continue
         errors = sorted(_validator(schema).iter_errors(value), key=lambda e: list(e.path))
         if errors:
             err = errors[0]

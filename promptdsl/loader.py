@@ -11,14 +11,14 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from . import schema as schemas
+from . import speccache
 from .errors import InputError, SpecError, did_you_mean, quote
 from .inputs import has_surrogate, validate_inputs
 from .schema import spec_schema
+from .schema.quick import surely_usable, surely_valid
 from .spec import (
     Example,
     FewShot,
@@ -31,8 +31,12 @@ from .spec import (
     SpecTest,
 )
 from .templates import TemplateFailure, compile_template, free_names, private_attributes
-from .tools.check import check_spec_tools, tool_uses
 from .yamlsource import MAX_PATH_CHARS, KeyPath, Located, load_yaml, parse_yaml, read_text
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+
+    from .tools.base import ToolUse
 
 TEMPLATE_KEYS = ("system", "instruction", "template")
 MAX_EXAMPLES_FILE_BYTES = 64 << 20
@@ -155,11 +159,16 @@ def _deep_merge(base: Any, over: Any) -> Any:
 
 
 def _validate_schema(located: Located) -> None:
+    key = speccache.digest(located.data)
+    if key is not None and speccache.known_valid(key):
+        return  # this exact spec passed before (see promptdsl.speccache)
     try:
         errors = sorted(schemas.validator(spec_schema()).iter_errors(located.data), key=_error_order)
     except RecursionError:
         raise located.error("the spec nests too deeply") from None
     if not errors:
+        if key is not None:
+            speccache.remember(key)
         return
     found: list[SpecError] = []
     for err in errors:
@@ -256,12 +265,20 @@ def _build(data: dict[str, Any], located: Located, path: Path) -> Spec:
             strip=out.get("strip", True),
         ),
         tests=[SpecTest(dict(t["input"]), t["expect"], t.get("name", "")) for t in data.get("tests", [])],
-        tools=tool_uses(data),
+        tools=_tool_uses(data),
         tool_choice=data.get("tool_choice", "auto"),
         max_steps=data.get("max_steps", 5),
         path=path,
         source=located,
     )
+
+
+def _tool_uses(data: dict[str, Any]) -> list[ToolUse]:
+    if "tools" not in data:
+        return []
+    from .tools.check import tool_uses  # the tool machinery (and jsonschema): only specs with tools need it
+
+    return tool_uses(data)
 
 
 def _spec_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -351,12 +368,13 @@ def _check_semantics(spec: Spec, located: Located) -> None:
                     (key,),
                 )
     for name, schema in spec.inputs.items():
-        problem = schemas.schema_problem(schema)
+        problem = None if surely_usable(schema) else schemas.schema_problem(schema)
         if problem is not None:
             message, sub = problem
             shown = f"has an {message}" if message.startswith("invalid") else f": {message}"
             raise located.error(f"input {quote(name)} {shown}".replace(" :", ":"), ("inputs", name, *sub))
-        if "default" in schema and schemas.errors(schema, schema["default"]):
+        default_wrong = "default" in schema and not surely_valid(schema, schema["default"])
+        if default_wrong and schemas.errors(schema, schema["default"]):
             raise located.error(f"input '{name}': its default does not fit its own schema", ("inputs", name, "default"))
     _check_output(spec.output, located)
     for i, ex in enumerate(spec.examples):
@@ -372,7 +390,10 @@ def _check_semantics(spec: Spec, located: Located) -> None:
     for i, test in enumerate(spec.tests):
         _check_input(spec, test.input, located, ("tests", i, "input"), "test")
         _check_expect(test.expect, located, ("tests", i, "expect"))
-    check_spec_tools(spec, located)
+    if spec.tools or spec.tool_choice != "auto":  # with neither, the tool checks have nothing to find
+        from .tools.check import check_spec_tools
+
+        check_spec_tools(spec, located)
 
 
 def _check_expect(expect: Any, located: Located, where: KeyPath) -> None:

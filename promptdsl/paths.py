@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
-
 APP_NAME = "promptdsl"
 HOME_ENV = "PROMPTDSL_HOME"
 
@@ -23,7 +21,12 @@ def _home_override() -> Path | None:
 def data_dir(create: bool = True) -> Path:
     """Persistent user data (history, saved sessions): `$PROMPTDSL_HOME` or the platform data dir."""
     home = _home_override()
-    path = home if home is not None else Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+    if home is not None:
+        path = home
+    else:
+        import platformdirs  # only without $PROMPTDSL_HOME (a few ms of a one-input run's start)
+
+        path = Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
@@ -35,6 +38,8 @@ def cache_dir(create: bool = True) -> Path:
     if home is not None:
         path = home / "cache"
     else:
+        import platformdirs
+
         path = Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
     if create:
         path.mkdir(parents=True, exist_ok=True)

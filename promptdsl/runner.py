@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backend import Backend, Capability, Constraint, GenerationOptions, close_stream, split_options
 from .compiler import Compiler
@@ -21,9 +21,12 @@ from .prompt import Prompt
 from .registry import get_backend, resolve_backend_name
 from .result import Response, Result
 from .schema import spec_schema
+from .schema.quick import surely_valid
 from .spec import Method, OutputType, Spec
-from .tools.base import Tool, ToolUse
-from .tools.loop import ToolSettings, make_loop
+
+if TYPE_CHECKING:
+    from .tools.base import Tool, ToolUse
+    from .tools.loop import ToolLoop, ToolSettings
 
 #: Default token budget per output type when neither spec nor options set one.
 DEFAULT_MAX_TOKENS = {
@@ -112,10 +115,14 @@ class Runner:
             Method.CONSTRAIN: self._constrain,
             Method.GENERATE: self._generate,
         }
-        settings = tool_settings or ToolSettings()
-        if tools:
-            settings = replace(settings, extra=[*settings.extra, *tools])
-        self.tool_loop = make_loop(self, settings)  # None without tools: one answer per input
+        self.tool_loop: ToolLoop | None = None  # without tools: one answer per input
+        if tools or spec.tools or (tool_settings is not None and tool_settings.extra):
+            from .tools.loop import ToolSettings, make_loop  # (and jsonschema): only runs with tools need it
+
+            settings = tool_settings or ToolSettings()
+            if tools:
+                settings = replace(settings, extra=[*settings.extra, *tools])
+            self.tool_loop = make_loop(self, settings)
 
     def _generation_options(self, merged: Mapping[str, Any]) -> GenerationOptions:
         out = self.spec.output
@@ -258,9 +265,11 @@ class Runner:
 
 def check_options(options: Mapping[str, Any]) -> None:
     """Options from the CLI or the TUI skip the spec schema; hold them to the same rules."""
+    schema = spec_schema()["properties"]["model"]["properties"]["options"]
+    if surely_valid(schema, dict(options)):  # plain numbers and strings: no need to import jsonschema
+        return
     from jsonschema import Draft202012Validator
 
-    schema = spec_schema()["properties"]["model"]["properties"]["options"]
     for err in Draft202012Validator(schema).iter_errors(dict(options)):
         key = err.absolute_path[0] if err.absolute_path else "options"
         raise InputError(f"option '{key}': {err.message}")

@@ -9,33 +9,47 @@ one module with a ``register(sub, common)`` function, listed in :data:`COMMANDS`
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..errors import PromptDSLError
-from . import backends, chat, doctor, evaluate, export, run, specs, tools, tune
-from .common import Commands, Parser
+from .common import Parser
 
 Handler = Callable[[argparse.Namespace], int]
-Register = Callable[[Commands, argparse.ArgumentParser], None]
 
-#: Command groups in ``--help`` order. A new command is a new module added here.
-COMMANDS: tuple[Register, ...] = (
-    run.register,
-    evaluate.register,
-    export.register,
-    tune.register,
-    specs.register,
-    backends.register,
-    tools.register,
-    chat.register,
-    doctor.register,
-)
+#: Command groups (modules of this package) in ``--help`` order, with the commands each one
+#: registers. A new command is a new module added here.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "run": ("run",),
+    "evaluate": ("eval",),
+    "export": ("export",),
+    "tune": ("tune",),
+    "specs": ("validate", "compile", "test", "schema"),
+    "backends": ("backends",),
+    "tools": ("tools",),
+    "chat": ("chat",),
+    "doctor": ("doctor",),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _groups(argv: Sequence[str] | None) -> list[str]:
+    """The command groups to register: only the named command's when argv names a known one.
+
+    Each module imports what its command needs, so ``promptdsl run`` does not import export,
+    tune or evaluate. Anything else (no command, ``--help``, a misspelt name) registers all,
+    so help and "invalid choice" messages list every command.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in args if not a.startswith("-")), None)
+    named = [group for group, names in COMMANDS.items() if first in names]
+    return named or list(COMMANDS)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv`` (all commands when ``argv`` is None and sys.argv names none)."""
     # --debug works before or after the command: the command's copy only sets it when given,
     # so it never resets `promptdsl --debug run ...` back to False.
     common = Parser(add_help=False)
@@ -45,13 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"promptdsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    for register in COMMANDS:
-        register(sub, common)
+    for group in _groups(argv):
+        importlib.import_module(f"{__name__}.{group}").register(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:

@@ -46,8 +46,10 @@ def runner_from_args(spec: Spec, args: argparse.Namespace) -> Runner:
     """The one way a command turns --backend/--model/-o into a Runner."""
     from .tools import tool_settings  # -T, --yes, and tool calls shown on stderr
 
+    # Without tools (none in the spec, no -T) the settings would go unused: building them loads the tool machinery.
+    settings = tool_settings(args) if spec.tools or getattr(args, "tool", None) else None
     return Runner(spec, backend_name=args.backend, model=args.model, options=parse_options(args.option),
-                  tool_settings=tool_settings(args))
+                  tool_settings=settings)
 
 
 def print_value(value: Any) -> None:

@@ -9,15 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import InputError, clip
 from ..inputs import json_or_text
-from ..tools import Step, Tool, ToolCall, ToolUse
-from ..tools.check import MCP_PREFIX
-from ..tools.loop import Approver, ToolSettings
-from ..tools.registry import find_tool, list_tools
 from .common import Commands
+
+if TYPE_CHECKING:  # the tool machinery (and jsonschema) loads only when a run has tools
+    from ..tools import Step, Tool, ToolCall, ToolUse
+    from ..tools.loop import Approver, ToolSettings
+
+#: ``-T mcp:COMMAND`` (the same prefix as :data:`promptdsl.tools.check.MCP_PREFIX`, without importing it).
+MCP_PREFIX = "mcp:"
 
 PREVIEW = 200
 
@@ -33,6 +36,8 @@ def add_tool_flags(p: argparse.ArgumentParser) -> None:
 
 def parse_tool_flag(text: str) -> ToolUse:
     """``NAME``, ``NAME:KEY=VALUE,KEY=VALUE`` or ``mcp:COMMAND ARGS``."""
+    from ..tools.base import ToolUse
+
     if text.startswith(MCP_PREFIX):
         return ToolUse(text)
     name, _, rest = text.partition(":")
@@ -93,6 +98,9 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
 
 
 def tool_settings(args: argparse.Namespace) -> ToolSettings:
+    from ..tools.loop import ToolSettings
+    from ..tools.registry import find_tool
+
     uses = [parse_tool_flag(t) for t in getattr(args, "tool", [])]
     for use in uses:
         if not use.name.startswith(MCP_PREFIX):
@@ -105,6 +113,8 @@ def tool_settings(args: argparse.Namespace) -> ToolSettings:
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
+    from ..tools.registry import list_tools
+
     infos = list_tools()
     if args.json:
         print(json.dumps([

@@ -19,15 +19,14 @@ import json
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from importlib import resources
-from typing import Any
-
-import referencing
-import referencing.exceptions
-import referencing.jsonschema
-import regex
-from jsonschema import Draft202012Validator, SchemaError, ValidationError, validators
+from typing import TYPE_CHECKING, Any
 
 from ..errors import quote
+
+if TYPE_CHECKING:  # imported when first used: a run of a spec already known valid needs none of them
+    import referencing
+    import regex
+    from jsonschema import Draft202012Validator, SchemaError, ValidationError
 
 
 @lru_cache(maxsize=1)
@@ -55,6 +54,8 @@ def compile_pattern(pattern: str) -> regex.Pattern[str]:
     """Compile a spec's pattern (``re`` syntax); RegexProblem when it is invalid or too long."""
     if len(pattern) > MAX_PATTERN_CHARS:
         raise RegexProblem(f"regular expression of {len(pattern)} characters is too long (limit {MAX_PATTERN_CHARS})")
+    import regex
+
     try:
         return regex.compile(pattern, regex.VERSION0)
     except (regex.error, ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -75,6 +76,8 @@ def search(pattern: str, text: str, flags: int = 0) -> regex.Match[str] | None:
 
 @lru_cache(maxsize=64)
 def _with_flags(pattern: str, flags: int) -> regex.Pattern[str]:
+    import regex
+
     compile_pattern(pattern)
     return regex.compile(pattern, regex.VERSION0 | flags)
 
@@ -83,14 +86,23 @@ def _with_flags(pattern: str, flags: int) -> regex.Pattern[str]:
 
 
 def _refuse(uri: str) -> referencing.Resource[Any]:
+    import referencing.exceptions
+
     raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]
 
 
-#: No retrieval, ever: a ``$ref`` can only point inside the schema (or at the bundled metaschemas).
-REGISTRY: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse)  # type: ignore[call-arg]
+@lru_cache(maxsize=1)
+def registry() -> referencing.Registry[Any]:
+    """No retrieval, ever: a ``$ref`` can only point inside the schema (or at the bundled metaschemas)."""
+    import referencing
+
+    made: referencing.Registry[Any] = referencing.Registry(retrieve=_refuse)  # type: ignore[call-arg]
+    return made
 
 
 def _pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    from jsonschema import ValidationError
+
     if not validator.is_type(instance, "string"):
         return
     try:
@@ -103,6 +115,8 @@ def _pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator
 
 
 def _pattern_properties(validator: Any, properties: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    from jsonschema import ValidationError
+
     if not validator.is_type(instance, "object"):
         return
     for patrn, subschema in properties.items():
@@ -116,20 +130,29 @@ def _pattern_properties(validator: Any, properties: Any, instance: Any, schema: 
                 yield from validator.descend(value, subschema, path=key, schema_path=patrn)
 
 
-_Bounded = validators.extend(  # type: ignore[no-untyped-call]
-    Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties}
-)
+@lru_cache(maxsize=1)
+def _bounded() -> Any:
+    from jsonschema import Draft202012Validator, validators
+
+    return validators.extend(  # type: ignore[no-untyped-call]
+        Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties}
+    )
 
 
 def validator(schema: Mapping[str, Any] | bool, *, formats: bool = False) -> Draft202012Validator:
     """A Draft 2020-12 validator for an untrusted schema: no retrieval, bounded regexes."""
+    from jsonschema import Draft202012Validator
+
     checker = Draft202012Validator.FORMAT_CHECKER if formats else None
-    made: Draft202012Validator = _Bounded(schema, registry=REGISTRY, format_checker=checker)
+    made: Draft202012Validator = _bounded()(schema, registry=registry(), format_checker=checker)
     return made
 
 
 def errors(schema: Mapping[str, Any] | bool, instance: Any, *, formats: bool = False) -> list[ValidationError]:
     """Every problem of ``instance`` (a reference that cannot resolve is one problem, not a crash)."""
+    import referencing.exceptions
+    from jsonschema import ValidationError
+
     try:
         return sorted(validator(schema, formats=formats).iter_errors(instance), key=lambda e: [str(p) for p in e.path])
     except (referencing.exceptions.Unresolvable, RecursionError) as exc:
@@ -138,6 +161,8 @@ def errors(schema: Mapping[str, Any] | bool, instance: Any, *, formats: bool = F
 
 def schema_problem(schema: Any) -> tuple[str, KeyPath] | None:
     """Why ``schema`` cannot be used (and where inside it), or None: metaschema, regexes, refs."""
+    from jsonschema import Draft202012Validator, SchemaError
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -196,12 +221,16 @@ class _RefFailure(Exception):
 
 
 def _check_refs(schema: Any) -> None:
-    registry = REGISTRY.combine(_specifications())
+    import referencing.jsonschema
+
+    refs = registry().combine(_specifications())
     root = referencing.jsonschema.DRAFT202012.create_resource(schema)
-    _walk_refs(schema, registry.resolver_with_root(root), ())
+    _walk_refs(schema, refs.resolver_with_root(root), ())
 
 
 def _walk_refs(node: Any, resolver: Any, path: KeyPath) -> None:
+    import referencing.jsonschema
+
     if isinstance(node, Mapping):
         if isinstance(node.get("$id"), str) and path:
             resolver = resolver.in_subresource(referencing.jsonschema.DRAFT202012.create_resource(node))
@@ -225,6 +254,8 @@ def _walk_refs(node: Any, resolver: Any, path: KeyPath) -> None:
 
 
 def _ref_reason(exc: BaseException) -> str:
+    import referencing.exceptions
+
     inner = getattr(exc, "_wrapped", exc)  # jsonschema wraps referencing's errors
     if isinstance(inner, RecursionError):
         return "the references loop or nest too deeply"
@@ -240,5 +271,5 @@ def _ref_reason(exc: BaseException) -> str:
 def _specifications() -> referencing.Registry[Any]:
     from jsonschema_specifications import REGISTRY as SPECIFICATIONS
 
-    registry: referencing.Registry[Any] = SPECIFICATIONS
-    return registry
+    found: referencing.Registry[Any] = SPECIFICATIONS
+    return found
