@@ -394,5 +394,5 @@ def test_remote_backend_runs_rows_concurrently_in_order(
     assert [x["index"] for x in lines] == list(range(5))
     assert [x["input"] for x in lines] == rows
     assert all(x["value"] in CHOICES and x["backend"] == "openai" for x in lines)
-    blob = out.read_bytes() + b"".join(p.read_bytes() for p in (home / "cache").iterdir())
+    blob = out.read_bytes() + b"".join(p.read_bytes() for p in (home / "cache").rglob("*") if p.is_file())
     assert openai_env.api_key.encode() not in blob and openai_env.api_key not in err
