@@ -38,17 +38,11 @@ _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)")
 
 def numbers_in(texts: Iterable[str]) -> list[int | float]:
     """The numbers written in ``texts``, in order of first appearance ("1,200" is 1200; no signs)."""
-    seen: dict[int | float, None] = {}
-    for text in texts:
-        for match in _NUMBER.finditer(re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)):
-            raw = match.group()
-            value: int | float = float(raw) if "." in raw else int(raw)
-            seen.setdefault(value, None)
-    return list(seen)
+    return list(number_counts(texts))
 
 
 def number_counts(texts: Iterable[str]) -> Counter[int | float]:
-    """How many times each number is written in ``texts`` (same reading as :func:`numbers_in`)."""
+    """How many times each number is written in ``texts``, in order of first appearance."""
     counts: Counter[int | float] = Counter()
     for text in texts:
         for match in _NUMBER.finditer(re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)):

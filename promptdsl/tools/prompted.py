@@ -35,7 +35,7 @@ from ..outputs import _parse_choice
 from ..prompt import Message, Prompt
 from ..spec import OutputSpec, OutputType
 from .base import Step, Tool, ToolCall, ToolUse
-from .candidates import copies_within, enumerate_arguments, number_counts, numbers_in, restrict
+from .candidates import copies_within, enumerate_arguments, number_counts, restrict
 from .transcript import call_text, final_prompt, render
 
 if TYPE_CHECKING:
@@ -131,11 +131,10 @@ class PromptedDriver:
 
     def _arguments(self, prompt: Prompt, steps: Sequence[Step], tool: Tool, accept: Any = None) -> Any:
         asked = render(self._with_demos(prompt, tool), self.tools, steps)
-        conversation = _conversation(prompt, steps)
-        schema = restrict(tool.parameters, numbers_in(conversation))
+        written = number_counts(_conversation(prompt, steps))
+        schema = restrict(tool.parameters, list(written))
         candidates = enumerate_arguments(schema) if self.scores else None
         if candidates:  # drop the calls the text cannot mean, and those that surely give no valid answer
-            written = number_counts(conversation)
             candidates = [c for c in candidates if copies_within(c, written)] or candidates
             if accept is not None:
                 candidates = [c for c in candidates if accept(tool.name, c)] or candidates
