@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from promptdsl.backend import Backend, GenerationOptions, close_stream
 from promptdsl.errors import BackendError, BackendErrorKind, PromptDSLError
@@ -76,12 +75,6 @@ class FastSwitching:
 
 class ToolsStopped(PromptDSLError):
     """Esc during a tool run: raised from the loop's hooks, the reply ends as stopped."""
-
-
-def step_from(data: dict[str, Any]) -> Step:
-    """A saved step (``Step.to_dict``) back as a Step, for its card."""
-    return Step(str(data.get("tool", "")), data.get("arguments"), data.get("result"), data.get("error"),
-                data.get("approved"), float(data.get("seconds") or 0.0))
 
 
 class Generation:

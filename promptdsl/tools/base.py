@@ -152,6 +152,12 @@ class Step:
             "seconds": round(self.seconds, 4),
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Step:
+        """A step back from :meth:`to_dict` (a saved trace shown again)."""
+        return cls(str(data.get("tool", "")), data.get("arguments"), data.get("result"), data.get("error"),
+                   data.get("approved"), float(data.get("seconds") or 0.0))
+
     def feedback(self) -> str:
         """What the model reads back: the result, or the error as text."""
         return self.result if self.error is None and self.result is not None else f"error: {self.error}"

@@ -39,7 +39,6 @@ from ..generation import (
     Generation,
     ToolsStopped,
     run_generation,
-    step_from,
 )
 from ..history import HistoryStore
 from ..session import ContextFull, Session, fit_prompt
@@ -550,7 +549,7 @@ class ChatView(Vertical):
         shown: list[Vertical | MessageView] = []
         for t in conv.turns:
             if t.steps:
-                shown.append(Vertical(*(ToolCard(step_from(d)) for d in t.steps), classes="tool-steps"))
+                shown.append(Vertical(*(ToolCard(Step.from_dict(d)) for d in t.steps), classes="tool-steps"))
             shown.append(MessageView(t))
         await self.log_view.mount_all(shown)
         self.log_view.anchor()
