@@ -42,14 +42,15 @@ def _groups(argv: Sequence[str] | None) -> list[str]:
     tune or evaluate. Anything else (no command, ``--help``, a misspelt name) registers all,
     so help and "invalid choice" messages list every command.
     """
-    args = sys.argv[1:] if argv is None else list(argv)
-    first = next((a for a in args if not a.startswith("-")), None)
+    if argv is None:
+        return list(COMMANDS)
+    first = next((a for a in argv if not a.startswith("-")), None)
     named = [group for group, names in COMMANDS.items() if first in names]
     return named or list(COMMANDS)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The parser for ``argv`` (all commands when ``argv`` is None and sys.argv names none)."""
+    """The parser for ``argv`` (every command when ``argv`` is None or names none)."""
     # --debug works before or after the command: the command's copy only sets it when given,
     # so it never resets `promptdsl --debug run ...` back to False.
     common = Parser(add_help=False)
@@ -65,6 +66,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
