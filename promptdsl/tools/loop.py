@@ -200,11 +200,10 @@ class ToolLoop:
             return True
         if _argument_problem(active.tool, arguments):
             return False
-        try:
-            result = active.tool.call(arguments)
-        except Exception:  # the call fails: the model should not pick it
+        outcome = _run_with_timeout(active.tool, arguments, active.timeout)  # as execute runs it
+        if not isinstance(outcome, str):  # the call fails: the model should not pick it
             return False
-        return self._parse(values, result, any_method=True) is not None
+        return self._parse(values, cut(outcome, self.settings.result_budget), any_method=True) is not None
 
     def steps(self, prompt: Prompt, accept: Accept | None = None) -> tuple[list[Step], StopReason, str | None, bool]:
         """Run tool steps until the model answers or a rule stops it: (trace, why, answer text, from a direct tool)."""
