@@ -12,6 +12,7 @@ prompts, so load from other programs shifts both sides alike (slices alternate).
   7  end to end: `promptdsl run --data --out --no-cache` as a child process vs the hardware limit (<= 1.10x)
   8  the same CLI run vs a plain llama-cpp-python loop in its own process (>= 3.5x, identical predictions)
   9  one input on the command line vs import + load + score in plain llama-cpp-python (<= +0.2 s)
+  D  tokens per decode: the decode-size curve, and batch=true vs one item at a time (identical scores)
   T  llama.cpp thread settings (all cores, 1, generation cores-1) as the machine is and with cores spinners
 """
 
@@ -31,7 +32,7 @@ from typing import Any
 import common
 from common import Row
 
-BENCHES = ("fewshot", "stream", "memory", "cache", "bufts", "cli", "threads")
+BENCHES = ("fewshot", "stream", "memory", "cache", "bufts", "cli", "decode", "threads")
 
 
 def _run(name: str, args: argparse.Namespace) -> list[Row]:
@@ -43,6 +44,7 @@ def _run(name: str, args: argparse.Namespace) -> list[Row]:
         "cache": lambda b: b(args.items),
         "bufts": lambda b: b(),
         "cli": lambda b: b(args.items, args.cli_rounds, args.cli_singles, not args.no_cli_batch),
+        "decode": lambda b: b(args.items),
         "threads": lambda b: b(),
     }
     module = importlib.import_module(f"bench_{name}")

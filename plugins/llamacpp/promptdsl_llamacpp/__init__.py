@@ -68,7 +68,7 @@ OPTIONS_SCHEMA = options_schema(
         "n_gpu_layers": {"type": ["integer", "null"], "minimum": -1,
                          "description": "GPU layers (default: all when llama.cpp can offload; 0: CPU only)"},
         "batch": {"type": "boolean", "default": False,
-                  "description": "score several rows per llama.cpp decode (faster; scores may differ slightly)"},
+                  "description": "score several rows per llama.cpp decode (same scores; faster on a busy machine)"},
     }
 )
 
@@ -616,8 +616,8 @@ class LlamaCppBackend(Backend):
         return bool(self.options.get("batch", False))
 
     def score_many(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[list[float] | BackendError]:
-        """With option ``batch: true``, several prompts per llama.cpp decode on sequences sharing the
-        prefix's KV cells (see ``batch``: faster, but scores differ slightly from one at a time)."""
+        """With option ``batch: true``, several prompts per llama.cpp decode, each in its own KV
+        stream (see ``batch``: the same scores as one at a time, fewer decodes)."""
         if not self.options.get("batch", False):
             return super().score_many(prompts, continuations)
         from .batch import score_many

@@ -1,15 +1,21 @@
-"""Score several prompts in one ``llama_decode``: one sequence per prompt, sharing the prefix's KV cells.
+"""Score several prompts in one ``llama_decode`` with exactly the one-at-a-time scores.
 
-A dataset run scores prompts that differ only in their last ~30 tokens. Evaluated one at a
-time, each call is far below llama.cpp's best throughput (a decode has a fixed cost, mostly
-thread synchronisation). Here a second llama.cpp context on the same weights, with several
-sequences and a unified KV cache, holds the common prefix once in sequence 0; each prompt
-gets its own sequence that *shares* the prefix's cells (``llama_memory_seq_cp`` only tags the
-cells, it copies nothing), and one batch carries every prompt's own tokens. The choices'
-first tokens are read from each sequence's last position; choices of several tokens get a
-second decode (one sequence per distinct choice prefix, copied from the prompt's sequence).
+A dataset run scores prompts that differ only in their last ~30 tokens. Here a second
+llama.cpp context on the same weights gives every sequence its own KV *stream*
+(``kv_unified=false``): sequence 0 holds the common prefix, each prompt of a group gets a copy
+of it in its own stream and one batch carries every prompt's own tokens. The choices' first
+tokens are read at each prompt's last token; choices of several tokens get a second decode (one
+stream per prompt and distinct choice prefix, copied from the prompt's stream).
 
-Cells beyond the prefix are freed after every group, so memory does not grow with the run.
+Why it is exact (docs/performance.md, "Batching several items per decode"): llama.cpp's
+attention sums over KV cells in SIMD lanes, so a score depends on which cells an item's tokens
+sit in, and a batch whose sequences have unequal lengths is split into micro-batches that
+change the numbers again. In its own stream an item's cells sit where they would one at a
+time; every prompt of a group is padded on the right to the group's longest (attention is
+causal, so tokens after the last real one cannot change it) and prompts are grouped by length,
+so the padding stays small. Tests compare the scores for equality.
+
+The streams' cells beyond the prefix are freed after every group, so memory stays flat.
 """
 
 from __future__ import annotations
@@ -27,11 +33,17 @@ from promptdsl.prompt import Prompt
 if TYPE_CHECKING:
     from . import _LoadedModel
 
-#: Sequences of the batch context (sequence 0 holds the shared prefix).
-MAX_SEQUENCES = 64
-#: Item tokens per decode: past ~256 tokens llama.cpp's prompt speed no longer rises on CPU
-#: (benchmarks/bench_batch.py measures it), and larger batches only grow attention work.
+#: Streams of the batch context: the prefix and up to 8 prompts (or fewer prompts and their
+#: choice prefixes). Each stream costs KV memory for a whole prompt.
+MAX_SEQUENCES = 9
+#: Item tokens per decode (padding included): past ~256 tokens llama.cpp's prompt speed no
+#: longer rises on CPU (benchmarks/bench_decode.py measures the curve).
 BATCH_TOKENS = 256
+#: llama.cpp pads the cells attention reads to a multiple of 256; streams are sized alike.
+CELL_PAD = 256
+#: KV cells of all streams together (the prefix is held once per stream): long prompts get
+#: fewer streams, so memory stays within about twice the main context's.
+MAX_CELLS = 2 * 4608
 
 _contexts: weakref.WeakKeyDictionary[Any, _BatchContext] = weakref.WeakKeyDictionary()
 _contexts_lock = threading.Lock()
@@ -43,32 +55,44 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - (m + np.log(np.exp(x - m).sum()))  # type: ignore[no-any-return]
 
 
-class _BatchContext:
-    """A multi-sequence llama.cpp context on a loaded model's weights (created on first use)."""
+def _pad(n: int) -> int:
+    return max(CELL_PAD, -(-n // CELL_PAD) * CELL_PAD)
 
-    def __init__(self, llm: Any, n_seq: int = MAX_SEQUENCES) -> None:
+
+class _BatchContext:
+    """A llama.cpp context with one KV stream per sequence on a loaded model's weights."""
+
+    def __init__(self, llm: Any, stream_cells: int, n_seq: int = MAX_SEQUENCES) -> None:
         import llama_cpp
 
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
-        self.n_seq = min(n_seq, int(llama_cpp.llama_max_parallel_sequences()))
+        self.stream_cells = _pad(stream_cells)
+        limit = min(n_seq, MAX_CELLS // self.stream_cells, int(llama_cpp.llama_max_parallel_sequences()))
+        self.n_seq = max(2, limit)
         params.n_seq_max = self.n_seq
-        params.kv_unified = True  # one pool of cells: sequences share the prefix's cells
+        params.kv_unified = False  # a stream per sequence: cells sit where they would alone
+        params.n_ctx = self.n_seq * self.stream_cells
+        params.n_batch = max(int(params.n_batch), self.stream_cells)
         ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
         if ctx is None:
             raise BackendError("cannot create a batch context for the model", backend="llamacpp")
         self.n_batch = int(params.n_batch)
-        self.n_ctx = int(llama_cpp.llama_n_ctx(ctx))
         batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.ctx, self.batch = ctx, batch
         self.mem = llama_cpp.llama_get_memory(ctx)
         self.n_vocab = int(llm.n_vocab())
         self.prefix: list[int] = []  # the tokens sequence 0 holds
+        self._free = (llama_cpp.llama_batch_free, llama_cpp.llama_free)  # usable while Python shuts down
+        self.closed = False
+        llm._stack.callback(self.close)  # before the weights: the exit stack runs callbacks last-in first-out
 
-        def free() -> None:  # before the weights: the Llama's exit stack runs callbacks last-in first-out
-            llama_cpp.llama_batch_free(batch)
-            llama_cpp.llama_free(ctx)
-
-        llm._stack.callback(free)
+    def close(self) -> None:
+        """Free the context now (a larger one replaces it, or the model is closing)."""
+        if not self.closed:
+            self.closed = True
+            batch_free, free = self._free
+            batch_free(self.batch)
+            free(self.ctx)
 
     # -------------------------------------------------------------- low level
 
@@ -76,6 +100,10 @@ class _BatchContext:
         """Decode (token, position, sequence, wants logits) rows as one batch."""
         import llama_cpp
 
+        if not tokens:
+            return
+        if len(tokens) > self.n_batch:  # llama.cpp aborts the process on this; the plan prevents it
+            raise BackendError(f"a batch of {len(tokens)} tokens exceeds n_batch {self.n_batch}", backend="llamacpp")
         b = self.batch
         for j, (tok, pos, seq, out) in enumerate(tokens):
             b.token[j] = tok
@@ -95,10 +123,9 @@ class _BatchContext:
         return _log_softmax(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)))
 
     def _set_prefix(self, prefix: list[int]) -> None:
-        """Make sequence 0 hold exactly ``prefix`` (evaluating only what it does not hold yet); drop the rest."""
+        """Make sequence 0 hold exactly ``prefix`` (evaluating only what it does not hold yet)."""
         import llama_cpp
 
-        llama_cpp.llama_memory_seq_keep(self.mem, 0)
         keep = 0
         for a, b in zip(self.prefix, prefix, strict=False):
             if a != b:
@@ -111,39 +138,57 @@ class _BatchContext:
             self._decode([(t, start + k, 0, False) for k, t in enumerate(chunk)])
             self.prefix += chunk
 
-    # -------------------------------------------------------------- one group
-
-    def score_group(self, prompts: Sequence[list[int]], conts: Sequence[list[int]]) -> list[list[float]]:
-        """Summed log p of each continuation after each prompt (the group fits one decode per round)."""
+    def _clear(self, n: int) -> None:
+        """Free every cell of sequences 1..n-1: only the prefix stays."""
         import llama_cpp
 
-        shared = _common_prefix(prompts)
-        self._set_prefix(list(prompts[0][:shared]))
-        rows: list[tuple[int, int, int, bool]] = []
-        last: list[int] = []  # batch index of each prompt's last token
-        for i, toks in enumerate(prompts, start=1):
-            llama_cpp.llama_memory_seq_cp(self.mem, 0, i, -1, -1)
-            rows += [(t, shared + k, i, False) for k, t in enumerate(toks[shared:])]
-            rows[-1] = (*rows[-1][:3], True)
-            last.append(len(rows) - 1)
-        self._decode(rows)
-        first = [self._logprobs(j) for j in last]
+        for seq in range(1, n):
+            llama_cpp.llama_memory_seq_rm(self.mem, seq, -1, -1)
 
-        # Choices of several tokens: one sequence per (prompt, distinct choice prefix).
-        keys = sorted({tuple(c[:-1]) for c in conts if len(c) > 1})
-        later: dict[tuple[int, tuple[int, ...]], list[np.ndarray]] = {}
-        if keys:
-            rows, where, seq = [], [], len(prompts) + 1
+    # -------------------------------------------------------------- one group
+
+    def score_group(
+        self, prompts: Sequence[list[int]], conts: Sequence[list[int]], shared: int
+    ) -> list[list[float]]:
+        """Summed log p of each continuation after each prompt; the prompts share ``shared`` tokens."""
+        import llama_cpp
+
+        self._set_prefix(list(prompts[0][:shared]))
+        width = max(len(t) for t in prompts) - shared
+        rows: list[tuple[int, int, int, bool]] = []
+        last: list[int] = []  # batch index of each prompt's last real token
+        used = len(prompts) + 1
+        try:
             for i, toks in enumerate(prompts, start=1):
-                for key in keys:
-                    llama_cpp.llama_memory_seq_cp(self.mem, i, seq, -1, -1)
-                    start = len(rows)
-                    rows += [(t, len(toks) + k, seq, True) for k, t in enumerate(key)]
-                    where.append((i - 1, key, start))
-                    seq += 1
+                llama_cpp.llama_memory_seq_cp(self.mem, 0, i, -1, -1)  # the prefix's stream, copied whole
+                own = toks[shared:]
+                for k in range(width):  # right padding repeats the last token; causal attention ignores it
+                    rows.append((own[min(k, len(own) - 1)], shared + k, i, k == len(own) - 1))
+                    if k == len(own) - 1:
+                        last.append(len(rows) - 1)
             self._decode(rows)
-            for i, key, start in where:
-                later[(i, key)] = [self._logprobs(start + k) for k in range(len(key))]
+            first = [self._logprobs(j) for j in last]
+
+            # Choices of several tokens: a stream per (prompt, distinct choice prefix), all padded alike.
+            keys = sorted({tuple(c[:-1]) for c in conts if len(c) > 1})
+            later: dict[tuple[int, tuple[int, ...]], list[np.ndarray]] = {}
+            if keys:
+                key_width = max(len(k) for k in keys)
+                rows, where = [], []
+                for i, toks in enumerate(prompts, start=1):
+                    llama_cpp.llama_memory_seq_rm(self.mem, i, len(toks), -1)  # drop the padding
+                    for key in keys:
+                        llama_cpp.llama_memory_seq_cp(self.mem, i, used, -1, -1)
+                        start = len(rows)
+                        for k in range(key_width):
+                            rows.append((key[min(k, len(key) - 1)], len(toks) + k, used, k < len(key)))
+                        where.append((i - 1, key, start))
+                        used += 1
+                self._decode(rows)
+                for i, key, start in where:
+                    later[(i, key)] = [self._logprobs(start + k) for k in range(len(key))]
+        finally:
+            self._clear(used)  # memory stays flat, also after an error
 
         out = []
         for i in range(len(prompts)):
@@ -154,7 +199,6 @@ class _BatchContext:
                 total += sum(float(lp[tok]) for lp, tok in zip(steps, c[1:], strict=True))
                 scores.append(total)
             out.append(scores)
-        llama_cpp.llama_memory_seq_keep(self.mem, 0)  # free the items' cells: memory stays flat
         return out
 
 
@@ -171,38 +215,37 @@ def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
 
 
 def _plan(
-    lengths: Sequence[int], shared: int, conts: Sequence[list[int]], ctx: _BatchContext, budget: int
+    lengths: Sequence[int], shared: int, conts: Sequence[list[int]], n_seq: int, n_batch: int, budget: int
 ) -> list[list[int]]:
-    """Prompt indices in groups whose every round fits one decode, the sequences and the cells."""
+    """Prompt indices in groups of similar length: every round of a group fits one decode
+    (padding counted), and the group's streams fit the context."""
     keys = {tuple(c[:-1]) for c in conts if len(c) > 1}
-    key_tokens = sum(len(k) for k in keys)
-    per_item_seqs = 1 + len(keys)
+    key_width = max((len(k) for k in keys), default=0)
+    per_item = 1 + len(keys)
+    cap = max(1, (n_seq - 1) // per_item)
     groups: list[list[int]] = []
     group: list[int] = []
-    tokens = 0
-    for i, n in enumerate(lengths):
-        own = n - shared
-        full = (
-            len(group) + 1 > (ctx.n_seq - 1) // per_item_seqs
-            or tokens + own > budget
-            or (len(group) + 1) * key_tokens > ctx.n_batch
-            or shared + tokens + own + (len(group) + 1) * key_tokens > ctx.n_ctx
-        )
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        width = lengths[i] - shared  # the longest so far: lengths come in ascending order
+        n = len(group) + 1
+        full = n > cap or n * width > max(budget, width) or n * len(keys) * key_width > n_batch
         if group and full:
             groups.append(group)
-            group, tokens = [], 0
+            group = []
         group.append(i)
-        tokens += own
     if group:
         groups.append(group)
     return groups
 
 
-def _context(model: _LoadedModel) -> _BatchContext:
+def _context(model: _LoadedModel, stream_cells: int) -> _BatchContext:
+    """The model's batch context, replaced by a larger one when a prompt needs more cells."""
     with _contexts_lock:
         ctx = _contexts.get(model.llm)
-        if ctx is None:
-            ctx = _contexts[model.llm] = _BatchContext(model.llm)
+        if ctx is None or ctx.stream_cells < stream_cells:
+            if ctx is not None:
+                ctx.close()
+            ctx = _contexts[model.llm] = _BatchContext(model.llm, max(stream_cells, ctx.stream_cells if ctx else 0))
         return ctx
 
 
@@ -212,6 +255,7 @@ def score_many(
     """``score`` for several prompts; a prompt that cannot be scored gets its error in its place."""
     out: list[list[float] | BackendError] = [BackendError("not scored", backend="llamacpp")] * len(prompts)
     todo: list[tuple[int, list[int]]] = []
+    alone: list[int] = []
     with model.lock:
         conts = [model._cont_tokens(c) for c in continuations]
         longest = max((len(c) for c in conts), default=0)
@@ -224,14 +268,21 @@ def score_many(
                 continue
             todo.append((i, toks))
         if len(todo) > 1:
-            ctx = _context(model)
             token_lists = [t for _, t in todo]
             shared = _common_prefix(token_lists)
-            for group in _plan([len(t) for t in token_lists], shared, conts, ctx, max(budget, 1)):
-                scores = ctx.score_group([token_lists[g] for g in group], conts)
+            ctx = _context(model, max(len(t) for t in token_lists) + longest)
+            for group in _plan([len(t) for t in token_lists], shared, conts, ctx.n_seq, ctx.n_batch, max(budget, 1)):
+                if len(group) == 1:  # nothing to share a decode with: the one-at-a-time path
+                    alone.append(todo[group[0]][0])
+                    continue
+                scores = ctx.score_group([token_lists[g] for g in group], conts, shared)
                 for g, s in zip(group, scores, strict=True):
                     out[todo[g][0]] = s
-    if len(todo) == 1:  # nothing to batch: the one-at-a-time path (it takes the lock itself)
-        i = todo[0][0]
-        out[i] = model.score(prompts[i], continuations)
+        else:
+            alone += [i for i, _ in todo]
+    for i in alone:  # the one-at-a-time path takes the lock itself
+        try:
+            out[i] = model.score(prompts[i], continuations)
+        except BackendError as exc:
+            out[i] = exc
     return out
