@@ -8,6 +8,7 @@ choices of several tokens work, and that the items' KV cells are freed after eve
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -61,7 +62,7 @@ output: {type: choice, choices: [New York, New Jersey, New Orleans, Boston], met
 
 # ---------------------------------------------------------------------------- grouping rules
 
-from promptdsl_llamacpp.batch import _common_prefix, _plan  # noqa: E402
+from promptdsl_llamacpp.batch import _common_prefix, _plan, _streams  # noqa: E402
 
 
 def test_common_prefix_leaves_every_prompt_a_token_of_its_own() -> None:
@@ -70,6 +71,13 @@ def test_common_prefix_leaves_every_prompt_a_token_of_its_own() -> None:
     assert _common_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # identical prompts
     assert _common_prefix([[7, 1], [8, 1]]) == 0
     assert _common_prefix([[5, 6, 7]]) == 2
+
+
+def test_long_prompts_get_fewer_streams_so_memory_stays_bounded() -> None:
+    assert _streams(130) == 9  # 9 streams of 256 cells: the prefix and 8 prompts
+    assert _streams(1024) == 9
+    assert _streams(2048) == 4  # 9,216 cells in all at most
+    assert _streams(4096) == 2  # a prefix and one prompt: score_many then scores one at a time
 
 
 def test_plan_groups_by_length_within_budget_streams_and_batch() -> None:
@@ -258,3 +266,26 @@ def test_dataset_run_with_batch_option_agrees_with_unbatched(tmp_path: Path, lla
     assert [x["input"] for x in together] == [x["input"] for x in alone]
     assert [x["scores"] for x in together] == [x["scores"] for x in alone]
     assert [x["value"] for x in together] == [x["value"] for x in alone]
+
+
+@pytest.mark.model
+def test_batched_scores_equal_when_padding_crosses_a_256_cell_boundary(llamacpp_backend: Any) -> None:
+    """llama.cpp reads the cells in blocks of 256; a group padded past a block boundary that
+    some of its prompts end before still gives those prompts their one-at-a-time scores."""
+    from promptdsl_llamacpp.batch import _common_prefix, score_many
+
+    from promptdsl.compiler import Compiler
+
+    model = llamacpp_backend._model
+    for repeats in range(60, 300, 3):  # an instruction long enough that the prompts straddle 256 tokens
+        instruction = "Decide whether the text is positive, negative or neutral." + " Please" * repeats
+        spec = loads_spec(re.sub(r"(?m)^instruction:.*$", f"instruction: {json.dumps(instruction)}", SPEC, count=1))
+        prompts = [Compiler(spec).compile({"text": t}) for t in TEXTS]
+        lengths = [len(model.tokens(p)) for p in prompts]
+        if min(lengths) < 256 < max(lengths):
+            break
+    else:
+        pytest.fail("no instruction length puts the prompts on both sides of 256 tokens")
+    assert _common_prefix([model.tokens(p) for p in prompts]) < 256
+    conts = [prompts[0].continuation_prefix + c for c in spec.output.choices]  # type: ignore[union-attr]
+    assert score_many(model, prompts, conts) == _alone(llamacpp_backend, prompts, conts)

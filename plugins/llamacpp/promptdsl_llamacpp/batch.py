@@ -59,6 +59,11 @@ def _pad(n: int) -> int:
     return max(CELL_PAD, -(-n // CELL_PAD) * CELL_PAD)
 
 
+def _streams(cells: int) -> int:
+    """Streams a batch context gets when each must hold ``cells`` (long prompts get fewer)."""
+    return max(2, min(MAX_SEQUENCES, MAX_CELLS // _pad(cells)))
+
+
 class _BatchContext:
     """A llama.cpp context with one KV stream per sequence on a loaded model's weights."""
 
@@ -67,8 +72,7 @@ class _BatchContext:
 
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
         self.stream_cells = _pad(stream_cells)
-        limit = min(n_seq, MAX_CELLS // self.stream_cells, int(llama_cpp.llama_max_parallel_sequences()))
-        self.n_seq = max(2, limit)
+        self.n_seq = max(2, min(n_seq, _streams(stream_cells), int(llama_cpp.llama_max_parallel_sequences())))
         params.n_seq_max = self.n_seq
         params.kv_unified = False  # a stream per sequence: cells sit where they would alone
         params.n_ctx = self.n_seq * self.stream_cells
@@ -267,10 +271,12 @@ def score_many(
                 out[i] = exc
                 continue
             todo.append((i, toks))
-        if len(todo) > 1:
+        cells = max((len(t) for _, t in todo), default=0) + longest
+        keys = len({tuple(c[:-1]) for c in conts if len(c) > 1})
+        if len(todo) > 1 and (_streams(cells) - 1) // (1 + keys) >= 2:  # else no group would hold two prompts
             token_lists = [t for _, t in todo]
             shared = _common_prefix(token_lists)
-            ctx = _context(model, max(len(t) for t in token_lists) + longest)
+            ctx = _context(model, cells)
             for group in _plan([len(t) for t in token_lists], shared, conts, ctx.n_seq, ctx.n_batch, max(budget, 1)):
                 if len(group) == 1:  # nothing to share a decode with: the one-at-a-time path
                     alone.append(todo[group[0]][0])
