@@ -220,19 +220,63 @@ def test_batched_scores_agree_with_one_at_a_time(llamacpp_backend: Any) -> None:
 
 
 @pytest.mark.model
-def test_batched_multi_token_choices_equal_one_at_a_time(llamacpp_backend: Any) -> None:
+@pytest.mark.parametrize(
+    "choices",
+    [
+        "[New York, New Jersey, New Orleans, Boston]",  # two tokens at most: one shared first token
+        "[San Francisco Bay Area, Salt Lake City, New York City, Boston]",  # 3-5 tokens, unequal
+        "[New York, San Jose, Boston]",  # two tokens, two distinct first tokens (3 streams a prompt)
+    ],
+)
+def test_batched_multi_token_choices_equal_one_at_a_time(
+    llamacpp_backend: Any, choices: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from promptdsl.compiler import Compiler
 
-    spec = loads_spec(MULTI)
-    texts = ["The Big Apple never sleeps.", "Jazz and gumbo in the French Quarter.", "Red Sox at Fenway tonight."]
+    spec = loads_spec(MULTI.replace("[New York, New Jersey, New Orleans, Boston]", choices))
+    texts = ["The Big Apple never sleeps.", "Jazz and gumbo in the French Quarter.", "Red Sox at Fenway tonight.",
+             "Cable cars and fog over the Golden Gate.", "Skiing near the Great Salt Lake."]
     prompts = [Compiler(spec).compile({"text": t}) for t in texts]
-    conts = [prompts[0].continuation_prefix + c for c in spec.output.choices]
-    lengths = [len(llamacpp_backend.llama.tokenize(c.encode(), add_bos=False)) for c in conts]
+    conts = [prompts[0].continuation_prefix + c for c in spec.output.choices]  # type: ignore[union-attr]
+    lengths = [len(llamacpp_backend._model._cont_tokens(c)) for c in conts]
     assert max(lengths) > 1  # the second round is exercised
+    if "Bay Area" in choices:
+        assert max(lengths) >= 3 and len(set(lengths)) > 2  # several tokens after the first, padded alike
     alone = _alone(llamacpp_backend, prompts, conts)
-    from promptdsl_llamacpp.batch import score_many
+    from promptdsl_llamacpp import batch
 
-    assert score_many(llamacpp_backend._model, prompts, conts) == alone
+    groups: list[int] = []
+    real = batch._BatchContext.score_group
+
+    def spy(self: Any, prompts: Any, conts: Any, shared: int) -> Any:
+        groups.append(len(prompts))
+        return real(self, prompts, conts, shared)
+
+    monkeypatch.setattr(batch._BatchContext, "score_group", spy)
+    assert batch.score_many(llamacpp_backend._model, prompts, conts) == alone
+    # Up to two tokens a choice, prompts share decodes; longer choices go one at a time (exact only so).
+    assert bool(groups) is (max(lengths) <= batch.MAX_CHOICE_TOKENS)
+
+
+@pytest.mark.model
+def test_a_group_that_fails_is_scored_one_at_a_time(llamacpp_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptdsl_llamacpp import batch
+
+    from promptdsl.compiler import Compiler
+
+    spec = loads_spec(SPEC)
+    prompts = [Compiler(spec).compile({"text": t}) for t in TEXTS[:6]]
+    conts = [prompts[0].continuation_prefix + c for c in spec.output.choices]  # type: ignore[union-attr]
+    alone = _alone(llamacpp_backend, prompts, conts)
+    calls: list[int] = []
+
+    def fail(self: Any, prompts: Any, conts: Any, shared: int) -> Any:
+        calls.append(len(prompts))
+        raise BackendError("llama_decode failed (1)", backend="llamacpp")
+
+    monkeypatch.setattr(batch._BatchContext, "score_group", fail)
+    assert batch.score_many(llamacpp_backend._model, prompts, conts) == alone  # every prompt still scored
+    assert calls and max(calls) > 1  # a group was tried first
 
 
 @pytest.mark.model
@@ -246,8 +290,15 @@ def test_batch_frees_the_items_cells_after_each_group(llamacpp_backend: Any) -> 
     spec = loads_spec(SPEC)
     prompts = [Compiler(spec).compile({"text": t}) for t in TEXTS]
     conts = [prompts[0].continuation_prefix + c for c in spec.output.choices]
-    score_many(llamacpp_backend._model, prompts, conts)
+    from promptdsl_llamacpp.batch import _common_prefix, _plan
+
+    model = llamacpp_backend._model
+    toks = [model.tokens(p) for p in prompts]
+    assert max(map(len, _plan([len(t) for t in toks], _common_prefix(toks), [[1]], 9, 512, 256))) > 1
+    _contexts.pop(llamacpp_backend.llama, None)  # a fresh context: nothing left from other tests
+    score_many(model, prompts, conts)
     ctx = _contexts[llamacpp_backend.llama]
+    assert ctx.prefix == toks[0][: _common_prefix(toks)]
     assert llama_cpp.llama_memory_seq_pos_max(ctx.mem, 0) == len(ctx.prefix) - 1 > 50
     for seq in range(1, ctx.n_seq):
         assert llama_cpp.llama_memory_seq_pos_max(ctx.mem, seq) == -1
@@ -286,6 +337,17 @@ def test_batched_scores_equal_when_padding_crosses_a_256_cell_boundary(llamacpp_
             break
     else:
         pytest.fail("no instruction length puts the prompts on both sides of 256 tokens")
-    assert _common_prefix([model.tokens(p) for p in prompts]) < 256
+    from promptdsl_llamacpp.batch import _contexts, _plan
+
+    toks = [model.tokens(p) for p in prompts]
+    shared = _common_prefix(toks)
+    groups = _plan([len(t) for t in toks], shared, [[1]], 9, 512, 256)
+    straddle = [g for g in groups if len(g) > 1 and min(len(toks[i]) for i in g) < 256 < max(len(toks[i]) for i in g)]
+    assert straddle  # a group whose padding crosses the block that one of its prompts ends in
     conts = [prompts[0].continuation_prefix + c for c in spec.output.choices]  # type: ignore[union-attr]
+    short = [Compiler(loads_spec(SPEC)).compile({"text": t}) for t in TEXTS[:6]]
+    assert score_many(model, short, conts) == _alone(llamacpp_backend, short, conts)  # a 256-cell context
+    small = _contexts[model.llm]
     assert score_many(model, prompts, conts) == _alone(llamacpp_backend, prompts, conts)
+    assert _contexts[model.llm] is not small and small.closed  # replaced by a larger one
+    assert score_many(model, short, conts) == _alone(llamacpp_backend, short, conts)  # the larger one, short again

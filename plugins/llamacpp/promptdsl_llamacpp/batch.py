@@ -5,7 +5,8 @@ llama.cpp context on the same weights gives every sequence its own KV *stream*
 (``kv_unified=false``): sequence 0 holds the common prefix, each prompt of a group gets a copy
 of it in its own stream and one batch carries every prompt's own tokens. The choices' first
 tokens are read at each prompt's last token; choices of several tokens get a second decode (one
-stream per prompt and distinct choice prefix, copied from the prompt's stream).
+stream per prompt and distinct first token, copied from the prompt's stream); choices of three
+or more tokens are scored one at a time.
 
 Why it is exact (docs/performance.md, "Batching several items per decode"): llama.cpp's
 attention sums over KV cells in SIMD lanes, so a score depends on which cells an item's tokens
@@ -39,6 +40,8 @@ MAX_SEQUENCES = 9
 #: Item tokens per decode (padding included): past ~256 tokens llama.cpp's prompt speed no
 #: longer rises on CPU (benchmarks/bench_decode.py measures the curve).
 BATCH_TOKENS = 256
+#: Longest choice (in tokens) scored together; longer ones are scored one at a time (see score_many).
+MAX_CHOICE_TOKENS = 2
 #: llama.cpp pads the cells attention reads to a multiple of 256; streams are sized alike.
 CELL_PAD = 256
 #: KV cells of all streams together (the prefix is held once per stream): long prompts get
@@ -81,6 +84,8 @@ class _BatchContext:
         if ctx is None:
             raise BackendError("cannot create a batch context for the model", backend="llamacpp")
         self.n_batch = int(params.n_batch)
+        # A group larger than a micro-batch would be split, which changes the numbers: groups stay within it.
+        self.n_ubatch = min(int(params.n_ubatch), self.n_batch)
         batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.ctx, self.batch = ctx, batch
         self.mem = llama_cpp.llama_get_memory(ctx)
@@ -180,7 +185,8 @@ class _BatchContext:
                 key_width = max(len(k) for k in keys)
                 rows, where = [], []
                 for i, toks in enumerate(prompts, start=1):
-                    llama_cpp.llama_memory_seq_rm(self.mem, i, len(toks), -1)  # drop the padding
+                    if not llama_cpp.llama_memory_seq_rm(self.mem, i, len(toks), -1):  # drop the padding
+                        raise BackendError("cannot drop a prompt's padding from its stream", backend="llamacpp")
                     for key in keys:
                         llama_cpp.llama_memory_seq_cp(self.mem, i, used, -1, -1)
                         start = len(rows)
@@ -221,8 +227,8 @@ def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
 def _plan(
     lengths: Sequence[int], shared: int, conts: Sequence[list[int]], n_seq: int, n_batch: int, budget: int
 ) -> list[list[int]]:
-    """Prompt indices in groups of similar length: every round of a group fits one decode
-    (padding counted), and the group's streams fit the context."""
+    """Prompt indices in groups of similar length: every round of a group fits ``n_batch`` rows
+    (one micro-batch, padding counted), and the group's streams fit the context."""
     keys = {tuple(c[:-1]) for c in conts if len(c) > 1}
     key_width = max((len(k) for k in keys), default=0)
     per_item = 1 + len(keys)
@@ -248,9 +254,19 @@ def _context(model: _LoadedModel, stream_cells: int) -> _BatchContext:
         ctx = _contexts.get(model.llm)
         if ctx is None or ctx.stream_cells < stream_cells:
             if ctx is not None:
+                del _contexts[model.llm]  # never left in place closed, even if the new one fails
                 ctx.close()
-            ctx = _contexts[model.llm] = _BatchContext(model.llm, max(stream_cells, ctx.stream_cells if ctx else 0))
+            ctx = _BatchContext(model.llm, stream_cells)
+            _contexts[model.llm] = ctx
         return ctx
+
+
+def _batchable(model: _LoadedModel) -> bool:
+    """Attention-only models: recurrent state cannot be trimmed to a position (the padding)."""
+    import llama_cpp
+
+    m = model.llm._model.model
+    return not (llama_cpp.llama_model_is_recurrent(m) or llama_cpp.llama_model_is_hybrid(m))
 
 
 def score_many(
@@ -273,19 +289,38 @@ def score_many(
             todo.append((i, toks))
         cells = max((len(t) for _, t in todo), default=0) + longest
         keys = len({tuple(c[:-1]) for c in conts if len(c) > 1})
-        if len(todo) > 1 and (_streams(cells) - 1) // (1 + keys) >= 2:  # else no group would hold two prompts
+        ctx: _BatchContext | None = None
+        # Choices of three or more tokens go one at a time: there each of their later tokens is a
+        # one-token decode reading the one before, which llama.cpp rounds unlike a longer decode.
+        # Else: no group would hold two prompts, or recurrent state.
+        if (
+            len(todo) > 1
+            and longest <= MAX_CHOICE_TOKENS
+            and (_streams(cells) - 1) // (1 + keys) >= 2
+            and _batchable(model)
+        ):
+            try:
+                ctx = _context(model, cells)
+            except BackendError:
+                ctx = None  # no memory for a second context: one at a time still works
+        if ctx is None:
+            alone += [i for i, _ in todo]
+        else:
             token_lists = [t for _, t in todo]
             shared = _common_prefix(token_lists)
-            ctx = _context(model, cells)
-            for group in _plan([len(t) for t in token_lists], shared, conts, ctx.n_seq, ctx.n_batch, max(budget, 1)):
-                if len(group) == 1:  # nothing to share a decode with: the one-at-a-time path
-                    alone.append(todo[group[0]][0])
+            lengths = [len(t) for t in token_lists]
+            for group in _plan(lengths, shared, conts, ctx.n_seq, ctx.n_ubatch, min(max(budget, 1), ctx.n_ubatch)):
+                scores = None
+                if len(group) > 1:  # a group of one has nothing to share a decode with
+                    try:
+                        scores = ctx.score_group([token_lists[g] for g in group], conts, shared)
+                    except BackendError:
+                        scores = None  # one at a time instead, which reports its own errors
+                if scores is None:
+                    alone += [todo[g][0] for g in group]
                     continue
-                scores = ctx.score_group([token_lists[g] for g in group], conts, shared)
                 for g, s in zip(group, scores, strict=True):
                     out[todo[g][0]] = s
-        else:
-            alone += [i for i, _ in todo]
     for i in alone:  # the one-at-a-time path takes the lock itself
         try:
             out[i] = model.score(prompts[i], continuations)
