@@ -323,6 +323,7 @@ class _LoadedModel:
         self.settings = settings
         self.lock = _ModelLock()
         self._conts: dict[str, list[int]] = {}
+        self._seen: dict[tuple[int, ...], np.ndarray] = {}  # logits of the last few evaluations, by tokens
 
     @functools.cached_property
     def formatter(self) -> Any:
@@ -400,17 +401,32 @@ class _LoadedModel:
     # -------------------------------------------------------------- evaluation with prefix reuse
 
     def eval_with_prefix(self, tokens: Sequence[int]) -> np.ndarray:
-        """Evaluate ``tokens`` reusing the KV cache's common prefix; return last-position logits."""
+        """Evaluate ``tokens`` reusing the KV cache's common prefix; return last-position logits.
+
+        When the context still holds ``tokens`` (a prompt scored again, or a prompt before its
+        choices' later tokens), the logits kept from evaluating them are returned: evaluating the
+        last token again is a different decode, and llama.cpp's numbers would differ slightly."""
         llm = self.llm
         cached = llm.input_ids[: llm.n_tokens]
+        key = tuple(int(t) for t in tokens)
+        seen = self._seen.get(key)
+        if seen is not None and len(cached) >= len(key) and cached[: len(key)].tolist() == list(key):
+            llm.n_tokens = len(key)  # the context holds exactly ``tokens`` again
+            return seen.copy()
         n = min(len(cached), len(tokens) - 1)
         common = 0
         if n > 0:
             diff = np.nonzero(cached[:n] != np.asarray(tokens[:n], dtype=cached.dtype))[0]
             common = int(diff[0]) if diff.size else n
         llm.n_tokens = common
+        for old in [k for k in self._seen if len(k) > common or k != key[: len(k)]]:
+            del self._seen[old]  # their cells are gone or replaced
         llm.eval(tokens[common:])
-        return self.last_logits()
+        logits = self.last_logits()
+        if len(self._seen) >= 8:
+            del self._seen[next(iter(self._seen))]
+        self._seen[key] = logits.copy()
+        return logits
 
     def last_logits(self) -> np.ndarray:
         import llama_cpp
