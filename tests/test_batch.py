@@ -189,9 +189,8 @@ def test_run_dataset_batches_only_for_backends_that_score_together(tmp_path: Pat
 
 
 def _alone(backend: Any, prompts: Sequence[Prompt], conts: list[str]) -> list[list[float]]:
-    """One-at-a-time scores, each prompt evaluated whole after the shared prefix (as a dataset run
-    does): re-scoring the prompt the context already holds would evaluate only its last token,
-    which llama.cpp rounds differently from a longer decode."""
+    """One-at-a-time scores, each prompt's own tokens evaluated in one decode after the shared
+    prefix, as a dataset run does (not, say, partly reused from an earlier test's prompt)."""
     from promptdsl_llamacpp.batch import _common_prefix
 
     model = backend._model
