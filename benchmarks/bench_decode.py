@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 import numpy as np
-from common import SPECS, Row, alternate, local_backend, run_pair, tweets
+from common import SPECS, Row, alternate, common_prefix, local_backend, run_pair, tweets
 
 from promptdsl import load_spec
 from promptdsl.compiler import Compiler
@@ -72,9 +72,7 @@ def bench(items: int = 96, rounds: int = 3) -> list[Row]:
     prompts = [compiler.compile({"text": r["text"]}) for r in tweets(items)]
     conts = [prompts[0].continuation_prefix + c for c in spec.output.choices]  # type: ignore[union-attr]
     toks = [model.tokens(p) for p in prompts]
-    from promptdsl_llamacpp.batch import _common_prefix
-
-    shared = _common_prefix(toks)
+    shared = common_prefix(toks)
     curve = _curve(model.llm, toks[0][:shared], rounds)
 
     one_s = many_s = 0.0

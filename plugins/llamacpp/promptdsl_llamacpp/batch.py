@@ -58,6 +58,11 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - (m + np.log(np.exp(x - m).sum()))  # type: ignore[no-any-return]
 
 
+def _choice_prefixes(conts: Sequence[list[int]]) -> list[tuple[int, ...]]:
+    """Distinct token prefixes the choices' later tokens are read after (the second round's streams)."""
+    return sorted({tuple(c[:-1]) for c in conts if len(c) > 1})
+
+
 def _pad(n: int) -> int:
     return max(CELL_PAD, -(-n // CELL_PAD) * CELL_PAD)
 
@@ -70,12 +75,12 @@ def _streams(cells: int) -> int:
 class _BatchContext:
     """A llama.cpp context with one KV stream per sequence on a loaded model's weights."""
 
-    def __init__(self, llm: Any, stream_cells: int, n_seq: int = MAX_SEQUENCES) -> None:
+    def __init__(self, llm: Any, stream_cells: int) -> None:
         import llama_cpp
 
         params = type(llm.context_params).from_buffer_copy(llm.context_params)
         self.stream_cells = _pad(stream_cells)
-        self.n_seq = max(2, min(n_seq, _streams(stream_cells), int(llama_cpp.llama_max_parallel_sequences())))
+        self.n_seq = max(2, min(_streams(stream_cells), int(llama_cpp.llama_max_parallel_sequences())))
         params.n_seq_max = self.n_seq
         params.kv_unified = False  # a stream per sequence: cells sit where they would alone
         params.n_ctx = self.n_seq * self.stream_cells
@@ -179,7 +184,7 @@ class _BatchContext:
             first = [self._logprobs(j) for j in last]
 
             # Choices of several tokens: a stream per (prompt, distinct choice prefix), all padded alike.
-            keys = sorted({tuple(c[:-1]) for c in conts if len(c) > 1})
+            keys = _choice_prefixes(conts)
             later: dict[tuple[int, tuple[int, ...]], list[np.ndarray]] = {}
             if keys:
                 key_width = max(len(k) for k in keys)
@@ -229,7 +234,7 @@ def _plan(
 ) -> list[list[int]]:
     """Prompt indices in groups of similar length: every round of a group fits ``n_batch`` rows
     (one micro-batch, padding counted), and the group's streams fit the context."""
-    keys = {tuple(c[:-1]) for c in conts if len(c) > 1}
+    keys = _choice_prefixes(conts)
     key_width = max((len(k) for k in keys), default=0)
     per_item = 1 + len(keys)
     cap = max(1, (n_seq - 1) // per_item)
@@ -288,7 +293,7 @@ def score_many(
                 continue
             todo.append((i, toks))
         cells = max((len(t) for _, t in todo), default=0) + longest
-        keys = len({tuple(c[:-1]) for c in conts if len(c) > 1})
+        keys = len(_choice_prefixes(conts))
         ctx: _BatchContext | None = None
         # Choices of three or more tokens go one at a time: there each of their later tokens is a
         # one-token decode reading the one before, which llama.cpp rounds unlike a longer decode.
