@@ -212,6 +212,48 @@ def test_others_running_reads_proc_loadavg() -> None:
     assert got is None or got >= 0
 
 
+def _fake_proc(root: Path, running: int, states: str) -> Path:
+    root.mkdir()
+    (root / "loadavg").write_text(f"1.52 1.10 0.98 {running}/75 4242\n", encoding="ascii")
+    for tid, state in enumerate(states, start=100):
+        task = root / "self" / "task" / str(tid)
+        task.mkdir(parents=True)
+        # a thread name may itself hold ") ": the state is the field after the last ")"
+        (task / "stat").write_text(f"{tid} (row) {tid}) {state} 1 {tid} {tid} 0 -1\n", encoding="ascii")
+    return root
+
+
+def test_others_running_leaves_out_every_thread_of_this_process(tmp_path: Path) -> None:
+    # The dataset run's main thread compiling prompts (R) while a row worker builds the backend (R):
+    # 3 runnable tasks on the machine, 2 of them ours, so 1 other program.
+    assert plugin.others_running(looks=1, proc=_fake_proc(tmp_path / "a", 3, "RRS")) == 1
+    # Nothing else runs: our own two threads alone are not a busy machine (this chose 1 thread).
+    assert plugin.others_running(looks=1, proc=_fake_proc(tmp_path / "b", 2, "RSR")) == 0
+    # Our reader always counts as running, even if its stat was read while it was being switched out.
+    assert plugin.others_running(looks=1, proc=_fake_proc(tmp_path / "c", 2, "SS")) == 1
+    assert plugin.others_running(proc=tmp_path / "missing") is None
+
+
+def test_own_running_sees_a_busy_thread_of_this_process() -> None:
+    import hashlib
+
+    stop = threading.Event()
+    data = bytes(1 << 20)
+
+    def spin() -> None:  # hashing a large buffer releases the GIL, so this thread stays runnable
+        while not stop.is_set():
+            hashlib.sha256(data).digest()
+
+    worker = threading.Thread(target=spin, daemon=True)
+    worker.start()
+    try:
+        seen = max(plugin.own_running() for _ in range(50))
+    finally:
+        stop.set()
+        worker.join()
+    assert seen >= 2
+
+
 def test_busy_default_reaches_llama_and_an_explicit_count_wins(
         recording: type[RecordingLlama], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(plugin.THREADS_ENV, raising=False)
