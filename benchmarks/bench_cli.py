@@ -12,8 +12,8 @@ Three sides, measured in the same run and interleaved (probe, CLI, probe, plain 
   A best of 3 is a burst: on a shared machine a sustained run of decodes goes slower (40 s of
   back-to-back 256-token decodes: 166 tok/s against a best-of-3 of 191). So row 7c measures the
   limit the way the CLI run is measured: a child process, interleaved with the others, that
-  decodes as many tokens as the items have (consecutive 256-token batches of the prompts' own
-  tokens, each from an empty context), timing only the decodes.
+  decodes the items' token count, rounded up to whole 256-token batches (consecutive batches of
+  the prompts' own tokens, each from an empty context), timing only the decodes.
 
 And what one input costs on top: ``promptdsl run SPEC -i text=...`` against a child process
 that imports llama-cpp-python, loads the model and scores the same prompt (medians of
