@@ -215,3 +215,29 @@ def test_tune_cli_refuses_to_clobber_and_resume_without_checkpoint(tmp_path: Pat
     out.unlink()
     assert main([*args, "--resume"]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(bool(needs_extra_reason), reason=needs_extra_reason or "-")
+def test_tune_threads_default_to_the_llamacpp_choice_and_an_explicit_count_wins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread default is llama.cpp's (load average *and* other programs running now): the
+    load average alone, left high by a run that just ended, used to give a quiet 2-core machine 1."""
+    import promptdsl_llamacpp
+    import torch
+
+    from promptdsl.datafile import DataFile
+    from promptdsl.tune import tune
+    from promptdsl.tune.train import TuneError
+
+    monkeypatch.setattr(promptdsl_llamacpp, "default_threads", lambda: 3)
+    spec = load_spec("specs/emotion.yaml")
+    data = DataFile(Path("tests/data/emotion/train.jsonl"))
+    base = promptdsl_llamacpp.embedded_model_path()  # --out the model itself: refused after the threads are set
+    before = torch.get_num_threads()
+    try:
+        for given, expected in ((None, 3), (2, 2)):
+            with pytest.raises(TuneError, match="--out is the model being tuned"):
+                tune(spec, data, "label", base, threads=given)
+            assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)

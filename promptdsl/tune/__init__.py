@@ -61,21 +61,6 @@ class TuneReport:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def idle_cores(cores: int) -> int:
-    """Cores not busy with other work (1-minute load average), at least 1.
-
-    Torch's threads wait for each other at every operation; on a machine busy with other work
-    two threads run several times slower than one, so the default follows the idle cores.
-    """
-    import os
-
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        return cores
-    return max(1, min(cores, round(cores - busy)))
-
-
 def peak_rss_mib() -> float:
     import resource
 
@@ -122,7 +107,7 @@ def tune(
             '(pip install -e ".[tune]")'
         )
     import torch
-    from promptdsl_llamacpp import cpu_count, resolve_model
+    from promptdsl_llamacpp import default_threads, resolve_model
 
     from ..export import compile_rows, spec_hash
     from .config import TuneConfig
@@ -142,7 +127,7 @@ def tune(
 
     cfg: TuneConfig = config if config is not None else TuneConfig()
     hear = listener or Listener()
-    n_threads = threads or idle_cores(cpu_count())
+    n_threads = threads or default_threads()  # the idle cores, judged as for llama.cpp's threads
     torch.set_num_threads(n_threads)
     torch.set_flush_denormal(True)  # denormal floats make CPU training ~10x slower
     if label in spec.inputs:
