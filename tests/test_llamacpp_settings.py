@@ -224,7 +224,7 @@ def _fake_proc(root: Path, running: int, states: str) -> Path:
 
 
 def test_others_running_leaves_out_every_thread_of_this_process(tmp_path: Path) -> None:
-    # The dataset run's main thread compiling prompts (R) while a row worker builds the backend (R):
+    # The reading thread (R) and another thread of ours, such as OpenBLAS's worker (R):
     # 3 runnable tasks on the machine, 2 of them ours, so 1 other program.
     assert plugin.others_running(looks=1, proc=_fake_proc(tmp_path / "a", 3, "RRS")) == 1
     # Nothing else runs: our own two threads alone are not a busy machine (this chose 1 thread).

@@ -224,11 +224,11 @@ def others_running(looks: int = 5, gap: float = 0.002, proc: Path = Path("/proc"
     """Tasks of other programs ready to run now, Linux only: the least of a few looks ~10 ms apart
     in all, so a moment's spike does not count. None where ``/proc/loadavg`` does not exist.
 
-    ``/proc/loadavg`` counts every runnable thread, this process's own too. A dataset run builds
-    the backend on a row worker while the main thread compiles the next rows' prompts, so the
-    threads of this process that are ready to run are subtracted, not just the one that reads:
-    counting the main thread made a quiet 2-core machine look busy, and 1 llama.cpp thread ran
-    the run 1.6x slower."""
+    ``/proc/loadavg`` counts every runnable thread, this process's own too, so every thread of
+    this process that is ready to run is subtracted, not just the one that reads. The other
+    thread numpy's OpenBLAS starts was found running at this moment in 5 of 6 CLI runs; counted
+    as another program, it made a quiet 2-core machine look busy, and 1 llama.cpp thread ran the
+    dataset run 1.6x slower."""
     counts = []
     try:
         for i in range(looks):
@@ -249,8 +249,8 @@ def own_running(tasks: Path = Path("/proc/self/task")) -> int:
             text = stat.read_text(encoding="ascii", errors="replace")
         except OSError:  # the thread ended between listing and reading
             continue
-        state = text[text.rfind(")") + 2: text.rfind(")") + 3]  # the field after "(comm)"
-        count += state == "R"
+        fields = text[text.rfind(")") + 1:].split()  # the state is the first field after "(comm)"
+        count += fields[:1] == ["R"]
     return max(count, 1)  # the reader runs, even if its own stat said otherwise
 
 
