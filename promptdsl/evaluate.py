@@ -89,8 +89,11 @@ class ChoiceMetrics:
         return self.correct / self.total if self.total else 0.0
 
     def labels(self) -> list[str]:
-        """Classes in report order: the choices, then gold labels that are not choices."""
-        extra = sorted({g for g, _ in self.confusion} - set(self.choices))
+        """Classes in report order: the choices, then gold labels and answers that are not choices
+        (answers from results written by an older version of the spec, say): every counted row
+        stays in the confusion matrix."""
+        seen = {g for g, _ in self.confusion} | {p for _, p in self.confusion if p != ERROR}
+        extra = sorted(seen - set(self.choices))
         return [*self.choices, *extra]
 
     def classes(self) -> list[ClassScores]:
@@ -216,16 +219,32 @@ class MatchMetrics:
         return "\n".join(lines)
 
 
+def _json(text: str) -> tuple[bool, Any]:
+    """(True, value) when ``text`` is JSON; never raises (deep nesting and huge integers too)."""
+    try:
+        return True, json.loads(text)
+    except (ValueError, RecursionError):
+        return False, None
+
+
 def same_value(gold: Any, value: Any) -> bool:
-    """Equality of a gold label and a parsed answer; a JSON gold given as text is parsed first."""
-    if isinstance(gold, str) and not isinstance(value, str):
-        try:
-            gold = json.loads(gold)
-        except json.JSONDecodeError:
-            return False
+    """Equality of a gold label and a parsed answer. When one is text and the other is not, the
+    text is read as JSON first: a label ``42`` from a JSONL file matches a regex answer "42", and a
+    JSON object written as text in a CSV cell matches a parsed JSON answer."""
     if isinstance(gold, str) and isinstance(value, str):
         return gold.strip() == value.strip()
-    return bool(gold == value)
+    if isinstance(gold, str):
+        ok, gold = _json(gold)
+        if not ok:
+            return False
+    elif isinstance(value, str):
+        ok, value = _json(value)
+        if not ok:
+            return False
+    try:
+        return bool(gold == value)
+    except RecursionError:
+        return False
 
 
 Metrics = ChoiceMetrics | MatchMetrics

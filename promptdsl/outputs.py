@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import schema as schemas
@@ -45,35 +45,62 @@ def _parse_choice(out: OutputSpec, text: str) -> str:
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
-def _parse_json(out: OutputSpec, text: str) -> Any:
-    """The first JSON value in the text (fenced code blocks and surrounding prose tolerated)."""
-    candidates = [text.strip()]
-    candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
-    decoder = json.JSONDecoder()
-    value: Any = None
-    found = False
-    for cand in candidates:
+#: Bracket positions tried as the start of a JSON value in prose: a reply is bounded by its
+#: tokens, but a reply of brackets alone must not cost a decode attempt per character.
+MAX_JSON_STARTS = 100
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` whose every failure is a JSONDecodeError-like ValueError (deep nesting too)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _json_values(text: str) -> Iterator[Any]:
+    """JSON values the text may be answering with, in order: the whole text, fenced blocks,
+    then values starting at a bracket in the prose. A start inside a broken value is skipped
+    (resuming where it broke), so a nested object of a malformed one is never the answer."""
+    for cand in [text.strip(), *(m.group(1).strip() for m in _FENCE.finditer(text))]:
         try:
-            value, found = json.loads(cand), True
-            break
-        except json.JSONDecodeError:
+            yield _loads(cand)
+        except ValueError:  # JSONDecodeError, integers past Python's digit limit, deep nesting
             continue
-    if not found:
-        for m in re.finditer(r"[\[{]", text):
-            try:
-                value, _ = decoder.raw_decode(text, m.start())
-                found = True
-                break
-            except json.JSONDecodeError:
-                continue
-    if not found:
-        raise ParseFailure("the answer holds no valid JSON")
-    errors = schemas.errors(out.schema or {}, value)
-    if errors:
-        err = errors[0]
-        loc = "".join(f"[{p!r}]" for p in err.absolute_path)
-        raise ParseFailure(f"the JSON does not fit the output schema: {err.message}" + (f" at {loc}" if loc else ""))
-    return value
+    decoder = json.JSONDecoder()
+    pos = 0
+    for _ in range(MAX_JSON_STARTS):
+        m = _START.search(text, pos)
+        if m is None:
+            return
+        try:
+            value, end = decoder.raw_decode(text, m.start())
+        except json.JSONDecodeError as exc:
+            pos = max(exc.pos, m.start() + 1)
+            continue
+        except (ValueError, RecursionError):
+            pos = m.start() + 1
+            continue
+        yield value
+        pos = end
+
+
+_START = re.compile(r"[\[{]")
+
+
+def _parse_json(out: OutputSpec, text: str) -> Any:
+    """The first JSON value in the text that fits the schema (fenced code blocks and
+    surrounding prose tolerated); when none fits, why the first one found does not."""
+    first_error: str | None = None
+    for value in _json_values(text):
+        errors = schemas.errors(out.schema or {}, value)
+        if not errors:
+            return value
+        if first_error is None:
+            err = errors[0]
+            loc = "".join(f"[{p!r}]" for p in err.absolute_path)
+            first_error = f"the JSON does not fit the output schema: {err.message}" + (f" at {loc}" if loc else "")
+    raise ParseFailure(first_error or "the answer holds no valid JSON")
 
 
 def _parse_regex(out: OutputSpec, text: str) -> str:
@@ -83,11 +110,12 @@ def _parse_regex(out: OutputSpec, text: str) -> str:
         raise ParseFailure(str(exc)) from None
     if m is None:
         raise ParseFailure(f"the answer does not match the pattern {quote(out.pattern or '', 200)}")
-    if "answer" in m.re.groupindex:
-        return str(m.group("answer"))
-    if m.re.groups >= 1:
-        return str(m.group(1))
-    return str(m.group(0))
+    group: int | str = "answer" if "answer" in m.re.groupindex else min(m.re.groups, 1)
+    value = m.group(group)
+    if value is None:  # e.g. (?P<answer>yes)|no on "no": the match took the branch without the group
+        name = "the answer group" if group == "answer" else "group 1"
+        raise ParseFailure(f"the answer matches the pattern {quote(out.pattern or '', 200)} but {name} took no part")
+    return str(value)
 
 
 PARSERS: dict[OutputType, Callable[[OutputSpec, str], Any]] = {

@@ -100,6 +100,31 @@ def test_match_metrics_exact_and_schema_valid_rates() -> None:
     assert same_value(" hello ", "hello") and not same_value("Hello", "hello")
 
 
+def test_numeric_gold_labels_match_text_answers() -> None:
+    """A JSONL label 42 is a number; a regex or text answer is always text."""
+    m = MatchMetrics("regex")
+    assert m.add(42, "42", True) and m.add(True, "true", True)
+    assert not m.add(42, "43", True) and not m.add(42, "forty-two", True)
+    assert same_value("42", 42) and same_value(42, "42")
+
+
+def test_gold_labels_python_json_cannot_hold_are_wrong_not_a_crash() -> None:
+    for gold in ["1" * 5000, "[" * 2000]:
+        assert same_value(gold, {"a": 1}) is False
+        assert same_value({"a": 1}, gold) is False
+
+
+def test_answers_that_are_not_choices_stay_in_the_confusion_matrix() -> None:
+    """Results written by an older spec (``eval --resume``) can hold answers the choices lack."""
+    m = ChoiceMetrics(("A", "B"))
+    for gold, pred in [("A", "A"), ("A", "Z"), ("B", "B"), ("B", "Z")]:
+        m.add(gold, pred)
+    d = m.to_dict()["confusion"]
+    assert d["labels"] == ["A", "B", "Z"]
+    assert sum(map(sum, d["matrix"])) == m.total == 4
+    assert d["matrix"][0] == [1, 0, 1]
+
+
 @pytest.mark.model
 def test_eval_cli_on_tweeteval_rows(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                     llamacpp_backend: object) -> None:

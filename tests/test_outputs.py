@@ -32,7 +32,12 @@ GOOD: list[tuple[OutputSpec, str, Any]] = [
     (REGEX_NAMED, "so the answer is 42.", "42"),
     (REGEX_GROUP, "I have 7 apples", "7"),
     (REGEX_WHOLE, "about 12 of them", "12"),
+    # Prose brackets before the answer: the first value that fits the schema is the answer.
+    (JSON, 'Per source [1], the answer: {"age": 6}', {"age": 6}),
+    (JSON, 'See [note 2] and {"age": 7}', {"age": 7}),  # a broken start is skipped past where it broke
 ]
+LOOSE = OutputSpec(OutputType.JSON, schema={"type": "object"})
+EITHER = OutputSpec(OutputType.REGEX, pattern=r"(?P<answer>yes)|no")
 
 BAD: list[tuple[OutputSpec, str, str]] = [
     (CHOICE, "I cannot tell", "names none of the choices"),
@@ -41,6 +46,13 @@ BAD: list[tuple[OutputSpec, str, str]] = [
     (JSON, '{"age": "three"}', "does not fit the output schema: 'three' is not of type 'integer' at ['age']"),
     (JSON, '{"name": "x"}', "'age' is a required property"),
     (REGEX_NAMED, "no digits", "does not match the pattern"),
+    # A malformed object: its nested object is not the answer.
+    (LOOSE, '{"person": {"name": "Ada"}, "age": }', "holds no valid JSON"),
+    # Replies Python's json cannot hold: a failed parse, never a RecursionError or ValueError.
+    (LOOSE, "[" * 100_000 + "]" * 100_000, "holds no valid JSON"),
+    (LOOSE, "answer: " + "[" * 5000, "holds no valid JSON"),
+    (LOOSE, 'x {"a": ' + "1" * 5000 + "}", "holds no valid JSON"),
+    (EITHER, "no", "the answer group took no part"),  # never the text "None"
 ]
 
 
