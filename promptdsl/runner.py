@@ -6,6 +6,7 @@ and each method is one handler in a table.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -171,9 +172,10 @@ class Runner:
         prefix = prefixes.pop()
         conts = [prefix + c for c in self.spec.output.choices]
         got = _call(self.backend, lambda: self.backend.score_many([p for _, p in items], conts))
-        if len(got) != len(items):
+        if not isinstance(got, list | tuple) or len(got) != len(items):
+            what = f"{len(got)} results" if isinstance(got, list | tuple) else f"type {type(got).__name__}"
             raise BackendError(
-                f"score_many returned {len(got)} results for {len(items)} prompts", backend=self.backend.name
+                f"score_many returned {what} for {len(items)} prompts", backend=self.backend.name, exit_code=1
             )
         share = (time.perf_counter() - start) / len(items)  # each row's share of the batch
         out: list[Result | PromptDSLError] = []
@@ -191,13 +193,8 @@ class Runner:
 
     def _scored(self, logps: Sequence[float], seconds: float) -> Result:
         """The choice with the highest log-probability, all scores kept."""
-        choices = self.spec.output.choices
-        if len(logps) != len(choices):
-            raise BackendError(
-                f"score returned {len(logps)} values for {len(choices)} choices", backend=self.backend.name
-            )
-        scores = dict(zip(choices, (float(x) for x in logps), strict=True))
-        best = max(choices, key=lambda c: scores[c])
+        scores = _checked_scores(self.backend, self.spec.output.choices, logps)
+        best = max(scores, key=scores.__getitem__)
         return self._result(best, best, time.perf_counter() - seconds, scores)
     def answer_from_text(self, values: dict[str, Any], raw: str) -> Result:
         """Parse text the backend already wrote (a native tool-calling reply) as the spec's output."""
@@ -232,13 +229,8 @@ class Runner:
         def chunks() -> Iterator[str]:
             conts = [prompt.continuation_prefix + c for c in choices]
             logps = _call(self.backend, lambda: self.backend.score(prompt, conts))
-            if len(logps) != len(choices):
-                raise BackendError(
-                    f"score returned {len(logps)} values for {len(choices)} choices", backend=self.backend.name
-                )
-            scores = dict(zip(choices, (float(x) for x in logps), strict=True))
-            holder["scores"] = scores
-            yield max(choices, key=lambda c: scores[c])
+            scores = holder["scores"] = _checked_scores(self.backend, choices, logps)
+            yield max(scores, key=scores.__getitem__)
 
         holder: dict[str, dict[str, float]] = {}
 
@@ -296,12 +288,37 @@ def _call(backend: Backend, fn: Callable[[], Any]) -> Any:
 
 
 def _guarded(backend: Backend, chunks: Iterator[str]) -> Iterator[str]:
-    """Stream from the plugin under :func:`_plugin_errors`; close the source when closed."""
+    """Stream from the plugin under :func:`_plugin_errors`; close the source when closed.
+    A piece that is not text is the plugin's bug, named here rather than where it is joined."""
     try:
         with _plugin_errors(backend):
-            yield from chunks
+            for chunk in chunks:
+                if not isinstance(chunk, str):
+                    what = f"stream yielded a piece of type {type(chunk).__name__}, not text"
+                    raise BackendError(what, backend=backend.name, exit_code=1)
+                yield chunk
     finally:
         close_stream(chunks)
+
+
+def _checked_scores(backend: Backend, choices: Sequence[str], logps: Any) -> dict[str, float]:
+    """The plugin's log-probabilities by choice: one number per choice, none NaN (-inf is a
+    possible log-probability). Anything else is the plugin's bug, reported as such (exit 1)."""
+
+    def bad(why: str) -> BackendError:
+        return BackendError(f"score returned {why} for {len(choices)} choices", backend=backend.name, exit_code=1)
+
+    if isinstance(logps, str | bytes | Mapping) or not hasattr(logps, "__len__"):  # lists, tuples, arrays
+        raise bad(f"type {type(logps).__name__}, not a list of numbers,")
+    if len(logps) != len(choices):
+        raise bad(f"{len(logps)} values")
+    try:
+        values = [float(x) for x in logps]
+    except (TypeError, ValueError):
+        raise bad("something that is not a number") from None
+    if any(math.isnan(v) or v == math.inf for v in values):
+        raise bad("NaN or +inf")
+    return dict(zip(choices, values, strict=True))
 
 
 def run_spec(

@@ -203,6 +203,51 @@ def test_a_dataset_run_records_a_stream_that_raises_at_once(tmp_path: Path) -> N
     assert all("scripted: KeyError: 'model'" in r["error"] for r in rows)
 
 
+@pytest.mark.parametrize(
+    ("scores", "message"),
+    [
+        (None, "score returned type NoneType, not a list of numbers, for 2 choices"),
+        ("0.1", "score returned type str, not a list of numbers, for 2 choices"),
+        ({"Yes": -1.0, "No": -2.0}, "score returned type dict, not a list of numbers, for 2 choices"),
+        ([-1.0], "score returned 1 values for 2 choices"),
+        (["x", -1.0], "score returned something that is not a number for 2 choices"),
+        ([float("nan"), -1.0], "score returned NaN or +inf for 2 choices"),
+    ],
+)
+def test_a_score_that_is_not_one_number_per_choice_is_the_plugins_error(scores: Any, message: str) -> None:
+    """A plugin's bug, named as one (exit 1): never a TypeError from the runner, nor NaN in the JSON."""
+
+    class Odd(Scripted):
+        def score(self, prompt: Prompt, continuations: Sequence[str]) -> Any:
+            return scores
+
+    with pytest.raises(BackendError) as err:
+        Runner(loads_spec(CHOICE_SPEC), Odd(caps=ALL)).run({"text": "hi"})
+    assert str(err.value) == f"scripted: {message}" and err.value.exit_code == 1
+    ok = Odd(caps=ALL)
+    ok.score = lambda prompt, conts: [-float("inf"), -1.0]  # type: ignore[method-assign]  # impossible is a log p
+    assert Runner(loads_spec(CHOICE_SPEC), ok).run({"text": "hi"}).value == "No"
+
+
+def test_a_stream_piece_that_is_not_text_is_the_plugins_error(tmp_path: Path) -> None:
+    class Ints(Scripted):
+        def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Any:
+            yield "a"
+            yield 7
+
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
+    with pytest.raises(BackendError) as err:
+        Runner(spec, Ints("", {Capability.CHAT})).run({"q": "x"})
+    assert str(err.value) == "scripted: stream yielded a piece of type int, not text" and err.value.exit_code == 1
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"q": "a"}\n{"q": "b"}\n', encoding="utf-8")
+    lines: list[str] = []
+    run_dataset(Runner(spec, Ints("", {Capability.CHAT})), DataFile(data), lines.append)  # one error line a row
+    assert [json.loads(x)["error"] for x in lines] == [
+        f"line {n} (row {n - 1}): scripted: stream yielded a piece of type int, not text" for n in (1, 2)
+    ]
+
+
 def test_generation_options_come_from_spec_and_output() -> None:
     spec = loads_spec(
         "version: 1\nname: t\nmode: completion\ninputs: {q: {type: string}}\n"
