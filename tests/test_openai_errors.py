@@ -48,6 +48,22 @@ def test_closed_port_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, capsys: 
     assert "sk-never-printed" not in err
 
 
+def test_results_from_two_servers_never_share_a_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The URL from $OPENAI_BASE_URL is not among the options, yet it picks the server."""
+    from promptdsl import Runner, loads_spec
+    from promptdsl.cache import runner_key
+
+    spec = loads_spec("version: 1\nname: t\ninputs: {text: {type: string}}\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    keys = set()
+    for port in (8001, 8002):
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{port}/v1")
+        backend = get_backend("openai", "same-name", {"grammar": False})  # no request: model and grammar given
+        keys.add(runner_key(Runner(spec, backend)))
+        backend.close()
+    assert len(keys) == 2
+
+
 class _Canned(BaseHTTPRequestHandler):
     """Answers every POST with one fixed status (exact control over 429 / 5xx)."""
 

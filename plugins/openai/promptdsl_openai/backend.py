@@ -133,6 +133,11 @@ class OpenAIBackend(Backend):
     def context_length(self) -> int | None:
         return self.settings.n_ctx
 
+    def fingerprint(self) -> list[Any]:
+        """The server as resolved: a URL from $OPENAI_BASE_URL or the config file is not in the
+        options, and two servers may serve models of the same name (result caches key on this)."""
+        return [self.settings.base_url]
+
     def close(self) -> None:
         self.client.close()
 
