@@ -259,6 +259,11 @@ class Existing:
 _RESULT_START = (b'{"index":', b'{"index" :', b'{ "index":')
 
 
+def _result_start(cut: bytes) -> bool:
+    """A cut-off line that is the start of a result line, however early the cut (even ``{"in``)."""
+    return any(cut.startswith(start) or start.startswith(cut) for start in _RESULT_START)
+
+
 def scan_output(path: Path, on_line: Callable[[dict[str, Any]], None] | None = None) -> Existing:
     """Read a results file back for ``--resume``. It only reads: see :func:`repair_output`.
 
@@ -276,7 +281,7 @@ def scan_output(path: Path, on_line: Callable[[dict[str, Any]], None] | None = N
         with path.open("rb") as f:
             for line_no, raw in enumerate(f, 1):
                 if not raw.endswith(b"\n"):
-                    if not raw.lstrip().startswith(_RESULT_START):
+                    if not _result_start(raw.lstrip()):
                         raise InputError(f"line {line_no} {not_ours}", source=str(path))
                     break  # cut off mid-line by a crash: dropped on repair, that row runs again
                 found.good_end += len(raw)
@@ -298,20 +303,28 @@ def scan_output(path: Path, on_line: Callable[[dict[str, Any]], None] | None = N
 
 
 def check_resume(data: DataFile, found: Existing, limit: int | None = None) -> None:
-    """Refuse, before anything is written, results that were made from other data."""
-    if not found.done:
+    """Refuse, before anything is written, results that were made from other data. Standard
+    input can be read only once: the run itself checks it, row by row, as it reads (the rows
+    already done come first, so a mismatch is still found before anything is written)."""
+    if not found.done or data.path is None:
         return
     last = max(found.done)
     for row in data.rows():
         if row.index > last or (limit is not None and row.index >= limit):
             return
-        known = found.done.get(row.index)
-        if known is not None and known != row_hash(row.data):
-            raise InputError(
-                f"--resume: the results hold a different input for {row.where()} than the data; "
-                "they were written for another file (give a new --out, or drop --resume)",
-                source=data.name,
-            )
+        check_resumed_row(data, found, row)
+
+
+def check_resumed_row(data: DataFile, found: Existing, row: Row) -> bool:
+    """True when ``row`` is already in the results; InputError when the results hold another input there."""
+    known = found.done.get(row.index)
+    if known is not None and known != row_hash(row.data):
+        raise InputError(
+            f"--resume: the results hold a different input for {row.where()} than the data; "
+            "they were written for another file (give a new --out, or drop --resume)",
+            source=data.name,
+        )
+    return known is not None
 
 
 class OutputLock:

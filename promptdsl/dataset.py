@@ -27,8 +27,8 @@ from .datafile import (
     OutputLock,
     Row,
     check_resume,
+    check_resumed_row,
     field_for,
-    row_hash,
     row_inputs,
     scan_output,
 )
@@ -311,21 +311,14 @@ def run_dataset(
     """
     summary = Summary(resumed=len(skip.done) if skip else 0)
     start = time.perf_counter()
-    done = skip.done if skip else {}
+    found = skip or Existing()
 
     def todo() -> Iterator[Row]:
         for row in data.rows():
             if limit is not None and row.index >= limit:
                 return
-            known = done.get(row.index)
-            if known is None:
+            if not check_resumed_row(data, found, row):
                 yield row
-            elif known != row_hash(row.data):
-                raise InputError(
-                    f"--resume: the results hold a different input for {row.where()} than the data; "
-                    "they were written for another file (give a new --out, or drop --resume)",
-                    source=data.name,
-                )
 
     runs = DatasetRunner(
         runner,

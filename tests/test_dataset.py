@@ -334,6 +334,35 @@ def test_stop_event_leaves_a_resumable_prefix(tmp_path: Path) -> None:
     assert [x["index"] for x in read_lines(out)] == list(range(30))
 
 
+def test_resume_from_standard_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Standard input can be read once: the rows already done are checked as the run reads them."""
+    import io
+
+    from promptdsl.dataset import DatasetRun
+    from promptdsl.errors import InputError
+
+    rows = "".join(json.dumps({"n": i}) + "\n" for i in range(6))
+    out = tmp_path / "r.jsonl"
+    spec = loads_spec(ECHO)
+
+    def run(text: str, limit: int | None = None, resume: bool = True) -> None:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
+        job = DatasetRun(spec, DataFile("-"), out, runner=Runner(spec, SlowRemote()), resume=resume,
+                         cache=False, limit=limit)
+        try:
+            job.execute()
+        finally:
+            job.close()
+
+    run(rows, limit=3, resume=False)
+    run(rows)
+    assert [(x["index"], x["value"]) for x in read_lines(out)] == [(i, f"echo {i}") for i in range(6)]
+    before = out.read_bytes()
+    with pytest.raises(InputError, match=r"different input for line 1 \(row 0\)"):
+        run(rows.replace('"n": 0', '"n": 9'))
+    assert out.read_bytes() == before  # nothing written
+
+
 def test_progress_bar_shows_count_rate_and_eta_and_is_quiet_off_a_terminal() -> None:
     import io
 

@@ -544,6 +544,16 @@ def test_resume_reads_without_writing_and_refuses_foreign_files(tmp_path: Path) 
     assert set(found.done) == {0} and found.good_end < found.size and out.read_bytes() == before
 
 
+@pytest.mark.parametrize("cut", [b"{", b'{"in', b'{"index"', b'{"index":', b'{"index": 1, "v'])
+def test_a_last_line_cut_however_early_is_recognised_as_a_result(tmp_path: Path, cut: bytes) -> None:
+    """The machine can die after any byte of a line, even within ``{"index":``."""
+    from promptdsl.datafile import scan_output
+
+    out = _results(tmp_path, [{"index": 0, "value": "a", "input": {"text": "x"}}], cut)
+    found = scan_output(out)
+    assert set(found.done) == {0} and found.size - found.good_end == len(cut)
+
+
 def test_results_for_other_data_are_refused_before_any_change(tmp_path: Path) -> None:
     from promptdsl.datafile import DataFile, check_resume, scan_output
 
