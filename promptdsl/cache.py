@@ -82,6 +82,22 @@ def prompt_key(base: str, prompt: Prompt) -> str:
     return hashlib.sha256((base + "\0" + prompt.cache_key()).encode("utf-8")).hexdigest()
 
 
+def journal_wal(db: sqlite3.Connection, seconds: float = 30.0) -> None:
+    """Switch ``db`` to WAL, waiting out other processes that create the same file: there
+    sqlite answers "database is locked" at once instead of honouring the busy timeout."""
+    deadline = time.monotonic() + seconds
+    delay = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.2)
+
+
 class ResultCache:
     """Key -> stored result, in one SQLite file shared by every run (WAL, safe across processes).
 
@@ -104,7 +120,7 @@ class ResultCache:
             self.path = path or default_path()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            journal_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
             columns = [row[1] for row in self._db.execute("PRAGMA table_info(results)")]

@@ -6,6 +6,7 @@ cache on the real model is exercised by tests/test_dataset.py (re-run of a datas
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -127,3 +128,27 @@ def test_option_values_are_never_stored(home: Path) -> None:
         path = cache.path
     blob = b"".join(p.read_bytes() for p in path.parent.iterdir() if p.is_file())
     assert b"sk-very-secret-123" not in blob
+
+
+
+def test_wal_waits_out_a_file_other_runs_are_creating() -> None:
+    """Runs started together on a new home: sqlite can refuse WAL with "database is locked" at
+    once, without its busy timeout (1 of 240 fresh opens by 8 processes). That is waited out."""
+    from promptdsl.cache import journal_wal
+
+    class Racing:
+        def __init__(self, refusals: int) -> None:
+            self.refusals = refusals
+            self.calls = 0
+
+        def execute(self, sql: str) -> None:
+            assert sql == "PRAGMA journal_mode=WAL"
+            self.calls += 1
+            if self.calls <= self.refusals:
+                raise sqlite3.OperationalError("database is locked")
+
+    db = Racing(3)
+    journal_wal(db)  # type: ignore[arg-type]
+    assert db.calls == 4
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        journal_wal(Racing(10**6), seconds=0.05)  # type: ignore[arg-type]  # not forever
