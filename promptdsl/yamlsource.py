@@ -180,6 +180,7 @@ def _walk(
         seen: dict[str, Position] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
+                _walk_merged(value_node, path, file, out, count)
                 continue
             here = _pos(file, key_node)
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != "tag:yaml.org,2002:str":
@@ -209,6 +210,18 @@ def _walk(
         for i, item in enumerate(node.value):
             out[(*path, i)] = _pos(file, item)
             _walk(item, (*path, i), file, out, count)
+
+
+def _walk_merged(
+    node: yaml.Node, path: KeyPath, file: str, out: dict[KeyPath, Position], count: list[int]
+) -> None:
+    """The mapping(s) a ``<<`` merge key brings in: counted and checked like the rest (a merged
+    alias bomb or a banned tag gets no pass); their keys' positions never hide a key written here."""
+    merged: dict[KeyPath, Position] = {}
+    for mapping in node.value if isinstance(node, yaml.SequenceNode) else [node]:
+        _walk(mapping, path, file, merged, count)
+    for key, where in merged.items():
+        out.setdefault(key, where)
 
 
 def _kind(node: yaml.Node) -> str:

@@ -137,6 +137,21 @@ def test_alias_bomb_is_refused(tmp_path: Path) -> None:
         load_spec(path)
 
 
+def test_merge_keys_get_no_pass(tmp_path: Path) -> None:
+    """``<<`` brings in data like any alias: counted against the bomb limit, tags checked."""
+    lines = ["version: 1", "name: x", "inputs:", "  text:", "    type: string", "    examples:", "      - &a0 [x, x]"]
+    lines += [f"      - &a{i} {{<<: {{p: *a{i - 1}, q: *a{i - 1}}}}}" for i in range(1, 40)]
+    with pytest.raises(SpecError, match="alias bomb"):
+        load_spec(write(tmp_path, "\n".join(lines) + "\n", "bomb.yaml"))
+    tagged = "version: 1\nname: x\ntests:\n  - input: {text: a}\n    expect: {<<: {equals: !!binary aGVsbG8=}}\n"
+    with pytest.raises(SpecError, match=r"'!!binary' is not allowed") as err:
+        load_spec(write(tmp_path, tagged, "tagged.yaml"))
+    assert (err.value.line, err.value.col) == (5, 27)
+    merged = "version: 1\nname: x\ninputs: {text: {type: string}}\ntests:\n  - input: {<<: [{text: a}], text: b}\n"
+    spec = load_spec(write(tmp_path, merged + "    expect: {equals: b}\n", "merged.yaml"))
+    assert spec.tests[0].input == {"text": "b"}  # a key written here wins over a merged one
+
+
 def test_dates_stay_strings(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, "version: 1\nname: x\ndescription: 2024-01-01\n"))
     assert spec.description == "2024-01-01"
