@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,23 +59,26 @@ RESERVED_INPUTS: dict[str, str] = {
 def load_spec(path: str | Path) -> Spec:
     """Load, merge (``extends``), validate and type a spec file."""
     path = Path(path)
-    located = _load_with_extends(path, ())
+    root = _root(path.parent)
+    located = _load_with_extends(path, (), root)
     data = located.data
     _validate_schema(located)
-    spec = _build(data, located, path)
+    spec = _build(data, located, path, root)
     _check_semantics(spec, located)
     return spec
 
 
 def loads_spec(text: str, *, file: str = "<string>", base_dir: Path | None = None) -> Spec:
-    """Load a spec from YAML text (``extends`` resolves against ``base_dir``)."""
+    """Load a spec from YAML text (``extends`` and ``examples_file`` resolve against, and must lie
+    inside, ``base_dir``, else the current directory)."""
     located = parse_yaml(text, file)
     _require_mapping(located)
+    root = _root(base_dir or Path.cwd())
     if isinstance(located.data, dict) and "extends" in located.data:
         base = (base_dir or Path.cwd()) / str(located.data["extends"])
-        located = _merge_extends(located, base, (Path(file).resolve(),))
+        located = _merge_extends(located, base, (Path(file).resolve(),), root)
     _validate_schema(located)
-    spec = _build(located.data, located, (base_dir or Path.cwd()) / file)
+    spec = _build(located.data, located, (base_dir or Path.cwd()) / file, root)
     _check_semantics(spec, located)
     return spec
 
@@ -88,7 +92,7 @@ def _require_mapping(located: Located) -> None:
         raise located.error(f"a spec must be a YAML mapping of keys, but this file is {kind}")
 
 
-def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> Located:
+def _load_with_extends(path: Path, chain: tuple[Path, ...], root: Path) -> Located:
     located = load_yaml(path)
     _require_mapping(located)
     if "extends" not in located.data:
@@ -96,10 +100,10 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...]) -> Located:
     target = located.data["extends"]
     if not isinstance(target, str):
         raise located.error("'extends' must be a file path", ("extends",))
-    return _merge_extends(located, path.parent / target, (*chain, path.resolve()))
+    return _merge_extends(located, path.parent / target, (*chain, path.resolve()), root)
 
 
-def _merge_extends(child: Located, base_path: Path, chain: tuple[Path, ...]) -> Located:
+def _merge_extends(child: Located, base_path: Path, chain: tuple[Path, ...], root: Path) -> Located:
     where: KeyPath = ("extends",)
     _check_path_text(child, str(child.data["extends"]), where, "'extends'")
     if base_path.suffix.lower() not in SPEC_SUFFIXES:
@@ -114,9 +118,11 @@ def _merge_extends(child: Located, base_path: Path, chain: tuple[Path, ...]) -> 
     if resolved in chain:
         cycle = " -> ".join(str(p) for p in (*chain, resolved))
         raise child.error(f"'extends' cycle: {quote(cycle, 300)}", where)
+    _check_inside(child, base_path, resolved, root, where, "'extends'")
     if not exists:
         raise child.error(f"'extends' file not found: {quote(str(base_path), 200)}", where)
-    base = _load_with_extends(base_path, chain)
+    _check_regular(child, base_path, resolved, where, "'extends'")
+    base = _load_with_extends(base_path, chain, root)
     merged = _deep_merge(base.data, child.data)
     merged.pop("extends", None)
     positions = dict(base.positions)
@@ -125,6 +131,40 @@ def _merge_extends(child: Located, base_path: Path, chain: tuple[Path, ...]) -> 
             del positions[key]
     positions.update({k: v for k, v in child.positions.items() if k != ("extends",)})
     return Located(merged, child.file, positions)
+
+
+#: Folders, besides the spec's own, whose files a spec may name (``extends``, ``examples_file``).
+READ_DIRS_ENV = "PROMPTDSL_READ_DIRS"
+
+
+def _root(folder: Path) -> Path:
+    try:
+        return folder.resolve()
+    except (OSError, RuntimeError):
+        return folder.absolute()
+
+
+def _read_dirs() -> list[Path]:
+    """The folders the user allows in ``$PROMPTDSL_READ_DIRS`` (``os.pathsep``-separated)."""
+    return [_root(Path(d).expanduser()) for d in os.environ.get(READ_DIRS_ENV, "").split(os.pathsep) if d.strip()]
+
+
+def _check_inside(located: Located, path: Path, resolved: Path, root: Path, where: KeyPath, what: str) -> None:
+    """A file a spec names lies (symlinks followed) inside the folder of the spec you named, or a
+    folder you allow: a shared spec may not read your other files and send them to its server.
+    Checked before the file's existence, which would tell the spec about files outside."""
+    if not any(resolved.is_relative_to(r) for r in (root, *_read_dirs())):
+        raise located.error(
+            f"{what} file {quote(str(path), 200)} is outside the spec's folder {quote(str(root), 200)}; "
+            f"a spec may only read files in its own folder (add the file's folder to ${READ_DIRS_ENV} to allow it)",
+            where,
+        )
+
+
+def _check_regular(located: Located, path: Path, resolved: Path, where: KeyPath, what: str) -> None:
+    """Opening a FIFO (or ``/dev/stdin``) would wait forever."""
+    if not resolved.is_file():
+        raise located.error(f"{what} file {quote(str(path), 200)} is not a regular file", where)
 
 
 def _check_path_text(located: Located, text: str, where: KeyPath, what: str) -> None:
@@ -224,7 +264,7 @@ def _quoted_message(err: ValidationError) -> str:
 # --------------------------------------------------------------------------- build
 
 
-def _build(data: dict[str, Any], located: Located, path: Path) -> Spec:
+def _build(data: dict[str, Any], located: Located, path: Path, root: Path) -> Spec:
     model = data.get("model", {})
     fewshot = data.get("fewshot", {})
     out = data.get("output", {"type": "text"})
@@ -235,7 +275,7 @@ def _build(data: dict[str, Any], located: Located, path: Path) -> Spec:
                 "use either 'examples' or 'examples_file', not both", ("examples_file",)
             )
         _check_path_text(located, data["examples_file"], ("examples_file",), "examples_file")
-        examples = _load_examples_file(path.parent / data["examples_file"], located)
+        examples = _load_examples_file(path.parent / data["examples_file"], located, root)
     return Spec(
         name=data["name"],
         version=data["version"],
@@ -292,16 +332,19 @@ def _as_tuple(value: Any) -> tuple[str, ...] | None:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def _load_examples_file(path: Path, located: Located) -> list[Example]:
+def _load_examples_file(path: Path, located: Located, root: Path) -> list[Example]:
     where: KeyPath = ("examples_file",)
     if path.suffix not in (".jsonl", ".yaml", ".yml", ".json"):
         raise located.error(f"examples_file must be .jsonl, .json or .yaml, not {quote(path.suffix)}", where)
     try:
         exists = path.exists()
-    except (OSError, ValueError) as exc:
+        resolved = path.resolve()
+    except (OSError, ValueError, RuntimeError) as exc:
         raise located.error(f"examples_file cannot be used: {quote(str(exc), 80)}", where) from None
+    _check_inside(located, path, resolved, root, where, "examples_file")
     if not exists:
         raise located.error(f"examples_file not found: {quote(str(path), 200)}", where)
+    _check_regular(located, path, resolved, where, "examples_file")
     rows: list[tuple[Any, str, int | None]] = []
     if path.suffix == ".jsonl":
         text = read_text(path, what="examples file", limit=MAX_EXAMPLES_FILE_BYTES)

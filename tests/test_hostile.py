@@ -326,10 +326,52 @@ def test_devices_are_read_with_a_limit(tmp_path: Path, capsys: pytest.CaptureFix
     assert "must name a spec file" in one_line_error(capsys, main(["validate", str(spec)]))
     spec = write(tmp_path, "version: 1\nname: x\nextends: zero.yaml\n")
     (tmp_path / "zero.yaml").symlink_to("/dev/zero")
-    assert "too large" in one_line_error(capsys, main(["validate", str(spec)]))
+    assert "is outside the spec's folder" in one_line_error(capsys, main(["validate", str(spec)]))
     line = one_line_error(capsys, main(["compile", str(ROOT / "specs" / "qa.yaml"), "-i", "question=@/dev/zero"]))
     assert "larger than 16 MiB" in line
     assert time.process_time() - start < 10
+
+
+def test_a_spec_reads_only_regular_files_in_its_own_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``extends`` and ``examples_file`` may not reach your other files (a spec could send them
+    to a server it names), nor a FIFO or a device, whose opening waits forever."""
+    import os
+
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "diary.jsonl").write_text('{"input": {"text": "PIN 4321"}, "output": "x"}\n', encoding="utf-8")
+    (private / "base.yaml").write_text("version: 1\nname: base\n", encoding="utf-8")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    head = "version: 1\nname: x\ninputs: {text: {type: string}}\n"
+    cases = {
+        "up.yaml": head + "examples_file: ../private/diary.jsonl\n",
+        "abs.yaml": head + f"examples_file: {private / 'diary.jsonl'}\n",
+        "ext.yaml": "version: 1\nname: x\nextends: ../private/base.yaml\n",
+        "link.yaml": head + "examples_file: link.jsonl\n",
+    }
+    (shared / "link.jsonl").symlink_to(private / "diary.jsonl")
+    for name, text in cases.items():
+        (shared / name).write_text(text, encoding="utf-8")
+        line = one_line_error(capsys, main(["validate", str(shared / name)]))
+        assert "is outside the spec's folder" in line and "PIN" not in line, name
+        assert "PROMPTDSL_READ_DIRS" in line
+    missing = head + "examples_file: ../private/nothing.jsonl\n"  # outside says nothing of existence
+    (shared / "probe.yaml").write_text(missing, encoding="utf-8")
+    assert "is outside the spec's folder" in one_line_error(capsys, main(["validate", str(shared / "probe.yaml")]))
+
+    monkeypatch.setenv("PROMPTDSL_READ_DIRS", str(private))  # the user allows that folder
+    assert main(["validate", str(shared / "up.yaml"), str(shared / "ext.yaml"), str(shared / "link.yaml")]) == 0
+    capsys.readouterr()
+
+    os.mkfifo(shared / "fifo.jsonl")
+    (shared / "fifo.yaml").write_text(head + "examples_file: fifo.jsonl\n", encoding="utf-8")
+    os.mkfifo(shared / "base.yaml")
+    (shared / "fifobase.yaml").write_text("version: 1\nname: x\nextends: base.yaml\n", encoding="utf-8")
+    for name in ("fifo.yaml", "fifobase.yaml"):
+        assert "is not a regular file" in one_line_error(capsys, main(["validate", str(shared / name)])), name
 
 
 def test_foreign_file_contents_are_not_echoed(tmp_path: Path) -> None:
