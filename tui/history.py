@@ -23,6 +23,9 @@ from promptdsl.paths import data_dir
 from .conversation import Conversation, Role, Status, Turn
 
 DB_NAME = "history.sqlite3"
+#: Seconds a connection waits for another one (a second TUI, or one migrating the file) to release
+#: the database before failing with "database is locked"; writes here take microseconds.
+BUSY_TIMEOUT = 10.0
 T = TypeVar("T")
 
 #: Schema migrations, keyed on ``PRAGMA user_version`` (as oterm does): migration ``i`` takes a
@@ -81,24 +84,71 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def migrate(db: sqlite3.Connection, path: Path) -> int:
-    """Bring ``db`` to :data:`SCHEMA_VERSION`, one step per transaction; returns the version found."""
-    found = int(db.execute("PRAGMA user_version").fetchone()[0])
-    if found > SCHEMA_VERSION:
-        raise PromptDSLError(
-            f"the chat history {path} was written by a newer promptdsl (schema {found}, this one knows "
-            f"{SCHEMA_VERSION}); upgrade promptdsl or set PROMPTDSL_HOME to another folder"
-        )
-    for version in range(found, SCHEMA_VERSION):
-        db.execute("BEGIN")
+    """Bring ``db`` to :data:`SCHEMA_VERSION`, one step per transaction; returns the version found.
+
+    Safe when several processes open the same file at once (two TUIs started together on a fresh
+    history): each step takes the write lock first (``BEGIN IMMEDIATE``, waiting up to the
+    connection's busy timeout) and reads ``user_version`` again under it, so a step another
+    connection has applied meanwhile is not run twice (``ALTER TABLE ADD COLUMN`` is not idempotent).
+    The version returned is the one seen under the lock the first time, i.e. what this connection
+    started from; a database already up to date takes no write lock at all.
+    """
+    version = _user_version(db, path)  # the usual case, an up-to-date file: no write lock needed
+    if version == SCHEMA_VERSION:
+        return version
+    found: int | None = None
+    while True:
+        db.execute("BEGIN IMMEDIATE")
         try:
+            version = _user_version(db, path)
+            if found is None:
+                found = version
+            if version >= SCHEMA_VERSION:
+                db.execute("COMMIT")
+                return found
             for statement in _statements(MIGRATIONS[version]):
                 db.execute(statement)
             db.execute(f"PRAGMA user_version={version + 1}")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-    return found
+
+
+def _user_version(db: sqlite3.Connection, path: Path) -> int:
+    """``PRAGMA user_version``; refuses a file written by a newer promptdsl (before any write to it)."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise PromptDSLError(
+            f"the chat history {path} was written by a newer promptdsl (schema {version}, this one knows "
+            f"{SCHEMA_VERSION}); upgrade promptdsl or set PROMPTDSL_HOME to another folder"
+        )
+    return version
+
+
+def _wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL. On a brand-new file two connections doing this at once can get "database is
+    locked" at once, without the busy timeout being honoured (SQLite refuses to wait while holding
+    the shared lock it would have to upgrade), so retry for up to :data:`BUSY_TIMEOUT`."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    delay = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == sqlite3.SQLITE_BUSY
+    return "database is locked" in str(exc)
 
 
 def _statements(script: str) -> list[str]:
@@ -148,15 +198,21 @@ class HistoryStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        db: sqlite3.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self.found_version = migrate(self._db, path)
-        except (sqlite3.Error, OSError) as exc:
-            raise PromptDSLError(f"cannot open the chat history {path}: {exc}") from None
+            db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None)
+            _wal(db)  # a garbage file fails here: "file is not a database"
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self.found_version = migrate(db, path)
+        except BaseException as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise PromptDSLError(f"cannot open the chat history {path}: {exc}") from None
+            raise
+        self._db = db
 
     @classmethod
     def default(cls) -> HistoryStore:
