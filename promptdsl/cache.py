@@ -92,10 +92,18 @@ def journal_wal(db: sqlite3.Connection, seconds: float = 30.0) -> None:
             db.execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            if not is_busy(exc) or time.monotonic() + delay > deadline:
                 raise
         time.sleep(delay)
-        delay = min(2 * delay, 0.2)
+        delay = min(2 * delay, 0.1)
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """"database is locked": another connection holds the lock (a garbage file is another error)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == sqlite3.SQLITE_BUSY
+    return "database is locked" in str(exc)
 
 
 class ResultCache:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from promptdsl.cache import journal_wal
 from promptdsl.errors import PromptDSLError
 from promptdsl.paths import data_dir
 
@@ -127,30 +128,6 @@ def _user_version(db: sqlite3.Connection, path: Path) -> int:
     return version
 
 
-def _wal(db: sqlite3.Connection) -> None:
-    """Switch to WAL. On a brand-new file two connections doing this at once can get "database is
-    locked" at once, without the busy timeout being honoured (SQLite refuses to wait while holding
-    the shared lock it would have to upgrade), so retry for up to :data:`BUSY_TIMEOUT`."""
-    deadline = time.monotonic() + BUSY_TIMEOUT
-    delay = 0.005
-    while True:
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc) or time.monotonic() + delay > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(code, int):
-        return code & 0xFF == sqlite3.SQLITE_BUSY
-    return "database is locked" in str(exc)
-
-
 def _statements(script: str) -> list[str]:
     """Split a migration into statements (executescript would commit on its own, outside our transaction)."""
     out: list[str] = []
@@ -202,7 +179,7 @@ class HistoryStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, check_same_thread=False, isolation_level=None)
-            _wal(db)  # a garbage file fails here: "file is not a database"
+            journal_wal(db, BUSY_TIMEOUT)  # a garbage file fails here: "file is not a database"
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             self.found_version = migrate(db, path)
