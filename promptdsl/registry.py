@@ -1,21 +1,26 @@
-"""Backend discovery through the ``promptdsl.backends`` entry-point group.
+"""Plugin discovery through entry points, and the ``promptdsl.backends`` group.
 
 Built-in and third-party backends are found the same way. A plugin that fails
-to import, or exposes the wrong type, is reported by name and never stops the
-others from loading.
+to import, exits while importing, exposes the wrong type, declares malformed
+attributes, or shares its name with another distribution's plugin is reported
+by name with the reason, and never stops the others from loading. The checks
+run when the plugin loads, so ``promptdsl backends`` and a run agree on what
+is broken. The tool registry (:mod:`promptdsl.tools.registry`) shares the
+entry-point helpers below.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from .backend import Backend, BackendInfo, check_options
-from .errors import BackendError, did_you_mean
+from .backend import Backend, BackendInfo, Capability, check_options
+from .errors import BackendError, did_you_mean, format_path, quote
 
 GROUP = "promptdsl.backends"
 DEFAULT_BACKEND = "llamacpp"
@@ -25,43 +30,164 @@ _lock = threading.Lock()
 _instances: dict[tuple[str, str | None, str], tuple[str, Backend]] = {}
 
 
-def _entry_points() -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=GROUP):
-        found.setdefault(ep.name, ep)
-    return found
+# ---------------------------------------------------------------------------- entry points (backends and tools)
 
 
-def _load_class(ep: EntryPoint) -> type[Backend]:
-    try:
-        obj = ep.load()
-    except Exception as exc:  # a third-party import can fail in any way
-        raise BackendError(
-            f"backend plugin '{ep.name}' ({ep.value}) failed to load: {type(exc).__name__}: {exc}",
-            exit_code=2,
-        ) from exc
-    if not (isinstance(obj, type) and issubclass(obj, Backend)):
-        raise BackendError(
-            f"backend plugin '{ep.name}' ({ep.value}) is not a promptdsl.backend.Backend subclass",
-            exit_code=2,
-        )
-    return obj
+class PluginProblem(Exception):
+    """Why a plugin cannot be used, as one line naming it; each registry re-raises it as its own error."""
 
 
-def _version(ep: EntryPoint) -> tuple[str, str]:
+def _dist_key(ep: EntryPoint) -> str:
+    """The distribution's normalized name (PEP 503), so one distribution seen twice counts once."""
+    dist = getattr(ep, "dist", None)
+    if dist is None:
+        return f"?{ep.value}"
+    return re.sub(r"[-_.]+", "-", str(dist.metadata["Name"] or "")).lower()
+
+
+def plugin_entry_points(group: str) -> dict[str, list[EntryPoint]]:
+    """Each name in ``group`` with one entry point per distinct distribution that provides it.
+
+    More than one is a conflict (see :func:`load_plugin`): letting one silently win
+    would let any installed package replace a built-in.
+    """
+    found: dict[str, dict[str, EntryPoint]] = {}
+    for ep in entry_points(group=group):
+        found.setdefault(ep.name, {}).setdefault(_dist_key(ep), ep)
+    return {name: list(by_dist.values()) for name, by_dist in found.items()}
+
+
+def distribution(ep: EntryPoint) -> tuple[str, str]:
+    """(distribution name, version) of an entry point, ``("", "?")`` when unknown."""
     dist = getattr(ep, "dist", None)
     if dist is None:
         return "", "?"
-    return dist.metadata["Name"], dist.version
+    return str(dist.metadata["Name"] or ""), str(dist.version)
+
+
+def failure_text(exc: BaseException) -> str:
+    """An exception as a message tail; ``sys.exit()`` is named as such, since "SystemExit: 1" says little."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def load_plugin(kind: str, name: str, eps: Sequence[EntryPoint]) -> tuple[EntryPoint, object]:
+    """The entry point registered as ``name`` and the object it names.
+
+    Raises :class:`PluginProblem` when two distributions provide the name, or when
+    importing fails in any way, ``sys.exit()`` included (a plugin must never end
+    the listing or the process).
+    """
+    if len(eps) > 1:
+        who = " and ".join(f"{'/'.join(filter(None, distribution(ep)))} ({ep.value})" for ep in eps)
+        raise PluginProblem(f"{kind} name '{name}' is provided by {len(eps)} distributions: {who}; "
+                            "uninstall one of them, or rename its entry point")
+    ep = eps[0]
+    try:
+        return ep, ep.load()
+    except (Exception, SystemExit) as exc:  # a third-party import can fail in any way
+        raise PluginProblem(f"{kind} plugin '{name}' ({ep.value}) failed to load: {failure_text(exc)}") from exc
+
+
+def object_schema_problem(schema: Any) -> str | None:
+    """Why a plugin's declared schema (options or arguments) is not a usable JSON Schema object; None if it is."""
+    if not isinstance(schema, Mapping):
+        return f"is not a JSON Schema object (a dict) but {type(schema).__name__} {quote(schema)}"
+    from .schema.quick import surely_usable
+
+    if not surely_usable(schema):  # the common plain schemas need no jsonschema import
+        from .schema import schema_problem
+
+        found = schema_problem(schema)
+        if found is not None:
+            message, path = found
+            return f"is unusable: {message}" + (f" (at {format_path(path)})" if path else "")
+    if schema.get("type", "object") != "object":
+        return f"must describe an object (type: object), not type {quote(schema.get('type'))}"
+    return None
+
+
+def name_problem(kind: str, name: str, declared: object, fix: str) -> str | None:
+    """The entry-point name is the plugin's name: a different declared ``name`` is a problem (empty is not)."""
+    if not isinstance(declared, str):
+        return f"has a name that is not a string ({quote(declared)}); {fix}"
+    if declared and declared != name:
+        return (f"declares name '{declared}' but is installed as '{name}' (the entry-point name is the "
+                f"{kind}'s name); {fix}, or rename the entry point to '{declared}'")
+    return None
+
+
+# ---------------------------------------------------------------------------- backends
+
+
+def _capabilities(value: object) -> frozenset[Capability] | str:
+    """The declared capabilities as Capability members (names given as strings are converted), or why not."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        return (f"capabilities must be a set of Capability values, e.g. frozenset({{Capability.CHAT}}), "
+                f"not {type(value).__name__} {quote(value)}")
+    caps: set[Capability] = set()
+    for item in value:
+        try:
+            caps.add(Capability(item))
+        except (ValueError, TypeError):
+            known = ", ".join(c.value for c in Capability)
+            return f"declares unknown capability {quote(item)} (known: {known})"
+    return frozenset(caps)
+
+
+def _check_name(name: str, cls: type[Backend]) -> str | None:
+    problem = name_problem("backend", name, cls.name, f"set name = '{name}' in the class")
+    if problem is None and not cls.name:
+        cls.name = name  # so the backend's own errors say where they come from
+    return problem
+
+
+def _check_capabilities(name: str, cls: type[Backend]) -> str | None:
+    caps = _capabilities(cls.capabilities)
+    if isinstance(caps, str):
+        return caps
+    cls.capabilities = caps  # listed, compared and printed as Capability members from now on
+    return None
+
+
+def _check_options_schema(name: str, cls: type[Backend]) -> str | None:
+    if cls.options_schema is None:
+        return None
+    problem = object_schema_problem(cls.options_schema)
+    return None if problem is None else f"options_schema {problem}"
+
+
+#: What a backend class must satisfy to be used; the first failing check makes the plugin broken.
+_BACKEND_CHECKS: tuple[Callable[[str, type[Backend]], str | None], ...] = (
+    _check_name, _check_capabilities, _check_options_schema,
+)
+
+
+def _load_class(name: str, eps: Sequence[EntryPoint]) -> type[Backend]:
+    try:
+        ep, obj = load_plugin("backend", name, eps)
+    except PluginProblem as exc:
+        raise BackendError(str(exc), exit_code=2) from exc.__cause__
+    if not (isinstance(obj, type) and issubclass(obj, Backend)):
+        raise BackendError(
+            f"backend plugin '{name}' ({ep.value}) is not a promptdsl.backend.Backend subclass",
+            exit_code=2,
+        )
+    for check in _BACKEND_CHECKS:
+        problem = check(name, obj)
+        if problem is not None:
+            raise BackendError(f"backend plugin '{name}' ({ep.value}): {problem}", exit_code=2)
+    return obj
 
 
 def list_backends() -> list[BackendInfo]:
     """Every installed backend plugin, loaded or with the reason it failed."""
     infos = []
-    for name, ep in sorted(_entry_points().items()):
-        dist, version = _version(ep)
+    for name, eps in sorted(plugin_entry_points(GROUP).items()):
+        dist, version = distribution(eps[0])
         try:
-            cls = _load_class(ep)
+            cls = _load_class(name, eps)
         except BackendError as exc:
             infos.append(BackendInfo(name, version, frozenset(), dist, error=exc.message))
             continue
@@ -71,14 +197,14 @@ def list_backends() -> list[BackendInfo]:
 
 def backend_class(name: str) -> type[Backend]:
     """The Backend subclass registered as ``name``."""
-    eps = _entry_points()
+    eps = plugin_entry_points(GROUP)
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none installed"
         raise BackendError(
             f"unknown backend '{name}'{did_you_mean(name, eps)}; installed backends: {known}",
             exit_code=2,
         )
-    return _load_class(eps[name])
+    return _load_class(name, eps[name])
 
 
 def resolve_backend_name(*candidates: str | None) -> str:
@@ -108,9 +234,9 @@ def get_backend(name: str, model: str | None = None, options: Mapping[str, Any] 
         except BackendError as exc:
             exc.backend = exc.backend or name
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin's constructor may fail in any way, even exit
             raise BackendError(
-                f"failed to start: {type(exc).__name__}: {exc}", backend=name, model=model, exit_code=2
+                f"failed to start: {failure_text(exc)}", backend=name, model=model, exit_code=2
             ) from exc
         if cached is not None:  # made for an environment that has changed since: replace, do not leak
             cached[1].close()

@@ -45,4 +45,5 @@ def cmd_backends(args: argparse.Namespace) -> int:
 def _options(schema: Mapping[str, Any]) -> str:
     """``name=default`` for each declared option (``--json`` gives the whole schema)."""
     props: Mapping[str, Any] = schema.get("properties", {})
-    return ", ".join(k + (f"={json.dumps(v['default'])}" if "default" in v else "") for k, v in props.items()) or "none"
+    return ", ".join(k + (f"={json.dumps(v['default'])}" if isinstance(v, Mapping) and "default" in v else "")
+                     for k, v in props.items()) or "none"

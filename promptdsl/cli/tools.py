@@ -133,6 +133,8 @@ def cmd_tools(args: argparse.Namespace) -> int:
         kind = "read-only" if i.read_only else "asks"
         print(f"{i.name}  {i.version}  ({i.distribution}, {kind})  {i.description}")
         print(f"    arguments: {json.dumps(i.parameters, ensure_ascii=False)}")
-        if i.options.get("properties"):
+        if i.options is None:
+            print("    options:   not declared (not checked)")
+        elif i.options.get("properties"):
             print(f"    options:   {json.dumps(i.options, ensure_ascii=False)}")
     return 0

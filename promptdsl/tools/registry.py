@@ -1,20 +1,33 @@
 """Tool discovery through the ``promptdsl.tools`` entry-point group, and the checks a spec's tools must pass.
 
-Built-in and third-party tools are found the same way; a plugin that fails to
-load is named with its reason and never stops the others.
+Built-in and third-party tools are found the same way (see :mod:`promptdsl.registry`).
+A plugin that fails to load, declares malformed attributes, is installed under a
+name other than its own, or shares its name with another distribution's tool is
+named with its reason and never stops the others. The entry-point name is the
+tool's name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator, SchemaError
 
-from ..errors import did_you_mean
+from ..errors import did_you_mean, quote
+from ..registry import (
+    PluginProblem,
+    distribution,
+    failure_text,
+    load_plugin,
+    name_problem,
+    object_schema_problem,
+    plugin_entry_points,
+)
+from ..schema import errors as schema_errors
 from .base import Tool, ToolError, ToolUse
 
 GROUP = "promptdsl.tools"
@@ -30,41 +43,79 @@ class ToolInfo:
     distribution: str = ""
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] | None = field(default_factory=dict)  # None: not declared (options are not checked)
     read_only: bool = False
     error: str | None = None
 
 
-def _entry_points() -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=GROUP):
-        found.setdefault(ep.name, ep)
-    return found
+#: The type each declared attribute must have, and how a message says it; checked in this order.
+_ATTRIBUTE_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "description": (lambda v: isinstance(v, str), "a string"),
+    "read_only": (lambda v: isinstance(v, bool), "True or False"),
+    "parameters": (lambda v: isinstance(v, Mapping), "a JSON Schema object (a dict)"),
+    "options_schema": (lambda v: v is None or isinstance(v, Mapping), "a JSON Schema object (a dict) or None"),
+}
 
 
-def _load(ep: EntryPoint) -> type[Tool] | Tool:
+def _attribute_problem(name: str, obj: type[Tool] | Tool) -> str | None:
+    for attr, (fits, expected) in _ATTRIBUTE_TYPES.items():
+        value = getattr(obj, attr, None)
+        if not fits(value):
+            return f"{attr} must be {expected}, not {type(value).__name__} {quote(value)}"
+    return None
+
+
+def _name_problem(name: str, obj: type[Tool] | Tool) -> str | None:
+    fix = f"set name = '{name}'" if isinstance(obj, type) else f"make it with @tool(name='{name}')"
+    return name_problem("tool", name, obj.name, fix)
+
+
+def _parameters_problem(name: str, obj: type[Tool] | Tool) -> str | None:
+    # Only the shape: bounds on strings and arrays are checked once options are applied (they may change it).
+    problem = object_schema_problem(obj.parameters)
+    return None if problem is None else f"parameters (its argument schema) {problem}"
+
+
+def _options_schema_problem(name: str, obj: type[Tool] | Tool) -> str | None:
+    if obj.options_schema is None:  # not declared: options are not checked, as for backends
+        return None
+    problem = object_schema_problem(obj.options_schema)
+    return None if problem is None else f"options_schema {problem}"
+
+
+#: What a tool plugin must satisfy to be listed as usable; the first failing check makes it broken.
+_TOOL_CHECKS: tuple[Callable[[str, type[Tool] | Tool], str | None], ...] = (
+    _attribute_problem, _name_problem, _parameters_problem, _options_schema_problem,
+)
+
+
+def _load(name: str, eps: Sequence[EntryPoint]) -> type[Tool] | Tool:
     try:
-        obj = ep.load()
-    except Exception as exc:  # a third-party import can fail in any way
-        raise ToolError(f"tool plugin '{ep.name}' ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from exc
-    if isinstance(obj, Tool) or (isinstance(obj, type) and issubclass(obj, Tool)):
-        return obj
-    raise ToolError(f"tool plugin '{ep.name}' ({ep.value}) is neither a promptdsl Tool subclass nor a Tool")
+        ep, obj = load_plugin("tool", name, eps)
+    except PluginProblem as exc:
+        raise ToolError(str(exc)) from exc.__cause__
+    if not (isinstance(obj, Tool) or (isinstance(obj, type) and issubclass(obj, Tool))):
+        raise ToolError(f"tool plugin '{name}' ({ep.value}) is neither a promptdsl Tool subclass nor a Tool")
+    for check in _TOOL_CHECKS:
+        problem = check(name, obj)
+        if problem is not None:
+            raise ToolError(f"tool plugin '{name}' ({ep.value}): {problem}")
+    return obj
 
 
 def list_tools() -> list[ToolInfo]:
     """Every installed tool plugin, loaded or with the reason it failed."""
     infos = []
-    for name, ep in sorted(_entry_points().items()):
-        dist = getattr(ep, "dist", None)
-        dname, version = (dist.metadata["Name"], dist.version) if dist is not None else ("", "?")
+    for name, eps in sorted(plugin_entry_points(GROUP).items()):
+        dname, version = distribution(eps[0])
         try:
-            obj = _load(ep)
+            obj = _load(name, eps)
         except ToolError as exc:
             infos.append(ToolInfo(name, version, dname, error=exc.message))
             continue
-        infos.append(ToolInfo(name, version, dname, obj.description, dict(obj.parameters),
-                              dict(obj.options_schema), obj.read_only))
+        options = None if obj.options_schema is None else dict(obj.options_schema)
+        infos.append(ToolInfo(name, version, dname, obj.description, dict(obj.parameters), options, obj.read_only))
     return infos
 
 
@@ -72,16 +123,18 @@ def find_tool(name: str, extra: Mapping[str, Tool] | None = None) -> type[Tool] 
     """The class or instance registered as ``name`` (``extra``: tools given in Python, first)."""
     if extra and name in extra:
         return extra[name]
-    eps = _entry_points()
+    eps = plugin_entry_points(GROUP)
     if name not in eps:
         known = sorted({*eps, *(extra or {})})
         listed = ", ".join(known) or "none"
         raise ToolError(f"unknown tool '{name}'{did_you_mean(name, known)}; installed tools: {listed}")
-    return _load(eps[name])
+    return _load(name, eps[name])
 
 
 def _option_problem(obj: type[Tool] | Tool, options: Mapping[str, Any]) -> str | None:
-    errors = sorted(Draft202012Validator(obj.options_schema).iter_errors(dict(options)), key=lambda e: list(e.path))
+    if obj.options_schema is None:  # not declared: the tool takes its options unchecked
+        return None
+    errors = schema_errors(obj.options_schema, dict(options))
     if not errors:
         return None
     err = errors[0]
@@ -96,13 +149,13 @@ def open_tool(use: ToolUse, *, base_dir: Path | None = None, trusted: bool = Fal
     problem = _option_problem(obj, use.options)
     if problem:
         raise ToolError(f"tool '{use.name}': bad options: {problem}")
-    options = obj.prepare_options(use.options, base_dir=base_dir, trusted=trusted)
     try:
+        options = obj.prepare_options(use.options, base_dir=base_dir, trusted=trusted)
         made = obj(options) if isinstance(obj, type) else (obj.with_options(options) if options else obj)
     except ToolError:
         raise
-    except Exception as exc:
-        raise ToolError(f"tool '{use.name}' failed to start: {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # a plugin may fail in any way, even exit
+        raise ToolError(f"tool '{use.name}' failed to start: {failure_text(exc)}") from exc
     if not made.name:
         made.name = use.name
     problem = schema_problem(made.parameters)

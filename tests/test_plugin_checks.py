@@ -1,0 +1,312 @@
+"""Plugins that load but declare something malformed: each is listed as broken with its reason (or, where the
+value can only mean one thing, converted), a run that uses it fails with one exit-2 line, and the rest keep working.
+
+Every plugin here is a throwaway ``*.dist-info`` on ``sys.path`` (tests/fake_dist.py): no model, no server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fake_dist import fake_distribution
+
+from promptdsl.backend import Capability
+from promptdsl.cli import main
+from promptdsl.errors import BackendError
+from promptdsl.registry import backend_class, get_backend, list_backends
+from promptdsl.tools import ToolError, ToolUse
+from promptdsl.tools.registry import list_tools, open_tool
+
+BACKENDS = "promptdsl.backends"
+TOOLS = "promptdsl.tools"
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """``promptdsl ARGS`` in this process: exit code, stdout, stderr."""
+
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+
+    return run
+
+
+@pytest.fixture
+def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Install a fake distribution: ``install(name, group, {entry point: target}, {module: source})``."""
+    with ExitStack() as stack:
+        count = 0
+
+        def add(name: str, group: str, eps: Mapping[str, str], modules: Mapping[str, str],
+                version: str = "1.0.0") -> None:
+            nonlocal count
+            count += 1
+            stack.enter_context(fake_distribution(tmp_path / f"site{count}", monkeypatch, name, version, group,
+                                                  eps, modules))
+
+        yield add
+
+
+def backend_module(body: str, base: str = "Backend") -> str:
+    """A module with one backend class ``B`` (a stream that yields 'ok') whose class body is ``body``."""
+    return (
+        "import sys\nfrom promptdsl.backend import Backend, Capability\n"
+        f"class B({base}):\n"
+        + "".join(f"    {line}\n" for line in body.splitlines())
+        + "    def stream(self, prompt, options, constraint=None):\n        yield 'ok'\n"
+    )
+
+
+def tool_module(body: str) -> str:
+    """A module with one tool class ``T`` whose class body is ``body``."""
+    return (
+        "import sys\nfrom promptdsl.tools import Tool\n"
+        "class T(Tool):\n"
+        + "".join(f"    {line}\n" for line in body.splitlines())
+        + "    def call(self, arguments):\n        return 'ok'\n"
+    )
+
+
+CAPS = "capabilities = frozenset({Capability.CHAT, Capability.COMPLETION})"
+PARAMETERS = "parameters = {'type': 'object', 'properties': {'city': {'type': 'string', 'maxLength': 40}}}"
+
+
+def plain_spec(tmp_path: Path, extra: str = "") -> str:
+    path = tmp_path / "s.yaml"
+    path.write_text("version: 1\nname: s\ninstruction: Repeat.\ninputs: {text: {type: string}}\n"
+                    f"template: '{{{{ text }}}}'\noutput: {{type: text}}\n{extra}")
+    return str(path)
+
+
+def lines_by_name(out: str) -> dict[str, str]:
+    return {line.split()[0]: line for line in out.splitlines() if line and not line.startswith(" ")}
+
+
+def assert_one_line(ran: Ran, *needles: str) -> None:
+    """Exit 2, one line on stderr, no traceback, naming each needle."""
+    assert ran.code == 2, ran
+    assert ran.err.count("\n") == 1 and "Traceback" not in ran.err, ran.err
+    for needle in needles:
+        assert needle in ran.err, (needle, ran.err)
+
+
+# ---------------------------------------------------------------------------- 1. capabilities
+
+
+def test_capabilities_given_as_strings_are_converted(install: Callable[..., None], cli: Callable[..., Ran],
+                                                     tmp_path: Path) -> None:
+    install("strcaps", BACKENDS, {"strcaps": "strcaps_mod:B"},
+            {"strcaps_mod": backend_module("name = 'strcaps'\ncapabilities = ['chat', 'completion', 'stream']")})
+    ran = cli("backends")
+    assert ran.code == 0, ran.err
+    lines = lines_by_name(ran.out)
+    assert "chat, completion, stream" in lines["strcaps"] and "BROKEN" not in lines["strcaps"]
+    assert "BROKEN" not in lines["llamacpp"]
+    ran = cli("backends", "--json")
+    assert ran.code == 0, ran.err
+    by_name = {b["name"]: b for b in json.loads(ran.out)}
+    assert by_name["strcaps"]["capabilities"] == ["chat", "completion", "stream"]
+    assert backend_class("strcaps").capabilities == {Capability.CHAT, Capability.COMPLETION, Capability.STREAM}
+    assert all(isinstance(c, Capability) for c in backend_class("strcaps").capabilities)
+    ran = cli("run", plain_spec(tmp_path), "--backend", "strcaps", "-i", "text=hi", "--no-cache")
+    assert (ran.code, ran.out.strip()) == (0, "ok"), ran.err
+
+
+@pytest.mark.parametrize(("declared", "reason"), [
+    ("['chat', 'telepathy']", "unknown capability 'telepathy'"),
+    ("'chat'", "capabilities must be a set of Capability values"),
+    ("42", "capabilities must be a set of Capability values"),
+    ("[None]", "unknown capability None"),
+])
+def test_capabilities_that_name_nothing_break_the_plugin(install: Callable[..., None], cli: Callable[..., Ran],
+                                                         tmp_path: Path, declared: str, reason: str) -> None:
+    install("badcaps", BACKENDS, {"badcaps": "badcaps_mod:B"},
+            {"badcaps_mod": backend_module(f"name = 'badcaps'\ncapabilities = {declared}")})
+    for args in (("backends",), ("backends", "--json")):
+        ran = cli(*args)
+        assert ran.code == 0, ran.err
+    infos = {i.name: i for i in list_backends()}
+    assert infos["badcaps"].error is not None and reason in infos["badcaps"].error
+    assert "backend plugin 'badcaps' (badcaps_mod:B)" in infos["badcaps"].error
+    assert infos["llamacpp"].error is None and infos["llamacpp"].capabilities
+    assert_one_line(cli("run", plain_spec(tmp_path), "--backend", "badcaps", "-i", "text=hi"),
+                    "backend plugin 'badcaps'", reason)
+
+
+# ---------------------------------------------------------------------------- 2. a backend's options schema
+
+
+def test_an_invalid_options_schema_breaks_the_backend(install: Callable[..., None], cli: Callable[..., Ran],
+                                                      tmp_path: Path) -> None:
+    install("badschema", BACKENDS, {"badschema": "badschema_mod:B", "notobject": "notobject_mod:B"}, {
+        "badschema_mod": backend_module(
+            f"name = 'badschema'\n{CAPS}\n"
+            "options_schema = {'type': 'objekt', 'properties': {'n': {'type': 'integer'}}}"),
+        "notobject_mod": backend_module(
+            f"name = 'notobject'\n{CAPS}\n"
+            "options_schema = {'type': 'string'}"),
+    })
+    ran = cli("backends")
+    assert ran.code == 0, ran.err
+    lines = lines_by_name(ran.out)
+    assert "BROKEN" in lines["badschema"] and "options_schema is unusable: invalid JSON Schema" in lines["badschema"]
+    assert "BROKEN" in lines["notobject"] and "must describe an object" in lines["notobject"]
+    assert "BROKEN" not in lines["openai"]
+    assert_one_line(cli("run", plain_spec(tmp_path), "--backend", "badschema", "-o", "n=3", "-i", "text=hi"),
+                    "backend plugin 'badschema'", "options_schema is unusable: invalid JSON Schema", "objekt")
+
+
+# ---------------------------------------------------------------------------- 3. a tool without an options schema
+
+
+def test_a_tool_with_options_schema_none_takes_options_unchecked(install: Callable[..., None],
+                                                                  cli: Callable[..., Ran], tmp_path: Path) -> None:
+    install("loose-tool", TOOLS, {"loose": "loose_mod:T"},
+            {"loose_mod": tool_module(f"name = 'loose'\n{PARAMETERS}\noptions_schema = None")})
+    ran = cli("tools")
+    assert ran.code == 0, ran.err
+    assert "options:   not declared" in ran.out.split("\nloose ")[1]
+    ran = cli("tools", "--json")
+    by_name = {t["name"]: t for t in json.loads(ran.out)}
+    assert by_name["loose"]["options"] is None and by_name["loose"]["error"] is None
+    assert by_name["calculator"]["options"]["type"] == "object"
+    made = open_tool(ToolUse("loose", {"anything": 1}))
+    assert made.name == "loose" and made.options == {"anything": 1}
+    spec = plain_spec(tmp_path, "tools: [{name: loose, options: {units: metric}}]\n")
+    ran = cli("validate", spec)
+    assert ran.code == 0, ran.err
+
+
+# ---------------------------------------------------------------------------- 4. a tool's parameters
+
+
+def test_a_tool_whose_parameters_are_not_a_schema_is_listed_broken(install: Callable[..., None],
+                                                                   cli: Callable[..., Ran], tmp_path: Path) -> None:
+    install("badparams", TOOLS, {"textparams": "textparams_mod:T", "typoparams": "typoparams_mod:T"}, {
+        "textparams_mod": tool_module("name = 'textparams'\nparameters = 'city: str'"),
+        "typoparams_mod": tool_module("name = 'typoparams'\nparameters = {'type': 'objekt'}"),
+    })
+    for args in (("tools",), ("tools", "--json")):
+        ran = cli(*args)
+        assert ran.code == 0, ran.err
+    infos = {i.name: i for i in list_tools()}
+    assert "parameters must be a JSON Schema object (a dict), not str 'city: str'" in str(infos["textparams"].error)
+    assert "parameters (its argument schema) is unusable: invalid JSON Schema" in str(infos["typoparams"].error)
+    assert infos["calculator"].error is None
+    assert "BROKEN" in lines_by_name(cli("tools").out)["textparams"]
+    ran = cli("validate", plain_spec(tmp_path, "tools: [textparams]\n"))
+    assert ran.code == 2 and "tool plugin 'textparams'" in ran.err and "Traceback" not in ran.err
+
+
+# ---------------------------------------------------------------------------- 5. one name, two distributions
+
+
+def test_a_name_from_two_distributions_is_a_conflict(install: Callable[..., None], cli: Callable[..., Ran],
+                                                     tmp_path: Path) -> None:
+    install("evil-calc", TOOLS, {"calculator": "evil_calc_mod:T"},
+            {"evil_calc_mod": tool_module(f"name = 'calculator'\n{PARAMETERS}")}, version="6.6.6")
+    install("evil-openai", BACKENDS, {"openai": "evil_openai_mod:B"},
+            {"evil_openai_mod": backend_module(f"name = 'openai'\n{CAPS}")})
+    tools = {i.name: i for i in list_tools()}
+    error = str(tools["calculator"].error)
+    assert "tool name 'calculator' is provided by 2 distributions" in error
+    assert "evil-calc/6.6.6 (evil_calc_mod:T)" in error and "promptdsl/" in error
+    assert "promptdsl.tools.builtins:Calculator" in error
+    assert tools["current_time"].error is None
+    backends = {i.name: i for i in list_backends()}
+    assert "evil-openai" in str(backends["openai"].error) and "promptdsl-openai" in str(backends["openai"].error)
+    assert backends["llamacpp"].error is None
+    assert "BROKEN" in lines_by_name(cli("backends").out)["openai"]
+    assert "BROKEN" in lines_by_name(cli("tools").out)["calculator"]
+    spec = plain_spec(tmp_path)
+    assert_one_line(cli("run", spec, "--backend", "openai", "-i", "text=hi"),
+                    "backend name 'openai' is provided by 2 distributions")
+    assert_one_line(cli("run", spec, "--backend", "llamacpp", "-T", "calculator", "-i", "text=hi"),
+                    "tool name 'calculator' is provided by 2 distributions")
+    ran = cli("validate", plain_spec(tmp_path, "tools: [calculator]\n"))
+    assert ran.code == 2 and "provided by 2 distributions" in ran.err and "(at $.tools[0])" in ran.err
+
+
+def test_one_distribution_seen_twice_is_not_a_conflict(install: Callable[..., None]) -> None:
+    for _ in range(2):  # the same dist-info under two sys.path entries
+        install("twice-tool", TOOLS, {"twice": "twice_mod:T"},
+                {"twice_mod": tool_module(f"name = 'twice'\n{PARAMETERS}")})
+    infos = {i.name: i for i in list_tools()}
+    assert infos["twice"].error is None and infos["twice"].distribution == "twice-tool"
+
+
+# ---------------------------------------------------------------------------- 6. the entry-point name is the name
+
+
+def test_the_entry_point_name_is_the_plugin_name(install: Callable[..., None], cli: Callable[..., Ran],
+                                                 tmp_path: Path) -> None:
+    install("named", BACKENDS, {"nameless": "nameless_mod:B", "mine": "misnamed_mod:B"}, {
+        "nameless_mod": backend_module(CAPS),
+        "misnamed_mod": backend_module(f"name = 'other'\n{CAPS}"),
+    })
+    install("named-tools", TOOLS, {"weather": "weather_mod:T", "quiet": "quiet_mod:T", "deco": "deco_mod:hello"}, {
+        "weather_mod": tool_module(f"name = 'weather_tool'\n{PARAMETERS}"),
+        "quiet_mod": tool_module(PARAMETERS),
+        "deco_mod": ("from promptdsl.tools import tool\n@tool(read_only=True)\n"
+                     "def hello() -> str:\n    '''Say hello.'''\n    return 'hello'\n"),
+    })
+    assert backend_class("nameless").name == "nameless"  # filled in: errors say where they come from
+    assert get_backend("nameless").name == "nameless"
+    backends = {i.name: i for i in list_backends()}
+    assert "declares name 'other' but is installed as 'mine'" in str(backends["mine"].error)
+    assert "set name = 'mine'" in str(backends["mine"].error)
+    assert_one_line(cli("run", plain_spec(tmp_path), "--backend", "mine", "-i", "text=hi"), "'mine'", "'other'")
+
+    tools = {i.name: i for i in list_tools()}
+    assert "declares name 'weather_tool' but is installed as 'weather'" in str(tools["weather"].error)
+    assert "@tool(name='deco')" in str(tools["deco"].error)
+    assert tools["quiet"].error is None and open_tool(ToolUse("quiet")).name == "quiet"
+    ran = cli("validate", plain_spec(tmp_path, "tools: [weather]\ntool_choice: weather\n"))
+    assert ran.code == 2 and "declares name 'weather_tool'" in ran.err and "(at $.tools[0])" in ran.err
+
+
+# ---------------------------------------------------------------------------- 7. sys.exit in a plugin
+
+
+def test_a_plugin_that_exits_is_broken_not_fatal(install: Callable[..., None], cli: Callable[..., Ran],
+                                                 tmp_path: Path) -> None:
+    install("exits", BACKENDS, {"exits": "exits_mod:B", "exitsstart": "exits_start_mod:B"}, {
+        "exits_mod": "import sys\nsys.exit(3)\n",
+        "exits_start_mod": backend_module(f"name = 'exitsstart'\n{CAPS}\n"
+                                          "def __init__(self, model=None, options=None):\n    sys.exit('no GPU')"),
+    })
+    install("exits-tools", TOOLS, {"exitstool": "exits_tool_mod:T", "exitsmake": "exits_make_mod:T"}, {
+        "exits_tool_mod": "import sys\nsys.exit(4)\n",
+        "exits_make_mod": tool_module(f"name = 'exitsmake'\n{PARAMETERS}\n"
+                                      "def __init__(self, options=None):\n    sys.exit(5)"),
+    })
+    ran = cli("backends")
+    assert ran.code == 0, ran.err
+    lines = lines_by_name(ran.out)
+    assert "BROKEN" in lines["exits"] and "failed to load: it called sys.exit(3)" in lines["exits"]
+    assert "BROKEN" not in lines["llamacpp"]
+    ran = cli("tools")
+    assert ran.code == 0, ran.err
+    assert "failed to load: it called sys.exit(4)" in lines_by_name(ran.out)["exitstool"]
+    spec = plain_spec(tmp_path)
+    assert_one_line(cli("run", spec, "--backend", "exits", "-i", "text=hi"), "backend plugin 'exits'", "sys.exit(3)")
+    with pytest.raises(BackendError, match=r"failed to start: it called sys.exit\('no GPU'\)") as info:
+        get_backend("exitsstart")
+    assert info.value.exit_code == 2 and str(info.value).startswith("exitsstart: ")
+    with pytest.raises(ToolError, match=r"tool 'exitsmake' failed to start: it called sys.exit\(5\)"):
+        open_tool(ToolUse("exitsmake"))
