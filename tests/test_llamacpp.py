@@ -214,6 +214,15 @@ def test_prompt_longer_than_context_is_a_clear_error(llamacpp_backend: Any) -> N
     assert runner.run({"text": "Lovely!"}).value == "Positive"  # still fine afterwards
 
 
+@pytest.mark.parametrize("output", ["{type: choice, choices: [A, B]}", "{type: text}"])
+def test_a_spec_that_renders_no_text_is_a_clear_error(llamacpp_backend: Any, output: str) -> None:
+    """No tokens, no logits: llama.cpp's NULL pointer must not be what the user reads."""
+    spec = loads_spec(f"version: 1\nname: empty\nmode: completion\noutput: {output}\n")
+    with pytest.raises(BackendError, match=r"^llamacpp: the prompt is empty: the spec renders no text") as info:
+        Runner(spec, llamacpp_backend).run({})
+    assert info.value.exit_code == 2
+
+
 def test_max_tokens_and_stop_are_honoured(llamacpp_backend: Any) -> None:
     _, prompt = Runner(load_spec(SPECS / "qa.yaml"), llamacpp_backend).prepare({"question": "Count from 1 to 50."})
     pieces = list(llamacpp_backend.stream(prompt, GenerationOptions(max_tokens=5)))

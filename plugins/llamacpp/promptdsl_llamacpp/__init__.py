@@ -406,6 +406,12 @@ class _LoadedModel:
         return min(int(self.llm.n_ctx()), self.settings.n_ctx)
 
     def check_fits(self, n_prompt: int, extra: int = 0, what: str = "to generate") -> None:
+        if n_prompt == 0:  # llama.cpp computes no logits for no tokens: say why, not "NULL pointer access"
+            raise BackendError(
+                "the prompt is empty: the spec renders no text (give it an instruction, a template or inputs)",
+                backend="llamacpp",
+                exit_code=2,
+            )
         n_ctx = self.n_ctx
         if n_prompt + extra > n_ctx:
             raise BackendError(

@@ -90,6 +90,7 @@ class OpenAIBackend(Backend):
         "api_key": {"description": "refused: keys come only from the environment"},
         "grammar": {"description": "auto/true/false: llama.cpp grammar extensions"},
         "n_ctx": {"description": "context size in tokens"}, "organization": {"description": "OpenAI organization"},
+        "tools": {"description": "true/false: native tool calls (default: off on llama.cpp-family servers)"},
     })
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
