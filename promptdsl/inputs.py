@@ -50,7 +50,10 @@ def validate_inputs(spec: Spec, values: Mapping[str, Any]) -> dict[str, Any]:
         if surely_valid(schema, value):  # a plain string or number: no need to import jsonschema
             out[name] = value
             continue
-        errors = sorted(_validator(schema).iter_errors(value), key=lambda e: list(e.path))
+        try:
+            errors = sorted(_validator(schema).iter_errors(value), key=lambda e: list(e.path))
+        except RecursionError:  # a value nested deeper than checking it can follow
+            raise InputError(f"input '{name}' nests too deeply to check against its schema", name=name) from None
         if errors:
             err = errors[0]
             sub = format_path(list(err.absolute_path))[1:]

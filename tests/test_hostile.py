@@ -293,6 +293,12 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     ("{$ref: 'file:///dev/zero'}", "$.inputs.text.$ref", "never fetched"),
     ("{$ref: '#/nope'}", "$.inputs.text.$ref", "nothing in the schema"),
     ("{type: object, properties: {a: {$ref: '#/$defs/missing'}}}", "$.inputs.text.properties.a.$ref", "nothing in"),
+    # Loops that never step into the value: checking any value would recurse until Python gives up.
+    ("{$ref: '#'}", "$.inputs.text.$ref", "references loop"),
+    ("{$defs: {a: {$ref: '#/$defs/a'}}, $ref: '#/$defs/a'}", "$.inputs.text.$defs.a.$ref", "references loop"),
+    ("{anyOf: [{type: string}, {$ref: '#'}]}", "$.inputs.text.anyOf[1].$ref", "references loop"),
+    ("{$defs: {a: {allOf: [{$ref: '#/$defs/b'}]}, b: {not: {$ref: '#/$defs/a'}}}, $ref: '#/$defs/a'}",
+     "$.inputs.text.$defs.b.not.$ref", "references loop"),
 ])
 def test_refs_never_fetch_and_unresolvable_refs_are_spec_errors(
     no_network: None, tmp_path: Path, schema: str, where: str, why: str
@@ -302,6 +308,19 @@ def test_refs_never_fetch_and_unresolvable_refs_are_spec_errors(
         load_spec(path)
     assert why in str(info.value) and f"(at {where})" in str(info.value)
     assert info.value.line == 3
+
+
+def test_recursive_schemas_that_step_into_the_value_still_work() -> None:
+    """A tree: ``$ref`` under ``items`` checks a smaller part each time, so it ends."""
+    from promptdsl.inputs import validate_inputs
+
+    spec = loads_spec("version: 1\nname: x\ninputs: {t: {type: array, items: {$ref: '#'}}}\n")
+    assert validate_inputs(spec, {"t": [[], [[]]]}) == {"t": [[], [[]]]}
+    deep: list[Any] = []
+    for _ in range(900):
+        deep = [deep]
+    with pytest.raises(InputError, match="input 't' nests too deeply to check against its schema"):
+        validate_inputs(spec, {"t": deep})
 
 
 def test_local_refs_still_work(no_network: None, tmp_path: Path) -> None:

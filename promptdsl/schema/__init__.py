@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import quote
 
@@ -175,6 +175,7 @@ def schema_problem(schema: Any) -> tuple[str, KeyPath] | None:
             if problem is not None:
                 return problem, path
         _check_refs(schema)
+        _check_ref_loops(schema)
     except _RefFailure as exc:
         return exc.args[0], exc.args[1]
     except RecursionError:
@@ -226,6 +227,66 @@ def _check_refs(schema: Any) -> None:
     refs = registry().combine(_specifications())
     root = referencing.jsonschema.DRAFT202012.create_resource(schema)
     _walk_refs(schema, refs.resolver_with_root(root), ())
+
+
+#: Keywords whose subschemas apply to the same instance (the others step into a part of it).
+_IN_PLACE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
+
+
+def _pointer(schema: Any, ref: str) -> tuple[KeyPath, Any] | None:
+    """The node a local ``#/a/b`` reference names (None for anchors and anything not found)."""
+    if not ref.startswith("#") or (len(ref) > 1 and not ref.startswith("#/")):
+        return None
+    node, path = schema, cast(KeyPath, ())
+    for raw in ref[2:].split("/") if len(ref) > 1 else []:
+        part: str | int = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, list) and isinstance(part, str) and part.isdigit() and int(part) < len(node):
+            part = int(part)
+        elif not (isinstance(node, Mapping) and part in node):
+            return None
+        node, path = node[part], (*path, part)
+    return path, node
+
+
+def _check_ref_loops(schema: Any) -> None:
+    """A ``$ref`` that comes back to itself without stepping into the instance (``{$ref: '#'}``)
+    would make every validation recurse until Python gives up: refused where it starts."""
+
+    def same_instance(path: KeyPath, node: Any) -> Iterator[tuple[KeyPath, Any, KeyPath | None]]:
+        """(path, node, the $ref followed or None) of the subschemas that apply to the same value."""
+        if not isinstance(node, Mapping):
+            return
+        if isinstance(node.get("$ref"), str):
+            target = _pointer(schema, node["$ref"])
+            if target is not None:
+                yield (*target, (*path, "$ref"))
+        for key in _IN_PLACE:
+            sub = node.get(key)
+            if isinstance(sub, list):
+                yield from (((*path, key, i), v, None) for i, v in enumerate(sub))
+            elif key == "dependentSchemas" and isinstance(sub, Mapping):
+                yield from (((*path, key, k), v, None) for k, v in sub.items())
+            elif isinstance(sub, Mapping):
+                yield (*path, key), sub, None
+
+    done: set[KeyPath] = set()
+
+    def visit(path: KeyPath, node: Any, stack: dict[KeyPath, None], via: KeyPath) -> None:
+        if path in stack:
+            raise _RefFailure(
+                "the references loop without stepping into the value (a $ref back to a schema that applies "
+                "to the same value), so no value could ever be checked", via
+            )
+        if path in done:
+            return
+        stack[path] = None
+        for sub_path, sub, ref in same_instance(path, node):
+            visit(sub_path, sub, stack, ref or via)
+        del stack[path]
+        done.add(path)
+
+    for path, node in _nodes(schema, ()):
+        visit(path, node, {}, path)
 
 
 def _walk_refs(node: Any, resolver: Any, path: KeyPath) -> None:
