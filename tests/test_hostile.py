@@ -323,6 +323,21 @@ def test_recursive_schemas_that_step_into_the_value_still_work() -> None:
         validate_inputs(spec, {"t": deep})
 
 
+def test_unique_items_is_checked_in_one_pass() -> None:
+    """jsonschema compares every pair when items cannot be sorted: 60,000 mixed items took minutes."""
+    from promptdsl.inputs import validate_inputs
+
+    spec = loads_spec("version: 1\nname: x\ninputs: {xs: {type: array, uniqueItems: true}}\n")
+    mixed = [v for i in range(30_000) for v in (i, f"s{i}")]
+    start = time.process_time()
+    assert validate_inputs(spec, {"xs": mixed})["xs"] is mixed
+    assert time.process_time() - start < 5
+    for same in ([1, 1.0], [{"a": [1]}, {"a": [1.0]}], ["x", 2, "x"]):  # JSON Schema's equality
+        with pytest.raises(InputError, match="has non-unique elements"):
+            validate_inputs(spec, {"xs": same})
+    assert validate_inputs(spec, {"xs": [1, True, 0, False, None, "", [], {}]})  # all different
+
+
 def test_local_refs_still_work(no_network: None, tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, (
         "version: 1\nname: x\ninputs: {text: {$defs: {s: {type: string, minLength: 2}}, $ref: '#/$defs/s'}}\n"
