@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import InputError, quote
-from .inputs import has_surrogate, typed_value
+from .inputs import has_surrogate, strict_json, typed_value
 from .spec import Spec
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -164,12 +164,12 @@ def _parse_json_row(raw: bytes, index: int, line_no: int) -> Row:
     except UnicodeDecodeError:
         return Row(index, line_no, raw.decode("utf-8", "replace").rstrip("\r\n"), "not UTF-8 text")
     try:
-        value = json.loads(text)
+        value = strict_json(text)
     except json.JSONDecodeError as exc:
         return Row(index, line_no, text.rstrip("\r\n"), f"invalid JSON at column {exc.colno}: {exc.msg}")
     except RecursionError:
         return Row(index, line_no, text.rstrip("\r\n")[:200], "the JSON nests too deeply")
-    except ValueError as exc:  # an integer of more than 4,300 digits
+    except ValueError as exc:  # NaN, a duplicate key, an integer of more than 4,300 digits
         return Row(index, line_no, text.rstrip("\r\n")[:200], f"invalid JSON: {quote(str(exc), 80)[1:-1]}")
     if has_surrogate(value):  # valid JSON ("\ud800"), but not text that can be written back out
         return Row(index, line_no, text.rstrip("\r\n"), "holds a lone surrogate (such as \\ud800), not valid Unicode")

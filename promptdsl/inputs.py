@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .errors import InputError, did_you_mean, format_path
+from .errors import InputError, did_you_mean, format_path, quote
 from .schema.quick import surely_valid
 from .spec import Spec
 
@@ -104,6 +104,22 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {quote(key)}")
+        out[key] = value
+    return out
+
+
+def strict_json(text: str) -> Any:
+    """JSON as the standard has it, for data files and stdin: Python's reader also takes NaN and
+    Infinity (which results files could not carry on) and keeps the last of duplicate keys
+    silently. Raises json.JSONDecodeError, ValueError (those, and huge integers) or RecursionError."""
+    return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
+
+
 def _wants_string(schema: Mapping[str, Any]) -> bool:
     kind = schema.get("type")
     if kind is None and "enum" in schema:
@@ -153,7 +169,7 @@ def read_stdin_object(stream: TextIO) -> dict[str, Any]:
     if len(text) > MAX_INPUT_FILE_BYTES:
         raise InputError("stdin: the JSON is larger than 16 MiB")
     try:
-        value = json.loads(text)
+        value = strict_json(text)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"stdin: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import schema as schemas
 from . import speccache
 from .errors import InputError, SpecError, did_you_mean, quote
-from .inputs import has_surrogate, validate_inputs
+from .inputs import has_surrogate, strict_json, validate_inputs
 from .schema import spec_schema
 from .schema.quick import surely_usable, surely_valid
 from .spec import (
@@ -352,12 +352,12 @@ def _load_examples_file(path: Path, located: Located, root: Path) -> list[Exampl
             if not row_text.strip():
                 continue
             try:
-                rows.append((json.loads(row_text), str(path), n))
+                rows.append((strict_json(row_text), str(path), n))
             except json.JSONDecodeError as exc:
                 raise SpecError(f"invalid JSON: {exc.msg}", file=str(path), line=n, col=exc.colno) from None
             except RecursionError:
                 raise SpecError("JSON nests too deeply", file=str(path), line=n) from None
-            except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+            except ValueError as exc:  # NaN, a duplicate key, an integer of more than 4,300 digits
                 raise SpecError(f"invalid JSON: {quote(str(exc), 100)[1:-1]}", file=str(path), line=n) from None
     else:
         doc = load_yaml(path, what="examples file")

@@ -338,6 +338,29 @@ def test_unique_items_is_checked_in_one_pass() -> None:
     assert validate_inputs(spec, {"xs": [1, True, 0, False, None, "", [], {}]})  # all different
 
 
+def test_data_is_json_as_the_standard_has_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Python's reader takes NaN and Infinity (results files could not carry them on) and keeps the
+    last of two equal keys silently: a row with either is a bad row, named."""
+    from promptdsl.datafile import DataFile
+
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a", "text": "b"}\n{"text": NaN}\n{"n": -Infinity}\n{"text": "ok"}\n', encoding="utf-8")
+    rows = list(DataFile(data).rows())
+    assert [r.error for r in rows] == [
+        "invalid JSON: duplicate key 'text'", "invalid JSON: NaN is not a JSON number",
+        "invalid JSON: -Infinity is not a JSON number", None,
+    ]
+    spec = write(tmp_path, BASE)
+    for stdin in ('{"text": Infinity}', '{"text": "a", "text": "b"}'):
+        proc = subprocess.run([sys.executable, "-m", "promptdsl.cli", "compile", str(spec), "-i", "-"],
+                              input=stdin, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and proc.stderr.startswith("promptdsl: error: stdin: invalid JSON: ")
+    examples = tmp_path / "ex.jsonl"
+    examples.write_text('{"input": {"text": "a"}, "output": "x", "output": "y"}\n', encoding="utf-8")
+    with pytest.raises(SpecError, match="duplicate key 'output'"):
+        load_spec(write(tmp_path, BASE + "examples_file: ex.jsonl\n", "withfile.yaml"))
+
+
 def test_local_refs_still_work(no_network: None, tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, (
         "version: 1\nname: x\ninputs: {text: {$defs: {s: {type: string, minLength: 2}}, $ref: '#/$defs/s'}}\n"
