@@ -257,6 +257,23 @@ class DatasetRunner:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _check_replaceable(out: Path) -> None:
+    """A new run replaces ``--out`` only when it holds results already (an earlier run's, to redo):
+    a mistyped ``--out spec.yaml`` must not wipe the spec."""
+    try:
+        if out.stat().st_size == 0:
+            return
+        scan_output(out)
+    except FileNotFoundError:
+        return
+    except InputError:
+        raise InputError(
+            "--out exists and is not a promptdsl results file, so it is left alone; give a new --out "
+            "(or delete the file yourself first)",
+            source=str(out),
+        ) from None
+
+
 def _ready(item: Outcome | tuple[Row, Prompt, Future[Any]]) -> bool:
     return isinstance(item, Outcome) or item[2].done()
 
@@ -415,6 +432,8 @@ class DatasetRun:
         self.lock = OutputLock(out) if out is not None else None
         try:
             self.skip = scan_output(out, on_resumed_line) if resume and out is not None else None
+            if not resume and out is not None:
+                _check_replaceable(out)
             if self.skip is not None:
                 check_resume(data, self.skip, limit)
             if runner is None:

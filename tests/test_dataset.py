@@ -363,6 +363,34 @@ def test_resume_from_standard_input(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert out.read_bytes() == before  # nothing written
 
 
+def test_a_new_run_replaces_only_results(tmp_path: Path) -> None:
+    """``--out`` that holds an earlier run's results is redone; any other file is left alone."""
+    from promptdsl.dataset import DatasetRun
+    from promptdsl.errors import InputError
+
+    data = DataFile(write_jsonl(tmp_path / "d.jsonl", [{"n": i} for i in range(3)]))
+    spec = loads_spec(ECHO)
+
+    def run(out: Path) -> None:
+        job = DatasetRun(spec, data, out, runner=Runner(spec, SlowRemote()), cache=False)
+        try:
+            job.execute()
+        finally:
+            job.close()
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(ECHO, encoding="utf-8")
+    with pytest.raises(InputError, match="--out exists and is not a promptdsl results file, so it is left alone"):
+        run(spec_file)  # a slip of the shell: --out spec.yaml
+    assert spec_file.read_text(encoding="utf-8") == ECHO
+    out = tmp_path / "r.jsonl"
+    out.write_text("", encoding="utf-8")
+    run(out)  # empty: fine
+    out.write_text(out.read_text(encoding="utf-8").replace("echo", "old"), encoding="utf-8")
+    run(out)  # an earlier run's results: redone
+    assert [x["value"] for x in read_lines(out)] == ["echo 0", "echo 1", "echo 2"]
+
+
 def test_progress_bar_shows_count_rate_and_eta_and_is_quiet_off_a_terminal() -> None:
     import io
 
