@@ -5,9 +5,11 @@ sandbox refuses Python internals such as ``''.__class__``; on top of it, everyth
 can compute is bounded, because a three-line spec must not exhaust memory or hang:
 
 - size: every value an operator, filter or method makes (``"a" * 10**10``, ``"%999999999d" % 1``,
-  ``text|center(10**9)``, ``x.replace(...)``, ``2**100000``) is checked *before* it is built
-  against :data:`MAX_CHARS` characters (:data:`MAX_INT_BITS` bits for integers), and so is the
-  rendered text. Intercepting the operators also stops Jinja from folding them at parse time,
+  ``text|center(10**9)``, ``x.replace(...)``, ``2**100000``, ``list + list``) is checked *before*
+  it is built against :data:`MAX_CHARS` characters (:data:`MAX_INT_BITS` bits for integers), and
+  so is the rendered text. Lists hold at most :data:`MAX_ITEMS` items, and the filters that take
+  their value item by item (``select``, ``batch``, ``list``, ...) read it through the same
+  counted, clocked loop as ``{% for %}``. Intercepting the operators also stops Jinja from folding them at parse time,
   which is where ``validate`` used to run out of memory.
 - time: loops, calls, attribute lookups and operators charge a clock; a render that takes
   longer than :data:`RENDER_SECONDS` stops (nested ``range(99999)`` loops, exponential macros).
@@ -42,6 +44,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 MAX_CHARS = 16 << 20
 #: Largest integer a template may compute (about 3,600 digits; Python prints at most 4,300).
 MAX_INT_BITS = 12_000
+#: Most items a template may make a list of, or take one by one from anything: a list costs
+#: memory per item however short its text (16 Mi one-character items are 1 GiB of list).
+MAX_ITEMS = 1 << 20
 #: Longest a single render may run.
 RENDER_SECONDS = 5.0
 #: How deep macros may call macros.
@@ -49,6 +54,11 @@ MAX_CALL_DEPTH = 40
 #: Longest text given to filters that work word by word in Python (wordwrap, urlize, ...).
 MAX_SLOW_FILTER_CHARS = 100_000
 _SLOW_FILTERS = frozenset({"wordwrap", "urlize", "striptags", "title"})
+#: Filters that take their value item by item in Python (and need no more than an iterable).
+_ITEM_FILTERS = frozenset({
+    "batch", "groupby", "list", "map", "max", "min", "reject", "rejectattr", "select", "selectattr",
+    "slice", "sort", "sum", "unique",
+})
 _CHECK_EVERY = 256  # clock reads are cheap, but not free
 
 
@@ -132,11 +142,17 @@ def _check_weight(what: str, value: Any) -> None:
         raise _too_big(what, weight)
 
 
+def _too_many(n: int) -> TemplateLimit:
+    return TemplateLimit(f"a list of {_amount(n)} items or more; the limit is {_amount(MAX_ITEMS)}")
+
+
 def _check_result(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
         raise TemplateLimit(f"a number of {value.bit_length()} bits is larger than the limit of {MAX_INT_BITS} bits")
-    if isinstance(value, str | list | tuple) and len(value) > MAX_CHARS:
+    if isinstance(value, str) and len(value) > MAX_CHARS:
         raise _too_big("a value", len(value))
+    if isinstance(value, list | tuple) and len(value) > MAX_ITEMS:
+        raise _too_many(len(value))
     return value
 
 
@@ -189,7 +205,20 @@ def _check_format(fmt: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) ->
         raise _too_big("the formatted text", total)
 
 
+def _check_add(left: Any, right: Any) -> None:
+    """``list + list`` in a loop (``ns.l = ns.l + [big]``) grows by whole values each time."""
+    if isinstance(left, list | tuple) and isinstance(right, list | tuple):
+        if len(left) + len(right) > MAX_ITEMS:
+            raise _too_many(len(left) + len(right))
+        size = _weight(left) + _weight(right)
+        if size > MAX_CHARS:
+            raise _too_big("the joined list", size)
+    elif isinstance(left, str) and isinstance(right, str) and len(left) + len(right) > MAX_CHARS:
+        raise _too_big("the joined text", len(left) + len(right))
+
+
 _BINOP_CHECKS: dict[str, Callable[[Any, Any], None]] = {
+    "+": _check_add,
     "*": _check_repeat,
     "**": _check_power,
     "%": lambda left, right: _check_printf(left, right) if isinstance(left, str) else None,
@@ -213,9 +242,32 @@ def _check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: Mappi
         _check_replace(text, values[0], values[1])
     elif name == "join" and values:
         _check_join(text, values[0])
+    elif name in ("split", "rsplit", "splitlines"):
+        _check_split(text, name, values)
     for n in _int_args(values):
         if n > MAX_CHARS:
             raise _too_big(f"the result of '{name}'", n)
+
+
+_LINE_BREAKS = ("\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+
+
+def _check_split(text: str, name: str, values: list[Any]) -> None:
+    """The most items a split can make, counted in C before the list is built."""
+    sep = values[0] if values and isinstance(values[0], str) and name != "splitlines" else None
+    if name == "splitlines":
+        most = sum(text.count(b) for b in _LINE_BREAKS) + 1
+    elif sep:
+        most = text.count(sep) + 1
+    else:
+        most = (len(text) + 1) // 2  # every word but the last needs a separator
+    limits = [n for n in _int_args(values) if n >= 0]
+    if limits and name != "splitlines":
+        most = min(most, limits[0] + 1)  # maxsplit
+    if most > MAX_ITEMS:
+        raise TemplateLimit(
+            f"'{name}' could make {_amount(most)} items from this text; lists hold at most {_amount(MAX_ITEMS)}"
+        )
 
 
 def _check_replace(text: str, old: str, new: str) -> None:
@@ -243,6 +295,8 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         if name == "join" and not isinstance(value, Sized):
             value = list(_loop(value))  # a generator is read once, so count it first
             args = (*args[:offset], value, *args[offset + 1 :])
+        elif name in _ITEM_FILTERS and value is not None and not isinstance(value, Mapping):
+            args = (*args[:offset], _loop(value), *args[offset + 1 :])  # counted and clocked, item by item
         rest = args[offset + 1 :]
         if name in _SLOW_FILTERS and isinstance(value, str) and len(value) > MAX_SLOW_FILTER_CHARS:
             raise TemplateLimit(
@@ -375,9 +429,12 @@ def _tojson(value: Any) -> str:
 
 
 def _loop(items: Any) -> Iterator[Any]:
-    """What every ``{% for %}`` iterates: the items, each charged to the clock."""
-    for item in items:
+    """What every ``{% for %}`` and item-by-item filter iterates: the items, each charged to the
+    clock, at most :data:`MAX_ITEMS` of them."""
+    for n, item in enumerate(items, 1):
         _tick()
+        if n > MAX_ITEMS:
+            raise TemplateLimit(f"more than {_amount(MAX_ITEMS)} items taken one by one; that is the limit")
         yield item
 
 
