@@ -10,6 +10,7 @@ result cache when they can; remote backends run several rows at once, keeping th
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import threading
@@ -257,6 +258,11 @@ class DatasetRunner:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _below(limit: int, then: Callable[[dict[str, Any]], None], line: dict[str, Any]) -> None:
+    if line["index"] < limit:
+        then(line)
+
+
 def _check_replaceable(out: Path) -> None:
     """A new run replaces ``--out`` only when it holds results already (an earlier run's, to redo):
     a mistyped ``--out spec.yaml`` must not wipe the spec."""
@@ -326,7 +332,7 @@ def run_dataset(
     ``skip`` holds rows already done (``--resume``); their inputs must match the data.
     ``on_outcome`` may add keys to a line before it is written (evaluation does).
     """
-    summary = Summary(resumed=len(skip.done) if skip else 0)
+    summary = Summary(resumed=sum(limit is None or i < limit for i in skip.done) if skip else 0)
     start = time.perf_counter()
     found = skip or Existing()
 
@@ -431,7 +437,10 @@ class DatasetRun:
         # changed, and the file is truncated or repaired only in execute(), after every check passed.
         self.lock = OutputLock(out) if out is not None else None
         try:
-            self.skip = scan_output(out, on_resumed_line) if resume and out is not None else None
+            on_line = on_resumed_line
+            if on_resumed_line is not None and limit is not None:  # rows past --limit are not this run's
+                on_line = functools.partial(_below, limit, on_resumed_line)
+            self.skip = scan_output(out, on_line) if resume and out is not None else None
             if not resume and out is not None:
                 _check_replaceable(out)
             if self.skip is not None:

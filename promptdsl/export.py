@@ -369,9 +369,17 @@ def export(
             if not rows:
                 raise InputError("--decontaminate dropped every row", source=data.name)
     parts = split_rows(rows, split, seed)
+    empty = [name for name, part in parts.items() if not part]
+    if empty:
+        raise InputError(
+            f"--split {split:g} of {len(rows)} rows leaves {empty[0]}.jsonl empty; give more rows or another --split",
+            source=data.name,
+        )
     files = {name: out_dir / f"{name}.jsonl" for name in parts}
     meta_path = out_dir / "meta.json"
-    targets = [*files.values(), meta_path]
+    # A val.jsonl left from an export with --split would sit next to a train set that holds its rows.
+    stale = [out_dir / f"{name}.jsonl" for name in ("train", "val") if name not in parts]
+    targets = [*files.values(), meta_path, *stale]
     if not force:
         existing = [str(p) for p in targets if p.exists()]
         if existing:
@@ -399,6 +407,8 @@ def export(
         for name, path in files.items():
             _write_atomic(path, (json.dumps(render(r), ensure_ascii=False) + "\n" for r in parts[name]))
         _write_atomic(meta_path, [json.dumps(meta, ensure_ascii=False, indent=2) + "\n"])
+        for path in stale:
+            path.unlink(missing_ok=True)
     except OSError as exc:
         raise PromptDSLError(f"cannot write {out_dir}: {exc.strerror}") from None
     return ExportResult({**files, "meta": meta_path}, meta, report, dropped)

@@ -171,3 +171,33 @@ def test_eval_resume_counts_rows_already_in_out(home: Path, tmp_path: Path, caps
     assert metrics["rows"] == 2 and metrics["correct"] == 1
     assert metrics["confusion"]["matrix"] == [[1, 0, 0], [0, 0, 1], [0, 0, 0]]
     assert "2 done before" in captured.err
+
+
+def test_resume_with_a_smaller_limit_scores_only_the_rows_within_it(tmp_path: Path) -> None:
+    """Rows past --limit that an earlier, longer run wrote are not this evaluation's."""
+    from test_runner import ALL, CHOICE_SPEC, Scripted
+
+    from promptdsl import Runner, loads_spec
+    from promptdsl.datafile import DataFile
+    from promptdsl.dataset import DatasetRun
+    from promptdsl.evaluate import Evaluation
+
+    spec = loads_spec(CHOICE_SPEC)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"r{i}", "label": "Yes"}) + "\n" for i in range(6)), encoding="utf-8")
+    out = tmp_path / "r.jsonl"
+
+    def run(limit: int, resume: bool) -> tuple[Evaluation, int]:
+        ev = Evaluation(spec, "label")
+        job = DatasetRun(spec, DataFile(data), out, runner=Runner(spec, Scripted(caps=ALL, scores=[-0.1, -2.0])),
+                         resume=resume, limit=limit, cache=False, on_resumed_line=ev.on_resumed_line)
+        try:
+            summary = job.execute(on_outcome=ev.on_outcome)
+        finally:
+            job.close()
+        return ev, summary.resumed
+
+    run(5, resume=False)
+    ev, resumed = run(3, resume=True)
+    assert ev.metrics.total == 3 and resumed == 3
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 5  # the file keeps what it holds

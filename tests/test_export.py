@@ -87,6 +87,25 @@ def test_existing_files_are_kept(tmp_path: Path) -> None:
     assert not (tmp_path / "meta.json").exists()
 
 
+def test_a_split_that_leaves_a_set_empty_is_refused(tmp_path: Path) -> None:
+    rows = tmp_path / "four.jsonl"
+    rows.write_text("".join((DATA / "train.jsonl").read_text().splitlines(keepends=True)[:4]))
+    with pytest.raises(InputError, match=r"--split 0.1 of 4 rows leaves train.jsonl empty"):
+        export(load_spec(EMOTION), DataFile(rows), "label", tmp_path / "out", split=0.1)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_new_export_without_split_removes_the_old_val_set(tmp_path: Path) -> None:
+    """Its rows are all in the new train set: left in place, it would be evaluation data seen in training."""
+    spec, data = load_spec(EMOTION), DataFile(DATA / "train.jsonl")
+    export(spec, data, "label", tmp_path, split=0.75)
+    with pytest.raises(InputError, match=r"exists \(use --force to overwrite\)"):
+        export(spec, data, "label", tmp_path)
+    export(spec, data, "label", tmp_path, force=True)
+    assert not (tmp_path / "val.jsonl").exists()
+    assert len(_lines(tmp_path / "train.jsonl")) == 40
+
+
 def test_a_label_outside_the_choices_names_its_row(tmp_path: Path) -> None:
     data = tmp_path / "bad.jsonl"
     data.write_text('{"text": "fine", "label": "joy"}\n{"text": "hm", "label": "boredom"}\n')
