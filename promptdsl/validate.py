@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .backend import check_options, split_options
 from .compiler import Compiler
+from .errors import BackendError, SpecError
 from .inputs import validate_inputs
 from .loader import load_spec
+from .registry import backend_class
 from .spec import Spec
 
 
@@ -17,7 +20,25 @@ def validate_spec(source: str | Path | Spec) -> Spec:
     what only rendering shows. Raises the first :class:`~promptdsl.errors.PromptDSLError`.
     """
     spec = source if isinstance(source, Spec) else load_spec(source)
+    _check_backend(spec)
     compiler = Compiler(spec)
     for item in [*(ex.input for ex in spec.examples), *(t.input for t in spec.tests)]:
         compiler.compile(validate_inputs(spec, item))
     return spec
+
+
+def _check_backend(spec: Spec) -> None:
+    """The backend a spec names is installed and takes its options: else ``run`` would be the
+    first to say so. Only the backend's class is loaded (no model, no connection)."""
+    name = spec.model.backend
+    if name is None:
+        return
+    file = str(spec.path) if spec.path else None
+    try:
+        cls = backend_class(name)
+    except BackendError as exc:
+        raise SpecError(exc.message, file=file, path=("model", "backend")) from None
+    try:
+        check_options(name, cls.options_schema, split_options(spec.model.options)[1])
+    except BackendError as exc:
+        raise SpecError(f"backend '{name}': {exc.message}", file=file, path=("model", "options")) from None

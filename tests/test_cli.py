@@ -59,6 +59,25 @@ def test_validate_all_shipped_specs(cli: Callable[..., Ran]) -> None:
     assert proc.stdout.count("ok: ") == len(list(SPECS.glob("*.yaml")))
 
 
+@pytest.mark.parametrize(("model", "message"), [
+    ("{backend: llamacp}", "unknown backend 'llamacp' (did you mean 'llamacpp'?); installed backends: "),
+    ("{backend: llamacpp, options: {n_ctxx: 5}}", "backend 'llamacpp': unknown option 'n_ctxx' (did you mean 'n_ctx'?)"),
+    ("{backend: llamacpp, options: {n_ctx: many}}", "backend 'llamacpp': option 'n_ctx'"),
+])
+def test_validate_checks_the_backend_a_spec_names(
+    cli: Callable[..., Ran], tmp_path: Path, model: str, message: str
+) -> None:
+    """A misspelt backend or option is found by validate, not first by run (no model is loaded)."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"version: 1\nname: x\nmodel: {model}\n", encoding="utf-8")
+    proc = cli("validate", str(spec))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith(f"promptdsl: error: {spec}: {message}")
+    assert "(at $.model." in proc.stderr
+    spec.write_text("version: 1\nname: x\nmodel: {backend: llamacpp, options: {n_ctx: 512, temperature: 0}}\n")
+    assert cli("validate", str(spec)).returncode == 0
+
+
 def test_compile_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compile", str(SPECS / "sentiment.yaml"), "--input", "text=Great day"]) == 0
     out = capsys.readouterr().out
