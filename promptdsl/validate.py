@@ -13,14 +13,17 @@ from .registry import backend_class
 from .spec import Spec
 
 
-def validate_spec(source: str | Path | Spec) -> Spec:
+def validate_spec(source: str | Path | Spec, *, check_backend: bool = True) -> Spec:
     """Load a spec (unless given one) and compile it with every example's and test's inputs.
 
     Loading checks the schema and the templates statically; compiling with real inputs catches
-    what only rendering shows. Raises the first :class:`~promptdsl.errors.PromptDSLError`.
+    what only rendering shows. With ``check_backend``, a ``model.backend`` the spec names must be
+    installed and take its options (a front end that lets the user pick another backend passes
+    False). Raises the first :class:`~promptdsl.errors.PromptDSLError`.
     """
     spec = source if isinstance(source, Spec) else load_spec(source)
-    _check_backend(spec)
+    if check_backend:
+        _check_backend(spec)
     compiler = Compiler(spec)
     for item in [*(ex.input for ex in spec.examples), *(t.input for t in spec.tests)]:
         compiler.compile(validate_inputs(spec, item))

@@ -53,7 +53,7 @@ def discover(paths: Iterable[Path], cwd: Path) -> list[SpecEntry]:
                 continue
             seen.add(key)
             try:
-                out.append(SpecEntry(file, validate_spec(file)))
+                out.append(SpecEntry(file, validate_spec(file, check_backend=False)))  # Ctrl+B picks another
             except PromptDSLError as exc:
                 out.append(SpecEntry(file, error=str(exc)))
     return out
