@@ -532,6 +532,7 @@ def _threads_line() -> str:
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    """In float64: batched and one-at-a-time scores share this, and compare equal."""
     x = logits.astype(np.float64)
     m = x.max()
     return x - (m + np.log(np.exp(x - m).sum()))  # type: ignore[no-any-return]

@@ -31,6 +31,8 @@ import numpy as np
 from promptdsl.errors import BackendError
 from promptdsl.prompt import Prompt
 
+from . import _log_softmax  # the one-at-a-time path's: equal scores need the same arithmetic
+
 if TYPE_CHECKING:
     from . import _LoadedModel
 
@@ -50,12 +52,6 @@ MAX_CELLS = 2 * 4608
 
 _contexts: weakref.WeakKeyDictionary[Any, _BatchContext] = weakref.WeakKeyDictionary()
 _contexts_lock = threading.Lock()
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits.astype(np.float64)
-    m = x.max()
-    return x - (m + np.log(np.exp(x - m).sum()))  # type: ignore[no-any-return]
 
 
 def _choice_prefixes(conts: Sequence[list[int]]) -> list[tuple[int, ...]]:
