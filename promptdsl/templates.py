@@ -84,12 +84,23 @@ class TemplateLimit(TemplateFailure):
 
 
 class _Budget:
-    __slots__ = ("deadline", "depth", "steps")
+    __slots__ = ("deadline", "depth", "lists", "steps")
 
     def __init__(self, seconds: float) -> None:
         self.deadline = time.monotonic() + seconds
         self.steps = 0
         self.depth = 0
+        self.lists: list[tuple[Any, int]] = []  # the last lists ``+`` made, with their weights
+
+
+def _list_weight(value: Any) -> int:
+    """``_weight`` of a list, remembered for the lists ``+`` made last: ``ns.l = ns.l + [x]`` in a
+    loop would otherwise weigh the whole list again at every step (quadratic time)."""
+    budget = _budget.get()
+    for made, weight in budget.lists if budget is not None else ():
+        if made is value:
+            return weight
+    return _weight(value)
 
 
 _budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("promptdsl_template_budget", default=None)
@@ -205,19 +216,22 @@ def _check_format(fmt: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) ->
         raise _too_big("the formatted text", total)
 
 
-def _check_add(left: Any, right: Any) -> None:
-    """``list + list`` in a loop (``ns.l = ns.l + [big]``) grows by whole values each time."""
+def _check_add(left: Any, right: Any) -> int | None:
+    """``list + list`` in a loop (``ns.l = ns.l + [big]``) grows by whole values each time.
+    Returns the joined list's weight, for :func:`_list_weight` to remember."""
     if isinstance(left, list | tuple) and isinstance(right, list | tuple):
         if len(left) + len(right) > MAX_ITEMS:
             raise _too_many(len(left) + len(right))
-        size = _weight(left) + _weight(right)
+        size = _list_weight(left) + _list_weight(right)
         if size > MAX_CHARS:
             raise _too_big("the joined list", size)
-    elif isinstance(left, str) and isinstance(right, str) and len(left) + len(right) > MAX_CHARS:
+        return size
+    if isinstance(left, str) and isinstance(right, str) and len(left) + len(right) > MAX_CHARS:
         raise _too_big("the joined text", len(left) + len(right))
+    return None
 
 
-_BINOP_CHECKS: dict[str, Callable[[Any, Any], None]] = {
+_BINOP_CHECKS: dict[str, Callable[[Any, Any], int | None]] = {
     "+": _check_add,
     "*": _check_repeat,
     "**": _check_power,
@@ -250,17 +264,22 @@ def _check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: Mappi
 
 
 _LINE_BREAKS = ("\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
+#: What ``str.split()`` splits on (Unicode's whitespace).
+_SPACES = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 
 
 def _check_split(text: str, name: str, values: list[Any]) -> None:
-    """The most items a split can make, counted in C before the list is built."""
+    """The most items a split can make, counted in C before the list is built: every item but
+    the last ends at a separator (``\r\n`` is one line break)."""
     sep = values[0] if values and isinstance(values[0], str) and name != "splitlines" else None
+    if len(text) <= MAX_ITEMS:
+        return  # cannot make more items than it has characters
     if name == "splitlines":
-        most = sum(text.count(b) for b in _LINE_BREAKS) + 1
+        most = sum(text.count(b) for b in _LINE_BREAKS) - text.count("\r\n") + 1
     elif sep:
         most = text.count(sep) + 1
     else:
-        most = (len(text) + 1) // 2  # every word but the last needs a separator
+        most = min(sum(text.count(c) for c in _SPACES), len(text) // 2) + 1
     limits = [n for n in _int_args(values) if n >= 0]
     if limits and name != "splitlines":
         most = min(most, limits[0] + 1)  # maxsplit
@@ -377,11 +396,13 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "+", "//", "/"})
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        _tick()
+        budget = _tick()
         check = _BINOP_CHECKS.get(operator)
-        if check is not None:
-            check(left, right)
-        return _check_result(self.binop_table[operator](left, right))
+        weight = check(left, right) if check is not None else None
+        result = _check_result(self.binop_table[operator](left, right))
+        if weight is not None and budget is not None:
+            budget.lists = [(result, weight), *budget.lists[:3]]
+        return result
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         budget = _tick()
