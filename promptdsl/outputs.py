@@ -6,6 +6,7 @@ which methods are tried for each type and the capability each method needs.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -45,9 +46,8 @@ def _parse_choice(out: OutputSpec, text: str) -> str:
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
-#: Bracket positions tried as the start of a JSON value in prose: a reply is bounded by its
-#: tokens, but a reply of brackets alone must not cost a decode attempt per character.
-MAX_JSON_STARTS = 100
+#: Starts tried in prose, a bound for replies of brackets alone (each try is linear in the reply).
+MAX_JSON_STARTS = 10_000
 
 
 def _loads(text: str) -> Any:
@@ -58,34 +58,38 @@ def _loads(text: str) -> Any:
         raise ValueError("nested too deeply") from None
 
 
+def _top_level_starts(text: str) -> Iterator[int]:
+    """Positions of ``[`` and ``{`` outside every bracket before them (counted naively, so a
+    stray ``]`` in prose cannot hide what follows). A nested object of a malformed one is never
+    a start of its own, while an answer after an unbalanced quote still is."""
+    depth = 0
+    for m in _BRACKET.finditer(text):
+        if m.group() in "[{":
+            if depth == 0:
+                yield m.start()
+            depth += 1
+        else:
+            depth = max(depth - 1, 0)
+
+
 def _json_values(text: str) -> Iterator[Any]:
     """JSON values the text may be answering with, in order: the whole text, fenced blocks,
-    then values starting at a bracket in the prose. A start inside a broken value is skipped
-    (resuming where it broke), so a nested object of a malformed one is never the answer."""
+    then values starting at a top-level bracket in the prose."""
     for cand in [text.strip(), *(m.group(1).strip() for m in _FENCE.finditer(text))]:
         try:
             yield _loads(cand)
         except ValueError:  # JSONDecodeError, integers past Python's digit limit, deep nesting
             continue
     decoder = json.JSONDecoder()
-    pos = 0
-    for _ in range(MAX_JSON_STARTS):
-        m = _START.search(text, pos)
-        if m is None:
-            return
+    for start in itertools.islice(_top_level_starts(text), MAX_JSON_STARTS):
         try:
-            value, end = decoder.raw_decode(text, m.start())
-        except json.JSONDecodeError as exc:
-            pos = max(exc.pos, m.start() + 1)
-            continue
+            value, _ = decoder.raw_decode(text, start)
         except (ValueError, RecursionError):
-            pos = m.start() + 1
             continue
         yield value
-        pos = end
 
 
-_START = re.compile(r"[\[{]")
+_BRACKET = re.compile(r"[\[\]{}]")
 
 
 def _parse_json(out: OutputSpec, text: str) -> Any:

@@ -34,7 +34,10 @@ GOOD: list[tuple[OutputSpec, str, Any]] = [
     (REGEX_WHOLE, "about 12 of them", "12"),
     # Prose brackets before the answer: the first value that fits the schema is the answer.
     (JSON, 'Per source [1], the answer: {"age": 6}', {"age": 6}),
-    (JSON, 'See [note 2] and {"age": 7}', {"age": 7}),  # a broken start is skipped past where it broke
+    (JSON, 'See [note 2] and {"age": 7}', {"age": 7}),
+    (JSON, "".join(f"[doc{i}](http://x/{i}) " for i in range(150)) + '{"age": 8}', {"age": 8}),  # many links
+    (JSON, "if arr[i] < arr[j] " * 60 + 'then {"age": 9}', {"age": 9}),
+    (JSON, 'I would say {"age": "a} hmm, actually {"age": 10}', {"age": 10}),  # after an unclosed quote
 ]
 LOOSE = OutputSpec(OutputType.JSON, schema={"type": "object"})
 EITHER = OutputSpec(OutputType.REGEX, pattern=r"(?P<answer>yes)|no")
