@@ -289,3 +289,15 @@ def test_a_direct_result_that_does_not_parse_falls_back_to_the_model() -> None:
     backend = ScriptedTools([("current_time", {"zone": "UTC"})], answer="7")
     result = Runner(s, backend).run({"q": "when?"})
     assert result.value == 7 and "answered_by" not in result.to_dict()
+
+
+def test_arguments_python_json_cannot_hold_go_back_to_the_model() -> None:
+    """A 5,000-digit integer in a call the model wrote is a bad call, fed back: never a ValueError
+    that ends the run (or a whole dataset run)."""
+    from promptdsl.tools.prompted import _arguments_from
+
+    huge = '{"tool": "add", "arguments": {"a": 1' + "1" * 5000 + ', "b": 2}}'
+    assert _arguments_from(huge, "add") == huge
+    deep = '{"tool": "add", "arguments": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    assert _arguments_from(deep, "add") == deep
+    assert _arguments_from('{"tool": "add", "arguments": {"a": 1, "b": 2}}', "add") == {"a": 1, "b": 2}

@@ -225,7 +225,7 @@ def check_json_schema(kit: Kit) -> str:
             continue
         try:
             value = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also integers past Python's digit limit, deep nesting
             raise CheckFailed(f"{mode}: constrained output is not JSON: {quote(text)}") from None
         errors = list(Draft202012Validator(schema).iter_errors(value))
         _expect(not errors, f"{mode}: {value!r} breaks the schema: {errors[0].message if errors else ''}")

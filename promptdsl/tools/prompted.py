@@ -214,7 +214,7 @@ def _arguments_from(text: str, name: str) -> Any:
     start = text.find("{")
     try:
         value, _ = json.JSONDecoder().raw_decode(text, start) if start >= 0 else (None, 0)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # also integers past Python's digit limit, deep nesting
         return text.strip()
     if isinstance(value, dict) and isinstance(value.get("arguments"), dict):
         return value["arguments"]

@@ -425,7 +425,7 @@ def _unwrap(text: str) -> str:
     """``{"answer": "X"}`` -> ``X``; anything else is returned as is for the parser to judge."""
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # also integers past Python's digit limit, deep nesting
         return text
     if isinstance(value, dict) and isinstance(value.get(ANSWER_KEY), str):
         return str(value[ANSWER_KEY])

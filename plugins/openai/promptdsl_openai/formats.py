@@ -114,5 +114,5 @@ def tool_arguments(text: str | None) -> Any:
     """A call's arguments: the JSON object the model wrote, else its raw text (the loop reports that)."""
     try:
         return json.loads(text or "{}")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # also integers past Python's digit limit, deep nesting
         return text or ""
