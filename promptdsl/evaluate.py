@@ -17,6 +17,7 @@ from typing import Any
 
 from .dataset import Outcome
 from .errors import InputError
+from .schema import json_equal
 from .spec import OutputType, Spec
 
 ERROR = "(error)"
@@ -242,7 +243,7 @@ def same_value(gold: Any, value: Any) -> bool:
         if not ok:
             return False
     try:
-        return bool(gold == value)
+        return json_equal(gold, value)  # true is not 1, as JSON has it (Python says it is)
     except RecursionError:
         return False
 

@@ -106,6 +106,9 @@ def test_numeric_gold_labels_match_text_answers() -> None:
     assert m.add(42, "42", True) and m.add(True, "true", True)
     assert not m.add(42, "43", True) and not m.add(42, "forty-two", True)
     assert same_value("42", 42) and same_value(42, "42")
+    # JSON's equality, not Python's: true is not 1, 1 is 1.0
+    assert not same_value(1, "true") and not same_value(0, "false") and not same_value(True, "1")
+    assert same_value(1.0, "1") and same_value({"a": [1]}, {"a": [1.0]}) and not same_value({"a": 1}, {"a": True})
 
 
 def test_gold_labels_python_json_cannot_hold_are_wrong_not_a_crash() -> None:

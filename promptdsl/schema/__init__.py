@@ -145,6 +145,11 @@ def _canonical(value: Any) -> Any:
     return ("o", repr(value))
 
 
+def json_equal(a: Any, b: Any) -> bool:
+    """JSON's equality (JSON Schema's ``const``, ``enum`` and ``uniqueItems``): 1 == 1.0, true != 1."""
+    return bool(_canonical(a) == _canonical(b))
+
+
 def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
     """In one pass over hashes: jsonschema compares every pair when the items cannot be sorted
     (numbers and strings mixed), which took minutes on a 60,000-item list."""
