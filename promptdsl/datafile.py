@@ -259,6 +259,18 @@ class Existing:
 _RESULT_START = (b'{"index":', b'{"index" :', b'{ "index":')
 
 
+def _result_line(item: Any) -> bool:
+    """A line a dataset run wrote: its row's index and input, and a value or an error (a JSONL
+    file of the user's with an ``index`` column is not one)."""
+    return (
+        isinstance(item, dict)
+        and isinstance(item.get("index"), int)
+        and not isinstance(item["index"], bool)
+        and "input" in item
+        and ("value" in item or "error" in item)
+    )
+
+
 def _result_start(cut: bytes) -> bool:
     """A cut-off line that is the start of a result line, however early the cut (even ``{"in``)."""
     return any(cut.startswith(start) or start.startswith(cut) for start in _RESULT_START)
@@ -291,7 +303,7 @@ def scan_output(path: Path, on_line: Callable[[dict[str, Any]], None] | None = N
                     item = json.loads(raw)
                 except (ValueError, RecursionError):
                     item = None
-                if not isinstance(item, dict) or not isinstance(item.get("index"), int):
+                if not _result_line(item):
                     raise InputError(f"line {line_no} {not_ours}", source=str(path))
                 found.done[item["index"]] = row_hash(item.get("input"))
                 if on_line is not None:

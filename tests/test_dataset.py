@@ -383,6 +383,10 @@ def test_a_new_run_replaces_only_results(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--out exists and is not a promptdsl results file, so it is left alone"):
         run(spec_file)  # a slip of the shell: --out spec.yaml
     assert spec_file.read_text(encoding="utf-8") == ECHO
+    table = write_jsonl(tmp_path / "table.jsonl", [{"index": i, "text": f"row {i}"} for i in range(2)])
+    with pytest.raises(InputError, match="is not a promptdsl results file"):
+        run(table)  # pandas' reset_index().to_json(lines=True): an index, but no result
+    assert read_lines(table)[1] == {"index": 1, "text": "row 1"}
     out = tmp_path / "r.jsonl"
     out.write_text("", encoding="utf-8")
     run(out)  # empty: fine
