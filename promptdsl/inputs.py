@@ -92,10 +92,11 @@ def typed_value(schema: Mapping[str, Any], text: str) -> Any:
 def json_or_text(text: str) -> Any:
     """``text`` read as JSON when it parses, else the text itself (schema validation then says what was expected).
 
-    NaN/Infinity, integers past Python's 4,300 digits and runaway nesting stay text too.
+    NaN/Infinity, duplicate keys, integers past Python's 4,300 digits and runaway nesting stay
+    text too (the input's schema then says what was expected), as :func:`strict_json` reads.
     """
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return strict_json(text)
     except (ValueError, RecursionError):
         return text
 

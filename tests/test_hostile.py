@@ -380,6 +380,9 @@ def test_data_is_json_as_the_standard_has_it(tmp_path: Path, capsys: pytest.Capt
         proc = subprocess.run([sys.executable, "-m", "promptdsl.cli", "compile", str(spec), "-i", "-"],
                               input=stdin, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and proc.stderr.startswith("promptdsl: error: stdin: invalid JSON: ")
+    obj = write(tmp_path, "version: 1\nname: x\ninputs: {cfg: {type: object}}\ntemplate: '{{ cfg }}'\n", "obj.yaml")
+    for flag in ('cfg={"a": 1, "a": 2}', "cfg=NaN"):  # -i, @file and CSV cells are read alike
+        assert "is not of type 'object'" in one_line_error(capsys, main(["compile", str(obj), "-i", flag]))
     examples = tmp_path / "ex.jsonl"
     examples.write_text('{"input": {"text": "a"}, "output": "x", "output": "y"}\n', encoding="utf-8")
     with pytest.raises(SpecError, match="duplicate key 'output'"):
