@@ -301,3 +301,28 @@ def test_arguments_python_json_cannot_hold_go_back_to_the_model() -> None:
     deep = '{"tool": "add", "arguments": ' + "[" * 100_000 + "]" * 100_000 + "}"
     assert _arguments_from(deep, "add") == deep
     assert _arguments_from('{"tool": "add", "arguments": {"a": 1, "b": 2}}', "add") == {"a": 1, "b": 2}
+
+
+def test_a_model_written_argument_is_checked_with_a_time_limit() -> None:
+    """A plugin's or MCP server's pattern that backtracks (``^(a+)+$``) ran forever on the plain
+    ``re`` engine, before approval and outside the tool's timeout."""
+    from promptdsl.tools.loop import _argument_problem
+
+    class Picky(Tool):
+        name = "picky"
+        description = "takes a word"
+        parameters = {"type": "object", "properties": {"w": {"type": "string", "pattern": "^(a+)+$"}}}  # noqa: RUF012
+
+        def call(self, arguments: dict[str, Any]) -> str:
+            return "ok"
+
+    start = time.monotonic()
+    problem = _argument_problem(Picky(), {"w": "a" * 40 + "!"})
+    assert problem is not None and "does not match" in problem
+    assert time.monotonic() - start < 10
+    assert _argument_problem(Picky(), {"w": "aaa"}) is None
+
+    class Broken(Picky):
+        parameters = {"type": "object", "properties": {"w": {"type": "nonsense"}}}  # noqa: RUF012
+
+    assert "argument schema cannot be used" in (_argument_problem(Broken(), {"w": "a"}) or "")

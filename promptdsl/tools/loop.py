@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from jsonschema import Draft202012Validator
-
+from .. import schema as schemas
 from ..errors import PromptDSLError
 from ..prompt import Prompt
 from ..result import Response, Result
@@ -308,7 +307,12 @@ def _run_with_timeout(tool: Tool, arguments: dict[str, Any], timeout: float) -> 
 def _argument_problem(tool: Tool, arguments: Any) -> str | None:
     if not isinstance(arguments, Mapping):
         return f"arguments must be a JSON object, not {type(arguments).__name__}"
-    errors = sorted(Draft202012Validator(tool.parameters).iter_errors(dict(arguments)), key=lambda e: list(e.path))
+    # The bounded validator: a model-written string against a plugin's or MCP server's pattern
+    # (``^(a+)+$``) runs with a time limit, and a schema that loops is a problem, not a crash.
+    try:
+        errors = schemas.errors(tool.parameters, dict(arguments))
+    except Exception as exc:  # an unusable schema from a plugin or server: the call cannot be checked
+        return f"the tool's argument schema cannot be used: {type(exc).__name__}: {exc}"
     if not errors:
         return None
     err = errors[0]
