@@ -76,6 +76,37 @@ def test_approval_asks_on_a_terminal_and_denies_elsewhere() -> None:
     assert approver(True, Tty("", tty=False), Tty())(Calculator(), call) is True  # --yes
 
 
+def test_what_tools_and_models_write_reaches_the_terminal_escaped_and_masked() -> None:
+    """A file read by read_file (or a tool name a server made up) must not retitle the terminal,
+    clear it or print fake lines; a token in a result is masked like in any message."""
+    show = cli_tools().show_step
+    out = io.StringIO()
+    evil = "\x1b]0;PWNED\x07\x1b[2K\r\x1b[31mFAKE: all tests passed \u202e"
+    token = "https://alice:" + "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8" + "@github.com/x.git"
+    step = Step("x" + evil, {"path": evil})
+    show("call", step, out)
+    step.result, step.approved, step.seconds = f"url = {token} {evil}", True, 0.0
+    show("result", step, out)
+    show("result", Step("y" + evil, {}, error="unknown tool " + evil, approved=None), out)
+    text = out.getvalue()
+    assert not any(c in text for c in "\x1b\x07\r\u202e")
+    assert "\\x1b]0;PWNED" in text and "ghp_" not in text and "alice:***@github.com" in text
+    assert len(text.splitlines()) == 4
+    saved = step.to_dict()  # what results files and --json hold
+    assert "ghp_" not in saved["result"] and "alice:***@github.com" in saved["result"]
+
+
+def test_approval_shows_every_key_of_the_call() -> None:
+    """A long first value must not push what the call does out of the question."""
+    approver = cli_tools().terminal_approver
+    err = Tty()
+    call = ToolCall("fs_tool", {"note": "n" * 5000, "path": "/home/user/.ssh", "action": "delete_recursive"})
+    assert approver(False, Tty("n\n"), err)(Calculator(), call) is False
+    question = err.getvalue()
+    assert '"path": "/home/user/.ssh"' in question and '"action": "delete_recursive"' in question
+    assert len(question) < 1000
+
+
 def test_unknown_tool_flag_is_one_line_exit_2(tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text("version: 1\nname: s\ninputs: {q: {type: string}}\n")

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..errors import InputError, clip
+from ..errors import InputError, clip, escape, mask_secrets
 from ..inputs import json_or_text
 from .common import Commands
 
@@ -52,21 +52,38 @@ def parse_tool_flag(text: str) -> ToolUse:
     return ToolUse(name, options)
 
 
+def _safe(text: str) -> str:
+    """Text from a tool, a server or a model as the terminal may show it: secrets masked, and
+    control, escape and bidi characters written as escapes (a file read by ``read_file`` must not
+    retitle the terminal or print a fake "all tests passed")."""
+    return escape(mask_secrets(text))
+
+
 def _short(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    return clip(text.replace("\n", " "), PREVIEW)
+    return _safe(clip(text.replace("\n", " "), PREVIEW))
+
+
+def _every_key(arguments: Any) -> str:
+    """The arguments of a call to approve: every key shown, each value clipped on its own, so a long
+    first value cannot push ``"action": "delete"`` out of sight."""
+    if not isinstance(arguments, dict):
+        return _short(arguments)
+    parts = [f"{_short(json.dumps(str(k), ensure_ascii=False))}: {_short(json.dumps(v, ensure_ascii=False))}"
+             for k, v in arguments.items()]
+    return "{" + ", ".join(parts) + "}"
 
 
 def show_step(kind: str, step: Step, out: TextIO | None = None) -> None:
     """``tool: calculator {"expression": "1+2"}`` then ``  -> 3`` (or the error, or denied) on stderr."""
     out = out or sys.stderr
     if kind == "call":
-        out.write(f"tool: {step.tool} {_short(step.arguments)}\n")
+        out.write(f"tool: {_safe(step.tool)} {_short(step.arguments)}\n")
     elif step.approved is False:
-        out.write(f"  denied: {step.error}\n" if step.error and "denied" not in step.error else "  denied\n")
+        out.write(f"  denied: {_safe(step.error)}\n" if step.error and "denied" not in step.error else "  denied\n")
     elif step.error is not None:
         if step.approved is None:  # never got as far as a call
-            out.write(f"tool: {step.tool} {_short(step.arguments)}\n")
+            out.write(f"tool: {_safe(step.tool)} {_short(step.arguments)}\n")
         out.write(f"  error: {_short(step.error)}\n")
     else:
         out.write(f"  -> {_short(step.result or '')}  ({step.seconds:.2f}s)\n")
@@ -82,8 +99,9 @@ def terminal_approver(yes: bool, stdin: TextIO | None = None, out: TextIO | None
         inp, err = stdin or sys.stdin, out or sys.stderr
         if not (inp.isatty() and err.isatty()):
             return False
-        what = f"start {call.arguments.get('command')!r}" if call.tool == "mcp-server" else \
-            f"run {call.tool} {_short(call.arguments)}"
+        command = str(call.arguments.get("command"))
+        what = f"start {_safe(repr(command))}" if call.tool == "mcp-server" else \
+            f"run {_safe(call.tool)} {_every_key(call.arguments)}"
         err.write(f"promptdsl: {what}? [y/N] ")
         err.flush()
         return inp.readline().strip().lower() in ("y", "yes")

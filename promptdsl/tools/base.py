@@ -143,11 +143,15 @@ class Step:
     id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """The step as results files and ``--json`` hold it: a secret a tool read (a token in a
+        ``.git/config``) is masked there as in any message."""
+        from ..errors import mask_secrets
+
         return {
             "tool": self.tool,
             "arguments": self.arguments,
-            "result": self.result,
-            "error": self.error,
+            "result": None if self.result is None else mask_secrets(self.result),
+            "error": None if self.error is None else mask_secrets(self.error),
             "approved": self.approved,
             "seconds": round(self.seconds, 4),
         }
