@@ -10,7 +10,7 @@ import os
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from textual import on, work
 from textual.app import App, ComposeResult, SuspendNotSupported, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.notifications import SeverityLevel
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Header
 
@@ -27,7 +28,7 @@ from promptdsl.errors import PromptDSLError
 from .clipboard import osc52_note, system_copy
 from .conversation import DEFAULT_SYSTEM
 from .export import ExportExists, export_markdown
-from .history import HistoryStore
+from .history import HistoryStore, unsaved
 from .screens.ask import Confirm, TextPrompt
 from .screens.backend import BackendScreen
 from .screens.help import HelpScreen, key_label
@@ -119,6 +120,29 @@ class PromptDSLApp(App[None]):
         saved = history.get_setting("system") if history is not None and system is None else None
         self.system = system if system is not None else saved if saved is not None else DEFAULT_SYSTEM
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Every notification is plain text, whoever asks (screens and widgets pass ``markup=True``).
+
+        They quote titles, paths, values typed, model and tool errors: as markup, ``[/]`` in one
+        would end the app and ``[@click=app.quit]`` would be a live action.
+        """
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
+
+    def _unsaved(self, write: Callable[[], object]) -> bool:
+        """Run a history write; when it fails (database locked, disk full) say so. True when saved."""
+        error = unsaved(write)
+        if error is not None:
+            self.notify(error, title="Error", severity="error", timeout=10)
+        return error is None
+
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
@@ -205,8 +229,9 @@ class PromptDSLApp(App[None]):
         if conv.id is not None:
             if self._launch_tools and conv.id == self.resume_id:
                 conv.tools, conv.tool_choice = list(self.session.tools), self.session.tool_choice
-                if self.store is not None:
-                    self.store.save_meta(conv)
+                store = self.store
+                if store is not None:
+                    self._unsaved(lambda: store.save_meta(conv))
             else:
                 self.session.tools, self.session.tool_choice = list(conv.tools), conv.tool_choice
             self.status.tools = tuple(self.session.tools)
@@ -287,11 +312,12 @@ class PromptDSLApp(App[None]):
             return
 
         def done(title: str | None) -> None:
-            if title is not None and self.store is not None and conv.id is not None:
-                conv.title = title
-                self.store.rename(conv.id, title)
+            store, conv_id = self.store, conv.id
+            if title is not None and store is not None and conv_id is not None:
+                conv.title = title  # kept on screen (and saved with the next change) even if this write fails
                 self.sub_title = title
-                self.notify(f"Renamed to “{title}”.")
+                if self._unsaved(lambda: store.rename(conv_id, title)):
+                    self.notify(f"Renamed to “{title}”.")
 
         self.push_screen(TextPrompt("Rename the conversation:", conv.title), done)
 
@@ -351,10 +377,12 @@ class PromptDSLApp(App[None]):
 
         def done(text: str | None) -> None:
             if text is not None:
-                self.chat.set_system(text)
-                if self.store is not None:
-                    self.store.set_setting("system", text)  # new chats after a restart get it too
-                self.notify("System prompt updated.")
+                store = self.store
+                saved = self.chat.set_system(text)
+                if saved and store is not None:  # new chats after a restart get it too
+                    saved = self._unsaved(lambda: store.set_setting("system", text))
+                if saved:
+                    self.notify("System prompt updated.")
 
         self.push_screen(SystemPromptScreen(self.chat.conversation.system), done)
 

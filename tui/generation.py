@@ -91,6 +91,7 @@ class Generation:
         self._visible = prefix  # the text saved so far: what the UI may show
         self._saved = len(self._parts)  # parts in _visible (and in the store)
         self.save_error: str | None = None  # saving failed: the reply stops with this error
+        self.final_error: str | None = None  # the final save (text and status) failed: the UI retries it
         self.cancelled = False  # the user stopped it
         self._closed = False  # the worker finished with it
         self.tokens = 0
@@ -125,6 +126,27 @@ class Generation:
         with self._lock:
             self.cancelled = True
             return "".join(self._parts)
+
+    def stop_and_save(self, store: HistoryStore | None) -> None:
+        """The app is closing: cancel, and save the text kept as stopped now (the worker may never get to).
+
+        Nothing happens when the worker already finished (it saved the final text and status).
+        The worker's own final save, if it comes, writes the same text.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self.cancelled = True
+            text = "".join(self._parts)
+            turn_id = self.turn.id
+            if store is None or turn_id is None:
+                return
+            try:
+                store.update_turn(turn_id, text, "cancelled", self.error or "")
+                if self.steps:
+                    store.set_steps(turn_id, [s.to_dict() for s in self.steps])
+            except Exception:  # the app is closing: nowhere to say it; the row reads "interrupted"
+                return
 
     def close(self) -> str:
         """The worker is done: take no more chunks; returns the final text."""
@@ -233,9 +255,12 @@ def run_generation(
         if gen.steps:
             gen.turn.steps = [s.to_dict() for s in gen.steps]
         if store is not None and gen.turn.id is not None:
-            store.update_turn(gen.turn.id, text, gen.status, gen.error or "")
-            if gen.steps:
-                store.set_steps(gen.turn.id, gen.turn.steps)
+            try:
+                store.update_turn(gen.turn.id, text, gen.status, gen.error or "")
+                if gen.steps:
+                    store.set_steps(gen.turn.id, gen.turn.steps)
+            except Exception as exc:  # locked by another process, disk full: the reply still ends, and says so
+                gen.final_error = f"history not saved: {exc}"
     if backend is not None and gen.fitted is not None and gen.status != "error":
         gen.context_used = _count_after(backend, gen, text)
 
@@ -260,5 +285,5 @@ def _count_after(backend: Backend, gen: Generation, reply: str) -> int | None:
     messages = (*gen.fitted.prompt.messages, Message("assistant", reply))
     try:
         return backend.count_tokens(Prompt(mode="chat", messages=messages))
-    except PromptDSLError:
+    except Exception:  # a plugin bug here must not keep the reply from ending
         return gen.fitted.used

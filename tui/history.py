@@ -11,7 +11,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,7 +304,8 @@ class HistoryStore:
             " (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id),"
             " (SELECT group_concat(DISTINCT m.model) FROM messages m"
             "   WHERE m.conversation_id = c.id AND m.role = 'assistant' AND m.model != '' AND m.content != ''),"
-            " (SELECT m.content FROM messages m WHERE m.conversation_id = c.id AND ? != '' AND m.content LIKE ?"
+            " (SELECT m.content FROM messages m WHERE m.conversation_id = c.id AND ? != ''"
+            "   AND m.content LIKE ? ESCAPE '\\'"
             "   ORDER BY m.id LIMIT 1)"
             f" FROM conversations c{where} ORDER BY c.updated DESC, c.id DESC LIMIT ? OFFSET ?"
         )
@@ -398,16 +399,35 @@ class HistoryStore:
             self._db.close()
 
 
+def unsaved(write: Callable[[], object]) -> str | None:
+    """Run one history write for the UI: None when it worked, else the one line to show.
+
+    A locked database (another process holds the write lock past :data:`BUSY_TIMEOUT`), a full
+    disk or a closed store must not end the app or lose what is on screen: the caller keeps its
+    state and shows "history not saved: …".
+    """
+    try:
+        write()
+    except Exception as exc:
+        return f"history not saved: {exc}"
+    return None
+
+
 def _match(query: str) -> tuple[str, tuple[Any, ...]]:
     """WHERE clause matching titles and message text."""
     if not query.strip():
         return "", ()
-    like = f"%{query.strip()}%"
+    like = f"%{like_escape(query.strip())}%"
     return (
-        " WHERE c.title LIKE ? OR EXISTS"
-        " (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.content LIKE ?)",
+        " WHERE c.title LIKE ? ESCAPE '\\' OR EXISTS"
+        " (SELECT 1 FROM messages m WHERE m.conversation_id = c.id AND m.content LIKE ? ESCAPE '\\')",
         (like, like),
     )
+
+
+def like_escape(text: str) -> str:
+    """``text`` matched literally by ``LIKE … ESCAPE '\\'`` (``_`` and ``%`` are not wildcards)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _snippet(text: str, needle: str, width: int = 50) -> str:

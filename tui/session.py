@@ -7,9 +7,10 @@ call that runs a model goes through :class:`ModelThread`.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -38,25 +39,80 @@ class ModelThread:
     workers come from a pool of several threads, so they hand their model work to this one
     thread. It also keeps two calls off one model at once (a llama.cpp context is not
     thread-safe): a spec run started while a reply streams waits for it.
+
+    The thread is a daemon and :meth:`close` releases every caller at once: quitting while the
+    model reads a long prompt must not keep the process alive until it is done (a
+    ThreadPoolExecutor's thread is joined at exit, and so are the workers waiting on it).
+    Whatever must outlive the app is saved by the UI before it closes (ChatView.on_unmount).
     """
 
     def __init__(self) -> None:
         self._ident: int | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="promptdsl-model",
-                                        initializer=self._started)
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._waiting: set[threading.Event] = set()  # one per caller; close() wakes them all
 
-    def _started(self) -> None:
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The thread (started by the first call)."""
+        return self._thread
+
+    def _run(self) -> None:
         self._ident = threading.get_ident()
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the caller, as a pool does
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` on the model thread; blocks the calling (worker) thread until it returns."""
+        """``fn(*args)`` on the model thread; blocks the calling (worker) thread until it returns.
+
+        Raises :class:`concurrent.futures.CancelledError` when the thread is closed before or
+        while ``fn`` runs (the call may still finish on its own, unwaited).
+        """
         if threading.get_ident() == self._ident:
             return fn(*args)  # already there (a nested call must not wait for itself)
-        return self._pool.submit(fn, *args).result()
+        future: Future[T] = Future()
+        woken = threading.Event()
+        future.add_done_callback(lambda _: woken.set())
+        with self._lock:
+            if self._closed:
+                raise CancelledError("the model thread is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="promptdsl-model", daemon=True)
+                self._thread.start()
+            self._waiting.add(woken)
+            self._jobs.put((future, fn, args))
+        try:
+            woken.wait()  # the result, or close()
+        finally:
+            with self._lock:
+                self._waiting.discard(woken)
+        if not future.done():
+            future.cancel()  # closed: a queued call is dropped; a running one finishes unwaited
+            raise CancelledError("the model thread is closed")
+        return future.result()
 
     def close(self) -> None:
-        """No more calls: queued ones are dropped, a running one finishes on its own."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """No more calls: queued ones are dropped, a running one finishes on its own (nobody waits for it)."""
+        with self._lock:
+            self._closed = True
+            self._jobs.put(None)
+            for woken in self._waiting:
+                woken.set()
 
 
 #: Chat defaults differ from spec runs: some variety, room for a real answer, no fixed seed.

@@ -11,6 +11,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label
 
+from ..plain import plain
+
 
 class TextPrompt(ModalScreen[str | None]):
     """Returns the text typed (stripped; None on Esc or when empty)."""
@@ -25,7 +27,7 @@ class TextPrompt(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="ask-box"):
-            yield Label(self.question, classes="dialog-title")
+            yield Label(plain(self.question), classes="dialog-title")
             yield Input(self.value, placeholder=self.placeholder, id="answer")
             yield Label("Enter saves · Esc cancels", classes="hint")
 
@@ -55,7 +57,7 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="confirm-box"):
-            yield Label(self.question, classes="dialog-title")
+            yield Label(plain(self.question), classes="dialog-title")  # e.g. a path typed
             with Horizontal(classes="buttons"):
                 yield Button(f"{self.yes}  (y)", variant="warning", id="yes")
                 yield Button("Cancel  (n / Esc)", id="no")

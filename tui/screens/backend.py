@@ -7,6 +7,7 @@ import shlex
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -20,6 +21,7 @@ from promptdsl.errors import InputError
 from promptdsl.inputs import parse_options as core_parse_options
 from promptdsl.registry import list_backends
 
+from ..plain import plain
 from ..session import BackendChoice, check_options
 
 
@@ -55,7 +57,7 @@ class BackendScreen(ModalScreen[BackendChoice | None]):
 
     def compose(self) -> ComposeResult:
         names = {i.name for i in self.infos}
-        options = [(_describe(i), i.name) for i in self.infos if not i.error]
+        options = [(Text(_describe(i)), i.name) for i in self.infos if not i.error]
         models = sorted({m for b, m in self.used if m} | {"default"})
         with Vertical(classes="dialog", id="backend-box"):
             yield Label("Backend and model  (Enter switches · Esc cancels)", classes="dialog-title")
@@ -67,7 +69,7 @@ class BackendScreen(ModalScreen[BackendChoice | None]):
                     yield Select(options, allow_blank=True, prompt="choose…", id="backend", compact=True)
                 broken = [i for i in self.infos if i.error]
                 if broken:
-                    yield Label("\n".join(_describe(i) for i in broken), classes="hint error-text")
+                    yield Label(plain("\n".join(_describe(i) for i in broken)), classes="hint error-text")
                 yield Label("Model  (alias, .gguf path or remote id; empty = the backend's default)",
                             classes="field-label")
                 yield Input(
@@ -104,10 +106,10 @@ class BackendScreen(ModalScreen[BackendChoice | None]):
             options = parse_options(self.query_one("#options", Input).value)
             check_options(options)
         except ValueError as exc:
-            self.query_one("#backend-error", Label).update(f"Options: {exc}")
+            self.query_one("#backend-error", Label).update(plain(f"Options: {exc}"))  # it quotes what was typed
             return
         except InputError as exc:
-            self.query_one("#backend-error", Label).update(exc.message)
+            self.query_one("#backend-error", Label).update(plain(exc.message))
             return
         self.dismiss(BackendChoice(name, None if model in ("", "default") else model, options))
 

@@ -14,7 +14,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Label
 
-from ..history import ConversationSummary, HistoryStore
+from ..history import ConversationSummary, HistoryStore, unsaved
+from ..plain import plain
 from .ask import TextPrompt
 
 PAGE = 200  # rows fetched at a time; moving to the last row fetches the next page
@@ -82,7 +83,7 @@ class HistoryScreen(ModalScreen[int | None]):
             if row.snippet:
                 title.append(f"\n  {row.snippet}", style="dim")
             models = row.models or (f"{row.model} ({row.backend})" if row.backend else "")
-            self.table.add_row(title, str(row.messages), models, _when(row.updated), key=str(row.id),
+            self.table.add_row(title, str(row.messages), Text(models), _when(row.updated), key=str(row.id),
                                height=2 if row.snippet else 1)
         self.rows += page
         self._count_label()
@@ -94,7 +95,7 @@ class HistoryScreen(ModalScreen[int | None]):
             text = f"Showing {len(self.rows)} of {self.total}: the last row (Ctrl+End) loads more; or search."
         else:
             text = f"{self.total} conversation{'s' if self.total != 1 else ''}"
-        self.query_one("#history-count", Label).update(extra or text)
+        self.query_one("#history-count", Label).update(plain(extra or text))  # a title may hold "[/]"
 
     @on(Input.Changed, "#filter")
     def _filter(self, event: Input.Changed) -> None:
@@ -144,7 +145,12 @@ class HistoryScreen(ModalScreen[int | None]):
                               "any other key keeps it.")
             return
         at = self.table.cursor_row
-        self.store.delete(row.id)
+        error = unsaved(lambda: self.store.delete(row.id))
+        if error is not None:  # e.g. another promptdsl holds the database: the conversation stays
+            self._confirm = None
+            self._count_label()
+            self.notify(error, severity="error", timeout=10)
+            return
         self.notify(f"Deleted “{row.title}”.")
         self._fill(self._query, at=at)
 
@@ -154,9 +160,13 @@ class HistoryScreen(ModalScreen[int | None]):
             return
 
         def done(title: str | None) -> None:
-            if title is not None:
-                self.store.rename(row.id, title)
-                self._fill(self._query, keep=row.id)
+            if title is None:
+                return
+            error = unsaved(lambda: self.store.rename(row.id, title))
+            if error is not None:
+                self.notify(error, severity="error", timeout=10)
+                return
+            self._fill(self._query, keep=row.id)
 
         self.app.push_screen(TextPrompt("Rename the conversation:", row.title), done)
 

@@ -12,6 +12,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label
 
+from ..plain import plain
+
 
 class PathPrompt(ModalScreen[Path | None]):
     """Returns the path typed (``~`` expanded), or None on Esc."""
@@ -25,7 +27,7 @@ class PathPrompt(ModalScreen[Path | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="path-box"):
-            yield Label(self.question, classes="dialog-title")
+            yield Label(plain(self.question), classes="dialog-title")
             yield Input(self.value, placeholder="e.g. ~/notes/chat.md", id="path")
             yield Label("Enter saves · Esc cancels", classes="hint")
 

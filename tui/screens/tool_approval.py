@@ -14,6 +14,8 @@ from textual.widgets import Button, Label, Static
 
 from promptdsl.tools import Tool, ToolCall
 
+from ..plain import plain
+
 Answer = Literal["approve", "deny", "always"]
 
 
@@ -42,9 +44,9 @@ class ToolApproval(ModalScreen[Answer]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="approval-box"):
-            yield Label(f"The model wants to run the tool '{self.call.tool}'", classes="dialog-title")
-            yield Label(self.tool.description, classes="hint")
-            yield Static(json.dumps(self.call.arguments, ensure_ascii=False, indent=2), id="approval-args")
+            yield Label(plain(f"The model wants to run the tool '{self.call.tool}'"), classes="dialog-title")
+            yield Label(plain(self.tool.description), classes="hint")
+            yield Static(plain(json.dumps(self.call.arguments, ensure_ascii=False, indent=2)), id="approval-args")
             with Horizontal(id="approval-buttons"):
                 yield Button("Approve  y", variant="success", id="approve")
                 yield Button("Deny  n", variant="error", id="deny")

@@ -9,12 +9,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, SelectionList
 
 from promptdsl.errors import PromptDSLError
 from promptdsl.tools.registry import ToolInfo
 
+from ..plain import plain
 from ..tools import check_tools
 
 
@@ -39,11 +41,12 @@ class ToolsScreen(ModalScreen[tuple[list[str], str] | None]):
 
     def compose(self) -> ComposeResult:
         names = [i.name for i in self.installed]
-        options: list[tuple[str, str, bool]] = [
-            (f"{i.name}  {'read-only' if i.read_only else 'asks'}  {i.description}", i.name, i.name in self.current)
+        options: list[tuple[Content, str, bool]] = [  # plain: an entry may hold "root=[/]x"
+            (plain(f"{i.name}  {'read-only' if i.read_only else 'asks'}  {i.description}"), i.name,
+             i.name in self.current)
             for i in self.installed
         ]
-        options += [(entry, entry, True) for entry in self.current if entry not in names]
+        options += [(plain(entry), entry, True) for entry in self.current if entry not in names]
         with Vertical(classes="dialog", id="tools-box"):
             yield Label("Tools this chat may call  (Space ticks, Ctrl+S saves, Esc cancels)", classes="dialog-title")
             yield SelectionList[str](*options, id="tools-list")
@@ -67,14 +70,14 @@ class ToolsScreen(ModalScreen[tuple[list[str], str] | None]):
         try:
             check_tools([entry])
         except PromptDSLError as exc:
-            error.update(str(exc))
+            error.update(plain(str(exc)))  # it quotes the entry typed
             return
         error.update("")
         listing: SelectionList[str] = self.query_one("#tools-list", SelectionList)
         if entry in _values(listing):
             listing.select(entry)
         else:
-            listing.add_option((entry, entry, True))
+            listing.add_option((plain(entry), entry, True))
         event.input.clear()
 
     @on(Button.Pressed, "#save")

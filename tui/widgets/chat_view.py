@@ -12,6 +12,7 @@ iterator at its next chunk.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +41,8 @@ from ..generation import (
     ToolsStopped,
     run_generation,
 )
-from ..history import HistoryStore
+from ..history import HistoryStore, unsaved
+from ..plain import plain
 from ..session import ContextFull, Session, fit_prompt
 from ..tools import ChatTools, show_step, tool_uses
 from .chat_input import ChatInput
@@ -122,6 +124,9 @@ class ChatView(Vertical):
         self._tool_key: tuple[int, tuple[str, ...], str] | None = None
         self._tool_gen: Generation | None = None  # the reply whose tools run now
         self._chat_tools: ChatTools | None = None
+        #: replies whose final save failed (the database was locked): written again with the next save
+        self._unsaved_replies: list[Turn] = []
+        self._last_notice: tuple[str, float] = ("", 0.0)
 
     @property
     def chat_tools(self) -> ChatTools:
@@ -143,13 +148,18 @@ class ChatView(Vertical):
         if self.store is not None:
             try:
                 self.input.set_recall(self.store.prompts())
-            except PromptDSLError as exc:
-                self._notice(str(exc), "error")
+            except Exception as exc:  # an unreadable history: the chat still works
+                self._notice(f"cannot read the history: {exc}", "error")
 
     def on_unmount(self) -> None:
-        """Quitting mid-reply: stop the worker at its next chunk (it saves the text as stopped)."""
+        """Quitting mid-reply: the reply is saved as stopped now; the worker stops at its next chunk.
+
+        Saved here, not left to the worker: the model may still be reading a long prompt, and
+        the process does not wait for it (the model thread is a daemon, see ModelThread).
+        """
         if self._gen is not None:
-            self._gen.cancel()
+            self._gen.stop_and_save(self.store)
+        self._save_replies()
         if self._chat_tools is not None:
             self._chat_tools.stop.set()
         loop, self._tool_loop = self._tool_loop, None
@@ -179,18 +189,43 @@ class ChatView(Vertical):
     def _show_system(self) -> None:
         system = self.conversation.system.strip()
         line = self.query_one("#system-line", Static)
-        line.update(f"System: {system}" if system else "No system prompt")
+        line.update(plain(f"System: {system}" if system else "No system prompt"))
         self.query_one("#empty-hint").display = not self.conversation.turns
 
     def _notice(self, text: str, severity: str = "information") -> None:
+        now = time.monotonic()
+        if text.startswith("history not saved") and text == self._last_notice[0] and now - self._last_notice[1] < 3:
+            return  # one action's writes all failing on a locked database: said once
+        self._last_notice = (text, now)
         self.post_message(self.Notice(text, severity))
 
+    def _save(self, write: Callable[[], object]) -> bool:
+        """One history write from the UI: when it fails (locked, disk full) say so and go on. True when saved."""
+        error = unsaved(write)
+        if error is not None:
+            self._notice(error, "error")
+        return error is None
+
     # ------------------------------------------------------------------ persistence
+
+    def _save_replies(self) -> None:
+        """Write again the replies whose final save failed (quietly: the next write reports a failure)."""
+        store = self.store
+        for turn in list(self._unsaved_replies):
+            if store is not None and turn.id is not None:
+                try:
+                    store.update_turn(turn.id, turn.content, turn.status, turn.note)
+                    if turn.steps:
+                        store.set_steps(turn.id, turn.steps)
+                except Exception:
+                    return
+            self._unsaved_replies.remove(turn)
 
     def _persist(self, turn: Turn) -> None:
         conv = self.conversation
         if self.store is None:
             return
+        self._save_replies()
         try:
             if conv.id is None:
                 conv.title = conv.title or make_title(turn.content)
@@ -210,8 +245,9 @@ class ChatView(Vertical):
         conv.options = self.session.settings()
         conv.tools = list(self.session.tools)
         conv.tool_choice = self.session.tool_choice
-        if save and self.store is not None and conv.id is not None:
-            self.store.save_meta(conv)
+        store = self.store
+        if save and store is not None and conv.id is not None:
+            self._save(lambda: store.save_meta(conv))
 
     # ------------------------------------------------------------------ sending
 
@@ -269,15 +305,20 @@ class ChatView(Vertical):
     def _generate(self, gen: Generation) -> None:
         store = self.store
 
-        def get_backend():  # type: ignore[no-untyped-def]
+        def get_backend() -> Backend:
             backend = self.session.backend()
             gen.turn.backend, gen.turn.model = backend.name, backend.model_id
-            if store is not None and gen.turn.id is not None:
-                store.set_author(gen.turn.id, backend.name, backend.model_id)
+            turn_id = gen.turn.id
+            if store is not None and turn_id is not None:
+                error = unsaved(lambda: store.set_author(turn_id, backend.name, backend.model_id))
+                if error is not None:  # as a failed tick save: stop rather than show what is not kept
+                    raise PromptDSLError(error)
             return backend
 
-        self.session.model_thread.call(run_generation, gen, get_backend, store)
-        self.post_message(self.ReplyEnded(gen))
+        try:
+            self.session.model_thread.call(run_generation, gen, get_backend, store)
+        finally:  # whatever happened (the app closing, a bug), the reply ends: never "generating" forever
+            self.post_message(self.ReplyEnded(gen))
 
     # ------------------------------------------------------------------ tools (the model thread runs these)
 
@@ -435,6 +476,9 @@ class ChatView(Vertical):
             if view is not None:
                 view.set_note(gen.error)
             self._notice(gen.error, "error")
+        if gen.final_error is not None:  # the text is on screen; it is saved again with the next write
+            self._unsaved_replies.append(gen.turn)
+            self._notice(gen.final_error, "error")
         fitted = gen.fitted
         if gen.turn not in self.conversation.turns:
             return  # another conversation is on screen now
@@ -463,8 +507,9 @@ class ChatView(Vertical):
         user = self.conversation.last("user")
         if user is not None:
             user.status, user.note = "error", gen.error or ""
-            if self.store is not None and user.id is not None:
-                self.store.update_turn(user.id, user.content, "error", user.note)
+            store, user_id, note = self.store, user.id, user.note
+            if store is not None and user_id is not None:
+                self._save(lambda: store.update_turn(user_id, user.content, "error", note))
             view = self._view_for(user)
             if view is not None:
                 view.refresh_title()
@@ -496,8 +541,10 @@ class ChatView(Vertical):
             return
         if turns[-1].status == "error":
             turns[-1].status, turns[-1].note = "done", ""  # try the unsent message again
-            if self.store is not None and turns[-1].id is not None:
-                self.store.update_turn(turns[-1].id, turns[-1].content, "done", "")
+            store, last = self.store, turns[-1]
+            last_id = last.id
+            if store is not None and last_id is not None:
+                self._save(lambda: store.update_turn(last_id, last.content, "done", ""))
             view = self._view_for(turns[-1])
             if view is not None:
                 view.refresh_title()
@@ -530,14 +577,18 @@ class ChatView(Vertical):
         view = self._view_for(turn)
         if view is not None:
             await view.remove()
-        if self.store is not None and turn.id is not None:
-            self.store.delete_turn(turn.id)
+        store, turn_id = self.store, turn.id
+        if turn in self._unsaved_replies:
+            self._unsaved_replies.remove(turn)
+        if store is not None and turn_id is not None:
+            self._save(lambda: store.delete_turn(turn_id))  # failed: the old reply comes back on reopening
 
     # ------------------------------------------------------------------ conversations
 
     async def show(self, conv: Conversation) -> None:
         """Replace what is shown with ``conv`` (a new or a resumed conversation)."""
         await self.cancel()
+        self._save_replies()
         await self.log_view.remove_children(".tool-steps")
         await self.log_view.remove_children(MessageView)
         self.conversation = conv
@@ -569,6 +620,9 @@ class ChatView(Vertical):
             conv = self.store.load(conv_id)
         except PromptDSLError as exc:
             self._notice(str(exc), "error")
+            return
+        except Exception as exc:  # sqlite3.DatabaseError (a damaged file): a notice, not a crash
+            self._notice(f"cannot read the history: {exc}", "error")
             return
         await self.show(conv)
 
@@ -606,10 +660,13 @@ class ChatView(Vertical):
             view.set_left_out(view.turn in dropped)
         self.post_message(self.StatsChanged(None, None, event.used, event.total))
 
-    def set_system(self, text: str) -> None:
-        """Change the system prompt of this conversation and of new ones."""
-        self.conversation.system = text
+    def set_system(self, text: str) -> bool:
+        """Change the system prompt of this conversation and of new ones; False when saving it failed."""
+        conv = self.conversation
+        conv.system = text
         self.default_system = text
         self._show_system()
-        if self.store is not None and self.conversation.id is not None:
-            self.store.save_meta(self.conversation)
+        store = self.store
+        if store is not None and conv.id is not None:
+            return self._save(lambda: store.save_meta(conv))
+        return True

@@ -20,6 +20,7 @@ from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from ..conversation import Status, Turn
+from ..plain import plain
 
 ROLE_LABELS = {"user": "You", "assistant": "Assistant", "system": "System"}
 STATUS_LABELS: dict[Status, str] = {
@@ -109,7 +110,7 @@ class MessageView(Vertical):
             parts.append(self._note.splitlines()[0][:120])
         if self.left_out:
             parts.append("left out of the last prompt (context full)")
-        self.border_title = " · ".join(parts)
+        self.border_title = plain(" · ".join(parts))  # a note or model name may hold "[/]"
         self.set_class(turn.status in INCOMPLETE, "-incomplete")
         self.set_class(turn.status == "streaming", "-streaming")
         self.set_class(self.left_out, "-left-out")

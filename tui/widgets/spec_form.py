@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from jsonschema import Draft202012Validator
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -25,6 +26,8 @@ from textual.widgets import Input, Label, Select, Switch, TextArea
 from promptdsl.errors import InputError
 from promptdsl.inputs import validate_inputs
 from promptdsl.spec import Spec
+
+from ..plain import plain
 
 Kind = Literal["enum", "bool", "integer", "number", "line", "text", "json"]
 SHORT_STRING = 200  # maxLength at or below this gets a one-line Input
@@ -133,11 +136,11 @@ class SpecForm(Vertical):
         for f in self.fields:
             with Vertical(classes="field"):
                 star = " *" if f.required else ""
-                yield Label(f"{f.name}{star}", classes="field-label")
+                yield Label(plain(f"{f.name}{star}"), classes="field-label")
                 desc = f.schema.get("description")
                 if desc:
-                    yield Label(str(desc), classes="hint")
-                yield Label(limits(f.schema), classes="hint limits")
+                    yield Label(plain(str(desc)), classes="hint")
+                yield Label(plain(limits(f.schema)), classes="hint limits")  # a pattern: "[a-z]+"
                 yield self._widget(f)
                 err = Label("", id=f.error_id, classes="field-error")
                 err.display = False
@@ -148,7 +151,7 @@ class SpecForm(Vertical):
         wid = f.widget_id
         if f.kind == "enum":
             choices = list(f.schema["enum"])
-            options = [(v if isinstance(v, str) else json.dumps(v), i) for i, v in enumerate(choices)]
+            options = [(Text(v if isinstance(v, str) else json.dumps(v)), i) for i, v in enumerate(choices)]
             if default in choices:
                 return Select(options, value=choices.index(default), allow_blank=False, id=wid)
             return Select(options, allow_blank=True, prompt="choose…", id=wid)
@@ -275,7 +278,7 @@ class SpecForm(Vertical):
                     label.display = False
                 continue
             if not label.display or str(label.content) != message:
-                label.update(message)
+                label.update(plain(message))  # it quotes the value typed, e.g. "[/]"
                 label.display = True
 
     def set_values(self, values: dict[str, Any]) -> None:

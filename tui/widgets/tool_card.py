@@ -10,6 +10,8 @@ from textual.widgets import Collapsible, Static
 
 from promptdsl.tools import Step
 
+from ..plain import plain_title
+
 PREVIEW = 60
 
 
@@ -49,7 +51,7 @@ class ToolCard(Collapsible):
     """
 
     def __init__(self, step: Step, *, running: bool = False) -> None:
-        super().__init__(title=card_title(step, running), collapsed=True, classes="tool-card")
+        super().__init__(title=plain_title(card_title(step, running)), collapsed=True, classes="tool-card")
         self.step = step
         self._body = Static(card_body(step), classes="tool-card-body")
 
@@ -62,5 +64,5 @@ class ToolCard(Collapsible):
     def finish(self, step: Step) -> None:
         """The call ended: show its outcome."""
         self.step = step
-        self.title = card_title(step)
+        self.title = plain_title(card_title(step))  # a result may hold "[/INST]" or "[@click=…]"
         self._body.update(card_body(step))
