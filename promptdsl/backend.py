@@ -135,6 +135,9 @@ class Backend(ABC):
     options_schema: ClassVar[OptionsSchema | None] = None
     #: Options ``promptdsl doctor`` retries with when a local decode crashed the process (the likely fix).
     safe_options: ClassVar[Mapping[str, Any] | None] = None
+    #: True when requests go where the spec, not the user, chose (a spec's untrusted ``base_url``):
+    #: then no tool the spec lists runs without asking, since its results travel to that server.
+    spec_chose_destination: bool = False
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None):
         self.model = model

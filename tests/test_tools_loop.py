@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tools_support import NativeScripted, ScriptedTools
 
-from promptdsl import Runner, loads_spec
+from promptdsl import Runner, load_spec, loads_spec
 from promptdsl.datafile import DataFile
 from promptdsl.dataset import run_dataset
 from promptdsl.tools import Approval, Tool, ToolCall, ToolFailure, ToolUse, tool
@@ -326,3 +326,30 @@ def test_a_model_written_argument_is_checked_with_a_time_limit() -> None:
         parameters = {"type": "object", "properties": {"w": {"type": "nonsense"}}}  # noqa: RUF012
 
     assert "argument schema cannot be used" in (_argument_problem(Broken(), {"w": "a"}) or "")
+
+
+def test_a_spec_may_make_approval_stricter_never_looser() -> None:
+    from promptdsl.tools.loop import _approval
+
+    auto, ask, deny = Approval.AUTO, Approval.ASK, Approval.DENY
+    spec = {"trusted": False, "floor": auto}
+    assert _approval(None, ask, **spec) is ask and _approval(auto, ask, **spec) is ask  # a writer, an MCP tool
+    assert _approval(None, auto, **spec) is auto and _approval(deny, auto, **spec) is deny
+    assert _approval(auto, ask, trusted=True, floor=auto) is auto  # -T is the user's own choice
+    assert _approval(auto, auto, trusted=False, floor=ask) is ask  # the spec chose the server too
+
+
+@pytest.mark.parametrize(("chose", "expected"), [(False, "auto"), (True, "ask")])
+def test_when_the_spec_chose_the_server_its_tools_ask(tmp_path: Path, chose: bool, expected: str) -> None:
+    """What read_file reads goes to the server the model runs on: a spec that chose both could read
+    the user's files (a .git/config with a token) and send them to itself."""
+    from promptdsl.tools.loop import make_loop
+
+    (tmp_path / "notes").mkdir()
+    text = SPEC + "tools:\n  - {name: read_file, options: {root: ./notes}, approval: auto}\n"
+    path = tmp_path / "s.yaml"
+    path.write_text(text, encoding="utf-8")
+    backend = ScriptedTools([], answer="x")
+    backend.spec_chose_destination = chose
+    loop = make_loop(Runner(load_spec(path), backend), ToolSettings())
+    assert loop is not None and [t.approval.value for t in loop.tools.values()] == [expected]

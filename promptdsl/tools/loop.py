@@ -331,13 +331,15 @@ def make_loop(runner: Runner, settings: ToolSettings | None) -> ToolLoop | None:
     if not spec.tools and not settings.extra:
         return None
     base = spec.path.parent if spec.path else None
+    # A spec that chose the server too would see whatever its tools read: they all ask first.
+    floor = Approval.ASK if runner.backend.spec_chose_destination else Approval.AUTO
     active: list[ActiveTool] = []
     try:
         for use in spec.tools:
             if use.name.startswith(MCP_PREFIX) and not _may_start(use, settings):
                 raise ToolError(f"the spec starts the MCP server '{use.name[len(MCP_PREFIX):]}'; "
                                 "approve it on a terminal or pass --yes")
-            active += _open(use, base, trusted=False)
+            active += _open(use, base, trusted=False, floor=floor)
         for item in settings.extra:
             if isinstance(item, Tool):
                 active.append(ActiveTool(item, default_approval(item), ToolUse(item.name).timeout))
@@ -374,14 +376,27 @@ def _may_start(use: ToolUse, settings: ToolSettings) -> bool:
         return False
 
 
-def _open(use: ToolUse, base: Path | None, *, trusted: bool) -> list[ActiveTool]:
+_STRICTNESS = (Approval.AUTO, Approval.ASK, Approval.DENY)
+
+
+def _approval(given: Approval | None, default: Approval, *, trusted: bool, floor: Approval) -> Approval:
+    """The user's choice (``-T``) stands; a spec may make a tool stricter than its default, never
+    looser (``approval: auto`` on a tool that writes, or on an MCP server's tools, still asks)."""
+    if trusted:
+        return given or default
+    return max(given or default, default, floor, key=_STRICTNESS.index)
+
+
+def _open(use: ToolUse, base: Path | None, *, trusted: bool, floor: Approval = Approval.AUTO) -> list[ActiveTool]:
     if use.name.startswith(MCP_PREFIX):
         from .mcp import open_mcp_tools
 
         tools = open_mcp_tools(use.name[len(MCP_PREFIX):], timeout=use.timeout, cwd=base)
-        return [ActiveTool(t, use.approval or Approval.ASK, use.timeout) for t in tools]
+        approval = _approval(use.approval, Approval.ASK, trusted=trusted, floor=floor)
+        return [ActiveTool(t, approval, use.timeout) for t in tools]
     tool = open_tool(use, base_dir=base, trusted=trusted)
-    return [ActiveTool(tool, use.approval or default_approval(tool), use.timeout, use.direct, use)]
+    approval = _approval(use.approval, default_approval(tool), trusted=trusted, floor=floor)
+    return [ActiveTool(tool, approval, use.timeout, use.direct, use)]
 
 
 __all__ = [

@@ -96,6 +96,7 @@ class OpenAIBackend(Backend):
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(model, options)
         self.settings: Settings = resolve(self.options)
+        self.spec_chose_destination = self.settings.destination_from_spec
         self.client = openai.OpenAI(
             api_key=self.settings.api_key,
             base_url=self.settings.base_url,

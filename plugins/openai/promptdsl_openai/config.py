@@ -62,6 +62,7 @@ class Settings:
     api_key: str = field(repr=False)
     key_source: str = ""
     key_withheld: str = ""  # why no key was sent, when the spec chose an untrusted base_url
+    destination_from_spec: bool = False  # the spec chose base_url and the user does not trust it
 
     @property
     def is_openai(self) -> bool:
@@ -180,7 +181,8 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str] | None = None
     key = env.get(key_env, "")
     register_secret(key)
     withheld = ""
-    if key and from_spec and not _trusted(base_url, config, env):
+    untrusted = from_spec and not _trusted(base_url, config, env)
+    if key and untrusted:
         withheld = (
             f"the API key in {key_env} was not sent, because base_url {base_url} comes from the spec file, "
             f"not from you; to send it there, pass -o base_url={base_url}, set OPENAI_BASE_URL, or add the URL "
@@ -202,6 +204,7 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str] | None = None
         api_key=key,
         key_source=key_env if key != NO_KEY else "",
         key_withheld=withheld,
+        destination_from_spec=untrusted,
     )
 
 
