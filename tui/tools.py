@@ -35,8 +35,15 @@ class ChatTools:
         self.always: set[str] = set()
         self.stop = threading.Event()
 
+    @staticmethod
+    def _key(call: ToolCall) -> str:
+        """What "Always" covers: one tool, or one MCP server's command (not every server a spec names)."""
+        if call.tool == "mcp-server":
+            return f"mcp-server {call.arguments.get('command')}"
+        return call.tool
+
     def approve(self, tool: Tool, call: ToolCall) -> bool:
-        if call.tool in self.always:
+        if self._key(call) in self.always:
             return True
         answered = threading.Event()
         box: dict[str, Answer] = {}
@@ -50,7 +57,7 @@ class ChatTools:
             if self.stop.is_set():
                 return False
         if box["answer"] == "always":
-            self.always.add(call.tool)
+            self.always.add(self._key(call))
         return box["answer"] in ("approve", "always")
 
     def event(self, kind: str, step: Step) -> None:
