@@ -386,3 +386,23 @@ def test_fit_prompt_refuses_a_message_longer_than_the_context() -> None:
     with pytest.raises(ContextFull) as info:
         fit_prompt((Message("user", "x " * 80),), backend, 25)
     assert "fewshot" not in str(info.value) and "n_ctx" not in str(info.value)
+
+
+def test_the_spec_form_checks_values_with_the_bounded_validator() -> None:
+    """A spec's input pattern and a value typed into the form: the same time limit as the CLI's."""
+    import time
+
+    from promptdsl_tui.widgets.spec_form import schema_errors
+
+    start = time.monotonic()
+    found = schema_errors("w", {"type": "string", "pattern": "^(a+)+$"}, "a" * 40 + "!")
+    assert found and found[0].startswith("input 'w': ") and time.monotonic() - start < 10
+    assert schema_errors("w", {"type": "string", "pattern": "^a+$"}, "aaa") == []
+
+
+def test_damaged_history_cells_read_without_a_crash() -> None:
+    from promptdsl_tui.history import _json_list, _json_object, _json_value
+
+    deep = "[" * 100_000 + "]" * 100_000
+    assert _json_value("1" * 5000) == "1" * 5000 and _json_value(deep) == deep
+    assert _json_object(deep) == {} and _json_list(deep, str) == []

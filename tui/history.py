@@ -389,7 +389,7 @@ class HistoryStore:
             (spec, path, limit),
         )
         return [
-            SpecRun(int(r[0]), r[1], r[2], _json_object(r[3]), None if r[4] is None else json.loads(r[4]), r[5],
+            SpecRun(int(r[0]), r[1], r[2], _json_object(r[3]), None if r[4] is None else _json_value(r[4]), r[5],
                     r[6], r[7], float(r[8]))
             for r in rows
         ]
@@ -441,10 +441,18 @@ def _snippet(text: str, needle: str, width: int = 50) -> str:
     return ("…" if start else "") + out + ("…" if start + width < len(flat) else "")
 
 
+def _json_value(text: str) -> Any:
+    """A stored value; a hand-edited or damaged cell reads as its text (never a crash on open)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+
+
 def _json_object(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text or "{}")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # a hand-edited or damaged row
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -453,6 +461,6 @@ def _json_list(text: str | None, kind: type[T]) -> list[T]:
     """The items of type ``kind`` in a JSON list column; anything else (a hand-edited row) reads as empty."""
     try:
         value = json.loads(text or "[]")
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return []
     return [v for v in value if isinstance(v, kind)] if isinstance(value, list) else []

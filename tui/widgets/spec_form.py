@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from jsonschema import Draft202012Validator
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -23,8 +22,8 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select, Switch, TextArea
 
-from promptdsl.errors import InputError
-from promptdsl.inputs import validate_inputs
+from promptdsl.errors import InputError, clip
+from promptdsl.inputs import strict_json, validate_inputs
 from promptdsl.spec import Spec
 
 from ..plain import plain
@@ -83,9 +82,10 @@ def limits(schema: dict[str, Any]) -> str:
 
 def schema_errors(name: str, schema: dict[str, Any], value: Any) -> list[str]:
     """Every problem of one value against its schema (the CLI's check stops at the first)."""
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    from promptdsl.schema import errors  # the spec's patterns run with a time limit, refs never fetched
+
     out = []
-    for err in sorted(validator.iter_errors(value), key=lambda e: (list(e.absolute_path), e.message)):
+    for err in sorted(errors(schema, value, formats=True), key=lambda e: (list(e.absolute_path), e.message)):
         sub = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
         out.append(f"input '{name}{sub}': {err.message}")
     return out
@@ -199,10 +199,13 @@ class SpecForm(Vertical):
             return text
         what = {"integer": "an integer", "number": "a number"}.get(f.kind, "JSON")
         try:
-            value = json.loads(text)
+            value = strict_json(text)  # as the CLI reads inputs: no NaN, no duplicate keys
         except json.JSONDecodeError as exc:
             where = f" ({exc.msg} at line {exc.lineno} column {exc.colno})" if f.kind == "json" else ""
             raise ValueError(f"input '{f.name}': {text.strip()!r} is not {what}{where}") from None
+        except (ValueError, RecursionError) as exc:  # NaN, a duplicate key, 5,000 digits, deep nesting
+            why = "it nests too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise ValueError(f"input '{f.name}': {clip(text.strip(), 60)!r} is not {what} ({why})") from None
         if f.kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"input '{f.name}': {text.strip()!r} is not {what}")
         if f.kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
