@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-
 from ..errors import PromptDSLError
 from .base import Tool, ToolError, ToolUse
 from .registry import open_tool
@@ -58,8 +56,9 @@ def check_spec_tools(spec: Spec, located: Located) -> None:
 def _example_problem(spec: Spec, use: ToolUse, tool: Tool) -> tuple[int, str] | None:
     """(index, why) of the first worked example whose input or arguments do not fit."""
     from ..inputs import validate_inputs
+    from ..schema import validator as bounded  # a spec's arguments against a plugin's patterns: time-limited
 
-    validator = Draft202012Validator(tool.parameters)
+    validator = bounded(tool.parameters)
     for i, example in enumerate(use.examples):
         try:
             validate_inputs(spec, example.input)
