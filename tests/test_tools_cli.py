@@ -100,10 +100,10 @@ def test_approval_shows_every_key_of_the_call() -> None:
     """A long first value must not push what the call does out of the question."""
     approver = cli_tools().terminal_approver
     err = Tty()
-    call = ToolCall("fs_tool", {"note": "n" * 5000, "path": "/home/user/.ssh", "action": "delete_recursive"})
+    call = ToolCall("fs_tool", {"note": "n" * 5000, "path": "~/.ssh", "action": "delete_recursive"})
     assert approver(False, Tty("n\n"), err)(Calculator(), call) is False
     question = err.getvalue()
-    assert '"path": "/home/user/.ssh"' in question and '"action": "delete_recursive"' in question
+    assert '"path": "~/.ssh"' in question and '"action": "delete_recursive"' in question
     assert len(question) < 1000
 
 
