@@ -137,8 +137,9 @@ def test_alias_bomb_is_refused(tmp_path: Path) -> None:
         load_spec(path)
 
 
-def test_merge_keys_get_no_pass(tmp_path: Path) -> None:
+def test_merge_keys_get_no_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``<<`` brings in data like any alias: counted against the bomb limit, tags checked."""
+    monkeypatch.setattr("promptdsl.yamlsource.MAX_NODES", 5000)  # the same walk, found sooner
     lines = ["version: 1", "name: x", "inputs:", "  text:", "    type: string", "    examples:", "      - &a0 [x, x]"]
     lines += [f"      - &a{i} {{<<: {{p: *a{i - 1}, q: *a{i - 1}}}}}" for i in range(1, 40)]
     with pytest.raises(SpecError, match="alias bomb"):

@@ -41,8 +41,9 @@ from promptdsl.prompt import Prompt
 pytestmark = pytest.mark.anyio
 
 #: Text that Textual would read as markup: closing tags with nothing to close end the app with
-#: MarkupError; an action tag would become a live, clickable ``app.quit``.
-MARKUP = ["[/]", "[/INST]", "[@click=app.quit]x"]
+#: MarkupError; an action tag would become a live, clickable ``app.quit``. One text holds both
+#: (``[/INST]`` alone ended the app before the fix), so the fast tier drives each screen once.
+MARKUP = ["[/INST][@click=app.quit]x[/]"]
 TALL = (110, 40)
 
 
