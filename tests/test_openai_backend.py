@@ -90,6 +90,7 @@ def test_spec_model_options_configure_the_backend(openai_server: Server, tmp_pat
     monkeypatch.setenv("OPENAI_API_KEY", openai_server.api_key)
     monkeypatch.setenv("PROMPTDSL_TRUSTED_BASE_URLS", openai_server.base_url)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("PROMPTDSL_READ_DIRS", str(ROOT / "specs"))  # the user lets specs build on the shipped ones
     spec = tmp_path / "remote-qa.yaml"
     spec.write_text(
         f"version: 1\nname: remote-qa\nextends: {ROOT / 'specs' / 'qa.yaml'}\n"
