@@ -169,3 +169,23 @@ def test_servers_left_open_are_closed_at_exit(tmp_path: Path) -> None:
     assert not alive(pid)
     with pytest.raises(ToolFailure, match="not running"):
         tools[0].call({"a": "x"})
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("trusted", [False, True])
+def test_a_server_a_spec_names_does_not_get_your_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trusted: bool
+) -> None:
+    """A spec's server starts with what a program needs (HOME, PATH, ...), not your API keys; one
+    you name with -T gets your environment, since it may need its own token."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-for-the-spec-0123456789")
+    seen = tmp_path / "env.txt"
+    good = Path(__file__).with_name("mcp_server.py")
+    inner = f"printenv > {shlex.quote(str(seen))}; exec {shlex.quote(sys.executable)} {shlex.quote(str(good))}"
+    tools = open_mcp_tools(f"sh -c {shlex.quote(inner)}", timeout=10, trusted=trusted)
+    try:
+        env = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+    finally:
+        tools[0].close()
+    assert ("OPENAI_API_KEY" in env) is trusted
+    assert env.get("PATH") and env.get("HOME") == os.environ.get("HOME")

@@ -391,7 +391,7 @@ def _open(use: ToolUse, base: Path | None, *, trusted: bool, floor: Approval = A
     if use.name.startswith(MCP_PREFIX):
         from .mcp import open_mcp_tools
 
-        tools = open_mcp_tools(use.name[len(MCP_PREFIX):], timeout=use.timeout, cwd=base)
+        tools = open_mcp_tools(use.name[len(MCP_PREFIX):], timeout=use.timeout, cwd=base, trusted=trusted)
         approval = _approval(use.approval, Approval.ASK, trusted=trusted, floor=floor)
         return [ActiveTool(t, approval, use.timeout) for t in tools]
     tool = open_tool(use, base_dir=base, trusted=trusted)

@@ -127,8 +127,11 @@ class McpServer:
     a failed start ends the process before the :class:`ToolError` is raised.
     """
 
-    def __init__(self, command: str, *, cwd: Path | None = None, startup_timeout: float | None = None) -> None:
+    def __init__(
+        self, command: str, *, cwd: Path | None = None, startup_timeout: float | None = None, trusted: bool = True
+    ) -> None:
         self.command = command
+        self._env = child_env(trusted=trusted)
         argv = shlex.split(command)
         if not argv:
             raise ToolError("an MCP server needs a command")
@@ -179,7 +182,7 @@ class McpServer:
         from mcp.client.stdio import StdioServerParameters, stdio_client
 
         params = StdioServerParameters(command=self._argv[0], args=self._argv[1:],
-                                       cwd=str(self._cwd) if self._cwd else None, env=dict(os.environ))
+                                       cwd=str(self._cwd) if self._cwd else None, env=self._env)
         try:
             with open(os.devnull, "w") as errlog:
                 async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
@@ -304,14 +307,27 @@ def tool_problem(info: Any) -> str | None:
     return None if problem is None else f"has an input schema that {problem}"
 
 
-def open_mcp_tools(command: str, *, timeout: float, cwd: Path | None = None) -> list[Tool]:
+def child_env(*, trusted: bool) -> dict[str, str]:
+    """The environment a server starts with. One you name (``-T``) gets yours, since it may need
+    its own token; one a spec names gets only what a program needs to run (the SDK's safe set:
+    HOME, PATH, SHELL, TERM, plus the locale): your API keys are not the spec's to hand out."""
+    if trusted:
+        return dict(os.environ)
+    from mcp.client.stdio import get_default_environment
+
+    env = get_default_environment()
+    env.update({k: v for k, v in os.environ.items() if k == "LANG" or k.startswith("LC_")})
+    return env
+
+
+def open_mcp_tools(command: str, *, timeout: float, cwd: Path | None = None, trusted: bool = True) -> list[Tool]:
     """Start ``command`` as a stdio MCP server and return its tools (closing any one closes the server).
 
     A tool whose ``inputSchema`` is not a usable JSON Schema object refuses the whole server: the
     server is stopped and a :class:`ToolError` names it and the tool (skipping the tool would hide
     the problem until a model asks for it).
     """
-    server = McpServer(command, cwd=cwd)
+    server = McpServer(command, cwd=cwd, trusted=trusted)
     try:
         for info in server.tools:
             problem = tool_problem(info)
