@@ -264,8 +264,13 @@ def _check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: Mappi
 
 
 _LINE_BREAKS = ("\n", "\r", "\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029")
-#: What ``str.split()`` splits on (Unicode's whitespace).
-_SPACES = "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
+
+
+@functools.cache
+def _spaces() -> str:
+    """What ``str.split()`` splits on (Unicode's whitespace), found on first need: scanning every
+    code point takes 0.1 s, too much for every start-up."""
+    return "".join(chr(c) for c in range(0x110000) if chr(c).isspace())
 
 
 def _check_split(text: str, name: str, values: list[Any]) -> None:
@@ -279,7 +284,7 @@ def _check_split(text: str, name: str, values: list[Any]) -> None:
     elif sep:
         most = text.count(sep) + 1
     else:
-        most = min(sum(text.count(c) for c in _SPACES), len(text) // 2) + 1
+        most = min(sum(text.count(c) for c in _spaces()), len(text) // 2) + 1
     limits = [n for n in _int_args(values) if n >= 0]
     if limits and name != "splitlines":
         most = min(most, limits[0] + 1)  # maxsplit
