@@ -87,13 +87,11 @@ def _open(path: Path, into: list[HistoryStore | BaseException]) -> None:
 # --------------------------------------------------------------------------- deterministic interleavings
 
 
-def test_two_connections_interleaved_on_a_fresh_file_both_end_at_the_latest_schema(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A reads user_version 0 on a fresh file; before A starts migrating, B opens the same file and
-    migrates it all. A must notice under its lock that there is nothing left to do (the race gave
-    "duplicate column name: options")."""
-    path = tmp_path / "h.sqlite3"
+def _open_interleaved(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[HistoryStore, HistoryStore, list[list[str]]]:
+    """(A, B, each one's statements): A opens ``path``; just as A begins its first transaction, B
+    opens the same file and finishes first."""
     second: list[HistoryStore | BaseException] = []
 
     def hook(index: int, sql: str) -> None:
@@ -103,7 +101,17 @@ def test_two_connections_interleaved_on_a_fresh_file_both_end_at_the_latest_sche
     statements = _trace_connections(monkeypatch, hook)
     first = HistoryStore(path)
     assert len(second) == 1 and isinstance(second[0], HistoryStore), second
-    other = second[0]
+    return first, second[0], statements
+
+
+def test_two_connections_interleaved_on_a_fresh_file_both_end_at_the_latest_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reads user_version 0 on a fresh file; before A starts migrating, B opens the same file and
+    migrates it all. A must notice under its lock that there is nothing left to do (the race gave
+    "duplicate column name: options")."""
+    path = tmp_path / "h.sqlite3"
+    first, other, statements = _open_interleaved(path, monkeypatch)
     assert other.found_version == 0  # B created the schema...
     assert first.found_version == SCHEMA_VERSION  # ...and A, once it had the lock, found it done
     assert not [s for s in statements[0] if "ALTER TABLE" in s or "CREATE TABLE" in s]
@@ -289,16 +297,7 @@ def test_an_old_schema_migrates_once_even_when_two_open_it_at_once(
 ) -> None:
     path = tmp_path / "h.sqlite3"
     _version_2_file(path)
-    second: list[HistoryStore | BaseException] = []
-
-    def hook(index: int, sql: str) -> None:
-        if index == 0 and sql.startswith("BEGIN") and not second:
-            _open(path, second)
-
-    statements = _trace_connections(monkeypatch, hook)
-    first = HistoryStore(path)
-    assert len(second) == 1 and isinstance(second[0], HistoryStore), second
-    other = second[0]
+    first, other, statements = _open_interleaved(path, monkeypatch)
     every = [s for per_connection in statements for s in per_connection]
     assert sum("ADD COLUMN tools " in s for s in every) == 1  # step 2 -> 3 ran exactly once
     assert not [s for s in every if "ADD COLUMN options" in s]  # earlier steps did not run again
