@@ -50,14 +50,6 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 MAX_JSON_STARTS = 10_000
 
 
-def _loads(text: str) -> Any:
-    """``json.loads`` whose every failure is a JSONDecodeError-like ValueError (deep nesting too)."""
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
-
-
 def _top_level_starts(text: str) -> Iterator[int]:
     """Positions of ``[`` and ``{`` outside every bracket before them (counted naively, so a
     stray ``]`` in prose cannot hide what follows). A nested object of a malformed one is never
@@ -77,8 +69,8 @@ def _json_values(text: str) -> Iterator[Any]:
     then values starting at a top-level bracket in the prose."""
     for cand in [text.strip(), *(m.group(1).strip() for m in _FENCE.finditer(text))]:
         try:
-            yield _loads(cand)
-        except ValueError:  # JSONDecodeError, integers past Python's digit limit, deep nesting
+            yield json.loads(cand)
+        except (ValueError, RecursionError):  # also integers past Python's digit limit, deep nesting
             continue
     decoder = json.JSONDecoder()
     for start in itertools.islice(_top_level_starts(text), MAX_JSON_STARTS):
