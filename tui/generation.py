@@ -16,6 +16,7 @@ an error).
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -28,7 +29,7 @@ from promptdsl.tools import Step
 from promptdsl.tools.chat import ChatSteps
 
 from .conversation import Status, Turn
-from .history import HistoryStore
+from .history import HistoryStore, unsaved
 from .session import ContextFull, FittedPrompt, fit_prompt
 
 #: How often the UI looks at a streaming reply (a look costs next to nothing; showing text costs a frame).
@@ -170,10 +171,9 @@ class Generation:
                 return self._visible
             text = "".join(self._parts)
             if store is not None and self.turn.id is not None:
-                try:
-                    store.update_turn(self.turn.id, text, "streaming")
-                except Exception as exc:  # a full disk: stop rather than show what is not kept
-                    self.save_error = f"history not saved: {exc}"
+                turn_id = self.turn.id
+                self.save_error = unsaved(lambda: store.update_turn(turn_id, text, "streaming"))
+                if self.save_error is not None:  # a full disk: stop rather than show what is not kept
                     return self._visible
             self._saved = len(self._parts)
             self._visible = text
@@ -255,12 +255,9 @@ def run_generation(
         if gen.steps:
             gen.turn.steps = [s.to_dict() for s in gen.steps]
         if store is not None and gen.turn.id is not None:
-            try:
-                store.update_turn(gen.turn.id, text, gen.status, gen.error or "")
-                if gen.steps:
-                    store.set_steps(gen.turn.id, gen.turn.steps)
-            except Exception as exc:  # locked by another process, disk full: the reply still ends, and says so
-                gen.final_error = f"history not saved: {exc}"
+            steps = gen.turn.steps if gen.steps else []
+            final = functools.partial(store.finish_turn, gen.turn.id, text, gen.status, gen.error or "", steps)
+            gen.final_error = unsaved(final)  # locked by another process, disk full: the reply still ends, says so
     if backend is not None and gen.fitted is not None and gen.status != "error":
         gen.context_used = _count_after(backend, gen, text)
 

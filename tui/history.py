@@ -278,6 +278,15 @@ class HistoryStore:
     def set_author(self, turn_id: int, backend: str, model: str) -> None:
         self._run("UPDATE messages SET backend=?, model=? WHERE id=?", (backend, model, turn_id))
 
+    def finish_turn(
+        self, turn_id: int, content: str, status: Status, note: str | None, steps: list[dict[str, Any]]
+    ) -> None:
+        """A reply's final text and status, and its tool calls when it made any: one write to
+        retry whole when it fails (a locked database)."""
+        self.update_turn(turn_id, content, status, note)
+        if steps:
+            self.set_steps(turn_id, steps)
+
     def set_steps(self, turn_id: int, steps: list[dict[str, Any]]) -> None:
         """The tool calls a reply made (shown again as cards when the conversation is reopened)."""
         self._run("UPDATE messages SET steps=? WHERE id=?", (json.dumps(steps, ensure_ascii=False, default=str),

@@ -11,6 +11,7 @@ iterator at its next chunk.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -213,11 +214,8 @@ class ChatView(Vertical):
         store = self.store
         for turn in list(self._unsaved_replies):
             if store is not None and turn.id is not None:
-                try:
-                    store.update_turn(turn.id, turn.content, turn.status, turn.note)
-                    if turn.steps:
-                        store.set_steps(turn.id, turn.steps)
-                except Exception:
+                again = functools.partial(store.finish_turn, turn.id, turn.content, turn.status, turn.note, turn.steps)
+                if unsaved(again) is not None:
                     return
             self._unsaved_replies.remove(turn)
 
@@ -226,16 +224,15 @@ class ChatView(Vertical):
         if self.store is None:
             return
         self._save_replies()
-        try:
-            if conv.id is None:
-                conv.title = conv.title or make_title(turn.content)
-                self.stamp_settings(save=False)
-                self.store.create(conv)
+        store = self.store
+        if conv.id is None:
+            conv.title = conv.title or make_title(turn.content)
+            self.stamp_settings(save=False)
+            if self._save(lambda: store.create(conv)):  # a full disk must not lose the chat on screen
                 self.post_message(self.TitleChanged(conv.title))
-            else:
-                self.store.add_turn(conv.id, turn)
-        except Exception as exc:  # a full disk must not lose the chat on screen
-            self._notice(f"history not saved: {exc}", "error")
+        else:
+            conv_id = conv.id
+            self._save(lambda: store.add_turn(conv_id, turn))
 
     def stamp_settings(self, *, save: bool = True) -> None:
         """The conversation continues with the session's backend, model and options from now on."""
