@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import queue
 import threading
 import time
 from collections import Counter, deque
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .datafile import (
     DataFile,
@@ -39,10 +40,12 @@ from .result import Result
 from .runner import Runner
 from .spec import Method, Spec
 
-if TYPE_CHECKING:  # the cache (sqlite3, platformdirs) and the thread pool load with the first run
+if TYPE_CHECKING:  # the cache (sqlite3, platformdirs) and futures (7 ms) load with the first run that needs them
     from concurrent.futures import Future
 
     from .cache import ResultCache
+
+_T = TypeVar("_T")
 
 #: Concurrent requests for backends that are not in-process (see ``Backend.local``).
 DEFAULT_REMOTE_CONCURRENCY = 4
@@ -226,9 +229,7 @@ class DatasetRunner:
     def _concurrent(self, rows: Iterable[Row]) -> Iterator[Outcome]:
         window = 2 * self.concurrency  # queued + running: keeps the pool busy while the head waits
         pending: deque[Outcome | tuple[Row, Prompt, Future[Result | PromptDSLError]]] = deque()
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="promptdsl-row")
+        pool = _DaemonPool(self.concurrency, "promptdsl-row")
 
         def resolve(item: Outcome | tuple[Row, Prompt, Future[Result | PromptDSLError]]) -> Outcome:
             if isinstance(item, Outcome):
@@ -255,7 +256,49 @@ class DatasetRunner:
                     break
                 yield resolve(pending.popleft())
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
+
+
+class _DaemonPool:
+    """A thread pool whose workers do not hold up the process's exit.
+
+    ``ThreadPoolExecutor`` joins its workers when the interpreter exits, so "Ctrl+C again to stop
+    at once" waited until every request in flight had timed out (a minute or more against a
+    server that stopped answering). Rows in flight are dropped on a hard stop; ``--resume`` redoes them.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._workers = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(workers)]
+        for worker in self._workers:
+            worker.start()
+
+    def submit(self, fn: Callable[..., _T], *args: Any) -> Future[_T]:
+        from concurrent.futures import Future
+
+        future: Future[_T] = Future()
+        self._jobs.put((future, functools.partial(fn, *args)))
+        return future
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            future, call = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to whoever waits on the future, as the executor does
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Cancel the rows not started and let the workers end after the ones running."""
+        with suppress(queue.Empty):
+            while True:
+                job = self._jobs.get_nowait()
+                if job is not None:
+                    job[0].cancel()
+        for _ in self._workers:
+            self._jobs.put(None)
 
 
 def _below(limit: int, then: Callable[[dict[str, Any]], None], line: dict[str, Any]) -> None:

@@ -312,6 +312,35 @@ def test_concurrent_rows_keep_their_order_and_the_bound(tmp_path: Path) -> None:
     assert summary.ok == 24 and summary.rows == 24
 
 
+HANGING_RUN = """
+import os, signal, sys, threading
+from promptdsl import Backend, Capability, Runner, loads_spec
+from promptdsl.datafile import DataFile
+from promptdsl.dataset import run_dataset
+
+class Hang(Backend):
+    name = "hang"
+    capabilities = frozenset({Capability.COMPLETION, Capability.STREAM})
+    def stream(self, prompt, options, constraint=None):
+        threading.Event().wait()  # a server that accepted the request and never answers
+        yield ""
+
+spec = loads_spec(sys.argv[2])
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+summary = run_dataset(Runner(spec, Hang("m", {})), DataFile(sys.argv[1]), lambda line: None, concurrency=3)
+print("interrupted" if summary.interrupted else "finished")
+"""
+
+
+def test_a_hard_stop_does_not_wait_for_requests_in_flight(tmp_path: Path) -> None:
+    """"Ctrl+C again to stop at once" ends the process although no request in flight will ever
+    return: the rows' threads must not be joined at exit (ThreadPoolExecutor's are)."""
+    data = write_jsonl(tmp_path / "d.jsonl", [{"n": i} for i in range(10)])
+    done = subprocess.run([sys.executable, "-c", HANGING_RUN, str(data), ECHO],
+                          capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout.strip()) == (0, "interrupted"), done.stderr
+
+
 def test_stop_event_leaves_a_resumable_prefix(tmp_path: Path) -> None:
     data = DataFile(write_jsonl(tmp_path / "d.jsonl", [{"n": i} for i in range(30)]))
     runner = Runner(loads_spec(ECHO), SlowRemote())
