@@ -333,7 +333,7 @@ print("interrupted" if summary.interrupted else "finished")
 
 
 def test_a_hard_stop_does_not_wait_for_requests_in_flight(tmp_path: Path) -> None:
-    """"Ctrl+C again to stop at once" ends the process although no request in flight will ever
+    """A second Ctrl+C ("stop at once") ends the process although no request in flight will ever
     return: the rows' threads must not be joined at exit (ThreadPoolExecutor's are)."""
     data = write_jsonl(tmp_path / "d.jsonl", [{"n": i} for i in range(10)])
     done = subprocess.run([sys.executable, "-c", HANGING_RUN, str(data), ECHO],
