@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,14 @@ def test_field_kinds_and_probabilities() -> None:
 
 
 # --------------------------------------------------------------------------- promptdsl chat: errors before the UI
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
 
 
 @pytest.mark.parametrize(
@@ -206,8 +216,10 @@ def test_field_kinds_and_probabilities() -> None:
     ],
 )
 def test_chat_bad_arguments_fail_before_the_ui(
-    argv: list[str], message: str, home: Path, capsys: pytest.CaptureFixture[str]
+    argv: list[str], message: str, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(sys, "__stdin__", _Stream(True))  # as in a terminal: the checks past the terminal's run too
+    monkeypatch.setattr(sys, "__stderr__", _Stream(True))
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("promptdsl: error: ") and message in err
@@ -406,3 +418,18 @@ def test_damaged_history_cells_read_without_a_crash() -> None:
     deep = "[" * 100_000 + "]" * 100_000
     assert _json_value("1" * 5000) == "1" * 5000 and _json_value(deep) == deep
     assert _json_object(deep) == {} and _json_list(deep, str) == []
+
+
+@pytest.mark.parametrize(("stdin", "stderr", "which"), [(False, True, "input"), (True, False, "error")])
+def test_chat_without_a_terminal_is_refused_before_the_model_loads(
+    stdin: bool, stderr: bool, which: str, home: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`echo hi | promptdsl chat` used to load the model, then spin on the closed pipe forever."""
+    monkeypatch.setattr(sys, "__stdin__", _Stream(stdin))
+    monkeypatch.setattr(sys, "__stderr__", _Stream(stderr))
+    monkeypatch.setattr(Session, "backend", lambda self: pytest.fail("the backend was loaded"))
+    assert main(["chat"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"promptdsl: error: chat needs a terminal, and standard {which} is not one;")
+    assert "\n" not in err

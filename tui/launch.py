@@ -6,11 +6,12 @@ crash inside the terminal UI.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from promptdsl.errors import PromptDSLError
+from promptdsl.errors import InputError, PromptDSLError
 from promptdsl.loader import load_spec
 
 from .history import HistoryStore
@@ -28,6 +29,18 @@ def check_specs(paths: Sequence[Path]) -> None:
         load_spec(path)
 
 
+def check_terminal() -> None:
+    """The app reads keys from standard input and draws on standard error (as Textual does).
+    Without a terminal there it would spin forever on a closed pipe, or fill a file with
+    escape codes, after loading the model for nothing."""
+    for name, stream in (("input", sys.__stdin__), ("error", sys.__stderr__)):
+        if stream is None or not stream.isatty():
+            raise InputError(
+                f"chat needs a terminal, and standard {name} is not one; "
+                "in scripts use `promptdsl run` (one input, --data, or -i - for JSON on stdin)"
+            )
+
+
 def run_chat(
     specs: Sequence[Path] = (),
     *,
@@ -43,12 +56,13 @@ def run_chat(
     check_specs(specs)
     check_options(options or {})  # `-o temperature=abc` fails here, as in `promptdsl run`
     check_tools(tools)  # `-T calculater` or a bad tool option fails here too
-    session = Session.from_cli(backend, model, options or {})
-    session.backend()  # unknown backend / missing model: fail here, before the screen switches
     store = HistoryStore.default()
     resume = store.latest_id() if resume_latest else None
     if resume_latest and resume is None:
         raise PromptDSLError("--continue: there is no saved conversation yet")
+    check_terminal()
+    session = Session.from_cli(backend, model, options or {})
+    session.backend()  # unknown backend / missing model: fail here, before the screen switches
 
     from .app import PromptDSLApp  # Textual is imported only when the UI really starts
 
