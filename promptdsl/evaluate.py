@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .dataset import Outcome
-from .errors import InputError
+from .errors import InputError, did_you_mean
 from .schema import json_equal
 from .spec import OutputType, Spec
 
@@ -275,10 +275,16 @@ class Evaluation:
         if label in spec.inputs:
             raise InputError(f"--label '{label}' is one of the spec's inputs; the label must be a separate field")
         self.label = label
+        self.inputs = set(spec.inputs)
         self.metrics: Metrics = metrics_for(spec)
+        self.fields: set[str] = set()  # the rows' field names, for a did-you-mean on a misspelt --label
 
     def gold_of(self, data: Any) -> Any:
-        return data.get(self.label) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        if len(self.fields) < 1000:
+            self.fields.update(k for k in data if isinstance(k, str))
+        return data.get(self.label)
 
     def on_resumed_line(self, line: dict[str, Any]) -> None:
         score_line(self.metrics, self.gold_of(line.get("input")), line.get("value"), "error" not in line)
@@ -287,4 +293,15 @@ class Evaluation:
         gold = self.gold_of(outcome.row.data)
         value = outcome.result.value if outcome.result is not None else None
         line["label"] = gold
-        line["correct"] = score_line(self.metrics, gold, value, outcome.ok)
+        correct = score_line(self.metrics, gold, value, outcome.ok)
+        line["correct"] = None if unlabelled(gold) else correct  # left out of the metrics, so neither
+
+    def no_labels(self) -> str | None:
+        """Why the metrics describe nothing when no row had a label (a misspelt --label, most often)."""
+        if self.metrics.total or not self.metrics.unlabelled:
+            return None
+        n = self.metrics.unlabelled
+        if self.label in self.fields:
+            return f"--label '{self.label}' is empty in all {n} rows, so there is nothing to score"
+        hint = did_you_mean(self.label, self.fields - self.inputs)
+        return f"--label '{self.label}': none of the {n} rows has this field{hint}, so there is nothing to score"

@@ -204,3 +204,59 @@ def test_resume_with_a_smaller_limit_scores_only_the_rows_within_it(tmp_path: Pa
     ev, resumed = run(3, resume=True)
     assert ev.metrics.total == 3 and resumed == 3
     assert len(out.read_text(encoding="utf-8").splitlines()) == 5  # the file keeps what it holds
+
+
+def test_a_misspelt_label_column_fails_before_the_model_loads(
+    home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import promptdsl.cli.dataset as cli_dataset
+
+    monkeypatch.setattr(cli_dataset, "runner_from_args", lambda *a: pytest.fail("the model was loaded"))
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\nI love it,positive\n", encoding="utf-8")
+    assert main(["eval", str(SPECS / "sentiment.yaml"), "--data", str(data), "--label", "lbl"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"promptdsl: error: {data}: --label 'lbl': no such column (did you mean 'label'?); "
+                   "the header has: text, label")
+
+
+def _evaluate(tmp_path: Path, rows: list[dict[str, str]], label: str) -> tuple[object, list[dict[str, object]]]:
+    from test_runner import ALL, CHOICE_SPEC, Scripted
+
+    from promptdsl import Runner, loads_spec
+    from promptdsl.datafile import DataFile
+    from promptdsl.dataset import DatasetRun
+    from promptdsl.evaluate import Evaluation
+
+    spec = loads_spec(CHOICE_SPEC)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "r.jsonl"
+    ev = Evaluation(spec, label)
+    job = DatasetRun(spec, DataFile(data), out, runner=Runner(spec, Scripted(caps=ALL, scores=[-0.1, -2.0])),
+                     cache=False)
+    try:
+        job.execute(on_outcome=ev.on_outcome)
+    finally:
+        job.close()
+    return ev, [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+
+
+def test_no_labelled_row_says_why_the_metrics_mean_nothing(tmp_path: Path) -> None:
+    rows = [{"text": f"r{i}", "label": "Yes"} for i in range(3)]
+    ev, _ = _evaluate(tmp_path, rows, "lable")
+    assert ev.no_labels() == (  # type: ignore[attr-defined]
+        "--label 'lable': none of the 3 rows has this field (did you mean 'label'?), so there is nothing to score"
+    )
+    ev, _ = _evaluate(tmp_path, [{"text": "r", "label": ""}], "label")
+    assert ev.no_labels() == "--label 'label' is empty in all 1 rows, so there is nothing to score"  # type: ignore[attr-defined]
+    ev, _ = _evaluate(tmp_path, rows, "label")
+    assert ev.no_labels() is None  # type: ignore[attr-defined]
+
+
+def test_unlabelled_rows_are_neither_correct_nor_wrong_in_the_results(tmp_path: Path) -> None:
+    """The metrics leave them out, so the per-row file must not count them as wrong."""
+    rows = [{"text": "a", "label": "Yes"}, {"text": "b"}, {"text": "c", "label": ""}, {"text": "d", "label": "No"}]
+    ev, lines = _evaluate(tmp_path, rows, "label")
+    assert [x["correct"] for x in lines] == [True, None, None, False]
+    assert ev.metrics.unlabelled == 2 and ev.metrics.total == 2  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..errors import InputError, did_you_mean
 from ..loader import load_spec
 from .common import Commands, add_backend_flags, add_input_flags, say
 from .dataset import add_dataset_flags, dataset_run, execute, report
@@ -30,6 +31,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     evaluation = Evaluation(spec, args.label)
+    check_label_column(args.data, args.label)
     run = dataset_run(spec, args, on_resumed_line=evaluation.on_resumed_line)
     summary = execute(run, args, evaluation.on_outcome, print_lines=False)
     code = report(run, summary)
@@ -41,7 +43,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # answered at all (the metrics would then describe nothing) is a failure.
     if summary.interrupted or summary.stopped_by is not None:
         return code
+    if (why := evaluation.no_labels()) is not None:
+        say(f"promptdsl: error: {why}")
+        return 1
     if summary.errors and not summary.ok and not summary.resumed:
         say(f"promptdsl: error: none of the {summary.errors} rows succeeded, so these metrics mean nothing")
         return 1
     return 0
+
+
+def check_label_column(path: Path, label: str) -> None:
+    """A CSV's header names its fields, so a misspelt --label fails before any model loads."""
+    from ..datafile import DataFile
+
+    if str(path) == "-" or path.suffix.lower() != ".csv":
+        return
+    data = DataFile(path)
+    header = data.header()
+    if header is not None and label not in header:
+        raise InputError(
+            f"--label '{label}': no such column{did_you_mean(label, header)}; the header has: " + ", ".join(header),
+            source=data.name,
+        )
