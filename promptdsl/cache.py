@@ -123,9 +123,8 @@ class ResultCache:
         self._warned = False
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
-        self.path = path or Path("<cache>")
         try:
-            self.path = path or default_path()
+            self.path = path or cache_dir(create=False) / FILENAME  # named in a warning if the folder fails
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
             journal_wal(self._db)

@@ -15,7 +15,14 @@ HOME_ENV = "PROMPTDSL_HOME"
 
 def _home_override() -> Path | None:
     value = os.environ.get(HOME_ENV, "").strip()
-    return Path(value).expanduser() if value else None
+    if not value:
+        return None
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # `~nouser/x`: Python cannot find that user's home
+        from .errors import InputError
+
+        raise InputError(f"cannot expand '{value}': no such user's home directory", source=f"${HOME_ENV}") from None
 
 
 def data_dir(create: bool = True) -> Path:

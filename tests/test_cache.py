@@ -152,3 +152,25 @@ def test_wal_waits_out_a_file_other_runs_are_creating() -> None:
     assert db.calls == 4
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         journal_wal(Racing(10**6), seconds=0.05)  # type: ignore[arg-type]  # not forever
+
+
+def test_a_home_that_is_a_file_is_named_in_the_cache_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.write_text("", encoding="utf-8")
+    monkeypatch.setenv("PROMPTDSL_HOME", str(home))
+    problems: list[str] = []
+    cache = ResultCache(on_problem=problems.append)
+    assert not cache.enabled
+    assert len(problems) == 1 and f"result cache {home / 'cache' / 'results.sqlite3'}: cannot open it" in problems[0]
+
+
+def test_an_unknown_user_in_promptdsl_home_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from promptdsl.cli import main
+
+    monkeypatch.setenv("PROMPTDSL_HOME", "~no-such-user-promptdsl/x")
+    assert main(["validate", "specs/sentiment.yaml"]) == 2
+    assert capsys.readouterr().err == (
+        "promptdsl: error: $PROMPTDSL_HOME: cannot expand '~no-such-user-promptdsl/x': no such user's home directory\n"
+    )
