@@ -541,7 +541,8 @@ class DatasetRun:
                     except BrokenPipeError:
                         raise
                     except OSError as exc:
-                        raise InputError(f"cannot write results: {exc.strerror}", source=str(self.out)) from None
+                        where = "standard output" if self.out is None else str(self.out)
+                        raise InputError(f"cannot write results: {exc.strerror}", source=where) from None
 
                 summary = run_dataset(
                     self.runner,

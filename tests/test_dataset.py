@@ -486,3 +486,29 @@ def test_remote_backend_runs_rows_concurrently_in_order(
     assert all(x["value"] in CHOICES and x["backend"] == "openai" for x in lines)
     blob = out.read_bytes() + b"".join(p.read_bytes() for p in (home / "cache").rglob("*") if p.is_file())
     assert openai_env.api_key.encode() not in blob and openai_env.api_key not in err
+
+
+def test_a_full_standard_output_is_named_as_such(tmp_path: Path) -> None:
+    """`promptdsl run --data F > /dev/full` said "None: cannot write results"."""
+    import errno
+    import io
+
+    from promptdsl.dataset import DatasetRun
+    from promptdsl.errors import InputError
+
+    class Full(io.StringIO):
+        def write(self, s: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    spec = loads_spec(ECHO)
+    data = DataFile(write_jsonl(tmp_path / "d.jsonl", [{"n": 1}]))
+    job = DatasetRun(spec, data, None, runner=Runner(spec, SlowRemote()), cache=False)
+    with pytest.raises(InputError) as info:
+        job.execute(Full())
+    assert str(info.value) == "standard output: cannot write results: No space left on device"
+
+
+def test_a_closed_standard_output_is_no_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started with stdout closed (`>&-`), Python's sys.stdout is None: the final flush must not fail."""
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["validate", SENTIMENT]) == 0

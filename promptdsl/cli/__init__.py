@@ -73,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         code = int(handler(args))
-        sys.stdout.flush()  # a full stdout (/dev/full) fails here, not at exit
+        if sys.stdout is not None:  # None when started with stdout closed (`>&-`, some daemons)
+            sys.stdout.flush()  # a full stdout (/dev/full) fails here, not at exit
         return code
     except PromptDSLError as exc:
         if args.debug:
