@@ -50,6 +50,7 @@ _T = TypeVar("_T")
 #: Concurrent requests for backends that are not in-process (see ``Backend.local``).
 DEFAULT_REMOTE_CONCURRENCY = 4
 ON_ERROR = ("skip", "stop")
+SPEC_KEY = "spec"  # the run digest on every result line (see run_digest)
 #: Rows scored together on a local model (``Backend.score_many``); results are still written row by row.
 DEFAULT_BATCH_ROWS = 16
 
@@ -301,6 +302,65 @@ class _DaemonPool:
             self._jobs.put(None)
 
 
+def run_digest(spec: Spec, fields: Mapping[str, str], constants: Mapping[str, Any]) -> str:
+    """What makes a run's prompts: the spec (less its file, tests and description), the --field
+    mapping and the --input constants. Result lines carry it, so ``--resume`` can refuse to fold
+    results of another spec into one file (and one accuracy)."""
+    import dataclasses
+    import hashlib
+
+    skip = {"path", "source", "tests", "description"}
+    parts = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in skip}
+    text = repr([parts, sorted(fields.items()), sorted((k, repr(v)) for k, v in constants.items())])
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class _MadeBy:
+    """What the lines of a results file say made them: spec digests, and backends with models."""
+
+    def __init__(self) -> None:
+        self.specs: set[str] = set()
+        self.models: set[tuple[str, str]] = set()
+
+    def tee(self, then: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
+        def seen(line: dict[str, Any]) -> None:
+            if isinstance(line.get(SPEC_KEY), str):  # lines of older versions have none
+                self.specs.add(line[SPEC_KEY])
+            if isinstance(line.get("backend"), str) and isinstance(line.get("model"), str):
+                self.models.add((line["backend"], line["model"]))
+            if then is not None:
+                then(line)
+
+        return seen
+
+    def check_spec(self, digest: str, out: Path) -> None:
+        if self.specs - {digest}:
+            raise InputError(
+                "--resume: the results were made with another spec, or other --field/--input values; "
+                "give a new --out, or drop --resume to start over",
+                source=str(out),
+            )
+
+    def check_model(self, runner: Runner, out: Path) -> None:
+        backend = runner.backend
+        other = sorted(self.models - {(backend.name, backend.model_id)})
+        if other:
+            name, model = other[0]
+            raise InputError(
+                f"--resume: the results were made by {name} with model {model!r}, and this run uses "
+                f"{backend.name} with {backend.model_id!r}; give a new --out, or drop --resume to start over",
+                source=str(out),
+            )
+
+
+def _stamp(
+    digest: str, then: Callable[[Outcome, dict[str, Any]], None] | None, outcome: Outcome, line: dict[str, Any]
+) -> None:
+    line[SPEC_KEY] = digest
+    if then is not None:
+        then(outcome, line)
+
+
 def _below(limit: int, then: Callable[[dict[str, Any]], None], line: dict[str, Any]) -> None:
     if line["index"] < limit:
         then(line)
@@ -479,19 +539,26 @@ class DatasetRun:
         # The lock comes first: a second run on the same --out is refused before anything is read or
         # changed, and the file is truncated or repaired only in execute(), after every check passed.
         self.lock = OutputLock(out) if out is not None else None
+        self.digest = run_digest(spec, self.fields, self.constants)
+        made_by = _MadeBy()
         try:
             on_line = on_resumed_line
             if on_resumed_line is not None and limit is not None:  # rows past --limit are not this run's
                 on_line = functools.partial(_below, limit, on_resumed_line)
-            self.skip = scan_output(out, on_line) if resume and out is not None else None
+            self.skip = scan_output(out, made_by.tee(on_line)) if resume and out is not None else None
             if not resume and out is not None:
                 _check_replaceable(out)
             if self.skip is not None:
+                assert out is not None
+                made_by.check_spec(self.digest, out)  # before the model loads
                 check_resume(data, self.skip, limit)
             if runner is None:
                 runner = Runner(spec)
             # Built last: a callable defers loading a model until every file checked out.
             self.runner = runner if isinstance(runner, Runner) else runner()
+            if self.skip is not None:
+                assert out is not None
+                made_by.check_model(self.runner, out)
         except BaseException:
             self.close()
             raise
@@ -556,7 +623,7 @@ class DatasetRun:
                     constants=self.constants,
                     progress=progress,
                     stop=stop,
-                    on_outcome=on_outcome,
+                    on_outcome=functools.partial(_stamp, self.digest, on_outcome),
                     fields=self.fields,
                 )
             except BaseException:

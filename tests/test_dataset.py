@@ -512,3 +512,35 @@ def test_a_closed_standard_output_is_no_traceback(monkeypatch: pytest.MonkeyPatc
     """Started with stdout closed (`>&-`), Python's sys.stdout is None: the final flush must not fail."""
     monkeypatch.setattr(sys, "stdout", None)
     assert main(["validate", SENTIMENT]) == 0
+
+
+def test_resume_refuses_results_of_another_spec_or_model(tmp_path: Path) -> None:
+    """--resume compared only the inputs, so it folded two specs' (or models') answers into one file."""
+    from promptdsl.dataset import DatasetRun
+    from promptdsl.errors import InputError
+
+    data = DataFile(write_jsonl(tmp_path / "d.jsonl", [{"n": i} for i in range(6)]))
+    out = tmp_path / "r.jsonl"
+
+    def run(spec_text: str, limit: int, resume: bool, model: str = "m", fields: dict[str, str] | None = None) -> None:
+        spec = loads_spec(spec_text)
+        backend = SlowRemote()
+        backend.model = model
+        job = DatasetRun(spec, data, out, runner=Runner(spec, backend), resume=resume, limit=limit, cache=False,
+                         fields=fields)
+        try:
+            job.execute()
+        finally:
+            job.close()
+
+    run(ECHO, 2, resume=False)
+    before = out.read_bytes()
+    other = ECHO.replace('"item {{ n }}"', '"Item {{ n }}"')
+    with pytest.raises(InputError, match=r"--resume: the results were made with another spec, or other --field"):
+        run(other, 4, resume=True)
+    with pytest.raises(InputError, match=r"made by slowremote with model 'm', and this run uses slowremote with 'm2'"):
+        run(ECHO, 4, resume=True, model="m2")
+    assert out.read_bytes() == before  # refused before anything was written
+    run(ECHO, 4, resume=True)  # the same spec and model go on
+    assert [x["index"] for x in read_lines(out)] == [0, 1, 2, 3]
+    assert len({x["spec"] for x in read_lines(out)}) == 1
