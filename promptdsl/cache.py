@@ -136,25 +136,29 @@ class ResultCache:
             self._db.execute("SELECT key, value FROM results LIMIT 1").fetchall()
             self._db.commit()
         except (OSError, sqlite3.Error, ValueError) as exc:
-            self._disable(f"cannot open it: {_reason(exc)}")
+            self._disable(f"cannot open it: {_reason(exc)}", exc)
 
     @property
     def enabled(self) -> bool:
         return self._db is not None
 
-    def _disable(self, why: str) -> None:
+    def _disable(self, why: str, exc: BaseException | None = None) -> None:
         """Turn the cache off for the rest of this run and report why, once."""
         db, self._db = self._db, None
         if db is not None:
             with contextlib.suppress(sqlite3.Error):
                 db.close()
-        self.note(why, off=True)
+        busy = isinstance(exc, sqlite3.OperationalError) and is_busy(exc)
+        self.note(why, off="busy" if busy else "broken")
 
-    def note(self, why: str, *, off: bool = False) -> None:
-        """Record a problem with the cache; the first one goes to ``on_problem``."""
+    def note(self, why: str, *, off: str | None = None) -> None:
+        """Record a problem with the cache; the first one goes to ``on_problem``.
+        ``off``: the cache is off because it is "busy" (another program holds it) or "broken"."""
         if self.problem is None:
             self.problem = f"result cache {self.path}: {why}"
-            if off:
+            if off == "busy":  # the file is fine: deleting it would lose every entry for nothing
+                self.problem += "; another program holds it locked, so this run goes on without it"
+            elif off is not None:
                 self.problem += "; running without it (delete the file to start a new cache, or pass --no-cache)"
         if not self._warned and self.on_problem is not None:
             self._warned = True
@@ -167,7 +171,7 @@ class ResultCache:
             with self._lock:
                 row = self._db.execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error as exc:
-            self._disable(f"cannot read it: {_reason(exc)}")
+            self._disable(f"cannot read it: {_reason(exc)}", exc)
             return None
         value: Any = None
         if row is not None:
@@ -196,7 +200,7 @@ class ResultCache:
                 )
                 self._db.commit()
         except (sqlite3.Error, OSError, ValueError) as exc:
-            self._disable(f"cannot write it: {_reason(exc)}")
+            self._disable(f"cannot write it: {_reason(exc)}", exc)
 
     def __len__(self) -> int:
         if self._db is None:

@@ -174,3 +174,17 @@ def test_an_unknown_user_in_promptdsl_home_is_one_line(
     assert capsys.readouterr().err == (
         "promptdsl: error: $PROMPTDSL_HOME: cannot expand '~no-such-user-promptdsl/x': no such user's home directory\n"
     )
+
+
+def test_a_cache_locked_by_another_program_is_not_called_broken(tmp_path: Path) -> None:
+    """Deleting a file that is only busy would lose every entry: the advice differs."""
+    problems: list[str] = []
+    cache = ResultCache(tmp_path / "c.sqlite3", on_problem=problems.append)
+    assert cache.enabled
+    cache._disable("cannot write it: database is locked", sqlite3.OperationalError("database is locked"))
+    assert not cache.enabled and len(problems) == 1
+    assert problems[0].endswith("another program holds it locked, so this run goes on without it")
+    assert "delete" not in problems[0]
+    broken = ResultCache(tmp_path / "d.sqlite3", on_problem=problems.append)
+    broken._disable("cannot read it: file is not a database", sqlite3.DatabaseError("file is not a database"))
+    assert "delete the file to start a new cache" in problems[1]
