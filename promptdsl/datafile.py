@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,11 +22,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import InputError, quote
-from .inputs import has_surrogate, strict_json, typed_value
+from .inputs import MAX_INPUT_FILE_BYTES, SURROGATE, has_surrogate, strict_json, typed_value
 from .spec import Spec
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 SNIFF_BYTES = 8192
+#: A row (a JSONL line, a CSV record) larger than this is a bad row, read no further than the cap:
+#: the same 16 MiB as ``-i name=@file`` (a prompt that large is far past any model's context).
+MAX_ROW_BYTES = MAX_INPUT_FILE_BYTES
+TOO_LARGE = f"the row is larger than {MAX_ROW_BYTES >> 20} MiB"
+_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_UTF32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
 
 
 # ============================================================================ reading rows
@@ -68,6 +76,10 @@ class DataFile:
         except OSError as exc:
             raise InputError(f"cannot read dataset: {exc.strerror}", source=self.name) from None
         if b"\0" in head:
+            # UTF-16 (PowerShell 5's >, Excel's "Unicode text") starts with a BOM, and its ASCII has NUL bytes
+            for boms, which in ((_UTF32_BOMS, "UTF-32"), (_UTF16_BOMS, "UTF-16")):
+                if head.startswith(boms):
+                    raise InputError(f"dataset is {which} text, not UTF-8; save it as UTF-8", source=self.name)
             raise InputError(f"dataset is a binary file, not {self.format.upper()} text", source=self.name)
         try:
             head.decode("utf-8")
@@ -81,29 +93,25 @@ class DataFile:
     def header(self) -> list[str] | None:
         """The CSV header (checked), or None for an empty file."""
         assert self.path is not None
-        with self.path.open("r", encoding="utf-8-sig", newline="") as f:
+        with self.path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+            lines = _CsvLines(f)
             try:
-                header = next(csv.reader(f), None)
-            except UnicodeDecodeError:
-                raise InputError("not UTF-8 text near the start", source=self.name) from None
+                return _read_header(lines, csv.reader(lines), self.name)
             except csv.Error as exc:
                 raise InputError(f"line 1: bad CSV header: {exc}", source=self.name) from None
-        if header is not None:
-            _check_header(header, self.name)
-        return header
 
     def count(self) -> int | None:
-        """Rows in the file, counted fast (lines, minus the CSV header); None for stdin."""
+        """Rows in the file, counted fast (for the progress bar); None for stdin.
+
+        JSONL: the lines that are not blank. CSV: the records, minus the header; a line end
+        inside a quoted cell does not count. The CSV count follows the quotes without parsing
+        fields, so a stray quote inside an unquoted cell (``5" screen``) can put it off: the
+        bar grows if the rows outrun it.
+        """
         if self.path is None:
             return None
-        lines = 0
-        last = b"\n"
         with self.path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                lines += chunk.count(b"\n")
-                last = chunk[-1:]
-        lines += last != b"\n"
-        return max(0, lines - 1) if self.format == "csv" else lines
+            return _count_csv_records(f) if self.format == "csv" else _count_jsonl_rows(f)
 
     def rows(self) -> Iterator[Row]:
         if self.format == "csv":
@@ -113,40 +121,214 @@ class DataFile:
     def _jsonl_rows(self) -> Iterator[Row]:
         with _open_binary(self) as f:
             index = 0
-            for line_no, raw in enumerate(f, 1):
-                if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            line_no = 0
+            while raw := f.readline(MAX_ROW_BYTES + 1):  # a multi-GB line is not read whole
+                line_no += 1
+                if line_no == 1 and raw.startswith(_BOM):
                     raw = raw[3:]
-                if not raw.strip():
+                if len(raw) > MAX_ROW_BYTES:
+                    if not raw.endswith(b"\n"):
+                        _skip_line(f)
+                    yield Row(index, line_no, raw[:200].decode("utf-8", "replace"), TOO_LARGE)
+                elif not raw.strip():
                     continue
-                yield _parse_json_row(raw, index, line_no)
+                else:
+                    yield _parse_json_row(raw, index, line_no)
                 index += 1
 
     def _csv_rows(self) -> Iterator[Row]:
         assert self.path is not None
         csv.field_size_limit(64 << 20)
-        with self.path.open("r", encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
+        # Bytes that are not UTF-8 become lone surrogates: that record is a bad row, as in JSONL,
+        # and the rows around it still run.
+        with self.path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+            lines = _CsvLines(f)
+            reader = csv.reader(lines)
             try:
-                header = next(reader, None)
+                header = _read_header(lines, reader, self.name)
                 if header is None:
                     return
-                _check_header(header, self.name)
                 index = 0
-                start = reader.line_num + 1
-                for record in reader:
-                    line, start = start, reader.line_num + 1
+                while True:
+                    line = lines.line_no + 1
+                    lines.next_record()
+                    try:
+                        record = next(reader, None)
+                    except _TooLarge:
+                        lines.skip_record()
+                        reader = csv.reader(lines)  # a new reader: the old one holds a part of that record
+                        yield Row(index, line, _readable(lines.head).rstrip("\r\n"), TOO_LARGE)
+                        index += 1
+                        continue
+                    if record is None:
+                        return
                     if not record or record == [""]:
                         continue
-                    if len(record) != len(header):
+                    if lines.not_utf8:
+                        yield Row(index, line, {"_fields": [_readable(cell) for cell in record]}, "not UTF-8 text")
+                    elif len(record) != len(header):
                         error = f"has {len(record)} fields but the header has {len(header)}"
                         yield Row(index, line, {"_fields": record}, error)
                     else:
                         yield Row(index, line, dict(zip(header, record, strict=True)))
                     index += 1
-            except UnicodeDecodeError:
-                raise InputError(f"not UTF-8 text near line {reader.line_num + 1}", source=self.name) from None
             except csv.Error as exc:
-                raise InputError(f"line {reader.line_num}: bad CSV: {exc}", source=self.name) from None
+                raise InputError(f"line {lines.line_no}: bad CSV: {exc}", source=self.name) from None
+
+
+class _TooLarge(Exception):
+    """Raised through ``csv.reader`` when the record it reads passes :data:`MAX_ROW_BYTES`."""
+
+
+class _CsvLines:
+    """The physical lines of a CSV file for ``csv.reader``, none read past the row cap.
+
+    It counts the lines, and notes for the record being read (:meth:`next_record` starts one)
+    its first line and whether it holds bytes that are not UTF-8. A line that would take the
+    record past :data:`MAX_ROW_BYTES` is not given to the reader: :class:`_TooLarge` is
+    raised instead, and :meth:`skip_record` reads on to the record's end, a piece at a time.
+    """
+
+    def __init__(self, f: IO[str]) -> None:
+        self.readline = f.readline
+        self.held = ""  # a line read ahead, given next
+        self.line_no = 0  # physical lines read (begun)
+        self.piece = ""  # the line that took the record past the cap, as far as it was read
+        self.next_record()
+
+    def next_record(self) -> None:
+        self.size = 0
+        self.quotes = 0
+        self.not_utf8 = False
+        self.head = ""
+
+    def _read(self) -> str:
+        if self.held:
+            piece, self.held = self.held, ""
+            return piece
+        return self.readline(MAX_ROW_BYTES + 1)
+
+    def __iter__(self) -> _CsvLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._read()
+        if not line:
+            raise StopIteration
+        self.line_no += 1
+        if not self.head:
+            self.head = line[:200]
+        size = len(line)
+        if not line.isascii():  # (isascii is a flag look-up: plain lines cost nothing more)
+            self.not_utf8 = self.not_utf8 or SURROGATE.search(line) is not None
+            size = len(line.encode("utf-8", "surrogateescape"))
+        self.size += size
+        self.quotes += line.count('"')
+        if self.size > MAX_ROW_BYTES:
+            self.piece = line
+            raise _TooLarge
+        return line
+
+    def skip_record(self) -> None:
+        """Read on to the end of the record that grew too large: the first line end after an even
+        number of quotes since the record began (a line end inside a quoted cell is not one)."""
+        piece, self.piece = self.piece, ""
+        while True:
+            ended = self._ends_line(piece)
+            if ended and self.quotes % 2 == 0:
+                return
+            piece = self._read()
+            if not piece:
+                return
+            self.line_no += ended
+            self.quotes += piece.count('"')
+
+    def _ends_line(self, piece: str) -> bool:
+        """Whether ``piece``, as readline gave it, ends its line (not when cut at the size limit)."""
+        if piece.endswith("\n"):
+            return True
+        if not piece.endswith("\r"):
+            return False
+        if len(piece) > MAX_ROW_BYTES:  # cut at the limit just after a \r: a \n next is part of it
+            after = self._read()
+            if after != "\n":
+                self.held = after
+        return True
+
+
+def _readable(text: str) -> str:
+    """Text read with ``surrogateescape``, its undecodable bytes shown as U+FFFD (results files are UTF-8)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if SURROGATE.search(text) else text
+
+
+def _skip_line(f: IO[bytes]) -> None:
+    """Read on to the end of the current line, a piece at a time."""
+    while piece := f.readline(1 << 20):
+        if piece.endswith(b"\n"):
+            return
+
+
+#: A line end followed by a line of only whitespace (the lookahead lets blank lines in a row all count).
+_BLANK_JSONL_LINE = re.compile(rb"\n[ \t\r\f\v]*(?=\n)")
+#: A line end followed by an empty line (CSV: ``csv.reader`` skips only those; "\r" alone ends a line too).
+_EMPTY_CSV_LINE = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?=[\r\n])")
+_CHUNK = 1 << 20
+
+
+def _chunks(f: IO[bytes]) -> Iterator[bytes]:
+    """The file a chunk at a time, without a UTF-8 BOM at its start."""
+    start = f.read(len(_BOM))
+    if start and start != _BOM:
+        yield start
+    while chunk := f.read(_CHUNK):
+        yield chunk
+
+
+def _count_jsonl_rows(f: IO[bytes]) -> int:
+    """Lines that are not blank (what :meth:`DataFile._jsonl_rows` reads), a chunk at a time."""
+    rows = 0
+    blank = True  # the line being read is blank so far
+    for chunk in _chunks(f):
+        start = chunk.find(b"\n")
+        if start < 0:
+            blank = blank and (not chunk or chunk.isspace())
+            continue
+        end = chunk.rfind(b"\n")
+        if not (blank and (start == 0 or chunk[:start].isspace())):
+            rows += 1  # the line that began before this chunk, or with it
+        middle = chunk[start : end + 1]  # whole lines, each after a \n
+        rows += middle.count(b"\n") - 1 - len(_BLANK_JSONL_LINE.findall(middle))
+        tail = chunk[end + 1 :]
+        blank = not tail or tail.isspace()
+    return rows + (not blank)
+
+
+def _count_csv_records(f: IO[bytes]) -> int:
+    """CSV records, minus the header: the line ends outside quotes, less the empty lines."""
+    ends = 0
+    quoted = False
+    before = b""  # what precedes this chunk's text outside quotes: its last byte, or a quote
+    last = b"\n"
+    for chunk in _chunks(f):
+        last = chunk[-1:] or last
+        if b'"' in chunk:
+            parts = chunk.split(b'"')
+            outside = b'"'.join(parts[1 if quoted else 0 :: 2])
+            before = b'"' if quoted else before
+            quoted ^= len(parts) % 2 == 0  # an odd number of quotes
+        elif quoted:
+            continue
+        else:
+            outside = chunk
+        text = before + outside  # a \r\n or an empty line across two chunks counts once
+        ends += _line_ends(text) - _line_ends(before) - len(_EMPTY_CSV_LINE.findall(text))
+        before = b'"' if quoted else text[-1:]
+    records = ends + (last not in (b"\n", b"\r"))
+    return max(0, records - 1)
+
+
+def _line_ends(text: bytes) -> int:
+    return text.count(b"\n") + text.count(b"\r") - text.count(b"\r\n")
 
 
 @contextmanager
@@ -182,6 +364,18 @@ def _json_type(value: Any) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
+def _read_header(lines: _CsvLines, reader: Iterator[list[str]], source: str) -> list[str] | None:
+    try:
+        header = next(reader, None)
+    except _TooLarge:
+        raise InputError(f"line 1: the header is larger than {MAX_ROW_BYTES >> 20} MiB", source=source) from None
+    if header is not None:
+        if lines.not_utf8:
+            raise InputError("line 1: the header is not UTF-8 text", source=source)
+        _check_header(header, source)
+    return header
+
+
 def _check_header(header: list[str], source: str) -> None:
     seen: set[str] = set()
     for i, name in enumerate(header, 1):
@@ -209,7 +403,7 @@ def row_inputs(spec: Spec, row: Row, fmt: str, fields: Mapping[str, str] | None 
         schema = spec.inputs[name]
         if cell == "" and "default" in schema:
             continue
-        out[name] = typed_value(schema, cell)
+        out[name] = typed_value(schema, cell, name)
     return out
 
 

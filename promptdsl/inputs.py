@@ -7,6 +7,8 @@ bad value costs nothing and the message names the input.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -81,19 +83,28 @@ def parse_assignment(spec: Spec, text: str) -> tuple[str, Any]:
     elif raw.startswith("@"):
         path = Path(raw[1:])
         raw = _read_input_file(path, name, literal=f"{name}=@{raw}")
-    return name, typed_value(spec.inputs.get(name, {}), raw)
+    return name, typed_value(spec.inputs.get(name, {}), raw, name)
 
 
-def typed_value(schema: Mapping[str, Any], text: str) -> Any:
-    """Text typed for an input (a flag, a CSV cell): kept as text for string inputs, else read as JSON."""
-    return text if _wants_string(schema) else json_or_text(text)
+def typed_value(schema: Mapping[str, Any], text: str, name: str) -> Any:
+    """Text typed for input ``name`` (a flag, a CSV cell): kept as text when the input takes a
+    string, else read as JSON. A number too large for a float (``1e400``) is an InputError, not
+    text: the schema's "is not of type 'number'" would only puzzle."""
+    if _wants_string(schema):
+        return text
+    try:
+        return strict_json(text)
+    except NotFinite as exc:
+        raise InputError(f"input '{name}': invalid JSON: {exc}", name=name) from None
+    except (ValueError, RecursionError):
+        return text
 
 
 def json_or_text(text: str) -> Any:
     """``text`` read as JSON when it parses, else the text itself (schema validation then says what was expected).
 
-    NaN/Infinity, duplicate keys, integers past Python's 4,300 digits and runaway nesting stay
-    text too (the input's schema then says what was expected), as :func:`strict_json` reads.
+    NaN/Infinity, 1e400, duplicate keys, integers past Python's 4,300 digits and runaway nesting
+    stay text too (the input's schema then says what was expected), as :func:`strict_json` reads.
     """
     try:
         return strict_json(text)
@@ -103,6 +114,18 @@ def json_or_text(text: str) -> Any:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+class NotFinite(ValueError):
+    """A JSON number too large for a float (``1e400``): Python would read it as infinity."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        shown = text if len(text) <= 40 else f"{text[:20]}...{text[-10:]}"
+        raise NotFinite(f"{shown} is not a finite number")
+    return value
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -116,15 +139,20 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def strict_json(text: str) -> Any:
     """JSON as the standard has it, for data files and stdin: Python's reader also takes NaN and
-    Infinity (which results files could not carry on) and keeps the last of duplicate keys
-    silently. Raises json.JSONDecodeError, ValueError (those, and huge integers) or RecursionError."""
-    return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_duplicates)
+    Infinity, and reads a number too large for a float (``1e400``) as infinity (which results
+    files could not carry on), and keeps the last of duplicate keys silently. Raises
+    json.JSONDecodeError, ValueError (those, NotFinite, and huge integers) or RecursionError."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float, object_pairs_hook=_no_duplicates)
 
 
 def _wants_string(schema: Mapping[str, Any]) -> bool:
+    """Whether typed text is the value itself: the input takes a string (``type: string``, a type
+    list with "string" in it such as ``[string, "null"]``, no type, or an enum of strings)."""
     kind = schema.get("type")
     if kind is None and "enum" in schema:
         return all(isinstance(v, str) for v in schema["enum"])
+    if isinstance(kind, list):
+        return "string" in kind
     return kind in (None, "string")
 
 
@@ -132,7 +160,7 @@ def _read_input_file(path: Path, name: str, literal: str) -> str:
     from .yamlsource import TooLarge, read_limited  # reads at most limit+1 bytes: /dev/zero has st_size 0
 
     try:
-        return read_limited(path, MAX_INPUT_FILE_BYTES).decode("utf-8")
+        return read_limited(path, MAX_INPUT_FILE_BYTES).decode("utf-8-sig")  # a BOM (Notepad, PowerShell) is not text
     except TooLarge:
         raise InputError(f"input '{name}': file {path} is larger than 16 MiB", name=name) from None
     except ValueError as exc:
@@ -150,10 +178,13 @@ def _read_input_file(path: Path, name: str, literal: str) -> str:
         raise InputError(f"input '{name}': cannot read {path}: {exc.strerror}", name=name) from None
 
 
+SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
 def has_surrogate(value: Any) -> bool:
     """True if a string anywhere in ``value`` holds a lone surrogate (it cannot be written as UTF-8)."""
     if isinstance(value, str):
-        return any("\ud800" <= c <= "\udfff" for c in value)
+        return SURROGATE.search(value) is not None
     if isinstance(value, dict):
         return any(has_surrogate(k) or has_surrogate(v) for k, v in value.items())
     if isinstance(value, list):
@@ -170,14 +201,12 @@ def read_stdin_object(stream: TextIO) -> dict[str, Any]:
     if len(text) > MAX_INPUT_FILE_BYTES:
         raise InputError("stdin: the JSON is larger than 16 MiB")
     try:
-        value = strict_json(text)
+        value = strict_json(text.removeprefix("\ufeff"))  # a BOM (PowerShell's pipe writes one)
     except json.JSONDecodeError as exc:
-        raise InputError(
-            f"stdin: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
+        raise InputError(f"stdin: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise InputError("stdin: the JSON nests too deeply") from None
-    except ValueError as exc:  # an integer of more than 4,300 digits
+    except ValueError as exc:  # NaN, 1e400, a duplicate key, an integer of more than 4,300 digits
         raise InputError(f"stdin: invalid JSON: {exc}") from None
     if has_surrogate(value):
         raise InputError("stdin: a value holds a lone surrogate (such as \\ud800), which is not valid Unicode")
@@ -197,9 +226,7 @@ def parse_options(pairs: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def collect_inputs(
-    spec: Spec, assignments: Iterable[str], stdin: TextIO | None = None
-) -> dict[str, Any]:
+def collect_inputs(spec: Spec, assignments: Iterable[str], stdin: TextIO | None = None) -> dict[str, Any]:
     """Merge ``--input`` flags (and ``-`` for stdin) into one raw values mapping."""
     values: dict[str, Any] = {}
     for item in assignments:

@@ -39,8 +39,15 @@ class RowProgress:
     Implements :class:`promptdsl.dataset.ProgressSink`.
     """
 
-    def __init__(self, total: int | None, *, initial: int = 0, enabled: bool | None = None,
-                 description: str = "rows", console: Console | None = None) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        *,
+        initial: int = 0,
+        enabled: bool | None = None,
+        description: str = "rows",
+        console: Console | None = None,
+    ) -> None:
         console = console or Console(stderr=True)
         self.enabled = console.is_terminal if enabled is None else enabled
         self.cached = 0
@@ -60,8 +67,7 @@ class RowProgress:
             transient=False,
             refresh_per_second=REFRESHES_PER_SECOND,
         )
-        self._task: TaskID = self._progress.add_task(description, total=total, completed=initial,
-                                                     rate="", extra="")
+        self._task: TaskID = self._progress.add_task(description, total=total, completed=initial, rate="", extra="")
         self._initial = initial
 
     def __enter__(self) -> RowProgress:
@@ -83,4 +89,7 @@ class RowProgress:
         elapsed = task.elapsed or 0.0
         done = task.completed + n - self._initial
         rate = f"{done / elapsed:.1f} rows/s" if elapsed > 0 else ""
-        self._progress.update(self._task, advance=n, rate=rate, extra=", ".join(extra))
+        total = task.total
+        if total is not None and task.completed + n > total:  # the count was short (a CSV with a stray quote)
+            total = task.completed + n
+        self._progress.update(self._task, total=total, advance=n, rate=rate, extra=", ".join(extra))

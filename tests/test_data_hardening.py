@@ -1,0 +1,358 @@
+"""Data files and input values that are unusual but real: numbers too large for a float, a
+late byte that is not UTF-8, nullable string inputs, huge rows, BOMs, UTF-16 files, and the
+progress bar's row count.
+
+Fast tier: the runs use the example ``echo`` backend (plugins/example), made visible to the
+plugin registry as a throwaway installed distribution; no model, no server.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tracemalloc
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_dist import fake_distribution
+
+from promptdsl import datafile, registry
+from promptdsl.cli import main
+from promptdsl.cli.progress import RowProgress
+from promptdsl.datafile import DataFile, Row
+from promptdsl.inputs import has_surrogate, strict_json, typed_value
+
+ROOT = Path(__file__).resolve().parent.parent
+ECHO_SOURCE = ROOT / "plugins" / "example" / "promptdsl_echo" / "__init__.py"
+
+ECHO = """\
+version: 1
+name: echo
+instruction: Repeat the text.
+inputs:
+  text: {type: string}
+template: "{{ text }}"
+model: {backend: echo}
+output: {type: text}
+"""
+
+TYPED = """\
+version: 1
+name: typed
+instruction: Repeat.
+inputs:
+  text: {type: string}
+  x: {type: number, default: 1.5}
+  obj: {type: object, default: {}}
+template: "{{ text }} {{ x }} {{ obj }}"
+model: {backend: echo}
+output: {type: text}
+"""
+
+NULLABLE = """\
+version: 1
+name: nullable
+instruction: Repeat.
+inputs:
+  text: {type: [string, "null"]}
+template: "{{ text }}"
+model: {backend: echo}
+output: {type: text}
+"""
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Callable[..., Ran]]:
+    """``promptdsl ARGS...`` in this process with the echo backend installed (stdin from a string)."""
+    monkeypatch.setattr(registry, "_instances", {})  # this test's echo instance is not left behind
+    entry = {"echo": "promptdsl_echo:EchoBackend"}
+    module = {"promptdsl_echo": ECHO_SOURCE.read_text(encoding="utf-8")}
+    with fake_distribution(
+        tmp_path / "site", monkeypatch, "promptdsl-echo", "0.1.0", "promptdsl.backends", entry, module
+    ):
+
+        def run(*args: str, stdin: str = "") -> Ran:
+            capsys.readouterr()
+            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+            code = main(list(args))
+            out = capsys.readouterr()
+            return Ran(code, out.out, out.err)
+
+        yield run
+
+
+def spec(tmp_path: Path, text: str = ECHO) -> str:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def results(path: Path) -> list[dict[str, Any]]:
+    """The results file, read as strict JSON (``Infinity`` or ``NaN`` in it fails the test)."""
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{path} holds {name}, which is not JSON")
+
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def one_error_line(ran: Ran, message: str) -> None:
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stderr.count("\n") == 1 and "Traceback" not in ran.stderr, ran.stderr
+    assert message in ran.stderr, ran.stderr
+
+
+# ---------------------------------------------------------------------------- 1e400 is not Infinity
+
+
+def test_strict_json_refuses_numbers_too_large_for_a_float() -> None:
+    assert strict_json("[1e308, -2.5e-400, 1.5, 12]") == [1e308, -0.0, 1.5, 12]  # underflow to 0 is finite
+    for text in ("1e400", "-1e999", '{"x": [1E400]}'):
+        with pytest.raises(ValueError, match="is not a finite number"):
+            strict_json(text)
+
+
+def test_an_overflowing_number_is_a_bad_row_or_exit_2_never_infinity(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    typed = spec(tmp_path, TYPED)
+    data = tmp_path / "inf.jsonl"
+    data.write_text('{"text": "hi", "x": 1e400}\n{"text": "ok", "x": 2}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    ran = cli("run", typed, "--data", str(data), "--out", str(out), "--no-cache")
+    assert ran.returncode == 1, ran.stderr
+    bad, good = results(out)
+    assert bad["error"] == "line 1 (row 0): invalid JSON: 1e400 is not a finite number"
+    assert good["value"] == "ok 2 {}"
+
+    cells = tmp_path / "inf.csv"
+    cells.write_text("text,x\nhi,1e400\nok,3\n", encoding="utf-8")
+    ran = cli("run", typed, "--data", str(cells), "--out", str(out), "--no-cache")
+    assert ran.returncode == 1, ran.stderr
+    bad, good = results(out)
+    assert bad["error"] == "line 2 (row 0): input 'x': invalid JSON: 1e400 is not a finite number"
+    assert good["value"] == "ok 3 {}"
+
+    one_error_line(
+        cli("run", typed, "-i", "text=hi", "-i", "x=1e400"), "input 'x': invalid JSON: 1e400 is not a finite"
+    )
+    one_error_line(cli("run", typed, "-i", "-", stdin='{"text": "hi", "x": -1e999}'), "stdin: invalid JSON: -1e999 is")
+    assert cli("run", typed, "-i", "text=hi", "-i", "x=1e300").stdout == "hi 1e+300 {}\n"
+
+
+# ---------------------------------------------------------------------------- a late byte that is not UTF-8
+
+
+def test_a_late_invalid_byte_in_a_csv_is_one_bad_row_on_its_own_line(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    """Past the 8 KB sniff, a byte that is not UTF-8 spoils its row only, and the error names its line."""
+    data = tmp_path / "late.csv"
+    with data.open("wb") as f:
+        f.write(b"text\n" + b"".join(b"row %d\n" % i for i in range(3000)))  # lines 2..3001
+        f.write(b"caf\xe9\n")  # line 3002, row 3000
+        f.write(b"".join(b"after %d\n" % i for i in range(5)))
+    out = tmp_path / "out.jsonl"
+    ran = cli("run", spec(tmp_path), "--data", str(data), "--out", str(out), "--no-cache")
+    assert ran.returncode == 1, ran.stderr
+    lines = results(out)
+    assert len(lines) == 3006
+    bad = lines[3000]
+    assert bad["error"] == "line 3002 (row 3000): not UTF-8 text"
+    assert bad["input"] == {"_fields": ["caf\ufffd"]}
+    assert [x["value"] for x in lines[3001:]] == [f"after {i}" for i in range(5)]
+    assert all("value" in x for i, x in enumerate(lines) if i != 3000)
+
+
+# ---------------------------------------------------------------------------- nullable string inputs
+
+
+def test_an_input_that_takes_a_string_keeps_typed_text_as_text(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    nullable = spec(tmp_path, NULLABLE)
+    assert cli("run", nullable, "-i", "text=12345").stdout == "12345\n"
+    assert cli("run", nullable, "-i", "text=true").stdout == "true\n"
+    data = tmp_path / "zip.csv"
+    data.write_text("text\n12345\nhello\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert cli("run", nullable, "--data", str(data), "--out", str(out), "--no-cache").returncode == 0
+    assert [x["value"] for x in results(out)] == ["12345", "hello"]
+
+    assert typed_value({"type": ["string", "null"]}, "12345", "t") == "12345"
+    assert typed_value({"type": ["integer", "string"]}, "7", "t") == "7"
+    assert typed_value({"type": ["integer", "null"]}, "7", "n") == 7  # no string: read as JSON
+    assert typed_value({"type": ["integer", "null"]}, "null", "n") is None
+
+
+# ---------------------------------------------------------------------------- huge rows, has_surrogate
+
+
+def test_has_surrogate_scans_in_c_not_a_python_loop_per_character() -> None:
+    assert has_surrogate("ok \udc80") and has_surrogate({"k": ["x", "\ud800"]}) and has_surrogate({"\udfff": 1})
+    assert not has_surrogate("plain text, ünïcödé, 🙂") and not has_surrogate({"a": [1, None, "b"]})
+    calls = 0
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        calls += event == "call"  # a Python-level call (a generator resuming counts too)
+
+    text = "a" * 10_000
+    sys.setprofile(count)
+    try:
+        has_surrogate(text)
+    finally:
+        sys.setprofile(None)
+    assert calls <= 5, f"{calls} Python-level calls for one string"
+
+
+def test_a_jsonl_line_over_16_mib_is_one_bad_row(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    data = tmp_path / "big.jsonl"
+    with data.open("w", encoding="utf-8") as f:
+        f.write('{"text": "first"}\n')
+        f.write('{"text": "' + "a" * (17 << 20) + '"}\n')
+        f.write('{"text": "last"}\n')
+    out = tmp_path / "out.jsonl"
+    ran = cli("run", spec(tmp_path), "--data", str(data), "--out", str(out), "--no-cache")
+    assert ran.returncode == 1, ran.stderr
+    first, big, last = results(out)
+    assert (first["value"], last["value"]) == ("first", "last")
+    assert big["error"] == "line 2 (row 1): the row is larger than 16 MiB"
+    assert big["input"] == '{"text": "' + "a" * 190  # the start of the line, not 17 MiB of it
+    assert out.stat().st_size < 10_000
+
+
+def _peak_while(run: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        run()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_row_over_the_cap_is_not_read_whole(fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An 8 MB line past a 1 KB cap is skipped a piece at a time (the real cap is 16 MiB)."""
+    monkeypatch.setattr(datafile, "MAX_ROW_BYTES", 1000)
+    data = tmp_path / f"d.{fmt}"
+    if fmt == "jsonl":
+        data.write_text('{"text": "a"}\n{"text": "' + "x" * 8_000_000 + '"}\n{"text": "b"}\n', encoding="utf-8")
+    else:
+        data.write_text("text\na\n" + "x" * 8_000_000 + "\nb\n", encoding="utf-8")
+    rows: list[Row] = []
+    peak = _peak_while(lambda: rows.extend(DataFile(data).rows()))
+    assert [(r.line, r.error) for r in rows] == [
+        (1 + (fmt == "csv"), None),
+        (2 + (fmt == "csv"), datafile.TOO_LARGE),
+        (3 + (fmt == "csv"), None),
+    ]
+    assert peak < 4_000_000, peak
+
+
+def test_a_csv_record_over_the_cap_ends_where_its_quotes_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too-large records (a long line, a long quoted cell over many lines with "" and commas in
+    it, a CRLF line cut by the limit just after its \\r) become bad rows, and the rows after
+    each are read whole and with their right line numbers."""
+    monkeypatch.setattr(datafile, "MAX_ROW_BYTES", 100)
+    cell = '"' + "\r\n".join(f'part {i}, with ""quotes""' for i in range(20)) + '"'  # lines 4..23
+    text = (
+        "text,n\r\n"
+        "one,1\r\n"
+        + "y" * 150
+        + ",2\r\n"  # line 3
+        + cell
+        + ",3\r\n"
+        + "four,4\r\n"  # line 24
+        + "z" * 98
+        + ",5\r\n"  # line 25: 100 characters, then \r at the limit and \n after it
+        + '"six\r\nsix",6\r\n'  # lines 26-27
+        + "w" * 200  # line 28, no line end
+    )
+    data = tmp_path / "d.csv"
+    data.write_bytes(text.encode("utf-8"))
+    rows = list(DataFile(data).rows())
+    too_large = datafile.TOO_LARGE
+    assert [(r.index, r.line, r.error) for r in rows] == [
+        (0, 2, None),
+        (1, 3, too_large),
+        (2, 4, too_large),
+        (3, 24, None),
+        (4, 25, too_large),
+        (5, 26, None),
+        (6, 28, too_large),
+    ]
+    assert [r.data for r in rows if r.error is None] == [
+        {"text": "one", "n": "1"},
+        {"text": "four", "n": "4"},
+        {"text": "six\r\nsix", "n": "6"},
+    ]
+    assert rows[1].data == "y" * 101 and rows[2].data == '"part 0, with ""quotes""'  # a row's start, as read
+    assert DataFile(data).count() == 7
+
+
+# ---------------------------------------------------------------------------- the progress bar's total
+
+
+def test_count_is_rows_not_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multi-line CSV cells, empty CSV lines, blank JSONL lines and a BOM: the count is the rows
+    the run will read, also when a line end or a quote falls across the reader's chunks."""
+    csv_text = '\ufefftext,n\r\n"a\r\nb",1\r\n\r\n"c ""q""\nd",2\n"",\rlast,"x\ry"'
+    jsonl_text = '\ufeff\n{"a": 1}\r\n  \n\t\r\n{"a": 2}\n\n{"a": 3}'
+    for chunk in (1, 2, 3, 5, 1 << 20):
+        monkeypatch.setattr(datafile, "_CHUNK", chunk)
+        for name, text in (("d.csv", csv_text), ("d.jsonl", jsonl_text)):
+            path = tmp_path / name
+            path.write_bytes(text.encode("utf-8"))
+            data = DataFile(path)
+            assert data.count() == len(list(data.rows())) == (4 if name == "d.csv" else 3), (name, chunk)
+
+
+def test_the_bar_grows_when_rows_outrun_the_count() -> None:
+    from rich.console import Console
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, color_system=None)
+    with RowProgress(2, console=console) as bar:
+        for _ in range(3):
+            bar.update()
+    assert "3/3" in screen.getvalue() and "3/2" not in screen.getvalue()
+
+
+# ---------------------------------------------------------------------------- BOMs and UTF-16
+
+
+def test_a_bom_is_not_part_of_an_input_file_or_stdin(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    typed = spec(tmp_path, TYPED)
+    (tmp_path / "obj.json").write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n')
+    (tmp_path / "text.txt").write_bytes(b"\xef\xbb\xbfhello")
+    ran = cli("run", typed, "-i", f"text=@{tmp_path / 'text.txt'}", "-i", f"obj=@{tmp_path / 'obj.json'}")
+    assert (ran.returncode, ran.stdout) == (0, "hello 1.5 {'a': 1}\n"), ran.stderr
+    ran = cli("run", spec(tmp_path), "-i", "-", stdin='\ufeff{"text": "hi"}')
+    assert (ran.returncode, ran.stdout) == (0, "hi\n"), ran.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "encoding", "which"),
+    [
+        ("d.jsonl", "utf-16", "UTF-16"),
+        ("d.csv", "utf-16", "UTF-16"),
+        ("d.jsonl", "utf-16-be", "UTF-16"),
+        ("d.jsonl", "utf-32", "UTF-32"),
+    ],
+)
+def test_a_utf16_data_file_is_named_as_such(
+    name: str, encoding: str, which: str, cli: Callable[..., Ran], tmp_path: Path
+) -> None:
+    data = tmp_path / name
+    text = '{"text": "hi"}\n' if name.endswith(".jsonl") else "text\nhi\n"
+    data.write_bytes((("\ufeff" if encoding == "utf-16-be" else "") + text).encode(encoding))  # the others add a BOM
+    ran = cli("run", spec(tmp_path), "--data", str(data))
+    one_error_line(ran, f"{data}: dataset is {which} text, not UTF-8; save it as UTF-8")
