@@ -11,8 +11,26 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .errors import PromptDSLError
+
+
+class GrammarError(PromptDSLError, ValueError):
+    """A constraint that no llama.cpp grammar can express (say, a choice holding a NUL character): bad
+    input, exit 2, wherever it surfaces."""
+
+
+#: The largest repetition count the grammars write: llama.cpp refuses a lower bound above 2000
+#: (``MAX_REPETITION_THRESHOLD``), and a larger one is written as repeated blocks of this size.
+MAX_COUNT = 1000
+
 
 def gbnf_literal(text: str) -> str:
+    """``text`` as a GBNF string literal. Control characters are escaped (``\\u0001``); a NUL cannot
+    be: llama.cpp ends its token strings with code point 0, and matching one aborts the process."""
+    if "\0" in text:
+        raise GrammarError(f"{json.dumps(text[:60])} holds a NUL character, which decoding cannot be limited to")
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        raise GrammarError(f"{json.dumps(text[:60])} holds a lone surrogate, which is not valid Unicode")
     return json.dumps(text, ensure_ascii=False)
 
 
@@ -107,18 +125,23 @@ class _SchemaGrammar:
         if not isinstance(props, Mapping) or not props:
             return "pdsl-object"
         required = set(schema.get("required") or ())
-        items = [(name in required, gbnf_literal(json.dumps(str(name), ensure_ascii=False))
-                  + ' ws ":" ws ' + self.rule(sub, depth + 1)) for name, sub in props.items()]
+        items = [
+            (
+                name in required,
+                gbnf_literal(json.dumps(str(name), ensure_ascii=False)) + ' ws ":" ws ' + self.rule(sub, depth + 1),
+            )
+            for name, sub in props.items()
+        ]
         # Fixed order; required members always, optional ones maybe. "after" rules follow a member
         # already written (so they start with a comma); "first" rules have nothing before them.
         after = first = ""
         for is_required, member in reversed(items):
             tail_after = f" {after}" if after else ""
-            new_after = self._add(f'"," ws {member}{tail_after}' if is_required
-                                  else f'("," ws {member})?{tail_after}')
+            new_after = self._add(f'"," ws {member}{tail_after}' if is_required else f'("," ws {member})?{tail_after}')
             with_member = f"{member}{tail_after}"
-            new_first = self._add(with_member if is_required else f"({with_member}" + (f" | {first})" if first
-                                                                                        else ")?"))
+            new_first = self._add(
+                with_member if is_required else f"({with_member}" + (f" | {first})" if first else ")?")
+            )
             after, first = new_after, new_first
         return self._add(f'"{{" ws {first} "}}" ws')
 
@@ -131,8 +154,9 @@ class _SchemaGrammar:
         if high == 0:
             return self._add('"[" ws "]" ws')
         rest_low = max(0, low - 1)
-        rest_high = "" if high is None else str(high - 1)
-        body = f'{item} ("," ws {item}){{{rest_low},{rest_high}}}'
+        rest_high = None if high is None else high - 1
+        more = '("," ws ' + item + ")"
+        body = f"{item} {_counted(more, rest_low, rest_high)}"
         return self._add(f'"[" ws {body if low else f"({body})?"} "]" ws')
 
     def _string(self, schema: Mapping[str, Any]) -> str:
@@ -142,12 +166,39 @@ class _SchemaGrammar:
             return "pdsl-string"
         if high is not None and high < low:
             high = low
-        span = f"{{{low},{'' if high is None else high}}}"
         char = _STRING_CHAR
-        simple = re.fullmatch(r"\^\[([^\]\\\"^]+)\]\+\$", str(schema.get("pattern", "")))
+        simple = _SIMPLE_CLASS.fullmatch(str(schema.get("pattern", "")))
         if simple:  # pattern: '^[class]+$' (e.g. the calculator's expression): decode only that class
-            char, span = f"[{simple.group(1)}]", f"{{{max(low, 1)},{'' if high is None else high}}}"
-        return self._add(f'"\\"" {char}{span} "\\"" ws')
+            char, low = f"[{simple.group(1)}]", max(low, 1)
+        return self._add(f'"\\"" {_counted(char, low, high)} "\\"" ws')
+
+
+#: A ``pattern`` of one character class, ``^[...]+$``, whose characters can stand as they are in
+#: both a JSON string and a GBNF class: no ``]``, ``\\``, ``"`` or ``^``, and no control character (a
+#: NUL would end llama.cpp's grammar text; the others would need escapes inside the JSON string).
+_SIMPLE_CLASS = re.compile(r'\^\[([^\]\\"^\x00-\x1f\x7f]+)\]\+\$')
+
+
+def _counted(atom: str, low: int, high: int | None) -> str:
+    """``atom{low,high}`` (``high`` None: no upper bound) as llama.cpp accepts it: a lower bound above
+    :data:`MAX_COUNT` is written as exact blocks, ``x{2500,}`` as ``(x{1000}){2} x{500} x{0,}``."""
+    if high is not None and high < low:
+        high = low
+    top = "" if high is None else str(high)
+    if low <= MAX_COUNT:
+        return f"{atom}{{{low},{top}}}"
+    rest = None if high is None else high - low
+    tail = "" if rest == 0 else f" {atom}{{0,{'' if rest is None else rest}}}"
+    return _exactly(atom, low) + tail
+
+
+def _exactly(atom: str, n: int) -> str:
+    """``atom{n}`` with no count above :data:`MAX_COUNT` (blocks of blocks for very large ``n``)."""
+    if n <= MAX_COUNT:
+        return f"{atom}{{{n}}}"
+    blocks, rest = divmod(n, MAX_COUNT)
+    out = _exactly(f"({atom}{{{MAX_COUNT}}})", blocks)
+    return f"{out} {atom}{{{rest}}}" if rest else out
 
 
 def _count(value: Any) -> int | None:
@@ -172,7 +223,7 @@ def grammar_for(choices: Sequence[str] | None, schema: Mapping[str, Any] | None,
     """
     opt = f"{gbnf_literal(prefix)}? " if prefix else ""
     if choices is not None:
-        bare = [c[len(prefix):] if prefix and c.startswith(prefix) else c for c in choices]
+        bare = [c[len(prefix) :] if prefix and c.startswith(prefix) else c for c in choices]
         return f"root ::= {opt}({' | '.join(gbnf_literal(c) for c in bare)})\n"
     return f"root ::= {opt}pdsl-json\n" + schema_gbnf(schema or {})
 

@@ -161,6 +161,26 @@ def _check_inside(located: Located, path: Path, resolved: Path, root: Path, wher
         )
 
 
+def spec_file(spec: Spec, text: str, where: KeyPath, what: str) -> Path:
+    """The file ``text`` that ``spec`` names at ``where`` (say a backend's model file), held to the rule of
+    ``extends`` and ``examples_file``: relative to the spec's folder, inside it (symlinks followed) or a
+    folder of ``$PROMPTDSL_READ_DIRS``, existing and a regular file. Else a SpecError located at ``where``."""
+    located = spec.source or Located({}, spec.label, {})
+    folder = spec.path.parent if spec.path is not None else Path.cwd()
+    _check_path_text(located, text, where, what)
+    path = folder / Path(text).expanduser()
+    try:
+        resolved = path.resolve()
+        exists = path.exists()
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise located.error(f"{what} file cannot be used: {quote(str(exc), 80)}", where) from None
+    _check_inside(located, path, resolved, _root(folder), where, what)
+    if not exists:
+        raise located.error(f"{what} file not found: {quote(str(path), 200)}", where)
+    _check_regular(located, path, resolved, where, what)
+    return resolved
+
+
 def _check_regular(located: Located, path: Path, resolved: Path, where: KeyPath, what: str) -> None:
     """Opening a FIFO (or ``/dev/stdin``) would wait forever."""
     if not resolved.is_file():
@@ -271,9 +291,7 @@ def _build(data: dict[str, Any], located: Located, path: Path, root: Path) -> Sp
     examples = [Example(dict(e["input"]), e["output"]) for e in data.get("examples", [])]
     if "examples_file" in data:
         if "examples" in data:
-            raise located.error(
-                "use either 'examples' or 'examples_file', not both", ("examples_file",)
-            )
+            raise located.error("use either 'examples' or 'examples_file', not both", ("examples_file",))
         _check_path_text(located, data["examples_file"], ("examples_file",), "examples_file")
         examples = _load_examples_file(path.parent / data["examples_file"], located, root)
     return Spec(
@@ -427,9 +445,7 @@ def _check_semantics(spec: Spec, located: Located) -> None:
             raise located.error(f"example {i + 1}: output {quote(ex.output)} {wrong}", ("examples", i, "output"))
     k = spec.fewshot.k
     if k is not None and k > len(spec.examples):
-        raise located.error(
-            f"fewshot.k is {k} but the spec has only {len(spec.examples)} example(s)", ("fewshot", "k")
-        )
+        raise located.error(f"fewshot.k is {k} but the spec has only {len(spec.examples)} example(s)", ("fewshot", "k"))
     for i, test in enumerate(spec.tests):
         _check_input(spec, test.input, located, ("tests", i, "input"), "test")
         _check_expect(test.expect, located, ("tests", i, "expect"))

@@ -13,9 +13,10 @@ from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from . import registry
 from .backend import Backend, Capability, Constraint, GenerationOptions, close_stream, split_options
 from .compiler import Compiler
-from .errors import BackendError, InputError, OutputError, PromptDSLError
+from .errors import BackendError, InputError, OutputError, PromptDSLError, SpecError
 from .inputs import validate_inputs
 from .outputs import ParseFailure, parse_output
 from .prompt import Prompt
@@ -98,8 +99,9 @@ class Runner:
         check_options(merged)
         if backend is None:
             name = resolve_backend_name(backend_name, spec.model.backend)
-            _, backend_opts = split_options(merged)
-            backend = get_backend(name, model or spec.model.model, backend_opts)
+            cls = registry.backend_class(name)  # through the module, as get_backend finds it
+            model = model or self._spec_model(cls)
+            backend = get_backend(name, model, self._backend_options(cls, model, merged, options or {}))
         self.backend = backend
         needed = Capability.CHAT if spec.mode == "chat" else Capability.COMPLETION
         if not backend.supports(needed):
@@ -124,6 +126,38 @@ class Runner:
             if tools:
                 settings = replace(settings, extra=[*settings.extra, *tools])
             self.tool_loop = make_loop(self, settings)
+
+    def _spec_model(self, cls: type[Backend]) -> str | None:
+        """The spec's ``model.model``. When the backend reads it as a file (its ``names_file``), the file
+        is found from the spec's folder and obeys the folder rule of ``extends``: a shared spec may
+        not load, or probe for, files elsewhere. A model the user gives is not held to this."""
+        text = self.spec.model.model
+        names_file = getattr(cls, "names_file", None)
+        if text is None or not callable(names_file) or not names_file(text):
+            return text
+        from .loader import spec_file
+
+        return str(spec_file(self.spec, text, ("model", "model"), "model.model"))
+
+    def _backend_options(
+        self, cls: type[Backend], model: str | None, merged: Mapping[str, Any], user: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The backend's options. Those the spec chose and the user did not give pass the backend's
+        ``spec_options`` first, when it has one: a backend may bound what a shared file decides (the
+        memory, threads or unsafe settings it asks for) while the user's own values stay as given."""
+        _, options = split_options(merged)
+        from_spec = {k: v for k, v in options.items() if k not in user}
+        vet = getattr(cls, "spec_options", None)
+        if not from_spec or not callable(vet):
+            return options
+        try:
+            vetted = dict(vet(model, from_spec))
+        except SpecError as exc:
+            located = self.spec.source
+            if located is None:
+                raise SpecError(exc.message, file=self.spec.label, path=exc.path) from None
+            raise located.error(exc.message, exc.path) from None
+        return {**vetted, **{k: v for k, v in options.items() if k in user}}
 
     def _generation_options(self, merged: Mapping[str, Any]) -> GenerationOptions:
         out = self.spec.output
@@ -196,6 +230,7 @@ class Runner:
         scores = _checked_scores(self.backend, self.spec.output.choices, logps)
         best = max(scores, key=scores.__getitem__)
         return self._result(best, best, time.perf_counter() - seconds, scores)
+
     def answer_from_text(self, values: dict[str, Any], raw: str) -> Result:
         """Parse text the backend already wrote (a native tool-calling reply) as the spec's output."""
         return self._parser(values, time.perf_counter())(raw)
@@ -264,6 +299,8 @@ def check_options(options: Mapping[str, Any]) -> None:
 
     for err in Draft202012Validator(schema).iter_errors(dict(options)):
         key = err.absolute_path[0] if err.absolute_path else "options"
+        if err.validator in ("anyOf", "oneOf") and err.context:  # say what is wrong, not "not valid under any"
+            err = min(err.context, key=lambda e: -len(e.absolute_path))
         raise InputError(f"option '{key}': {err.message}")
 
 
@@ -331,4 +368,3 @@ def run_spec(
 ) -> Result:
     """One-call convenience: run ``spec`` on ``inputs`` and return the Result."""
     return Runner(spec, backend_name=backend, model=model, options=options).run(inputs)
-

@@ -55,10 +55,24 @@ MAX_CALL_DEPTH = 40
 MAX_SLOW_FILTER_CHARS = 100_000
 _SLOW_FILTERS = frozenset({"wordwrap", "urlize", "striptags", "title"})
 #: Filters that take their value item by item in Python (and need no more than an iterable).
-_ITEM_FILTERS = frozenset({
-    "batch", "groupby", "list", "map", "max", "min", "reject", "rejectattr", "select", "selectattr",
-    "slice", "sort", "sum", "unique",
-})
+_ITEM_FILTERS = frozenset(
+    {
+        "batch",
+        "groupby",
+        "list",
+        "map",
+        "max",
+        "min",
+        "reject",
+        "rejectattr",
+        "select",
+        "selectattr",
+        "slice",
+        "sort",
+        "sum",
+        "unique",
+    }
+)
 _CHECK_EVERY = 256  # clock reads are cheap, but not free
 
 
@@ -482,13 +496,19 @@ def _finalize(value: Any) -> Any:
 
 @lru_cache(maxsize=1)
 def environment() -> ImmutableSandboxedEnvironment:
-    env = _BoundedEnvironment(
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        finalize=_finalize,
-    )
-    env.filters["tojson"] = _tojson
+    """The environment of spec templates."""
+    return bounded_environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def bounded_environment(
+    filters: Mapping[str, Callable[..., Any]] | None = None, **options: Any
+) -> ImmutableSandboxedEnvironment:
+    """A new sandboxed environment with every limit above, for templates that are not a spec's (a
+    model's own chat template wants ``trim_blocks`` and ``{% break %}``). ``options`` are Jinja's;
+    ``filters`` are added to (or replace) Jinja's and are bounded like them. Compile and render its
+    templates with :func:`compile_template` and :func:`render`, passing ``env``."""
+    env = _BoundedEnvironment(**{"finalize": _finalize, **options})
+    env.filters.update({"tojson": _tojson, **(filters or {})})
     env.filters = {name: _bounded_filter(name, f) for name, f in env.filters.items()}  # type: ignore[assignment]
     env.filters["_promptdsl_loop"] = _loop
     env.filters["_promptdsl_concat"] = _concat
@@ -503,15 +523,20 @@ def _bound_ast(ast: jinja2.nodes.Template) -> jinja2.nodes.Template:
     for concat in list(ast.find_all(jinja2.nodes.Concat)):
         joined = jinja2.nodes.Filter(
             jinja2.nodes.List(list(concat.nodes), lineno=concat.lineno),
-            "_promptdsl_concat", [], [], None, None, lineno=concat.lineno,
+            "_promptdsl_concat",
+            [],
+            [],
+            None,
+            None,
+            lineno=concat.lineno,
         )
         concat.nodes = [joined]
     return ast
 
 
-def _parse(source: str) -> jinja2.nodes.Template:
+def _parse(source: str, env: ImmutableSandboxedEnvironment | None = None) -> jinja2.nodes.Template:
     try:
-        return environment().parse(source)
+        return (env or environment()).parse(source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateFailure(f"template syntax error on its line {exc.lineno}: {exc.message}", exc.lineno) from None
     except (RecursionError, MemoryError):
@@ -519,10 +544,11 @@ def _parse(source: str) -> jinja2.nodes.Template:
 
 
 @lru_cache(maxsize=512)
-def compile_template(source: str) -> jinja2.Template:
-    """Parse a template once; raise TemplateFailure on a syntax error or a limit hit while compiling."""
-    env = environment()
-    ast = _bound_ast(_parse(source))
+def compile_template(source: str, env: ImmutableSandboxedEnvironment | None = None) -> jinja2.Template:
+    """Parse a template once; raise TemplateFailure on a syntax error or a limit hit while compiling.
+    ``env``: one from :func:`bounded_environment` (default: the spec templates' own)."""
+    env = env or environment()
+    ast = _bound_ast(_parse(source, env))
     token = _budget.set(_Budget(RENDER_SECONDS))
     try:
         return env.from_string(ast)
@@ -553,9 +579,9 @@ def private_attributes(source: str) -> list[str]:
     return found
 
 
-def render(source: str, context: Mapping[str, Any]) -> str:
+def render(source: str, context: Mapping[str, Any], env: ImmutableSandboxedEnvironment | None = None) -> str:
     """Render ``source`` with ``context`` within the limits; every failure is a TemplateFailure."""
-    template = compile_template(source)
+    template = compile_template(source, env)
     token = _budget.set(_Budget(RENDER_SECONDS))
     try:
         parts: list[str] = []

