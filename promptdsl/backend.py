@@ -215,6 +215,19 @@ class Backend(ABC):
         return []
 
     @classmethod
+    def names_file(cls, model: str) -> bool:
+        """True when ``model`` names a local file (a spec's is then found from the spec's folder
+        and held to its folder rule, like ``extends``); False for a name a server resolves."""
+        return False
+
+    @classmethod
+    def spec_options(cls, model: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options a spec file chose (never the user's ``-o``), bounded as a file shared like
+        code may decide them: lower a value, drop it, or raise :class:`SpecError` with its path.
+        The default takes them as given; the user's own values never pass through here."""
+        return dict(options)
+
+    @classmethod
     def diagnostics(cls) -> list[tuple[str, str]]:
         """(label, value) lines for a bug report (``promptdsl doctor``), found without loading a model."""
         return []

@@ -132,9 +132,11 @@ class Runner:
         is found from the spec's folder and obeys the folder rule of ``extends``: a shared spec may
         not load, or probe for, files elsewhere. A model the user gives is not held to this."""
         text = self.spec.model.model
-        names_file = getattr(cls, "names_file", None)
-        if text is None or not callable(names_file) or not names_file(text):
+        if text is None:
             return text
+        with _plugin_errors(cls):
+            if not cls.names_file(text):
+                return text
         from .loader import spec_file
 
         return str(spec_file(self.spec, text, ("model", "model"), "model.model"))
@@ -147,11 +149,11 @@ class Runner:
         memory, threads or unsafe settings it asks for) while the user's own values stay as given."""
         _, options = split_options(merged)
         from_spec = {k: v for k, v in options.items() if k not in user}
-        vet = getattr(cls, "spec_options", None)
-        if not from_spec or not callable(vet):
+        if not from_spec:
             return options
         try:
-            vetted = dict(vet(model, from_spec))
+            with _plugin_errors(cls):
+                vetted = dict(cls.spec_options(model, from_spec))
         except SpecError as exc:
             located = self.spec.source
             if located is None:
@@ -305,7 +307,7 @@ def check_options(options: Mapping[str, Any]) -> None:
 
 
 @contextmanager
-def _plugin_errors(backend: Backend) -> Iterator[None]:
+def _plugin_errors(backend: Backend | type[Backend]) -> Iterator[None]:
     """Any failure inside the plugin leaves as a BackendError that names it."""
     try:
         yield

@@ -310,3 +310,33 @@ def test_a_plugin_that_exits_is_broken_not_fatal(install: Callable[..., None], c
     assert info.value.exit_code == 2 and str(info.value).startswith("exitsstart: ")
     with pytest.raises(ToolError, match=r"tool 'exitsmake' failed to start: it called sys.exit\(5\)"):
         open_tool(ToolUse("exitsmake"))
+
+
+def test_a_plugins_spec_hooks_failing_are_the_plugins_error() -> None:
+    """names_file / spec_options run inside the plugin's error guard: a bug there is its error, exit 1."""
+    from promptdsl import Backend, Capability, Runner, loads_spec
+    from promptdsl.errors import BackendError
+
+    class Buggy(Backend):
+        name = "buggy"
+        capabilities = frozenset({Capability.COMPLETION})
+
+        @classmethod
+        def spec_options(cls, model: object, options: object) -> dict[str, object]:
+            raise KeyError("n_ctx")
+
+        def stream(self, prompt, options, constraint=None):  # type: ignore[no-untyped-def]
+            yield "x"
+
+    spec = loads_spec("version: 1\nname: s\nmode: completion\nmodel: {backend: buggy, options: {n_ctx: 9}}\n"
+                      "template: hi\n")
+    import promptdsl.registry as registry
+
+    original = registry.backend_class
+    registry.backend_class = lambda name: Buggy  # type: ignore[assignment]
+    try:
+        with pytest.raises(BackendError) as info:
+            Runner(spec)
+    finally:
+        registry.backend_class = original  # type: ignore[assignment]
+    assert info.value.exit_code == 1 and "buggy" in str(info.value) and "KeyError" in str(info.value)
