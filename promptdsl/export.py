@@ -46,6 +46,11 @@ class InstructionRow:
     prompt: Prompt
     answer: str  # the gold label as the model should write it
     label: str  # the gold label as a class name (for distributions)
+    line: int = 0  # the file line the row starts on (1-based; 0 when unknown)
+
+    def where(self) -> str:
+        """Where the row is in its file, as data errors name it: ``line 3 (row 2)``."""
+        return f"line {self.line} (row {self.index})" if self.line else f"row {self.index}"
 
     @property
     def response(self) -> str:
@@ -60,8 +65,15 @@ def zero_shot(spec: Spec) -> Spec:
 
 def gold_answer(spec: Spec, gold: Any) -> Any:
     """The gold label as a value of the spec's output: a choice matched ignoring case, a JSON
-    label given as text parsed; raise ParseFailure when it does not fit the output block."""
+    label given as text parsed (a JSON value kept as it is); a ``text`` or ``regex`` label must be
+    a non-empty string. Raise ParseFailure when it does not fit the output block."""
     out = spec.output
+    if out.type in (OutputType.TEXT, OutputType.REGEX):
+        if not isinstance(gold, str):
+            raise ParseFailure(f"a {out.type} output's label must be text, not {_json_kind(gold)}")
+        if not gold.strip():
+            raise ParseFailure("the label is empty")
+        return gold
     if out.type is OutputType.CHOICE:
         text = str(gold).strip()
         for choice in out.choices:
@@ -71,6 +83,18 @@ def gold_answer(spec: Spec, gold: Any) -> Any:
     if out.type is OutputType.JSON and isinstance(gold, str):
         return parse_output(out, gold)
     return gold
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
 
 
 def compile_rows(spec: Spec, data: DataFile, label: str) -> Iterator[InstructionRow]:
@@ -100,7 +124,7 @@ def compile_row(spec: Spec, compiler: Compiler, row: Row, data: DataFile, label:
         parse_output(spec.output, answer)  # the answer must read back as a valid output
     except ParseFailure as exc:
         raise fail(f"the label does not fit the spec's output: {exc}") from None
-    return InstructionRow(row.index, values, compiler.compile(values), answer, str(value))
+    return InstructionRow(row.index, values, compiler.compile(values), answer, answer, row.line)
 
 
 # ============================================================================ formats
@@ -377,9 +401,12 @@ def export(
         )
     files = {name: out_dir / f"{name}.jsonl" for name in parts}
     meta_path = out_dir / "meta.json"
-    # A val.jsonl left from an export with --split would sit next to a train set that holds its rows.
-    stale = [out_dir / f"{name}.jsonl" for name in ("train", "val") if name not in parts]
+    # A val.jsonl left from an export with --split would sit next to a train set that holds its rows;
+    # it is removed only when the earlier export's meta.json shows that export wrote it.
+    stale = [out_dir / f"{name}.jsonl" for name in ("train", "val") if name not in parts and _exported(meta_path, name)]
     targets = [*files.values(), meta_path, *stale]
+    inputs = {"--data": data.path, "--eval": eval_data.path if eval_data else None, "spec": spec.path}
+    _refuse_inputs([*files.values(), meta_path], stale, inputs)
     if not force:
         existing = [str(p) for p in targets if p.exists()]
         if existing:
@@ -412,6 +439,32 @@ def export(
     except OSError as exc:
         raise PromptDSLError(f"cannot write {out_dir}: {exc.strerror}") from None
     return ExportResult({**files, "meta": meta_path}, meta, report, dropped)
+
+
+def _exported(meta_path: Path, name: str) -> bool:
+    """Whether the export that wrote ``meta_path`` wrote ``name``.jsonl (its counts name it)."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    counts = meta.get("counts") if isinstance(meta, dict) else None
+    return isinstance(counts, dict) and name in counts and "spec_sha256" in meta
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing or unreadable: not an input this export could clobber
+        return False
+
+
+def _refuse_inputs(written: Iterable[Path], removed: Iterable[Path], inputs: Mapping[str, Path | None]) -> None:
+    """An export never writes over, or removes, a file it reads, ``--force`` or not."""
+    for verb, targets in (("overwrite", written), ("delete", removed)):
+        for target in targets:
+            for what, source in inputs.items():
+                if source is not None and _same_file(target, source):
+                    raise InputError(f"--out would {verb} the {what} file; choose another --out", source=str(target))
 
 
 def _write_atomic(path: Path, chunks: Iterable[str]) -> None:

@@ -34,56 +34,61 @@ def test_alpha_zero_is_plain_lm_loss_over_the_real_tokens() -> None:
     import torch
     import torch.nn.functional as F
 
-    from promptdsl.tune.loss import token_weights, weighted_lm_loss
+    from promptdsl.tune.loss import lm_align_loss, target_masks
 
     lengths = [(5, 2), (3, 4), (6, 1)]
     ids, logits, width = _random_batch(lengths)
-    w = token_weights([p for p, _ in lengths], [r for _, r in lengths], width, alpha=0.0)
-    got = weighted_lm_loss(logits, ids, w)
+    every, response = target_masks([p for p, _ in lengths], [r for _, r in lengths], width)
+    got = lm_align_loss(logits, ids, every, response, alpha=0.0)
     # Reference: mean cross-entropy over every next-token target inside each sequence.
     terms = [F.cross_entropy(logits[i, t - 1], ids[i, t]) for i, (p, r) in enumerate(lengths) for t in range(1, p + r)]
     assert torch.allclose(got, torch.stack(terms).mean(), atol=1e-6)
 
 
 @needs_torch
-def test_large_alpha_approaches_response_only_loss() -> None:
+def test_loss_is_lm_loss_plus_alpha_times_response_loss() -> None:
+    """L = L_LM + α·L_align, each a token mean over the batch; L/α tends to the response-only loss."""
     import torch
     import torch.nn.functional as F
 
-    from promptdsl.tune.loss import token_weights, weighted_lm_loss
+    from promptdsl.tune.loss import lm_align_loss, target_masks
 
     lengths = [(5, 2), (3, 4), (6, 1)]
     ids, logits, width = _random_batch(lengths, seed=1)
+    every, response = target_masks([p for p, _ in lengths], [r for _, r in lengths], width)
     resp = [F.cross_entropy(logits[i, t - 1], ids[i, t]) for i, (p, r) in enumerate(lengths) for t in range(p, p + r)]
-    response_only = torch.stack(resp).mean()
-    lm = weighted_lm_loss(logits, ids, token_weights([5, 3, 6], [2, 4, 1], width, alpha=0.0))
-    gaps = []
-    for alpha in (1.0, 10.0, 1e4):
-        w = token_weights([p for p, _ in lengths], [r for _, r in lengths], width, alpha=alpha)
-        gaps.append(abs(float(weighted_lm_loss(logits, ids, w) - response_only)))
-    assert abs(float(lm - response_only)) > 0.05  # the two ends really differ on this batch
-    assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 1e-3
+    allt = [F.cross_entropy(logits[i, t - 1], ids[i, t]) for i, (p, r) in enumerate(lengths) for t in range(1, p + r)]
+    l_align, l_lm = torch.stack(resp).mean(), torch.stack(allt).mean()
+    for alpha in (0.5, 4.0, 1e4):
+        got = lm_align_loss(logits, ids, every, response, alpha)
+        assert torch.allclose(got, l_lm + alpha * l_align, rtol=1e-5)
+    assert abs(float(lm_align_loss(logits, ids, every, response, 1e6) / 1e6 - l_align)) < 1e-4
 
 
 @needs_torch
-def test_weights_keep_end_of_turn_even_when_it_is_the_pad_id() -> None:
+def test_masks_keep_end_of_turn_even_when_it_is_the_pad_id() -> None:
     from promptdsl.tune.train import Sequence_, collate
 
     eot = 2
     seqs = [Sequence_((1, 7, 8, 9, eot), 3), Sequence_((1, 7, eot), 2)]
-    ids, mask, weights = collate(seqs, alpha=3.0, pad=eot)
+    ids, mask, every, response = collate(seqs, pad=eot)
     assert ids.tolist() == [[1, 7, 8, 9, 2], [1, 7, 2, 2, 2]]
     assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
-    # targets are tokens 1..: prompt 1, response (answer + end of turn) 1 + alpha, padding 0
-    assert weights.tolist() == [[1.0, 1.0, 4.0, 4.0], [1.0, 4.0, 0.0, 0.0]]
+    # targets are tokens 1..: every real token is an L_LM target, answer + end of turn L_align ones
+    assert every.tolist() == [[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]]
+    assert response.tolist() == [[0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 0.0, 0.0]]
 
 
 @needs_torch
 def test_negative_alpha_is_refused() -> None:
-    from promptdsl.tune.loss import token_weights
+    import torch
 
-    with pytest.raises(ValueError, match="alpha"):
-        token_weights([2], [1], 3, alpha=-1.0)
+    from promptdsl.tune.loss import lm_align_loss, target_masks
+
+    every, response = target_masks([2], [1], 3)
+    for alpha in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="alpha"):
+            lm_align_loss(torch.zeros(1, 3, 4), torch.zeros(1, 3, dtype=torch.long), every, response, alpha=alpha)
 
 
 @needs_torch

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..loader import load_spec
-from ..tune.config import DEFAULT_STEPS, TuneConfig
+from ..tune.config import DEFAULT_STEPS, TuneConfig, check_threads
 from .common import Commands, say
-from .dataset import stop_on_sigint
+
+if TYPE_CHECKING:
+    from ..tune import TuneReport
+    from .tune_progress import CliListener
 
 
 def register(sub: Commands, common: argparse.ArgumentParser) -> None:
@@ -25,7 +33,7 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     d = TuneConfig()
     p.add_argument(
         "--alpha", type=float, default=d.alpha,
-        help=f"response tokens weigh 1 + alpha, prompt tokens 1 (default {d.alpha:g})",
+        help=f"weight of the answer tokens' mean loss in L = L_LM + alpha * L_align (default {d.alpha:g})",
     )
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help=f"optimizer steps (default {DEFAULT_STEPS})")
@@ -36,6 +44,10 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, help="CPU threads (default: the idle cores, at least 1)")
     p.add_argument(
+        "--max-tokens", type=int, default=d.max_tokens, metavar="N",
+        help=f"refuse a training row longer than N tokens, prompt and answer (default {d.max_tokens})",
+    )
+    p.add_argument(
         "--out-type", choices=("q8_0", "f16"), default=d.out_type,
         help=f"type of the changed tensors (default {d.out_type})",
     )
@@ -45,27 +57,29 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
 
 
 #: The flags that are TuneConfig fields of the same name.
-CONFIG_FLAGS = ("alpha", "steps", "epochs", "lr", "rank", "batch", "seed", "out_type")
+CONFIG_FLAGS = ("alpha", "steps", "epochs", "lr", "rank", "batch", "seed", "max_tokens", "out_type")
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     # Imported here, not at the top: every other command would pay for rich and the tune package.
     from ..datafile import DataFile
-    from ..evaluate import ChoiceMetrics
-    from ..tune import summary_lines, tune
+    from ..tune import tune
+    from ..tune.errors import TuneStopped
     from .tune_progress import CliListener
 
+    # Every setting is checked first: a bad one is one line and exit 2, before anything loads.
+    config = TuneConfig(**{name: getattr(args, name) for name in CONFIG_FLAGS})
+    check_threads(args.threads)
     spec = load_spec(args.spec)
     data = DataFile(args.data)
     eval_data = DataFile(args.eval) if args.eval is not None else None
     if args.out.exists() and not args.force and not args.resume:
         say(f"promptdsl: error: {args.out} exists (use --force to overwrite)")
         return 2
-    config = TuneConfig(**{name: getattr(args, name) for name in CONFIG_FLAGS})
     listener = CliListener()
     stop = threading.Event()
     try:
-        with stop_on_sigint(stop):
+        with stop_on_ctrl_c(stop, listener):
             report = tune(
                 spec,
                 data,
@@ -79,12 +93,62 @@ def cmd_tune(args: argparse.Namespace) -> int:
                 stop=stop,
                 listener=listener,
             )
+    except TuneStopped as exc:  # Ctrl+C: not an error, but what was kept (a checkpoint, or nothing)
+        listener.close()
+        say(f"promptdsl: interrupted: {exc}")
+        return exc.exit_code
     finally:
         listener.close()
+    return print_report(report)
+
+
+def print_report(report: TuneReport) -> int:
+    """The summary and metrics on stdout; failed evaluation rows and an interruption on stderr.
+
+    Like ``promptdsl eval``: failed rows count as wrong and their reasons are shown; an evaluation
+    where no row succeeded is exit 1 (its metrics describe nothing); an interrupted one is 130."""
+    from ..evaluate import ChoiceMetrics
+    from ..tune import summary_lines
+
     for line in summary_lines(report):
         print(line)
     for which in ("before", "after"):
         m = getattr(report, which)
         if isinstance(m, ChoiceMetrics):
             print(f"\n{which} ({'base' if which == 'before' else 'tuned'} model):\n{m.format()}")
-    return 0
+    code = 0
+    for which, summary in report.evaluations.items():
+        for reason, count in summary.top_reasons(3):
+            say(f"promptdsl: {which}: {count} evaluation row{'s' if count != 1 else ''} failed: {reason}")
+        if summary.errors and not summary.ok:
+            say(f"promptdsl: error: {which}: none of the {summary.errors} evaluation rows succeeded, "
+                "so these metrics mean nothing")
+            code = 1
+    if report.interrupted is not None:
+        say(f"promptdsl: interrupted: {report.interrupted}; {report.out} is written")
+        return 130
+    return code
+
+
+@contextmanager
+def stop_on_ctrl_c(stop: threading.Event, listener: CliListener) -> Iterator[None]:
+    """Ctrl+C during training (and writing the model): finish the step, save a checkpoint, stop;
+    a second one stops at once. Anywhere else (set-up, evaluation) nothing is lost: stop at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set() or not listener.in_training:
+            stop.set()
+            raise KeyboardInterrupt
+        stop.set()
+        # A raw write: the handler may interrupt a write to sys.stderr (re-entering it would fail).
+        with suppress(OSError):
+            os.write(2, b"\npromptdsl: stopping at the end of the current step (Ctrl+C again to stop at once)\n")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

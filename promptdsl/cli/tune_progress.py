@@ -19,6 +19,7 @@ class CliListener(Listener):
         self.console = Console(stderr=True)
         self.bar: Progress | None = None
         self.task: Any = None
+        self.in_training = False  # Ctrl+C then waits for the end of the step (see cli.tune)
 
     def stage(self, text: str) -> None:
         self.close()
@@ -43,6 +44,9 @@ class CliListener(Listener):
             self.bar.update(self.task, completed=step, loss=f"{loss:.4f}")
         if not self.console.is_terminal and (step == total or step % 25 == 0):
             say(f"promptdsl: step {step}/{total} loss {loss:.4f}")
+
+    def training(self, active: bool) -> None:
+        self.in_training = active
 
     def eval_progress(self, label: str, total: int | None) -> Any:
         return _EvalBar(total, label.strip())

@@ -6,7 +6,9 @@ llamacpp plugin. Importing this package needs neither; :func:`missing_extra` say
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from ..errors import PromptDSLError
 
 if TYPE_CHECKING:  # the CLI imports this package for its defaults: what runs is imported when it runs
     from ..datafile import DataFile
+    from ..dataset import Summary
     from ..evaluate import Metrics
     from ..spec import Spec
 
@@ -38,6 +41,16 @@ class Listener:
     def step(self, step: int, total: int, loss: float) -> None:
         """A training step finished."""
 
+    def training(self, active: bool) -> None:
+        """Training (and writing the model) starts (True) or is over (False).
+
+        While it is active, ``stop`` is honoured at the end of the current step, with a checkpoint
+        (or after the model is written): stopping at once would lose the work. Outside it
+        (set-up, evaluation) nothing is lost by stopping at once; :func:`tune` turns a
+        KeyboardInterrupt there into :class:`~promptdsl.tune.train.TuneStopped` (set-up) or an
+        interrupted evaluation (the report says so).
+        """
+
     def eval_progress(self, label: str, total: int | None) -> Any:
         """A progress sink for an evaluation run (``update(n, cached=, error=)``, ``close()``), or None."""
         return None
@@ -58,6 +71,10 @@ class TuneReport:
     before: Metrics | None = None
     after: Metrics | None = None
     resumed_at: int = 0
+    #: How each evaluation ran ("before", "after"): its rows, failures and their reasons.
+    evaluations: dict[str, Summary] = field(default_factory=dict)
+    #: Set when a stop request (Ctrl+C) cut the evaluation short: what was cut. The model is written.
+    interrupted: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -68,17 +85,96 @@ def peak_rss_mib() -> float:
 
 
 def evaluate_model(
-    spec: Spec, model: str, data: DataFile, label: str, *, threads: int, progress: Any = None
-) -> Metrics:
-    """Score ``spec`` on ``data`` with the llamacpp backend: the same path as ``promptdsl eval``."""
+    spec: Spec,
+    model: str,
+    data: DataFile,
+    label: str,
+    *,
+    threads: int,
+    progress: Any = None,
+    stop: threading.Event | None = None,
+) -> tuple[Metrics, Summary]:
+    """Score ``spec`` on ``data`` with the llamacpp backend: the same path as ``promptdsl eval``.
+
+    Returns the metrics and the run's summary (failed rows and why; ``interrupted`` when ``stop``
+    was set or Ctrl+C came during the rows)."""
     from ..dataset import DatasetRun
     from ..evaluate import Evaluation
     from ..runner import Runner
 
     runner = Runner(spec, backend_name="llamacpp", model=model, options={"n_threads": threads})
     evaluation = Evaluation(spec, label)
-    DatasetRun(spec, data, runner=runner, cache=False).execute(on_outcome=evaluation.on_outcome, progress=progress)
-    return evaluation.metrics
+    summary = DatasetRun(spec, data, runner=runner, cache=False).execute(
+        on_outcome=evaluation.on_outcome, progress=progress, stop=stop
+    )
+    return evaluation.metrics, summary
+
+
+def check_out(out: Path) -> None:
+    """``out`` can be written: its folder exists and takes a file, and it is no folder itself.
+
+    Checked before any model work, so a typo in ``--out`` costs no training."""
+    if out.is_dir():
+        raise PromptDSLError(f"--out {out} is a folder; give the .gguf file to write")
+    folder = out.parent
+    if not folder.is_dir():
+        raise PromptDSLError(f"--out: folder {folder} does not exist" if not folder.exists()
+                             else f"--out: {folder} is not a folder")
+    probe = folder / f".{out.name}.{os.getpid()}.probe"
+    try:
+        probe.open("wb").close()
+    except OSError as exc:
+        raise PromptDSLError(f"--out: cannot write in {folder}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+
+
+def check_eval_data(spec: Spec, data: DataFile, label: str) -> int:
+    """Read the evaluation rows before any model loads: each must be readable and give the spec
+    valid inputs, and some row must carry the label. Returns the number of rows."""
+    from ..datafile import row_inputs
+    from ..errors import InputError, did_you_mean
+    from ..evaluate import unlabelled
+    from ..inputs import validate_inputs
+
+    if data.path is None:
+        raise InputError("--eval cannot be standard input (tune reads it before training and after); give a file")
+    if data.format == "csv":
+        header = data.header()
+        if header is not None and label not in header:
+            raise InputError(
+                f"--label '{label}': no such column{did_you_mean(label, header)}; the header has: "
+                + ", ".join(header),
+                source=data.name,
+            )
+    rows = labelled = 0
+    fields: set[str] = set()
+    for row in data.rows():
+        rows += 1
+        if row.error is not None:
+            raise InputError(f"{row.where()}: {row.error}", source=data.name)
+        have = [str(k) for k in row.data]
+        fields.update(have[:100])
+        for name, schema in spec.inputs.items():
+            if name not in row.data and "default" not in schema:
+                raise InputError(
+                    f"{row.where()}: no field for input '{name}'{did_you_mean(name, have)}; the row has: "
+                    + (", ".join(have) or "no fields"),
+                    source=data.name,
+                )
+        try:
+            validate_inputs(spec, row_inputs(spec, row, data.format))
+        except InputError as exc:
+            raise InputError(f"{row.where()}: {exc.message}", source=data.name) from None
+        labelled += not unlabelled(row.data.get(label))
+    if not rows:
+        raise InputError("no rows to evaluate on", source=data.name)
+    if not labelled:
+        hint = did_you_mean(label, fields - set(spec.inputs))
+        raise InputError(f"--label '{label}': none of the {rows} rows has a value in this field{hint}",
+                         source=data.name)
+    return rows
 
 
 def tune(
@@ -98,7 +194,11 @@ def tune(
 ) -> TuneReport:
     """Tune the spec's model (default: the embedded one) on ``data`` and write ``out``.
 
-    With ``eval_data`` the base and the tuned model are both evaluated on it afterwards.
+    Everything the arguments name is checked before any model loads (settings, ``out``'s
+    folder, the evaluation rows). With ``eval_data`` the base and the tuned model are both
+    evaluated on it afterwards. ``stop`` set (Ctrl+C) stops set-up at the next stage with
+    nothing saved, training at the end of the step with a checkpoint, and evaluation after
+    the row in flight (the model is written; the report says what was cut).
     """
     missing = missing_extra()
     if missing:
@@ -106,69 +206,115 @@ def tune(
             f"tuning needs the [tune] extra and the llamacpp plugin; missing: {', '.join(missing)} "
             '(pip install -e ".[tune]")'
         )
-    import torch
-    from promptdsl_llamacpp import default_threads, resolve_model
-
-    from ..export import compile_rows, spec_hash
-    from .config import TuneConfig
-    from .train import (
-        LlamaTokens,
-        TuneError,
-        add_lora,
-        check_tokenizer,
-        encode,
-        fingerprint,
-        load_torch_model,
-        logits_agree,
-        lora_deltas,
-        train,
-        write_gguf,
-    )
+    from .config import MAX_STEPS, TuneConfig, check_threads
+    from .errors import TuneError, TuneStopped
 
     cfg: TuneConfig = config if config is not None else TuneConfig()
+    check_threads(threads)
+    if label in spec.inputs:
+        raise PromptDSLError(f"--label '{label}' is one of the spec's inputs; the label must be a separate field")
     hear = listener or Listener()
+    try:
+        import torch
+        from promptdsl_llamacpp import default_threads, resolve_model
+
+        from ..export import compile_rows, file_hash, spec_hash
+        from .train import (
+            LlamaTokens,
+            add_lora,
+            check_checkpoint,
+            check_finite,
+            check_tokenizer,
+            encode,
+            load_torch_model,
+            logits_agree,
+            lora_deltas,
+            sequences_hash,
+            train,
+            write_gguf,
+        )
+    except KeyboardInterrupt:
+        raise TuneStopped("stopped before training started (while loading torch); nothing was saved") from None
+
     n_threads = threads or default_threads()  # the idle cores, judged as for llama.cpp's threads
     torch.set_num_threads(n_threads)
     torch.set_flush_denormal(True)  # denormal floats make CPU training ~10x slower
-    if label in spec.inputs:
-        raise PromptDSLError(f"--label '{label}' is one of the spec's inputs; the label must be a separate field")
     base = resolve_model(model or spec.model.model)
     if out.resolve() == base.resolve():
         raise TuneError("--out is the model being tuned; give another file")
+    check_out(out)
     checkpoint = out.with_name(out.name + ".ckpt")
     if resume and not checkpoint.is_file():
         raise TuneError(f"--resume: no checkpoint at {checkpoint}")
+    stopped = TuneStopped("stopped before training started; nothing was saved")
 
-    hear.stage("compiling the training rows")
-    rows = list(compile_rows(spec, data, label))
-    if not rows:
-        raise TuneError("no training rows", exit_code=2)
-    hear.stage(f"tokenizing with llama.cpp ({base.name})")
-    tok = LlamaTokens(base, n_threads)
-    seqs = encode(rows, tok, cfg.max_tokens)
-    hear.stage("checking transformers' tokenizer against llama.cpp's ids")
-    texts = [tok.text(r.prompt, r.response) for r in rows[:check_rows]]
-    tcheck = check_tokenizer(base, texts, tok)
-    hear.stage("loading the model into torch")
-    gg, torch_model = load_torch_model(base)
-    corr = logits_agree(torch_model, tok, seqs[0].tokens[: seqs[0].prompt_len])
-    if corr < 0.98:
-        raise TuneError(f"the model read into torch does not match llama.cpp (logit correlation {corr:.3f})")
-    peft_model = add_lora(torch_model, cfg)
-    ident = fingerprint([spec_hash(spec), data.name, str(base.resolve()), base.stat().st_size, cfg.__dict__, len(seqs)])
-    hear.stage("training")
-    log = train(
-        peft_model, seqs, cfg, pad=tok.end_of_turn, checkpoint=checkpoint, ident=ident,
-        resume=resume, stop=stop, on_step=hear.step,
-    )
-    hear.stage(f"writing {out}")
-    meta = {
-        "promptdsl.tune.spec": spec.name,
-        "promptdsl.tune.spec_sha256": spec_hash(spec),
-        "promptdsl.tune.base": base.name,
-        "promptdsl.tune.settings": str({k: v for k, v in cfg.__dict__.items()}),
-    }
-    write_gguf(gg, out, lora_deltas(peft_model, gg), cfg.out_type, meta)
+    def stage(text: str) -> None:
+        if stop is not None and stop.is_set():
+            raise stopped
+        hear.stage(text)
+
+    try:
+        if eval_data is not None:
+            stage(f"checking the evaluation rows in {eval_data.name}")
+            check_eval_data(spec, eval_data, label)
+        stage("compiling the training rows")
+        rows = list(compile_rows(spec, data, label))
+        if not rows:
+            raise TuneError(f"{data.name}: no training rows")
+        if cfg.total_steps(len(rows)) > MAX_STEPS:
+            raise TuneError(f"--epochs {cfg.epochs:g} over {len(rows)} rows is more than {MAX_STEPS:,} steps")
+        # What the run is made of: a checkpoint made with anything else is refused on --resume
+        # (checked now as far as it can be, before the model loads; the tokens are added below).
+        ident: dict[str, Any] = {
+            "spec": spec_hash(spec),
+            "data": file_hash(data.path) if data.path is not None else "standard input",
+            "label": label,
+            "model": [str(base.resolve()), base.stat().st_size],
+            "settings": {k: v for k, v in cfg.__dict__.items() if k not in ("out_type", "max_tokens")},
+            "rows": len(rows),
+        }
+        if resume:
+            check_checkpoint(checkpoint, ident)
+        stage(f"tokenizing with llama.cpp ({base.name})")
+        tok = LlamaTokens(base, n_threads)
+        context = tok.backend.context_length()
+        if cfg.max_tokens > context:
+            raise TuneError(f"--max-tokens {cfg.max_tokens} is more than the model's context ({context} tokens)")
+        seqs = encode(rows, tok, cfg.max_tokens, data.name, stop)
+        stage("checking transformers' tokenizer against llama.cpp's ids")
+        texts = [tok.text(r.prompt, r.response) for r in rows[:check_rows]]
+        tcheck = check_tokenizer(base, texts, tok, stop)
+        stage("loading the model into torch")
+        gg, torch_model = load_torch_model(base)
+        corr = logits_agree(torch_model, tok, seqs[0].tokens[: seqs[0].prompt_len])
+        if corr < 0.98:
+            raise TuneError(f"the model read into torch does not match llama.cpp (logit correlation {corr:.3f})")
+        peft_model = add_lora(torch_model, cfg)
+        ident["sequences"] = sequences_hash(seqs)
+        stage("training")
+    except KeyboardInterrupt:
+        raise stopped from None
+    hear.training(True)
+    try:
+        log = train(
+            peft_model, seqs, cfg, pad=tok.end_of_turn, checkpoint=checkpoint, ident=ident,
+            resume=resume, stop=stop, on_step=hear.step,
+        )
+        hear.stage(f"writing {out}")
+        meta = {
+            "promptdsl.tune.spec": spec.name,
+            "promptdsl.tune.spec_sha256": spec_hash(spec),
+            "promptdsl.tune.base": base.name,
+            "promptdsl.tune.settings": str({k: v for k, v in cfg.__dict__.items()}),
+        }
+        deltas = lora_deltas(peft_model, gg)
+        check_finite(deltas)
+        try:
+            write_gguf(gg, out, deltas, cfg.out_type, meta)
+        except TuneError as exc:
+            raise _saved_for_resume(exc, log.save, checkpoint) from None
+    finally:
+        hear.training(False)
     checkpoint.unlink(missing_ok=True)
     report = TuneReport(
         out=out,
@@ -186,16 +332,59 @@ def tune(
     )
     del peft_model, torch_model
     if eval_data is not None:
-        for which, path in (("before", str(base)), ("after", str(out))):
-            hear.stage(f"evaluating the {'base' if which == 'before' else 'tuned'} model on {eval_data.name}")
+        _evaluate(report, spec, eval_data, label, base, out, n_threads, stop, hear)
+    return report
+
+
+def _saved_for_resume(exc: PromptDSLError, save: Any, checkpoint: Path) -> PromptDSLError:
+    """The GGUF could not be written: keep the training in a checkpoint, so --resume only writes."""
+    if save is None:
+        return exc
+    try:
+        save()
+    except PromptDSLError as again:
+        return PromptDSLError(f"{exc}; {again}", exit_code=1)
+    return PromptDSLError(
+        f"{exc}; the training is saved in {checkpoint}: fix that, then run the same command with --resume",
+        exit_code=1,
+    )
+
+
+def _evaluate(
+    report: TuneReport,
+    spec: Spec,
+    eval_data: DataFile,
+    label: str,
+    base: Path,
+    out: Path,
+    threads: int,
+    stop: threading.Event | None,
+    hear: Listener,
+) -> None:
+    """The before/after evaluations; a stop request cuts them short (the report says so)."""
+    for which, path in (("before", str(base)), ("after", str(out))):
+        kind = "base" if which == "before" else "tuned"
+        if stop is not None and stop.is_set():
+            report.interrupted = f"the evaluation of the {kind} model did not run"
+            return
+        summary = None
+        bar = None
+        try:
+            hear.stage(f"evaluating the {kind} model on {eval_data.name}")
             t0 = time.perf_counter()
             bar = hear.eval_progress(f"{which}: ", eval_data.count())
-            metrics = evaluate_model(spec, path, eval_data, label, threads=n_threads, progress=bar)
+            metrics, summary = evaluate_model(spec, path, eval_data, label, threads=threads, progress=bar, stop=stop)
+        except KeyboardInterrupt:  # while the model loaded, before the rows
+            pass
+        finally:
             if bar is not None:
                 bar.close()
-            setattr(report, which, metrics)
-            report.extra[f"eval_{which}_seconds"] = time.perf_counter() - t0
-    return report
+        if summary is None or summary.interrupted:
+            report.interrupted = f"the evaluation of the {kind} model was stopped"
+            return
+        setattr(report, which, metrics)
+        report.evaluations[which] = summary
+        report.extra[f"eval_{which}_seconds"] = time.perf_counter() - t0
 
 
 def summary_lines(report: TuneReport) -> list[str]:
@@ -225,5 +414,14 @@ def summary_lines(report: TuneReport) -> list[str]:
     return lines
 
 
-__all__ = ["Listener", "TuneReport", "evaluate_model", "missing_extra", "summary_lines", "tune"]
+__all__ = [
+    "Listener",
+    "TuneReport",
+    "check_eval_data",
+    "check_out",
+    "evaluate_model",
+    "missing_extra",
+    "summary_lines",
+    "tune",
+]
 
