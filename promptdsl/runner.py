@@ -100,7 +100,7 @@ class Runner:
         if backend is None:
             name = resolve_backend_name(backend_name, spec.model.backend)
             cls = registry.backend_class(name)  # through the module, as get_backend finds it
-            model = model or self._spec_model(cls)
+            model = model or spec_model(self.spec, cls)
             backend = get_backend(name, model, self._backend_options(cls, model, merged, options or {}))
         self.backend = backend
         needed = Capability.CHAT if spec.mode == "chat" else Capability.COMPLETION
@@ -126,20 +126,6 @@ class Runner:
             if tools:
                 settings = replace(settings, extra=[*settings.extra, *tools])
             self.tool_loop = make_loop(self, settings)
-
-    def _spec_model(self, cls: type[Backend]) -> str | None:
-        """The spec's ``model.model``. When the backend reads it as a file (its ``names_file``), the file
-        is found from the spec's folder and obeys the folder rule of ``extends``: a shared spec may
-        not load, or probe for, files elsewhere. A model the user gives is not held to this."""
-        text = self.spec.model.model
-        if text is None:
-            return text
-        with _plugin_errors(cls):
-            if not cls.names_file(text):
-                return text
-        from .loader import spec_file
-
-        return str(spec_file(self.spec, text, ("model", "model"), "model.model"))
 
     def _backend_options(
         self, cls: type[Backend], model: str | None, merged: Mapping[str, Any], user: Mapping[str, Any]
@@ -290,6 +276,21 @@ class Runner:
         chunks = _call(self.backend, lambda: self.backend.stream(prompt, self.generation))
         stream = _guarded(self.backend, chunks)
         return Response(stream, self._parser(values, start))
+
+
+def spec_model(spec: Spec, cls: type[Backend]) -> str | None:
+    """The spec's ``model.model``. When the backend reads it as a file (its ``names_file``), the file
+    is found from the spec's folder and obeys the folder rule of ``extends``: a shared spec may
+    not load, or probe for, files elsewhere. A model the user gives is not held to this."""
+    text = spec.model.model
+    if text is None:
+        return text
+    with _plugin_errors(cls):
+        if not cls.names_file(text):
+            return text
+    from .loader import spec_file
+
+    return str(spec_file(spec, text, ("model", "model"), "model.model"))
 
 
 def check_options(options: Mapping[str, Any]) -> None:

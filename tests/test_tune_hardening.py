@@ -738,3 +738,27 @@ def test_a_real_run_interrupted_resumes_only_with_the_same_data(tmp_path: Path) 
     assert report.resumed_at == 1 and report.steps == 2 and all(math.isfinite(x) for x in report.losses)
     assert np.isfinite(GGUFModel(out).array("blk.0.attn_q.weight")).all()
     assert not out.with_name(out.name + ".ckpt").exists()
+
+
+@needs_torch
+def test_a_spec_s_model_file_outside_its_folder_is_refused_before_training(
+    tmp_path: Path, fake_tune: dict[str, Any]
+) -> None:
+    """tune resolved a spec's model.model from the working folder, past the folder rule run obeys."""
+    from promptdsl.errors import SpecError
+
+    (tmp_path / "other.gguf").write_bytes(b"GGUF")
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    spec_path = folder / "emotion.yaml"
+    spec_path.write_text(
+        EMOTION.read_text(encoding="utf-8").replace("version: 1\n", "version: 1\nmodel: {model: ../other.gguf}\n", 1),
+        encoding="utf-8",
+    )
+    from promptdsl.tune import tune
+    from promptdsl.tune.config import TuneConfig
+
+    data = _write_rows(tmp_path / "t.jsonl", ROWS)
+    with pytest.raises(SpecError, match=r"outside the spec's folder .*\(at \$\.model\.model\)") as e:
+        tune(load_spec(spec_path), DataFile(data), "label", tmp_path / "x.gguf", TuneConfig(steps=2), threads=1)
+    assert e.value.exit_code == 2 and FakeTokens.made == 0

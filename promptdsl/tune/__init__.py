@@ -219,6 +219,8 @@ def tune(
         from promptdsl_llamacpp import default_threads, resolve_model
 
         from ..export import compile_rows, file_hash, spec_hash
+        from ..registry import backend_class
+        from ..runner import spec_model
         from .train import (
             LlamaTokens,
             add_lora,
@@ -239,7 +241,7 @@ def tune(
     n_threads = threads or default_threads()  # the idle cores, judged as for llama.cpp's threads
     torch.set_num_threads(n_threads)
     torch.set_flush_denormal(True)  # denormal floats make CPU training ~10x slower
-    base = resolve_model(model or spec.model.model)
+    base = resolve_model(model or spec_model(spec, backend_class("llamacpp")))  # a spec's: its folder only
     if out.resolve() == base.resolve():
         raise TuneError("--out is the model being tuned; give another file")
     check_out(out)
