@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..backend import Backend, Capability, GenerationOptions
+from ..errors import BackendError
 from ..prompt import Prompt
 from .base import Step, Tool, ToolCall
 from .transcript import final_prompt
@@ -62,8 +63,15 @@ class NativeDriver:
 
         if prompt.mode != "chat":
             raise ValueError("native tool calls need a chat prompt")
+        from ..runner import _call
+
         numbered = [s if s.id else _with_id(s, i) for i, s in enumerate(steps)]
-        turn: ToolTurn = self.backend.tool_turn(prompt, numbered, self.described, choice, self.runner.generation)
+        # Under the runner's guard, as every other call into a plugin: its stray exception is its error.
+        turn = _call(self.backend, lambda: self.backend.tool_turn(
+            prompt, numbered, self.described, choice, self.runner.generation))
+        problem = _turn_problem(turn)
+        if problem:
+            raise BackendError(f"tool_turn returned {problem}", backend=self.backend.name, exit_code=1)
         if turn.calls:
             call = turn.calls[0]
             return Decision(call=ToolCall(call.tool, call.arguments, call.id or f"call_{len(steps)}"))
@@ -71,6 +79,20 @@ class NativeDriver:
 
     def final_prompt(self, prompt: Prompt, steps: Sequence[Step]) -> Prompt:
         return final_prompt(prompt, steps)
+
+
+def _turn_problem(turn: Any) -> str | None:
+    """What is wrong with a plugin's answer to one tool step, if anything (a plugin bug, said as such)."""
+    if not isinstance(turn, ToolTurn):
+        return f"{type(turn).__name__}, not a ToolTurn"
+    if not isinstance(turn.text, str):
+        return f"text of type {type(turn.text).__name__}"
+    if not isinstance(turn.calls, list):
+        return f"calls of type {type(turn.calls).__name__}"
+    for call in turn.calls:
+        if not isinstance(call, ToolCall) or not isinstance(call.tool, str) or not isinstance(call.id or "", str):
+            return "a call that is not a ToolCall with a tool name"
+    return None
 
 
 def _with_id(step: Step, i: int) -> Step:

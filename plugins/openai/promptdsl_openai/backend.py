@@ -24,17 +24,34 @@ continuation in whatever small pieces are greedily likeliest (``N``, ``ega``,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import openai
 
 from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, TokenLogprob, options_schema
-from promptdsl.errors import BackendError
+from promptdsl.errors import BackendError, BackendErrorKind, quote
 from promptdsl.prompt import Prompt
 
-from .config import DEFAULT_OPENAI_MODEL, Settings, _flag, resolve
+from . import replies
+from .config import (
+    DEFAULT_OPENAI_MODEL,
+    HEADERS_ENV,
+    MAX_REPLY_BYTES,
+    NUMBERS,
+    ORG_ENV,
+    PROJECT_ENV,
+    TRUST_ENV,
+    Settings,
+    _flag,
+    config_path,
+    resolve,
+    user_config,
+)
 from .errors import map_error
 from .formats import (
     ANSWER_KEY,
@@ -49,6 +66,7 @@ from .formats import (
     tool_choice_param,
     tool_messages,
 )
+from .transport import GuardedClient
 
 BASE_CAPABILITIES = frozenset(
     {Capability.CHAT, Capability.COMPLETION, Capability.STREAM, Capability.JSON_SCHEMA, Capability.TOOLS}
@@ -58,6 +76,108 @@ _BOOST = 100.0  # logit bias that makes the continuation's own tokens win over a
 
 # Probe results per (base_url, model): a server's abilities do not change while we run.
 _probed: dict[tuple[str, str], tuple[bool, bool]] = {}
+
+
+#: Failures that mean nothing answers at the server (each one costs up to timeout x retries, or backoff sleeps).
+_DOWN_KINDS = frozenset({BackendErrorKind.CONNECT, BackendErrorKind.TIMEOUT})
+
+
+class _Breaker:
+    """Fails requests at once while the server is down, so a dataset run against a dead server ends quickly.
+
+    After ``limit`` requests in a row failed because nothing answered (cannot connect, timed
+    out), each further request fails at once with the same kind of error, until
+    ``pause`` seconds after the last failure; then one request tries again (the others still
+    fail at once), and any answer from the server closes the breaker. Thread-safe: dataset
+    runs send rows in parallel through one backend.
+    """
+
+    def __init__(self, limit: int = 3, pause: float = 10.0) -> None:
+        self.limit = limit
+        self.pause = pause
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._last: BackendError | None = None
+        self._retry_at = 0.0
+        self._trying = False
+
+    def check(self) -> None:
+        with self._lock:
+            last = self._last
+            if last is None or self._failures < self.limit:
+                return
+            if self._trying or time.monotonic() < self._retry_at:
+                raise BackendError(
+                    f"{last.message} (not sent: {self.limit} requests in a row failed like this; "
+                    f"trying again {self.pause:g}s after the last failure)",
+                    backend=last.backend, model=last.model, kind=last.kind,
+                )
+            self._trying = True
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failures, self._last, self._trying = 0, None, False
+
+    def release(self) -> None:
+        with self._lock:
+            self._trying = False
+
+    def failed(self, error: BackendError) -> None:
+        with self._lock:
+            self._trying = False
+            if error.kind not in _DOWN_KINDS:  # the server answered
+                self._failures, self._last = 0, None
+                return
+            self._failures += 1
+            self._last = error
+            self._retry_at = time.monotonic() + self.pause
+
+
+class _Client(openai.OpenAI):
+    """The SDK client with nothing read from the environment: every credential and header is the plugin's.
+
+    ``openai.OpenAI`` fills what it is not given from ``OPENAI_ORG_ID``, ``OPENAI_PROJECT_ID``,
+    ``OPENAI_ADMIN_KEY``, ``OPENAI_WEBHOOK_SECRET`` and ``OPENAI_CUSTOM_HEADERS`` (an
+    ``Authorization`` line there even replaces the key), on construction and on every
+    ``with_options`` copy. :func:`.config.resolve` reads those itself and decides where they
+    may go; here whatever the SDK read on its own is put back to what it was given.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.organization = kwargs.get("organization")
+        self.project = kwargs.get("project")
+        self.admin_api_key = None
+        self.webhook_secret = None
+        self._custom_headers = dict(kwargs.get("default_headers") or {})
+        self._ambient_authorizations = frozenset()
+
+    @property
+    def user_agent(self) -> str:
+        return super().user_agent.replace(f"{type(self).__name__}/", "OpenAI/", 1)  # as the SDK's own client
+
+
+def _options_schema() -> dict[str, Any]:
+    def number(key: str, description: str) -> dict[str, Any]:
+        kind, low, high, low_ok = NUMBERS[key]
+        # Text is let through to config.resolve (Python callers pass "30"); booleans never are.
+        schema: dict[str, Any] = {"description": description, "maximum": high,
+                                  "type": ["integer" if kind is int else "number", "string"]}
+        schema["minimum" if low_ok else "exclusiveMinimum"] = low
+        return schema
+
+    return options_schema({
+        "base_url": {"type": "string", "description": "server URL (default $OPENAI_BASE_URL, else api.openai.com)"},
+        "timeout": number("timeout", "seconds to wait for a connection or the next piece of a reply (default 60)"),
+        "deadline": number("deadline", "seconds one request may take in all, answer included (default 600)"),
+        "max_retries": number("max_retries", "retries after a timeout, 429 or 5xx (default 2)"),
+        "api_key_env": {"type": "string", "description": "variable holding the key (default OPENAI_API_KEY)"},
+        "api_key": {"description": "refused: keys come only from the environment"},
+        "grammar": {"description": "auto/true/false: llama.cpp grammar extensions"},
+        "n_ctx": number("n_ctx", "context size in tokens"),
+        "organization": {"type": "string", "description": "OpenAI organization"},
+        "tools": {"description": "true/false: native tool calls (default: off on llama.cpp-family servers)"},
+    })
 
 
 @dataclass(frozen=True)
@@ -73,7 +193,8 @@ class _Plan:
 class OpenAIBackend(Backend):
     """OpenAI, or any OpenAI-compatible server via ``base_url``.
 
-    Options (``model.options`` / ``-o``): ``base_url``, ``timeout`` (seconds),
+    Options (``model.options`` / ``-o``): ``base_url``, ``timeout`` (seconds to wait for a
+    connection or the next piece of a reply), ``deadline`` (seconds a request may take in all),
     ``max_retries``, ``api_key_env`` (variable holding the key, default
     ``OPENAI_API_KEY``), ``grammar`` (``auto``/``true``/``false``: use the llama.cpp
     ``grammar`` and ``logit_bias`` extensions), ``n_ctx`` (the context size, as llamacpp names it), ``organization``.
@@ -81,28 +202,25 @@ class OpenAIBackend(Backend):
 
     name = "openai"
     capabilities = BASE_CAPABILITIES
-    env_keys = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
-    #: Names only: values are checked by config.resolve, whose messages say more.
-    options_schema = options_schema({
-        "base_url": {"description": "server URL (default $OPENAI_BASE_URL, else api.openai.com)"},
-        "timeout": {"description": "seconds per request"}, "max_retries": {"description": "retries"},
-        "api_key_env": {"description": "variable holding the key (default OPENAI_API_KEY)"},
-        "api_key": {"description": "refused: keys come only from the environment"},
-        "grammar": {"description": "auto/true/false: llama.cpp grammar extensions"},
-        "n_ctx": {"description": "context size in tokens"}, "organization": {"description": "OpenAI organization"},
-        "tools": {"description": "true/false: native tool calls (default: off on llama.cpp-family servers)"},
-    })
+    env_keys = ("OPENAI_API_KEY", "OPENAI_BASE_URL", HEADERS_ENV, ORG_ENV, PROJECT_ENV, TRUST_ENV, "PROMPTDSL_HOME")
+    #: Types and ranges (a spec cannot ask for endless retries); config.resolve checks again, and says more.
+    options_schema = _options_schema()
 
     def __init__(self, model: str | None = None, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(model, options)
         self.settings: Settings = resolve(self.options)
         self.spec_chose_destination = self.settings.destination_from_spec
-        self.client = openai.OpenAI(
+        self._breaker = _Breaker()
+        self.client: openai.OpenAI = _Client(
             api_key=self.settings.api_key,
             base_url=self.settings.base_url,
             timeout=self.settings.timeout,
             max_retries=self.settings.max_retries,
             organization=self.settings.organization,
+            project=self.settings.project,
+            default_headers=dict(self.settings.headers),
+            http_client=GuardedClient(deadline=self.settings.deadline, max_bytes=MAX_REPLY_BYTES,
+                                      timeout=self.settings.timeout),
         )
         self._model_name = model or (DEFAULT_OPENAI_MODEL if self.settings.is_openai else "")
         if not self._model_name:
@@ -143,19 +261,51 @@ class OpenAIBackend(Backend):
     def close(self) -> None:
         self.client.close()
 
+    @classmethod
+    def diagnostics(cls) -> list[tuple[str, str]]:
+        """The user config file (a broken one is a problem) and where the key comes from; never a value."""
+        import os
+
+        path = config_path()
+        config = user_config()  # raises on a broken file: doctor reports it
+        key_env = str(config.get("api_key_env") or "OPENAI_API_KEY")
+        return [
+            ("config file", str(path) if path.exists() else f"{path} (none)"),
+            ("api key", f"{key_env} is {'set' if os.environ.get(key_env) else 'not set'}"),
+            ("base_url", "from OPENAI_BASE_URL" if os.environ.get("OPENAI_BASE_URL")
+             else "from the config file" if config.get("base_url") else "api.openai.com unless -o base_url"),
+        ]
+
     def _error(self, exc: BaseException, during: str = "request") -> BackendError:
         return map_error(exc, self.settings, self._model_name or None, during=during)
 
+    @contextmanager
+    def _request(self, during: str = "request", *, send: bool = True) -> Iterator[None]:
+        """One exchange with the server (``send``), or reading one (not): any failure leaves as one
+        BackendError, and the breaker hears of it; a new exchange fails at once while the server is down."""
+        if send:
+            self._breaker.check()
+        try:
+            yield
+        except Exception as exc:
+            error = self._error(exc, during)
+            self._breaker.failed(error)
+            raise error from None
+        except BaseException:  # interrupted: nothing learnt about the server
+            self._breaker.release()
+            raise
+        if send:
+            self._breaker.succeeded()
+
     def _server_model(self) -> str:
         """The first model a compatible server lists (local servers usually serve one)."""
-        try:
-            models = self.client.models.list()
-        except openai.NotFoundError:
-            return "default"
-        except Exception as exc:
-            raise self._error(exc, "listing models") from None
-        first = next(iter(models.data), None)
-        return first.id if first is not None else "default"
+        with self._request("listing models"):
+            try:
+                raw = self.client.models.with_raw_response.list()
+            except openai.NotFoundError:
+                return "default"
+            page = _parsed(raw, "/models", replies.model_id)
+        return page or "default"
 
     def _probe(self) -> tuple[bool, bool]:
         """(grammar honoured, token-text logit_bias honoured): two tiny requests, cached per server."""
@@ -171,13 +321,12 @@ class OpenAIBackend(Backend):
         """The text a probe request returns, or None if the server rejects it (in both modes)."""
         opts = GenerationOptions(temperature=0.0, max_tokens=2, seed=0)
         for prompt in (Prompt(mode="completion", text="Say something:"), _chat_probe()):
-            try:
-                reply = self._send(self.client, prompt, opts, plan, stream=False)
-            except openai.APIStatusError:
-                continue  # the server rejects the field (or lacks this endpoint): try the other one
-            except Exception as exc:
-                raise self._error(exc, "probing the server") from None
-            return _reply_text(reply, prompt.mode)
+            with self._request("probing the server"):
+                try:
+                    reply = self._send(self.client, prompt, opts, plan, stream=False)
+                except openai.APIStatusError:
+                    continue  # the server rejects the field (or lacks this endpoint): try the other one
+                return replies.reply_text(reply, prompt.mode)
         return None
 
     def _no_retry(self) -> openai.OpenAI:
@@ -200,7 +349,7 @@ class OpenAIBackend(Backend):
         response_format: Mapping[str, Any] | None = None,
         logprobs: bool = False,
     ) -> Any:
-        """One SDK call; exceptions are left to the caller to map."""
+        """One SDK call, its reply checked to be what was asked for; exceptions are left to the caller to map."""
         kwargs: dict[str, Any] = {"model": self._model_name, "temperature": options.temperature, "stream": stream}
         extra: dict[str, Any] = {}
         if options.max_tokens is not None:
@@ -222,15 +371,17 @@ class OpenAIBackend(Backend):
             if logprobs:  # llama-cpp-python's server only returns them with top_logprobs set
                 kwargs.update(logprobs=True, top_logprobs=1)
             messages: list[Any] = [m.to_dict() for m in prompt.messages]
-            return client.chat.completions.create(messages=messages, **kwargs)
+            raw = client.chat.completions.with_raw_response.create(messages=messages, **kwargs)
+            return _parsed(raw, "/chat/completions", stream=stream)
         if logprobs:
             kwargs["logprobs"] = 1
-        return client.completions.create(prompt=prompt.text, **kwargs)
+        raw = client.completions.with_raw_response.create(prompt=prompt.text, **kwargs)
+        return _parsed(raw, "/completions", stream=stream)
 
     def _create(self, prompt: Prompt, options: GenerationOptions, plan: _Plan, *, stream: bool,
                 logprobs: bool = False) -> Any:
         """Send, falling back from ``json_schema`` to ``json_object`` + schema once a server rejects it."""
-        try:
+        with self._request():
             if plan.schema is None:
                 return self._send(self.client, prompt, options, plan, stream=stream, logprobs=logprobs)
             if self._json_schema_ok is not False:
@@ -247,8 +398,6 @@ class OpenAIBackend(Backend):
                     return reply
             return self._send(self.client, prompt, options, plan, stream=stream, logprobs=logprobs,
                               response_format=json_object_format(plan.schema))
-        except Exception as exc:
-            raise self._error(exc) from None
 
     def _plan(self, prompt: Prompt, constraint: Constraint | None) -> _Plan:
         if constraint is None:
@@ -267,7 +416,7 @@ class OpenAIBackend(Backend):
             if self.grammar:
                 return _Plan(grammar=grammar_for(None, schema, prefix))
         raise BackendError(
-            f"{self.settings.base_url} cannot constrain completion-mode output (no 'grammar' support); "
+            f"{self.settings.where} cannot constrain completion-mode output (no 'grammar' support); "
             "use mode: chat, or output.method: generate",
             backend=self.name,
             exit_code=2,
@@ -286,20 +435,20 @@ class OpenAIBackend(Backend):
         chunks = self._create(prompt, options, plan, stream=True)
         finished = False
         held: list[str] = []
+        pieces: Iterable[tuple[str, bool]]
         try:
-            for chunk in chunks:
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                text = choice.delta.content if prompt.mode == "chat" else choice.text
-                finished = finished or choice.finish_reason is not None
-                if text:
-                    if plan.unwrap:
-                        held.append(text)
-                    else:
-                        yield text
-        except Exception as exc:
-            raise self._error(exc, "stream") from None
+            with self._request("stream", send=False):
+                if isinstance(chunks, _Whole):
+                    pieces = [(replies.reply_text(chunks.reply, prompt.mode), True)]
+                else:
+                    pieces = (replies.chunk_piece(chunk, prompt.mode) for chunk in chunks)
+                for text, done in pieces:
+                    finished = finished or done
+                    if text:
+                        if plan.unwrap:
+                            held.append(text)
+                        else:
+                            yield text
         finally:
             chunks.close()
         if not finished:
@@ -310,9 +459,11 @@ class OpenAIBackend(Backend):
     def _diagnose(self, prompt: Prompt, options: GenerationOptions, plan: _Plan) -> None:
         """A stream ended without a finish reason: ask again without streaming to learn why."""
         short = GenerationOptions(temperature=0.0, max_tokens=1, seed=options.seed)
-        self._create(prompt, short, plan, stream=False)  # raises the server's real error, if any
+        reply = self._create(prompt, short, plan, stream=False)  # raises the server's real error, if any
+        with self._request(send=False):
+            replies.reply_text(reply, prompt.mode)  # or says what is wrong with its replies
         raise BackendError(
-            f"{self.settings.base_url} ended the stream before the answer was finished",
+            f"{self.settings.where} ended the stream before the answer was finished",
             backend=self.name,
             model=self._model_name,
             exit_code=1,
@@ -324,7 +475,8 @@ class OpenAIBackend(Backend):
         self._check_mode(prompt)
         plan = self._plan(prompt, constraint)
         reply = self._create(prompt, options, plan, stream=False)
-        text = _reply_text(reply, prompt.mode)
+        with self._request(send=False):
+            text = replies.reply_text(reply, prompt.mode)
         return _unwrap(text) if plan.unwrap else text
 
     def tool_turn(
@@ -335,7 +487,11 @@ class OpenAIBackend(Backend):
         choice: str,
         options: GenerationOptions,
     ) -> Any:
-        """One native tool-calling request: the calls so far go back as ``tool`` messages."""
+        """One native tool-calling request: the calls so far go back as ``tool`` messages.
+
+        A call without a tool's name is dropped (a reply of only such calls is an error); its
+        arguments go to the tool loop as sent, which tells the model when they are not an object.
+        """
         from promptdsl.tools import ToolCall
         from promptdsl.tools.native import ToolTurn
 
@@ -347,22 +503,16 @@ class OpenAIBackend(Backend):
             kwargs["seed"] = options.seed
         messages: list[Any] = [m.to_dict() for m in prompt.messages] + tool_messages(steps)
         functions: Any = function_tools(tools)
-        try:
-            reply = self.client.chat.completions.create(
+        with self._request("tool call"):
+            raw = self.client.chat.completions.with_raw_response.create(
                 messages=messages, tools=functions, tool_choice=tool_choice_param(choice), **kwargs
             )
-        except Exception as exc:
-            raise self._error(exc, "tool call") from None
-        message = reply.choices[0].message if reply.choices else None
-        if message is None:
+            turn = replies.tool_calls(_parsed(raw, "/chat/completions"))
+        if turn is None:
             return ToolTurn()
-        raw_calls: list[Any] = list(message.tool_calls or [])
-        calls = [
-            ToolCall(c.function.name, tool_arguments(c.function.arguments), c.id or "")
-            for c in raw_calls
-            if getattr(c, "function", None) is not None
-        ]
-        return ToolTurn(text=message.content or "", calls=calls)
+        text, calls = turn
+        return ToolTurn(text=text, calls=[ToolCall(name, tool_arguments(arguments), ident)
+                                          for name, arguments, ident in calls])
 
     def generate_logprobs(self, prompt: Prompt, options: GenerationOptions) -> list[TokenLogprob] | None:
         self._check_mode(prompt)
@@ -370,20 +520,13 @@ class OpenAIBackend(Backend):
 
     def _logprobs(self, prompt: Prompt, options: GenerationOptions, plan: _Plan) -> list[TokenLogprob] | None:
         reply = self._create(prompt, options, plan, stream=False, logprobs=True)
-        choice = reply.choices[0] if reply.choices else None
-        if choice is None or choice.logprobs is None:
-            return None
-        if prompt.mode == "chat":
-            content = choice.logprobs.content or []
-            return [TokenLogprob(t.token, float(t.logprob)) for t in content]
-        tokens = choice.logprobs.tokens or []
-        values = choice.logprobs.token_logprobs or []
-        return [TokenLogprob(t, float(v)) for t, v in zip(tokens, values, strict=False) if v is not None]
+        with self._request(send=False):
+            return replies.logprob_tokens(reply, prompt.mode)
 
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
         if not self.can_score:
             raise BackendError(
-                f"{self.settings.base_url} cannot score continuations (no 'grammar' + 'logit_bias' support); "
+                f"{self.settings.where} cannot score continuations (no 'grammar' + 'logit_bias' support); "
                 "use output.method: constrain or generate",
                 backend=self.name,
                 exit_code=2,
@@ -400,8 +543,8 @@ class OpenAIBackend(Backend):
         got = "".join(t.text for t in tokens or ())
         if tokens is None or got != text:
             raise BackendError(
-                f"forcing {text!r} returned {got!r} with{'out' if tokens is None else ''} log-probabilities; "
-                "the server does not honour 'grammar' (use -o grammar=false)",
+                f"forcing {quote(text)} returned {quote(got)} with{'out' if tokens is None else ''} "
+                "log-probabilities; the server does not honour 'grammar' (use -o grammar=false)",
                 backend=self.name,
                 exit_code=1,
             )
@@ -414,12 +557,50 @@ def _chat_probe() -> Prompt:
     return Prompt(mode="chat", messages=(Message("user", "Say something."),))
 
 
-def _reply_text(reply: Any, mode: str) -> str:
-    if not reply.choices:
-        return ""
-    choice = reply.choices[0]
-    text = choice.message.content if mode == "chat" else choice.text
-    return text or ""
+@dataclass(frozen=True)
+class _Whole:
+    """A whole (not streamed) JSON reply to a streaming request."""
+
+    reply: Any
+
+    def close(self) -> None:
+        pass
+
+
+def _parsed(raw: Any, endpoint: str, read: Any = None, *, stream: bool = False) -> Any:
+    """The SDK object in a raw reply, once it is sure to be one; a reply that is not is :class:`Malformed`.
+
+    A stream must be an event stream; anything else must parse as a JSON object (a login page
+    at ``base_url`` answers 200 with HTML, which the SDK hands back as a string). ``read``, if
+    given, is applied to the parsed object with the same guard.
+    """
+    content_type = str(raw.headers.get("content-type", ""))
+    if stream:
+        if "event-stream" in content_type.lower():
+            return raw.parse()
+        if "json" not in content_type.lower():
+            raw.http_response.close()
+            raise replies.not_json(content_type, endpoint, "an event stream")
+        try:  # a server that ignores stream: true and sends the whole answer at once
+            return _Whole(json.loads(raw.http_response.read()))
+        except (ValueError, RecursionError):
+            raise replies.not_json(content_type, endpoint) from None
+    if "json" not in content_type.lower():  # the SDK takes JSON under any type, and returns anything else as text
+        try:
+            json.loads(raw.http_response.content)
+        except (ValueError, RecursionError):
+            raise replies.not_json(content_type, endpoint) from None
+    try:
+        parsed = raw.parse()
+    except (ValueError, RecursionError):  # the body is not JSON
+        raise replies.not_json(content_type, endpoint) from None
+    except (AttributeError, TypeError, KeyError):  # JSON, but not an object the SDK can wrap
+        raise replies.Malformed(f"{endpoint} answered JSON that is not an object") from None
+    if isinstance(parsed, (str, bytes)):
+        raise replies.not_json(content_type, endpoint)
+    if isinstance(parsed, (list, int, float, bool)) or parsed is None:
+        raise replies.Malformed(f"{endpoint} answered a JSON {type(parsed).__name__}, not an object")
+    return read(parsed) if read is not None else parsed
 
 
 def _unwrap(text: str) -> str:

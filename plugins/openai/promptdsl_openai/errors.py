@@ -8,15 +8,18 @@ message: it is masked out of anything the server sends back.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
 
 import openai
 
-from promptdsl.errors import BackendError, BackendErrorKind, one_line
+from promptdsl.errors import BackendError, BackendErrorKind, one_line, quote
 
-from .config import Settings
+from .config import NO_KEY, Settings
+from .replies import Malformed, NotJSON
+from .transport import CompressedReply, DeadlinePassed, ReplyTooLarge
 
 _CONTEXT_HINT = re.compile(r"context (length|window)|maximum context|too many tokens|context_length", re.I)
 
@@ -42,34 +45,94 @@ def server_message(exc: openai.APIError) -> str:
     return _one_line(msg)
 
 
+#: An echoed piece of the key this long (or longer) is masked too ("invalid key sk-proj-abc...").
+MIN_KEY_PIECE = 8
+
+
+def _key_spans(text: str, key: str) -> list[tuple[int, int]]:
+    """Where ``text`` holds the key or a piece of it of :data:`MIN_KEY_PIECE`+ characters, in any case."""
+    low, secret = text.lower(), key.lower()
+    grams = {secret[i:i + MIN_KEY_PIECE] for i in range(len(secret) - MIN_KEY_PIECE + 1)}
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i <= len(low) - MIN_KEY_PIECE:
+        if low[i:i + MIN_KEY_PIECE] not in grams:
+            i += 1
+            continue
+        end = i + MIN_KEY_PIECE
+        while end < len(low) and low[i:end + 1] in secret:
+            end += 1
+        spans.append((i, end))
+        i = end
+    return spans
+
+
 def _mask(text: str, settings: Settings) -> str:
     key = settings.api_key
-    if key and len(key) >= 4 and key in text:
-        text = text.replace(key, "***")
+    if key and key != NO_KEY and len(key) >= 4:
+        text = re.sub(re.escape(key), "***", text, flags=re.I)
+        if len(key) >= MIN_KEY_PIECE:
+            for start, end in reversed(_key_spans(text, key)):
+                text = text[:start] + "***" + text[end:]
     # OpenAI echoes keys back partially masked ("sk-abc***wxyz"); drop those fragments too.
     return re.sub(r"\bsk-[\w*-]{6,}", "***", text)
+
+
+def _retries(settings: Settings) -> str:
+    n = settings.max_retries
+    return f"{n} retr{'y' if n == 1 else 'ies'}"
 
 
 Handler = Callable[[BaseException, Settings, "str | None", str], "tuple[BackendErrorKind, str]"]
 
 
 def _timeout(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
-    return BackendErrorKind.TIMEOUT, (f"{during} to {settings.base_url} timed out after {settings.timeout:g}s "
-                                      f"({settings.max_retries} retries); raise it with -o timeout=SECONDS")
+    if during == "stream":  # a stall mid-answer is not retried
+        return BackendErrorKind.TIMEOUT, (f"the answer from {settings.where} stalled: nothing came for "
+                                          f"{settings.timeout:g}s; raise it with -o timeout=SECONDS")
+    return BackendErrorKind.TIMEOUT, (f"{during} to {settings.where} timed out after {settings.timeout:g}s "
+                                      f"({_retries(settings)}); raise it with -o timeout=SECONDS")
+
+
+def _deadline(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
+    what = "the answer from" if during == "stream" else f"{during} to"
+    return BackendErrorKind.TIMEOUT, (f"{what} {settings.where} took longer than {settings.deadline:g}s in all "
+                                      "(the deadline); raise it with -o deadline=SECONDS")
+
+
+def _too_large(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
+    assert isinstance(exc, ReplyTooLarge)
+    size = f"{exc.limit / (1 << 20):g} MiB" if exc.limit >= 1 << 20 else f"{exc.limit} bytes"
+    return BackendErrorKind.FAILED, f"{settings.where} sent more than {size} in one reply ({during}); stopped reading"
+
+
+def _compressed(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
+    assert isinstance(exc, CompressedReply)
+    return BackendErrorKind.FAILED, (f"{settings.where} sent a compressed reply (Content-Encoding "
+                                     f"{quote(exc.encoding, 30)}) although none was asked for ({during})")
+
+
+def _malformed(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
+    if isinstance(exc, NotJSON):
+        return BackendErrorKind.FAILED, f"{settings.where} {exc}"
+    if isinstance(exc, json.JSONDecodeError):
+        return BackendErrorKind.FAILED, (f"{settings.where} sent text that is not JSON where an OpenAI reply "
+                                         f"belongs ({during}): {exc.msg} at line {exc.lineno} column {exc.colno}")
+    return BackendErrorKind.FAILED, f"{settings.where} sent a reply that is not OpenAI-shaped ({during}): {exc}"
 
 
 def _connection(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
     cause = exc.__cause__ or exc.__context__
     detail = _one_line(str(cause)) if cause is not None else ""
     if during == "stream":
-        return BackendErrorKind.STREAM, (f"the connection to {settings.base_url} was lost mid-answer"
+        return BackendErrorKind.STREAM, (f"the connection to {settings.where} was lost mid-answer"
                                          + (f": {detail}" if detail else ""))
-    return BackendErrorKind.CONNECT, (f"cannot connect to {settings.base_url}" + (f" ({detail})" if detail else "")
+    return BackendErrorKind.CONNECT, (f"cannot connect to {settings.where}" + (f" ({detail})" if detail else "")
                                       + "; is the server running? (set -o base_url=... or OPENAI_BASE_URL)")
 
 
 def _auth(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
-    where = settings.base_url
+    where = settings.where
     if settings.key_withheld:
         return BackendErrorKind.AUTH, f"{where} wants an API key (401 unauthorized): {settings.key_withheld}"
     source = f" in {settings.key_source}" if settings.key_source else " (no key set: OPENAI_API_KEY)"
@@ -78,19 +141,19 @@ def _auth(exc: BaseException, settings: Settings, model: str | None, during: str
 
 def _permission(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
     assert isinstance(exc, openai.APIError)
-    return BackendErrorKind.AUTH, f"permission denied by {settings.base_url} (403): {server_message(exc)}"
+    return BackendErrorKind.AUTH, f"permission denied by {settings.where} (403): {server_message(exc)}"
 
 
 def _not_found(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
     assert isinstance(exc, openai.APIError)
-    return BackendErrorKind.NOT_FOUND, (f"not found at {settings.base_url} (404; unknown model '{model}' or "
-                                        f"endpoint?): {server_message(exc)}")
+    return BackendErrorKind.NOT_FOUND, (f"not found at {settings.where} (404; unknown model {quote(model or '')} "
+                                        f"or endpoint?): {server_message(exc)}")
 
 
 def _rate_limit(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
     assert isinstance(exc, openai.APIError)
-    return BackendErrorKind.RATE_LIMIT, (f"rate limited by {settings.base_url} (429) after {settings.max_retries} "
-                                         f"retries: {server_message(exc)}")
+    return BackendErrorKind.RATE_LIMIT, (f"rate limited by {settings.where} (429) after {_retries(settings)}: "
+                                         f"{server_message(exc)}")
 
 
 def _status(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
@@ -102,8 +165,8 @@ def _status(exc: BaseException, settings: Settings, model: str | None, during: s
                                                  f"{msg.rstrip('.')}; shorten the input or use fewer examples "
                                                  "(fewshot.k)")
     if status >= 500:
-        return BackendErrorKind.SERVER, f"server error {status} from {settings.base_url}: {msg}"
-    return BackendErrorKind.BAD_REQUEST, f"{settings.base_url} refused the request ({status}): {msg}"
+        return BackendErrorKind.SERVER, f"server error {status} from {settings.where}: {msg}"
+    return BackendErrorKind.BAD_REQUEST, f"{settings.where} refused the request ({status}): {msg}"
 
 
 def _api(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
@@ -122,6 +185,11 @@ def _sdk(exc: BaseException, settings: Settings, model: str | None, during: str)
 #: SDK exception -> handler, looked up along the exception's MRO (the most specific class wins),
 #: as httpx maps transport errors to its own kinds.
 HANDLERS: dict[type[BaseException], Handler] = {
+    DeadlinePassed: _deadline,
+    ReplyTooLarge: _too_large,
+    CompressedReply: _compressed,
+    Malformed: _malformed,
+    json.JSONDecodeError: _malformed,
     openai.APITimeoutError: _timeout,
     openai.APIConnectionError: _connection,
     openai.AuthenticationError: _auth,

@@ -110,9 +110,16 @@ def tool_messages(steps: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def tool_arguments(text: str | None) -> Any:
-    """A call's arguments: the JSON object the model wrote, else its raw text (the loop reports that)."""
+def tool_arguments(value: Any) -> Any:
+    """A call's arguments: the JSON object the model wrote, else what it sent (the loop reports that).
+
+    Servers send a JSON text; some send the object itself. Missing arguments are ``{}``.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, str):
+        return value
     try:
-        return json.loads(text or "{}")
-    except (ValueError, RecursionError):  # also integers past Python's digit limit, deep nesting
-        return text or ""
+        return json.loads(value or "{}")
+    except (ValueError, TypeError, RecursionError):  # also integers past Python's digit limit, deep nesting
+        return value
