@@ -241,6 +241,8 @@ def quote(value: Any, limit: int = 60) -> str:
 # ---------------------------------------------------------------------------- secrets
 
 _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@'\"]*):([^@\s/'\"]+)@")
+#: a URL whose user info is one long word (``https://TOKEN@host``, as GitHub and some gateways take a token)
+_URL_TOKEN = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@'\"]{12,})@")
 #: ``prefix-`` or ``prefix_`` then a long body with a digit: sk-..., gsk_..., ghp_..., xoxb-..., hf_...
 _PREFIXED_KEY = re.compile(r"(?<![A-Za-z0-9])([A-Za-z][A-Za-z0-9]{0,11}[-_])([A-Za-z0-9*][A-Za-z0-9_*\-]{5,})")
 _AWS_KEY = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])")
@@ -295,7 +297,8 @@ def mask_secrets(text: str) -> str:
 
     Masked: values registered with :func:`register_secret` and values of environment variables
     named like secrets (``*KEY*``, ``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, any length from 4
-    characters), passwords in URLs (``http://user:***@host``), ``Bearer``/``api_key=`` values,
+    characters), passwords in URLs (``http://user:***@host``) and user infos of 12 characters or
+    more (``https://***@host``: a token), ``Bearer``/``api_key=`` values,
     and key-like strings of any vendor (``sk-``, ``gsk_``, ``ghp_``, ``xoxb-``, ``AKIA``..., or a
     long mixed-case token).
     """
@@ -305,6 +308,7 @@ def mask_secrets(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "***")
     text = _URL_PASSWORD.sub(r"\1:***@", text)
+    text = _URL_TOKEN.sub(r"\1***@", text)
     text = _ASSIGNED.sub(lambda m: m.group(1) + "***", text)
     text = _BEARER.sub(lambda m: m.group(1) + "***", text)
     text = _AWS_KEY.sub("***", text)

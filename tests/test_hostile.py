@@ -172,6 +172,7 @@ def test_non_finite_timeout_is_refused(clean_openai_env: None, value: str, capsy
     ("Authorization: Bearer abc.def.ghi", "abc.def.ghi"),
     ("aws AKIAABCDEFGHIJKLMNOP", "AKIAABCDEFGHIJKLMNOP"),
     ("the server echoed sk-abc***wxyz", "abc***wxyz"),
+    ("cannot connect to https://tok3nWithoutColon99@gw.example.com/v1", "tok3nWithoutColon99"),
 ])
 def test_secrets_are_masked(text: str, hidden: str) -> None:
     masked = mask_secrets(text)
@@ -187,7 +188,8 @@ def test_short_keys_in_the_environment_and_registered_keys_are_masked(monkeypatc
 
 def test_ordinary_names_are_not_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
-    text = "model SmolLM2-135M-Instruct, file tweeteval-sentiment_validation_set.jsonl, max_tokens=16, grammar=false"
+    text = ("model SmolLM2-135M-Instruct, file tweeteval-sentiment_validation_set.jsonl, max_tokens=16, grammar=false,"
+            " repo ssh://git@github.com/o/r")
     assert mask_secrets(text) == text
 
 
