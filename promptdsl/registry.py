@@ -11,6 +11,7 @@ entry-point helpers below.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -242,6 +243,17 @@ def get_backend(name: str, model: str | None = None, options: Mapping[str, Any] 
             cached[1].close()
         _instances[key] = (env, inst)
         return inst
+
+
+def release(backend: Backend) -> None:
+    """Forget and close ``backend``: a front end that switched away from it (a local model holds
+    hundreds of MB). A later :func:`get_backend` with the same settings makes a new one."""
+    with _lock:
+        for key, (_, inst) in list(_instances.items()):
+            if inst is backend:
+                del _instances[key]
+    with contextlib.suppress(Exception):  # a plugin's failing close must not undo the switch that released it
+        backend.close()
 
 
 def close_all() -> None:

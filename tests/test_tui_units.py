@@ -433,3 +433,29 @@ def test_chat_without_a_terminal_is_refused_before_the_model_loads(
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"promptdsl: error: chat needs a terminal, and standard {which} is not one;")
     assert "\n" not in err
+
+
+def test_switching_backends_releases_the_old_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each switch of options kept another copy of the model loaded (~200 MB for the embedded one)."""
+    from promptdsl import Capability, registry
+
+    closed: list[str] = []
+
+    class Counted(Backend):
+        name = "counted"
+        capabilities = frozenset({Capability.CHAT})
+
+        def stream(self, prompt: Any, options: Any, constraint: Any = None) -> Any:
+            yield "x"
+
+        def close(self) -> None:
+            closed.append(str(self.options.get("n")))
+
+    monkeypatch.setattr(registry, "backend_class", lambda name: Counted)
+    monkeypatch.setattr(registry, "_instances", {})
+    session = Session(BackendChoice("counted", None, {"n": 1}))
+    first = session.backend()
+    second = session.switch(BackendChoice("counted", None, {"n": 2}))
+    assert closed == ["1"] and second is not first
+    assert [inst for _, inst in registry._instances.values()] == [second]  # the old one is forgotten too
+    assert session.switch(BackendChoice("counted", None, {"n": 2})) is second and closed == ["1"]  # same: kept

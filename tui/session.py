@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from promptdsl.backend import Backend, GenerationOptions, split_options
 from promptdsl.errors import PromptDSLError
 from promptdsl.prompt import Message, Prompt
-from promptdsl.registry import get_backend, resolve_backend_name
+from promptdsl.registry import get_backend, release, resolve_backend_name
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -186,12 +186,14 @@ class Session:
         choice = BackendChoice(choice.name, choice.model, back)
         new = get_backend(choice.name, choice.model, back)
         with self._lock:
+            old, self._backend = self._backend, new
             self.choice = choice
-            self._backend = new
             self.explicit = True
             if gen:
                 self.user_generation.update(gen)
                 self.generation = GenerationOptions.from_mapping({**CHAT_DEFAULTS, **self.user_generation})
+        if old is not None and old is not new:
+            release(old)  # each switch of options used to keep another copy of the model loaded
         return new
 
     def set_generation(self, generation: Mapping[str, Any]) -> None:
