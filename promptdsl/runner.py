@@ -130,21 +130,13 @@ class Runner:
     def _backend_options(
         self, cls: type[Backend], model: str | None, merged: Mapping[str, Any], user: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """The backend's options. Those the spec chose and the user did not give pass the backend's
-        ``spec_options`` first, when it has one: a backend may bound what a shared file decides (the
-        memory, threads or unsafe settings it asks for) while the user's own values stay as given."""
+        """The backend's options: those the spec chose and the user did not give pass the backend's
+        ``spec_options`` first, while the user's own values stay as given."""
         _, options = split_options(merged)
         from_spec = {k: v for k, v in options.items() if k not in user}
         if not from_spec:
             return options
-        try:
-            with _plugin_errors(cls):
-                vetted = dict(cls.spec_options(model, from_spec))
-        except SpecError as exc:
-            located = self.spec.source
-            if located is None:
-                raise SpecError(exc.message, file=self.spec.label, path=exc.path) from None
-            raise located.error(exc.message, exc.path) from None
+        vetted = spec_options(self.spec, cls, model, from_spec)
         return {**vetted, **{k: v for k, v in options.items() if k in user}}
 
     def _generation_options(self, merged: Mapping[str, Any]) -> GenerationOptions:
@@ -291,6 +283,19 @@ def spec_model(spec: Spec, cls: type[Backend]) -> str | None:
     from .loader import spec_file
 
     return str(spec_file(spec, text, ("model", "model"), "model.model"))
+
+
+def spec_options(spec: Spec, cls: type[Backend], model: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` that ``spec`` chose, as the backend bounds what a shared file may decide (the
+    memory, threads or unsafe settings it asks for); a refusal is a SpecError at its place in the file."""
+    try:
+        with _plugin_errors(cls):
+            return dict(cls.spec_options(model, options))
+    except SpecError as exc:
+        located = spec.source
+        if located is None:
+            raise SpecError(exc.message, file=spec.label, path=exc.path) from None
+        raise located.error(exc.message, exc.path) from None
 
 
 def check_options(options: Mapping[str, Any]) -> None:

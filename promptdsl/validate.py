@@ -45,3 +45,8 @@ def _check_backend(spec: Spec) -> None:
         check_options(name, cls.options_schema, split_options(spec.model.options)[1])
     except BackendError as exc:
         raise SpecError(f"backend '{name}': {exc.message}", file=file, path=("model", "options")) from None
+    from .runner import spec_model, spec_options
+
+    model = spec_model(spec, cls)  # a model file: found from the spec's folder, under the rule of extends
+    if options := split_options(spec.model.options)[1]:
+        spec_options(spec, cls, model, options)  # what a shared file may decide (a llamacpp n_ctx, say)
