@@ -34,7 +34,7 @@ from .datafile import (
     row_inputs,
     scan_output,
 )
-from .errors import BackendError, InputError, OutputError, PromptDSLError, did_you_mean, one_line
+from .errors import BackendError, BackendErrorKind, InputError, OutputError, PromptDSLError, did_you_mean, one_line
 from .prompt import Prompt
 from .result import Result
 from .runner import Runner
@@ -50,6 +50,9 @@ _T = TypeVar("_T")
 #: Concurrent requests for backends that are not in-process (see ``Backend.local``).
 DEFAULT_REMOTE_CONCURRENCY = 4
 ON_ERROR = ("skip", "stop")
+#: Rows in a row that could not reach the server before a dataset run stops (resumably).
+SERVER_DOWN_ROWS = 3
+_UNREACHABLE = frozenset({BackendErrorKind.CONNECT, BackendErrorKind.TIMEOUT})
 SPEC_KEY = "spec"  # the run digest on every result line (see run_digest)
 #: Rows scored together on a local model (``Backend.score_many``); results are still written row by row.
 DEFAULT_BATCH_ROWS = 16
@@ -69,6 +72,7 @@ class Outcome:
     exit_code: int = 0
     backend: str = ""
     model: str = ""
+    unreachable: bool = False  # the backend could not reach its server (cannot connect, timed out)
 
     @property
     def ok(self) -> bool:
@@ -178,7 +182,9 @@ class DatasetRunner:
 
     def _finish(self, row: Row, prompt: Prompt, got: Result | PromptDSLError) -> Outcome:
         if isinstance(got, PromptDSLError):
-            return self._fail(row, f"{row.where()}: {got}", _error_type(got), got.exit_code)
+            failed = self._fail(row, f"{row.where()}: {got}", _error_type(got), got.exit_code)
+            failed.unreachable = isinstance(got, BackendError) and got.kind in _UNREACHABLE
+            return failed
         if self.cached is not None:
             self.cached.store(prompt, got)
         return Outcome(row, got)
@@ -402,6 +408,7 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False
     stopped_by: Outcome | None = None  # the failed row that stopped the run (--on-error stop)
+    server_down: Outcome | None = None  # the last of SERVER_DOWN_ROWS rows in a row the server did not answer
     reasons: Counter[str] = field(default_factory=Counter)  # why rows failed -> how many
 
     def top_reasons(self, n: int = 3) -> list[tuple[str, int]]:
@@ -455,24 +462,45 @@ def run_dataset(
         stop=stop,
         fields=fields,
     )
+
+    def emit(outcome: Outcome) -> None:
+        line = outcome.to_dict()
+        if on_outcome is not None:
+            on_outcome(outcome, line)
+        write(json.dumps(line, ensure_ascii=False) + "\n")
+        summary.rows += 1
+        summary.ok += outcome.ok
+        summary.errors += not outcome.ok
+        if not outcome.ok:
+            summary.reasons[outcome.reason] += 1
+        cached = outcome.result is not None and outcome.result.cached
+        summary.cached += cached
+        if progress is not None:
+            progress.update(cached=cached, error=not outcome.ok)
+
+    # Rows the server did not answer (cannot connect, timed out) are held back: after
+    # SERVER_DOWN_ROWS of them in a row the run stops without writing them, so --resume redoes
+    # them once the server is back, instead of every later row paying the timeout and retries.
+    held: list[Outcome] = []
     try:
         for outcome in runs.outcomes(todo()):
             if not outcome.ok and on_error == "stop":
                 summary.stopped_by = outcome
                 break
-            line = outcome.to_dict()
-            if on_outcome is not None:
-                on_outcome(outcome, line)
-            write(json.dumps(line, ensure_ascii=False) + "\n")
-            summary.rows += 1
-            summary.ok += outcome.ok
-            summary.errors += not outcome.ok
-            if not outcome.ok:
-                summary.reasons[outcome.reason] += 1
-            cached = outcome.result is not None and outcome.result.cached
-            summary.cached += cached
-            if progress is not None:
-                progress.update(cached=cached, error=not outcome.ok)
+            if outcome.unreachable:
+                held.append(outcome)
+                if len(held) >= SERVER_DOWN_ROWS:
+                    summary.server_down = outcome
+                    break
+                continue
+            for earlier in held:
+                emit(earlier)
+            held.clear()
+            emit(outcome)
+        else:
+            if not (stop and stop.is_set()):
+                for earlier in held:  # the last rows of a finished run: failures like any other
+                    emit(earlier)
     except KeyboardInterrupt:
         summary.interrupted = True
     summary.interrupted = summary.interrupted or bool(stop and stop.is_set())

@@ -544,3 +544,65 @@ def test_resume_refuses_results_of_another_spec_or_model(tmp_path: Path) -> None
     run(ECHO, 4, resume=True)  # the same spec and model go on
     assert [x["index"] for x in read_lines(out)] == [0, 1, 2, 3]
     assert len({x["spec"] for x in read_lines(out)}) == 1
+
+
+class Outage(SlowRemote):
+    """A server that does not answer the rows in ``down`` (as a connection refused does)."""
+
+    def __init__(self, down: set[int]) -> None:
+        super().__init__()
+        self.down = down
+
+    def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+        from promptdsl.errors import BackendError, BackendErrorKind
+
+        n = int(prompt.text.rsplit(" ", 1)[-1])
+        if n in self.down:
+            raise BackendError("cannot connect to http://127.0.0.1:9/v1", backend=self.name, kind=BackendErrorKind.CONNECT)
+        yield f"echo {n}"
+
+
+def test_a_server_that_stops_answering_stops_the_run_resumably(tmp_path: Path) -> None:
+    """Three rows in a row that cannot reach the server stop the run without writing them, so
+    --resume redoes them (a plugin-level fail-fast used to turn a short restart into error lines)."""
+    data = DataFile(write_jsonl(tmp_path / "d.jsonl", [{"n": i} for i in range(10)]))
+    spec = loads_spec(ECHO)
+    out = tmp_path / "r.jsonl"
+    with out.open("w", encoding="utf-8") as f:
+        summary = run_dataset(Runner(spec, Outage(set(range(2, 10)))), data, f.write, concurrency=2)
+    assert summary.server_down is not None and summary.server_down.row.index == 4
+    assert [x["index"] for x in read_lines(out)] == [0, 1] and summary.rows == 2
+    done = scan_output(out)
+    with out.open("a", encoding="utf-8") as f:
+        rest = run_dataset(Runner(spec, Outage(set())), data, f.write, concurrency=2, skip=done)
+    assert rest.server_down is None and rest.ok == 8
+    assert [x["value"] for x in read_lines(out)] == [f"echo {i}" for i in range(10)]
+
+
+def test_a_short_outage_is_error_lines_and_the_run_goes_on(tmp_path: Path) -> None:
+    data = DataFile(write_jsonl(tmp_path / "d.jsonl", [{"n": i} for i in range(8)]))
+    lines: list[str] = []
+    summary = run_dataset(Runner(loads_spec(ECHO), Outage({3, 4, 7})), data, lines.append, concurrency=2)
+    got = [json.loads(x) for x in lines]
+    assert [x["index"] for x in got] == list(range(8)) and summary.server_down is None
+    assert [i for i, x in enumerate(got) if "error" in x] == [3, 4, 7] and summary.errors == 3
+
+
+def test_the_cli_says_the_server_is_down_and_how_to_go_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import promptdsl.cli.dataset as cli_dataset
+
+    spec_file = tmp_path / "echo.yaml"
+    spec_file.write_text(ECHO, encoding="utf-8")
+    monkeypatch.setattr(cli_dataset, "runner_from_args",
+                        lambda spec, args: Runner(spec, Outage(set(range(10)))))
+    data = write_jsonl(tmp_path / "d.jsonl", [{"n": i} for i in range(10)])
+    out = tmp_path / "r.jsonl"
+    assert main(["run", str(spec_file), "--data", str(data), "--out", str(out), "--no-cache"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2].startswith(f"promptdsl: error: {data}: line 3 (row 2): ") and "cannot connect" in err[-2]
+    assert err[-1] == (f"promptdsl: stopped at row 2: 3 rows in a row could not reach the server, so they were "
+                       f"not written; 0 rows done before; results in {out}; once it answers, run the same "
+                       "command with --resume")
+    assert out.read_text(encoding="utf-8") == ""

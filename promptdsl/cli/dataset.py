@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from ..dataset import DEFAULT_REMOTE_CONCURRENCY, ON_ERROR
+from ..dataset import DEFAULT_REMOTE_CONCURRENCY, ON_ERROR, SERVER_DOWN_ROWS
 from ..errors import InputError
 from ..inputs import collect_inputs
 from .common import runner_from_args, say
@@ -143,6 +143,14 @@ def report(run: DatasetRun, summary: Summary) -> int:
         more = " (fix it, then run the same command with --resume)" if run.out is not None else ""
         say(f"promptdsl: stopped at row {failed.row.index} (--on-error stop); {summary.rows} rows done "
             f"before it{where}{more}")
+        return failed.exit_code or 1
+    if summary.server_down is not None:
+        failed = summary.server_down
+        say(f"promptdsl: error: {run.data.name}: {failed.error}")
+        more = ("; once it answers, run the same command with --resume" if run.out is not None
+                else "; to be able to resume, write to a file with --out")
+        say(f"promptdsl: stopped at row {failed.row.index}: {SERVER_DOWN_ROWS} rows in a row could not reach "
+            f"the server, so they were not written; {summary.rows} rows done before{where}{more}")
         return failed.exit_code or 1
     total = summary.rows + summary.resumed
     rate = summary.rows / summary.seconds if summary.seconds > 0 else 0.0

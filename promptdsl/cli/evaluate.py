@@ -41,7 +41,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(evaluation.metrics.format())
     # Failed rows are part of the score (counted wrong); a stop, an interrupt, or no row
     # answered at all (the metrics would then describe nothing) is a failure.
-    if summary.interrupted or summary.stopped_by is not None:
+    if summary.interrupted or summary.stopped_by is not None or summary.server_down is not None:
         return code
     if (why := evaluation.no_labels()) is not None:
         say(f"promptdsl: error: {why}")
