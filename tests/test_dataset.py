@@ -606,3 +606,12 @@ def test_the_cli_says_the_server_is_down_and_how_to_go_on(
                        f"not written; 0 rows done before; results in {out}; once it answers, run the same "
                        "command with --resume")
     assert out.read_text(encoding="utf-8") == ""
+
+
+def test_a_run_whose_results_would_go_to_a_closed_stdout_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With `>&-` the answer went nowhere, with exit 0."""
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["run", SENTIMENT, "-i", "text=hi"]) == 2
+    assert "standard output is closed, so the results would be lost" in capsys.readouterr().err

@@ -31,6 +31,9 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
+    if sys.stdout is None and (args.data is None or args.out is None):  # started with `>&-`
+        raise InputError("standard output is closed, so the results would be lost; give --data with --out FILE, "
+                         "or run with an open standard output")
     if args.data is not None:
         run = dataset_run(spec, args)
         return report(run, execute(run, args))
