@@ -9,7 +9,7 @@ from .compiler import Compiler
 from .errors import BackendError, SpecError
 from .inputs import validate_inputs
 from .loader import load_spec
-from .registry import backend_class
+from .registry import backend_class, resolve_backend_name
 from .spec import Spec
 
 
@@ -32,21 +32,30 @@ def validate_spec(source: str | Path | Spec, *, check_backend: bool = True) -> S
 
 def _check_backend(spec: Spec) -> None:
     """The backend a spec names is installed and takes its options: else ``run`` would be the
-    first to say so. Only the backend's class is loaded (no model, no connection)."""
-    name = spec.model.backend
-    if name is None:
-        return
-    file = str(spec.path) if spec.path else None
-    try:
-        cls = backend_class(name)
-    except BackendError as exc:
-        raise SpecError(exc.message, file=file, path=("model", "backend")) from None
-    try:
-        check_options(name, cls.options_schema, split_options(spec.model.options)[1])
-    except BackendError as exc:
-        raise SpecError(f"backend '{name}': {exc.message}", file=file, path=("model", "options")) from None
+    first to say so. Only the backend's class is loaded (no model, no connection). A spec that
+    names none still gets the bounds ``run`` applies with the default backend (its model file,
+    what a shared file may set); its options' schema is left to ``run``, which may get ``-b``."""
     from .runner import spec_model, spec_options
 
+    name = spec.model.backend
+    options = split_options(spec.model.options)[1]
+    if name is None:
+        if spec.model.model is None and not options:
+            return
+        try:
+            cls = backend_class(resolve_backend_name(None))
+        except BackendError:  # no default backend installed: run says so
+            return
+    else:
+        file = str(spec.path) if spec.path else None
+        try:
+            cls = backend_class(name)
+        except BackendError as exc:
+            raise SpecError(exc.message, file=file, path=("model", "backend")) from None
+        try:
+            check_options(name, cls.options_schema, options)
+        except BackendError as exc:
+            raise SpecError(f"backend '{name}': {exc.message}", file=file, path=("model", "options")) from None
     model = spec_model(spec, cls)  # a model file: found from the spec's folder, under the rule of extends
-    if options := split_options(spec.model.options)[1]:
+    if options:
         spec_options(spec, cls, model, options)  # what a shared file may decide (a llamacpp n_ctx, say)

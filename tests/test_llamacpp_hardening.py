@@ -584,19 +584,23 @@ def test_loading_and_closing_keeps_memory_bounded() -> None:
     assert sizes[-1] - sizes[0] < 100, sizes  # each held ~100+ MB while it stayed loaded
 
 
-@pytest.mark.parametrize(("model", "message"), [
-    ("model: ../x.gguf", r":3:28: model\.model file .* is outside the spec's folder .*\(at \$\.model\.model\)"),
-    ("options: {n_ctx: 50000}", r":3:38: n_ctx 50000 is more than the \d+ tokens of context .*\(at \$\.model\.options\.n_ctx\)"),
+@pytest.mark.parametrize(("backend", "model", "message"), [
+    ("backend: llamacpp, ", "model: ../x.gguf", r":3:\d+: model\.model file .* is outside the spec's folder .*\(at \$\.model\.model\)"),
+    ("backend: llamacpp, ", "options: {n_ctx: 50000}", r":3:\d+: n_ctx 50000 is more than the \d+ tokens of context .*\(at \$\.model\.options\.n_ctx\)"),
+    ("", "model: ../x.gguf", r":3:\d+: model\.model file .* is outside the spec's folder"),  # the default backend's bounds
+    ("", "options: {n_ctx: 50000}", r":3:\d+: n_ctx 50000 is more than the \d+ tokens of context"),
 ])
 def test_validate_applies_the_spec_bounds_run_applies(
-    model: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    backend: str, model: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`validate` said ok to a spec that `run` then refused."""
+    monkeypatch.delenv("PROMPTDSL_BACKEND", raising=False)
     (tmp_path / "x.gguf").write_bytes(b"GGUF")
     folder = tmp_path / "sub"
     folder.mkdir()
     spec = folder / "s.yaml"
-    spec.write_text(f"version: 1\nname: s\nmodel: {{backend: llamacpp, {model}}}\ntemplate: hi\n", encoding="utf-8")
+    spec.write_text(f"version: 1\nname: s\nmodel: {{{backend}{model}}}\ntemplate: hi\n", encoding="utf-8")
     assert main(["validate", str(spec)]) == 2
     err = capsys.readouterr().err.strip()
     assert re.search(message, err) and "\n" not in err, err
