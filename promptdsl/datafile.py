@@ -105,8 +105,8 @@ class DataFile:
 
         JSONL: the lines that are not blank. CSV: the records, minus the header; a line end
         inside a quoted cell does not count. The CSV count follows the quotes without parsing
-        fields, so a stray quote inside an unquoted cell (``5" screen``) can put it off: the
-        bar grows if the rows outrun it.
+        fields, so stray quotes inside unquoted cells (``5" screen``) can put it off: the bar
+        grows if the rows outrun it. If the quotes do not balance, it counts the lines instead.
         """
         if self.path is None:
             return None
@@ -304,12 +304,18 @@ def _count_jsonl_rows(f: IO[bytes]) -> int:
 
 
 def _count_csv_records(f: IO[bytes]) -> int:
-    """CSV records, minus the header: the line ends outside quotes, less the empty lines."""
+    """CSV records, minus the header: the line ends outside quotes, less the empty lines.
+
+    When the file ends inside quotes (an odd number of them: a stray ``5" screen`` in an
+    unquoted cell), the quotes say nothing reliable, and the count is the lines, minus the header.
+    """
     ends = 0
+    lines = 0  # every line end, quoted or not: the count when the quotes do not balance
     quoted = False
     before = b""  # what precedes this chunk's text outside quotes: its last byte, or a quote
     last = b"\n"
     for chunk in _chunks(f):
+        lines += _line_ends(chunk) - (last == b"\r" and chunk[:1] == b"\n")  # a \r\n split across chunks
         last = chunk[-1:] or last
         if b'"' in chunk:
             parts = chunk.split(b'"')
@@ -323,8 +329,8 @@ def _count_csv_records(f: IO[bytes]) -> int:
         text = before + outside  # a \r\n or an empty line across two chunks counts once
         ends += _line_ends(text) - _line_ends(before) - len(_EMPTY_CSV_LINE.findall(text))
         before = b'"' if quoted else text[-1:]
-    records = ends + (last not in (b"\n", b"\r"))
-    return max(0, records - 1)
+    unfinished = last not in (b"\n", b"\r")  # a last line without its line end
+    return max(0, (lines if quoted else ends) + unfinished - 1)
 
 
 def _line_ends(text: bytes) -> int:
@@ -391,8 +397,8 @@ def row_inputs(spec: Spec, row: Row, fmt: str, fields: Mapping[str, str] | None 
 
     ``fields`` maps input names to the data's field names (``--field tweet=text``); other
     inputs read the field of their own name. CSV cells are text: a cell for a non-string
-    input is read as JSON (``3`` -> 3), and an empty cell for an input with a default counts
-    as missing.
+    input is read as JSON (``3`` -> 3; a type list with "string" in it is :func:`typed_value`'s
+    rule), and an empty cell for an input with a default counts as missing.
     """
     data: Mapping[str, Any] = row.data
     values = {name: data[field_for(name, fields)] for name in spec.inputs if field_for(name, fields) in data}

@@ -405,7 +405,12 @@ def export(
     # it is removed only when the earlier export's meta.json shows that export wrote it.
     stale = [out_dir / f"{name}.jsonl" for name in ("train", "val") if name not in parts and _exported(meta_path, name)]
     targets = [*files.values(), meta_path, *stale]
-    inputs = {"--data": data.path, "--eval": eval_data.path if eval_data else None, "spec": spec.path}
+    inputs: list[tuple[str, Path | None]] = [
+        ("the --data file", data.path),
+        ("the --eval file", eval_data.path if eval_data else None),
+        ("the spec file", spec.path),
+        *(("a file the spec is built from (its examples_file or an 'extends' file)", p) for p in spec.files),
+    ]
     _refuse_inputs([*files.values(), meta_path], stale, inputs)
     if not force:
         existing = [str(p) for p in targets if p.exists()]
@@ -452,19 +457,27 @@ def _exported(meta_path: Path, name: str) -> bool:
 
 
 def _same_file(a: Path, b: Path) -> bool:
+    """The same path once resolved (symlinks followed), or the same file by another name (a hard link)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):  # a symlink loop: compare the files themselves
+        pass
     try:
         return os.path.samefile(a, b)
     except OSError:  # either is missing or unreadable: not an input this export could clobber
         return False
 
 
-def _refuse_inputs(written: Iterable[Path], removed: Iterable[Path], inputs: Mapping[str, Path | None]) -> None:
-    """An export never writes over, or removes, a file it reads, ``--force`` or not."""
+def _refuse_inputs(written: Iterable[Path], removed: Iterable[Path], inputs: Iterable[tuple[str, Path | None]]) -> None:
+    """An export never writes over, or removes, a file it reads (``--data``, ``--eval``, and every file the
+    spec is built from: its own, its ``extends`` chain, its ``examples_file``), ``--force`` or not."""
+    inputs = list(inputs)
     for verb, targets in (("overwrite", written), ("delete", removed)):
         for target in targets:
-            for what, source in inputs.items():
+            for what, source in inputs:
                 if source is not None and _same_file(target, source):
-                    raise InputError(f"--out would {verb} the {what} file; choose another --out", source=str(target))
+                    raise InputError(f"--out would {verb} {what}; choose another --out", source=str(target))
 
 
 def _write_atomic(path: Path, chunks: Iterable[str]) -> None:

@@ -68,7 +68,8 @@ def parse_assignment(spec: Spec, text: str) -> tuple[str, Any]:
     """Parse one ``--input name=value`` (or ``name=@file``) into a typed value.
 
     Strings stay as typed; other declared types are read as JSON, so
-    ``--input n=3`` gives the integer 3 when ``n`` is an integer input.
+    ``--input n=3`` gives the integer 3 when ``n`` is an integer input (see :func:`typed_value`
+    for type lists such as ``[integer, string]``).
     A value starting with ``@@`` is literal text starting with one ``@``
     (``text=@@user hi`` gives ``@user hi``: tweets and mentions start that way).
     """
@@ -87,17 +88,30 @@ def parse_assignment(spec: Spec, text: str) -> tuple[str, Any]:
 
 
 def typed_value(schema: Mapping[str, Any], text: str, name: str) -> Any:
-    """Text typed for input ``name`` (a flag, a CSV cell): kept as text when the input takes a
-    string, else read as JSON. A number too large for a float (``1e400``) is an InputError, not
-    text: the schema's "is not of type 'number'" would only puzzle."""
+    """Text typed for input ``name`` (a flag, a CSV cell) as the input's value.
+
+    A plain string input (``type: string``, no type, an enum of strings) takes the text as it
+    is. Other inputs read it as JSON. An input whose type list holds "string" beside other types
+    (``[integer, string]``, ``[string, "null"]``) takes the JSON value when that is valid for
+    its schema, else the text: ``3`` -> 3 and ``abc`` -> "abc" for ``[integer, string]``;
+    ``null`` -> None but ``12345`` and ``true`` stay text for ``[string, "null"]``. When neither
+    is valid, validate_inputs reports the error on the same value as before (the text for such
+    a type list). A number too large for a float (``1e400``) is an InputError, not text, for an
+    input that cannot take text: the schema's "is not of type 'number'" would only puzzle."""
     if _wants_string(schema):
         return text
+    mixed = _string_among_types(schema)
     try:
-        return strict_json(text)
+        value = strict_json(text)
     except NotFinite as exc:
+        if mixed:
+            return text
         raise InputError(f"input '{name}': invalid JSON: {exc}", name=name) from None
     except (ValueError, RecursionError):
         return text
+    if mixed and not _valid(schema, value):
+        return text
+    return value
 
 
 def json_or_text(text: str) -> Any:
@@ -146,14 +160,49 @@ def strict_json(text: str) -> Any:
 
 
 def _wants_string(schema: Mapping[str, Any]) -> bool:
-    """Whether typed text is the value itself: the input takes a string (``type: string``, a type
-    list with "string" in it such as ``[string, "null"]``, no type, or an enum of strings)."""
+    """Whether typed text is always the value itself: the input takes a string and nothing else
+    a JSON reading could give (``type: string`` or ``[string]``, no type, an enum of strings)."""
     kind = schema.get("type")
     if kind is None and "enum" in schema:
         return all(isinstance(v, str) for v in schema["enum"])
     if isinstance(kind, list):
-        return "string" in kind
+        return kind == ["string"]
     return kind in (None, "string")
+
+
+def _string_among_types(schema: Mapping[str, Any]) -> bool:
+    """A type list with "string" and other types in it (``[integer, string]``, ``[string, "null"]``)."""
+    kind = schema.get("type")
+    return isinstance(kind, list) and "string" in kind
+
+
+def _json_type_in(names: list[Any], value: Any) -> bool:
+    """Whether ``value`` (read from JSON) is of one of the JSON types ``names``, as jsonschema's
+    ``type`` keyword judges it (bool is not a number; 3.0 is an integer)."""
+    if value is None:
+        return "null" in names
+    if isinstance(value, bool):
+        return "boolean" in names
+    if isinstance(value, int):
+        return "integer" in names or "number" in names
+    if isinstance(value, float):
+        return "number" in names or ("integer" in names and value.is_integer())
+    kinds: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return kinds.get(type(value)) in names
+
+
+def _valid(schema: Mapping[str, Any], value: Any) -> bool:
+    """Whether ``value`` is valid for ``schema``; False when checking fails (validate_inputs then
+    checks the value chosen and reports the problem in its own words)."""
+    if surely_valid(schema, value):
+        return True
+    kind = schema.get("type")
+    if isinstance(kind, list) and not _json_type_in(kind, value):
+        return False  # the common case ("12345" for [string, "null"]): no jsonschema needed
+    try:
+        return bool(_validator(schema).is_valid(value))
+    except Exception:  # a regex timeout, an unresolvable $ref, deep nesting: not known valid
+        return False
 
 
 def _read_input_file(path: Path, name: str, literal: str) -> str:

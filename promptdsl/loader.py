@@ -60,10 +60,11 @@ def load_spec(path: str | Path) -> Spec:
     """Load, merge (``extends``), validate and type a spec file."""
     path = Path(path)
     root = _root(path.parent)
-    located = _load_with_extends(path, (), root)
+    read: list[Path] = []  # every file the spec is built from (Spec.files)
+    located = _load_with_extends(path, (), root, read)
     data = located.data
     _validate_schema(located)
-    spec = _build(data, located, path, root)
+    spec = _build(data, located, path, root, read)
     _check_semantics(spec, located)
     return spec
 
@@ -74,11 +75,12 @@ def loads_spec(text: str, *, file: str = "<string>", base_dir: Path | None = Non
     located = parse_yaml(text, file)
     _require_mapping(located)
     root = _root(base_dir or Path.cwd())
+    read: list[Path] = []
     if isinstance(located.data, dict) and "extends" in located.data:
         base = (base_dir or Path.cwd()) / str(located.data["extends"])
-        located = _merge_extends(located, base, (Path(file).resolve(),), root)
+        located = _merge_extends(located, base, (Path(file).resolve(),), root, read)
     _validate_schema(located)
-    spec = _build(located.data, located, (base_dir or Path.cwd()) / file, root)
+    spec = _build(located.data, located, (base_dir or Path.cwd()) / file, root, read)
     _check_semantics(spec, located)
     return spec
 
@@ -92,18 +94,20 @@ def _require_mapping(located: Located) -> None:
         raise located.error(f"a spec must be a YAML mapping of keys, but this file is {kind}")
 
 
-def _load_with_extends(path: Path, chain: tuple[Path, ...], root: Path) -> Located:
+def _load_with_extends(path: Path, chain: tuple[Path, ...], root: Path, read: list[Path]) -> Located:
+    """The spec at ``path`` merged with its ``extends`` chain; each file read is added to ``read``."""
     located = load_yaml(path)
+    read.append(path.resolve())
     _require_mapping(located)
     if "extends" not in located.data:
         return located
     target = located.data["extends"]
     if not isinstance(target, str):
         raise located.error("'extends' must be a file path", ("extends",))
-    return _merge_extends(located, path.parent / target, (*chain, path.resolve()), root)
+    return _merge_extends(located, path.parent / target, (*chain, path.resolve()), root, read)
 
 
-def _merge_extends(child: Located, base_path: Path, chain: tuple[Path, ...], root: Path) -> Located:
+def _merge_extends(child: Located, base_path: Path, chain: tuple[Path, ...], root: Path, read: list[Path]) -> Located:
     where: KeyPath = ("extends",)
     _check_path_text(child, str(child.data["extends"]), where, "'extends'")
     if base_path.suffix.lower() not in SPEC_SUFFIXES:
@@ -122,7 +126,7 @@ def _merge_extends(child: Located, base_path: Path, chain: tuple[Path, ...], roo
     if not exists:
         raise child.error(f"'extends' file not found: {quote(str(base_path), 200)}", where)
     _check_regular(child, base_path, resolved, where, "'extends'")
-    base = _load_with_extends(base_path, chain, root)
+    base = _load_with_extends(base_path, chain, root, read)
     merged = _deep_merge(base.data, child.data)
     merged.pop("extends", None)
     positions = dict(base.positions)
@@ -284,7 +288,7 @@ def _quoted_message(err: ValidationError) -> str:
 # --------------------------------------------------------------------------- build
 
 
-def _build(data: dict[str, Any], located: Located, path: Path, root: Path) -> Spec:
+def _build(data: dict[str, Any], located: Located, path: Path, root: Path, read: list[Path]) -> Spec:
     model = data.get("model", {})
     fewshot = data.get("fewshot", {})
     out = data.get("output", {"type": "text"})
@@ -293,8 +297,8 @@ def _build(data: dict[str, Any], located: Located, path: Path, root: Path) -> Sp
         if "examples" in data:
             raise located.error("use either 'examples' or 'examples_file', not both", ("examples_file",))
         _check_path_text(located, data["examples_file"], ("examples_file",), "examples_file")
-        examples = _load_examples_file(path.parent / data["examples_file"], located, root)
-    return Spec(
+        examples = _load_examples_file(path.parent / data["examples_file"], located, root, read)
+    spec = Spec(
         name=data["name"],
         version=data["version"],
         description=data.get("description", ""),
@@ -329,6 +333,8 @@ def _build(data: dict[str, Any], located: Located, path: Path, root: Path) -> Sp
         path=path,
         source=located,
     )
+    spec.files = tuple(read)
+    return spec
 
 
 def _tool_uses(data: dict[str, Any]) -> list[ToolUse]:
@@ -350,7 +356,7 @@ def _as_tuple(value: Any) -> tuple[str, ...] | None:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def _load_examples_file(path: Path, located: Located, root: Path) -> list[Example]:
+def _load_examples_file(path: Path, located: Located, root: Path, read: list[Path]) -> list[Example]:
     where: KeyPath = ("examples_file",)
     if path.suffix not in (".jsonl", ".yaml", ".yml", ".json"):
         raise located.error(f"examples_file must be .jsonl, .json or .yaml, not {quote(path.suffix)}", where)
@@ -363,6 +369,7 @@ def _load_examples_file(path: Path, located: Located, root: Path) -> list[Exampl
     if not exists:
         raise located.error(f"examples_file not found: {quote(str(path), 200)}", where)
     _check_regular(located, path, resolved, where, "examples_file")
+    read.append(resolved)
     rows: list[tuple[Any, str, int | None]] = []
     if path.suffix == ".jsonl":
         text = read_text(path, what="examples file", limit=MAX_EXAMPLES_FILE_BYTES)

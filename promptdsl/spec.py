@@ -119,6 +119,19 @@ class Spec:
         """How messages name this spec: its file, else its name."""
         return str(self.path) if self.path else self.name
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file this spec was built from, resolved: its own file, each file of its
+        ``extends`` chain and its ``examples_file``, as the loader read them (a spec built in code,
+        or copied with ``dataclasses.replace``, has none). Not a dataclass field, so the hashes and
+        digests taken over the fields are the same as without it."""
+        files: tuple[Path, ...] = self.__dict__.get("_files", ())
+        return files
+
+    @files.setter
+    def files(self, value: tuple[Path, ...]) -> None:
+        self.__dict__["_files"] = tuple(value)
+
     def item_template(self) -> str:
         """The template that renders one item; a plain default when the spec has none."""
         if self.template is not None:

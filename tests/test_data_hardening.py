@@ -187,7 +187,7 @@ def test_an_input_that_takes_a_string_keeps_typed_text_as_text(cli: Callable[...
     assert [x["value"] for x in results(out)] == ["12345", "hello"]
 
     assert typed_value({"type": ["string", "null"]}, "12345", "t") == "12345"
-    assert typed_value({"type": ["integer", "string"]}, "7", "t") == "7"
+    assert typed_value({"type": ["integer", "string"]}, "7", "t") == 7  # valid as JSON: the JSON value
     assert typed_value({"type": ["integer", "null"]}, "7", "n") == 7  # no string: read as JSON
     assert typed_value({"type": ["integer", "null"]}, "null", "n") is None
 
@@ -356,3 +356,89 @@ def test_a_utf16_data_file_is_named_as_such(
     data.write_bytes((("\ufeff" if encoding == "utf-16-be" else "") + text).encode(encoding))  # the others add a BOM
     ran = cli("run", spec(tmp_path), "--data", str(data))
     one_error_line(ran, f"{data}: dataset is {which} text, not UTF-8; save it as UTF-8")
+
+
+# ---------------------------------------------------------------------------- type lists: the JSON value when valid
+
+
+UNION = """\
+version: 1
+name: union
+instruction: Show.
+inputs:
+  n: {type: [integer, string]}
+  note: {type: [string, "null"]}
+template: "{{ n is number }} {{ note is none }} {{ n }} {{ note }}"
+model: {backend: echo}
+output: {type: text}
+"""
+
+
+def test_a_type_list_takes_the_json_value_when_it_is_valid_else_the_text(
+    cli: Callable[..., Ran], tmp_path: Path
+) -> None:
+    """`[integer, string]` given 3 is the integer 3, and `[string, "null"]` given null is null (as
+    before the nullable-string fix), while 12345 and true stay text for `[string, "null"]`."""
+    union = spec(tmp_path, UNION)
+    assert cli("run", union, "-i", "n=3", "-i", "note=null").stdout == "True True 3 None\n"
+    assert cli("run", union, "-i", "n=abc", "-i", "note=12345").stdout == "False False abc 12345\n"
+    data = tmp_path / "u.csv"
+    data.write_text('n,note\n3,null\nabc,true\n3.5,"""quoted"""\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert cli("run", union, "--data", str(data), "--out", str(out), "--no-cache").returncode == 0
+    assert [x["value"] for x in results(out)] == [
+        "True True 3 None",
+        "False False abc true",
+        "False False 3.5 quoted",  # 3.5 is no integer: the text; "quoted" is a JSON string: the string
+    ]
+
+    cases: list[tuple[Any, str, Any]] = [
+        (["string", "null"], "12345", "12345"),
+        (["string", "null"], "true", "true"),
+        (["string", "null"], "null", None),
+        (["string", "null"], '"null"', "null"),  # the text null, quoted as JSON
+        (["integer", "string"], "3", 3),
+        (["integer", "string"], "3.0", 3.0),  # an integer to JSON Schema
+        (["integer", "string"], "abc", "abc"),
+        (["number", "string"], "1e400", "1e400"),  # valid as text, so no "not a finite number" error
+        (["boolean", "string"], "true", True),
+        ("string", "3", "3"),  # a plain string input: always the text, as typed
+        ("string", '"hi"', '"hi"'),
+        (["string"], "null", "null"),
+    ]
+    for kind, text, value in cases:
+        got = typed_value({"type": kind}, text, "x")
+        assert got == value and type(got) is type(value), (kind, text, got)
+    # the JSON value must be valid for the whole schema, not only of a listed type
+    assert typed_value({"type": ["integer", "string"], "minimum": 10}, "3", "x") == "3"
+    assert typed_value({"type": ["integer", "string"], "minimum": 1}, "3", "x") == 3
+
+
+def test_a_type_list_value_valid_neither_way_gets_the_same_error_as_before(
+    cli: Callable[..., Ran], tmp_path: Path
+) -> None:
+    short = UNION.replace('note: {type: [string, "null"]}', 'note: {type: [string, "null"], maxLength: 3}')
+    ran = cli("run", spec(tmp_path, short), "-i", "n=1", "-i", "note=12345")
+    one_error_line(ran, "input 'note': '12345' is too long")
+    strict = UNION.replace("n: {type: [integer, string]}", 'n: {type: [integer, "null"]}')
+    one_error_line(cli("run", spec(tmp_path, strict), "-i", "n=abc", "-i", "note=x"), "input 'n': 'abc' is not of type")
+    ran = cli("run", spec(tmp_path, strict), "-i", "n=1e400", "-i", "note=x")
+    one_error_line(ran, "input 'n': invalid JSON: 1e400 is not a finite number")
+
+
+# ---------------------------------------------------------------------------- the count with a stray quote
+
+
+def test_a_stray_quote_in_an_unquoted_cell_does_not_collapse_the_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One inch mark (`5" screen`) leaves the quotes unbalanced: the count falls back to the lines,
+    minus the header, instead of reading the rest of the file as one quoted cell (a total of 0)."""
+    big = tmp_path / "stray1000.csv"
+    big.write_text('text,label\n5" screen is great,pos\n' + "".join(f"row {i},neg\n" for i in range(999)))
+    assert DataFile(big).count() == len(list(DataFile(big).rows())) == 1000
+    small = tmp_path / "stray.csv"
+    small.write_bytes(b'\xef\xbb\xbftext,label\r\n5" screen,pos\r\nok,neg\rlast,neg')
+    for chunk in (1, 2, 3, 5, 1 << 20):  # a \r\n split across chunks counts once
+        monkeypatch.setattr(datafile, "_CHUNK", chunk)
+        assert DataFile(small).count() == len(list(DataFile(small).rows())) == 3, chunk

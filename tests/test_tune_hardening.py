@@ -762,3 +762,68 @@ def test_a_spec_s_model_file_outside_its_folder_is_refused_before_training(
     with pytest.raises(SpecError, match=r"outside the spec's folder .*\(at \$\.model\.model\)") as e:
         tune(load_spec(spec_path), DataFile(data), "label", tmp_path / "x.gguf", TuneConfig(steps=2), threads=1)
     assert e.value.exit_code == 2 and FakeTokens.made == 0
+
+
+# ============================================================================ 1b. nor the files the spec is built from
+
+
+def _spec_folder(tmp_path: Path) -> Path:
+    """A project folder: the spec (extending meta.json) with its examples in train.jsonl, the data beside."""
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    base = {
+        "version": 1,
+        "name": "base",
+        "mode": "completion",
+        "instruction": "Classify the emotion of the tweet as anger, joy, optimism or sadness.",
+        "inputs": {"text": {"type": "string", "minLength": 1}},
+        "template": "Tweet: {{ text }}\nEmotion:",
+        "output": {"type": "choice", "choices": ["anger", "joy", "optimism", "sadness"]},
+    }
+    (proj / "meta.json").write_text(json.dumps(base), encoding="utf-8")  # JSON is YAML: a spec file
+    (proj / "train.jsonl").write_text(
+        "".join(json.dumps({"input": {"text": r["text"]}, "output": r["label"]}) + "\n" for r in ROWS[:2]),
+        encoding="utf-8",
+    )
+    (proj / "emo.yaml").write_text(
+        "extends: meta.json\nname: emo\nexamples_file: ./sub/../train.jsonl\n", encoding="utf-8"
+    )
+    (proj / "sub").mkdir()
+    _write_rows(proj / "rows.jsonl", ROWS)
+    return proj
+
+
+def test_the_loader_records_every_file_a_spec_is_built_from(tmp_path: Path) -> None:
+    import dataclasses
+
+    proj = _spec_folder(tmp_path)
+    spec = load_spec(proj / "emo.yaml")
+    assert spec.files == tuple((proj / name).resolve() for name in ("emo.yaml", "meta.json", "train.jsonl"))
+    assert "files" not in {f.name for f in dataclasses.fields(spec)}  # spec_sha256 and run digests unchanged
+    text = (proj / "emo.yaml").read_text(encoding="utf-8")
+    assert loads_spec(text, base_dir=proj).files == spec.files[1:]  # the text itself is no file
+    assert load_spec(EMOTION).files == (EMOTION,)
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_export_never_overwrites_the_spec_s_examples_file_or_extends_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], force: bool
+) -> None:
+    """The reviewer's case: `examples_file: train.jsonl` next to the spec, --out the spec's folder."""
+    proj = _spec_folder(tmp_path)
+    before = {p.name: p.read_bytes() for p in proj.iterdir() if p.is_file()}
+    args = ["export", str(proj / "emo.yaml"), "--data", str(proj / "rows.jsonl"), "--label", "label"]
+    assert main([*args, "--out", str(proj), *(["--force"] if force else [])]) == 2
+    err = _err_lines(capsys)
+    assert len(err) == 1 and "train.jsonl: --out would overwrite a file the spec is built from" in err[0], err
+    assert {p.name: p.read_bytes() for p in proj.iterdir() if p.is_file()} == before
+
+    (proj / "train.jsonl").rename(proj / "examples.jsonl")  # now only meta.json, the 'extends' file, is in the way
+    (proj / "emo.yaml").write_text("extends: meta.json\nname: emo\nexamples_file: examples.jsonl\n", encoding="utf-8")
+    before = {p.name: p.read_bytes() for p in proj.iterdir() if p.is_file()}
+    with pytest.raises(InputError, match=r"meta.json: --out would overwrite a file the spec is built from"):
+        export(load_spec(proj / "emo.yaml"), DataFile(proj / "rows.jsonl"), "label", proj, force=force)
+    assert {p.name: p.read_bytes() for p in proj.iterdir() if p.is_file()} == before
+    out = tmp_path / "out"  # elsewhere, the export goes ahead
+    export(load_spec(proj / "emo.yaml"), DataFile(proj / "rows.jsonl"), "label", out, force=force)
+    assert (out / "train.jsonl").exists() and (out / "meta.json").exists()
