@@ -7,8 +7,10 @@ embedded model."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -142,6 +144,103 @@ def test_a_grammar_the_plugin_cannot_build_is_an_exit_2_error() -> None:
     with pytest.raises(BackendError) as err:
         plugin._grammar(object(), plugin.Constraint(choices=("a\0b",)), "")  # type: ignore[arg-type]
     assert err.value.exit_code == 2 and "cannot limit decoding to these choices" in str(err.value)
+
+
+# ---------------------------------------------------------------------------- the grammar check without a stderr
+
+REFUSED, TAKEN = 'root ::= "a"{3000,}\n', 'root ::= "a"\n'
+
+
+@pytest.fixture
+def parser(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """llama.cpp's grammar parser, faked: it prints to fd 2 as the C code does (nothing when fd 2 is
+    closed), and refuses REFUSED. Returns a stand-in model for ``_grammar_problem``."""
+    import os
+    from types import SimpleNamespace
+
+    import llama_cpp
+
+    def init_grammar(vocab: Any, text: bytes, root: bytes) -> int:
+        refused = text.decode() == REFUSED
+        printed = f"parse: error parsing grammar: too many repetitions\n{REFUSED}" if refused else "tick\n"
+        with contextlib.suppress(OSError):  # fprintf to a closed stderr
+            os.write(2, printed.encode())
+        return 0 if refused else 1
+
+    monkeypatch.setattr(llama_cpp, "llama_sampler_init_grammar", init_grammar)
+    monkeypatch.setattr(llama_cpp, "llama_sampler_free", lambda sampler: None)
+    monkeypatch.setattr(plugin, "_log_callback", object())  # llama.cpp's log is routed already
+    return SimpleNamespace(llm=SimpleNamespace(_model=SimpleNamespace(vocab=None)))
+
+
+def test_the_grammar_check_works_when_sys_stderr_is_none(parser: Any, monkeypatch: pytest.MonkeyPatch,
+                                                          capfd: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "stderr", None)  # pythonw, a daemon, or 2>&- at start-up
+    assert plugin._grammar_problem(parser, REFUSED) == "too many repetitions"
+    assert capfd.readouterr().err == ""  # the parser's lines stay off fd 2
+    assert plugin._grammar_problem(parser, TAKEN) is None
+    assert capfd.readouterr().err == "tick\n"  # not the parser's: written again to fd 2 itself
+
+
+def test_the_grammar_check_works_when_file_descriptor_2_is_closed(parser: Any, monkeypatch: pytest.MonkeyPatch,
+                                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    monkeypatch.setattr(sys, "stderr", None)
+    saved = os.dup(2)
+    os.close(2)  # 2>&-: nothing to redirect or to write again to
+    try:
+        problems = [plugin._grammar_problem(parser, REFUSED), plugin._grammar_problem(parser, TAKEN)]
+        still_closed = not _is_open(2)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    assert problems == ["it does not parse", None] and still_closed
+    assert capfd.readouterr().err == ""
+
+
+def _is_open(fd: int) -> bool:
+    import os
+
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("stream", [None, "closed", "no-methods"])
+def test_llama_cpps_verbose_log_needs_no_working_stderr(monkeypatch: pytest.MonkeyPatch, stream: str | None) -> None:
+    import io
+
+    import llama_cpp
+
+    callbacks: list[Any] = []
+    monkeypatch.setattr(plugin, "_log_callback", None)
+    monkeypatch.setattr(plugin, "_log_verbose", [False])
+    monkeypatch.setattr(llama_cpp, "llama_log_callback", lambda function: function)
+    monkeypatch.setattr(llama_cpp, "llama_log_set", lambda function, data: callbacks.append(function))
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stderr", {None: None, "closed": closed, "no-methods": object()}[stream])
+    plugin._quiet_log(verbose=True)
+    callbacks[0](2, b"llama.cpp says hello\n", None)  # lost, without an exception in llama.cpp's callback
+
+
+def test_llama_cpps_verbose_log_reaches_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import llama_cpp
+
+    callbacks: list[Any] = []
+    monkeypatch.setattr(plugin, "_log_callback", None)
+    monkeypatch.setattr(plugin, "_log_verbose", [False])
+    monkeypatch.setattr(llama_cpp, "llama_log_callback", lambda function: function)
+    monkeypatch.setattr(llama_cpp, "llama_log_set", lambda function, data: callbacks.append(function))
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    plugin._quiet_log(verbose=True)
+    callbacks[0](2, b"hello\n", None)
+    assert sys.stderr.getvalue() == "hello\n"
 
 
 # ---------------------------------------------------------------------------- #2 threads

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar, TypeGuard
+from typing import IO, Any, ClassVar, TypeGuard
 
 import numpy as np
 
@@ -358,35 +358,97 @@ def _quiet_log(verbose: bool | None = None) -> None:
         @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
         def forward(level: int, text: bytes, user_data: Any) -> None:
             if _log_verbose[0]:
-                sys.stderr.write(text.decode("utf-8", "replace"))
-                sys.stderr.flush()
+                _to_stderr(text.decode("utf-8", "replace"))
 
         _log_callback = forward
         llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
 
 
-@contextlib.contextmanager
-def _stderr_captured() -> Iterator[list[str]]:
-    """What native code writes to file descriptor 2 meanwhile, kept off the terminal (llama.cpp's
-    grammar parser prints its error and the whole grammar there, not to its log). The list holds
-    the text once the block has ended; what is not native noise the caller writes out again."""
-    with _stderr_lock:  # two redirections at once would leave stderr pointing at a deleted file
-        sys.stderr.flush()
+def _to_stderr(text: str) -> None:
+    """``text`` on ``sys.stderr``, if there is one (none with ``2>&-``, or in a process without a
+    console); a stream that cannot take it loses it."""
+    stream = sys.stderr
+    if stream is None:
+        return
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, a broken pipe, not a stream
+        stream.write(text)
+        stream.flush()
+
+
+def _flush_stderr() -> None:
+    stream = sys.stderr
+    if stream is not None:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+
+
+def _write_fd(fd: int, data: bytes) -> None:
+    """All of ``data`` to file descriptor ``fd``; what it cannot take (closed, full, a broken pipe) is lost."""
+    view = memoryview(data)
+    with contextlib.suppress(OSError):
+        while view:
+            view = view[os.write(fd, view):]
+
+
+class _Captured:
+    """What native code wrote to file descriptor 2 during a :func:`_stderr_captured` block."""
+
+    def __init__(self) -> None:
+        #: The text written, once the block has ended.
+        self.text = ""
+        #: Set in the block: write what was captured out again, to file descriptor 2 as it was.
+        self.replay = False
+
+
+def _redirect_stderr() -> tuple[int, IO[bytes]] | None:
+    """File descriptor 2 pointed at a new temporary file: (a copy of what fd 2 was, that file). None,
+    with nothing changed, when there is no fd 2 (``2>&-``) or it cannot be moved."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep off it
+        return None
+    try:
+        tmp = tempfile.TemporaryFile()  # noqa: SIM115 - the caller closes it
         try:
-            saved = os.dup(2)
-        except OSError:  # no stderr at all: nothing to keep off it
-            yield []
-            return
-        out: list[str] = []
-        with tempfile.TemporaryFile() as tmp:
             os.dup2(tmp.fileno(), 2)
+        except OSError:
+            tmp.close()
+            raise
+    except OSError:  # no temporary file: the parser's lines go where they go
+        os.close(saved)
+        return None
+    return saved, tmp
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[_Captured]:
+    """What native code writes to file descriptor 2 meanwhile, kept off the terminal (llama.cpp's
+    grammar parser prints its error and the whole grammar there, not to its log). ``text`` holds
+    it once the block has ended; with ``replay`` set in the block (it was not the parser's), it
+    goes out again to what fd 2 was, byte for byte. Without a file descriptor 2 (``2>&-``)
+    nothing is redirected, and ``sys.stderr`` may be None: nothing is kept off a stderr that
+    does not exist."""
+    captured = _Captured()
+    with _stderr_lock:  # two redirections at once would leave stderr pointing at a deleted file
+        _flush_stderr()
+        redirected = _redirect_stderr()
+        if redirected is None:
+            yield captured
+            return
+        saved, tmp = redirected
+        try:
+            yield captured
+        finally:
             try:
-                yield out
-            finally:
                 os.dup2(saved, 2)
-                os.close(saved)
                 tmp.seek(0)
-                out.append(tmp.read(1 << 20).decode("utf-8", "replace"))
+                data = tmp.read(1 << 20)
+                captured.text = data.decode("utf-8", "replace")
+                if captured.replay and data:  # not the parser's: another thread's, which belongs on stderr
+                    _write_fd(saved, data)
+            finally:
+                tmp.close()
+                os.close(saved)
 
 
 def training_context(path: Path) -> int | None:
@@ -795,14 +857,11 @@ def _grammar_problem(model: _LoadedModel, text: str) -> str | None:
     _quiet_log()
     with _stderr_captured() as captured:
         sampler = llama_cpp.llama_sampler_init_grammar(model.llm._model.vocab, text.encode("utf-8"), b"root")
-    printed = "".join(captured)
+        captured.replay = bool(sampler)  # parsed: what was printed meanwhile is not the parser's
     if sampler:
         llama_cpp.llama_sampler_free(sampler)
-        if printed:  # not the parser's: another thread's, which belongs on stderr
-            sys.stderr.write(printed)
-            sys.stderr.flush()
         return None
-    found = re.search(r"error parsing grammar: ([^\n]+)", printed)
+    found = re.search(r"error parsing grammar: ([^\n]+)", captured.text)
     return found.group(1).strip()[:200] if found else "it does not parse"
 
 

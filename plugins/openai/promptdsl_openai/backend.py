@@ -24,8 +24,6 @@ continuation in whatever small pieces are greedily likeliest (``N``, ``ega``,
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +32,7 @@ from typing import Any
 import openai
 
 from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, TokenLogprob, options_schema
-from promptdsl.errors import BackendError, BackendErrorKind, quote
+from promptdsl.errors import BackendError, quote
 from promptdsl.prompt import Prompt
 
 from . import replies
@@ -50,6 +48,7 @@ from .config import (
     _flag,
     config_path,
     resolve,
+    spec_bounded,
     user_config,
 )
 from .errors import map_error
@@ -66,7 +65,7 @@ from .formats import (
     tool_choice_param,
     tool_messages,
 )
-from .transport import GuardedClient
+from .transport import GuardedClient, peek, read_body
 
 BASE_CAPABILITIES = frozenset(
     {Capability.CHAT, Capability.COMPLETION, Capability.STREAM, Capability.JSON_SCHEMA, Capability.TOOLS}
@@ -76,61 +75,6 @@ _BOOST = 100.0  # logit bias that makes the continuation's own tokens win over a
 
 # Probe results per (base_url, model): a server's abilities do not change while we run.
 _probed: dict[tuple[str, str], tuple[bool, bool]] = {}
-
-
-#: Failures that mean nothing answers at the server (each one costs up to timeout x retries, or backoff sleeps).
-_DOWN_KINDS = frozenset({BackendErrorKind.CONNECT, BackendErrorKind.TIMEOUT})
-
-
-class _Breaker:
-    """Fails requests at once while the server is down, so a dataset run against a dead server ends quickly.
-
-    After ``limit`` requests in a row failed because nothing answered (cannot connect, timed
-    out), each further request fails at once with the same kind of error, until
-    ``pause`` seconds after the last failure; then one request tries again (the others still
-    fail at once), and any answer from the server closes the breaker. Thread-safe: dataset
-    runs send rows in parallel through one backend.
-    """
-
-    def __init__(self, limit: int = 3, pause: float = 10.0) -> None:
-        self.limit = limit
-        self.pause = pause
-        self._lock = threading.Lock()
-        self._failures = 0
-        self._last: BackendError | None = None
-        self._retry_at = 0.0
-        self._trying = False
-
-    def check(self) -> None:
-        with self._lock:
-            last = self._last
-            if last is None or self._failures < self.limit:
-                return
-            if self._trying or time.monotonic() < self._retry_at:
-                raise BackendError(
-                    f"{last.message} (not sent: {self.limit} requests in a row failed like this; "
-                    f"trying again {self.pause:g}s after the last failure)",
-                    backend=last.backend, model=last.model, kind=last.kind,
-                )
-            self._trying = True
-
-    def succeeded(self) -> None:
-        with self._lock:
-            self._failures, self._last, self._trying = 0, None, False
-
-    def release(self) -> None:
-        with self._lock:
-            self._trying = False
-
-    def failed(self, error: BackendError) -> None:
-        with self._lock:
-            self._trying = False
-            if error.kind not in _DOWN_KINDS:  # the server answered
-                self._failures, self._last = 0, None
-                return
-            self._failures += 1
-            self._last = error
-            self._retry_at = time.monotonic() + self.pause
 
 
 class _Client(openai.OpenAI):
@@ -198,6 +142,7 @@ class OpenAIBackend(Backend):
     ``max_retries``, ``api_key_env`` (variable holding the key, default
     ``OPENAI_API_KEY``), ``grammar`` (``auto``/``true``/``false``: use the llama.cpp
     ``grammar`` and ``logit_bias`` extensions), ``n_ctx`` (the context size, as llamacpp names it), ``organization``.
+    A spec's own ``timeout``, ``deadline`` and ``max_retries`` are bounded lower (:meth:`spec_options`).
     """
 
     name = "openai"
@@ -210,7 +155,6 @@ class OpenAIBackend(Backend):
         super().__init__(model, options)
         self.settings: Settings = resolve(self.options)
         self.spec_chose_destination = self.settings.destination_from_spec
-        self._breaker = _Breaker()
         self.client: openai.OpenAI = _Client(
             api_key=self.settings.api_key,
             base_url=self.settings.base_url,
@@ -243,6 +187,14 @@ class OpenAIBackend(Backend):
             # Per-instance capabilities: this server turned out to support more (or was told to use less).
             caps = BASE_CAPABILITIES | extra
             self.capabilities = caps if native_tools else caps - {Capability.TOOLS}  # type: ignore[misc]
+
+    @classmethod
+    def spec_options(cls, model: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options a spec file chose (not ``-o``, the environment or the user config file), bounded
+        as a file shared like code may decide them: its ``timeout`` is lowered to at most 300 s, its
+        ``deadline`` to 1800 s and its ``max_retries`` to 5, so a spec (which may also pick the server)
+        cannot hold a row for hours. The user's own values go up to the limits of :data:`.config.NUMBERS`."""
+        return spec_bounded(options)
 
     # ------------------------------------------------------------------ identity
 
@@ -280,22 +232,12 @@ class OpenAIBackend(Backend):
         return map_error(exc, self.settings, self._model_name or None, during=during)
 
     @contextmanager
-    def _request(self, during: str = "request", *, send: bool = True) -> Iterator[None]:
-        """One exchange with the server (``send``), or reading one (not): any failure leaves as one
-        BackendError, and the breaker hears of it; a new exchange fails at once while the server is down."""
-        if send:
-            self._breaker.check()
+    def _request(self, during: str = "request") -> Iterator[None]:
+        """One exchange with the server, or reading one: any failure leaves as one BackendError."""
         try:
             yield
         except Exception as exc:
-            error = self._error(exc, during)
-            self._breaker.failed(error)
-            raise error from None
-        except BaseException:  # interrupted: nothing learnt about the server
-            self._breaker.release()
-            raise
-        if send:
-            self._breaker.succeeded()
+            raise self._error(exc, during) from None
 
     def _server_model(self) -> str:
         """The first model a compatible server lists (local servers usually serve one)."""
@@ -437,7 +379,7 @@ class OpenAIBackend(Backend):
         held: list[str] = []
         pieces: Iterable[tuple[str, bool]]
         try:
-            with self._request("stream", send=False):
+            with self._request("stream"):
                 if isinstance(chunks, _Whole):
                     pieces = [(replies.reply_text(chunks.reply, prompt.mode), True)]
                 else:
@@ -460,7 +402,7 @@ class OpenAIBackend(Backend):
         """A stream ended without a finish reason: ask again without streaming to learn why."""
         short = GenerationOptions(temperature=0.0, max_tokens=1, seed=options.seed)
         reply = self._create(prompt, short, plan, stream=False)  # raises the server's real error, if any
-        with self._request(send=False):
+        with self._request():
             replies.reply_text(reply, prompt.mode)  # or says what is wrong with its replies
         raise BackendError(
             f"{self.settings.where} ended the stream before the answer was finished",
@@ -475,7 +417,7 @@ class OpenAIBackend(Backend):
         self._check_mode(prompt)
         plan = self._plan(prompt, constraint)
         reply = self._create(prompt, options, plan, stream=False)
-        with self._request(send=False):
+        with self._request():
             text = replies.reply_text(reply, prompt.mode)
         return _unwrap(text) if plan.unwrap else text
 
@@ -520,7 +462,7 @@ class OpenAIBackend(Backend):
 
     def _logprobs(self, prompt: Prompt, options: GenerationOptions, plan: _Plan) -> list[TokenLogprob] | None:
         reply = self._create(prompt, options, plan, stream=False, logprobs=True)
-        with self._request(send=False):
+        with self._request():
             return replies.logprob_tokens(reply, prompt.mode)
 
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
@@ -570,21 +512,13 @@ class _Whole:
 def _parsed(raw: Any, endpoint: str, read: Any = None, *, stream: bool = False) -> Any:
     """The SDK object in a raw reply, once it is sure to be one; a reply that is not is :class:`Malformed`.
 
-    A stream must be an event stream; anything else must parse as a JSON object (a login page
+    A stream goes to :func:`_streamed`; anything else must parse as a JSON object (a login page
     at ``base_url`` answers 200 with HTML, which the SDK hands back as a string). ``read``, if
     given, is applied to the parsed object with the same guard.
     """
     content_type = str(raw.headers.get("content-type", ""))
     if stream:
-        if "event-stream" in content_type.lower():
-            return raw.parse()
-        if "json" not in content_type.lower():
-            raw.http_response.close()
-            raise replies.not_json(content_type, endpoint, "an event stream")
-        try:  # a server that ignores stream: true and sends the whole answer at once
-            return _Whole(json.loads(raw.http_response.read()))
-        except (ValueError, RecursionError):
-            raise replies.not_json(content_type, endpoint) from None
+        return _streamed(raw, endpoint, content_type)
     if "json" not in content_type.lower():  # the SDK takes JSON under any type, and returns anything else as text
         try:
             json.loads(raw.http_response.content)
@@ -601,6 +535,31 @@ def _parsed(raw: Any, endpoint: str, read: Any = None, *, stream: bool = False) 
     if isinstance(parsed, (list, int, float, bool)) or parsed is None:
         raise replies.Malformed(f"{endpoint} answered a JSON {type(parsed).__name__}, not an object")
     return read(parsed) if read is not None else parsed
+
+
+def _streamed(raw: Any, endpoint: str, content_type: str) -> Any:
+    """The chunks of a streamed reply, or :class:`_Whole` when the server sent one JSON reply instead.
+
+    A body is read as an event stream whatever its Content-Type says, as the SDK reads it: proxies
+    and small servers label one ``text/plain``, ``application/json``, ``application/x-ndjson``
+    or nothing. What the type or the body's first character shows to be something else is
+    not: a web page (``text/html``, or ``<``; a login page at ``base_url``) is refused, a JSON
+    value (``{``, ``[``) is read whole. Looking costs no more than the first piece of the body,
+    read by the deadline and within the size cap like the rest.
+    """
+    kind = content_type.lower()
+    if "event-stream" in kind:
+        return raw.parse()
+    first = b"<" if "html" in kind else peek(raw.http_response).lstrip()[:1]
+    if first == b"<":
+        raw.http_response.close()
+        raise replies.not_json(content_type, endpoint, "an event stream")
+    if first in (b"{", b"["):  # a server that ignores stream: true and sends the whole answer at once
+        try:
+            return _Whole(json.loads(read_body(raw.http_response)))
+        except (ValueError, RecursionError):
+            raise replies.not_json(content_type, endpoint) from None
+    return raw.parse()
 
 
 def _unwrap(text: str) -> str:

@@ -16,7 +16,8 @@ shared like code, and ``base_url: http://attacker/v1`` in it must not receive th
   untrusted spec-chosen ``base_url`` gets none of it.
 - ``timeout`` (each wait, default 60 s, at most 3600), ``deadline`` (a whole request, default
   600 s, at most 86400) and ``max_retries`` (default 2, at most 10) are bounded wherever they
-  come from, so a spec cannot make a request wait or retry for ever.
+  come from, so a spec cannot make a request wait or retry for ever; a spec file's own values are
+  lowered further, to at most 300 s, 1800 s and 5 retries (:data:`SPEC_LIMITS`).
 
 The user config file is ``$PROMPTDSL_HOME/openai.yaml`` (else ``openai.yaml`` in the platform's
 user config directory), a mapping of ``base_url``, ``api_key_env``, ``organization``,
@@ -60,6 +61,9 @@ NUMBERS: dict[str, tuple[type[int] | type[float], float, float, bool]] = {
     "max_retries": (int, 0, 10, True),
     "n_ctx": (int, 1, 1 << 24, True),
 }
+#: The most a spec file's own ``timeout``, ``deadline`` and ``max_retries`` may ask for; a larger one
+#: is lowered to it (``OpenAIBackend.spec_options``). The user's ``-o`` and config file go up to NUMBERS'.
+SPEC_LIMITS: dict[str, float] = {"timeout": 300, "deadline": 1800, "max_retries": 5}
 
 KNOWN_OPTIONS = frozenset(
     {"base_url", "timeout", "deadline", "max_retries", "api_key_env", "grammar", "n_ctx", "organization", "tools"}
@@ -144,6 +148,22 @@ def _number(raw: Any, key: str, where: str) -> Any:
     if value > high or value < low or (value == low and not low_ok):
         raise problem
     return kind(value)
+
+
+def spec_bounded(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` a spec file chose, its ``timeout``, ``deadline`` and ``max_retries`` lowered to
+    :data:`SPEC_LIMITS`. A value that is no such number is left for :func:`resolve` to refuse."""
+    out = dict(options)
+    for key, most in SPEC_LIMITS.items():
+        if out.get(key) is None:
+            continue
+        try:
+            value = _number(out[key], key, f"option {key}")
+        except BackendError:
+            continue
+        if value > most:
+            out[key] = NUMBERS[key][0](most)
+    return out
 
 
 def _flag(options: Mapping[str, Any], key: str) -> bool | None:

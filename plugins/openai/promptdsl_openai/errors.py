@@ -19,7 +19,7 @@ from promptdsl.errors import BackendError, BackendErrorKind, one_line, quote
 
 from .config import NO_KEY, Settings
 from .replies import Malformed, NotJSON
-from .transport import CompressedReply, DeadlinePassed, ReplyTooLarge
+from .transport import CompressedReply, DeadlinePassed, LostMidReply, ReplyTooLarge, Stalled
 
 _CONTEXT_HINT = re.compile(r"context (length|window)|maximum context|too many tokens|context_length", re.I)
 
@@ -87,7 +87,7 @@ Handler = Callable[[BaseException, Settings, "str | None", str], "tuple[BackendE
 
 
 def _timeout(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
-    if during == "stream":  # a stall mid-answer is not retried
+    if during == "stream" or isinstance(exc, Stalled):  # a stall mid-answer is not retried
         return BackendErrorKind.TIMEOUT, (f"the answer from {settings.where} stalled: nothing came for "
                                           f"{settings.timeout:g}s; raise it with -o timeout=SECONDS")
     return BackendErrorKind.TIMEOUT, (f"{during} to {settings.where} timed out after {settings.timeout:g}s "
@@ -124,7 +124,7 @@ def _malformed(exc: BaseException, settings: Settings, model: str | None, during
 def _connection(exc: BaseException, settings: Settings, model: str | None, during: str) -> tuple[BackendErrorKind, str]:
     cause = exc.__cause__ or exc.__context__
     detail = _one_line(str(cause)) if cause is not None else ""
-    if during == "stream":
+    if during == "stream" or isinstance(exc, LostMidReply):
         return BackendErrorKind.STREAM, (f"the connection to {settings.where} was lost mid-answer"
                                          + (f": {detail}" if detail else ""))
     return BackendErrorKind.CONNECT, (f"cannot connect to {settings.where}" + (f" ({detail})" if detail else "")

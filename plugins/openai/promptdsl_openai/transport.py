@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import openai
 
@@ -182,6 +182,70 @@ class _CappedStream(httpx.SyncByteStream):
         close = getattr(self._inner, "close", None)
         if close is not None:
             close()
+
+
+class Stalled(openai.APITimeoutError):
+    """Nothing more of a reply's body came within ``timeout`` (not retried: the reply had begun)."""
+
+
+class LostMidReply(openai.APIConnectionError):
+    """The connection ended while a reply's body was being read."""
+
+
+class _Replayed(httpx.SyncByteStream):
+    """A reply body whose start was read already (to see what it holds): that start, then the rest."""
+
+    def __init__(self, head: list[bytes], rest: Iterator[bytes], inner: Any) -> None:
+        self._head = head
+        self._rest = rest
+        self._inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        head, self._head = self._head, []
+        yield from head
+        yield from self._rest
+
+    def close(self) -> None:
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            close()
+
+
+@contextmanager
+def _reading(response: httpx.Response) -> Iterator[None]:
+    """Read a reply body outside the SDK with its error kinds: a wait that timed out, a connection lost."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        response.close()
+        raise Stalled(request=response.request) from exc
+    except httpx.RequestError as exc:
+        response.close()
+        raise LostMidReply(request=response.request) from exc
+    except BaseException:
+        response.close()
+        raise
+
+
+def peek(response: httpx.Response) -> bytes:
+    """The start of a streamed reply's body, up to its first piece that is not all whitespace (all of a
+    blank body), read by the deadline and within the size cap; the body still reads whole afterwards."""
+    inner = response.stream
+    pieces = iter(cast(Iterable[bytes], inner))  # a sync client's
+    head: list[bytes] = []
+    with _reading(response):
+        for piece in pieces:
+            head.append(piece)
+            if piece.strip():
+                break
+    response.stream = _Replayed(head, pieces, inner)
+    return b"".join(head)
+
+
+def read_body(response: httpx.Response) -> bytes:
+    """A reply's whole body (by the deadline, within the size cap), failing like the SDK's own reads."""
+    with _reading(response):
+        return response.read()
 
 
 class _GuardedTransport(httpx.BaseTransport):
