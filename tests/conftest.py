@@ -21,6 +21,29 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 pytest_plugins: list[str] = ["openai_server", "test_tui_support"]
 
+#: Fixtures that start a server on 127.0.0.1 (fake OpenAI-compatible ones): a test using one is
+#: marked ``server`` here, so the fast tier stays free of servers without a mark on each test.
+SERVER_FIXTURES = frozenset({"serve", "canned", "recorder"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_starts_no_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked ``server`` (or ``model``) that listens on a socket fails at once."""
+    if request.node.get_closest_marker("server") or request.node.get_closest_marker("model"):
+        return
+    import socket
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(f"{request.node.nodeid} starts a server but is not marked @pytest.mark.server")
+
+    monkeypatch.setattr(socket.socket, "listen", refuse)
+
 #: One llama.cpp thread for every model the tests load, in this process and in the ones they start:
 #: llama.cpp's threads spin-wait, so on a busy 2-core machine more threads are slower, not faster.
 os.environ.setdefault("PROMPTDSL_LLAMACPP_THREADS", "1")
