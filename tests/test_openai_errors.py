@@ -135,7 +135,7 @@ def test_timeout_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         backend = get_backend("openai", "m", {"base_url": f"http://127.0.0.1:{listener.getsockname()[1]}/v1",
                                               "timeout": 0.3, "max_retries": 0, "grammar": False})
         start = time.monotonic()
-        with pytest.raises(BackendError, match="timed out after 0.3s") as err:
+        with pytest.raises(BackendError, match=r"timed out after 0\.3s") as err:
             backend.complete(chat("Hi"), GREEDY)
         assert time.monotonic() - start < 10
         assert err.value.exit_code == 1
