@@ -703,3 +703,12 @@ def test_validate_applies_the_spec_bounds_run_applies(
     assert main(["validate", str(spec)]) == 2
     err = capsys.readouterr().err.strip()
     assert re.search(message, err) and "\n" not in err, err
+
+
+def test_the_embedded_model_has_one_name_however_it_is_given(fake: type[FakeLlama], tmp_path: Path) -> None:
+    """By path it was 'SmolLM2-135M-Instruct.Q4_1.gguf', by alias 'smollm2': --resume took them for two models."""
+    embedded = plugin.embedded_model_path()
+    assert LlamaCppBackend(str(embedded), {}).model_id == "smollm2" == LlamaCppBackend(None, {}).model_id
+    copy = tmp_path / "mine.gguf"
+    copy.write_bytes(b"GGUF")
+    assert LlamaCppBackend(str(copy), {}).model_id == "mine.gguf"

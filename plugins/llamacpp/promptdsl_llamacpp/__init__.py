@@ -138,6 +138,14 @@ def embedded_model_path() -> Path:
     raise BackendError(f"no .gguf file found in '{EMBEDDED_DIST}'", backend="llamacpp", exit_code=2)
 
 
+def _same_file(path: Path) -> bool:
+    """Whether ``path`` is the embedded model's file."""
+    try:
+        return path.resolve() == embedded_model_path().resolve()
+    except (BackendError, OSError):
+        return False
+
+
 def resolve_model(model: str | None) -> Path:
     """Alias or path -> an existing ``.gguf`` file."""
     if model is None or model.lower() in EMBEDDED_ALIASES:
@@ -996,6 +1004,7 @@ class LlamaCppBackend(Backend):
         super().__init__(model, options)
         check_options(self.name, OPTIONS_SCHEMA, self.options)  # also when built directly, not via the registry
         self.path = resolve_model(model)
+        self._embedded = model is None or model.lower() in EMBEDDED_ALIASES or _same_file(self.path)
         self.settings = LoadSettings.from_options(self.options)
         self._hold = _Hold()
         with _models_lock:
@@ -1034,9 +1043,9 @@ class LlamaCppBackend(Backend):
 
     @property
     def model_id(self) -> str:
-        if self.model is None or self.model.lower() in EMBEDDED_ALIASES:
-            return "smollm2"
-        return self.path.name
+        """``smollm2`` for the embedded model, however it was named (an alias or its path), so results
+        and ``--resume`` see one model; else the file's name."""
+        return "smollm2" if self._embedded else self.path.name
 
     def fingerprint(self) -> list[Any]:
         stat = self.path.stat()
