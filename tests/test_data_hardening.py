@@ -13,12 +13,12 @@ import json
 import sys
 import tracemalloc
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_dist import fake_distribution
+from test_plugins import Ran
 
 from promptdsl import datafile, registry
 from promptdsl.cli import main
@@ -63,13 +63,6 @@ template: "{{ text }}"
 model: {backend: echo}
 output: {type: text}
 """
-
-
-@dataclass
-class Ran:
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 @pytest.fixture

@@ -693,20 +693,7 @@ def test_no_training_rows_names_the_file(tmp_path: Path, fake_tune: dict[str, An
 # ============================================================================ the real thing, a few steps
 
 
-ZB_SPEC = """\
-version: 1
-name: zorpblick
-mode: completion
-instruction: Answer zorp or blick.
-inputs:
-  text: {type: string}
-template: |-
-  Text: {{ text }}
-  Label:
-output:
-  type: choice
-  choices: [zorp, blick]
-"""
+from test_tune import SPEC as ZB_SPEC  # noqa: E402 - the learning test's spec, reused
 
 
 @pytest.mark.model

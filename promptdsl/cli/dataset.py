@@ -87,19 +87,26 @@ def dataset_run(
 
 
 @contextmanager
-def stop_on_sigint(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl+C: finish the row in flight, then stop cleanly. Second: stop at once."""
+def stop_on_sigint(
+    stop: threading.Event,
+    what: str = "after the row in flight",
+    at_once: Callable[[], bool] = lambda: False,
+) -> Iterator[None]:
+    """First Ctrl+C: set ``stop`` and say the work stops ``what`` (unless ``at_once()``: then stop at
+    once, as with a second Ctrl+C)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    notice = f"\npromptdsl: stopping {what} (Ctrl+C again to stop at once)\n".encode()
 
     def handler(signum: int, frame: object) -> None:
-        if stop.is_set():
+        if stop.is_set() or at_once():
+            stop.set()
             raise KeyboardInterrupt
         stop.set()
         # A raw write: the handler may interrupt a write to sys.stderr (re-entering it would fail).
         with suppress(OSError):
-            os.write(2, b"\npromptdsl: stopping after the row in flight (Ctrl+C again to stop at once)\n")
+            os.write(2, notice)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

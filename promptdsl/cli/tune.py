@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..loader import load_spec
 from ..tune.config import DEFAULT_STEPS, TuneConfig, check_threads
 from .common import Commands, say
+from .dataset import stop_on_sigint
 
 if TYPE_CHECKING:
     from ..tune import TuneReport
@@ -130,25 +128,7 @@ def print_report(report: TuneReport) -> int:
     return code
 
 
-@contextmanager
-def stop_on_ctrl_c(stop: threading.Event, listener: CliListener) -> Iterator[None]:
+def stop_on_ctrl_c(stop: threading.Event, listener: CliListener) -> AbstractContextManager[None]:
     """Ctrl+C during training (and writing the model): finish the step, save a checkpoint, stop;
     a second one stops at once. Anywhere else (set-up, evaluation) nothing is lost: stop at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        if stop.is_set() or not listener.in_training:
-            stop.set()
-            raise KeyboardInterrupt
-        stop.set()
-        # A raw write: the handler may interrupt a write to sys.stderr (re-entering it would fail).
-        with suppress(OSError):
-            os.write(2, b"\npromptdsl: stopping at the end of the current step (Ctrl+C again to stop at once)\n")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return stop_on_sigint(stop, "at the end of the current step", lambda: not listener.in_training)
