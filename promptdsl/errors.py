@@ -256,6 +256,9 @@ _BEARER = re.compile(r"(?i)\b(bearer\s+)([^\s\"',;}]{3,})")
 _SECRET_NAME = re.compile(r"(?i)(key|token|secret|passw|credential|auth)")
 MIN_SECRET_LEN = 4  # shorter values are too common in ordinary text to mask
 
+#: A piece of a registered secret this long or longer is masked too ("invalid key sk-proj-abc...").
+MIN_SECRET_PIECE = 8
+
 _known: set[str] = set()
 _known_lock = threading.Lock()
 
@@ -292,10 +295,35 @@ def _secrets_in_environment() -> list[str]:
     return [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and _looks_secret(v)]
 
 
+def _piece_spans(text: str, secret: str) -> list[tuple[int, int]]:
+    """Where ``text`` holds a piece of ``secret`` of :data:`MIN_SECRET_PIECE`+ characters, in any case.
+
+    For registered secrets only: they are keys, so any long piece of one is a leak, whereas the
+    values of secret-named variables may be paths or words that ordinary text shares pieces with.
+    """
+    low, secret = text.lower(), secret.lower()
+    if len(secret) < MIN_SECRET_PIECE:
+        return []
+    grams = {secret[i:i + MIN_SECRET_PIECE] for i in range(len(secret) - MIN_SECRET_PIECE + 1)}
+    spans: list[tuple[int, int]] = []
+    i = 0
+    while i <= len(low) - MIN_SECRET_PIECE:
+        if low[i:i + MIN_SECRET_PIECE] not in grams:
+            i += 1
+            continue
+        end = i + MIN_SECRET_PIECE
+        while end < len(low) and low[i:end + 1] in secret:
+            end += 1
+        spans.append((i, end))
+        i = end
+    return spans
+
+
 def mask_secrets(text: str) -> str:
     """``text`` with every secret replaced by ``***``: the one masking rule for messages and files.
 
-    Masked: values registered with :func:`register_secret` and values of environment variables
+    Masked, in any letter case: values registered with :func:`register_secret` (and any piece of
+    one of :data:`MIN_SECRET_PIECE` characters or more) and values of environment variables
     named like secrets (``*KEY*``, ``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, any length from 4
     characters), passwords in URLs (``http://user:***@host``) and user infos of 12 characters or
     more (``https://***@host``: a token), ``Bearer``/``api_key=`` values,
@@ -305,8 +333,11 @@ def mask_secrets(text: str) -> str:
     with _known_lock:
         known = list(_known)
     for secret in sorted({*known, *_secrets_in_environment()}, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, "***")
+        if secret.lower() in text.lower():  # servers echo keys in another case too
+            text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
+    for secret in known:
+        for start, end in reversed(_piece_spans(text, secret)):
+            text = text[:start] + "***" + text[end:]
     text = _URL_PASSWORD.sub(r"\1:***@", text)
     text = _URL_TOKEN.sub(r"\1***@", text)
     text = _ASSIGNED.sub(lambda m: m.group(1) + "***", text)

@@ -65,6 +65,20 @@ def _fast_tier_loads_no_model(request: pytest.FixtureRequest, monkeypatch: pytes
     monkeypatch.setattr(llama_cpp.Llama, "__init__", refuse)
 
 
+@pytest.fixture(autouse=True)
+def _secrets_registered_by_a_test_end_with_it() -> Iterator[None]:
+    """A key one test registers (a backend reading ``OPENAI_API_KEY=sk-test-0123456789``) is not masked,
+    whole or in pieces, out of the next test's text: each test starts with the registry it found."""
+    from promptdsl import errors
+
+    with errors._known_lock:
+        before = set(errors._known)
+    yield
+    with errors._known_lock:
+        errors._known.clear()
+        errors._known.update(before)
+
+
 @pytest.fixture(scope="session")
 def llamacpp_backend() -> Iterator[object]:
     """The real llamacpp backend on the embedded SmolLM2 model (loaded once per session)."""

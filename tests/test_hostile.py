@@ -186,6 +186,18 @@ def test_short_keys_in_the_environment_and_registered_keys_are_masked(monkeypatc
     assert "ab12" not in str(err) and "zz9z" not in str(err)
 
 
+def test_a_registered_secret_is_masked_in_any_case_and_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers echo keys upper-cased or cut ("...abc123..."): every backend's registered secret, not only openai's."""
+    monkeypatch.setenv("MY_PLUGIN_TOKEN", "EnvValue/With/Path")
+    register_secret("Tok3nForAPlugin-987654")
+    text = ("bad key TOK3NFORAPLUGIN-987654, or tok3nForA..., or ...Plugin-98...; "
+            "env envvalue/with/path; a shared piece Path-and-more stays")
+    masked = mask_secrets(text)
+    for leak in ("tok3nforaplugin", "tok3nfora", "plugin-98", "envvalue"):
+        assert leak not in masked.lower(), masked
+    assert masked.count("***") == 4 and "Path-and-more stays" in masked  # env values are masked whole only
+
+
 def test_ordinary_names_are_not_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     text = ("model SmolLM2-135M-Instruct, file tweeteval-sentiment_validation_set.jsonl, max_tokens=16, grammar=false,"

@@ -3,7 +3,8 @@
 Exit code 2 when the user can fix it (wrong URL, no server, bad key, unknown
 model, prompt too long); 1 when the run failed at the server (timeouts, rate
 limits, 5xx, a connection dropped mid-answer). The key never appears in a
-message: it is masked out of anything the server sends back.
+message: the plugin registers it (:func:`promptdsl.errors.register_secret`), so
+it is masked out of anything the server sends back, in any case or in pieces.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 
 import openai
 
-from promptdsl.errors import BackendError, BackendErrorKind, one_line, quote
+from promptdsl.errors import BackendError, BackendErrorKind, mask_secrets, one_line, quote
 
-from .config import NO_KEY, Settings
+from .config import Settings
 from .replies import Malformed, NotJSON
 from .transport import CompressedReply, DeadlinePassed, LostMidReply, ReplyTooLarge, Stalled
 
@@ -43,39 +44,6 @@ def server_message(exc: openai.APIError) -> str:
     msg = exc.message
     msg = re.sub(r"^Error code: \d+ - ", "", msg)
     return _one_line(msg)
-
-
-#: An echoed piece of the key this long (or longer) is masked too ("invalid key sk-proj-abc...").
-MIN_KEY_PIECE = 8
-
-
-def _key_spans(text: str, key: str) -> list[tuple[int, int]]:
-    """Where ``text`` holds the key or a piece of it of :data:`MIN_KEY_PIECE`+ characters, in any case."""
-    low, secret = text.lower(), key.lower()
-    grams = {secret[i:i + MIN_KEY_PIECE] for i in range(len(secret) - MIN_KEY_PIECE + 1)}
-    spans: list[tuple[int, int]] = []
-    i = 0
-    while i <= len(low) - MIN_KEY_PIECE:
-        if low[i:i + MIN_KEY_PIECE] not in grams:
-            i += 1
-            continue
-        end = i + MIN_KEY_PIECE
-        while end < len(low) and low[i:end + 1] in secret:
-            end += 1
-        spans.append((i, end))
-        i = end
-    return spans
-
-
-def _mask(text: str, settings: Settings) -> str:
-    key = settings.api_key
-    if key and key != NO_KEY and len(key) >= 4:
-        text = re.sub(re.escape(key), "***", text, flags=re.I)
-        if len(key) >= MIN_KEY_PIECE:
-            for start, end in reversed(_key_spans(text, key)):
-                text = text[:start] + "***" + text[end:]
-    # OpenAI echoes keys back partially masked ("sk-abc***wxyz"); drop those fragments too.
-    return re.sub(r"\bsk-[\w*-]{6,}", "***", text)
 
 
 def _retries(settings: Settings) -> str:
@@ -211,4 +179,4 @@ def map_error(exc: BaseException, settings: Settings, model: str | None, *, duri
         kind, message = BackendErrorKind.FAILED, f"{during} failed: {type(exc).__name__}: {_one_line(str(exc))}"
     else:
         kind, message = handler(exc, settings, model, during)
-    return BackendError(_mask(message, settings), backend="openai", model=model, kind=kind)
+    return BackendError(mask_secrets(message), backend="openai", model=model, kind=kind)
