@@ -8,14 +8,15 @@ from typing import Any
 import pytest
 
 from promptdsl import doctor
-from promptdsl.doctor import ProbeResult, cpu_flags, cpu_model, diagnose, probe
+from promptdsl.cpu import cpu_model
+from promptdsl.doctor import ProbeResult, diagnose, interesting_flags, probe
 
 CPUINFO = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu avx avx2 avx512f amx_tile amx_int8 xyz\n"
 
 
 def test_cpu_facts_from_cpuinfo() -> None:
     assert cpu_model(CPUINFO) == "Intel(R) Xeon(R) Platinum 8480+"
-    assert cpu_flags(CPUINFO) == ["avx", "avx2", "avx512f", "amx_tile", "amx_int8"]
+    assert interesting_flags(CPUINFO) == ["avx", "avx2", "avx512f", "amx_tile", "amx_int8"]
 
 
 def test_report_without_decoding_lists_everything() -> None:

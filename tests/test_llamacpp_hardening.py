@@ -13,13 +13,14 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import promptdsl_llamacpp as plugin
 import pytest
 from promptdsl_llamacpp import LlamaCppBackend, cpu_flags
+from test_llamacpp_settings import RecordingLlama as FakeLlama
 
-from promptdsl import doctor, registry, templates
+from promptdsl import cpu, doctor, registry, templates
 from promptdsl.cli import main
 from promptdsl.errors import BackendError, InputError, SpecError
 from promptdsl.grammar import MAX_COUNT, GrammarError, _counted, grammar_for
@@ -29,24 +30,6 @@ from promptdsl.runner import Runner, check_options
 
 SAPPHIRE_RAPIDS = "flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n"
 ZEN3 = "flags\t\t: fpu sse4_2 avx avx2 fma f16c\n"
-
-
-class FakeLlama:
-    """Stands in for ``llama_cpp.Llama``: records how it was made and whether it was freed."""
-
-    made: ClassVar[list[FakeLlama]] = []
-
-    def __init__(self, **kwargs: Any) -> None:
-        import llama_cpp.llama_cpp as lib
-
-        self.kwargs = kwargs
-        self.model_params = lib.llama_model_default_params()
-        self.metadata: dict[str, str] = {}
-        self.closed = 0
-        FakeLlama.made.append(self)
-
-    def close(self) -> None:
-        self.closed += 1
 
 
 @pytest.fixture
@@ -162,7 +145,9 @@ def parser(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     def init_grammar(vocab: Any, text: bytes, root: bytes) -> int:
         refused = text.decode() == REFUSED
-        printed = f"parse: error parsing grammar: too many repetitions\n{REFUSED}" if refused else "tick\n"
+        # llama.cpp's parse(): fprintf(stderr, "%s: error parsing grammar: %s\n\n%s\n", ...); the
+        # ticks stand for what other threads write to fd 2 meanwhile.
+        printed = f"tick\nparse: error parsing grammar: too many repetitions\n\n{REFUSED}\ntock\n" if refused else "tick\n"
         with contextlib.suppress(OSError):  # fprintf to a closed stderr
             os.write(2, printed.encode())
         return 0 if refused else 1
@@ -177,7 +162,7 @@ def test_the_grammar_check_works_when_sys_stderr_is_none(parser: Any, monkeypatc
                                                           capfd: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(sys, "stderr", None)  # pythonw, a daemon, or 2>&- at start-up
     assert plugin._grammar_problem(parser, REFUSED) == "too many repetitions"
-    assert capfd.readouterr().err == ""  # the parser's lines stay off fd 2
+    assert capfd.readouterr().err == "tick\ntock\n"  # the parser's lines stay off fd 2, other threads' do not
     assert plugin._grammar_problem(parser, TAKEN) is None
     assert capfd.readouterr().err == "tick\n"  # not the parser's: written again to fd 2 itself
 
@@ -472,13 +457,13 @@ def test_cgroup_v2_quota(tmp_path: Path) -> None:
         "sys/fs/cgroup/kubepods/pod1/cpu.max": "150000 100000\n",  # the pod's limit binds its containers
         "sys/fs/cgroup/kubepods/cpu.max": "max 100000\n",
     })
-    assert doctor.cpu_quota(root) == 1.5
+    assert cpu.cpu_quota(root) == 1.5
 
 
 def test_cgroup_v2_without_a_quota(tmp_path: Path) -> None:
     root = _fake_root(tmp_path, "0::/\n", V2_MOUNT, {"sys/fs/cgroup/cpu.max": "max 100000\n"})
-    assert doctor.cpu_quota(root) is None
-    assert doctor.cpu_quota(tmp_path / "missing") is None  # not Linux
+    assert cpu.cpu_quota(root) is None
+    assert cpu.cpu_quota(tmp_path / "missing") is None  # not Linux
 
 
 def test_cgroup_v1_quota_in_a_container(tmp_path: Path) -> None:
@@ -488,22 +473,22 @@ def test_cgroup_v1_quota_in_a_container(tmp_path: Path) -> None:
         "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "100000\n",
         "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
     })
-    assert doctor.cpu_quota(root) == 1.0
+    assert cpu.cpu_quota(root) == 1.0
     (tmp_path / "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us").write_text("-1\n", encoding="ascii")
-    assert doctor.cpu_quota(root) is None
+    assert cpu.cpu_quota(root) is None
 
 
 def test_threads_and_doctor_follow_the_quota(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "affinity_cpus", lambda: 8)
-    monkeypatch.setattr(doctor, "cpu_quota", lambda root=None: 1.5)
-    assert doctor.usable_cpus() == 2 and plugin.cpu_count() == 2
+    monkeypatch.setattr(cpu, "affinity_cpus", lambda: 8)
+    monkeypatch.setattr(cpu, "cpu_quota", lambda root=None: 1.5)
+    assert cpu.usable_cpus() == 2 and plugin.cpu_count() == 2
     monkeypatch.setattr(plugin.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert plugin.default_threads() == 2
     assert "2 within its cgroup CPU quota of 1.5" in doctor._cores_line()
-    monkeypatch.setattr(doctor, "cpu_quota", lambda root=None: 0.2)
-    assert doctor.usable_cpus() == 1  # at least one
-    monkeypatch.setattr(doctor, "cpu_quota", lambda root=None: None)
-    assert doctor.usable_cpus() == 8 and "quota" not in doctor._cores_line()
+    monkeypatch.setattr(cpu, "cpu_quota", lambda root=None: 0.2)
+    assert cpu.usable_cpus() == 1  # at least one
+    monkeypatch.setattr(cpu, "cpu_quota", lambda root=None: None)
+    assert cpu.usable_cpus() == 8 and "quota" not in doctor._cores_line()
 
 
 # ---------------------------------------------------------------------------- #6 models are freed

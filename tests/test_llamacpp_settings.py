@@ -79,9 +79,10 @@ def test_settings_resolve_auto_from_this_machine(monkeypatch: pytest.MonkeyPatch
 
 
 class RecordingLlama:
-    """Stands in for ``llama_cpp.Llama``: builds model params the way ``Llama.__init__`` does, loads nothing."""
+    """Stands in for ``llama_cpp.Llama``: builds model params the way ``Llama.__init__`` does, loads
+    nothing, and counts how often it was freed."""
 
-    made: ClassVar[list[Any]] = []
+    made: ClassVar[list[RecordingLlama]] = []
 
     def __init__(self, **kwargs: Any) -> None:
         import llama_cpp.llama_cpp as lib
@@ -89,7 +90,11 @@ class RecordingLlama:
         self.kwargs = kwargs
         self.model_params = lib.llama_model_default_params()
         self.metadata: dict[str, str] = {}
+        self.closed = 0
         RecordingLlama.made.append(self)
+
+    def close(self) -> None:
+        self.closed += 1
 
 
 @pytest.fixture

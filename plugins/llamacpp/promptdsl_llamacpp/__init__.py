@@ -49,7 +49,7 @@ from promptdsl.backend import (
     close_stream,
     options_schema,
 )
-from promptdsl.doctor import usable_cpus
+from promptdsl.cpu import cpu_flags, usable_cpus
 from promptdsl.errors import BackendError, BackendErrorKind, SpecError
 from promptdsl.grammar import GrammarError, grammar_for
 from promptdsl.prompt import Prompt
@@ -170,20 +170,6 @@ def cpu_count() -> int:
     """The cores this process may use: its CPU affinity, within its cgroup's CPU quota (docker
     ``--cpus``, Kubernetes limits) rounded up, as ``doctor``'s cores line shows."""
     return usable_cpus()
-
-
-def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
-    """The CPU's feature flags (``flags``/``Features`` of ``/proc/cpuinfo``); empty where unknown."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return frozenset()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
 
 
 def system_info() -> str:
@@ -398,16 +384,6 @@ def _write_fd(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view):]
 
 
-class _Captured:
-    """What native code wrote to file descriptor 2 during a :func:`_stderr_captured` block."""
-
-    def __init__(self) -> None:
-        #: The text written, once the block has ended.
-        self.text = ""
-        #: Set in the block: write what was captured out again, to file descriptor 2 as it was.
-        self.replay = False
-
-
 def _redirect_stderr() -> tuple[int, IO[bytes]] | None:
     """File descriptor 2 pointed at a new temporary file: (a copy of what fd 2 was, that file). None,
     with nothing changed, when there is no fd 2 (``2>&-``) or it cannot be moved."""
@@ -429,14 +405,14 @@ def _redirect_stderr() -> tuple[int, IO[bytes]] | None:
 
 
 @contextlib.contextmanager
-def _stderr_captured() -> Iterator[_Captured]:
+def _stderr_captured(keep: Callable[[bytes], bytes]) -> Iterator[list[bytes]]:
     """What native code writes to file descriptor 2 meanwhile, kept off the terminal (llama.cpp's
-    grammar parser prints its error and the whole grammar there, not to its log). ``text`` holds
-    it once the block has ended; with ``replay`` set in the block (it was not the parser's), it
-    goes out again to what fd 2 was, byte for byte. Without a file descriptor 2 (``2>&-``)
-    nothing is redirected, and ``sys.stderr`` may be None: nothing is kept off a stderr that
-    does not exist."""
-    captured = _Captured()
+    grammar parser prints its error and the whole grammar there, not to its log). The list it gives
+    holds those bytes once the block has ended, and ``keep(those bytes)`` (what is not the parser's:
+    other threads write to fd 2 too) goes out again to what fd 2 was, byte for byte. Without a file
+    descriptor 2 (``2>&-``) nothing is redirected, and ``sys.stderr`` may be None: nothing is kept
+    off a stderr that does not exist."""
+    captured: list[bytes] = []
     with _stderr_lock:  # two redirections at once would leave stderr pointing at a deleted file
         _flush_stderr()
         redirected = _redirect_stderr()
@@ -450,13 +426,26 @@ def _stderr_captured() -> Iterator[_Captured]:
             try:
                 os.dup2(saved, 2)
                 tmp.seek(0)
-                data = tmp.read(1 << 20)
-                captured.text = data.decode("utf-8", "replace")
-                if captured.replay and data:  # not the parser's: another thread's, which belongs on stderr
-                    _write_fd(saved, data)
+                captured.append(tmp.read(1 << 20))
+                _write_fd(saved, keep(captured[0]))
             finally:
                 tmp.close()
                 os.close(saved)
+
+
+def _without_parser_message(data: bytes, grammar: bytes) -> bytes:
+    """``data`` less llama.cpp's grammar parser's message (``FUNC: error parsing grammar: WHY``, a
+    blank line, then the whole grammar): what is left was written by other threads meanwhile."""
+    at = data.find(b"error parsing grammar: ")
+    if at < 0:
+        return data
+    start = data.rfind(b"\n", 0, at) + 1
+    echoed = data.find(grammar, at)
+    if echoed < 0:  # cut short (over 1 MiB): all of the rest is the parser's
+        return data[:start]
+    end = echoed + len(grammar)
+    end += data[end:end + 1] == b"\n"
+    return data[:start] + data[end:]
 
 
 def training_context(path: Path) -> int | None:
@@ -863,13 +852,14 @@ def _grammar_problem(model: _LoadedModel, text: str) -> str | None:
     import llama_cpp
 
     _quiet_log()
-    with _stderr_captured() as captured:
-        sampler = llama_cpp.llama_sampler_init_grammar(model.llm._model.vocab, text.encode("utf-8"), b"root")
-        captured.replay = bool(sampler)  # parsed: what was printed meanwhile is not the parser's
+    grammar = text.encode("utf-8")
+    with _stderr_captured(lambda data: _without_parser_message(data, grammar)) as captured:
+        sampler = llama_cpp.llama_sampler_init_grammar(model.llm._model.vocab, grammar, b"root")
     if sampler:
         llama_cpp.llama_sampler_free(sampler)
         return None
-    found = re.search(r"error parsing grammar: ([^\n]+)", captured.text)
+    printed = captured[0].decode("utf-8", "replace") if captured else ""
+    found = re.search(r"error parsing grammar: ([^\n]+)", printed)
     return found.group(1).strip()[:200] if found else "it does not parse"
 
 
