@@ -18,10 +18,13 @@ from .templates import TemplateFailure, render
 
 
 def render_output(spec: Spec, value: Any) -> str:
-    """An example's answer as the model should write it."""
-    if spec.output.type is OutputType.JSON:
+    """An example's answer as the model should write it.
+
+    The loader holds text and choice answers to strings; anything else that reaches here (a
+    label read from a data file) is written as JSON, never as Python's ``repr``."""
+    if spec.output.type is OutputType.JSON or not isinstance(value, str):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return str(value)
+    return value
 
 
 def select_examples(spec: Spec) -> list[Example]:

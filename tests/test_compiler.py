@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from promptdsl import SpecError, compile_prompt, loads_spec
-from promptdsl.compiler import Compiler, select_examples
+from promptdsl.compiler import Compiler, render_output, select_examples
 from promptdsl.prompt import Message
 
 SENTIMENT = Path(__file__).resolve().parent.parent / "specs" / "sentiment.yaml"
@@ -107,6 +107,14 @@ def test_json_examples_render_as_compact_json() -> None:
         "output: {type: json, schema: {type: object}}\n"
     )
     assert compile_prompt(spec, {"t": "b"}).text == 'a -> {"x":1,"y":[1,2]}\n\nb ->'
+
+
+def test_a_non_string_answer_for_a_text_spec_is_written_as_json_not_repr() -> None:
+    """Labels read from a data file can be numbers or objects: the model sees JSON, never ``{'a': 1}``."""
+    spec = loads_spec(spec_text())
+    assert render_output(spec, {"a": 1, "b": "é"}) == '{"a":1,"b":"é"}'
+    assert render_output(spec, True) == "true" and render_output(spec, 3) == "3"
+    assert render_output(spec, "A") == "A"
 
 
 def test_sandbox_refuses_python_internals_at_render_time() -> None:
