@@ -126,6 +126,17 @@ def test_decorator_schema_from_hints_and_docstring() -> None:
     assert find.call({"query": "x", "limit": 2}) == '["x", "x"]'
 
 
+def test_a_decorated_tools_return_value_reaches_the_model_as_text() -> None:
+    """A string as it is; anything else as JSON, as docs/tools.md says (None is ``null``)."""
+
+    @tool
+    def give(kind: str) -> object:
+        """Return something of a kind."""
+        return {"text": "sunny", "number": 78, "object": {"t": "é"}, "none": None}[kind]
+
+    assert [give.call({"kind": k}) for k in ("text", "number", "object", "none")] == ["sunny", "78", '{"t": "é"}', "null"]
+
+
 def test_decorator_refuses_what_it_cannot_describe() -> None:
     with pytest.raises(ToolError, match="needs a type hint"):
         tool(lambda x: x)
