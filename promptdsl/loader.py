@@ -10,7 +10,7 @@ import copy
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -254,7 +254,12 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):
         schema = err.schema if isinstance(err.schema, Mapping) else {}
         allowed = list(schema.get("properties", {}))
-        where = f"in '{path[-1]}'" if path else "at the top level"
+        if not path:
+            where = "at the top level"
+        elif len(path) > 1 and isinstance(path[-1], int):  # an item of a list: 'tools[0]'
+            where = f"in '{path[-2]}[{path[-1]}]'"
+        else:
+            where = f"in '{path[-1]}'"
         return [
             located.error(f"unknown key {quote(key)} {where}{did_you_mean(str(key), allowed)}", (*path, key))
             for key in err.instance
@@ -265,8 +270,7 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         message = f"missing required key {quote(missing)}"
     elif err.validator in ("anyOf", "oneOf") and err.context:
-        best = min(err.context, key=lambda e: len(list(e.absolute_path)) * -1)
-        message = _quoted_message(best)
+        return _schema_errors(located, _closest_branch(err.context))
     elif err.validator == "pattern" and path and path[-1] == "name":
         message = f"name {quote(err.instance)} must match [a-z0-9][a-z0-9_-]* (lower-case letters, digits, '-' and '_')"
     elif err.validator == "propertyNames" and path and path[-1] == "inputs":
@@ -274,6 +278,13 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
         bad = next((k for k in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))), "")
         message = f"input name {quote(bad)} must be an identifier (letters, digits and '_', not starting with a digit)"
     return [located.error(message, path)]
+
+
+def _closest_branch(errors: Iterable[ValidationError]) -> ValidationError:
+    """Of the errors of an ``anyOf``/``oneOf``'s branches, the one from the branch the value was
+    meant for: one whose type it has (``{name: x, foo: 1}`` is a tool object with an unknown key,
+    not a tool name that is not a string), the deepest first."""
+    return min(errors, key=lambda e: (e.validator == "type", -len(e.absolute_path)))
 
 
 def _quoted_message(err: ValidationError) -> str:
@@ -414,8 +425,6 @@ def _check_semantics(spec: Spec, located: Located) -> None:
                 f"input name {quote(name)} is reserved ({RESERVED_INPUTS[name]}); choose another name",
                 ("inputs", name),
             )
-    if spec.mode == "completion" and spec.system is not None:
-        raise located.error("'system' is only used in chat mode (this spec has mode: completion)", ("system",))
     for key in TEMPLATE_KEYS:
         source = getattr(spec, key)
         if source is not None:

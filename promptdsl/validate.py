@@ -30,6 +30,15 @@ def validate_spec(source: str | Path | Spec, *, check_backend: bool = True) -> S
     return spec
 
 
+def spec_notes(spec: Spec) -> list[str]:
+    """What a valid spec holds that has no effect, for ``validate`` to point out (never an error:
+    a spec may keep ``system`` for when it is switched to chat mode, as the contract's example does)."""
+    notes = []
+    if spec.mode == "completion" and spec.system is not None:
+        notes.append("'system' is not used in completion mode (only chat mode sends a system message)")
+    return notes
+
+
 def _check_backend(spec: Spec) -> None:
     """The backend a spec names is installed and takes its options: else ``run`` would be the
     first to say so. Only the backend's class is loaded (no model, no connection). A spec that

@@ -59,6 +59,25 @@ def test_validate_all_shipped_specs(cli: Callable[..., Ran]) -> None:
     assert proc.stdout.count("ok: ") == len(list(SPECS.glob("*.yaml")))
 
 
+def test_system_in_a_completion_spec_is_valid_with_a_note(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    """As in the spec language's own example: ``system`` is kept (for chat mode) and not sent."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: x\nmode: completion\nsystem: You are careful.\ninstruction: Say hi.\n",
+                    encoding="utf-8")
+    proc = cli("validate", str(spec))
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert "  note: 'system' is not used in completion mode" in proc.stdout
+    assert "careful" not in cli("compile", str(spec)).stdout
+
+
+def test_validate_debug_shows_the_traceback(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: x\nfoo: 1\n", encoding="utf-8")
+    plain, debug = cli("validate", str(spec)), cli("validate", "--debug", str(spec))
+    assert plain.returncode == debug.returncode == 2 and "Traceback" not in plain.stderr
+    assert "Traceback (most recent call last)" in debug.stderr and "unknown key 'foo'" in debug.stderr.splitlines()[-1]
+
+
 @pytest.mark.parametrize(("model", "message"), [
     ("{backend: llamacp}", "unknown backend 'llamacp' (did you mean 'llamacpp'?); installed backends: "),
     ("{backend: llamacpp, options: {n_ctxx: 5}}", "backend 'llamacpp': unknown option 'n_ctxx' (did you mean 'n_ctx'?)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from ..compiler import Compiler
@@ -12,7 +13,7 @@ from ..errors import PromptDSLError
 from ..inputs import collect_inputs, validate_inputs
 from ..loader import load_spec
 from ..schema import spec_schema
-from ..validate import validate_spec
+from ..validate import spec_notes, validate_spec
 from .common import Commands, add_backend_flags, add_input_flags, runner_from_args
 
 
@@ -42,11 +43,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         try:
             spec = validate_spec(path)
         except PromptDSLError as exc:
+            if args.debug:
+                traceback.print_exc()
             print(f"promptdsl: error: {exc}", file=sys.stderr)
             failed += 1
             continue
         print(f"ok: {path} ({len(spec.examples)} examples, {len(spec.tests)} tests, {spec.mode} mode, "
               f"output {spec.output.type})")
+        for note in spec_notes(spec):
+            print(f"  note: {note}")
     return 2 if failed else 0
 
 
