@@ -185,6 +185,18 @@ def test_export_cli_writes_and_reports(tmp_path: Path, capsys: pytest.CaptureFix
     assert "--decontaminate dropped 0 of 40 rows" in err
 
 
+def test_export_cli_writes_to_name_export_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from promptdsl.cli import main
+
+    spec, data = EMOTION.resolve(), (DATA / "train.jsonl").resolve()
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", str(spec), "--data", str(data), "--label", "label"]) == 0
+    assert "wrote emotion-export/train.jsonl (40 rows)" in capsys.readouterr().out
+    assert len(_lines(tmp_path / "emotion-export" / "train.jsonl")) == 40
+    assert main(["export", str(spec), "--data", str(data), "--label", "label"]) == 2  # kept without --force
+
+
 def test_export_cli_bad_label_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from promptdsl.cli import main
 

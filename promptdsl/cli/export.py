@@ -22,7 +22,10 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="labelled dataset: .jsonl or .csv")
     p.add_argument("--label", required=True, metavar="FIELD", help="the field holding the expected output")
     p.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="directory for train.jsonl, val.jsonl, meta.json"
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="directory for train.jsonl, val.jsonl, meta.json (default: ./NAME-export, NAME the spec's name)",
     )
     p.add_argument("--format", choices=FORMATS, default="openai", help="record layout (default: openai)")
     p.add_argument("--zero-shot", action="store_true", help="render the prompts without the spec's examples")
@@ -52,7 +55,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         spec,
         data,
         args.label,
-        args.out,
+        args.out if args.out is not None else Path(f"{spec.name}-export"),
         fmt=args.format,
         split=args.split,
         seed=args.seed,
