@@ -245,6 +245,10 @@ _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@'\"]*):([^@\s/'\"
 _URL_TOKEN = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@'\"]{12,})@")
 #: ``prefix-`` or ``prefix_`` then a long body with a digit: sk-..., gsk_..., ghp_..., xoxb-..., hf_...
 _PREFIXED_KEY = re.compile(r"(?<![A-Za-z0-9])([A-Za-z][A-Za-z0-9]{0,11}[-_])([A-Za-z0-9*][A-Za-z0-9_*\-]{5,})")
+#: a known vendor's key prefix, then a body of 16+ characters with a digit (``sk-1234...``, any case)
+_VENDOR_KEY = re.compile(
+    r"(?<![A-Za-z0-9])((?:sk|gsk|ghp|gho|ghu|ghs|ghr|github_pat|xox[abeprs]|hf|glpat|pplx|r8)[-_])([A-Za-z0-9_\-]{16,})"
+)
 _AWS_KEY = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])")
 _BARE_TOKEN = re.compile(r"(?<![A-Za-z0-9_\-])[A-Za-z0-9_\-]{32,}(?![A-Za-z0-9_\-])")
 _ASSIGNED = re.compile(
@@ -343,6 +347,7 @@ def mask_secrets(text: str) -> str:
     text = _ASSIGNED.sub(lambda m: m.group(1) + "***", text)
     text = _BEARER.sub(lambda m: m.group(1) + "***", text)
     text = _AWS_KEY.sub("***", text)
+    text = _VENDOR_KEY.sub(lambda m: m.group(1) + "***" if any(c.isdigit() for c in m.group(2)) else m.group(0), text)
     text = _PREFIXED_KEY.sub(lambda m: m.group(1) + "***" if _key_like(m.group(2)) else m.group(0), text)
     return _BARE_TOKEN.sub(lambda m: "***" if _key_like(m.group(0)) and _mixed(m.group(0)) else m.group(0), text)
 

@@ -157,6 +157,17 @@ def test_spec_cannot_choose_the_key_variable(
     assert "aws-secret-value-123" not in line
 
 
+@pytest.mark.parametrize(("options", "key"), [("api_key_env: AWS_SECRET_ACCESS_KEY", "api_key_env"),
+                                              ("api_key: sk-in-the-file-123", "api_key")])
+def test_validate_refuses_a_spec_choosing_the_key_where_it_stands(
+    clean_openai_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], options: str, key: str
+) -> None:
+    """Not 'ok' from validate and then a refusal from every run: the same line, with the place in the file."""
+    spec = _remote_spec(tmp_path, f"base_url: 'http://127.0.0.1:9/v1', {options}")
+    line = one_line_error(capsys, main(["validate", str(spec)]))
+    assert f"(at $.model.options.{key})" in line and f"{spec}:" in line and "sk-in-the-file" not in line
+
+
 @pytest.mark.parametrize("value", ["NaN", "Infinity", "-1"])
 def test_non_finite_timeout_is_refused(clean_openai_env: None, value: str, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["run", str(ROOT / "specs" / "qa.yaml"), "-b", "openai", "-o", "base_url=http://127.0.0.1:9/v1",
@@ -172,6 +183,7 @@ def test_non_finite_timeout_is_refused(clean_openai_env: None, value: str, capsy
     ("Authorization: Bearer abc.def.ghi", "abc.def.ghi"),
     ("aws AKIAABCDEFGHIJKLMNOP", "AKIAABCDEFGHIJKLMNOP"),
     ("the server echoed sk-abc***wxyz", "abc***wxyz"),
+    ("unknown key sk-1234567890abcdef1234", "1234567890abcdef1234"),  # a vendor's prefix: any case
     ("cannot connect to https://tok3nWithoutColon99@gw.example.com/v1", "tok3nWithoutColon99"),
 ])
 def test_secrets_are_masked(text: str, hidden: str) -> None:
@@ -201,6 +213,7 @@ def test_a_registered_secret_is_masked_in_any_case_and_in_pieces(monkeypatch: py
 def test_ordinary_names_are_not_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     text = ("model SmolLM2-135M-Instruct, file tweeteval-sentiment_validation_set.jsonl, max_tokens=16, grammar=false,"
+            " sk-learn-style-names-are-words, hf_hub_download_and_cache,"
             " repo ssh://git@github.com/o/r")
     assert mask_secrets(text) == text
 

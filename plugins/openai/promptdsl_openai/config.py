@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import platformdirs
 import yaml
 
-from promptdsl.errors import BackendError, quote, register_secret
+from promptdsl.errors import BackendError, SpecError, quote, register_secret
 from promptdsl.spec import FromSpec
 from promptdsl.yamlsource import TooLarge, read_limited
 
@@ -152,7 +152,18 @@ def _number(raw: Any, key: str, where: str) -> Any:
 
 def spec_bounded(options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` a spec file chose, its ``timeout``, ``deadline`` and ``max_retries`` lowered to
-    :data:`SPEC_LIMITS`. A value that is no such number is left for :func:`resolve` to refuse."""
+    :data:`SPEC_LIMITS`. A value that is no such number is left for :func:`resolve` to refuse. A key,
+    or the variable the key is read from, is a SpecError at its place in the file, so ``validate``
+    refuses such a spec as ``run`` does."""
+    if "api_key" in options:
+        raise SpecError("do not put API keys in specs; set OPENAI_API_KEY (or name another variable with "
+                        "-o api_key_env=NAME)", path=("model", "options", "api_key"))
+    if "api_key_env" in options:
+        raise SpecError(
+            "refused: a spec file may not choose which environment variable is sent as the API key; pass "
+            f"-o api_key_env=NAME yourself or set api_key_env in {config_path(os.environ)}",
+            path=("model", "options", "api_key_env"),
+        )
     out = dict(options)
     for key, most in SPEC_LIMITS.items():
         if out.get(key) is None:
