@@ -353,13 +353,20 @@ def split_rows(rows: list[InstructionRow], split: float | None, seed: int) -> di
     return {"train": order[:cut], "val": order[cut:]}
 
 
+def default_format(spec: Spec) -> str:
+    """``openai`` (chat messages) for a chat spec, ``prompt-completion`` for a completion spec: a
+    model tuned on the data then sees the prompt as the spec sends it, the answer after the target
+    delimiter (``" joy"``), not a chat turn it will never be given."""
+    return "prompt-completion" if spec.mode == "completion" else "openai"
+
+
 def export(
     spec: Spec,
     data: DataFile,
     label: str,
     out_dir: Path,
     *,
-    fmt: str = "openai",
+    fmt: str | None = None,
     split: float | None = None,
     seed: int = 0,
     eval_data: DataFile | None = None,
@@ -370,8 +377,9 @@ def export(
     """Render, check, split and write ``train.jsonl`` (+ ``val.jsonl``) and ``meta.json``.
 
     Nothing is written until every row has compiled; files are written to temporary names and
-    renamed, and existing files are kept unless ``force``.
+    renamed, and existing files are kept unless ``force``. ``fmt`` defaults to :func:`default_format`.
     """
+    fmt = default_format(spec) if fmt is None else fmt
     if fmt not in RENDERERS:
         raise InputError(f"unknown format '{fmt}'; choose one of: {', '.join(FORMATS)}")
     if split is not None and not 0.0 < split <= 1.0:

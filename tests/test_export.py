@@ -166,7 +166,7 @@ def test_decontaminate_drops_rows_overlapping_eval_and_tests(tmp_path: Path) -> 
     assert result.contamination is not None
     by_ref = result.contamination.to_dict()["by_reference"]
     assert [b["exact"] for b in by_ref] == [2, 1]
-    texts = {str(r["messages"][0]["content"]) for r in _lines(tmp_path / "out" / "train.jsonl")}  # type: ignore[index]
+    texts = {str(r["prompt"]) for r in _lines(tmp_path / "out" / "train.jsonl")}  # a completion spec: prompt-completion
     assert not any(rows[0]["text"] in t for t in texts)
 
 
@@ -195,6 +195,20 @@ def test_export_cli_writes_to_name_export_by_default(tmp_path: Path, monkeypatch
     assert "wrote emotion-export/train.jsonl (40 rows)" in capsys.readouterr().out
     assert len(_lines(tmp_path / "emotion-export" / "train.jsonl")) == 40
     assert main(["export", str(spec), "--data", str(data), "--label", "label"]) == 2  # kept without --force
+
+
+def test_the_default_format_follows_the_spec_s_mode(tmp_path: Path) -> None:
+    """A completion spec's rows are its exact prompt and the answer after the target delimiter, as it
+    runs; a chat spec's are its messages."""
+    data = DataFile(DATA / "train.jsonl")
+    completion = export(load_spec(EMOTION), data, "label", tmp_path / "c")
+    assert completion.meta["format"] == "prompt-completion"
+    row = _lines(tmp_path / "c" / "train.jsonl")[0]
+    assert str(row["completion"]).startswith(" ") and str(row["prompt"]).endswith("Emotion:")
+    chat = tmp_path / "chat.yaml"
+    chat.write_text(EMOTION.read_text(encoding="utf-8").replace("mode: completion", "mode: chat"), encoding="utf-8")
+    assert export(load_spec(chat), data, "label", tmp_path / "m").meta["format"] == "openai"
+    assert "messages" in _lines(tmp_path / "m" / "train.jsonl")[0]
 
 
 def test_export_cli_bad_label_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

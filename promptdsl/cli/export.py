@@ -27,7 +27,11 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="directory for train.jsonl, val.jsonl, meta.json (default: ./NAME-export, NAME the spec's name)",
     )
-    p.add_argument("--format", choices=FORMATS, default="openai", help="record layout (default: openai)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="record layout (default: openai for a chat spec, prompt-completion for a completion spec)",
+    )
     p.add_argument("--zero-shot", action="store_true", help="render the prompts without the spec's examples")
     p.add_argument(
         "--split",
