@@ -10,7 +10,7 @@ import copy
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -270,7 +270,7 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         message = f"missing required key {quote(missing)}"
     elif err.validator in ("anyOf", "oneOf") and err.context:
-        return _schema_errors(located, _closest_branch(err.context))
+        return _schema_errors(located, schemas.closest_branch(err))
     elif err.validator == "pattern" and path and path[-1] == "name":
         message = f"name {quote(err.instance)} must match [a-z0-9][a-z0-9_-]* (lower-case letters, digits, '-' and '_')"
     elif err.validator == "propertyNames" and path and path[-1] == "inputs":
@@ -278,13 +278,6 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
         bad = next((k for k in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))), "")
         message = f"input name {quote(bad)} must be an identifier (letters, digits and '_', not starting with a digit)"
     return [located.error(message, path)]
-
-
-def _closest_branch(errors: Iterable[ValidationError]) -> ValidationError:
-    """Of the errors of an ``anyOf``/``oneOf``'s branches, the one from the branch the value was
-    meant for: one whose type it has (``{name: x, foo: 1}`` is a tool object with an unknown key,
-    not a tool name that is not a string), the deepest first."""
-    return min(errors, key=lambda e: (e.validator == "type", -len(e.absolute_path)))
 
 
 def _quoted_message(err: ValidationError) -> str:

@@ -22,7 +22,7 @@ from .outputs import ParseFailure, parse_output
 from .prompt import Prompt
 from .registry import get_backend, resolve_backend_name
 from .result import Response, Result
-from .schema import spec_schema
+from .schema import closest_branch, spec_schema
 from .schema.quick import surely_valid
 from .spec import Method, OutputType, Spec
 
@@ -307,8 +307,7 @@ def check_options(options: Mapping[str, Any]) -> None:
 
     for err in Draft202012Validator(schema).iter_errors(dict(options)):
         key = err.absolute_path[0] if err.absolute_path else "options"
-        if err.validator in ("anyOf", "oneOf") and err.context:  # say what is wrong, not "not valid under any"
-            err = min(err.context, key=lambda e: -len(e.absolute_path))
+        err = closest_branch(err)  # say what is wrong, not "is not valid under any of the given schemas"
         raise InputError(f"option '{key}': {err.message}")
 
 

@@ -185,6 +185,15 @@ def validator(schema: Mapping[str, Any] | bool, *, formats: bool = False) -> Dra
     return made
 
 
+def closest_branch(err: ValidationError) -> ValidationError:
+    """The error to report for ``err``: for an ``anyOf``/``oneOf`` that no branch took, the error of
+    the branch the value was meant for, recursively (``{name: x, foo: 1}`` is a tool object with an
+    unknown key, not a tool name that is not a string): one whose type it has, the deepest first."""
+    while err.validator in ("anyOf", "oneOf") and err.context:
+        err = min(err.context, key=lambda e: (e.validator == "type", -len(e.absolute_path)))
+    return err
+
+
 def errors(schema: Mapping[str, Any] | bool, instance: Any, *, formats: bool = False) -> list[ValidationError]:
     """Every problem of ``instance`` (a reference that cannot resolve is one problem, not a crash)."""
     import referencing.exceptions
