@@ -245,10 +245,12 @@ _URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@'\"]*):([^@\s/'\"
 _URL_TOKEN = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@'\"]{12,})@")
 #: ``prefix-`` or ``prefix_`` then a long body with a digit: sk-..., gsk_..., ghp_..., xoxb-..., hf_...
 _PREFIXED_KEY = re.compile(r"(?<![A-Za-z0-9])([A-Za-z][A-Za-z0-9]{0,11}[-_])([A-Za-z0-9*][A-Za-z0-9_*\-]{5,})")
-#: a known vendor's key prefix, then a body of 16+ characters with a digit (``sk-1234...``, any case)
+#: a known vendor's key prefix, then a body with an unbroken run of 16+ letters and digits holding a
+#: digit (``sk-1234...``, any case; ``hf_smollm2_135m_q8`` is a file name, not a key)
 _VENDOR_KEY = re.compile(
     r"(?<![A-Za-z0-9])((?:sk|gsk|ghp|gho|ghu|ghs|ghr|github_pat|xox[abeprs]|hf|glpat|pplx|r8)[-_])([A-Za-z0-9_\-]{16,})"
 )
+_LONG_RUN = re.compile(r"[A-Za-z0-9]{16,}")
 _AWS_KEY = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])")
 _BARE_TOKEN = re.compile(r"(?<![A-Za-z0-9_\-])[A-Za-z0-9_\-]{32,}(?![A-Za-z0-9_\-])")
 _ASSIGNED = re.compile(
@@ -260,18 +262,30 @@ _BEARER = re.compile(r"(?i)\b(bearer\s+)([^\s\"',;}]{3,})")
 _SECRET_NAME = re.compile(r"(?i)(key|token|secret|passw|credential|auth)")
 MIN_SECRET_LEN = 4  # shorter values are too common in ordinary text to mask
 
-#: A piece of a registered secret this long or longer is masked too ("invalid key sk-proj-abc...").
+#: A piece of a registered key this long or longer is masked too ("invalid key sk-proj-abc...").
 MIN_SECRET_PIECE = 8
 
-_known: set[str] = set()
+#: Registered secrets: value -> also masked in any case and in pieces (a generated key).
+_known: dict[str, bool] = {}
 _known_lock = threading.Lock()
 
 
-def register_secret(value: str | None) -> None:
-    """Remember a secret (say, the API key a backend read) so no message or file ever shows it."""
-    if value and len(value) >= MIN_SECRET_LEN:
+def register_secret(value: str | None, *, key: bool = False) -> None:
+    """Remember a secret (say, a password a backend read) so no message or file ever shows it.
+
+    ``key``: it is an API key, which servers echo in another case or cut short, so it is also
+    masked in any letter case and in pieces of :data:`MIN_SECRET_PIECE`+ characters, when it
+    looks generated (16+ characters, letters and digits): a placeholder such as
+    ``sk-no-key-required`` or ``EMPTY`` would take ordinary words out of every message. Values
+    that look like settings or words (``none``, ``EMPTY``) are not registered at all."""
+    if value and _looks_secret(value):
+        pieces = key and _generated(value)
         with _known_lock:
-            _known.add(value)
+            _known[value] = _known.get(value, False) or pieces
+
+
+def _generated(value: str) -> bool:
+    return len(value) >= 16 and any(c.isdigit() for c in value) and any(c.isalpha() for c in value)
 
 
 def _key_like(body: str) -> bool:
@@ -299,13 +313,19 @@ def _secrets_in_environment() -> list[str]:
     return [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and _looks_secret(v)]
 
 
+def _lower_in_place(text: str) -> str:
+    """``text`` lower-cased character by character, positions kept (``'İ'.lower()`` is two characters)."""
+    low = text.lower()
+    return low if len(low) == len(text) else "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
 def _piece_spans(text: str, secret: str) -> list[tuple[int, int]]:
     """Where ``text`` holds a piece of ``secret`` of :data:`MIN_SECRET_PIECE`+ characters, in any case.
 
-    For registered secrets only: they are keys, so any long piece of one is a leak, whereas the
-    values of secret-named variables may be paths or words that ordinary text shares pieces with.
+    For registered keys only: any long piece of one is a leak, whereas the values of
+    secret-named variables may be paths or words that ordinary text shares pieces with.
     """
-    low, secret = text.lower(), secret.lower()
+    low, secret = _lower_in_place(text), secret.lower()
     if len(secret) < MIN_SECRET_PIECE:
         return []
     grams = {secret[i:i + MIN_SECRET_PIECE] for i in range(len(secret) - MIN_SECRET_PIECE + 1)}
@@ -326,8 +346,8 @@ def _piece_spans(text: str, secret: str) -> list[tuple[int, int]]:
 def mask_secrets(text: str) -> str:
     """``text`` with every secret replaced by ``***``: the one masking rule for messages and files.
 
-    Masked, in any letter case: values registered with :func:`register_secret` (and any piece of
-    one of :data:`MIN_SECRET_PIECE` characters or more) and values of environment variables
+    Masked: values registered with :func:`register_secret` (a key also in any letter case and
+    in pieces of :data:`MIN_SECRET_PIECE` characters or more) and values of environment variables
     named like secrets (``*KEY*``, ``*TOKEN*``, ``*SECRET*``, ``*PASSWORD*``, any length from 4
     characters), passwords in URLs (``http://user:***@host``) and user infos of 12 characters or
     more (``https://***@host``: a token), ``Bearer``/``api_key=`` values,
@@ -335,21 +355,36 @@ def mask_secrets(text: str) -> str:
     long mixed-case token).
     """
     with _known_lock:
-        known = list(_known)
+        known = dict(_known)
+    keys = [secret for secret, pieces in known.items() if pieces]
     for secret in sorted({*known, *_secrets_in_environment()}, key=len, reverse=True):
-        if secret.lower() in text.lower():  # servers echo keys in another case too
-            text = re.sub(re.escape(secret), "***", text, flags=re.IGNORECASE)
-    for secret in known:
-        for start, end in reversed(_piece_spans(text, secret)):
-            text = text[:start] + "***" + text[end:]
+        if secret in text:
+            text = text.replace(secret, "***")
+    for secret in keys:  # servers echo keys in another case, or cut short
+        spans = sorted(_piece_spans(text, secret))
+        if spans:
+            text = _replace_spans(text, spans)
     text = _URL_PASSWORD.sub(r"\1:***@", text)
     text = _URL_TOKEN.sub(r"\1***@", text)
     text = _ASSIGNED.sub(lambda m: m.group(1) + "***", text)
     text = _BEARER.sub(lambda m: m.group(1) + "***", text)
     text = _AWS_KEY.sub("***", text)
-    text = _VENDOR_KEY.sub(lambda m: m.group(1) + "***" if any(c.isdigit() for c in m.group(2)) else m.group(0), text)
+    text = _VENDOR_KEY.sub(lambda m: m.group(1) + "***" if _generated_run(m.group(2)) else m.group(0), text)
     text = _PREFIXED_KEY.sub(lambda m: m.group(1) + "***" if _key_like(m.group(2)) else m.group(0), text)
     return _BARE_TOKEN.sub(lambda m: "***" if _key_like(m.group(0)) and _mixed(m.group(0)) else m.group(0), text)
+
+
+def _replace_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """``text`` with each of the sorted, non-overlapping ``spans`` replaced by ``***``, in one pass."""
+    out, at = [], 0
+    for start, end in spans:
+        out += [text[at:start], "***"]
+        at = end
+    return "".join([*out, text[at:]])
+
+
+def _generated_run(body: str) -> bool:
+    return any(any(c.isdigit() for c in run) for run in _LONG_RUN.findall(body))
 
 
 def _mixed(token: str) -> bool:

@@ -72,7 +72,7 @@ def _secrets_registered_by_a_test_end_with_it() -> Iterator[None]:
     from promptdsl import errors
 
     with errors._known_lock:
-        before = set(errors._known)
+        before = dict(errors._known)
     yield
     with errors._known_lock:
         errors._known.clear()

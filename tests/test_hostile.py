@@ -198,16 +198,34 @@ def test_short_keys_in_the_environment_and_registered_keys_are_masked(monkeypatc
     assert "ab12" not in str(err) and "zz9z" not in str(err)
 
 
-def test_a_registered_secret_is_masked_in_any_case_and_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Servers echo keys upper-cased or cut ("...abc123..."): every backend's registered secret, not only openai's."""
+def test_a_registered_key_is_masked_in_any_case_and_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers echo keys upper-cased or cut ("...abc123..."): every backend's registered key, not only openai's."""
     monkeypatch.setenv("MY_PLUGIN_TOKEN", "EnvValue/With/Path")
-    register_secret("Tok3nForAPlugin-987654")
+    register_secret("Tok3nForAPlugin-987654", key=True)
     text = ("bad key TOK3NFORAPLUGIN-987654, or tok3nForA..., or ...Plugin-98...; "
-            "env envvalue/with/path; a shared piece Path-and-more stays")
+            "env EnvValue/With/Path; a shared piece Path-and-more stays")
     masked = mask_secrets(text)
     for leak in ("tok3nforaplugin", "tok3nfora", "plugin-98", "envvalue"):
         assert leak not in masked.lower(), masked
     assert masked.count("***") == 4 and "Path-and-more stays" in masked  # env values are masked whole only
+    # positions stay right where lower-casing changes a text's length ('İ'.lower() is two characters)
+    assert mask_secrets("İ" * 14 + " bad key Tok3nForAPlug, retry later") == "İ" * 14 + " bad key ***, retry later"
+
+
+def test_placeholders_and_settings_do_not_take_words_out_of_messages() -> None:
+    """A placeholder key (local servers take any) or a header that is no secret is not a generated key:
+    masked whole at most, never in pieces or in another case."""
+    register_secret("sk-no-key-required", key=True)
+    register_secret("EMPTY", key=True)
+    register_secret("https://example.org/myapp")  # a header value (HTTP-Referer)
+    text = "'city' is a required property; the label is empty; cannot connect to https://127.0.0.1:9/v1"
+    assert mask_secrets(text) == text
+
+
+@pytest.mark.parametrize("name", ["hf_smollm2_135m_instruct_q8.gguf", "pplx-mixtral-8x7b-instruct",
+                                  "sk-learn-classifier-v2-final", "hf_emotion_classifier_v2.yaml"])
+def test_file_and_model_names_with_a_vendor_prefix_are_not_keys(name: str) -> None:
+    assert mask_secrets(f"model file not found: /tmp/models/{name}") == f"model file not found: /tmp/models/{name}"
 
 
 def test_ordinary_names_are_not_masked(monkeypatch: pytest.MonkeyPatch) -> None:

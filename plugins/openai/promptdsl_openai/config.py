@@ -237,9 +237,9 @@ def _check_url(url: str, where: str) -> None:
     except ValueError:  # an unclosed IPv6 bracket, a port past 65535
         parts, host = None, None
     if parts is not None:
-        register_secret(parts.password)
+        register_secret(parts.password, key=True)
         if parts.password is None:
-            register_secret(parts.username)  # a token as the user name
+            register_secret(parts.username, key=True)  # a token as the user name
     if not url.strip().lower().startswith(("http://", "https://")):
         raise _fail(f"{where} must start with http:// or https://, got {quote(shown_url(url))}")
     if not host or _CONTROL.search(url) or " " in url.strip():
@@ -270,7 +270,7 @@ def _env_headers(env: Mapping[str, str]) -> dict[str, str]:
 
 def _check_key(key: str, key_env: str) -> None:
     """A key with a line break or blank in it (pasted from a file) cannot be sent; say so, never show it."""
-    register_secret(key.strip())
+    register_secret(key.strip(), key=True)
 
     def bad(text: str) -> bool:
         return bool(_CONTROL.search(text)) or any(c.isspace() for c in text)
@@ -332,7 +332,7 @@ def resolve(options: Mapping[str, Any], environ: Mapping[str, str] | None = None
     grammar = _flag(options, "grammar")
     key_env = str(options.get("api_key_env") or config.get("api_key_env") or "OPENAI_API_KEY")
     key = env.get(key_env, "")
-    register_secret(key)
+    register_secret(key, key=True)
     headers = _env_headers(env)
     given_org = options.get("organization")
     organization = given_org or config.get("organization") or env.get(ORG_ENV) or None
