@@ -271,7 +271,7 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
         message = f"missing required key {quote(missing)}"
     elif err.validator in ("anyOf", "oneOf") and err.context:
         return _schema_errors(located, schemas.closest_branch(err))
-    elif err.validator == "pattern" and path and path[-1] == "name":
+    elif err.validator == "pattern" and path == ("name",):  # the spec's own name (a tool's has other rules)
         message = f"name {quote(err.instance)} must match [a-z0-9][a-z0-9_-]* (lower-case letters, digits, '-' and '_')"
     elif err.validator == "propertyNames" and path and path[-1] == "inputs":
         names: Any = err.instance

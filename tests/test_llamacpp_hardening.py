@@ -184,6 +184,17 @@ def test_the_grammar_check_works_when_file_descriptor_2_is_closed(parser: Any, m
     assert capfd.readouterr().err == ""
 
 
+@pytest.mark.parametrize(("data", "left"), [
+    # llama.cpp quotes the grammar from its first character in the message: the copy after the blank line goes
+    (b"a\nparse: error parsing grammar: expecting name at !root ::= x\n\n!root ::= x\n\nb\n", b"a\n\nb\n"),
+    (b"parse: error parsing grammar: bad\n\n!root ::= x\n", b""),
+    (b"a\nparse: error parsing grammar: bad\n\n!root ::=", b"a\n"),  # cut short: the rest is the parser's
+    (b"only other threads\n", b"only other threads\n"),
+])
+def test_only_the_parsers_message_is_kept_off_stderr(data: bytes, left: bytes) -> None:
+    assert plugin._without_parser_message(data, b"!root ::= x") == left
+
+
 def _is_open(fd: int) -> bool:
     import os
 

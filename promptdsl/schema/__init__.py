@@ -16,7 +16,7 @@ here:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
@@ -190,8 +190,18 @@ def closest_branch(err: ValidationError) -> ValidationError:
     the branch the value was meant for, recursively (``{name: x, foo: 1}`` is a tool object with an
     unknown key, not a tool name that is not a string): one whose type it has, the deepest first."""
     while err.validator in ("anyOf", "oneOf") and err.context:
-        err = min(err.context, key=lambda e: (e.validator == "type", -len(e.absolute_path)))
+        err = min(err.context, key=_branch_rank(len(err.absolute_path)))
     return err
+
+
+def _branch_rank(depth: int) -> Callable[[ValidationError], tuple[bool, int]]:
+    """Sort key of a branch's error: a branch whose type (or ``not``) refused the value itself, at
+    ``depth``, was not meant for it; of the rest, the deepest error is the line to fix."""
+
+    def rank(e: ValidationError) -> tuple[bool, int]:
+        return e.validator in ("type", "not") and len(e.absolute_path) == depth, -len(e.absolute_path)
+
+    return rank
 
 
 def errors(schema: Mapping[str, Any] | bool, instance: Any, *, formats: bool = False) -> list[ValidationError]:

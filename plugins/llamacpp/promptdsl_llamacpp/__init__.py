@@ -440,10 +440,10 @@ def _without_parser_message(data: bytes, grammar: bytes) -> bytes:
     if at < 0:
         return data
     start = data.rfind(b"\n", 0, at) + 1
-    echoed = data.find(grammar, at)
+    echoed = data.find(b"\n\n" + grammar, at)  # the copy after the blank line, not a quote in the message
     if echoed < 0:  # cut short (over 1 MiB): all of the rest is the parser's
         return data[:start]
-    end = echoed + len(grammar)
+    end = echoed + 2 + len(grammar)
     end += data[end:end + 1] == b"\n"
     return data[:start] + data[end:]
 
