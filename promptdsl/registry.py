@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import os
 import re
 import threading
@@ -91,10 +92,22 @@ def load_plugin(kind: str, name: str, eps: Sequence[EntryPoint]) -> tuple[EntryP
         raise PluginProblem(f"{kind} plugin '{name}' ({ep.value}) failed to load: {failure_text(exc)}") from exc
 
 
+#: Top-level keywords of a JSON Schema that can hold sub-schemas (a schema without one, whose
+#: values are all mappings, is a properties mapping someone forgot to wrap).
+_SCHEMA_KEYWORDS = frozenset({
+    "type", "properties", "additionalProperties", "patternProperties", "propertyNames", "required",
+    "$schema", "$ref", "$defs", "definitions", "$id", "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
+    "dependentSchemas", "unevaluatedProperties", "enum", "const", "title", "description", "default", "examples",
+})
+
+
 def object_schema_problem(schema: Any) -> str | None:
     """Why a plugin's declared schema (options or arguments) is not a usable JSON Schema object; None if it is."""
     if not isinstance(schema, Mapping):
         return f"is not a JSON Schema object (a dict) but {type(schema).__name__} {quote(schema)}"
+    if schema and all(isinstance(v, Mapping) for v in schema.values()) and not set(schema) & _SCHEMA_KEYWORDS:
+        return ("looks like a mapping of properties, not a schema (every option would be taken unchecked): "
+                "wrap it as {'type': 'object', 'properties': {...}}, as promptdsl.backend.options_schema({...}) does")
     from .schema.quick import surely_usable
 
     if not surely_usable(schema):  # the common plain schemas need no jsonschema import
@@ -159,9 +172,26 @@ def _check_options_schema(name: str, cls: type[Backend]) -> str | None:
     return None if problem is None else f"options_schema {problem}"
 
 
+def _check_implements(name: str, cls: type[Backend]) -> str | None:
+    """What the class declares it can do, it has the methods for: else ``backends`` would call it
+    healthy and a run would be the first to fail (often with a message blaming the user)."""
+    if inspect.isabstract(cls):
+        missing = ", ".join(f"{m}()" for m in sorted(cls.__abstractmethods__))
+        return f"does not implement {missing}"
+    caps = cls.capabilities
+    if not caps & {Capability.CHAT, Capability.COMPLETION}:
+        return "declares neither 'chat' nor 'completion', so no prompt can run on it"
+    if Capability.SCORE in caps and cls.score is Backend.score:
+        return "declares 'score' but does not override score(prompt, continuations)"
+    if Capability.TOOLS in caps and not callable(getattr(cls, "tool_turn", None)):
+        return ("declares 'tools' but has no tool_turn(prompt, steps, tools, choice, options) method "
+                "(see promptdsl.tools.native.NativeTools)")
+    return None
+
+
 #: What a backend class must satisfy to be used; the first failing check makes the plugin broken.
 _BACKEND_CHECKS: tuple[Callable[[str, type[Backend]], str | None], ...] = (
-    _check_name, _check_capabilities, _check_options_schema,
+    _check_name, _check_capabilities, _check_options_schema, _check_implements,
 )
 
 

@@ -171,6 +171,34 @@ def test_an_invalid_options_schema_breaks_the_backend(install: Callable[..., Non
                     "backend plugin 'badschema'", "options_schema is unusable: invalid JSON Schema", "objekt")
 
 
+@pytest.mark.parametrize(("body", "reason"), [
+    ("capabilities = frozenset({Capability.CHAT, Capability.SCORE})",
+     "declares 'score' but does not override score(prompt, continuations)"),
+    ("capabilities = frozenset({Capability.CHAT, Capability.TOOLS})", "declares 'tools' but has no tool_turn("),
+    ("capabilities = frozenset({Capability.STREAM})", "declares neither 'chat' nor 'completion'"),
+    ("capabilities = frozenset()", "declares neither 'chat' nor 'completion'"),
+    (f"{CAPS}\noptions_schema = {{'n_ctx': {{'type': 'integer'}}, 'prefix': {{'type': 'string'}}}}",
+     "options_schema looks like a mapping of properties, not a schema"),
+])
+def test_a_backend_that_cannot_do_what_it_declares_is_broken(install: Callable[..., None], cli: Callable[..., Ran],
+                                                             tmp_path: Path, body: str, reason: str) -> None:
+    """Not listed healthy and then failing on the first run (with a message that blames the user)."""
+    install("claims", BACKENDS, {"claims": "claims_mod:B"}, {"claims_mod": backend_module(f"name = 'claims'\n{body}")})
+    infos = {i.name: i for i in list_backends()}
+    assert infos["claims"].error is not None and reason in infos["claims"].error, infos["claims"].error
+    assert infos["llamacpp"].error is None and infos["openai"].error is None
+    assert_one_line(cli("run", plain_spec(tmp_path), "--backend", "claims", "-i", "text=hi"), "backend plugin 'claims'",
+                    reason)
+
+
+def test_a_backend_without_stream_is_broken(install: Callable[..., None]) -> None:
+    install("nostream", BACKENDS, {"nostream": "nostream_mod:B"}, {"nostream_mod": (
+        "from promptdsl.backend import Backend, Capability\n"
+        "class B(Backend):\n    name = 'nostream'\n    capabilities = frozenset({Capability.CHAT})\n")})
+    error = {i.name: i for i in list_backends()}["nostream"].error
+    assert error is not None and "does not implement stream()" in error
+
+
 # ---------------------------------------------------------------------------- 3. a tool without an options schema
 
 
