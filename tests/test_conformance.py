@@ -23,7 +23,8 @@ class TestLlamaCppConformance(BackendConformance):
     """llamacpp on the embedded SmolLM2 model."""
 
     @pytest.fixture(scope="class")
-    def conformance_backend(self, llamacpp_backend: Backend) -> Backend:
+    @classmethod
+    def conformance_backend(cls, llamacpp_backend: Backend) -> Backend:
         return llamacpp_backend
 
 
@@ -32,7 +33,8 @@ class TestOpenAIConformance(BackendConformance):
     """openai against llama-cpp-python's server on the same model."""
 
     @pytest.fixture(scope="class")
-    def conformance_backend(self, openai_backend: Backend) -> Backend:
+    @classmethod
+    def conformance_backend(cls, openai_backend: Backend) -> Backend:
         return openai_backend
 
 
@@ -139,6 +141,24 @@ class BadScore(Toy):
         return [TokenLogprob(w, -0.5) for w in self._gen(prompt, options)]
 
 
+class ConstantScore(Toy):
+    """Declares score without generate_logprobs, and makes its scores up."""
+
+    capabilities = Toy.capabilities | {Capability.SCORE}
+
+    def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
+        return [-1.0 for _ in continuations]
+
+
+class HonestScoreNoLogprobs(ConstantScore):
+    def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
+        return [-0.5 * len(c.split()) for c in continuations]
+
+
+class NoModes(Toy):
+    capabilities = frozenset({Capability.STREAM})
+
+
 class IgnoresConstraints(Toy):
     capabilities = Toy.capabilities | {Capability.GRAMMAR}
 
@@ -175,6 +195,7 @@ def test_a_backend_with_unknown_context_length_passes() -> None:
     (RawErrors, "errors_are_backend_errors", "raised RuntimeError (socket exploded), not BackendError"),
     (ListStream, "cancel_releases", "closable iterator"),
     (BadScore, "score_matches_generation", "but generation"),
+    (ConstantScore, "score_matches_generation", "the same value -1.0"),
     (IgnoresConstraints, "json_schema", "not JSON"),
     (IgnoresConstraints, "choices", "is not one of"),
 ])
@@ -182,6 +203,18 @@ def test_the_kit_catches_violations(backend: type[Toy], check: str, message: str
     result = run_check(backend(), check)
     assert result.status == "fail"
     assert message in result.detail
+
+
+def test_a_score_the_kit_cannot_compare_is_a_skip_not_a_pass() -> None:
+    result = run_check(HonestScoreNoLogprobs(), "score_matches_generation")
+    assert result.status == "skip" and "generate_logprobs returns None" in result.detail
+
+
+def test_a_backend_without_a_prompt_mode_fails_once_and_the_rest_skip() -> None:
+    """No check passes having tried nothing, and none fails with an IndexError."""
+    report = check_backend(NoModes)
+    status = {r.name: r.status for r in report.results}
+    assert status.pop("capabilities") == "fail" and set(status.values()) == {"skip"}, str(report)
 
 
 def test_a_hung_backend_fails_within_the_timeout() -> None:

@@ -59,9 +59,13 @@ class Kit:
 
     @property
     def modes(self) -> list[str]:
-        """The prompt modes the backend declares, completion first."""
+        """The prompt modes the backend declares, completion first (none: the check does not apply,
+        rather than passing having tried nothing; the capabilities check fails such a backend)."""
         caps = self.backend.capabilities
-        return [m for m, c in (("completion", Capability.COMPLETION), ("chat", Capability.CHAT)) if c in caps]
+        modes = [m for m, c in (("completion", Capability.COMPLETION), ("chat", Capability.CHAT)) if c in caps]
+        if not modes:
+            raise NotApplicable("the backend declares neither 'chat' nor 'completion'")
+        return modes
 
     def prompt(self, mode: str, kind: str = "") -> Prompt:
         """The kit's prompt of ``kind`` ('' plain, 'json', 'choice') in ``mode``."""
@@ -91,7 +95,7 @@ def check_capabilities(kit: Kit) -> str:
     _expect(isinstance(caps, frozenset), f"capabilities must be a frozenset, got {type(caps).__name__}")
     bad = [c for c in caps if not isinstance(c, Capability)]
     _expect(not bad, f"capabilities holds non-Capability values: {bad!r}")
-    _expect(bool(kit.modes), "the backend declares neither chat nor completion")
+    _expect(bool(caps & {Capability.CHAT, Capability.COMPLETION}), "the backend declares neither chat nor completion")
     _expect(isinstance(b.model_id, str) and bool(b.model_id), "model_id must be a non-empty string")
     return f"{b.name} ({b.model_id}): {', '.join(sorted(c.value for c in caps))}"
 
@@ -178,8 +182,9 @@ def check_score(kit: Kit) -> str:
         again = kit.backend.score(prompt, conts)
         _expect(all(_close_enough(a, b) for a, b in zip(scores, again, strict=True)),
                 f"{mode}: score is not deterministic: {scores} vs {again}")
+        _expect(conts[0] == conts[1] or scores[0] != scores[1],
+                f"{mode}: score gives {quote(conts[0])} and {quote(conts[1])} the same value {scores[0]}")
         if tokens is None:
-            done.append(f"{mode} (no generation log-probabilities to compare)")
             continue
         gen = "".join(t.text for t in tokens)
         _expect(gen == text, f"{mode}: generate_logprobs text {quote(gen)} differs from complete {quote(text)}")
@@ -190,6 +195,9 @@ def check_score(kit: Kit) -> str:
         _expect(_close_enough(s_total, total),
                 f"{mode}: score({quote(text)}) = {s_total:.4f} but generation's tokens sum to {total:.4f}")
         done.append(f"{mode} {len(tokens)} tokens, {s_total:.3f} vs {total:.3f}")
+    if not done:  # only shape and determinism were checked: say so rather than pass
+        raise NotApplicable("generate_logprobs returns None, so scores cannot be compared with generation "
+                            "(they are deterministic log-probabilities); implement it to check score")
     return "; ".join(done)
 
 

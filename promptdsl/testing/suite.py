@@ -7,7 +7,8 @@
 
     class TestMyBackend(BackendConformance):
         @pytest.fixture(scope="class")
-        def conformance_backend(self):
+        @classmethod  # a class-scoped fixture is a classmethod (pytest 9 deprecates instance methods)
+        def conformance_backend(cls):
             backend = MyBackend("my-model", {})
             yield backend
             backend.close()
@@ -32,7 +33,8 @@ class BackendConformance:
     conformance_timeout: ClassVar[float] = DEFAULT_TIMEOUT
 
     @pytest.fixture(scope="class")
-    def conformance_backend(self) -> Backend:
+    @classmethod
+    def conformance_backend(cls) -> Backend:
         raise NotImplementedError("override the conformance_backend fixture in your subclass")
 
     @pytest.mark.parametrize("check", list(CHECKS))
