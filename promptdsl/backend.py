@@ -261,8 +261,10 @@ def check_options(backend: str, schema: OptionsSchema | None, options: Mapping[s
         for key in options:
             if key not in known:
                 names = ", ".join(sorted(known)) or "none"
+                generation = ", ".join(sorted(GENERATION_KEYS))
                 raise BackendError(
-                    f"unknown option '{key}'{did_you_mean(key, known)}; this backend's options: {names}",
+                    f"unknown option '{key}'{did_you_mean(key, [*known, *GENERATION_KEYS])}; this backend's "
+                    f"options: {names} (and the generation settings {generation})",
                     backend=backend,
                     exit_code=2,
                 )

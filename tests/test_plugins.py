@@ -127,7 +127,10 @@ def test_example_plugin_errors_are_clean(echo_cli: Callable[..., Ran], tmp_path:
     proc = echo_cli("run", str(spec), "--backend", "echo", "-o", "prefx=hi", "--input", "text=one")
     assert proc.returncode == 2
     assert proc.stderr == ("promptdsl: error: echo: unknown option 'prefx' (did you mean 'prefix'?); "
-                           "this backend's options: n_ctx, prefix\n")
+                           "this backend's options: n_ctx, prefix (and the generation settings max_tokens, seed, "
+                           "stop, temperature, top_k, top_p)\n")
+    proc = echo_cli("run", str(spec), "--backend", "echo", "-o", "temprature=0", "--input", "text=one")
+    assert "unknown option 'temprature' (did you mean 'temperature'?)" in proc.stderr
 
 
 # ---------------------------------------------------------------------------- broken plugins

@@ -134,6 +134,13 @@ def find_tool(name: str, extra: Mapping[str, Tool] | None = None) -> type[Tool] 
 def _option_problem(obj: type[Tool] | Tool, options: Mapping[str, Any]) -> str | None:
     if obj.options_schema is None:  # not declared: the tool takes its options unchecked
         return None
+    known = dict(obj.options_schema.get("properties", {}))
+    if obj.options_schema.get("additionalProperties", True) is False:
+        for key in options:
+            if key not in known:
+                names = ", ".join(sorted(known))
+                where = f"this tool's options: {names}" if names else "this tool takes no options"
+                return f"unknown option {quote(key)}{did_you_mean(str(key), known)}; {where}"
     errors = schema_errors(obj.options_schema, dict(options))
     if not errors:
         return None
