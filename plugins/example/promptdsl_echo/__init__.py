@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, options_schema
-from promptdsl.errors import BackendError
+from promptdsl.errors import BackendError, BackendErrorKind
 from promptdsl.prompt import Prompt
 
 __version__ = "0.1.0"
@@ -85,7 +85,7 @@ class EchoBackend(Backend):
             raise BackendError(
                 f"the prompt is {used} words but the context holds {self.n_ctx}; shorten the input",
                 backend=self.name,
-                exit_code=2,
+                kind=BackendErrorKind.CONTEXT_LENGTH,  # exit 2; the terminal UI keeps the prompt unsent
             )
         text = self.prefix + self._answer(prompt)
         words = _WORD.findall(text)
