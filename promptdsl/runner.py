@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .backend import Backend, Capability, Constraint, GenerationOptions, close_stream, split_options
+from .backend import check_options as check_backend_options
 from .compiler import Compiler
 from .errors import BackendError, InputError, OutputError, PromptDSLError, SpecError
 from .inputs import validate_inputs
@@ -137,6 +138,7 @@ class Runner:
         if not from_spec:
             return options
         vetted = spec_options(self.spec, cls, model, from_spec)
+        check_spec_options(self.spec, cls.name, cls, vetted)  # as lowered: a spec's n_threads: 10000 is 2
         return {**vetted, **{k: v for k, v in options.items() if k in user}}
 
     def _generation_options(self, merged: Mapping[str, Any]) -> GenerationOptions:
@@ -283,6 +285,21 @@ def spec_model(spec: Spec, cls: type[Backend]) -> str | None:
     from .loader import spec_file
 
     return str(spec_file(spec, text, ("model", "model"), "model.model"))
+
+
+def check_spec_options(spec: Spec, name: str, cls: type[Backend], options: Mapping[str, Any]) -> None:
+    """The options ``spec`` itself sets hold to the backend's schema; a bad one is a SpecError at
+    its place in the file (``s.yaml:5:20: backend 'x': unknown option 'uper' ...``), so the user
+    knows it came from the spec and not from ``-o``."""
+    try:
+        check_backend_options(name, cls.options_schema, options)
+    except BackendError as exc:
+        key = next((k for k in options if f"'{k}'" in exc.message), None)
+        path: tuple[str, ...] = ("model", "options") if key is None else ("model", "options", key)
+        message = f"backend '{name}': {exc.message}"
+        if spec.source is None:
+            raise SpecError(message, file=spec.label, path=path) from None
+        raise spec.source.error(message, path) from None
 
 
 def spec_options(spec: Spec, cls: type[Backend], model: str | None, options: Mapping[str, Any]) -> dict[str, Any]:

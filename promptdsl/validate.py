@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .backend import check_options, split_options
+from .backend import split_options
 from .compiler import Compiler
 from .errors import BackendError, SpecError
 from .inputs import validate_inputs
@@ -44,7 +44,7 @@ def _check_backend(spec: Spec) -> None:
     first to say so. Only the backend's class is loaded (no model, no connection). A spec that
     names none still gets the bounds ``run`` applies with the default backend (its model file,
     what a shared file may set); its options' schema is left to ``run``, which may get ``-b``."""
-    from .runner import spec_model, spec_options
+    from .runner import check_spec_options, spec_model, spec_options
 
     name = spec.model.backend
     options = split_options(spec.model.options)[1]
@@ -61,10 +61,8 @@ def _check_backend(spec: Spec) -> None:
             cls = backend_class(name)
         except BackendError as exc:
             raise SpecError(exc.message, file=file, path=("model", "backend")) from None
-        try:
-            check_options(name, cls.options_schema, options)
-        except BackendError as exc:
-            raise SpecError(f"backend '{name}': {exc.message}", file=file, path=("model", "options")) from None
     model = spec_model(spec, cls)  # a model file: found from the spec's folder, under the rule of extends
     if options:
-        spec_options(spec, cls, model, options)  # what a shared file may decide (a llamacpp n_ctx, say)
+        vetted = spec_options(spec, cls, model, options)  # what a shared file may decide (a llamacpp n_ctx, say)
+        if name is not None:  # as run checks them: once lowered
+            check_spec_options(spec, name, cls, vetted)

@@ -91,8 +91,13 @@ def test_validate_checks_the_backend_a_spec_names(
     spec.write_text(f"version: 1\nname: x\nmodel: {model}\n", encoding="utf-8")
     proc = cli("validate", str(spec))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
-    assert proc.stderr.startswith(f"promptdsl: error: {spec}: {message}")
+    assert proc.stderr.startswith(f"promptdsl: error: {spec}:") and message in proc.stderr
     assert "(at $.model." in proc.stderr
+    if "options" in model:  # a bad option is named at its place in the file, for run too
+        assert proc.stderr.startswith(f"promptdsl: error: {spec}:3:") and "(at $.model.options.n_ctx" in proc.stderr
+        spec.write_text(spec.read_text(encoding="utf-8") + "inputs: {q: {type: string}}\n", encoding="utf-8")
+        ran = cli("run", str(spec), "-i", "q=hi")
+        assert ran.returncode == 2 and ran.stderr.startswith(f"promptdsl: error: {spec}:3:") and message in ran.stderr
     spec.write_text("version: 1\nname: x\nmodel: {backend: llamacpp, options: {n_ctx: 512, temperature: 0}}\n")
     assert cli("validate", str(spec)).returncode == 0
 
