@@ -80,7 +80,9 @@ async def test_send_streams_markdown_reply_and_saves_it(
         user, reply = app.chat.conversation.turns
         assert user.content == "Hello\nthere"
         assert reply.status == "length" and reply.content.strip()  # FAST's max_tokens=6 cuts it, and it says so
-        assert shown and all(reply.content.startswith(t) for t in shown)  # streamed, as it came
+        # What streamed was the reply as it came. On a loaded machine the six tokens can all land before
+        # the screen's next frame, so none may show before the end (test_tui_keys checks frames with a fake).
+        assert all(reply.content.startswith(t) for t in shown)
         views = app.chat.query(MessageView)
         assert [v.turn for v in views] == [user, reply]
         assert views[-1].query_one(Markdown).source == reply.content  # the Markdown widget holds exactly the reply

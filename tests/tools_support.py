@@ -20,6 +20,7 @@ class ScriptedTools(Backend):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.CHAT, Capability.COMPLETION, Capability.STREAM, Capability.SCORE, Capability.GRAMMAR}
     )
+    local: ClassVar[bool] = True  # one script and one pending call: dataset rows must not run at once
 
     def __init__(self, script: Sequence[Call], answer: str = "42") -> None:
         super().__init__("scripted-model", {})
