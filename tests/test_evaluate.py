@@ -218,6 +218,11 @@ def test_a_misspelt_label_column_fails_before_the_model_loads(
     err = capsys.readouterr().err.strip()
     assert err == (f"promptdsl: error: {data}: --label 'lbl': no such column (did you mean 'label'?); "
                    "the header has: text, label")
+    jsonl = tmp_path / "d.jsonl"  # no header: the first rows are looked at instead
+    jsonl.write_text('{"text": "I love it", "label": "positive"}\n{"text": "meh"}\n', encoding="utf-8")
+    assert main(["eval", str(SPECS / "sentiment.yaml"), "--data", str(jsonl), "--label", "lbl"]) == 2
+    assert capsys.readouterr().err.strip() == (f"promptdsl: error: {jsonl}: --label 'lbl': none of the first 2 rows "
+                                               "has this field (did you mean 'label'?); their fields: label, text")
 
 
 def _evaluate(tmp_path: Path, rows: list[dict[str, str]], label: str) -> tuple[object, list[dict[str, object]]]:

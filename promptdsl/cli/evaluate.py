@@ -52,16 +52,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+#: JSONL rows read before the model loads to find the --label field in (a few milliseconds).
+LABEL_SCAN_ROWS = 1000
+
+
 def check_label_column(path: Path, label: str) -> None:
-    """A CSV's header names its fields, so a misspelt --label fails before any model loads."""
+    """A misspelt --label fails before any model loads: a CSV's header names its fields, and in a
+    JSONL file some of the first :data:`LABEL_SCAN_ROWS` rows carry the label (rows without one are
+    scored as unlabelled, but a field no early row has is a typo, not a file labelled further down)."""
     from ..datafile import DataFile
 
-    if str(path) == "-" or path.suffix.lower() != ".csv":
+    if str(path) == "-":
         return
     data = DataFile(path)
-    header = data.header()
-    if header is not None and label not in header:
-        raise InputError(
-            f"--label '{label}': no such column{did_you_mean(label, header)}; the header has: " + ", ".join(header),
-            source=data.name,
-        )
+    if data.format == "csv":
+        header = data.header()
+        if header is not None and label not in header:
+            raise InputError(
+                f"--label '{label}': no such column{did_you_mean(label, header)}; the header has: "
+                + ", ".join(header),
+                source=data.name,
+            )
+        return
+    fields: set[str] = set()
+    seen = 0
+    for row in data.rows():
+        if isinstance(row.data, dict):
+            if label in row.data:
+                return
+            fields.update(str(k) for k in row.data)
+            seen += 1
+        if row.index + 1 >= LABEL_SCAN_ROWS:
+            break
+    if seen:
+        shown = ", ".join(sorted(fields)[:20])
+        raise InputError(f"--label '{label}': none of the first {seen} rows has this field"
+                         f"{did_you_mean(label, fields)}; their fields: {shown}", source=data.name)
