@@ -193,4 +193,18 @@ def diagnose(*, decode: bool = True, prober: Callable[..., ProbeResult] | None =
             if retry.ok:
                 problem += f"; fix: run with {_options_flags(cls.safe_options)} (or set them in model.options)"
         report.problems.append(problem)
+    _tool_plugins(report)
     return report
+
+
+def _tool_plugins(report: DoctorReport) -> None:
+    """Installed tool plugins, and a problem line for each one a spec naming it would fail on."""
+    from .tools.registry import list_tools
+
+    tools = list_tools()
+    healthy = [t.name for t in tools if not t.error]
+    report.add("tools", "plugins", ", ".join(healthy) or "none")
+    for info in tools:
+        if info.error:
+            report.add("tools", info.name, "BROKEN")
+            report.problems.append(f"tool {info.name}: {info.error}")

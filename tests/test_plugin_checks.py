@@ -199,6 +199,18 @@ def test_a_backend_without_stream_is_broken(install: Callable[..., None]) -> Non
     assert error is not None and "does not implement stream()" in error
 
 
+def test_doctor_reports_a_broken_tool_plugin(install: Callable[..., None], cli: Callable[..., Ran]) -> None:
+    from promptdsl.doctor import diagnose
+
+    install("badtool", TOOLS, {"badtool": "badtool_mod:T"},
+            {"badtool_mod": "raise RuntimeError('boom while importing')\n"})
+    report = diagnose(decode=False)
+    assert any(p.startswith("tool badtool: ") and "boom while importing" in p for p in report.problems), report.problems
+    assert "calculator" in dict(report.sections["tools"])["plugins"]
+    ran = cli("doctor", "--no-decode")
+    assert ran.code == 1 and "tool badtool:" in ran.out + ran.err
+
+
 # ---------------------------------------------------------------------------- 3. a tool without an options schema
 
 
