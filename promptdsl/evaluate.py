@@ -13,14 +13,30 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .dataset import Outcome
 from .errors import InputError, did_you_mean
 from .schema import json_equal
 from .spec import OutputType, Spec
 
+if TYPE_CHECKING:
+    from .datafile import DataFile
+
 ERROR = "(error)"
+
+
+def check_label_header(data: DataFile, label: str) -> None:
+    """A CSV whose header does not name ``label`` is refused before any model loads (with
+    did-you-mean); other files have no header to check."""
+    if data.format != "csv":
+        return
+    header = data.header()
+    if header is not None and label not in header:
+        raise InputError(
+            f"--label '{label}': no such column{did_you_mean(label, header)}; the header has: " + ", ".join(header),
+            source=data.name,
+        )
 
 
 def unlabelled(gold: Any) -> bool:

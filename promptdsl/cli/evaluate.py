@@ -61,18 +61,13 @@ def check_label_column(path: Path, label: str) -> None:
     JSONL file some of the first :data:`LABEL_SCAN_ROWS` rows carry the label (rows without one are
     scored as unlabelled, but a field no early row has is a typo, not a file labelled further down)."""
     from ..datafile import DataFile
+    from ..evaluate import check_label_header
 
     if str(path) == "-":
         return
     data = DataFile(path)
+    check_label_header(data, label)
     if data.format == "csv":
-        header = data.header()
-        if header is not None and label not in header:
-            raise InputError(
-                f"--label '{label}': no such column{did_you_mean(label, header)}; the header has: "
-                + ", ".join(header),
-                source=data.name,
-            )
         return
     fields: set[str] = set()
     seen = 0

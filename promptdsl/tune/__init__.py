@@ -135,19 +135,12 @@ def check_eval_data(spec: Spec, data: DataFile, label: str) -> int:
     valid inputs, and some row must carry the label. Returns the number of rows."""
     from ..datafile import row_inputs
     from ..errors import InputError, did_you_mean
-    from ..evaluate import unlabelled
+    from ..evaluate import check_label_header, unlabelled
     from ..inputs import validate_inputs
 
     if data.path is None:
         raise InputError("--eval cannot be standard input (tune reads it before training and after); give a file")
-    if data.format == "csv":
-        header = data.header()
-        if header is not None and label not in header:
-            raise InputError(
-                f"--label '{label}': no such column{did_you_mean(label, header)}; the header has: "
-                + ", ".join(header),
-                source=data.name,
-            )
+    check_label_header(data, label)
     rows = labelled = 0
     fields: set[str] = set()
     for row in data.rows():
