@@ -438,7 +438,7 @@ def _check_semantics(spec: Spec, located: Located) -> None:
                     (key,),
                 )
     for name, schema in spec.inputs.items():
-        problem = None if surely_usable(schema) else schemas.schema_problem(schema)
+        problem = None if surely_usable(schema) else _spec_schema_problem(schema)
         if problem is not None:
             message, sub = problem
             shown = f"has an {message}" if message.startswith("invalid") else f": {message}"
@@ -464,6 +464,14 @@ def _check_semantics(spec: Spec, located: Located) -> None:
         check_spec_tools(spec, located)
 
 
+def _spec_schema_problem(schema: Any) -> tuple[str, KeyPath] | None:
+    """What is wrong with a schema the spec's author wrote: what jsonschema refuses, then a misspelt
+    keyword (which JSON Schema would silently ignore)."""
+    from .schema.keywords import misspelt_keyword
+
+    return schemas.schema_problem(schema) or misspelt_keyword(schema)
+
+
 def _check_expect(expect: Any, located: Located, where: KeyPath) -> None:
     """A test's ``matches`` and ``schema`` must work before ``promptdsl test`` runs them."""
     if not isinstance(expect, dict):
@@ -474,10 +482,11 @@ def _check_expect(expect: Any, located: Located, where: KeyPath) -> None:
         except schemas.RegexProblem as exc:
             raise located.error(str(exc), (*where, "matches")) from None
     if "schema" in expect:
-        problem = schemas.schema_problem(expect["schema"])
+        problem = _spec_schema_problem(expect["schema"])
         if problem is not None:
             message, sub = problem
-            raise located.error(f"expected {message}", (*where, "schema", *sub))
+            shown = message if message.startswith("invalid") else f"schema: {message}"
+            raise located.error(f"expected {shown}", (*where, "schema", *sub))
 
 
 def _check_input(spec: Spec, values: dict[str, Any], located: Located, path: KeyPath, what: str) -> None:
@@ -507,10 +516,11 @@ def _check_output(out: OutputSpec, located: Located) -> None:
         except schemas.RegexProblem as exc:
             raise located.error(str(exc), (*where, "pattern")) from None
     if out.type is OutputType.JSON and out.schema is not None:
-        problem = schemas.schema_problem(out.schema)
+        problem = _spec_schema_problem(out.schema)
         if problem is not None:
             message, sub = problem
-            raise located.error(f"output {message}", (*where, "schema", *sub))
+            shown = message if message.startswith("invalid") else f"schema: {message}"
+            raise located.error(f"output {shown}", (*where, "schema", *sub))
     for key, used_by in (("choices", OutputType.CHOICE), ("schema", OutputType.JSON), ("pattern", OutputType.REGEX)):
         if key in located.data.get("output", {}) and out.type is not used_by:
             raise located.error(f"'{key}' only applies to output type '{used_by}'", (*where, key))

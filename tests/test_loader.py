@@ -80,6 +80,17 @@ BAD_CASES = [
      "private attribute '__init__'", "4:1"),
     ("version: 1\nname: x\ninputs: {n: {type: nonsense}}\n", "input 'n' has an invalid JSON Schema", "3:14"),
     ("version: 1\nname: x\ninputs: {n: {type: integer, default: a}}\n", "its default does not fit its own schema", None),
+    ("version: 1\nname: x\ninputs: {n: {type: strin}}\n",
+     "input 'n' has an invalid JSON Schema: type 'strin' is not a JSON type (did you mean 'string'?)", "3:14"),
+    ("version: 1\nname: x\ninputs: {n: {type: [Integer, 'null']}}\n",
+     "type 'Integer' is not a JSON type (did you mean 'integer'?)", "3:14"),
+    ("version: 1\nname: x\ninputs:\n  text: {type: string, minlength: 1}\n",
+     "input 'text': unknown keyword 'minlength' (did you mean 'minLength'?); JSON Schema ignores", "4:24"),
+    ("version: 1\nname: x\noutput:\n  type: json\n  schema:\n    type: object\n    properties:\n"
+     "      minlength: {type: integer}\n      n: {anyOf: [{type: integer, maximun: 3}]}\n    reqired: [n]\n",
+     "output schema: unknown keyword 'maximun' (did you mean 'maximum'?)", "9:35"),
+    ("version: 1\nname: x\ntests:\n  - input: {}\n    expect: {schema: {type: object, requried: [a]}}\n",
+     "expected schema: unknown keyword 'requried' (did you mean 'required'?)", "5:37"),
     ("version: 1\nname: x\ninputs: {text: {type: string}}\nexamples:\n  - input: {text: a}\n    output: Maybe\n"
      "output: {type: choice, choices: [Yes, No]}\n", "example 1: output 'Maybe' is not one of the choices", "6:5"),
     ("version: 1\nname: x\ninputs: {text: {type: string}}\nexamples:\n  - input: {txt: a}\n    output: a\n",
@@ -106,6 +117,18 @@ def test_bad_specs_fail_with_position(tmp_path: Path, text: str, message: str, w
     if where is not None:
         assert f"{err.line}:{err.col}" == where, str(err)
     assert "\n" not in str(err).split("\n")[0]
+
+
+def test_custom_and_distant_schema_keywords_stay_allowed(tmp_path: Path) -> None:
+    """JSON Schema allows keywords of one's own: only near-misses of real keywords are refused, and a
+    property may be named anything (even "type" or "minlength")."""
+    spec = load_spec(write(tmp_path, (
+        "version: 1\nname: x\ninputs:\n  text: {type: string, x-minlength: 1, unit: cm, note: n, example: e, descripton: d}\n"
+        "output:\n  type: json\n  schema:\n    type: object\n    properties:\n"
+        "      type: {type: string}\n      minlength: {type: integer}\n    $defs: {requird: {type: string}}\n"
+    )))
+    assert spec.inputs["text"]["unit"] == "cm"
+    assert spec.output.schema is not None and set(spec.output.schema["properties"]) == {"type", "minlength"}
 
 
 def test_several_schema_problems_are_all_reported(tmp_path: Path) -> None:

@@ -240,6 +240,13 @@ def schema_problem(schema: Any) -> tuple[str, KeyPath] | None:
 
 
 def _short(exc: SchemaError) -> str:
+    from .keywords import NAME_MAPS, type_problem
+
+    path = list(exc.absolute_path)
+    if path and path[-1] == "type" and not (len(path) > 1 and path[-2] in NAME_MAPS):  # not a property named type
+        plain = type_problem(exc.instance)
+        if plain is not None:
+            return plain
     message = exc.message
     shown = repr(exc.instance)
     if shown in message and len(shown) > 60:

@@ -1,0 +1,108 @@
+"""Misspelt JSON Schema words in a spec, caught before they silently do nothing.
+
+JSON Schema ignores keywords it does not know, so ``{type: string, minlength: 1}`` accepts an
+empty string: the spec's author meant ``minLength`` and nothing says so. A spec's own schemas
+(inputs, a JSON output, a test's ``expect.schema``) are checked here for keys that look like a
+misspelt keyword that checks something; other keys stay allowed as annotations, as JSON Schema
+allows, and ``x-`` names are never questioned. Schemas from plugins and MCP servers are not
+checked: their authors are not the user, and a custom keyword there must not break a tool.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..errors import quote
+
+#: The JSON types ``type`` may name.
+TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
+
+#: Keywords whose value is one subschema, a list of them, or a mapping of names to them.
+_ONE = frozenset({"not", "if", "then", "else", "contains", "additionalProperties", "propertyNames",
+                  "unevaluatedItems", "unevaluatedProperties", "contentSchema", "additionalItems", "items"})
+_LIST = frozenset({"allOf", "anyOf", "oneOf", "prefixItems", "items"})
+NAME_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies"})
+
+#: Every keyword of Draft 2020-12 (all vocabularies), and the older drafts' names jsonschema still reads.
+KEYWORDS = _ONE | _LIST | NAME_MAPS | frozenset({
+    "$schema", "$id", "$ref", "$anchor", "$dynamicRef", "$dynamicAnchor", "$vocabulary", "$comment",
+    "type", "const", "enum", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+    "maxLength", "minLength", "pattern", "maxItems", "minItems", "uniqueItems", "maxContains", "minContains",
+    "maxProperties", "minProperties", "required", "dependentRequired",
+    "title", "description", "default", "deprecated", "readOnly", "writeOnly", "examples", "format",
+    "contentEncoding", "contentMediaType", "$recursiveRef", "$recursiveAnchor", "id",
+})
+#: Keywords that only describe (an OpenAPI ``example`` or a misspelt ``descripton`` changes no check).
+ANNOTATIONS = frozenset({"title", "description", "default", "deprecated", "readOnly", "writeOnly", "examples",
+                         "$comment", "contentEncoding", "contentMediaType"})
+#: Misspellings of these are refused. Keywords of three letters or fewer (``not``, ``if``, ``id``) only
+#: in another letter case: ``note`` is a plausible word of one's own, not a misspelt ``not``.
+_CHECKING = {k.lower(): k for k in KEYWORDS - ANNOTATIONS}
+_FUZZY = sorted(k for k in _CHECKING if len(k) > 3)
+
+
+def close_keyword(key: str) -> str | None:
+    """The checking keyword ``key`` most likely misspells, or None when it is a keyword, far from all,
+    or near only to an annotation."""
+    if key in KEYWORDS or key.startswith("x-"):
+        return None
+    lower = key.lower()
+    if lower in _CHECKING:
+        return _CHECKING[lower]
+    close = difflib.get_close_matches(lower, _FUZZY, n=1, cutoff=0.8)
+    return _CHECKING[close[0]] if close else None
+
+
+def misspelt_keyword(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
+    """The first key of ``schema`` or a subschema, in the file's order, that looks like a misspelt
+    keyword, with its path.
+
+    Only where a keyword can stand is looked at: a property *name* under ``properties`` is the
+    user's to choose."""
+    try:
+        for path, key in _keys((), schema):
+            meant = close_keyword(key)
+            if meant is not None:
+                return (
+                    f"unknown keyword {quote(key)} (did you mean {quote(meant)}?); JSON Schema ignores "
+                    "unknown keywords (name one of your own x-...)",
+                    (*path, key),
+                )
+    except RecursionError:
+        return "the JSON Schema is nested too deeply", ()
+    return None
+
+
+def _keys(path: tuple[str | int, ...], node: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every key where a keyword can stand, depth first in the file's order."""
+    if not isinstance(node, Mapping):
+        return
+    for key, value in node.items():
+        if not isinstance(key, str):
+            continue
+        yield path, key
+        here = (*path, key)
+        if key in _ONE:
+            yield from _keys(here, value)
+        if key in _LIST and isinstance(value, list):
+            for i, sub in enumerate(value):
+                yield from _keys((*here, i), sub)
+        if key in NAME_MAPS and isinstance(value, Mapping):
+            for name, sub in value.items():
+                yield from _keys((*here, name), sub)
+
+
+def type_problem(value: Any) -> str | None:
+    """A plain sentence for a ``type`` that names no JSON type (``strin``), or None."""
+    names = value if isinstance(value, list) else [value]
+    for name in names:
+        if name in TYPES:
+            continue
+        if not isinstance(name, str):
+            return f"{quote(name)} is not a JSON type name (the types: {', '.join(TYPES)})"
+        close = difflib.get_close_matches(name.lower(), TYPES, n=1, cutoff=0.6)
+        hint = f" (did you mean {quote(close[0])}?)" if close else ""
+        return f"type {quote(name)} is not a JSON type{hint}; the types: {', '.join(TYPES)}"
+    return None
