@@ -7,6 +7,7 @@ for real, in a second); one model test runs the real thing for a few steps."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import math
@@ -630,6 +631,16 @@ def test_a_stop_during_training_skips_no_step_and_the_evaluation_does_not_start(
 def test_the_cli_handler_waits_for_the_step_only_while_training() -> None:
     from promptdsl.cli.tune import stop_on_ctrl_c
 
+    # Python runs a signal handler at the next bytecode, which may be inside a gc callback
+    # (hypothesis installs one): its KeyboardInterrupt would be printed and lost there.
+    gc.disable()
+    try:
+        _handler_waits_only_while_training(stop_on_ctrl_c)
+    finally:
+        gc.enable()
+
+
+def _handler_waits_only_while_training(stop_on_ctrl_c: Any) -> None:
     listener = types.SimpleNamespace(in_training=False)
     stop = threading.Event()
     with pytest.raises(KeyboardInterrupt), stop_on_ctrl_c(stop, listener):  # type: ignore[arg-type]
