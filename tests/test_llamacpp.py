@@ -245,3 +245,22 @@ def test_a_tiny_context_is_a_clear_error_not_a_numpy_one(capsys: pytest.CaptureF
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "context holds 16" in err and "broadcast" not in err
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ("cut", "llama.cpp says: tensor 'token_embd.weight' data is not within the file bounds"),
+    ("head", "llama.cpp says: failed to read key-value pairs"),
+    ("text", "not a GGUF file"),
+])
+def test_a_model_file_llama_cpp_cannot_load_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     content: str, reason: str) -> None:
+    """llama-cpp-python only says "Failed to load model"; the reason is in llama.cpp's log, which is off."""
+    from promptdsl_llamacpp import embedded_model_path
+
+    model = tmp_path / "m.gguf"
+    with embedded_model_path().open("rb") as f:  # a download cut short, or a file that is no model
+        model.write_bytes(b"hello\n" if content == "text" else f.read(20 << 20 if content == "cut" else 100))
+    code = main(["run", str(SPECS / "sentiment.yaml"), "--model", str(model), "-i", "text=hi", "-o", "n_threads=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"cannot load model {model}: {reason}" in err

@@ -21,6 +21,7 @@ is freed when the last backend using it is closed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import functools
@@ -50,7 +51,7 @@ from promptdsl.backend import (
     options_schema,
 )
 from promptdsl.cpu import cpu_flags, usable_cpus
-from promptdsl.errors import BackendError, BackendErrorKind, SpecError
+from promptdsl.errors import BackendError, BackendErrorKind, SpecError, one_line
 from promptdsl.grammar import GrammarError, grammar_for
 from promptdsl.prompt import Prompt
 from promptdsl.templates import TemplateFailure, bounded_environment, compile_template, render
@@ -332,6 +333,10 @@ def _model_params(extra_bufts: bool) -> Iterator[None]:
 _log_verbose = [False]  # the last loaded model's ``verbose`` (llama.cpp has one log for the process)
 _log_callback: Any = None  # kept alive: llama.cpp calls it
 _log_lock = threading.Lock()
+#: llama.cpp's latest error lines, verbose or not: a failed load is explained from them.
+_log_errors: collections.deque[str] = collections.deque(maxlen=16)
+_LOG_ERROR = 4  # GGML_LOG_LEVEL_ERROR
+_LOG_PREFIX = re.compile(r"^(?:\w+: )+")  # the C function names llama.cpp's lines start with
 _stderr_lock = threading.Lock()
 
 
@@ -351,6 +356,8 @@ def _quiet_log(verbose: bool | None = None) -> None:
 
         @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
         def forward(level: int, text: bytes, user_data: Any) -> None:
+            if level == _LOG_ERROR:
+                _log_errors.append(text.decode("utf-8", "replace").strip())
             if _log_verbose[0]:
                 _to_stderr(text.decode("utf-8", "replace"))
 
@@ -559,6 +566,24 @@ class _ModelLock:
         return self._lock.locked()
 
 
+def _load_failure(path: Path, errors: Sequence[str] = ()) -> str | None:
+    """Why llama.cpp could not load ``path``: the file itself, or llama.cpp's own reason from its
+    error log (the log is off, and llama-cpp-python only says "Failed to load model")."""
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if magic != b"GGUF":
+        return "not a GGUF file (llama.cpp reads .gguf models; it does not start with 'GGUF')"
+    for line in errors:  # the first specific one: "failed to load model" lines only repeat that it failed
+        reason = _LOG_PREFIX.sub("", line.partition("error loading model: ")[2] or line)
+        if reason and "failed to load model" not in reason:
+            return f"llama.cpp says: {one_line(reason, 300)}"
+    return ("llama.cpp refused it: a download cut short, a damaged file, or a model architecture this "
+            "llama-cpp-python build does not know (run with -o verbose=true to see llama.cpp's log)")
+
+
 class _LoadedModel:
     """One llama.cpp model + context, shared by every backend instance in the process."""
 
@@ -566,6 +591,7 @@ class _LoadedModel:
         from llama_cpp import Llama
 
         _quiet_log(settings.verbose)
+        _log_errors.clear()
         try:
             with _model_params(settings.extra_bufts):
                 self.llm = Llama(
@@ -579,7 +605,8 @@ class _LoadedModel:
                     verbose=settings.verbose,
                 )
         except (ValueError, RuntimeError) as exc:
-            raise BackendError(f"cannot load model {path}: {exc}", backend="llamacpp", exit_code=2) from None
+            why = _load_failure(path, list(_log_errors)) or str(exc)
+            raise BackendError(f"cannot load model {path}: {why}", backend="llamacpp", exit_code=2) from None
         self.path = path
         self.settings = settings
         self.lock = _ModelLock()
