@@ -3,6 +3,9 @@ the model cache key, the model lock. (End to end on the real model: test_llamacp
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,6 +126,37 @@ def test_auto_on_an_amx_machine_reaches_llama_model_params(recording: type[Recor
     monkeypatch.setattr(plugin, "cpu_flags", lambda cpuinfo=None: cpu_flags(SAPPHIRE_RAPIDS))
     LlamaCppBackend(None, {"n_threads": 1})
     assert recording.made[-1].model_params.use_extra_bufts is False
+
+
+def test_ctrl_c_while_the_model_loads_is_delivered_after_the_load(recording: type[RecordingLlama],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp logs through a Python callback while it loads; a KeyboardInterrupt raised inside a
+    ctypes callback is printed and dropped, so Ctrl+C used to be lost."""
+    lines: list[int] = []
+
+    @ctypes.CFUNCTYPE(None)
+    def log_line() -> None:  # as llama.cpp's log callback: Python called from C
+        if not lines:
+            os.kill(os.getpid(), signal.SIGINT)  # Python runs the handler at the next bytecode: here
+        lines.append(1)
+
+    class Loading(RecordingLlama):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            for _ in range(3):
+                log_line()
+
+    import llama_cpp
+
+    monkeypatch.setattr(llama_cpp, "Llama", Loading)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            LlamaCppBackend(None, {"n_threads": 1})
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert lines == [1, 1, 1]  # the load ran to its end, then the interrupt came
 
 
 # ---------------------------------------------------------------------------- the cache key: every load setting

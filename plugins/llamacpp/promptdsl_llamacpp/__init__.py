@@ -27,6 +27,7 @@ import ctypes
 import functools
 import os
 import re
+import signal
 import sys
 import tempfile
 import threading
@@ -566,6 +567,31 @@ class _ModelLock:
         return self._lock.locked()
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl+C back until llama.cpp returns, then deliver it.
+
+    llama.cpp logs through a Python callback (``_quiet_log``), hundreds of lines while a model
+    loads, and Python runs a signal handler at the next bytecode, often inside that callback.
+    ctypes prints the KeyboardInterrupt raised there as "Exception ignored" and drops it, so the
+    load went on as if no Ctrl+C had come. Only the main thread receives signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):  # ignored, or the C default: no Python code to misplace
+        yield
+        return
+    held: list[tuple[int, Any]] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            previous(*held[0])  # Python's own handler raises KeyboardInterrupt here
+
+
 def _load_failure(path: Path, errors: Sequence[str] = ()) -> str | None:
     """Why llama.cpp could not load ``path``: the file itself, or llama.cpp's own reason from its
     error log (the log is off, and llama-cpp-python only says "Failed to load model")."""
@@ -593,7 +619,7 @@ class _LoadedModel:
         _quiet_log(settings.verbose)
         _log_errors.clear()
         try:
-            with _model_params(settings.extra_bufts):
+            with _interrupts_held(), _model_params(settings.extra_bufts):
                 self.llm = Llama(
                     model_path=str(path),
                     n_ctx=settings.n_ctx,

@@ -31,7 +31,7 @@ import numpy as np
 from promptdsl.errors import BackendError
 from promptdsl.prompt import Prompt
 
-from . import _log_softmax  # the one-at-a-time path's: equal scores need the same arithmetic
+from . import _interrupts_held, _log_softmax  # the one-at-a-time path's: equal scores need the same arithmetic
 
 if TYPE_CHECKING:
     from . import _LoadedModel
@@ -81,7 +81,8 @@ class _BatchContext:
         params.kv_unified = False  # a stream per sequence: cells sit where they would alone
         params.n_ctx = self.n_seq * self.stream_cells
         params.n_batch = max(int(params.n_batch), self.stream_cells)
-        ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
+        with _interrupts_held():  # llama.cpp logs through Python while it builds a context
+            ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
         if ctx is None:
             raise BackendError("cannot create a batch context for the model", backend="llamacpp")
         self.n_batch = int(params.n_batch)
