@@ -15,7 +15,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,8 +87,10 @@ class DataFile:
             if len(head) < SNIFF_BYTES or exc.start < len(head) - 4:  # not a character cut at the sniff boundary
                 line = head[: exc.start].count(b"\n") + 1
                 raise InputError(f"dataset is not UTF-8 text (line {line})", source=self.name) from None
+        self._count: int | None = None
         if self.format == "csv":
             self.header()  # a bad header fails now, before any model is loaded
+            self._check_quotes()
 
     def header(self) -> list[str] | None:
         """The CSV header (checked), or None for an empty file."""
@@ -110,15 +112,42 @@ class DataFile:
         """
         if self.path is None:
             return None
+        if self._count is None:
+            with self.path.open("rb") as f:
+                self._count = _count_csv_records(f)[0] if self.format == "csv" else _count_jsonl_rows(f)
+        return self._count
+
+    def _check_quotes(self) -> None:
+        """Refuse a CSV file with a quoted cell that is never closed: the reader would take every
+        line after it as that one cell, and those rows would be lost without a word."""
+        assert self.path is not None
         with self.path.open("rb") as f:
-            return _count_csv_records(f) if self.format == "csv" else _count_jsonl_rows(f)
+            self._count, balanced = _count_csv_records(f)
+        if balanced:
+            return
+        found = _unclosed_quote(self.path)  # odd quotes may be harmless strays (5" screen): look closer
+        if found is not None:
+            start, end = found
+            raise InputError(
+                f"line {start}: a quoted cell opened in this row is never closed, so lines {start}-{end} "
+                'would be read as one cell; close the quote (a quote inside a quoted cell is written "")',
+                source=self.name,
+            )
 
     def rows(self) -> Iterator[Row]:
         if self.format == "csv":
             return self._csv_rows()
         return self._jsonl_rows()
 
-    def _jsonl_rows(self) -> Iterator[Row]:
+    def has_rows(self) -> bool:
+        """Whether the file holds a row, good or bad (blank lines and a header are none)."""
+        rows = self._csv_rows() if self.format == "csv" else self._jsonl_rows()
+        try:
+            return next(rows, None) is not None
+        finally:
+            rows.close()
+
+    def _jsonl_rows(self) -> Generator[Row, None, None]:
         with _open_binary(self) as f:
             index = 0
             line_no = 0
@@ -136,7 +165,7 @@ class DataFile:
                     yield _parse_json_row(raw, index, line_no)
                 index += 1
 
-    def _csv_rows(self) -> Iterator[Row]:
+    def _csv_rows(self) -> Generator[Row, None, None]:
         assert self.path is not None
         csv.field_size_limit(64 << 20)
         # Bytes that are not UTF-8 become lone surrogates: that record is a bad row, as in JSONL,
@@ -194,6 +223,7 @@ class _CsvLines:
         self.held = ""  # a line read ahead, given next
         self.line_no = 0  # physical lines read (begun)
         self.piece = ""  # the line that took the record past the cap, as far as it was read
+        self.ended = False  # the file's end was reached
         self.next_record()
 
     def next_record(self) -> None:
@@ -214,6 +244,7 @@ class _CsvLines:
     def __next__(self) -> str:
         line = self._read()
         if not line:
+            self.ended = True
             raise StopIteration
         self.line_no += 1
         if not self.head:
@@ -303,8 +334,9 @@ def _count_jsonl_rows(f: IO[bytes]) -> int:
     return rows + (not blank)
 
 
-def _count_csv_records(f: IO[bytes]) -> int:
-    """CSV records, minus the header: the line ends outside quotes, less the empty lines.
+def _count_csv_records(f: IO[bytes]) -> tuple[int, bool]:
+    """CSV records, minus the header: the line ends outside quotes, less the empty lines; and
+    whether the quotes balance.
 
     When the file ends inside quotes (an odd number of them: a stray ``5" screen`` in an
     unquoted cell), the quotes say nothing reliable, and the count is the lines, minus the header.
@@ -330,7 +362,32 @@ def _count_csv_records(f: IO[bytes]) -> int:
         ends += _line_ends(text) - _line_ends(before) - len(_EMPTY_CSV_LINE.findall(text))
         before = b'"' if quoted else text[-1:]
     unfinished = last not in (b"\n", b"\r")  # a last line without its line end
-    return max(0, (lines if quoted else ends) + unfinished - 1)
+    return max(0, (lines if quoted else ends) + unfinished - 1), not quoted
+
+
+def _unclosed_quote(path: Path) -> tuple[int, int] | None:
+    """The first and last line of a record that the end of the file cut inside a quoted cell
+    (spanning lines: a stray quote on a last line without its line end is no such record)."""
+    csv.field_size_limit(64 << 20)
+    with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        lines = _CsvLines(f)
+        reader = csv.reader(lines)
+        try:
+            while True:
+                start = lines.line_no + 1
+                lines.next_record()
+                try:
+                    record = next(reader, None)
+                except _TooLarge:
+                    lines.skip_record()
+                    reader = csv.reader(lines)
+                    continue
+                if record is None:
+                    return None
+                if lines.ended and lines.quotes % 2 and lines.line_no > start:
+                    return start, lines.line_no
+        except csv.Error:
+            return None  # the reading itself reports it, with its line
 
 
 def _line_ends(text: bytes) -> int:
@@ -376,6 +433,8 @@ def _read_header(lines: _CsvLines, reader: Iterator[list[str]], source: str) -> 
     except _TooLarge:
         raise InputError(f"line 1: the header is larger than {MAX_ROW_BYTES >> 20} MiB", source=source) from None
     if header is not None:
+        if header:  # a second byte order mark (a file converted twice) is not part of the first name
+            header[0] = header[0].lstrip("\ufeff")
         if lines.not_utf8:
             raise InputError("line 1: the header is not UTF-8 text", source=source)
         _check_header(header, source)

@@ -34,7 +34,16 @@ from .datafile import (
     row_inputs,
     scan_output,
 )
-from .errors import BackendError, BackendErrorKind, InputError, OutputError, PromptDSLError, did_you_mean, one_line
+from .errors import (
+    BackendError,
+    BackendErrorKind,
+    InputError,
+    OutputError,
+    PromptDSLError,
+    did_you_mean,
+    one_line,
+    quote,
+)
 from .prompt import Prompt
 from .result import Result
 from .runner import Runner
@@ -514,6 +523,24 @@ class ProgressSink(Protocol):
     def update(self, n: int = 1, *, cached: bool = False, error: bool = False) -> None: ...
 
 
+def _check_columns(spec: Spec, data: DataFile, fields: Mapping[str, str], constants: Mapping[str, Any]) -> None:
+    """A CSV header without a column for a required input fails now, in one line: otherwise every
+    row would fail alike, after the model loaded."""
+    header = data.header() if data.format == "csv" and data.path is not None else None
+    if not header:
+        return
+    for name, schema in spec.inputs.items():
+        source = field_for(name, fields)
+        if source in header or name in constants or "default" in schema:
+            continue
+        what = f"input '{name}'" if source == name else f"input '{name}' (--field {name}={source})"
+        hint = did_you_mean(source, header)
+        if hint and source == name:
+            hint += f"; map it with --field {name}={hint.split(chr(39))[1]}"
+        columns = ", ".join(quote(c, 40) for c in header)
+        raise InputError(f"line 1: no column for {what}{hint}; the header has: {columns}", source=data.name)
+
+
 class DatasetRun:
     """One dataset run with plain parameters: checked up front, then executed.
 
@@ -557,6 +584,12 @@ class DatasetRun:
                 raise InputError(f"--out: directory {out.parent} does not exist", source=str(out))
             if data.path is not None and out.exists() and out.resolve() == data.path.resolve():
                 raise InputError("--out is the dataset itself; give another file", source=str(out))
+        if data.path is not None and not data.has_rows():
+            empty = data.format != "csv" and data.path.stat().st_size == 0
+            what = "no rows below its header" if data.format == "csv" else "no rows (the file is empty)" if empty \
+                else "no rows (only blank lines)"
+            raise InputError(f"the dataset has {what}", source=data.name)
+        _check_columns(spec, data, fields or {}, self.constants)
         self.data = data
         self.out = out
         self.on_error = on_error

@@ -435,3 +435,50 @@ def test_a_stray_quote_in_an_unquoted_cell_does_not_collapse_the_count(
     for chunk in (1, 2, 3, 5, 1 << 20):  # a \r\n split across chunks counts once
         monkeypatch.setattr(datafile, "_CHUNK", chunk)
         assert DataFile(small).count() == len(list(DataFile(small).rows())) == 3, chunk
+
+
+# ---------------------------------------------------------------------------- refused before any row runs
+
+def test_a_quoted_cell_never_closed_is_refused_not_left_to_swallow_the_rows_after_it(
+    cli: Callable[..., Ran], tmp_path: Path
+) -> None:
+    """csv reads an unclosed quote to the end of the file as one cell: the rows after it vanished."""
+    data = tmp_path / "q.csv"
+    data.write_text('text,label\nI love it,pos\n"Best 5 phone ever,neg\nawful,neg\nwhat a day,pos\n', encoding="utf-8")
+    out = tmp_path / "r.jsonl"
+    one_error_line(cli("run", spec(tmp_path), "--data", str(data), "--out", str(out)),
+                   "q.csv: line 3: a quoted cell opened in this row is never closed, so lines 3-5 would be read as one cell")
+    assert not out.exists()
+    for text in ('text,label\n5" screen,pos\nok,neg\nlast 7" one,neg',  # strays on a last line without its end
+                 'text,label\n"two\nlines",pos\n"no end"'):  # balanced, the last line unfinished
+        data.write_text(text, encoding="utf-8")
+        assert len(list(DataFile(data).rows())) == 3 - text.startswith("text,label\n\"")
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("empty.jsonl", "", "empty.jsonl: the dataset has no rows (the file is empty)"),
+    ("blank.jsonl", "\n  \n", "blank.jsonl: the dataset has no rows (only blank lines)"),
+    ("header.csv", "text,label\n", "header.csv: the dataset has no rows below its header"),
+    ("tweets.csv", "tweet,label\nhi,pos\n",
+     "tweets.csv: line 1: no column for input 'text' (did you mean 'tweet'?); map it with --field text=tweet; "
+     "the header has: 'tweet', 'label'"),
+])
+def test_a_file_no_row_of_which_can_run_is_one_line_before_the_model(
+    cli: Callable[..., Ran], tmp_path: Path, name: str, content: str, message: str
+) -> None:
+    """Metrics of 0/0 and a row of errors per row both said nothing useful, with exit 0 and 1."""
+    data = tmp_path / name
+    data.write_text(content, encoding="utf-8")
+    for command in (["run", spec(tmp_path), "--data", str(data)],
+                    ["eval", spec(tmp_path), "--data", str(data), "--label", "label"]):
+        one_error_line(cli(*command), message)
+
+
+def test_a_column_mapped_with_field_or_given_a_default_needs_no_header_match(
+    cli: Callable[..., Ran], tmp_path: Path
+) -> None:
+    data = tmp_path / "t.csv"
+    data.write_bytes("\ufeff\ufefftweet,label\nhi,pos\n".encode())  # a file converted twice: two byte order marks
+    ran = cli("run", spec(tmp_path), "--data", str(data), "--field", "text=tweet")
+    assert ran.returncode == 0 and json.loads(ran.stdout)["value"] == "hi", ran.stderr
+    assert "promptdsl: 1 row in " in ran.stderr

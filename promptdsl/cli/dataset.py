@@ -148,7 +148,7 @@ def report(run: DatasetRun, summary: Summary) -> int:
         failed = summary.stopped_by
         say(f"promptdsl: error: {run.data.name}: {failed.error}")
         more = " (fix it, then run the same command with --resume)" if run.out is not None else ""
-        say(f"promptdsl: stopped at row {failed.row.index} (--on-error stop); {summary.rows} rows done "
+        say(f"promptdsl: stopped at row {failed.row.index} (--on-error stop); {_rows(summary.rows)} done "
             f"before it{where}{more}")
         return failed.exit_code or 1
     if summary.server_down is not None:
@@ -157,7 +157,7 @@ def report(run: DatasetRun, summary: Summary) -> int:
         more = ("; once it answers, run the same command with --resume" if run.out is not None
                 else "; to be able to resume, write to a file with --out")
         say(f"promptdsl: stopped at row {failed.row.index}: {SERVER_DOWN_ROWS} rows in a row could not reach "
-            f"the server, so they were not written; {summary.rows} rows done before{where}{more}")
+            f"the server, so they were not written; {_rows(summary.rows)} done before{where}{more}")
         return failed.exit_code or 1
     total = summary.rows + summary.resumed
     rate = summary.rows / summary.seconds if summary.seconds > 0 else 0.0
@@ -173,12 +173,16 @@ def report(run: DatasetRun, summary: Summary) -> int:
             hint = "; to continue, run the same command with --resume"
         else:
             hint = "; to be able to resume, write to a file with --out"
-        say(f"promptdsl: interrupted after {total} rows ({', '.join(parts)}){where}{hint}")
+        say(f"promptdsl: interrupted after {_rows(total)} ({', '.join(parts)}){where}{hint}")
         return 130
-    say(f"promptdsl: {total} rows in {format_duration(summary.seconds)} ({rate:.1f} rows/s): "
+    say(f"promptdsl: {_rows(total)} in {format_duration(summary.seconds)} ({rate:.1f} rows/s): "
         f"{', '.join(parts)}{where}")
     report_reasons(summary)
     return 1 if summary.errors else 0
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 def report_reasons(summary: Summary, shown: int = 3) -> None:
