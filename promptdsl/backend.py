@@ -270,8 +270,13 @@ def check_options(backend: str, schema: OptionsSchema | None, options: Mapping[s
                 )
     if surely_valid(schema, dict(options)):
         return
-    from .schema import validator  # the plugin's patterns against a spec's values: time-limited
+    from .schema import RegexProblem, regex_budget, validator  # the plugin's patterns on a spec's values: timed
 
-    for err in validator(schema).iter_errors(dict(options)):
+    try:
+        with regex_budget():
+            err = next(iter(validator(schema).iter_errors(dict(options))), None)
+    except RegexProblem as exc:
+        raise BackendError(f"options: {exc}", backend=backend, exit_code=2) from None
+    if err is not None:
         key = err.absolute_path[0] if err.absolute_path else "options"
         raise BackendError(f"option '{key}': {err.message}", backend=backend, exit_code=2)

@@ -89,6 +89,15 @@ class Compiler:
             self._shots = [(self._item(ex.input), render_output(self.spec, ex.output)) for ex in self.examples]
         return self._shots
 
+    def check(self, values: Mapping[str, Any]) -> None:
+        """Render what depends on one input (instruction, system, item) without building the prompt:
+        validating a spec's every example and test must not join all the shots once per item."""
+        values = self._with_defaults(values)
+        for key, source in (("instruction", self.spec.instruction), ("system", self.spec.system)):
+            if source is not None:
+                self._render(key, source, values)
+        self._item(values)
+
     def compile(self, values: Mapping[str, Any]) -> Prompt:
         """Compile the prompt for one (already validated) input."""
         spec = self.spec

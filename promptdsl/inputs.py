@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import InputError, did_you_mean, format_path, quote
+from .schema import RegexProblem, regex_budget
 from .schema.quick import surely_valid
 from .spec import Spec
 
@@ -53,9 +54,13 @@ def validate_inputs(spec: Spec, values: Mapping[str, Any]) -> dict[str, Any]:
             out[name] = value
             continue
         try:
-            errors = sorted(_validator(schema).iter_errors(value), key=lambda e: list(e.path))
+            with regex_budget():
+                found = list(_validator(schema).iter_errors(value))
+            errors = sorted(found, key=lambda e: list(e.path))
         except RecursionError:  # a value nested deeper than checking it can follow
             raise InputError(f"input '{name}' nests too deeply to check against its schema", name=name) from None
+        except RegexProblem as exc:
+            raise InputError(f"input '{name}': {exc}", name=name) from None
         if errors:
             err = errors[0]
             sub = format_path(list(err.absolute_path))[1:]
@@ -200,7 +205,8 @@ def _valid(schema: Mapping[str, Any], value: Any) -> bool:
     if isinstance(kind, list) and not _json_type_in(kind, value):
         return False  # the common case ("12345" for [string, "null"]): no jsonschema needed
     try:
-        return bool(_validator(schema).is_valid(value))
+        with regex_budget():
+            return bool(_validator(schema).is_valid(value))
     except Exception:  # a regex timeout, an unresolvable $ref, deep nesting: not known valid
         return False
 

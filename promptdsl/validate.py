@@ -25,8 +25,13 @@ def validate_spec(source: str | Path | Spec, *, check_backend: bool = True) -> S
     if check_backend:
         _check_backend(spec)
     compiler = Compiler(spec)
-    for item in [*(ex.input for ex in spec.examples), *(t.input for t in spec.tests)]:
-        compiler.compile(validate_inputs(spec, item))
+    items = [*(ex.input for ex in spec.examples), *(t.input for t in spec.tests)]
+    for i, item in enumerate(items):
+        values = validate_inputs(spec, item)
+        if i == 0:
+            compiler.compile(values)  # once whole: the shots and how they join
+        else:
+            compiler.check(values)  # the rest by its own parts: linear in the examples, not quadratic
     return spec
 
 

@@ -18,6 +18,9 @@ from .errors import SpecError, quote
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB; 1 MiB is generous and stops accidents
 MAX_NODES = 200_000  # alias bombs expand past this quickly
+#: Text the document holds once its aliases are expanded: a few large strings reused through
+#: aliases stay under MAX_NODES yet would be scanned, checked and hashed at full size.
+MAX_EXPANDED_CHARS = 16 << 20
 MAX_INT_DIGITS = 4000  # Python refuses to read integers past 4300 digits; no spec needs more
 MAX_PATH_CHARS = 1024  # longer file names are mistakes (or attacks), not paths
 #: The only YAML tags a spec may carry: JSON's data model.
@@ -135,7 +138,7 @@ def parse_yaml(text: str, file: str) -> Located:
         if node is None:
             return Located(None, file)
         positions: dict[KeyPath, Position] = {(): _pos(file, node)}
-        _walk(node, (), file, positions, [0])
+        _walk(node, (), file, positions, [0, 0])
         data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise _located_yaml_error(exc, file, text) from None
@@ -175,6 +178,13 @@ def _walk(
         raise SpecError(
             f"YAML document expands to more than {MAX_NODES} nodes (alias bomb?)", file=file
         )
+    if isinstance(node, yaml.ScalarNode):
+        count[1] += len(node.value)
+        if count[1] > MAX_EXPANDED_CHARS:
+            raise SpecError(
+                f"YAML document expands to more than {MAX_EXPANDED_CHARS >> 20} MiB of text (alias bomb?)",
+                file=file, line=node.start_mark.line + 1, col=node.start_mark.column + 1, path=path,
+            )
     _check_node(node, path, file)
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, Position] = {}

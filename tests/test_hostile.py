@@ -1003,3 +1003,64 @@ def test_eval_on_the_real_model_with_fields_empty_labels_and_a_broken_cache(
     assert metrics["accuracy"] == 1.0  # two plain cases the 135M model gets right
     warnings = [ln for ln in captured.err.splitlines() if "warning" in ln]
     assert len(warnings) == 1 and "--no-cache" in warnings[0]
+
+
+# ---------------------------------------------------------------------------- cost bounded by the spec's size
+
+
+def test_aliases_of_a_large_string_are_refused_by_the_text_they_expand_to(tmp_path: Path) -> None:
+    """Under the node cap, 30 aliases of an 800 KB string were scanned, checked and hashed at full
+    size (a larger version ran for minutes and took gigabytes)."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(f'version: 1\nname: bomb\njunk0: &a "{"A" * 800_000}"\njunk1: [{", ".join(["*a"] * 30)}]\n')
+    with pytest.raises(SpecError, match=r"expands to more than 16 MiB of text \(alias bomb\?\)"):
+        load_spec(path)
+
+
+def test_validate_builds_the_whole_prompt_once_not_once_per_example(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each whole prompt joins every shot: once per example made validating quadratic."""
+    from promptdsl.validate import validate_spec
+
+    spec = loads_spec("version: 1\nname: many\ninputs: {t: {type: string}}\nexamples:\n"
+                      + "".join(f"  - {{input: {{t: a{i}}}, output: b}}\n" for i in range(50))
+                      + "tests:\n  - {input: {t: x}, expect: b}\n")
+    whole: list[int] = []
+    checked: list[int] = []
+    compile_, check = Compiler.compile, Compiler.check
+    monkeypatch.setattr(Compiler, "compile", lambda self, v: whole.append(1) or compile_(self, v))
+    monkeypatch.setattr(Compiler, "check", lambda self, v: checked.append(1) or check(self, v))
+    validate_spec(spec)
+    assert (len(whole), len(checked)) == (1, 50)
+
+
+def test_a_render_error_in_a_later_example_is_still_found() -> None:
+    from promptdsl.validate import validate_spec
+
+    spec = loads_spec("version: 1\nname: late\ninputs: {t: {type: string}}\ntemplate: \"{{ 'x' * (t | int) }}\"\n"
+                      "examples:\n  - {input: {t: '1'}, output: b}\n  - {input: {t: '99999999'}, output: b}\n")
+    with pytest.raises(SpecError, match="template 'template'"):
+        validate_spec(spec)
+
+
+REDOS_ITEMS = """\
+version: 1
+name: redos
+inputs:
+  xs: {type: array, items: {not: {pattern: '^(a|aa)+$'}}}
+"""
+
+
+def test_one_value_gets_one_regex_budget_and_a_timeout_is_no_pass_under_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each search had its own second, so an array of many items took that many seconds; and a
+    search that timed out inside ``not`` was an error ``not`` turned into a pass."""
+    from promptdsl import schema
+    from promptdsl.inputs import validate_inputs
+
+    monkeypatch.setattr(schema, "REGEX_BUDGET_SECONDS", 0.05)
+    spec = loads_spec(REDOS_ITEMS)
+    slow = "a" * 40 + "b"  # '^(a|aa)+$' backtracks for minutes on it
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"input 'xs': the regular expressions took longer than 0.05 s in all"):
+        validate_inputs(spec, {"xs": [slow] * 20})
+    assert time.monotonic() - start < 5  # not 20 searches of a second each
+    assert validate_inputs(spec, {"xs": ["ab", "b"]}) == {"xs": ["ab", "b"]}

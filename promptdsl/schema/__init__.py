@@ -16,7 +16,10 @@ here:
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
@@ -39,6 +42,9 @@ def spec_schema() -> dict[str, Any]:
 
 #: Longest time one regex search may take on one text.
 REGEX_SECONDS = 1.0
+#: Longest time all the searches of one validation may take together (an array of a thousand
+#: strings under a slow ``pattern`` would otherwise take a thousand times REGEX_SECONDS).
+REGEX_BUDGET_SECONDS = 2.0
 #: Longest pattern accepted (patterns are a line or two; anything longer is a mistake).
 MAX_PATTERN_CHARS = 2000
 
@@ -62,12 +68,40 @@ def compile_pattern(pattern: str) -> regex.Pattern[str]:
         raise RegexProblem(f"invalid regular expression {quote(pattern)}: {exc}") from None
 
 
-def search(pattern: str, text: str, flags: int = 0) -> regex.Match[str] | None:
-    """``re.search`` for untrusted patterns: bounded by :data:`REGEX_SECONDS`."""
-    compiled = compile_pattern(pattern) if not flags else _with_flags(pattern, flags)
+_budget = threading.local()  # .deadline: when the searches of the validation running on this thread must stop
+
+
+@contextmanager
+def regex_budget() -> Iterator[None]:
+    """Bound every regex search inside to :data:`REGEX_BUDGET_SECONDS` in all (an outer budget, if
+    any, still rules)."""
+    outer = getattr(_budget, "deadline", None)
+    if outer is None:
+        _budget.deadline = time.monotonic() + REGEX_BUDGET_SECONDS
     try:
-        return compiled.search(text, timeout=REGEX_SECONDS)
+        yield
+    finally:
+        if outer is None:
+            _budget.deadline = None
+
+
+def search(pattern: str, text: str, flags: int = 0) -> regex.Match[str] | None:
+    """``re.search`` for untrusted patterns: bounded by :data:`REGEX_SECONDS`, and inside
+    :func:`regex_budget` by what is left of the budget."""
+    compiled = compile_pattern(pattern) if not flags else _with_flags(pattern, flags)
+    deadline = getattr(_budget, "deadline", None)
+    left = REGEX_SECONDS if deadline is None else min(REGEX_SECONDS, deadline - time.monotonic())
+    try:
+        if left <= 0:
+            raise TimeoutError
+        return compiled.search(text, timeout=left)
     except TimeoutError:
+        if left < REGEX_SECONDS:
+            raise RegexProblem(
+                f"the regular expressions took longer than {REGEX_BUDGET_SECONDS:g} s in all on one value "
+                f"(the last was {quote(pattern)}: nested repetition such as '(a+)+' backtracks without end); "
+                "simplify it"
+            ) from None
         raise RegexProblem(
             f"the regular expression {quote(pattern)} took longer than {REGEX_SECONDS:g} s on a "
             f"{len(text)}-character text (nested repetition such as '(a+)+' backtracks without end); simplify it"
@@ -105,28 +139,17 @@ def _pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator
 
     if not validator.is_type(instance, "string"):
         return
-    try:
-        found = search(patrn, instance)
-    except RegexProblem as exc:
-        yield ValidationError(str(exc))
-        return
+    found = search(patrn, instance)  # a RegexProblem passes through: under "not" an error would count as a pass
     if found is None:
         yield ValidationError(f"{quote(instance)} does not match {quote(patrn)}")
 
 
 def _pattern_properties(validator: Any, properties: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
-    from jsonschema import ValidationError
-
     if not validator.is_type(instance, "object"):
         return
     for patrn, subschema in properties.items():
         for key, value in instance.items():
-            try:
-                found = search(patrn, key)
-            except RegexProblem as exc:
-                yield ValidationError(str(exc))
-                return
-            if found is not None:
+            if search(patrn, key) is not None:
                 yield from validator.descend(value, subschema, path=key, schema_path=patrn)
 
 
@@ -210,9 +233,13 @@ def errors(schema: Mapping[str, Any] | bool, instance: Any, *, formats: bool = F
     from jsonschema import ValidationError
 
     try:
-        return sorted(validator(schema, formats=formats).iter_errors(instance), key=lambda e: [str(p) for p in e.path])
+        with regex_budget():
+            found = list(validator(schema, formats=formats).iter_errors(instance))
+        return sorted(found, key=lambda e: [str(p) for p in e.path])
     except (referencing.exceptions.Unresolvable, RecursionError) as exc:
         return [ValidationError(f"the schema cannot be used: {_ref_reason(exc)}")]
+    except RegexProblem as exc:  # the value can be neither accepted nor refused on its merits
+        return [ValidationError(str(exc))]
 
 
 def schema_problem(schema: Any) -> tuple[str, KeyPath] | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PromptDSLError
+from ..schema import RegexProblem, regex_budget
 from .base import Tool, ToolError, ToolUse
 from .registry import open_tool
 
@@ -64,7 +65,11 @@ def _example_problem(spec: Spec, use: ToolUse, tool: Tool) -> tuple[int, str] | 
             validate_inputs(spec, example.input)
         except PromptDSLError as exc:
             return i, f"bad tool example input: {exc.message}"
-        error = next(iter(validator.iter_errors(example.arguments)), None)
+        try:
+            with regex_budget():
+                error = next(iter(validator.iter_errors(example.arguments)), None)
+        except RegexProblem as exc:
+            return i, f"tool example arguments cannot be checked: {exc}"
         if error is not None:
             return i, f"tool example arguments do not fit '{tool.name}': {error.message}"
     return None
