@@ -275,7 +275,7 @@ def test_context_size_has_a_maximum(fake: type[FakeLlama]) -> None:
 
 def test_a_spec_may_not_ask_for_more_context_than_the_model_was_trained_with(
         fake: type[FakeLlama], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plugin, "training_context", lambda path: 8192)
+    monkeypatch.setattr(plugin, "_model_facts", lambda path: (8192, 23040))
     path = write_spec(tmp_path, spec_text(options="{n_ctx: 100000}"))
     spec = loads_spec(path.read_text(), file=str(path), base_dir=tmp_path)
     with pytest.raises(SpecError) as err:
@@ -287,15 +287,41 @@ def test_a_spec_may_not_ask_for_more_context_than_the_model_was_trained_with(
     assert fake.made[-1].kwargs["n_ctx"] == 100000
     Runner(loads_spec(spec_text(options="{n_ctx: 8192}"), base_dir=tmp_path))  # the training context: fine
     assert fake.made[-1].kwargs["n_ctx"] == 8192
-    monkeypatch.setattr(plugin, "training_context", lambda path: 2048)
+    monkeypatch.setattr(plugin, "_model_facts", lambda path: (2048, 23040))
     Runner(loads_spec(spec_text(options="{n_ctx: 4096}"), base_dir=tmp_path))  # the default is never refused
     assert fake.made[-1].kwargs["n_ctx"] == 4096
+
+
+@pytest.mark.parametrize(("facts", "n_ctx", "message"), [
+    ((1_048_576, 23040), 1_048_576, "would allocate 22.5 GiB of KV cache up front for model"),  # a patched file
+    ((None, 23040), 200_000, "would allocate 4.3 GiB of KV cache"),  # a file that gives no training context
+    ((None, None), 8192, "would allocate an unknown amount of KV cache"),
+])
+def test_a_spec_context_is_bounded_by_its_memory_not_only_by_what_the_file_claims(
+        fake: type[FakeLlama], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        facts: tuple[int | None, int | None], n_ctx: int, message: str) -> None:
+    """A spec may bring its own .gguf, whose context_length it wrote itself: patched to 1,048,576 it
+    let a spec allocate 22.5 GiB."""
+    monkeypatch.setattr(plugin, "_model_facts", lambda path: facts)
+    spec = loads_spec(spec_text(options=f"{{n_ctx: {n_ctx}}}"), base_dir=tmp_path)
+    with pytest.raises(SpecError, match=message) as err:
+        Runner(spec)
+    assert err.value.path == ("model", "options", "n_ctx") and fake.made == []
+    assert f"-o n_ctx={n_ctx}" in str(err.value)
+    Runner(loads_spec(spec_text(options="{n_ctx: 4096}"), base_dir=tmp_path))  # the default, always
+    assert fake.made[-1].kwargs["n_ctx"] == 4096
+
+
+@pytest.mark.model  # reads the model file's metadata with llama.cpp
+def test_kv_bytes_per_token_of_the_embedded_model() -> None:
+    """30 layers x 3 KV heads x (64 + 64) x 2 bytes: the 23 KB a token that docs/security.md gives."""
+    assert plugin.kv_bytes_per_token(plugin.embedded_model_path()) == 23040
 
 
 def test_the_cli_refuses_a_spec_context_in_one_line(fake: type[FakeLlama], tmp_path: Path, home: Path,
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(plugin, "training_context", lambda path: 8192)
+    monkeypatch.setattr(plugin, "_model_facts", lambda path: (8192, 23040))
     path = write_spec(tmp_path, spec_text(options="{n_ctx: 2000000}"))
     assert main(["run", str(path), "-i", "text=x"]) == 2
     err = capsys.readouterr().err

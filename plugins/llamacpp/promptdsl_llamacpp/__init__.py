@@ -456,36 +456,64 @@ def _without_parser_message(data: bytes, grammar: bytes) -> bytes:
     return data[:start] + data[end:]
 
 
+#: KV cache a spec's ``n_ctx`` may have allocated (a user's ``-o n_ctx`` may go past it).
+SPEC_KV_BYTES = 2 << 30
+
+
 def training_context(path: Path) -> int | None:
     """The context length ``path``'s model was trained with (its GGUF ``<arch>.context_length``), read
     without loading the weights; None when the file does not say."""
+    return _model_facts(path)[0]
+
+
+def kv_bytes_per_token(path: Path) -> int | None:
+    """Bytes of (f16) KV cache one token of context costs ``path``'s model, from its GGUF metadata;
+    None when the file does not say. A file may not lie its way to less: its weights must fit
+    these numbers to load, and the cache is allocated only after they have."""
+    return _model_facts(path)[1]
+
+
+def _model_facts(path: Path) -> tuple[int | None, int | None]:
     try:
         stat = path.stat()
     except OSError:
-        return None
-    return _training_context(str(path.resolve()), stat.st_size, int(stat.st_mtime))
+        return None, None
+    return _read_model_facts(str(path.resolve()), stat.st_size, int(stat.st_mtime))
 
 
 @functools.lru_cache(maxsize=16)
-def _training_context(path: str, size: int, mtime: int) -> int | None:
+def _read_model_facts(path: str, size: int, mtime: int) -> tuple[int | None, int | None]:
     import llama_cpp
 
     _quiet_log()
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
-    params.vocab_only = True  # the metadata and the vocabulary: no weights, no context
+    params.vocab_only = True  # the metadata and the vocabulary: no weights, no context (and no hparams)
     model = llama_cpp.llama_model_load_from_file(path.encode("utf-8"), params)
     if not model:
-        return None
+        return None, None
     try:
         buf = ctypes.create_string_buffer(256)
+
+        def number(key: bytes) -> int | None:
+            if llama_cpp.llama_model_meta_val_str(model, key, buf, len(buf)) < 0:
+                return None
+            value = buf.value.decode("ascii", "replace")
+            return int(value) if value.isascii() and value.isdigit() and len(value) < 12 else None
+
         if llama_cpp.llama_model_meta_val_str(model, b"general.architecture", buf, len(buf)) < 0:
-            return None
-        key = buf.value + b".context_length"
-        if llama_cpp.llama_model_meta_val_str(model, key, buf, len(buf)) < 0:
-            return None
-        value = buf.value.decode("ascii", "replace")
-        return int(value) if value.isascii() and value.isdigit() and len(value) < 12 else None
+            return None, None
+        arch = buf.value
+        trained = number(arch + b".context_length")
+        layers = number(arch + b".block_count")
+        embd = number(arch + b".embedding_length")
+        heads = number(arch + b".attention.head_count")
+        kv_heads = number(arch + b".attention.head_count_kv") or heads
+        if not (layers and embd and heads and kv_heads):
+            return trained, None
+        key_len = number(arch + b".attention.key_length") or embd // heads
+        value_len = number(arch + b".attention.value_length") or embd // heads
+        return trained, 2 * layers * kv_heads * (key_len + value_len)
     finally:
         llama_cpp.llama_model_free(model)
 
@@ -1033,12 +1061,22 @@ class LlamaCppBackend(Backend):
         n_ctx = out.get("n_ctx")
         if _whole(n_ctx) and n_ctx > DEFAULT_N_CTX:
             path = resolve_model(model)
-            trained = training_context(path)
+            trained, per_token = _model_facts(path)
             if trained is not None and n_ctx > max(trained, DEFAULT_N_CTX):
                 raise SpecError(
                     f"n_ctx {n_ctx} is more than the {trained} tokens of context model {path.name} was trained "
                     f"with; a spec may ask for at most {max(trained, DEFAULT_N_CTX)} (give -o n_ctx={n_ctx} "
                     "to use more anyway)",
+                    path=("model", "options", "n_ctx"),
+                )
+            # The training context is the file's word, and a spec may bring its own file: the memory
+            # the window costs is bounded on its own.
+            most = DEFAULT_N_CTX if per_token is None else max(DEFAULT_N_CTX, SPEC_KV_BYTES // per_token)
+            if n_ctx > most:
+                cost = "an unknown amount of" if per_token is None else f"{n_ctx * per_token / (1 << 30):.1f} GiB of"
+                raise SpecError(
+                    f"n_ctx {n_ctx} would allocate {cost} KV cache up front for model {path.name}; a spec may "
+                    f"ask for at most {most} (give -o n_ctx={n_ctx} to use more anyway)",
                     path=("model", "options", "n_ctx"),
                 )
         return out
