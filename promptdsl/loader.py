@@ -122,6 +122,8 @@ def _merge_extends(child: Located, base_path: Path, chain: tuple[Path, ...], roo
     if resolved in chain:
         cycle = " -> ".join(str(p) for p in (*chain, resolved))
         raise child.error(f"'extends' cycle: {quote(cycle, 300)}", where)
+    if len(chain) >= MAX_EXTENDS:  # hundreds deep ran out of Python's stack, blamed on the last file read
+        raise child.error(f"'extends' chain is longer than {MAX_EXTENDS} files", where)
     _check_inside(child, base_path, resolved, root, where, "'extends'")
     if not exists:
         raise child.error(f"'extends' file not found: {quote(str(base_path), 200)}", where)
@@ -136,6 +138,9 @@ def _merge_extends(child: Located, base_path: Path, chain: tuple[Path, ...], roo
     positions.update({k: v for k, v in child.positions.items() if k != ("extends",)})
     return Located(merged, child.file, positions)
 
+
+#: Files one ``extends`` chain may hold (a base of a base of ... a spec).
+MAX_EXTENDS = 32
 
 #: Folders, besides the spec's own, whose files a spec may name (``extends``, ``examples_file``).
 READ_DIRS_ENV = "PROMPTDSL_READ_DIRS"

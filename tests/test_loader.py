@@ -220,6 +220,17 @@ def test_extends_cycle_and_missing_base(tmp_path: Path) -> None:
     assert info.value.line == 3
 
 
+def test_a_long_extends_chain_is_named_as_such(tmp_path: Path) -> None:
+    """Hundreds of files deep it ran out of Python's stack and said "YAML nesting is too deep" of a 2-line file."""
+    for i in range(40):
+        write(tmp_path, f"extends: s{i + 1}.yaml\n", f"s{i}.yaml")
+    write(tmp_path, "version: 1\nname: base\n", "s40.yaml")
+    with pytest.raises(SpecError, match="'extends' chain is longer than 32 files") as info:
+        load_spec(tmp_path / "s0.yaml")
+    assert info.value.path == ("extends",)
+    assert load_spec(tmp_path / "s10.yaml").name == "base"  # 30 files deep: fine
+
+
 def test_examples_file_jsonl_and_yaml(tmp_path: Path) -> None:
     rows = [{"input": {"text": "good"}, "output": "Positive"}, {"input": {"text": "bad"}, "output": "Negative"}]
     (tmp_path / "ex.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
