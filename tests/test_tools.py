@@ -137,6 +137,26 @@ def test_a_decorated_tools_return_value_reaches_the_model_as_text() -> None:
     assert [give.call({"kind": k}) for k in ("text", "number", "object", "none")] == ["sunny", "78", '{"t": "é"}', "null"]
 
 
+def test_a_decorated_function_is_typed_and_still_callable() -> None:
+    """``@tool`` was typed ``-> Any`` (mypy --strict: "untyped decorator") and the function could no
+    longer be called by the program that defined it."""
+    from promptdsl.tools.decorator import FunctionTool
+
+    @tool
+    def words(text: str) -> int:
+        """Count words."""
+        return len(text.split())
+
+    @tool(name="shout", read_only=True)
+    def upper(text: str) -> str:
+        """Upper-case."""
+        return text.upper()
+
+    assert isinstance(words, FunctionTool) and isinstance(upper, FunctionTool)  # (mypy checks the types)
+    assert words("a b c") == 3 and upper(text="hi") == "HI"
+    assert (words.name, upper.name, upper.read_only) == ("words", "shout", True)
+
+
 def test_decorator_refuses_what_it_cannot_describe() -> None:
     with pytest.raises(ToolError, match="needs a type hint"):
         tool(lambda x: x)

@@ -25,7 +25,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, overload
 
 from .base import Tool, ToolError
 
@@ -128,14 +128,28 @@ class FunctionTool(Tool):
             props[pname] = schema
         self.parameters = {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The function itself: decorating it does not take it away from your own code."""
+        return self.func(*args, **kwargs)
+
     def call(self, arguments: dict[str, Any]) -> str:
         value = self.func(**arguments)
         return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
+@overload
+def tool(func: Callable[..., Any], *, name: str | None = None, read_only: bool = False) -> FunctionTool: ...
+
+
+@overload
+def tool(
+    func: None = None, *, name: str | None = None, read_only: bool = False
+) -> Callable[[Callable[..., Any]], FunctionTool]: ...
+
+
 def tool(
     func: Callable[..., Any] | None = None, *, name: str | None = None, read_only: bool = False
-) -> Any:
+) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Decorator: turn a typed function into a :class:`Tool` (``@tool`` or ``@tool(name=..., read_only=True)``)."""
     if func is not None:
         return FunctionTool(func, name=name, read_only=read_only)
