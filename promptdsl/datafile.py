@@ -408,6 +408,7 @@ def _parse_json_row(raw: bytes, index: int, line_no: int) -> Row:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return Row(index, line_no, raw.decode("utf-8", "replace").rstrip("\r\n"), "not UTF-8 text")
+    text = text.rstrip("\r\n")  # an error at the line's end is at its last column, not at column 1 of the next
     try:
         value = strict_json(text)
     except json.JSONDecodeError as exc:

@@ -419,6 +419,7 @@ class Summary:
     stopped_by: Outcome | None = None  # the failed row that stopped the run (--on-error stop)
     server_down: Outcome | None = None  # the last of SERVER_DOWN_ROWS rows in a row the server did not answer
     reasons: Counter[str] = field(default_factory=Counter)  # why rows failed -> how many
+    first_line: dict[str, int] = field(default_factory=dict)  # why rows failed -> the line of the first such row
 
     def top_reasons(self, n: int = 3) -> list[tuple[str, int]]:
         """The most common reasons rows failed, most frequent first."""
@@ -482,6 +483,7 @@ def run_dataset(
         summary.errors += not outcome.ok
         if not outcome.ok:
             summary.reasons[outcome.reason] += 1
+            summary.first_line.setdefault(outcome.reason, outcome.row.line)
         cached = outcome.result is not None and outcome.result.cached
         summary.cached += cached
         if progress is not None:

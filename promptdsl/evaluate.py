@@ -294,6 +294,7 @@ class Evaluation:
         self.inputs = set(spec.inputs)
         self.metrics: Metrics = metrics_for(spec)
         self.fields: set[str] = set()  # the rows' field names, for a did-you-mean on a misspelt --label
+        self.unreadable = 0  # rows that were not an object of fields (invalid JSON, say): no label to score
 
     def gold_of(self, data: Any) -> Any:
         if not isinstance(data, dict):
@@ -306,6 +307,10 @@ class Evaluation:
         score_line(self.metrics, self.gold_of(line.get("input")), line.get("value"), "error" not in line)
 
     def on_outcome(self, outcome: Outcome, line: dict[str, Any]) -> None:
+        if not isinstance(outcome.row.data, dict):  # neither labelled nor unlabelled: unknown
+            self.unreadable += 1
+            line["label"] = line["correct"] = None
+            return
         gold = self.gold_of(outcome.row.data)
         value = outcome.result.value if outcome.result is not None else None
         line["label"] = gold

@@ -50,6 +50,9 @@ def validate_inputs(spec: Spec, values: Mapping[str, Any]) -> dict[str, Any]:
             value = schema["default"]
         else:
             raise InputError(f"missing input '{name}' (it has no default)", name=name)
+        if has_surrogate(value):  # from Python ("\ud800"): it cannot be encoded for any model
+            raise InputError(f"input '{name}': the value is not valid UTF-8 text (it holds a lone surrogate)",
+                             name=name)
         if surely_valid(schema, value):  # a plain string or number: no need to import jsonschema
             out[name] = value
             continue
@@ -238,12 +241,17 @@ SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 def has_surrogate(value: Any) -> bool:
     """True if a string anywhere in ``value`` holds a lone surrogate (it cannot be written as UTF-8)."""
-    if isinstance(value, str):
-        return SURROGATE.search(value) is not None
-    if isinstance(value, dict):
-        return any(has_surrogate(k) or has_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_surrogate(v) for v in value)
+    todo = [value]  # a stack, not recursion: a value may nest thousands deep
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if SURROGATE.search(item) is not None:
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item)
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
     return False
 
 

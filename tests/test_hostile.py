@@ -938,7 +938,8 @@ def test_eval_says_why_rows_fail_and_maps_fields(
     code = main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring"])
     err = capsys.readouterr().err
     assert code == 1
-    assert "5 rows failed: no field for input 'tweet' (did you mean 'text'?); map it with --field tweet=text" in err
+    assert ("5 rows failed: no field for input 'tweet' (did you mean 'text'?); map it with --field tweet=text; "
+            f"the row has: text, label (first at {data}:1)") in err
     assert "none of the 5 rows succeeded" in err
     code = main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring",
                  "--field", "tweet=text", "--json"])
@@ -953,6 +954,49 @@ def test_eval_on_csv_counts_empty_labels_as_unlabelled(
     assert main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring", "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["rows"] == 2 and metrics["unlabelled"] == 1 and "" not in metrics["confusion"]["labels"]
+
+
+def test_eval_does_not_leave_an_unreadable_row_out_quietly(
+    scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row of invalid JSON has no label to score: it was counted as "without a label" and the
+    accuracy rose, exit 0."""
+    data = _data(tmp_path, '{"tweet": "a", "label": "Yes"}\n{"tweet": "b", "label": "Yes"\n'
+                           '{"tweet": "c", "label": "No"}\n')
+    code = main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring", "--json"])
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)
+    assert code == 1 and metrics["unreadable"] == 1 and metrics["unlabelled"] == 0 and metrics["complete"] is True
+    assert f"invalid JSON at column 30: Expecting ',' delimiter (at {data}:2)" in captured.err  # not column 1
+    assert "1 row could not be read (invalid JSON or not an object), so the metrics leave them out" in captured.err
+
+
+def test_an_interrupted_eval_says_its_metrics_are_partial(
+    scoring: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl+C during row 2 of 40: the metrics of the rows done looked like the whole file's."""
+    import signal
+
+    calls: list[int] = []
+
+    def score(self: Scoring, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the CLI's handler: stop after the row in flight
+        return [-1.0, -2.0]
+
+    monkeypatch.setattr(Scoring, "score", score)
+    data = _data(tmp_path, "".join(f'{{"tweet": "t{i}", "label": "Yes"}}\n' for i in range(40)))
+    for extra in (["--json"], []):
+        calls.clear()
+        code = main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring", "--no-cache",
+                     *extra])
+        out = capsys.readouterr().out
+        assert code == 130
+        if extra:
+            assert json.loads(out)["complete"] is False and 2 <= json.loads(out)["rows"] < 40  # (rows in flight end)
+        else:
+            assert out.startswith("partial: the run did not finish; these metrics cover only the rows done so far\n")
 
 
 def test_debug_works_before_the_command(tmp_path: Path) -> None:
@@ -983,7 +1027,7 @@ def test_eval_on_the_real_model_with_fields_empty_labels_and_a_broken_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], llamacpp_backend: object
 ) -> None:
     """Items 7, 10 and 11 together: a garbage cache file warns once, `--field` maps the data's column, an
-    empty label cell is unlabelled, and without `--field` every row fails with the reason on stderr."""
+    empty label cell is unlabelled, and without `--field` the header is refused in one line."""
     monkeypatch.setenv("PROMPTDSL_HOME", str(tmp_path / "home"))
     cache = tmp_path / "home" / "cache" / "results.sqlite3"
     cache.parent.mkdir(parents=True)
@@ -993,7 +1037,8 @@ def test_eval_on_the_real_model_with_fields_empty_labels_and_a_broken_cache(
     sentiment = str(ROOT / "specs" / "sentiment.yaml")
     code = main(["eval", sentiment, "--data", str(data), "--label", "label", "-o", "n_threads=1", "--json"])
     err = capsys.readouterr().err
-    assert code == 1 and "3 rows failed: no field for input 'text'" in err and "--field text=tweet" in err
+    assert code == 2 and err.count("\n") == 1  # refused before the model loads, not three failed rows
+    assert "d.csv: line 1: no column for input 'text' (did you mean 'tweet'?); map it with --field text=tweet" in err
     code = main(["eval", sentiment, "--data", str(data), "--label", "label", "--field", "text=tweet",
                  "-o", "n_threads=1", "--json"])
     captured = capsys.readouterr()
@@ -1064,3 +1109,15 @@ def test_one_value_gets_one_regex_budget_and_a_timeout_is_no_pass_under_not(monk
         validate_inputs(spec, {"xs": [slow] * 20})
     assert time.monotonic() - start < 5  # not 20 searches of a second each
     assert validate_inputs(spec, {"xs": ["ab", "b"]}) == {"xs": ["ab", "b"]}
+
+
+def test_a_lone_surrogate_from_python_is_an_input_error_not_a_backend_failure() -> None:
+    """The command line refused it already; from the API it reached the backend as a UnicodeEncodeError."""
+    from promptdsl.inputs import validate_inputs
+
+    spec = loads_spec("version: 1\nname: x\ninputs: {t: {type: string}, xs: {type: array}}\n")
+    for values in ({"t": "bad \ud800", "xs": []}, {"t": "ok", "xs": [{"k": "\udc80"}]}):
+        with pytest.raises(InputError, match="the value is not valid UTF-8 text") as err:
+            validate_inputs(spec, values)
+        assert err.value.exit_code == 2
+    assert validate_inputs(spec, {"t": "é 😀", "xs": []}) == {"t": "é 😀", "xs": []}

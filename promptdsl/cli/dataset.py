@@ -177,7 +177,7 @@ def report(run: DatasetRun, summary: Summary) -> int:
         return 130
     say(f"promptdsl: {_rows(total)} in {format_duration(summary.seconds)} ({rate:.1f} rows/s): "
         f"{', '.join(parts)}{where}")
-    report_reasons(summary)
+    report_reasons(summary, source=run.data.name)
     return 1 if summary.errors else 0
 
 
@@ -185,12 +185,14 @@ def _rows(n: int) -> str:
     return f"{n} row" if n == 1 else f"{n} rows"
 
 
-def report_reasons(summary: Summary, shown: int = 3) -> None:
+def report_reasons(summary: Summary, shown: int = 3, source: str | None = None) -> None:
     """Why rows failed, grouped, most common first: the reasons must not hide inside --out."""
     if not summary.reasons:
         return
     for reason, count in summary.top_reasons(shown):
-        say(f"promptdsl: {count} row{'s' if count != 1 else ''} failed: {reason}")
+        line = summary.first_line.get(reason)
+        where = "" if source is None or line is None else f" ({'first ' if count > 1 else ''}at {source}:{line})"
+        say(f"promptdsl: {count} row{'s' if count != 1 else ''} failed: {reason}{where}")
     rest = sum(summary.reasons.values()) - sum(n for _, n in summary.top_reasons(shown))
     if rest:
         say(f"promptdsl: {rest} more failed for {len(summary.reasons) - shown} other reason(s)")

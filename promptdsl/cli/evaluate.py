@@ -35,14 +35,25 @@ def cmd_eval(args: argparse.Namespace) -> int:
     run = dataset_run(spec, args, on_resumed_line=evaluation.on_resumed_line)
     summary = execute(run, args, evaluation.on_outcome, print_lines=False)
     code = report(run, summary)
+    partial = summary.interrupted or summary.stopped_by is not None or summary.server_down is not None
     if args.json:
-        print(json.dumps(evaluation.metrics.to_dict(), ensure_ascii=False, indent=2))
+        figures = {**evaluation.metrics.to_dict(), "unreadable": evaluation.unreadable, "complete": not partial}
+        print(json.dumps(figures, ensure_ascii=False, indent=2))
     else:
+        if partial:
+            print("partial: the run did not finish; these metrics cover only the rows done so far")
         print(evaluation.metrics.format())
+        if evaluation.unreadable:
+            print(f"rows that could not be read (left out): {evaluation.unreadable}")
     # Failed rows are part of the score (counted wrong); a stop, an interrupt, or no row
     # answered at all (the metrics would then describe nothing) is a failure.
-    if summary.interrupted or summary.stopped_by is not None or summary.server_down is not None:
+    if partial:
         return code
+    if evaluation.unreadable:
+        n = evaluation.unreadable
+        say(f"promptdsl: error: {n} row{'s' if n != 1 else ''} could not be read (invalid JSON or not an "
+            "object), so the metrics leave them out; fix the lines named above")
+        return 1
     if (why := evaluation.no_labels()) is not None:
         say(f"promptdsl: error: {why}")
         return 1
