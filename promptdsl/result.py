@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import close_stream
+from .errors import OutputError
 from .spec import Method
 
 
@@ -51,6 +52,7 @@ class Response:
         self._finish = finish
         self._parts: list[str] = []
         self._done = False
+        self._closed_early = False
         self._result: Result | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -69,14 +71,21 @@ class Response:
         return "".join(self._parts)
 
     def result(self) -> Result:
-        """The parsed result (raises OutputError when the text does not fit)."""
+        """The parsed result (raises OutputError when the text does not fit, or when the response
+        was closed before the model finished: a cut-off answer is not a result)."""
         if self._result is None:
+            if self._closed_early:
+                raise OutputError(
+                    "the response was closed before the model finished; the text so far is in .partial",
+                    raw=self.partial,
+                )
             self._result = self._finish(self.text())
         return self._result
 
     def close(self) -> None:
         """Stop generation; what streamed so far stays in ``partial``."""
         close_stream(self._chunks)
+        self._closed_early = self._closed_early or not self._done
         self._done = True
 
     @property

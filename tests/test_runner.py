@@ -290,3 +290,24 @@ def test_a_backend_made_for_a_changed_environment_is_replaced_and_closed(monkeyp
     monkeypatch.setenv("PROMPTDSL_TEST_ENV_KEY", "two")
     second = registry.get_backend("envtest")
     assert second is not first and closed == [first] and len(registry._instances) == 1
+
+
+def test_a_response_closed_before_the_end_has_no_result() -> None:
+    """result() after an early close() returned the cut-off text ('The') as if it were the answer."""
+    from promptdsl.errors import OutputError
+    from promptdsl.result import Response, Result
+    from promptdsl.spec import Method
+
+    def finish(text: str) -> Result:
+        return Result(value=text, method=Method.GENERATE, raw=text, backend="b", model="m")
+
+    early = Response(iter(["The", " capital", " is Paris."]), finish)
+    assert next(iter(early)) == "The"
+    early.close()
+    with pytest.raises(OutputError, match="closed before the model finished") as err:
+        early.result()
+    assert err.value.raw == "The" and early.partial == "The"
+    whole = Response(iter(["The", " end"]), finish)
+    with whole:
+        assert whole.text() == "The end"
+    assert whole.result().value == "The end"  # closed after the end: the result stands
