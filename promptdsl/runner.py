@@ -28,6 +28,8 @@ from .schema.quick import surely_valid
 from .spec import Method, OutputType, Spec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .tools.base import Tool, ToolUse
     from .tools.loop import ToolLoop, ToolSettings
 
@@ -383,12 +385,17 @@ def _checked_scores(backend: Backend, choices: Sequence[str], logps: Any) -> dic
 
 
 def run_spec(
-    spec: Spec,
+    spec: Spec | str | Path,
     inputs: Mapping[str, Any],
     *,
     backend: str | None = None,
     model: str | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> Result:
-    """One-call convenience: run ``spec`` on ``inputs`` and return the Result."""
+    """One-call convenience: run ``spec`` (a loaded spec, or the path of a spec file) on ``inputs``
+    and return the Result."""
+    if not isinstance(spec, Spec):
+        from .loader import load_spec
+
+        spec = load_spec(spec)
     return Runner(spec, backend_name=backend, model=model, options=options).run(inputs)

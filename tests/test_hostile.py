@@ -1121,3 +1121,11 @@ def test_a_lone_surrogate_from_python_is_an_input_error_not_a_backend_failure() 
             validate_inputs(spec, values)
         assert err.value.exit_code == 2
     assert validate_inputs(spec, {"t": "é 😀", "xs": []}) == {"t": "é 😀", "xs": []}
+
+
+def test_run_spec_takes_the_path_of_a_spec_file(scoring: Path) -> None:
+    """It is exported next to load_spec; given a path it said "'str' object has no attribute 'model'"."""
+    from promptdsl import run_spec
+
+    for spec in (str(scoring), scoring, load_spec(scoring)):
+        assert run_spec(spec, {"tweet": "x"}, backend="scoring").value == "Yes"
