@@ -237,7 +237,8 @@ async def test_copy_system_prompt_help_and_palette(tui_model: Any, store: Histor
         titles = {c.title for c in app.get_system_commands(app.screen)}
         assert {"New conversation", "Open conversation", "Run a spec", "Regenerate reply", "Stop reply",
                 "Edit system prompt", "Switch backend or model", "Copy last reply", "Export to Markdown",
-                "Export to Markdown as…", "Help"} <= titles
+                "Export to Markdown as…", "Help", "Tools", "Rename conversation", "Continue reply",
+                "Compose in $EDITOR"} <= titles
         await pilot.press("ctrl+p")
         await pilot.press(*"New conversation")
         await pilot.pause(0.5)

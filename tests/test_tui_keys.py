@@ -192,6 +192,29 @@ async def test_history_filters_as_you_type_renames_and_asks_before_deleting(stor
         assert app.chat.conversation.id == convs[0].id and app.sub_title == "chat 0"
 
 
+async def test_renaming_the_open_conversation_in_the_list_lasts(store: HistoryStore) -> None:
+    """The header kept the old title, and the next save of the chat's settings wrote it back."""
+    convs = _seed(store, 2)
+    app = make(store, ScriptedBackend([]))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await app.chat.resume(convs[0].id or -1)
+        await pilot.press("ctrl+o")
+        screen = app.screen
+        assert isinstance(screen, HistoryScreen)
+        screen.table.move_cursor(row=[r.id for r in screen.rows].index(convs[0].id))
+        await pilot.press("f2")
+        await pilot.pause()
+        app.screen.query_one("#answer", Input).value = "Renamed in the list"
+        await pilot.press("enter")
+        await pilot.pause()
+        await pilot.press("escape")  # back to the chat, the same conversation
+        await pilot.pause()
+        assert app.chat.conversation.title == "Renamed in the list" and app.sub_title == "Renamed in the list"
+        store.save_meta(app.chat.conversation)  # what the next settings change writes
+        assert store.load(convs[0].id or -1).title == "Renamed in the list"
+
+
 async def test_history_says_how_many_and_loads_more(store: HistoryStore) -> None:
     _seed(store, 205)
     app = make(store, ScriptedBackend([]))
@@ -599,6 +622,29 @@ async def test_spec_form_enum_without_default_numbers_limits_and_all_errors(
         await ready(pilot, again)
         screen = await open_spec(pilot, again)
         assert screen.query_one(SpecForm).raw_values()[0] == {"color": "red", "size": 12, "note": "hot!"}
+
+
+async def test_a_spec_run_stopped_with_esc_is_kept_in_history(store: HistoryStore, spec_dir: Path) -> None:
+    """docs/tui.md: "Every run is kept in history"; a stopped one was not."""
+    backend = ScriptedBackend(["A ", "warm ", "red."], released=1)
+    app = spec_app(store, backend, spec_dir)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await ready(pilot, app)
+        screen = await open_spec(pilot, app)
+        screen.query_one("#in-0", Select).focus()
+        await pilot.press("enter", "down", "enter")
+        screen.query_one("#in-1", Input).focus()
+        await pilot.press(*"12")
+        screen.query_one("#in-2", Input).focus()
+        await pilot.press(*"hot")
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: screen.raw == "A ", 10, "the first piece")
+        await pilot.press("escape")  # stop: the run ends, the screen stays
+        backend.release(5)  # (the worker sees the stop when its next piece comes)
+        await wait_for(pilot, lambda: bool(store.spec_runs("color", screen.key)), 10, "the stopped run saved")
+        runs = store.spec_runs("color", screen.key)
+        assert [(r.inputs, r.value, r.error) for r in runs] == [({"color": "red", "size": 12, "note": "hot"}, None,
+                                                                 "stopped")]
 
 
 def test_os_is_posix() -> None:

@@ -25,7 +25,7 @@ from textual.widgets import Header
 from promptdsl.backend import Backend, split_options
 from promptdsl.errors import PromptDSLError
 
-from .clipboard import osc52_note, system_copy
+from .clipboard import copy_and_tell
 from .conversation import DEFAULT_SYSTEM
 from .export import ExportExists, export_markdown
 from .history import HistoryStore, unsaved
@@ -259,12 +259,7 @@ class PromptDSLApp(App[None]):
         self._copy_text(event.text)
 
     def _copy_text(self, text: str) -> None:
-        tool = system_copy(text)
-        if tool is not None:
-            self.notify(f"Copied {len(text)} characters to the clipboard ({tool}).")
-            return
-        self.copy_to_clipboard(text)
-        self.notify(osc52_note(len(text)), timeout=8)
+        copy_and_tell(self, text)
 
     # ------------------------------------------------------------------ actions
 
@@ -425,10 +420,23 @@ class PromptDSLApp(App[None]):
         async def done(conv_id: int | None) -> None:
             if conv_id is not None:
                 await self.chat.resume(conv_id)
-            self.sub_title = self.chat.conversation.title or "New conversation"  # it may have been renamed
+            else:  # the list may have renamed the open conversation: its next save must not undo that
+                self._reload_title(store)
+            self.sub_title = self.chat.conversation.title or "New conversation"
             self.chat.input.focus()
 
-        self.push_screen(HistoryScreen(self.store, self.chat.conversation.id), done)
+        store = self.store
+        self.push_screen(HistoryScreen(store, self.chat.conversation.id), done)
+
+    def _reload_title(self, store: HistoryStore) -> None:
+        conv = self.chat.conversation
+        if conv.id is not None:
+            try:
+                title = store.title(conv.id)
+            except Exception:  # a locked or closed database: the title on screen stays
+                return
+            if title:
+                conv.title = title
 
     def action_export(self, path: Path | None = None, overwrite: bool = False) -> None:
         conv = self.chat.conversation
@@ -485,6 +493,7 @@ class PromptDSLApp(App[None]):
                             self.action_backend)
         yield SystemCommand("Continue reply", "Continue a reply cut at max_tokens or stopped (Ctrl+L)",
                             self.action_continue_reply)
+        yield SystemCommand("Tools", "Choose the tools the chat may call (F3)", self.action_tools)
         yield SystemCommand("Rename conversation", "Give the open conversation another title (F2)", self.action_rename)
         yield SystemCommand("Compose in $EDITOR", "Write the message in your editor (Ctrl+E)", self.action_editor)
         yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard (Ctrl+G)", self.action_copy_last)

@@ -10,6 +10,10 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from textual.app import App
 
 #: (environment that must be set, command); the first one present and succeeding wins.
 TOOLS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -41,3 +45,13 @@ def osc52_note(n: int) -> str:
     where = " (in tmux: set -g set-clipboard on)" if os.environ.get("TMUX") else ""
     return (f"Asked the terminal to copy {n} characters (OSC 52). Not every terminal does{where}; "
             "if pasting gives nothing, export with Ctrl+F instead.")
+
+
+def copy_and_tell(app: App[Any], text: str) -> None:
+    """Copy ``text`` for the chat and the spec screen alike, and say truthfully what happened."""
+    tool = system_copy(text)
+    if tool is not None:
+        app.notify(f"Copied {len(text)} characters to the clipboard ({tool}).")
+        return
+    app.copy_to_clipboard(text)
+    app.notify(osc52_note(len(text)), timeout=8)

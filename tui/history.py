@@ -247,6 +247,11 @@ class HistoryStore:
              conv.tool_choice, conv.id),
         )
 
+    def title(self, conv_id: int) -> str | None:
+        """The stored title (None when the conversation is gone)."""
+        row = self._one("SELECT title FROM conversations WHERE id=?", (conv_id,))
+        return None if row is None else str(row[0] or "")
+
     def rename(self, conv_id: int, title: str) -> None:
         self._run("UPDATE conversations SET title=? WHERE id=?", (title, conv_id))
 

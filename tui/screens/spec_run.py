@@ -28,6 +28,7 @@ from promptdsl.result import Result
 from promptdsl.runner import Runner
 from promptdsl.spec import Spec
 
+from ..clipboard import copy_and_tell
 from ..history import HistoryStore
 from ..session import Session
 from ..specs import short_path
@@ -287,6 +288,7 @@ class SpecScreen(Screen[None]):
         error = event.error or "failed"
         if error == "stopped":
             self._state("stopped")
+            self._keep_run(None, "stopped")  # every run is kept, a stopped one too
             return
         self._state("failed")
         self.result_view.show_error(error)
@@ -334,8 +336,7 @@ class SpecScreen(Screen[None]):
         if text is None:
             self.notify("No result to copy yet.", severity="warning")
             return
-        self.app.copy_to_clipboard(text)
-        self.notify(f"Copied {len(text)} characters to the clipboard.")
+        copy_and_tell(self.app, text)  # a clipboard tool, else it asks the terminal (and says so)
 
     @on(Button.Pressed, "#back")
     def action_back(self) -> None:
