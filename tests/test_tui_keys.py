@@ -215,6 +215,27 @@ async def test_renaming_the_open_conversation_in_the_list_lasts(store: HistorySt
         assert store.load(convs[0].id or -1).title == "Renamed in the list"
 
 
+async def test_reopening_the_conversation_while_it_streams_shows_the_reply_stopped(store: HistoryStore) -> None:
+    """It was loaded before the stop was saved, so it read "interrupted" (a killed app) though history said stopped."""
+    backend = ScriptedBackend(["alpha ", "beta ", "gamma ", "delta"], released=2)
+    app = make(store, backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press(*"go", "enter")
+        await wait_for(pilot, lambda: app.chat._gen is not None and app.chat._gen.tokens == 2, 10, "two pieces")
+        await pilot.press("ctrl+o")
+        await pilot.pause()
+        await pilot.press("enter")  # the open conversation, marked in the list
+        await pilot.pause(0.3)
+        backend.release(5)
+        await pilot.pause(0.3)
+        reply = app.chat.conversation.turns[-1]
+        assert (reply.status, reply.content) == ("cancelled", "alpha beta ")
+        assert "stopped" in str(list(app.query(MessageView))[-1].border_title)
+        saved = store.load(app.chat.conversation.id or -1).turns[-1]
+        assert (saved.status, saved.content) == ("cancelled", "alpha beta ")
+
+
 async def test_history_says_how_many_and_loads_more(store: HistoryStore) -> None:
     _seed(store, 205)
     app = make(store, ScriptedBackend([]))

@@ -613,6 +613,9 @@ class ChatView(Vertical):
     async def resume(self, conv_id: int) -> None:
         if self.store is None:
             return
+        if self._gen is not None:  # a reply streaming now is stopped and saved first: reopened, it reads as stopped
+            self._gen.stop_and_save(self.store)
+            await self.cancel()
         try:
             conv = self.store.load(conv_id)
         except PromptDSLError as exc:
