@@ -236,6 +236,27 @@ async def test_reopening_the_conversation_while_it_streams_shows_the_reply_stopp
         assert (saved.status, saved.content) == ("cancelled", "alpha beta ")
 
 
+async def test_a_conversation_deleted_in_another_window_is_saved_again(store: HistoryStore) -> None:
+    """Every later write failed ("FOREIGN KEY constraint failed") and the chat was never saved again."""
+    backend = ScriptedBackend(["one", "two"], released=10)
+    app = make(store, backend)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press(*"first", "enter")
+        await wait_for(pilot, lambda: not app.chat.generating and app.chat.conversation.id is not None, 10, "saved")
+        HistoryStore(store.path).delete(app.chat.conversation.id or -1)  # the other window
+        await pilot.press(*"second", "enter")
+        await wait_for(pilot, lambda: not app.chat.generating, 10, "second reply")
+        await pilot.pause(0.3)
+        conv = app.chat.conversation
+        assert conv.id is not None and store.count() == 1
+        saved = store.load(conv.id)
+        assert [(t.role, t.content) for t in saved.turns] == [(t.role, t.content) for t in conv.turns]
+        assert [t.content for t in saved.turns if t.role == "user"] == ["first", "second"]
+        assert any("deleted in another window" in text for text, _ in app.notices)
+        assert not any("FOREIGN KEY" in text for text, _ in app.notices)
+
+
 async def test_history_says_how_many_and_loads_more(store: HistoryStore) -> None:
     _seed(store, 205)
     app = make(store, ScriptedBackend([]))

@@ -232,6 +232,14 @@ class ChatView(Vertical):
                 self.post_message(self.TitleChanged(conv.title))
         else:
             conv_id = conv.id
+            if _deleted_elsewhere(store, conv_id):  # every later write would fail on the missing row
+                conv.id = None
+                for each in conv.turns:
+                    each.id = None
+                if self._save(lambda: store.create(conv)):
+                    self._notice("This conversation was deleted in another window; it is saved again as a new one.",
+                                 "warning")
+                return
             self._save(lambda: store.add_turn(conv_id, turn))
 
     def stamp_settings(self, *, save: bool = True) -> None:
@@ -670,3 +678,11 @@ class ChatView(Vertical):
         if store is not None and conv.id is not None:
             return self._save(lambda: store.save_meta(conv))
         return True
+
+
+def _deleted_elsewhere(store: HistoryStore, conv_id: int) -> bool:
+    """Whether another window deleted the conversation (a locked database says nothing: the write will)."""
+    try:
+        return store.title(conv_id) is None
+    except Exception:
+        return False
