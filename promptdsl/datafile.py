@@ -196,7 +196,8 @@ class DataFile:
                     if lines.not_utf8:
                         yield Row(index, line, {"_fields": [_readable(cell) for cell in record]}, "not UTF-8 text")
                     elif len(record) != len(header):
-                        error = f"has {len(record)} fields but the header has {len(header)}"
+                        fields = f"{len(record)} field{'s' if len(record) != 1 else ''}"
+                        error = f"has {fields} but the header has {len(header)}"
                         yield Row(index, line, {"_fields": record}, error)
                     else:
                         yield Row(index, line, dict(zip(header, record, strict=True)))

@@ -137,16 +137,32 @@ def _amount(n: int | float) -> str:
     return f"{n:,.0f}" if n < 1e15 else f"{n:.1e}"
 
 
-def _weight(value: Any, cap: int = MAX_CHARS, depth: int = 0) -> int:
+#: Lists and mappings inside each other that a template may print.
+MAX_PRINT_DEPTH = 30
+
+
+class _TooDeep(Exception):
+    """A value nested deeper than :data:`MAX_PRINT_DEPTH`."""
+
+
+def _weight(value: Any, cap: int = MAX_CHARS) -> int:
     """About how many characters ``str(value)`` makes, counted no further than ``cap``."""
+    try:
+        return _weigh(value, cap, 0)
+    except _TooDeep:  # a size cannot be told, and is not the problem
+        raise TemplateLimit(f"a value nests more than {MAX_PRINT_DEPTH} levels deep; the limit is {MAX_PRINT_DEPTH}") \
+            from None
+
+
+def _weigh(value: Any, cap: int, depth: int) -> int:
     if isinstance(value, str):
         return len(value)
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return 8
     if isinstance(value, int):
         return value.bit_length() // 3 + 1
-    if depth > 30:
-        return cap + 1
+    if depth > MAX_PRINT_DEPTH:
+        raise _TooDeep
     if isinstance(value, Mapping):
         items: Iterable[Any] = (x for kv in value.items() for x in kv)
     elif isinstance(value, list | tuple | set | frozenset):
@@ -155,7 +171,7 @@ def _weight(value: Any, cap: int = MAX_CHARS, depth: int = 0) -> int:
         return 16  # objects the sandbox lets through print briefly
     total = 2
     for item in items:
-        total += _weight(item, cap - total, depth + 1) + 2
+        total += _weigh(item, cap - total, depth + 1) + 2
         if total > cap:
             return total
     return total

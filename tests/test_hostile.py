@@ -1129,3 +1129,20 @@ def test_run_spec_takes_the_path_of_a_spec_file(scoring: Path) -> None:
 
     for spec in (str(scoring), scoring, load_spec(scoring)):
         assert run_spec(spec, {"tweet": "x"}, backend="scoring").value == "Yes"
+
+
+def test_a_value_nested_too_deep_to_print_is_named_as_such() -> None:
+    """A 64-character input nested 32 deep was reported as "16,777,279 characters"."""
+    from promptdsl.compiler import compile_prompt
+
+    spec = loads_spec("version: 1\nname: x\ninputs: {t: {type: array}}\n")
+    deep: list[Any] = []
+    for _ in range(32):
+        deep = [deep]
+    with pytest.raises(SpecError, match="a value nests more than 30 levels deep; the limit is 30") as err:
+        compile_prompt(spec, {"t": deep})
+    assert "characters" not in str(err.value)
+    shallow: list[Any] = []
+    for _ in range(20):
+        shallow = [shallow]
+    assert "[[[[" in compile_prompt(spec, {"t": shallow}).messages[-1].content
