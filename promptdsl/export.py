@@ -24,7 +24,7 @@ from typing import Any
 
 from .compiler import Compiler, render_output
 from .datafile import DataFile, Row, row_inputs
-from .errors import InputError, PromptDSLError
+from .errors import InputError, PromptDSLError, did_you_mean
 from .inputs import validate_inputs
 from .outputs import ParseFailure, parse_output
 from .prompt import Prompt
@@ -112,8 +112,11 @@ def compile_row(spec: Spec, compiler: Compiler, row: Row, data: DataFile, label:
 
     if row.error is not None:
         raise fail(row.error)
-    if label not in row.data or row.data[label] is None:
-        raise fail(f"no label field '{label}'")
+    if label not in row.data:
+        hint = did_you_mean(label, [k for k in map(str, row.data) if k not in spec.inputs])
+        raise fail(f"no label field '{label}'{hint}; the row has: {', '.join(map(str, row.data)) or 'no fields'}")
+    if row.data[label] is None:
+        raise fail(f"the label field '{label}' is null")
     try:
         values = validate_inputs(spec, row_inputs(spec, row, data.format))
     except InputError as exc:
