@@ -459,3 +459,8 @@ def test_switching_backends_releases_the_old_one(monkeypatch: pytest.MonkeyPatch
     assert closed == ["1"] and second is not first
     assert [inst for _, inst in registry._instances.values()] == [second]  # the old one is forgotten too
     assert session.switch(BackendChoice("counted", None, {"n": 2})) is second and closed == ["1"]  # same: kept
+    # generation keys given with a switch are the chat's settings; a switch without one drops it
+    session.switch(BackendChoice("counted", None, {"n": 2, "temperature": 0.2}))
+    assert session.settings() == {"n": 2, "temperature": 0.2} and session.generation.temperature == 0.2
+    session.switch(BackendChoice("counted", None, {"n": 2}))
+    assert session.settings() == {"n": 2} and session.generation.temperature != 0.2

@@ -390,7 +390,9 @@ class PromptDSLApp(App[None]):
                 self._load_backend(choice)
 
         models = self.store.models() if self.store is not None else []
-        self.push_screen(BackendScreen(self.session.choice, models), done)
+        current = self.session.choice  # shown with the generation settings too: the field is all of them
+        self.push_screen(BackendScreen(BackendChoice(current.name, current.model, self.session.settings()), models),
+                         done)
 
     def action_tools(self) -> None:
         if self._busy_with_dialog():

@@ -180,7 +180,8 @@ class Session:
     def switch(self, choice: BackendChoice) -> Backend:
         """Load ``choice`` and make it current; on error the old backend stays (worker thread).
 
-        Generation keys among its options (temperature, max_tokens…) change the chat's settings.
+        Generation keys among its options (temperature, max_tokens…) become the chat's settings:
+        the options given are all of them, so a key left out is dropped (the Ctrl+B field shows them all).
         """
         gen, back = split_options(choice.options)
         choice = BackendChoice(choice.name, choice.model, back)
@@ -189,9 +190,8 @@ class Session:
             old, self._backend = self._backend, new
             self.choice = choice
             self.explicit = True
-            if gen:
-                self.user_generation.update(gen)
-                self.generation = GenerationOptions.from_mapping({**CHAT_DEFAULTS, **self.user_generation})
+            self.user_generation = dict(gen)
+            self.generation = GenerationOptions.from_mapping({**CHAT_DEFAULTS, **self.user_generation})
         if old is not None and old is not new:
             release(old)  # each switch of options used to keep another copy of the model loaded
         return new
