@@ -257,6 +257,21 @@ async def test_a_conversation_deleted_in_another_window_is_saved_again(store: Hi
         assert not any("FOREIGN KEY" in text for text, _ in app.notices)
 
 
+async def test_a_long_draft_leaves_the_chat_room_on_a_small_terminal(store: HistoryStore) -> None:
+    app = make(store, ScriptedBackend([]))
+    async with app.run_test(size=(50, 12)) as pilot:
+        await ready(pilot, app)
+        app.chat.input.insert("\n".join(f"line {i}" for i in range(60)))
+        await pilot.pause()
+        assert app.chat.input.outer_size.height <= 4  # 40% of 12 rows, not 10 of them
+    async with make(store, ScriptedBackend([])).run_test(size=(100, 40)) as pilot:
+        app = pilot.app
+        await ready(pilot, app)
+        app.chat.input.insert("\n".join(f"line {i}" for i in range(60)))
+        await pilot.pause()
+        assert app.chat.input.outer_size.height == 10  # a roomy terminal: as before
+
+
 async def test_history_says_how_many_and_loads_more(store: HistoryStore) -> None:
     _seed(store, 205)
     app = make(store, ScriptedBackend([]))

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SuspendNotSupported, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.notifications import SeverityLevel
@@ -160,7 +160,13 @@ class PromptDSLApp(App[None]):
     def status(self) -> StatusBar:
         return StatusBar(id="status")
 
+    def on_resize(self, event: events.Resize) -> None:
+        """The message box grows with a draft to 10 rows, but on a small terminal to 40% of it at most:
+        a long draft left the chat one row."""
+        self.chat.input.styles.max_height = max(3, min(10, event.size.height * 2 // 5))
+
     async def on_mount(self) -> None:
+        self.chat.input.styles.max_height = max(3, min(10, self.size.height * 2 // 5))
         self.status.backend = self.session.choice.name
         self.status.model = self.session.choice.model or "default"
         self.status.tools = tuple(self.session.tools)
