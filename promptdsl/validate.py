@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .backend import check_options as check_backend_options
 from .backend import split_options
 from .compiler import Compiler
 from .errors import BackendError, SpecError
@@ -41,6 +42,14 @@ def spec_notes(spec: Spec) -> list[str]:
     notes = []
     if spec.mode == "completion" and spec.system is not None:
         notes.append("'system' is not used in completion mode (only chat mode sends a system message)")
+    options = split_options(spec.model.options)[1]
+    if spec.model.backend is None and options:  # valid for some backend, maybe not for the default one
+        try:
+            name = resolve_backend_name(None)
+            check_backend_options(name, backend_class(name).options_schema, options)
+        except BackendError as exc:
+            notes.append(f"with the default backend '{exc.backend or 'default'}': {exc.message}; run refuses it "
+                         "unless -b picks a backend that takes it (or name one in model.backend)")
     return notes
 
 

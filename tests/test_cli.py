@@ -70,6 +70,19 @@ def test_system_in_a_completion_spec_is_valid_with_a_note(cli: Callable[..., Ran
     assert "careful" not in cli("compile", str(spec)).stdout
 
 
+def test_an_option_the_default_backend_refuses_is_a_note_when_the_spec_names_no_backend(
+    cli: Callable[..., Ran], tmp_path: Path
+) -> None:
+    """validate said "ok" and run then refused it: with no backend named, -b may still pick one that takes it."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: x\nmodel: {options: {uper: 1, temperature: 0}}\n", encoding="utf-8")
+    proc = cli("validate", str(spec))
+    assert proc.returncode == 0, proc.stderr
+    assert "  note: with the default backend 'llamacpp': unknown option 'uper'" in proc.stdout
+    spec.write_text("version: 1\nname: x\nmodel: {options: {n_ctx: 2048, temperature: 0}}\n", encoding="utf-8")
+    assert "note" not in cli("validate", str(spec)).stdout
+
+
 def test_validate_debug_shows_the_traceback(cli: Callable[..., Ran], tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text("version: 1\nname: x\nfoo: 1\n", encoding="utf-8")
