@@ -1146,3 +1146,28 @@ def test_a_value_nested_too_deep_to_print_is_named_as_such() -> None:
     for _ in range(20):
         shallow = [shallow]
     assert "[[[[" in compile_prompt(spec, {"t": shallow}).messages[-1].content
+
+
+@pytest.mark.parametrize("closing", ["additionalProperties: false", "additionalProperties: {type: integer}"])
+def test_keys_matched_for_additional_properties_go_through_the_bounded_regexes(
+    closing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jsonschema matched them with Python's re, which no clock bounds: '^(a+)+$' on 40 a's and a '!' hung."""
+    from promptdsl import schema
+    from promptdsl.inputs import validate_inputs
+
+    searched: list[str] = []
+    real = schema.search
+    monkeypatch.setattr(schema, "search", lambda p, t, f=0: searched.append(t) or real(p, t, f))
+    spec = loads_spec(f"version: 1\nname: x\ninputs:\n  obj: {{type: object, patternProperties: {{'^a+$': {{}}}}, "
+                      f"{closing}}}\n")
+    with pytest.raises(InputError, match="input 'obj"):
+        validate_inputs(spec, {"obj": {"aa": 1, "b!": "x"}})
+    assert "b!" in searched  # through search(), so under the clock
+    assert validate_inputs(spec, {"obj": {"aa": 1}}) == {"obj": {"aa": 1}}
+
+
+def test_unevaluated_properties_next_to_pattern_properties_is_refused_at_load() -> None:
+    with pytest.raises(SpecError, match="'unevaluatedProperties' next to 'patternProperties' is not supported"):
+        loads_spec("version: 1\nname: x\ninputs:\n  obj: {type: object, patternProperties: {'^a': {}}, "
+                   "unevaluatedProperties: false}\n")

@@ -189,13 +189,38 @@ def _unique_items(validator: Any, unique: Any, instance: Any, schema: Any) -> It
         seen.add(key)
 
 
+def _additional_properties(validator: Any, extra: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    """jsonschema's ``additionalProperties``, with the keys matched against ``patternProperties`` by
+    :func:`search` (jsonschema's own uses Python's ``re``, which no clock bounds)."""
+    from jsonschema import ValidationError
+
+    if not validator.is_type(instance, "object"):
+        return
+    properties = schema.get("properties", {})
+    patterns = list(schema.get("patternProperties", {}))
+    extras = [k for k in instance if k not in properties and not any(search(p, k) is not None for p in patterns)]
+    if validator.is_type(extra, "object"):
+        for key in extras:
+            yield from validator.descend(instance[key], extra, path=key)
+    elif not extra and extras:
+        shown = ", ".join(repr(k) for k in sorted(extras, key=str))
+        if patterns:
+            verb = "does" if len(extras) == 1 else "do"
+            regexes = ", ".join(map(repr, sorted(patterns)))
+            yield ValidationError(f"{shown} {verb} not match any of the regexes: {regexes}")
+        else:
+            verb = "was" if len(extras) == 1 else "were"
+            yield ValidationError(f"Additional properties are not allowed ({shown} {verb} unexpected)")
+
+
 @lru_cache(maxsize=1)
 def _bounded() -> Any:
     from jsonschema import Draft202012Validator, validators
 
     return validators.extend(  # type: ignore[no-untyped-call]
         Draft202012Validator,
-        {"pattern": _pattern, "patternProperties": _pattern_properties, "uniqueItems": _unique_items},
+        {"pattern": _pattern, "patternProperties": _pattern_properties, "uniqueItems": _unique_items,
+         "additionalProperties": _additional_properties},
     )
 
 
@@ -294,6 +319,9 @@ def _nodes(node: Any, path: KeyPath) -> Iterator[tuple[KeyPath, Mapping[str, Any
 
 
 def _node_problem(node: Mapping[str, Any]) -> str | None:
+    if "unevaluatedProperties" in node and _holds_key(node, "patternProperties"):
+        return ("'unevaluatedProperties' next to 'patternProperties' is not supported: jsonschema would match "
+                "the keys with Python's re, which no time limit bounds (use 'additionalProperties')")
     patterns: list[str] = []
     if isinstance(node.get("pattern"), str):
         patterns.append(node["pattern"])
@@ -305,6 +333,20 @@ def _node_problem(node: Mapping[str, Any]) -> str | None:
         except RegexProblem as exc:
             return str(exc)
     return None
+
+
+def _holds_key(node: Any, key: str) -> bool:
+    """Whether ``key`` appears anywhere in ``node`` (a conservative look: data under ``enum`` counts too)."""
+    todo = [node]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, Mapping):
+            if key in item:
+                return True
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
 
 
 class _RefFailure(Exception):
