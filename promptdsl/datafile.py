@@ -127,12 +127,7 @@ class DataFile:
             return
         found = _unclosed_quote(self.path)  # odd quotes may be harmless strays (5" screen): look closer
         if found is not None:
-            start, end = found
-            raise InputError(
-                f"line {start}: a quoted cell opened in this row is never closed, so lines {start}-{end} "
-                'would be read as one cell; close the quote (a quote inside a quoted cell is written "")',
-                source=self.name,
-            )
+            raise _unclosed_quote_error(self.name, *found)
 
     def rows(self) -> Iterator[Row]:
         if self.format == "csv":
@@ -191,6 +186,9 @@ class DataFile:
                         continue
                     if record is None:
                         return
+                    if lines.ended and lines.quotes % 2 and lines.line_no > line:
+                        # Missed up front when a stray inch mark evened the file's count of quotes.
+                        raise _unclosed_quote_error(self.name, line, lines.line_no)
                     if not record or record == [""]:
                         continue
                     if lines.not_utf8:
@@ -364,6 +362,14 @@ def _count_csv_records(f: IO[bytes]) -> tuple[int, bool]:
         before = b'"' if quoted else text[-1:]
     unfinished = last not in (b"\n", b"\r")  # a last line without its line end
     return max(0, (lines if quoted else ends) + unfinished - 1), not quoted
+
+
+def _unclosed_quote_error(source: str, start: int, end: int) -> InputError:
+    return InputError(
+        f"line {start}: a quoted cell opened in this row is never closed, so lines {start}-{end} "
+        'would be read as one cell; close the quote (a quote inside a quoted cell is written "")',
+        source=source,
+    )
 
 
 def _unclosed_quote(path: Path) -> tuple[int, int] | None:

@@ -449,6 +449,10 @@ def test_a_quoted_cell_never_closed_is_refused_not_left_to_swallow_the_rows_afte
     one_error_line(cli("run", spec(tmp_path), "--data", str(data), "--out", str(out)),
                    "q.csv: line 3: a quoted cell opened in this row is never closed, so lines 3-5 would be read as one cell")
     assert not out.exists()
+    data.write_text('text,label\nI love it,pos\n5" screen,pos\n"Best phone ever,neg\nawful,neg\n', encoding="utf-8")
+    ran = cli("run", spec(tmp_path), "--data", str(data), "--out", str(out))  # a stray evens the count of quotes
+    one_error_line(ran, "q.csv: line 4: a quoted cell opened in this row is never closed, so lines 4-5")
+    out.unlink(missing_ok=True)
     for text in ('text,label\n5" screen,pos\nok,neg\nlast 7" one,neg',  # strays on a last line without its end
                  'text,label\n"two\nlines",pos\n"no end"'):  # balanced, the last line unfinished
         data.write_text(text, encoding="utf-8")
