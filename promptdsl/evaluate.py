@@ -304,10 +304,14 @@ class Evaluation:
         return data.get(self.label)
 
     def on_resumed_line(self, line: dict[str, Any]) -> None:
-        score_line(self.metrics, self.gold_of(line.get("input")), line.get("value"), "error" not in line)
+        data = line.get("input")
+        if "error" in line and (not isinstance(data, dict) or "_fields" in data):  # a row that was not read
+            self.unreadable += 1
+            return
+        score_line(self.metrics, self.gold_of(data), line.get("value"), "error" not in line)
 
     def on_outcome(self, outcome: Outcome, line: dict[str, Any]) -> None:
-        if not isinstance(outcome.row.data, dict):  # neither labelled nor unlabelled: unknown
+        if outcome.row.error is not None:  # not read (invalid JSON, a CSV row of the wrong width): no label known
             self.unreadable += 1
             line["label"] = line["correct"] = None
             return

@@ -968,7 +968,17 @@ def test_eval_does_not_leave_an_unreadable_row_out_quietly(
     metrics = json.loads(captured.out)
     assert code == 1 and metrics["unreadable"] == 1 and metrics["unlabelled"] == 0 and metrics["complete"] is True
     assert f"invalid JSON at column 30: Expecting ',' delimiter (at {data}:2)" in captured.err  # not column 1
-    assert "1 row could not be read (invalid JSON or not an object), so the metrics leave them out" in captured.err
+    assert "1 row could not be read, so the metrics leave it out; fix the line named above" in captured.err
+    out = tmp_path / "per-row.jsonl"  # and again when the row is read back by --resume
+    assert main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring", "--out", str(out)]) == 1
+    capsys.readouterr()
+    code = main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring", "--out", str(out),
+                 "--resume", "--json"])
+    assert code == 1 and json.loads(capsys.readouterr().out)["unreadable"] == 1
+    csv_data = _data(tmp_path, "tweet,label\na,Yes\nb, c,No\n", "d.csv")  # a CSV row of the wrong width
+    code = main(["eval", str(scoring), "--data", str(csv_data), "--label", "label", "-b", "scoring", "--json"])
+    metrics = json.loads(capsys.readouterr().out)
+    assert code == 1 and (metrics["unreadable"], metrics["unlabelled"]) == (1, 0)
 
 
 def test_an_interrupted_eval_says_its_metrics_are_partial(

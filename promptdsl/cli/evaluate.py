@@ -51,8 +51,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return code
     if evaluation.unreadable:
         n = evaluation.unreadable
-        say(f"promptdsl: error: {n} row{'s' if n != 1 else ''} could not be read (invalid JSON or not an "
-            "object), so the metrics leave them out; fix the lines named above")
+        say(f"promptdsl: error: {n} row{'s' if n != 1 else ''} could not be read, so the metrics leave "
+            f"{'it' if n == 1 else 'them'} out; fix the line{'s' if n != 1 else ''} named above")
         return 1
     if (why := evaluation.no_labels()) is not None:
         say(f"promptdsl: error: {why}")
