@@ -489,7 +489,8 @@ def _read_model_facts(path: str, size: int, mtime: int) -> tuple[int | None, int
     llama_cpp.llama_backend_init()
     params = llama_cpp.llama_model_default_params()
     params.vocab_only = True  # the metadata and the vocabulary: no weights, no context (and no hparams)
-    model = llama_cpp.llama_model_load_from_file(path.encode("utf-8"), params)
+    with _interrupts_held():  # it logs through Python too: a Ctrl+C there would be dropped
+        model = llama_cpp.llama_model_load_from_file(path.encode("utf-8"), params)
     if not model:
         return None, None
     try:
@@ -515,7 +516,8 @@ def _read_model_facts(path: str, size: int, mtime: int) -> tuple[int | None, int
         value_len = number(arch + b".attention.value_length") or embd // heads
         return trained, 2 * layers * kv_heads * (key_len + value_len)
     finally:
-        llama_cpp.llama_model_free(model)
+        with _interrupts_held():
+            llama_cpp.llama_model_free(model)
 
 
 # -------------------------------------------------------------------------- the model's chat template
