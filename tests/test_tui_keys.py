@@ -611,6 +611,32 @@ async def test_backend_dialog_fits_a_small_terminal_and_forgets_the_old_model(
         assert "option 'temperature'" in str(screen.query_one("#backend-error", Label).content)
 
 
+async def test_ctrl_b_to_another_backend_keeps_the_chats_generation_settings(
+    store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The field shows them; picking another backend cleared the whole field, and with it -o temperature."""
+    from promptdsl.backend import BackendInfo
+
+    infos = [BackendInfo(name=n, version="1", capabilities=frozenset(), error=None) for n in ("scripted", "other")]
+    monkeypatch.setattr("promptdsl_tui.screens.backend.list_backends", lambda: infos)
+    monkeypatch.setattr(session_module, "get_backend", lambda name, model, opts: ScriptedBackend([]))
+    app = App(backend_instance=ScriptedBackend([]), options={"temperature": 0.1, "max_tokens": 2000},
+              history=store, cwd=store.path.parent)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await ready(pilot, app)
+        await pilot.press("ctrl+b")
+        screen = app.screen
+        assert isinstance(screen, BackendScreen)
+        assert screen.query_one("#options", Input).value == "temperature=0.1 max_tokens=2000"
+        screen.query_one("#backend", Select).value = "other"
+        await pilot.pause()
+        assert screen.query_one("#options", Input).value == "temperature=0.1 max_tokens=2000"
+        screen.query_one("#options", Input).focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.session.choice.name == "other", 10, "the switch")
+        assert (app.session.generation.temperature, app.session.generation.max_tokens) == (0.1, 2000)
+
+
 # --------------------------------------------------------------------------- 1 and 6: spec forms
 
 

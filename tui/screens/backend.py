@@ -16,7 +16,7 @@ from textual.screen import ModalScreen
 from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Label, Select
 
-from promptdsl.backend import BackendInfo
+from promptdsl.backend import BackendInfo, split_options
 from promptdsl.errors import InputError
 from promptdsl.inputs import parse_options as core_parse_options
 from promptdsl.registry import list_backends
@@ -89,10 +89,12 @@ class BackendScreen(ModalScreen[BackendChoice | None]):
 
     @on(Select.Changed, "#backend")
     def _backend_changed(self, event: Select.Changed) -> None:
-        """Another backend: the old one's model and options mean nothing to it."""
+        """Another backend: the old one's model and options mean nothing to it; the generation settings
+        (temperature, max_tokens…) are the chat's and stay."""
         same = event.value == self.current.name
+        kept = dict(self.current.options) if same else split_options(self.current.options)[0]
         self.query_one("#model", Input).value = (self.current.model or "") if same else ""
-        self.query_one("#options", Input).value = format_options(dict(self.current.options)) if same else ""
+        self.query_one("#options", Input).value = format_options(kept)
 
     @on(Button.Pressed, "#switch")
     @on(Input.Submitted)
