@@ -93,7 +93,8 @@ class Compiler:
         """Render what depends on one input (instruction, system, item) without building the prompt:
         validating a spec's every example and test must not join all the shots once per item."""
         values = self._with_defaults(values)
-        for key, source in (("instruction", self.spec.instruction), ("system", self.spec.system)):
+        system = self.spec.system if self.spec.mode != "completion" else None  # compile() never renders it there
+        for key, source in (("instruction", self.spec.instruction), ("system", system)):
             if source is not None:
                 self._render(key, source, values)
         self._item(values)

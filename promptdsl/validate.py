@@ -46,10 +46,14 @@ def spec_notes(spec: Spec) -> list[str]:
     if spec.model.backend is None and options:  # valid for some backend, maybe not for the default one
         try:
             name = resolve_backend_name(None)
-            check_backend_options(name, backend_class(name).options_schema, options)
+            schema = backend_class(name).options_schema
+        except BackendError:  # no default backend to hold them to: run says so in its own words
+            return notes
+        try:
+            check_backend_options(name, schema, options)
         except BackendError as exc:
-            notes.append(f"with the default backend '{exc.backend or 'default'}': {exc.message}; run refuses it "
-                         "unless -b picks a backend that takes it (or name one in model.backend)")
+            notes.append(f"with the default backend '{name}': {exc.message}; run refuses it unless -b picks a "
+                         "backend that takes it (or name one in model.backend)")
     return notes
 
 

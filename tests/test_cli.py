@@ -71,7 +71,7 @@ def test_system_in_a_completion_spec_is_valid_with_a_note(cli: Callable[..., Ran
 
 
 def test_an_option_the_default_backend_refuses_is_a_note_when_the_spec_names_no_backend(
-    cli: Callable[..., Ran], tmp_path: Path
+    cli: Callable[..., Ran], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """validate said "ok" and run then refused it: with no backend named, -b may still pick one that takes it."""
     spec = tmp_path / "s.yaml"
@@ -80,6 +80,9 @@ def test_an_option_the_default_backend_refuses_is_a_note_when_the_spec_names_no_
     assert proc.returncode == 0, proc.stderr
     assert "  note: with the default backend 'llamacpp': unknown option 'uper'" in proc.stdout
     spec.write_text("version: 1\nname: x\nmodel: {options: {n_ctx: 2048, temperature: 0}}\n", encoding="utf-8")
+    assert "note" not in cli("validate", str(spec)).stdout
+    monkeypatch.setenv("PROMPTDSL_BACKEND", "nonesuch")  # no default backend to hold them to: no note
+    spec.write_text("version: 1\nname: x\nmodel: {options: {uper: 1}}\n", encoding="utf-8")
     assert "note" not in cli("validate", str(spec)).stdout
 
 

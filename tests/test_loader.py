@@ -123,7 +123,8 @@ def test_custom_and_distant_schema_keywords_stay_allowed(tmp_path: Path) -> None
     """JSON Schema allows keywords of one's own: only near-misses of real keywords are refused, and a
     property may be named anything (even "type" or "minlength")."""
     spec = load_spec(write(tmp_path, (
-        "version: 1\nname: x\ninputs:\n  text: {type: string, x-minlength: 1, unit: cm, note: n, example: e, descripton: d}\n"
+        "version: 1\nname: x\ninputs:\n  text: {type: string, x-minlength: 1, unit: cm, note: n, example: e, descripton: d,"
+        " uiSchema: u, anchor: a, '@type': t, typeof: s}\n"
         "output:\n  type: json\n  schema:\n    type: object\n    properties:\n"
         "      type: {type: string}\n      minlength: {type: integer}\n    $defs: {requird: {type: string}}\n"
     )))

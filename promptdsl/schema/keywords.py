@@ -11,6 +11,7 @@ checked: their authors are not the user, and a custom keyword there must not bre
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -37,22 +38,41 @@ KEYWORDS = _ONE | _LIST | NAME_MAPS | frozenset({
 #: Keywords that only describe (an OpenAPI ``example`` or a misspelt ``descripton`` changes no check).
 ANNOTATIONS = frozenset({"title", "description", "default", "deprecated", "readOnly", "writeOnly", "examples",
                          "$comment", "contentEncoding", "contentMediaType"})
-#: Misspellings of these are refused. Keywords of three letters or fewer (``not``, ``if``, ``id``) only
-#: in another letter case: ``note`` is a plausible word of one's own, not a misspelt ``not``.
-_CHECKING = {k.lower(): k for k in KEYWORDS - ANNOTATIONS}
+#: Keywords that name or hold things rather than check them (a misspelt ``$defs`` breaks its ``$ref``s
+#: loudly anyway), and so never the intended word behind a key of one's own (``uiSchema``, ``anchor``).
+IDENTIFIERS = frozenset({"$schema", "$id", "id", "$anchor", "$dynamicAnchor", "$recursiveAnchor", "$vocabulary",
+                         "$defs", "definitions"})
+#: Misspellings of these are refused. Keywords of three letters or fewer (``not``, ``if``) only in
+#: another letter case: ``note`` is a plausible word of one's own, not a misspelt ``not``; those of
+#: four (``type``, ``enum``) only one letter longer or shorter (``types``, not ``typeof``).
+_CHECKING = {k.lower(): k for k in KEYWORDS - ANNOTATIONS - IDENTIFIERS}
 _FUZZY = sorted(k for k in _CHECKING if len(k) > 3)
 
 
-def close_keyword(key: str) -> str | None:
+#: Keys compared letter by letter in one schema; a schema of thousands of keys (no real one has) is
+#: still checked for keywords in another letter case, but not for typos: that would cost seconds.
+MAX_FUZZY_KEYS = 1000
+
+
+@functools.lru_cache(maxsize=4096)
+def close_keyword(key: str, fuzzy: bool = True) -> str | None:
     """The checking keyword ``key`` most likely misspells, or None when it is a keyword, far from all,
-    or near only to an annotation."""
-    if key in KEYWORDS or key.startswith("x-"):
+    or near only to an annotation. Keys of other vocabularies (``@type``, ``_type``) are left alone."""
+    if key in KEYWORDS or key.startswith("x-") or not (key[:1].isalpha() or key[:1] == "$"):
         return None
     lower = key.lower()
-    if lower in _CHECKING:
-        return _CHECKING[lower]
-    close = difflib.get_close_matches(lower, _FUZZY, n=1, cutoff=0.8)
+    if lower in _CHECKING or not fuzzy:
+        return _CHECKING.get(lower)
+    close = difflib.get_close_matches(lower, _near(len(lower)), n=1, cutoff=0.8)
     return _CHECKING[close[0]] if close else None
+
+
+@functools.lru_cache(maxsize=64)
+def _near(size: int) -> list[str]:
+    """The keywords a key of ``size`` letters can be 0.8 alike to: lengths within a factor of 1.5, and
+    for the four-letter ones (``type``) one letter more or less."""
+    return [k for k in _FUZZY if 2 * min(len(k), size) >= 0.8 * (len(k) + size)
+            and (len(k) > 4 or abs(len(k) - size) <= 1)]
 
 
 def misspelt_keyword(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
@@ -62,8 +82,8 @@ def misspelt_keyword(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
     Only where a keyword can stand is looked at: a property *name* under ``properties`` is the
     user's to choose."""
     try:
-        for path, key in _keys((), schema):
-            meant = close_keyword(key)
+        for n, (path, key) in enumerate(_keys((), schema)):
+            meant = close_keyword(key, n < MAX_FUZZY_KEYS)
             if meant is not None:
                 return (
                     f"unknown keyword {quote(key)} (did you mean {quote(meant)}?); JSON Schema ignores "
