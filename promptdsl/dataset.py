@@ -587,8 +587,9 @@ class DatasetRun:
             if data.path is not None and out.exists() and out.resolve() == data.path.resolve():
                 raise InputError("--out is the dataset itself; give another file", source=str(out))
         if data.path is not None and not data.has_rows():
-            empty = data.format != "csv" and data.path.stat().st_size == 0
-            what = "no rows below its header" if data.format == "csv" else "no rows (the file is empty)" if empty \
+            header = data.header() if data.format == "csv" else None
+            empty = header is None and (data.format == "csv" or data.path.stat().st_size == 0)
+            what = "no rows below its header" if header is not None else "no rows (the file is empty)" if empty \
                 else "no rows (only blank lines)"
             raise InputError(f"the dataset has {what}", source=data.name)
         _check_columns(spec, data, fields or {}, self.constants)

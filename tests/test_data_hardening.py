@@ -463,6 +463,7 @@ def test_a_quoted_cell_never_closed_is_refused_not_left_to_swallow_the_rows_afte
     ("empty.jsonl", "", "empty.jsonl: the dataset has no rows (the file is empty)"),
     ("blank.jsonl", "\n  \n", "blank.jsonl: the dataset has no rows (only blank lines)"),
     ("header.csv", "text,label\n", "header.csv: the dataset has no rows below its header"),
+    ("nothing.csv", "\ufeff", "nothing.csv: the dataset has no rows (the file is empty)"),  # no header either
     ("tweets.csv", "tweet,label\nhi,pos\n",
      "tweets.csv: line 1: no column for input 'text' (did you mean 'tweet'?); map it with --field text=tweet; "
      "the header has: 'tweet', 'label'"),
