@@ -226,9 +226,9 @@ async def test_reopening_the_conversation_while_it_streams_shows_the_reply_stopp
         await pilot.press("ctrl+o")
         await pilot.pause()
         await pilot.press("enter")  # the open conversation, marked in the list
-        await pilot.pause(0.3)
-        backend.release(5)
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: not app.chat.generating and app.chat.conversation.turns[-1].status != "streaming",
+                       10, "reopened")
+        backend.release(5)  # (the worker, still waiting for a piece, ends)
         reply = app.chat.conversation.turns[-1]
         assert (reply.status, reply.content) == ("cancelled", "alpha beta ")
         assert "stopped" in str(list(app.query(MessageView))[-1].border_title)
@@ -246,8 +246,8 @@ async def test_a_conversation_deleted_in_another_window_is_saved_again(store: Hi
         await wait_for(pilot, lambda: not app.chat.generating and app.chat.conversation.id is not None, 10, "saved")
         HistoryStore(store.path).delete(app.chat.conversation.id or -1)  # the other window
         await pilot.press(*"second", "enter")
-        await wait_for(pilot, lambda: not app.chat.generating, 10, "second reply")
-        await pilot.pause(0.3)
+        await wait_for(pilot, lambda: not app.chat.generating and store.count() == 1
+                       and len(store.load(app.chat.conversation.id or -1).turns) == 4, 10, "second reply saved")
         conv = app.chat.conversation
         assert conv.id is not None and store.count() == 1
         saved = store.load(conv.id)
@@ -716,10 +716,8 @@ async def test_a_spec_run_stopped_with_esc_is_kept_in_history(store: HistoryStor
         screen = await open_spec(pilot, app)
         screen.query_one("#in-0", Select).focus()
         await pilot.press("enter", "down", "enter")
-        screen.query_one("#in-1", Input).focus()
-        await pilot.press(*"12")
-        screen.query_one("#in-2", Input).focus()
-        await pilot.press(*"hot")
+        screen.query_one("#in-1", Input).value = "12"  # (typing into the form is another test's)
+        screen.query_one("#in-2", Input).value = "hot"
         await pilot.press("ctrl+r")
         await wait_for(pilot, lambda: screen.raw == "A ", 10, "the first piece")
         await pilot.press("escape")  # stop: the run ends, the screen stays
