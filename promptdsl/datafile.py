@@ -125,9 +125,8 @@ class DataFile:
             self._count, balanced = _count_csv_records(f)
         if balanced:
             return
-        found = _unclosed_quote(self.path)  # odd quotes may be harmless strays (5" screen): look closer
-        if found is not None:
-            raise _unclosed_quote_error(self.name, *found)
+        for _ in self._csv_rows():  # odd quotes may be harmless strays (5" screen): the reading itself says
+            pass
 
     def rows(self) -> Iterator[Row]:
         if self.format == "csv":
@@ -187,7 +186,9 @@ class DataFile:
                     if record is None:
                         return
                     if lines.ended and lines.quotes % 2 and lines.line_no > line:
-                        # Missed up front when a stray inch mark evened the file's count of quotes.
+                        # The end of the file cut a quoted cell, across lines (so no stray on a last line
+                        # without its end): found up front by _check_quotes, or here when a stray inch
+                        # mark evened the file's count of quotes.
                         raise _unclosed_quote_error(self.name, line, lines.line_no)
                     if not record or record == [""]:
                         continue
@@ -370,31 +371,6 @@ def _unclosed_quote_error(source: str, start: int, end: int) -> InputError:
         'would be read as one cell; close the quote (a quote inside a quoted cell is written "")',
         source=source,
     )
-
-
-def _unclosed_quote(path: Path) -> tuple[int, int] | None:
-    """The first and last line of a record that the end of the file cut inside a quoted cell
-    (spanning lines: a stray quote on a last line without its line end is no such record)."""
-    csv.field_size_limit(64 << 20)
-    with path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        lines = _CsvLines(f)
-        reader = csv.reader(lines)
-        try:
-            while True:
-                start = lines.line_no + 1
-                lines.next_record()
-                try:
-                    record = next(reader, None)
-                except _TooLarge:
-                    lines.skip_record()
-                    reader = csv.reader(lines)
-                    continue
-                if record is None:
-                    return None
-                if lines.ended and lines.quotes % 2 and lines.line_no > start:
-                    return start, lines.line_no
-        except csv.Error:
-            return None  # the reading itself reports it, with its line
 
 
 def _line_ends(text: bytes) -> int:
