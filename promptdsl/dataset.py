@@ -172,16 +172,11 @@ class DatasetRunner:
 
     def _missing(self, data: Mapping[str, Any]) -> str | None:
         """Say which required input has no field in the row (a typo in a column name, say)."""
-        for name, schema in self.spec.inputs.items():
-            source = field_for(name, self.fields)
-            if source not in data and name not in self.constants and "default" not in schema:
-                fields = ", ".join(map(str, data)) or "no fields"
-                what = f"input '{name}'" if source == name else f"input '{name}' (--field {name}={source})"
-                hint = did_you_mean(source, map(str, data))
-                if hint and source == name:
-                    hint += f"; map it with --field {name}={hint.split(chr(39))[1]}"
-                return f"no field for {what}{hint}; the row has: {fields}"
-        return None
+        found = _unmatched_input(self.spec, list(map(str, data)), self.fields, self.constants)
+        if found is None:
+            return None
+        fields = ", ".join(map(str, data)) or "no fields"
+        return f"no field for {found}; the row has: {fields}"
 
     def _call(self, prompt: Prompt, values: dict[str, Any]) -> Result | PromptDSLError:
         try:
@@ -525,22 +520,31 @@ class ProgressSink(Protocol):
     def update(self, n: int = 1, *, cached: bool = False, error: bool = False) -> None: ...
 
 
+def _unmatched_input(
+    spec: Spec, names: list[str], fields: Mapping[str, str], constants: Mapping[str, Any]
+) -> str | None:
+    """The first required input that none of ``names`` (a row's fields, a CSV header) supplies, as
+    "input 'x'" with did-you-mean and the --field that would map it; None when all are there."""
+    for name, schema in spec.inputs.items():
+        source = field_for(name, fields)
+        if source in names or name in constants or "default" in schema:
+            continue
+        what = f"input '{name}'" if source == name else f"input '{name}' (--field {name}={source})"
+        hint = did_you_mean(source, names)
+        if hint and source == name:
+            hint += f"; map it with --field {name}={hint.split(chr(39))[1]}"
+        return what + hint
+    return None
+
+
 def _check_columns(spec: Spec, data: DataFile, fields: Mapping[str, str], constants: Mapping[str, Any]) -> None:
     """A CSV header without a column for a required input fails now, in one line: otherwise every
     row would fail alike, after the model loaded."""
     header = data.header() if data.format == "csv" and data.path is not None else None
-    if not header:
-        return
-    for name, schema in spec.inputs.items():
-        source = field_for(name, fields)
-        if source in header or name in constants or "default" in schema:
-            continue
-        what = f"input '{name}'" if source == name else f"input '{name}' (--field {name}={source})"
-        hint = did_you_mean(source, header)
-        if hint and source == name:
-            hint += f"; map it with --field {name}={hint.split(chr(39))[1]}"
+    found = _unmatched_input(spec, header, fields, constants) if header else None
+    if header and found is not None:
         columns = ", ".join(quote(c, 40) for c in header)
-        raise InputError(f"line 1: no column for {what}{hint}; the header has: {columns}", source=data.name)
+        raise InputError(f"line 1: no column for {found}; the header has: {columns}", source=data.name)
 
 
 class DatasetRun:
@@ -587,10 +591,10 @@ class DatasetRun:
             if data.path is not None and out.exists() and out.resolve() == data.path.resolve():
                 raise InputError("--out is the dataset itself; give another file", source=str(out))
         if data.path is not None and not data.has_rows():
-            header = data.header() if data.format == "csv" else None
-            empty = header is None and (data.format == "csv" or data.path.stat().st_size == 0)
-            what = "no rows below its header" if header is not None else "no rows (the file is empty)" if empty \
-                else "no rows (only blank lines)"
+            if data.format == "csv":
+                what = "no rows below its header" if data.header() is not None else "no rows (the file is empty)"
+            else:
+                what = "no rows (the file is empty)" if data.path.stat().st_size == 0 else "no rows (only blank lines)"
             raise InputError(f"the dataset has {what}", source=data.name)
         _check_columns(spec, data, fields or {}, self.constants)
         self.data = data
