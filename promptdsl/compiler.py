@@ -89,22 +89,26 @@ class Compiler:
             self._shots = [(self._item(ex.input), render_output(self.spec, ex.output)) for ex in self.examples]
         return self._shots
 
-    def check(self, values: Mapping[str, Any]) -> None:
-        """Render what depends on one input (instruction, system, item) without building the prompt:
-        validating a spec's every example and test must not join all the shots once per item."""
-        values = self._with_defaults(values)
-        system = self.spec.system if self.spec.mode != "completion" else None  # compile() never renders it there
-        for key, source in (("instruction", self.spec.instruction), ("system", system)):
-            if source is not None:
-                self._render(key, source, values)
-        self._item(values)
-
-    def compile(self, values: Mapping[str, Any]) -> Prompt:
-        """Compile the prompt for one (already validated) input."""
+    def _own_parts(self, values: Mapping[str, Any]) -> tuple[str | None, str | None, str]:
+        """(instruction, system, item) rendered for one input: everything but the shots. No system
+        in completion mode, which never sends one."""
         spec = self.spec
         values = self._with_defaults(values)
         instruction = self._render("instruction", spec.instruction, values) if spec.instruction is not None else None
         query = self._item(values)
+        chat_system = spec.system if spec.mode != "completion" else None
+        system = self._render("system", chat_system, values) if chat_system is not None else None
+        return instruction, system, query
+
+    def check(self, values: Mapping[str, Any]) -> None:
+        """Render what depends on one input without building the prompt: validating a spec's every
+        example and test must not join all the shots once per item."""
+        self._own_parts(values)
+
+    def compile(self, values: Mapping[str, Any]) -> Prompt:
+        """Compile the prompt for one (already validated) input."""
+        spec = self.spec
+        instruction, system, query = self._own_parts(values)
         if spec.mode == "completion":
             delim = spec.fewshot.target_delimiter
             parts = [item + delim + answer for item, answer in self.shots()]
@@ -112,7 +116,6 @@ class Compiler:
             text = f"{instruction}\n\n{body}" if instruction else body
             return Prompt("completion", text=text, continuation_prefix=delim)
         messages: list[Message] = []
-        system = self._render("system", spec.system, values) if spec.system is not None else None
         sys_text = "\n\n".join(p for p in (system, instruction) if p)
         if sys_text:
             messages.append(Message("system", sys_text))
