@@ -161,12 +161,15 @@ class PromptDSLApp(App[None]):
         return StatusBar(id="status")
 
     def on_resize(self, event: events.Resize) -> None:
+        self._fit_input(event.size.height)
+
+    def _fit_input(self, height: int) -> None:
         """The message box grows with a draft to 10 rows, but on a small terminal to 40% of it at most:
         a long draft left the chat one row."""
-        self.chat.input.styles.max_height = max(3, min(10, event.size.height * 2 // 5))
+        self.chat.input.styles.max_height = max(3, min(10, height * 2 // 5))
 
     async def on_mount(self) -> None:
-        self.chat.input.styles.max_height = max(3, min(10, self.size.height * 2 // 5))
+        self._fit_input(self.size.height)
         self.status.backend = self.session.choice.name
         self.status.model = self.session.choice.model or "default"
         self.status.tools = tuple(self.session.tools)
