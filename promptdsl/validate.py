@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .backend import Backend, split_options
 from .backend import check_options as check_backend_options
-from .backend import split_options
 from .compiler import Compiler
 from .errors import BackendError, SpecError
 from .inputs import validate_inputs
@@ -44,13 +44,12 @@ def spec_notes(spec: Spec) -> list[str]:
         notes.append("'system' is not used in completion mode (only chat mode sends a system message)")
     options = split_options(spec.model.options)[1]
     if spec.model.backend is None and options:  # valid for some backend, maybe not for the default one
-        try:
-            name = resolve_backend_name(None)
-            schema = backend_class(name).options_schema
-        except BackendError:  # no default backend to hold them to: run says so in its own words
+        default = _default_backend()
+        if default is None:  # no default backend to hold them to: run says so in its own words
             return notes
+        name, cls = default
         try:
-            check_backend_options(name, schema, options)
+            check_backend_options(name, cls.options_schema, options)
         except BackendError as exc:
             notes.append(f"with the default backend '{name}': {exc.message}; run refuses it unless -b picks a "
                          "backend that takes it (or name one in model.backend)")
@@ -69,10 +68,10 @@ def _check_backend(spec: Spec) -> None:
     if name is None:
         if spec.model.model is None and not options:
             return
-        try:
-            cls = backend_class(resolve_backend_name(None))
-        except BackendError:  # no default backend installed: run says so
+        default = _default_backend()
+        if default is None:  # no default backend installed: run says so
             return
+        cls = default[1]
     else:
         file = str(spec.path) if spec.path else None
         try:
@@ -84,3 +83,12 @@ def _check_backend(spec: Spec) -> None:
         vetted = spec_options(spec, cls, model, options)  # what a shared file may decide (a llamacpp n_ctx, say)
         if name is not None:  # as run checks them: once lowered
             check_spec_options(spec, name, cls, vetted)
+
+
+def _default_backend() -> tuple[str, type[Backend]] | None:
+    """The backend a spec that names none runs on, with its class; None when it is not installed."""
+    try:
+        name = resolve_backend_name(None)
+        return name, backend_class(name)
+    except BackendError:
+        return None
