@@ -88,19 +88,24 @@ class DataFile:
                 line = head[: exc.start].count(b"\n") + 1
                 raise InputError(f"dataset is not UTF-8 text (line {line})", source=self.name) from None
         self._count: int | None = None
+        self._header: tuple[list[str] | None] | None = None  # read once: (the header,)
         if self.format == "csv":
             self.header()  # a bad header fails now, before any model is loaded
             self._check_quotes()
 
     def header(self) -> list[str] | None:
-        """The CSV header (checked), or None for an empty file."""
+        """The CSV header (checked), or None for an empty file. Read once: the up-front checks of a
+        run (columns, --label, no rows) each ask for it."""
         assert self.path is not None
-        with self.path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-            lines = _CsvLines(f)
-            try:
-                return _read_header(lines, csv.reader(lines), self.name)
-            except csv.Error as exc:
-                raise InputError(f"line 1: bad CSV header: {exc}", source=self.name) from None
+        if self._header is None:
+            with self.path.open("r", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+                lines = _CsvLines(f)
+                try:
+                    self._header = (_read_header(lines, csv.reader(lines), self.name),)
+                except csv.Error as exc:
+                    raise InputError(f"line 1: bad CSV header: {exc}", source=self.name) from None
+        header = self._header[0]
+        return None if header is None else list(header)
 
     def count(self) -> int | None:
         """Rows in the file, counted fast (for the progress bar); None for stdin.
