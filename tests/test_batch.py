@@ -62,7 +62,7 @@ output: {type: choice, choices: [New York, New Jersey, New Orleans, Boston], met
 
 # ---------------------------------------------------------------------------- grouping rules
 
-from promptdsl_llamacpp.batch import _common_prefix, _plan, _streams  # noqa: E402
+from promptdsl_llamacpp.batch import DECODE_FIXED, _common_prefix, _plan, _streams  # noqa: E402
 
 
 def test_common_prefix_leaves_every_prompt_a_token_of_its_own() -> None:
@@ -87,8 +87,12 @@ def test_plan_groups_by_length_within_budget_streams_and_batch() -> None:
     # a prompt larger than the budget still goes, alone
     assert _plan([100 + 300, 110], 100, one, 9, 512, 100) == [[1], [0]]
     # groups are of similar length, and padding to the longest counts against the budget:
-    # own lengths 5, 40, 6, 41, 7 -> [5, 6, 7] (3 x 7 = 21) then [40, 41] (2 x 41 = 82 <= 100)
-    assert _plan([105, 140, 106, 141, 107], 100, one, 9, 512, 100) == [[0, 2, 4], [1, 3]]
+    # own lengths 5, 40, 5, 41, 5 -> [5, 5, 5] then [40, 41] (2 x 41 = 82 <= 100)
+    assert _plan([105, 140, 105, 141, 105], 100, one, 9, 512, 100) == [[0, 2, 4], [1, 3]]
+    # padding that costs more than the decode it saves is not paid: own lengths 5, 6, 30 fit the
+    # budget together (3 x 30 = 90) but 30 goes alone (2 + 12 and 2 + 30, against 2 + 90)
+    assert _plan([105, 106, 130], 100, one, 9, 512, 100) == [[0, 1], [2]]
+    assert DECODE_FIXED == 2  # the figures above assume it
     # at most n_seq - 1 prompts a group (stream 0 holds the prefix)
     assert [len(g) for g in _plan([101] * 20, 100, one, 9, 512, 10_000)] == [8, 8, 4]
     # two-token choices with 2 distinct prefixes need 3 streams a prompt -> (17 - 1) // 3 = 5
@@ -203,7 +207,8 @@ def _alone(backend: Any, prompts: Sequence[Prompt], conts: list[str]) -> list[li
 
 
 @pytest.mark.model
-def test_batched_scores_agree_with_one_at_a_time(llamacpp_backend: Any) -> None:
+def test_batched_scores_agree_with_one_at_a_time(llamacpp_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptdsl_llamacpp import batch
     from promptdsl_llamacpp.batch import score_many
 
     from promptdsl.compiler import Compiler
@@ -212,7 +217,17 @@ def test_batched_scores_agree_with_one_at_a_time(llamacpp_backend: Any) -> None:
     prompts = [Compiler(spec).compile({"text": t}) for t in TEXTS]
     conts = [prompts[0].continuation_prefix + c for c in spec.output.choices]
     alone = _alone(llamacpp_backend, prompts, conts)
+    groups: list[int] = []
+    real = batch._BatchContext.score_group
+
+    def spy(self: Any, prompts: Any, conts: Any, shared: int) -> Any:
+        groups.append(len(prompts))
+        return real(self, prompts, conts, shared)
+
+    monkeypatch.setattr(batch._BatchContext, "score_group", spy)
     assert score_many(llamacpp_backend._model, prompts, conts) == alone  # bit for bit
+    assert sum(groups) >= len(TEXTS) // 2 and max(groups) >= 3  # most prompts shared a decode
+    monkeypatch.undo()
     assert llamacpp_backend.score_many(prompts[:3], conts) == alone[:3]  # batching is off by default
     # many small groups (a small token budget) and single prompts left alone: equal too
     assert score_many(llamacpp_backend._model, prompts, conts, budget=40) == alone
@@ -336,13 +351,8 @@ def test_batched_scores_equal_when_padding_crosses_a_256_cell_boundary(llamacpp_
             break
     else:
         pytest.fail("no instruction length puts the prompts on both sides of 256 tokens")
-    from promptdsl_llamacpp.batch import _contexts, _plan
+    from promptdsl_llamacpp.batch import _context, _contexts
 
-    toks = [model.tokens(p) for p in prompts]
-    shared = _common_prefix(toks)
-    groups = _plan([len(t) for t in toks], shared, [[1]], 9, 512, 256)
-    straddle = [g for g in groups if len(g) > 1 and min(len(toks[i]) for i in g) < 256 < max(len(toks[i]) for i in g)]
-    assert straddle  # a group whose padding crosses the block that one of its prompts ends in
     conts = [prompts[0].continuation_prefix + c for c in spec.output.choices]  # type: ignore[union-attr]
     short = [Compiler(loads_spec(SPEC)).compile({"text": t}) for t in TEXTS[:6]]
     assert score_many(model, short, conts) == _alone(llamacpp_backend, short, conts)  # a 256-cell context
@@ -350,3 +360,13 @@ def test_batched_scores_equal_when_padding_crosses_a_256_cell_boundary(llamacpp_
     assert score_many(model, prompts, conts) == _alone(llamacpp_backend, prompts, conts)
     assert _contexts[model.llm] is not small and small.closed  # replaced by a larger one
     assert score_many(model, short, conts) == _alone(llamacpp_backend, short, conts)  # the larger one, short again
+    # The plan groups these only when the padding is cheap, so the group is made here: the longest
+    # prompt below 256 tokens, padded past the block it ends in to the shortest one above.
+    toks = [model.tokens(p) for p in prompts]
+    below = max((i for i, t in enumerate(toks) if len(t) < 256), key=lambda i: len(toks[i]))
+    above = min((i for i, t in enumerate(toks) if len(t) > 256), key=lambda i: len(toks[i]))
+    pair = [toks[below], toks[above]]
+    cont_ids = [model._cont_tokens(c) for c in conts]
+    with model.lock:
+        together = _context(model, len(pair[1]) + 1).score_group(pair, cont_ids, _common_prefix(pair))
+    assert together == _alone(llamacpp_backend, [prompts[below], prompts[above]], conts)
