@@ -131,3 +131,52 @@ def test_run_shows_calls_on_stderr_and_steps_in_json() -> None:
     assert result["steps"][0]["tool"] == "calculator" and result["stop_reason"]
     assert proc.stderr.startswith("tool: calculator {\"expression\": ")
     assert "  -> " in proc.stderr
+
+
+def test_no_terminal_says_why_a_call_is_denied_once_a_tool() -> None:
+    approver = cli_tools().terminal_approver(False, Tty("", tty=False), err := Tty())
+    call = ToolCall("calculator", {"expression": "1+2"})
+    assert approver(Calculator(), call) is False and approver(Calculator(), call) is False
+    assert err.getvalue().splitlines() == [
+        "promptdsl: no terminal to ask whether to run calculator, so it is denied; "
+        "--yes approves calls whose approval is 'ask'"]
+
+
+ASKING = """
+version: 1
+name: asking
+mode: chat
+inputs: {q: {type: string}}
+template: "{{ q }}"
+output: {type: text}
+tools:
+  - {name: calculator, approval: ask}
+"""
+
+
+@pytest.mark.parametrize(("yes", "code"), [(False, 1), (True, 0)])
+def test_an_answer_without_the_tool_exits_1_with_a_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], yes: bool, code: int
+) -> None:
+    """A denied call (no terminal here) still gets the model's own answer, but not as a success:
+    a script reading stdout would take the guess for the tool's result."""
+    from tools_support import ScriptedTools
+
+    from promptdsl.cli import run as run_module
+    from promptdsl.runner import Runner
+
+    spec = tmp_path / "asking.yaml"
+    spec.write_text(ASKING)
+    monkeypatch.setattr(run_module, "runner_from_args", lambda s, args: Runner(
+        s, ScriptedTools([("calculator", {"expression": "1+2"})], answer="1.25"),
+        tool_settings=cli_tools().tool_settings(args)))
+    monkeypatch.setattr(sys, "stdin", Tty("", tty=False))
+    assert main(["run", str(spec), "-i", "q=what is 1+2?", *(["--yes"] if yes else [])]) == code
+    out, err = capsys.readouterr()
+    if yes:
+        assert "  -> 3" in err and "denied" not in err
+    else:
+        assert out == "1.25\n"  # the answer is still printed, in the output type
+        assert err.splitlines()[-1] == (
+            "promptdsl: a tool call was denied, so the model answered without its result (stop_reason: denied)")
+        assert "no terminal to ask whether to run calculator" in err

@@ -14,6 +14,13 @@ from .common import Commands, add_backend_flags, add_input_flags, print_value, r
 from .dataset import add_dataset_flags, dataset_run, execute, report
 from .tools import add_tool_flags
 
+#: Tool loops that ended without the tool's help: the answer is the model's own guess, so the
+#: command says so on stderr and exits 1 (a script would otherwise take it as the tool's answer).
+_WITHOUT_TOOL = {
+    "denied": "a tool call was denied",
+    "error": "the tool failed twice",
+}
+
 
 def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("run", parents=[common], help="run a spec on one input or a dataset")
@@ -46,11 +53,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stdout.write(chunk)
             sys.stdout.flush()
         sys.stdout.write("\n")
-        response.result()
-        return 0
+        return _tool_warning(response.result().stop_reason)
     result = response.result()
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
         print_value(result.value)
-    return 0
+    return _tool_warning(result.stop_reason)
+
+
+def _tool_warning(stop_reason: str | None) -> int:
+    """Exit code 1, with one line on stderr, when the answer came without the tool's result."""
+    why = _WITHOUT_TOOL.get(stop_reason or "")
+    if why is None:
+        return 0
+    sys.stdout.flush()
+    sys.stderr.write(f"promptdsl: {why}, so the model answered without its result (stop_reason: {stop_reason})\n")
+    return 1

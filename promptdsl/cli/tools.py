@@ -93,11 +93,18 @@ def show_step(kind: str, step: Step, out: TextIO | None = None) -> None:
 def terminal_approver(yes: bool, stdin: TextIO | None = None, out: TextIO | None = None) -> Approver:
     """``--yes`` approves; else ask on a terminal; else deny."""
 
+    told: set[str] = set()
+
     def approve(tool: Tool, call: ToolCall) -> bool:
         if yes:
             return True
         inp, err = stdin or sys.stdin, out or sys.stderr
         if not (inp.isatty() and err.isatty()):
+            if tool.name not in told:  # once a tool: a dataset run would say it on every row
+                told.add(tool.name)
+                err.write(f"promptdsl: no terminal to ask whether to run {_safe(tool.name)}, so it is denied; "
+                          "--yes approves calls whose approval is 'ask'\n")
+                err.flush()
             return False
         command = str(call.arguments.get("command"))
         what = f"start {_safe(repr(command))}" if call.tool == "mcp-server" else \

@@ -14,7 +14,8 @@ sit in, and a batch whose sequences have unequal lengths is split into micro-bat
 change the numbers again. In its own stream an item's cells sit where they would one at a
 time; every prompt of a group is padded on the right to the group's longest (attention is
 causal, so tokens after the last real one cannot change it) and prompts are grouped by length,
-so the padding stays small. Tests compare the scores for equality.
+so the padding stays small: a prompt joins a group only where the decode it saves is worth more
+than its padding (:func:`_plan`). Tests compare the scores for equality.
 
 The streams' cells beyond the prefix are freed after every group, so memory stays flat.
 """
