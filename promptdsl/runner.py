@@ -114,7 +114,7 @@ class Runner:
                 exit_code=2,
             )
         self.method = choose_method(spec, backend)
-        self.generation = self._generation_options(merged)
+        self.generation = self._generation_options(merged, options or {})
         self.compiler = Compiler(spec)
         self._handlers: dict[Method, Callable[[Prompt, dict[str, Any], float], Response]] = {
             Method.SCORE: self._score,
@@ -143,14 +143,19 @@ class Runner:
         check_spec_options(self.spec, cls.name, cls, vetted)  # as lowered: a spec's n_threads: 10000 is 2
         return {**vetted, **{k: v for k, v in options.items() if k in user}}
 
-    def _generation_options(self, merged: Mapping[str, Any]) -> GenerationOptions:
+    def _generation_options(self, merged: Mapping[str, Any], user: Mapping[str, Any]) -> GenerationOptions:
+        """The spec's ``output`` settings win over its ``model.options``; the caller's own options
+        (``-o`` on the command line) win over both: the user asked for them by name."""
         out = self.spec.output
         opts = dict(merged)
-        if out.stop is not None:
+        if "stop" in user:
+            pass
+        elif out.stop is not None:
             opts["stop"] = out.stop
         elif "stop" not in opts and self.spec.mode == "completion" and self.spec.fewshot.separator.strip() == "":
             opts["stop"] = (self.spec.fewshot.separator,)
-        opts["max_tokens"] = out.max_tokens or opts.get("max_tokens") or DEFAULT_MAX_TOKENS[out.type]
+        opts["max_tokens"] = (user.get("max_tokens") or out.max_tokens or opts.get("max_tokens")
+                              or DEFAULT_MAX_TOKENS[out.type])
         return GenerationOptions.from_mapping(opts)
 
     # ------------------------------------------------------------------ public API

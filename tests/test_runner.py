@@ -264,6 +264,20 @@ def test_generation_options_come_from_spec_and_output() -> None:
     assert backend2.calls[0][1][1].stop == ("\n\n",)  # completion mode stops at the example separator
 
 
+def test_the_callers_stop_and_max_tokens_win_over_the_specs_output() -> None:
+    """``-o max_tokens=5`` on a spec whose output says 24 was ignored without a word."""
+    spec = loads_spec(
+        "version: 1\nname: t\nmode: completion\ninputs: {q: {type: string}}\n"
+        "model: {options: {max_tokens: 99, stop: [A]}}\noutput: {type: text, stop: [END], max_tokens: 24}\n"
+    )
+    for options, want in [({}, (24, ("END",))), ({"max_tokens": 5}, (5, ("END",))),
+                          ({"stop": ["X"]}, (24, ("X",))), ({"stop": "Y", "max_tokens": 7}, (7, ("Y",)))]:
+        backend = Scripted("x", {Capability.COMPLETION})
+        Runner(spec, backend, options=options).run({"q": "x"})
+        got = backend.calls[0][1][1]
+        assert (got.max_tokens, got.stop) == want, options
+
+
 def test_a_backend_made_for_a_changed_environment_is_replaced_and_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     """Instances are reused while the variables they read are unchanged; an outdated one is closed, not kept."""
     from promptdsl import registry
