@@ -115,6 +115,11 @@ def typed_value(schema: Mapping[str, Any], text: str, name: str) -> Any:
         if mixed:
             return text
         raise InputError(f"input '{name}': invalid JSON: {exc}", name=name) from None
+    except json.JSONDecodeError as exc:
+        if not mixed and text.lstrip()[:1] in ("[", "{"):  # meant as JSON: say where it breaks, not "not an array"
+            where = f"line {exc.lineno} column {exc.colno}" if exc.lineno > 1 else f"column {exc.colno}"
+            raise InputError(f"input '{name}': invalid JSON at {where}: {exc.msg}", name=name) from None
+        return text
     except (ValueError, RecursionError):
         return text
     if mixed and not _valid(schema, value):

@@ -487,3 +487,16 @@ def test_a_column_mapped_with_field_or_given_a_default_needs_no_header_match(
     ran = cli("run", spec(tmp_path), "--data", str(data), "--field", "text=tweet")
     assert ran.returncode == 0 and json.loads(ran.stdout)["value"] == "hi", ran.stderr
     assert "promptdsl: 1 row in " in ran.stderr
+
+
+def test_an_array_or_object_input_that_is_not_valid_json_says_where() -> None:
+    """``[{"title":"Budget",}]`` for an array input read "is not of type 'array'"."""
+    from promptdsl.errors import InputError
+    from promptdsl.inputs import typed_value
+
+    with pytest.raises(InputError, match=r"^input 'topics': invalid JSON at column 20: Expecting property name"):
+        typed_value({"type": "array"}, '[{"title":"Budget",}]', "topics")
+    with pytest.raises(InputError, match=r"^input 'm': invalid JSON at line 2 column 1: Expecting"):
+        typed_value({"type": "object"}, '{"a": 1\n"b": 2}', "m")
+    assert typed_value({"type": "integer"}, "abc", "n") == "abc"  # not meant as JSON: the schema's own words follow
+    assert typed_value({"type": ["array", "string"]}, "[oops", "t") == "[oops"  # text is a valid value here
