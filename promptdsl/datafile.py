@@ -39,6 +39,17 @@ _UTF32_BOMS = (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")
 # ============================================================================ reading rows
 
 
+def _check_separator(header: list[str] | None, name: str) -> None:
+    """A header of one column holding ``;`` or a tab between names: European Excel writes ``;``,
+    and a TSV gets saved as .csv. Read with commas, every row would be one cell."""
+    if not header or len(header) != 1:
+        return
+    for sep, what in ((";", "semicolon"), ("\t", "tab")):
+        if len([part for part in header[0].split(sep) if part.strip()]) > 1:
+            raise InputError(f"line 1: the header looks {what}-separated ({quote(header[0], 60)}); promptdsl reads "
+                             "CSV with commas: save the file with commas, or as JSONL", source=name)
+
+
 @dataclass(frozen=True)
 class Row:
     """One data row: its 0-based index, the file line it starts on, and the row as read."""
@@ -90,7 +101,7 @@ class DataFile:
         self._count: int | None = None
         self._header: tuple[list[str] | None] | None = None  # read once: (the header,)
         if self.format == "csv":
-            self.header()  # a bad header fails now, before any model is loaded
+            _check_separator(self.header(), self.name)  # a bad header fails now, before any model is loaded
             self._check_quotes()
 
     def header(self) -> list[str] | None:
@@ -478,9 +489,12 @@ def parse_fields(pairs: Iterable[str], spec: Spec) -> dict[str, str]:
             raise InputError(f"--field expects INPUT=FIELD (the data field that feeds an input), got {quote(pair)}")
         if name not in spec.inputs:
             known = ", ".join(spec.inputs) or "none"
-            raise InputError(
-                f"--field: unknown input {quote(name)}{did_you_mean(name, spec.inputs)}; the spec's inputs: {known}"
-            )
+            reversed_hint = (f" (did you mean --field {field_name}={name}? it is --field INPUT=FIELD)"
+                             if field_name in spec.inputs else did_you_mean(name, spec.inputs))
+            raise InputError(f"--field: unknown input {quote(name)}{reversed_hint}; the spec's inputs: {known}")
+        if name in out and out[name] != field_name:
+            raise InputError(f"--field: input {quote(name)} is mapped twice "
+                             f"({quote(out[name])} and {quote(field_name)}); give one")
         out[name] = field_name
     return out
 

@@ -533,18 +533,52 @@ def _unmatched_input(
         hint = did_you_mean(source, names)
         if hint and source == name:
             hint += f"; map it with --field {name}={hint.split(chr(39))[1]}"
+        elif source == name:
+            hint = f" (map a field to it with --field {name}=FIELD)"
         return what + hint
     return None
 
 
+#: JSONL rows looked at before a run for the fields its inputs need.
+SCAN_ROWS = 100
+
+
 def _check_columns(spec: Spec, data: DataFile, fields: Mapping[str, str], constants: Mapping[str, Any]) -> None:
-    """A CSV header without a column for a required input fails now, in one line: otherwise every
-    row would fail alike, after the model loaded."""
-    header = data.header() if data.format == "csv" and data.path is not None else None
+    """A CSV header without a column for a required input, or JSONL whose first rows all lack its
+    field, fails now, in one line: otherwise every row would fail alike, after the model loaded."""
+    if data.path is None:
+        return
+    if data.format != "csv":
+        _check_fields(spec, data, fields, constants)
+        return
+    header = data.header()
     found = _unmatched_input(spec, header, fields, constants) if header else None
     if header and found is not None:
         columns = ", ".join(quote(c, 40) for c in header)
         raise InputError(f"line 1: no column for {found}; the header has: {columns}", source=data.name)
+
+
+def _check_fields(spec: Spec, data: DataFile, fields: Mapping[str, str], constants: Mapping[str, Any]) -> None:
+    """JSONL: a required input that none of the first :data:`SCAN_ROWS` rows has a field for."""
+    names: set[str] = set()
+    seen = 0
+    first = 0
+    for row in data.rows():
+        if row.error is None and isinstance(row.data, dict):
+            names.update(str(k) for k in row.data)
+            seen += 1
+            first = first or row.line
+            if _unmatched_input(spec, sorted(names), fields, constants) is None:
+                return
+        if row.index + 1 >= SCAN_ROWS:
+            break
+    found = _unmatched_input(spec, sorted(names), fields, constants) if seen else None
+    if found is not None:
+        shown = ", ".join(quote(n, 40) for n in sorted(names)[:20])
+        if seen == 1:
+            raise InputError(f"line {first}: no field for {found}; the row has: {shown}", source=data.name)
+        raise InputError(f"none of the first {seen} rows has a field for {found}; their fields: {shown}",
+                         source=data.name)
 
 
 class DatasetRun:

@@ -24,6 +24,7 @@ from promptdsl import datafile, registry
 from promptdsl.cli import main
 from promptdsl.cli.progress import RowProgress
 from promptdsl.datafile import DataFile, Row
+from promptdsl.errors import InputError
 from promptdsl.inputs import has_surrogate, strict_json, typed_value
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -467,6 +468,18 @@ def test_a_quoted_cell_never_closed_is_refused_not_left_to_swallow_the_rows_afte
     ("tweets.csv", "tweet,label\nhi,pos\n",
      "tweets.csv: line 1: no column for input 'text' (did you mean 'tweet'?); map it with --field text=tweet; "
      "the header has: 'tweet', 'label'"),
+    ("msg.csv", "msg,label\nhi,pos\n",
+     "msg.csv: line 1: no column for input 'text' (map a field to it with --field text=FIELD); "
+     "the header has: 'msg', 'label'"),
+    ("semi.csv", "text;label\nhi;pos\n",
+     "semi.csv: line 1: the header looks semicolon-separated ('text;label'); promptdsl reads CSV with commas: "
+     "save the file with commas, or as JSONL"),
+    ("one.jsonl", '\n{"tweet": "hi", "label": "pos"}\n',
+     "one.jsonl: line 2: no field for input 'text' (did you mean 'tweet'?); map it with --field text=tweet; "
+     "the row has: 'label', 'tweet'"),
+    ("rows.jsonl", '{"msg": "a"}\nnot json\n{"body": "b", "label": "x"}\n',
+     "rows.jsonl: none of the first 2 rows has a field for input 'text' (map a field to it with --field "
+     "text=FIELD); their fields: 'body', 'label', 'msg'"),
 ])
 def test_a_file_no_row_of_which_can_run_is_one_line_before_the_model(
     cli: Callable[..., Ran], tmp_path: Path, name: str, content: str, message: str
@@ -500,3 +513,30 @@ def test_an_array_or_object_input_that_is_not_valid_json_says_where() -> None:
         typed_value({"type": "object"}, '{"a": 1\n"b": 2}', "m")
     assert typed_value({"type": "integer"}, "abc", "n") == "abc"  # not meant as JSON: the schema's own words follow
     assert typed_value({"type": ["array", "string"]}, "[oops", "t") == "[oops"  # text is a valid value here
+
+
+def test_a_required_input_that_some_early_row_has_is_left_to_the_rows(tmp_path: Path) -> None:
+    """Rows of mixed shapes: the run goes ahead and the rows without the field fail one by one."""
+    from promptdsl.dataset import _check_columns
+    from promptdsl.loader import loads_spec
+
+    data = tmp_path / "mixed.jsonl"
+    data.write_text('{"msg": "a"}\n' * 150 + '{"text": "late"}\n', encoding="utf-8")
+    s = loads_spec("version: 1\nname: t\ninputs: {text: {type: string}}\n")
+    with pytest.raises(InputError, match="none of the first 100 rows"):  # only the first 100 are looked at
+        _check_columns(s, DataFile(data), {}, {})
+    data.write_text('{"msg": "a"}\n' * 50 + '{"text": "b"}\n', encoding="utf-8")
+    _check_columns(s, DataFile(data), {}, {})
+    _check_columns(s, DataFile(data), {"text": "msg"}, {})
+
+
+def test_field_mappings_twice_or_reversed_are_refused() -> None:
+    from promptdsl.datafile import parse_fields
+    from promptdsl.loader import loads_spec
+
+    s = loads_spec("version: 1\nname: t\ninputs: {ticket: {type: string}}\n")
+    with pytest.raises(InputError, match=r"^--field: input 'ticket' is mapped twice \('msg' and 'label'\); give one$"):
+        parse_fields(["ticket=msg", "ticket=label"], s)
+    assert parse_fields(["ticket=msg", "ticket=msg"], s) == {"ticket": "msg"}
+    with pytest.raises(InputError, match=r"unknown input 'msg' \(did you mean --field ticket=msg\? it is --field INPUT"):
+        parse_fields(["msg=ticket"], s)

@@ -937,10 +937,16 @@ def test_eval_says_why_rows_fail_and_maps_fields(
     data = _data(tmp_path, "".join(f'{{"text": "t{i}", "label": "Yes"}}\n' for i in range(5)))
     code = main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring"])
     err = capsys.readouterr().err
-    assert code == 1
-    assert ("5 rows failed: no field for input 'tweet' (did you mean 'text'?); map it with --field tweet=text; "
-            f"the row has: text, label (first at {data}:1)") in err
-    assert "none of the 5 rows succeeded" in err
+    assert code == 2  # no row has the field: said before any model loads
+    assert err == (f"promptdsl: error: {data}: none of the first 5 rows has a field for input 'tweet' (did you mean "
+                   "'text'?); map it with --field tweet=text; their fields: 'label', 'text'\n")
+    mixed = _data(tmp_path, '{"tweet": "t", "label": "Yes"}\n' + "".join(
+        f'{{"text": "t{i}", "label": "Yes"}}\n' for i in range(4)), "mixed.jsonl")
+    code = main(["eval", str(scoring), "--data", str(mixed), "--label", "label", "-b", "scoring"])
+    err = capsys.readouterr().err
+    assert code == 0  # some rows have it: the others fail one by one, and are counted
+    assert ("4 rows failed: no field for input 'tweet' (did you mean 'text'?); map it with --field tweet=text; "
+            f"the row has: text, label (first at {mixed}:2)") in err
     code = main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring",
                  "--field", "tweet=text", "--json"])
     captured = capsys.readouterr()
