@@ -407,7 +407,8 @@ async def test_spec_picker_form_widgets_text_and_json_results(
     (specs / "tone.yaml").write_text(TONE_SPEC, encoding="utf-8")
     (specs / "flag.yaml").write_text(FLAG_SPEC, encoding="utf-8")
     (specs / "broken.yaml").write_text("version: 1\nname: Bad Name\n", encoding="utf-8")
-    app = RecordingApp(history=store, cwd=tmp_path, options=FAST)
+    # -o max_tokens given at launch wins over a spec's output.max_tokens; FAST's 6 would cut the JSON
+    app = RecordingApp(history=store, cwd=tmp_path, options={k: v for k, v in FAST.items() if k != "max_tokens"})
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         await pilot.press("ctrl+s")
