@@ -563,16 +563,17 @@ def _check_fields(spec: Spec, data: DataFile, fields: Mapping[str, str], constan
     names: set[str] = set()
     seen = 0
     first = 0
+    found: str | None = None  # what the rows so far lack
     for row in data.rows():
         if row.error is None and isinstance(row.data, dict):
             names.update(str(k) for k in row.data)
             seen += 1
             first = first or row.line
-            if _unmatched_input(spec, sorted(names), fields, constants) is None:
+            found = _unmatched_input(spec, sorted(names), fields, constants)
+            if found is None:
                 return
         if row.index + 1 >= SCAN_ROWS:
             break
-    found = _unmatched_input(spec, sorted(names), fields, constants) if seen else None
     if found is not None:
         shown = ", ".join(quote(n, 40) for n in sorted(names)[:20])
         if seen == 1:

@@ -148,9 +148,7 @@ class Runner:
         (``-o`` on the command line) win over both: the user asked for them by name."""
         out = self.spec.output
         opts = dict(merged)
-        if "stop" in user:
-            pass
-        elif out.stop is not None:
+        if out.stop is not None and "stop" not in user:  # the user's stop is in ``merged`` already
             opts["stop"] = out.stop
         elif "stop" not in opts and self.spec.mode == "completion" and self.spec.fewshot.separator.strip() == "":
             opts["stop"] = (self.spec.fewshot.separator,)

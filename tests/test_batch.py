@@ -192,6 +192,21 @@ def test_run_dataset_batches_only_for_backends_that_score_together(tmp_path: Pat
 # ---------------------------------------------------------------------------- real model
 
 
+def _group_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every group scored together from now on (the real scoring still runs)."""
+    from promptdsl_llamacpp import batch
+
+    groups: list[int] = []
+    real = batch._BatchContext.score_group
+
+    def spy(self: Any, prompts: Any, conts: Any, shared: int) -> Any:
+        groups.append(len(prompts))
+        return real(self, prompts, conts, shared)
+
+    monkeypatch.setattr(batch._BatchContext, "score_group", spy)
+    return groups
+
+
 def _alone(backend: Any, prompts: Sequence[Prompt], conts: list[str]) -> list[list[float]]:
     """One-at-a-time scores, each prompt's own tokens evaluated in one decode after the shared
     prefix, as a dataset run does (not, say, partly reused from an earlier test's prompt)."""
@@ -208,7 +223,6 @@ def _alone(backend: Any, prompts: Sequence[Prompt], conts: list[str]) -> list[li
 
 @pytest.mark.model
 def test_batched_scores_agree_with_one_at_a_time(llamacpp_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from promptdsl_llamacpp import batch
     from promptdsl_llamacpp.batch import score_many
 
     from promptdsl.compiler import Compiler
@@ -217,14 +231,7 @@ def test_batched_scores_agree_with_one_at_a_time(llamacpp_backend: Any, monkeypa
     prompts = [Compiler(spec).compile({"text": t}) for t in TEXTS]
     conts = [prompts[0].continuation_prefix + c for c in spec.output.choices]
     alone = _alone(llamacpp_backend, prompts, conts)
-    groups: list[int] = []
-    real = batch._BatchContext.score_group
-
-    def spy(self: Any, prompts: Any, conts: Any, shared: int) -> Any:
-        groups.append(len(prompts))
-        return real(self, prompts, conts, shared)
-
-    monkeypatch.setattr(batch._BatchContext, "score_group", spy)
+    groups = _group_sizes(monkeypatch)
     assert score_many(llamacpp_backend._model, prompts, conts) == alone  # bit for bit
     assert sum(groups) >= len(TEXTS) // 2 and max(groups) >= 3  # most prompts shared a decode
     monkeypatch.undo()
@@ -259,14 +266,7 @@ def test_batched_multi_token_choices_equal_one_at_a_time(
     alone = _alone(llamacpp_backend, prompts, conts)
     from promptdsl_llamacpp import batch
 
-    groups: list[int] = []
-    real = batch._BatchContext.score_group
-
-    def spy(self: Any, prompts: Any, conts: Any, shared: int) -> Any:
-        groups.append(len(prompts))
-        return real(self, prompts, conts, shared)
-
-    monkeypatch.setattr(batch._BatchContext, "score_group", spy)
+    groups = _group_sizes(monkeypatch)
     assert batch.score_many(llamacpp_backend._model, prompts, conts) == alone
     # Up to two tokens a choice, prompts share decodes; longer choices go one at a time (exact only so).
     assert bool(groups) is (max(lengths) <= batch.MAX_CHOICE_TOKENS)
