@@ -100,6 +100,11 @@ class Runner:
         self.spec = spec
         merged = {**spec.model.options, **(options or {})}
         check_options(merged)
+        added = [*(tool_settings.extra if tool_settings else ()), *tools]
+        if added and spec.tools:  # before a model loads or a server is asked: a name clash is the caller's to fix
+            from .tools.loop import check_added_tools
+
+            check_added_tools(spec, added)
         if backend is None:
             name = resolve_backend_name(backend_name, spec.model.backend)
             cls = registry.backend_class(name)  # through the module, as get_backend finds it

@@ -180,3 +180,27 @@ def test_an_answer_without_the_tool_exits_1_with_a_line(
         assert err.splitlines()[-1] == (
             "promptdsl: a tool call was denied, so the model answered without its result (stop_reason: denied)")
         assert "no terminal to ask whether to run calculator" in err
+
+
+def test_a_tool_listed_twice_fails_validate_where_run_would(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: s\ninputs: {q: {type: string}}\ntools:\n  - calculator\n"
+                    "  - current_time\n  - {name: calculator, options: {form: operands}}\n")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"promptdsl: error: {spec}:7:5: tool 'calculator' is listed twice (tools[0] and tools[2]); "
+                   "a tool's name must be unique (at $.tools[2])\n")
+
+
+def test_t_for_a_tool_the_spec_lists_says_so_before_any_backend(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: s\ninputs: {q: {type: string}}\ntools: [calculator]\n")
+    # port 9 (discard) is never reached: the tools are opened before the first request
+    assert main(["run", str(spec), "-i", "q=x", "-T", "calculator", "-T", "current_time", "-b", "openai",
+                 "-o", "base_url=http://127.0.0.1:9/v1"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("promptdsl: error: the spec already lists the tool 'calculator'; a tool added for the run (-T) "
+                   "must be one the spec does not list, so leave it out (the spec's entry and its settings are "
+                   "used)\n")

@@ -25,7 +25,7 @@ def tool_uses(data: dict[str, Any]) -> list[ToolUse]:
 def check_spec_tools(spec: Spec, located: Located) -> None:
     """Every tool exists, its options fit its schema, its argument schema is usable; tool_choice names one."""
     base = spec.path.parent if spec.path else None
-    names: list[str] = []
+    names: dict[str, int] = {}  # tool name -> its index in 'tools'
     for i, use in enumerate(spec.tools):
         if use.name.startswith(MCP_PREFIX):
             if not use.name[len(MCP_PREFIX):].strip():
@@ -35,7 +35,11 @@ def check_spec_tools(spec: Spec, located: Located) -> None:
             tool = open_tool(use, base_dir=base, trusted=False)
         except ToolError as exc:
             raise located.error(exc.message, ("tools", i)) from None
-        names.append(tool.name)
+        if tool.name in names:  # run would refuse it (the model could not tell them apart): say so now
+            tool.close()
+            raise located.error(f"tool '{tool.name}' is listed twice (tools[{names[tool.name]}] and "
+                                f"tools[{i}]); a tool's name must be unique", ("tools", i))
+        names[tool.name] = i
         problem = _example_problem(spec, use, tool)
         tool.close()
         if problem:

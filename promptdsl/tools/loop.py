@@ -39,6 +39,7 @@ from .registry import open_tool
 
 if TYPE_CHECKING:
     from ..runner import Runner
+    from ..spec import Spec
 
 #: Characters of a tool result the model reads back; longer results keep head and tail.
 DEFAULT_RESULT_BUDGET = 2000
@@ -340,6 +341,7 @@ def make_loop(runner: Runner, settings: ToolSettings | None) -> ToolLoop | None:
                 raise ToolError(f"the spec starts the MCP server '{use.name[len(MCP_PREFIX):]}'; "
                                 "approve it on a terminal or pass --yes")
             active += _open(use, base, trusted=False, floor=floor)
+        from_spec = len(active)
         for item in settings.extra:
             if isinstance(item, Tool):
                 active.append(ActiveTool(item, default_approval(item), ToolUse(item.name).timeout))
@@ -355,8 +357,28 @@ def make_loop(runner: Runner, settings: ToolSettings | None) -> ToolLoop | None:
     if dupes:
         for t in active:
             t.tool.close()
-        raise ToolError(f"tool names must be unique; given twice: {', '.join(dupes)}")
+        raise ToolError(_duplicate_message(dupes, names[:from_spec], names[from_spec:]))
     return ToolLoop(runner, active, settings)
+
+
+def check_added_tools(spec: Spec, added: Sequence[Tool | ToolUse | str]) -> None:
+    """Tools added for a run (``-T``) whose names the spec's built-in or plugin tools already use:
+    found from the names alone, so before a model loads (``make_loop`` checks the opened tools again)."""
+    listed = [u.name for u in spec.tools if not u.name.startswith(MCP_PREFIX)]
+    names = [t.name if isinstance(t, (Tool, ToolUse)) else t for t in added]
+    clash = sorted({n for n in names if n in listed})
+    if clash:
+        raise ToolError(_duplicate_message(clash, listed, names))
+
+
+def _duplicate_message(dupes: list[str], spec_names: list[str], extra_names: list[str]) -> str:
+    """Why two tools of one name are refused, in terms of where the user gave them."""
+    added = [n for n in dupes if n in spec_names and n in extra_names]
+    if added:  # the usual case: -T (or the caller's extra tools) repeats one the spec lists
+        listed = ", ".join(f"'{n}'" for n in added)
+        return (f"the spec already lists the tool {listed}; a tool added for the run (-T) must be one "
+                "the spec does not list, so leave it out (the spec's entry and its settings are used)")
+    return f"tool names must be unique; given twice: {', '.join(dupes)}"
 
 
 class _Server(Tool):
@@ -406,6 +428,7 @@ __all__ = [
     "ToolLoop",
     "ToolSettings",
     "approve_all",
+    "check_added_tools",
     "cut",
     "deny_all",
     "make_loop",
