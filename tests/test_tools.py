@@ -89,6 +89,24 @@ def test_list_dir(notes: Path) -> None:
         lister.call({"path": ".."})
 
 
+def test_list_dir_shows_the_first_names_of_a_large_folder(tmp_path: Path) -> None:
+    for i in range(ListDir.max_entries + 50):
+        (tmp_path / f"f{i:04d}.txt").write_text("")
+    lines = ListDir({"root": str(tmp_path)}).call({}).splitlines()
+    assert lines[0] == "f0000.txt" and lines[ListDir.max_entries - 1] == "f0199.txt"
+    assert lines[-1] == "... and 50 more" and len(lines) == ListDir.max_entries + 1
+
+
+def test_a_root_that_is_no_folder_and_options_a_tool_ignores_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "file.txt").write_text("x")
+    for root in ("nowhere", "file.txt"):
+        with pytest.raises(ToolError, match=f"tool 'read_file': root '{root}' is not a folder"):
+            open_tool(ToolUse("read_file", {"root": root}), base_dir=tmp_path, trusted=False)
+    with pytest.raises(ToolError, match="max_bytes"):  # list_dir reads no file: the key would do nothing
+        open_tool(ToolUse("list_dir", {"root": ".", "max_bytes": 10}), base_dir=tmp_path, trusted=True)
+    assert open_tool(ToolUse("read_file", {"root": ".", "max_bytes": 10}), base_dir=tmp_path, trusted=True)
+
+
 def test_a_spec_root_stays_inside_the_spec_folder(tmp_path: Path) -> None:
     (tmp_path / "notes").mkdir()
     tool_ = open_tool(ToolUse("read_file", {"root": "notes"}), base_dir=tmp_path, trusted=False)

@@ -196,7 +196,9 @@ async def test_markup_in_the_history_list_and_its_delete_question(store: History
 
 
 @pytest.mark.parametrize("bad", MARKUP)
-async def test_markup_in_dialog_error_lines_and_tool_entries(store: HistoryStore, bad: str) -> None:
+async def test_markup_in_dialog_error_lines_and_tool_entries(store: HistoryStore, bad: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(store.path.parent)  # a tool's root is found from the working folder, as with -T
     app = make(store, ScriptedBackend([]))
     async with app.run_test(size=TALL) as pilot:
         await ready(pilot, app)
@@ -224,7 +226,8 @@ async def test_markup_in_dialog_error_lines_and_tool_entries(store: HistoryStore
         await pilot.pause()
         assert_alive(app)
         assert f"calculater{bad}" in shown(app)  # the error line quotes it
-        box.value = f"read_file:root={bad}y"  # passes the check (a root that does not exist yet)
+        Path(f"{bad}y").mkdir(parents=True)  # a root must be an existing folder
+        box.value = f"read_file:root={bad}y"  # passes the check
         await pilot.press("enter")
         await pilot.pause()
         assert_alive(app)

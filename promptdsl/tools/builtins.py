@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import heapq
 import math
 import operator
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -162,15 +164,18 @@ class CurrentTime(Tool):
         return dt.datetime.now(tz).isoformat(timespec="seconds")
 
 
+_ROOT_OPTION = {"root": {"type": "string", "minLength": 1, "description": "the folder the tool may read under"}}
 _FILE_OPTIONS = {
     "type": "object",
     "properties": {
-        "root": {"type": "string", "minLength": 1, "description": "the folder the tool may read under"},
-        "max_bytes": {"type": "integer", "minimum": 1, "maximum": 1 << 20},
+        **_ROOT_OPTION,
+        "max_bytes": {"type": "integer", "minimum": 1, "maximum": 1 << 20,
+                      "description": "the largest file it reads (default 65536)"},
     },
     "required": ["root"],
     "additionalProperties": False,
 }
+_FOLDER_OPTIONS = {"type": "object", "properties": _ROOT_OPTION, "required": ["root"], "additionalProperties": False}
 _PATH_ARG = {"type": "string", "maxLength": 400, "description": "a path relative to the allowed root"}
 
 
@@ -193,6 +198,8 @@ class _UnderRoot(Tool):
                 f"tool '{cls.name}': a spec may only allow a root inside its own folder ({base}), not {out['root']!r}; "
                 f"give a wider root yourself with -T '{cls.name}:root=PATH'"
             )
+        if not root.is_dir():  # a typo would otherwise fail every call, after the model has run
+            raise ToolError(f"tool '{cls.name}': root {out['root']!r} is not a folder ({root})")
         out["root"] = str(root)
         return out
 
@@ -239,13 +246,22 @@ class ListDir(_UnderRoot):
         "properties": {"path": {**_PATH_ARG, "default": "."}},
         "additionalProperties": False,
     }
+    options_schema = _FOLDER_OPTIONS  # it reads no file, so no max_bytes
     max_entries = 200
 
     def call(self, arguments: dict[str, Any]) -> str:
         path = self.resolve(str(arguments.get("path") or "."))
         if not path.is_dir():
             raise ToolFailure(f"no such folder: {arguments.get('path')}")
-        names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
-        more = len(names) - self.max_entries
-        shown = names[: self.max_entries]
+        count = 0
+
+        def entries() -> Iterator[str]:
+            nonlocal count
+            with os.scandir(path) as found:  # the file type comes with the entry: no stat per name
+                for entry in found:
+                    count += 1
+                    yield entry.name + ("/" if entry.is_dir() else "")
+
+        shown = heapq.nsmallest(self.max_entries, entries())  # memory stays flat in a folder of millions
+        more = count - len(shown)
         return "\n".join(shown + ([f"... and {more} more"] if more > 0 else [])) or "(empty)"
