@@ -46,7 +46,7 @@ def check_expectation(expect: Any, value: Any) -> str | None:
         except schemas.RegexProblem as exc:
             problems.append(str(exc))
     if "schema" in expect:
-        errors = schemas.errors(expect["schema"], value)
+        errors = schemas.errors(expect["schema"], value, formats=True)
         if errors:
             problems.append(f"value does not fit the expected schema: {errors[0].message}")
     return "; ".join(problems) or None

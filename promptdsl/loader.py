@@ -463,6 +463,7 @@ def _check_semantics(spec: Spec, located: Located) -> None:
     for i, test in enumerate(spec.tests):
         _check_input(spec, test.input, located, ("tests", i, "input"), "test")
         _check_expect(test.expect, located, ("tests", i, "expect"))
+        _check_expected_values(spec.output, test.expect, located, ("tests", i, "expect"))
     if spec.tools or spec.tool_choice != "auto":  # with neither, the tool checks have nothing to find
         from .tools.check import check_spec_tools
 
@@ -492,6 +493,28 @@ def _check_expect(expect: Any, located: Located, where: KeyPath) -> None:
             message, sub = problem
             shown = message if message.startswith("invalid") else f"schema: {message}"
             raise located.error(f"expected {shown}", (*where, "schema", *sub))
+
+
+def _check_expected_values(out: OutputSpec, expect: Any, located: Located, where: KeyPath) -> None:
+    """A test that expects a value the output can never be (``positive`` where the choice is
+    ``Positive``) would fail on every run: it is a mistake in the spec, found before any model runs."""
+    if out.type not in (OutputType.CHOICE, OutputType.JSON):
+        return
+    if not isinstance(expect, dict):
+        values: list[tuple[Any, KeyPath]] = [(expect, where)]
+    else:
+        values = [(expect["equals"], (*where, "equals"))] if "equals" in expect else []
+        if isinstance(expect.get("in"), list):
+            values += [(v, (*where, "in", j)) for j, v in enumerate(expect["in"])]
+    for value, at in values:
+        wrong = output_problem(out, value)
+        if wrong:
+            test = int(where[1]) + 1
+            hint = ""
+            if out.type is OutputType.CHOICE and isinstance(value, str):
+                same = [c for c in out.choices if c.casefold() == value.casefold()]
+                hint = f" (tests compare exactly: did you mean {quote(same[0])}?)" if same else ""
+            raise located.error(f"test {test}: expects {quote(value)}, which {wrong}{hint}", at)
 
 
 def _check_input(spec: Spec, values: dict[str, Any], located: Located, path: KeyPath, what: str) -> None:

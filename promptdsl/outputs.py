@@ -89,7 +89,7 @@ def _parse_json(out: OutputSpec, text: str) -> Any:
     surrounding prose tolerated); when none fits, why the first one found does not."""
     first_error: str | None = None
     for value in _json_values(text):
-        errors = schemas.errors(out.schema or {}, value)
+        errors = schemas.errors(out.schema or {}, value, formats=True)  # as inputs are: an email is an email
         if not errors:
             return value
         if first_error is None:

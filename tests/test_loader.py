@@ -101,6 +101,15 @@ BAD_CASES = [
      "fewshot.k is 3 but the spec has only 1 example(s)", "7:11"),
     ("version: 1\nname: x\nfewshot: {select: best}\n", "'best' is not one of ['first', 'random', 'balanced']", None),
     ("version: 1\nname: x\ntests:\n  - input: {}\n", "missing required key 'expect'", "4:5"),
+    ("version: 1\nname: x\noutput: {type: choice, choices: [Positive, Negative]}\ntests:\n"
+     "  - {input: {}, expect: Positive}\n  - {input: {}, expect: positive}\n",
+     "test 2: expects 'positive', which is not one of the choices ['Positive', 'Negative'] (tests compare exactly: "
+     "did you mean 'Positive'?)", "6:17"),
+    ("version: 1\nname: x\noutput: {type: choice, choices: [a, b]}\ntests:\n  - {input: {}, expect: {in: [a, c]}}\n",
+     "test 1: expects 'c', which is not one of the choices ['a', 'b'] (at $.tests[0].expect.in[1])", "5:34"),
+    ("version: 1\nname: x\noutput: {type: json, schema: {type: integer}}\ntests:\n"
+     "  - {input: {}, expect: {equals: '3'}}\n",
+     "test 1: expects '3', which does not fit the output schema: '3' is not of type 'integer'", "5:26"),
     ("version: 1\nname: x\nexamples: []\nexamples_file: e.jsonl\n", "use either 'examples' or 'examples_file'", None),
 ]
 

@@ -18,6 +18,7 @@ REGEX_NAMED = OutputSpec(OutputType.REGEX, pattern=r"answer is (?P<answer>\d+)")
 REGEX_GROUP = OutputSpec(OutputType.REGEX, pattern=r"(\d+) apples")
 REGEX_WHOLE = OutputSpec(OutputType.REGEX, pattern=r"\d+")
 TEXT = OutputSpec(OutputType.TEXT)
+DATED = OutputSpec(OutputType.JSON, schema={"type": "object", "properties": {"on": {"type": "string", "format": "date"}}})
 
 GOOD: list[tuple[OutputSpec, str, Any]] = [
     (TEXT, "  hello world \n", "hello world"),
@@ -38,6 +39,7 @@ GOOD: list[tuple[OutputSpec, str, Any]] = [
     (JSON, "".join(f"[doc{i}](http://x/{i}) " for i in range(150)) + '{"age": 8}', {"age": 8}),  # many links
     (JSON, "if arr[i] < arr[j] " * 60 + 'then {"age": 9}', {"age": 9}),
     (JSON, 'I would say {"age": "a} hmm, actually {"age": 10}', {"age": 10}),  # after an unclosed quote
+    (DATED, '{"on": "2026-12-01"}', {"on": "2026-12-01"}),
 ]
 LOOSE = OutputSpec(OutputType.JSON, schema={"type": "object"})
 EITHER = OutputSpec(OutputType.REGEX, pattern=r"(?P<answer>yes)|no")
@@ -56,6 +58,7 @@ BAD: list[tuple[OutputSpec, str, str]] = [
     (LOOSE, "answer: " + "[" * 5000, "holds no valid JSON"),
     (LOOSE, 'x {"a": ' + "1" * 5000 + "}", "holds no valid JSON"),
     (EITHER, "no", "the answer group took no part"),  # never the text "None"
+    (DATED, '{"on": "next Tuesday"}', "'next Tuesday' is not a 'date' at ['on']"),  # format is checked, as for inputs
 ]
 
 
