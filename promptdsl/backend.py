@@ -26,6 +26,22 @@ from .prompt import Prompt
 OptionsSchema = Mapping[str, Any]
 
 
+class CutOff(str):
+    """The empty piece a stream yields last when generation stopped at ``max_tokens`` (or the
+    context's end) instead of at the model's own end or a stop string.
+
+    It joins as ``""``, so a caller that only joins text never sees it; the runner takes it to
+    mark the result ``truncated`` and to say so when the cut text does not parse. A backend that
+    cannot tell why generation ended yields nothing extra.
+    """
+
+    __slots__ = ()
+
+
+#: The one :class:`CutOff` piece a backend yields.
+CUT_OFF = CutOff()
+
+
 def close_stream(stream: object) -> None:
     """Close a stream if it can be closed (a generator can; a list cannot): releases a model or a connection."""
     close = getattr(stream, "close", None)
@@ -155,7 +171,8 @@ class Backend(ABC):
         options: GenerationOptions,
         constraint: Constraint | None = None,
     ) -> Iterator[str]:
-        """Yield the generated text piece by piece.
+        """Yield the generated text piece by piece, then :data:`CUT_OFF` if ``max_tokens`` (or
+        the context) cut it short.
 
         Closing the iterator early must stop generation and leave the backend
         ready for the next request.

@@ -236,7 +236,8 @@ def _reason(exc: BaseException) -> str:
 
 def stored(result: Result) -> dict[str, Any]:
     """What the cache keeps of a result (the answer, not its timing)."""
-    return {"value": result.value, "raw": result.raw, "method": result.method.value, "scores": result.scores}
+    kept = {"value": result.value, "raw": result.raw, "method": result.method.value, "scores": result.scores}
+    return {**kept, "truncated": True} if result.truncated else kept
 
 
 def cached_problem(value: dict[str, Any], out: OutputSpec) -> str | None:
@@ -267,6 +268,7 @@ def restored(value: dict[str, Any], backend: str, model: str) -> Result:
         scores=value.get("scores"),
         seconds=0.0,
         cached=True,
+        truncated=value.get("truncated") is True,
     )
 
 

@@ -408,6 +408,7 @@ class Summary:
     ok: int = 0
     errors: int = 0
     cached: int = 0
+    truncated: int = 0  # answers max_tokens cut short (they parsed, so they are among ``ok``)
     resumed: int = 0  # already in the output before this run
     seconds: float = 0.0
     interrupted: bool = False
@@ -481,6 +482,7 @@ def run_dataset(
             summary.first_line.setdefault(outcome.reason, outcome.row.line)
         cached = outcome.result is not None and outcome.result.cached
         summary.cached += cached
+        summary.truncated += outcome.result is not None and outcome.result.truncated
         if progress is not None:
             progress.update(cached=cached, error=not outcome.ok)
 

@@ -25,6 +25,7 @@ class Result:
     cached: bool = False
     steps: list[dict[str, Any]] | None = None  # tool calls, when the spec has tools (promptdsl.tools)
     stop_reason: str | None = None  # why the tool loop ended: answer | max_steps | denied | error
+    truncated: bool = False  # generation stopped at max_tokens (or the context's end), not at its own end
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -37,6 +38,8 @@ class Result:
         if self.steps is not None:
             out["steps"] = self.steps
             out["stop_reason"] = self.stop_reason
+        if self.truncated:
+            out["truncated"] = True
         out.update(self.extra)
         return out
 

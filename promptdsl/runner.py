@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from . import registry
-from .backend import Backend, Capability, Constraint, GenerationOptions, close_stream, split_options
+from .backend import Backend, Capability, Constraint, CutOff, GenerationOptions, close_stream, split_options
 from .backend import check_options as check_backend_options
 from .compiler import Compiler
 from .errors import BackendError, InputError, OutputError, PromptDSLError, SpecError
@@ -240,15 +240,38 @@ class Runner:
             seconds=time.perf_counter() - start,
         )
 
-    def _parser(self, values: dict[str, Any], start: float) -> Callable[[str], Result]:
+    def _parser(self, values: dict[str, Any], start: float, cut: Callable[[], bool] = bool) -> Callable[[str], Result]:
+        """Parse the text; ``cut()`` says whether max_tokens cut it short (the backend's :data:`CUT_OFF`)."""
+
         def finish(raw: str) -> Result:
             try:
                 value = parse_output(self.spec.output, raw)
             except ParseFailure as exc:
-                raise OutputError(str(exc), spec=self.spec.label, input=values, raw=raw) from None
-            return self._result(value, raw, start)
+                why = f"{exc}; {self._cut_note()}" if cut() else str(exc)
+                raise OutputError(why, spec=self.spec.label, input=values, raw=raw) from None
+            return replace(self._result(value, raw, start), truncated=cut())
 
         return finish
+
+    def _cut_note(self) -> str:
+        """Why an answer stopped short, and the fix, for a message."""
+        limit = self.generation.max_tokens
+        if limit is None:
+            return "the answer was cut off where the model's context ends"
+        return f"the answer was cut off at max_tokens={limit} (raise it with -o max_tokens=N)"
+
+    def _streamed(self, chunks: Iterator[str], values: dict[str, Any], start: float) -> Response:
+        """A generated answer: text pieces through, the backend's cut-off marker noted, not shown."""
+        seen: list[bool] = []
+
+        def pieces() -> Iterator[str]:
+            for chunk in _guarded(self.backend, chunks):
+                if isinstance(chunk, CutOff):
+                    seen.append(True)
+                else:
+                    yield chunk
+
+        return Response(pieces(), self._parser(values, start, lambda: bool(seen)))
 
     def _score(self, prompt: Prompt, values: dict[str, Any], start: float) -> Response:
         choices = self.spec.output.choices
@@ -273,13 +296,11 @@ class Runner:
         else:
             constraint = Constraint(json_schema=out.schema or {})
         chunks = _call(self.backend, lambda: self.backend.stream(prompt, self.generation, constraint))
-        stream = _guarded(self.backend, chunks)
-        return Response(stream, self._parser(values, start))
+        return self._streamed(chunks, values, start)
 
     def _generate(self, prompt: Prompt, values: dict[str, Any], start: float) -> Response:
         chunks = _call(self.backend, lambda: self.backend.stream(prompt, self.generation))
-        stream = _guarded(self.backend, chunks)
-        return Response(stream, self._parser(values, start))
+        return self._streamed(chunks, values, start)
 
 
 def spec_model(spec: Spec, cls: type[Backend]) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from promptdsl import BackendError, Method, Runner, load_spec, loads_spec
-from promptdsl.backend import GenerationOptions
+from promptdsl.backend import CutOff, GenerationOptions
 from promptdsl.cli import main
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
@@ -226,9 +227,26 @@ def test_a_spec_that_renders_no_text_is_a_clear_error(llamacpp_backend: Any, out
 def test_max_tokens_and_stop_are_honoured(llamacpp_backend: Any) -> None:
     _, prompt = Runner(load_spec(SPECS / "qa.yaml"), llamacpp_backend).prepare({"question": "Count from 1 to 50."})
     pieces = list(llamacpp_backend.stream(prompt, GenerationOptions(max_tokens=5)))
-    assert 1 <= len(pieces) <= 5
-    text = llamacpp_backend.complete(prompt, GenerationOptions(max_tokens=60, stop=(",",)))
-    assert "," not in text
+    assert 1 <= len(pieces) - 1 <= 5 and isinstance(pieces[-1], CutOff)  # the last: max_tokens stopped it
+    assert not any(isinstance(p, CutOff) for p in pieces[:-1])
+    whole = list(llamacpp_backend.stream(prompt, GenerationOptions(max_tokens=60, stop=(",",))))
+    assert "," not in "".join(whole) and not any(isinstance(p, CutOff) for p in whole)  # a stop is no cut
+
+
+def test_run_says_when_max_tokens_cut_the_answer(capsys: pytest.CaptureFixture[str]) -> None:
+    text = "text=The council met on Tuesday about the park. Residents asked for trees, benches and a playground."
+    code = main(["run", str(SPECS / "summarize.yaml"), "-i", text, "-o", "max_tokens=4", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and json.loads(out)["truncated"] is True
+    assert err == ("promptdsl: the answer was cut off at max_tokens (the model had more to say); "
+                   "raise it with -o max_tokens=N\n")
+    code = main(["run", str(SPECS / "extract-json.yaml"), "-i", "text=Bob is 42 and lives in Paris.",
+                 "-o", "max_tokens=4"])
+    err = capsys.readouterr().err
+    assert code == 1 and "the answer was cut off at max_tokens=4 (raise it with -o max_tokens=N)" in err
+    code = main(["run", str(SPECS / "summarize.yaml"), "-i", text, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "truncated" not in json.loads(out) and err == ""
 
 
 def test_promptdsl_test_passes_on_every_shipped_spec(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from openai_server import KEY_ENV, Server, llama_server
 from promptdsl_openai import OpenAIBackend
 
-from promptdsl.backend import Capability, Constraint, GenerationOptions
+from promptdsl.backend import Capability, Constraint, CutOff, GenerationOptions
 from promptdsl.cli import main
 from promptdsl.errors import BackendError
 from promptdsl.loader import load_spec
@@ -184,6 +184,15 @@ def test_json_constrained_in_both_modes(openai_backend: OpenAIBackend) -> None:
     for prompt in (chat("Give the capital of France as JSON."), Prompt(mode="completion", text=one_shot)):
         value = json.loads("".join(openai_backend.stream(prompt, opts, Constraint(json_schema=schema))))
         assert value == {"city": "Paris"}
+
+
+def test_a_cut_at_max_tokens_is_the_streams_last_piece(openai_backend: OpenAIBackend) -> None:
+    for prompt in (chat("Count from 1 to 50."), Prompt(mode="completion", text="Count from 1 to 50: 1, 2,")):
+        cut = list(openai_backend.stream(prompt, GenerationOptions(temperature=0.0, max_tokens=3)))
+        assert isinstance(cut[-1], CutOff) and "".join(cut[:-1]) and not any(isinstance(p, CutOff) for p in cut[:-1])
+    done = Constraint(choices=("yes", "no"))  # the grammar ends it: a stop, not a cut
+    whole = list(openai_backend.stream(chat("Say yes."), GenerationOptions(temperature=0.0, max_tokens=64), done))
+    assert "".join(whole) in ("yes", "no") and not any(isinstance(p, CutOff) for p in whole)
 
 
 # ---------------------------------------------------------------------------- errors, keys, broken servers

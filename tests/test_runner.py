@@ -22,6 +22,7 @@ from promptdsl import (
     Runner,
     loads_spec,
 )
+from promptdsl.backend import CUT_OFF
 from promptdsl.datafile import DataFile
 from promptdsl.dataset import run_dataset
 
@@ -325,3 +326,58 @@ def test_a_response_closed_before_the_end_has_no_result() -> None:
     with whole:
         assert whole.text() == "The end"
     assert whole.result().value == "The end"  # closed after the end: the result stands
+
+
+class CutShort(Scripted):
+    """Generation that max_tokens stopped: the text, then the backend's cut-off marker."""
+
+    def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+        yield from super().stream(prompt, options, constraint)
+        yield CUT_OFF
+
+
+def test_an_answer_cut_at_max_tokens_is_marked_and_the_marker_never_shown(tmp_path: Path) -> None:
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\noutput: {type: text, max_tokens: 3}\n")
+    response = Runner(spec, CutShort("one two three", {Capability.CHAT})).response({"q": "x"})
+    assert list(response) == ["one ", "two ", "three "]  # the empty marker is not a piece
+    result = response.result()
+    assert result.truncated and result.value == "one two three"
+    assert result.to_dict()["truncated"] is True
+    whole = Runner(spec, Scripted("one two", {Capability.CHAT})).run({"q": "x"})
+    assert not whole.truncated and "truncated" not in whole.to_dict()
+    # the cache keeps the mark: a re-run says it too
+    from promptdsl.cache import restored, stored
+
+    assert restored(stored(result), "b", "m").truncated and not restored(stored(whole), "b", "m").truncated
+
+
+def test_a_cut_answer_that_does_not_parse_says_it_was_cut_and_how_to_fix_it() -> None:
+    runner = Runner(loads_spec(JSON_SPEC, file="j.yaml"), CutShort('{"n":', {Capability.CHAT}),
+                    options={"max_tokens": 2})
+    with pytest.raises(OutputError) as info:
+        runner.run({"text": "abc"})
+    assert "the answer holds no valid JSON; the answer was cut off at max_tokens=2 (raise it with -o max_tokens=N)" \
+        in str(info.value)
+    default = Runner(loads_spec(JSON_SPEC, file="j.yaml"), CutShort('{"n":', {Capability.CHAT}))
+    with pytest.raises(OutputError, match="cut off at max_tokens=512 "):  # the default a json output gets
+        default.run({"text": "abc"})
+    default.generation = GenerationOptions(max_tokens=None)  # no limit at all: the context's end cut it
+    with pytest.raises(OutputError, match="the answer was cut off where the model's context ends"):
+        default.run({"text": "abc"})
+
+
+def test_a_dataset_run_counts_the_cut_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from promptdsl.cli.dataset import report
+    from promptdsl.dataset import DatasetRun
+
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"q": "a"}\n{"q": "b"}\n', encoding="utf-8")
+    lines: list[str] = []
+    summary = run_dataset(Runner(spec, CutShort("x", {Capability.CHAT})), DataFile(data), lines.append)
+    assert summary.truncated == 2 and summary.ok == 2
+    assert all(json.loads(line)["truncated"] is True for line in lines)
+    run = DatasetRun.__new__(DatasetRun)
+    run.data, run.out = DataFile(data), None
+    assert report(run, summary) == 0
+    assert "2 ok, 2 cut off at max_tokens (\"truncated\": true)" in capsys.readouterr().err

@@ -164,6 +164,8 @@ def report(run: DatasetRun, summary: Summary) -> int:
     parts = [f"{summary.ok} ok"]
     if summary.cached:
         parts.append(f"{summary.cached} from the cache")
+    if summary.truncated:
+        parts.append(f"{summary.truncated} cut off at max_tokens (\"truncated\": true)")
     if summary.errors:
         parts.append(f"{summary.errors} failed (error lines)")
     if summary.resumed:

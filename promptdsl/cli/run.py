@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..inputs import collect_inputs, validate_inputs
 from ..loader import load_spec
+from ..result import Result
 from .common import Commands, add_backend_flags, add_input_flags, print_value, runner_from_args
 from .dataset import add_dataset_flags, dataset_run, execute, report
 from .tools import add_tool_flags
@@ -53,12 +54,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stdout.write(chunk)
             sys.stdout.flush()
         sys.stdout.write("\n")
-        return _tool_warning(response.result().stop_reason)
+        return _warnings(response.result())
     result = response.result()
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
         print_value(result.value)
+    return _warnings(result)
+
+
+def _warnings(result: Result) -> int:
+    """Say on stderr what the printed answer lacks; the exit code."""
+    if result.truncated:  # still an answer (it parsed), so exit 0; but maybe not the whole of it
+        sys.stdout.flush()
+        sys.stderr.write("promptdsl: the answer was cut off at max_tokens (the model had more to say); "
+                         "raise it with -o max_tokens=N\n")
     return _tool_warning(result.stop_reason)
 
 

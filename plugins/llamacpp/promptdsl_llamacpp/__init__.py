@@ -42,6 +42,7 @@ from typing import IO, Any, ClassVar, TypeGuard
 import numpy as np
 
 from promptdsl.backend import (
+    CUT_OFF,
     Backend,
     Capability,
     Constraint,
@@ -873,9 +874,11 @@ class _LoadedModel:
                 raise BackendError(str(exc), backend="llamacpp", exit_code=2) from None
             try:
                 for chunk in chunks:
-                    text = chunk["choices"][0]["text"]  # type: ignore[index]
-                    if text:
-                        yield text
+                    choice: Any = chunk["choices"][0]  # type: ignore[index]
+                    if choice["text"]:
+                        yield choice["text"]
+                    if choice.get("finish_reason") == "length":
+                        yield CUT_OFF
             finally:
                 close_stream(chunks)
 

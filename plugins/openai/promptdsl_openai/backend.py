@@ -31,7 +31,15 @@ from typing import Any
 
 import openai
 
-from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, TokenLogprob, options_schema
+from promptdsl.backend import (
+    CUT_OFF,
+    Backend,
+    Capability,
+    Constraint,
+    GenerationOptions,
+    TokenLogprob,
+    options_schema,
+)
 from promptdsl.errors import BackendError, quote
 from promptdsl.prompt import Prompt
 
@@ -376,16 +384,18 @@ class OpenAIBackend(Backend):
     def _stream(self, prompt: Prompt, options: GenerationOptions, plan: _Plan) -> Iterator[str]:
         chunks = self._create(prompt, options, plan, stream=True)
         finished = False
+        cut = False
         held: list[str] = []
-        pieces: Iterable[tuple[str, bool]]
+        pieces: Iterable[tuple[str, str | None]]
         try:
             with self._request("stream"):
                 if isinstance(chunks, _Whole):
-                    pieces = [(replies.reply_text(chunks.reply, prompt.mode), True)]
+                    pieces = [(replies.reply_text(chunks.reply, prompt.mode), replies.reply_finish(chunks.reply) or "")]
                 else:
                     pieces = (replies.chunk_piece(chunk, prompt.mode) for chunk in chunks)
-                for text, done in pieces:
-                    finished = finished or done
+                for text, reason in pieces:
+                    finished = finished or reason is not None
+                    cut = cut or reason == "length"
                     if text:
                         if plan.unwrap:
                             held.append(text)
@@ -397,6 +407,8 @@ class OpenAIBackend(Backend):
             self._diagnose(prompt, options, plan)
         if plan.unwrap:
             yield _unwrap("".join(held))
+        if cut:
+            yield CUT_OFF
 
     def _diagnose(self, prompt: Prompt, options: GenerationOptions, plan: _Plan) -> None:
         """A stream ended without a finish reason: ask again without streaming to learn why."""

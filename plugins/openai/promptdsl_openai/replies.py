@@ -107,12 +107,20 @@ def reply_text(reply: Any, mode: str) -> str:
     return _text(_field(choice, "text"), "choices[0].text")
 
 
-def chunk_piece(chunk: Any, mode: str) -> tuple[str, bool]:
-    """(the text a streamed chunk adds, whether it finishes the answer)."""
+def reply_finish(reply: Any) -> str | None:
+    """Why a non-streamed reply ended (``stop``, ``length``, ...), when it says."""
+    choice = first_choice(reply)
+    reason = None if choice is None else _field(choice, "finish_reason")
+    return reason if isinstance(reason, str) else None
+
+
+def chunk_piece(chunk: Any, mode: str) -> tuple[str, str | None]:
+    """(the text a streamed chunk adds, why the answer ended if this chunk ends it)."""
     choice = first_choice(chunk, "streamed chunk")
     if choice is None:
-        return "", False
-    finished = _field(choice, "finish_reason") is not None
+        return "", None
+    reason = _field(choice, "finish_reason")
+    finished = None if reason is None else str(reason)
     if mode == "chat":
         delta = _field(choice, "delta")
         if delta is None:
