@@ -297,12 +297,20 @@ def parse_options(pairs: Iterable[str]) -> dict[str, Any]:
 def collect_inputs(spec: Spec, assignments: Iterable[str], stdin: TextIO | None = None) -> dict[str, Any]:
     """Merge ``--input`` flags (and ``-`` for stdin) into one raw values mapping."""
     values: dict[str, Any] = {}
+    given: dict[str, str] = {}  # input name -> where it came from, so a second value is refused, not lost
     for item in assignments:
         if item == "-":
             if stdin is None:
                 raise InputError("--input - needs JSON on standard input")
-            values.update(read_stdin_object(stdin))
+            pairs = list(read_stdin_object(stdin).items())
+            where = "standard input"
         else:
-            name, value = parse_assignment(spec, item)
+            pairs = [parse_assignment(spec, item)]
+            where = "--input"
+        for name, value in pairs:
+            if name in given:
+                how = f"with {where} twice" if given[name] == where else f"both on {given[name]} and with {where}"
+                raise InputError(f"input '{name}' is given {how}; give it once", name=name)
+            given[name] = where
             values[name] = value
     return values

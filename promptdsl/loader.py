@@ -398,9 +398,13 @@ def _load_examples_file(path: Path, located: Located, root: Path, read: list[Pat
         if not isinstance(doc.data, list):
             raise doc.error("an examples file must hold a list of {input, output} items")
         rows = [(item, doc.file, doc.where((i,))[1]) for i, item in enumerate(doc.data)]
+        for key, pos in doc.positions.items():  # later checks of an example point into this file
+            if key and isinstance(key[0], int):
+                located.positions[("examples", *key)] = pos
     example_schema = spec_schema()["$defs"]["example"]
     out = []
-    for item, file, line in rows:
+    for k, (item, file, line) in enumerate(rows):
+        located.positions.setdefault(("examples", k), (file, line or 1, 1))  # a JSONL example: its line
         problems = schemas.errors(example_schema, item)
         if problems:
             raise SpecError(f"bad example: {_quoted_message(problems[0])}", file=file, line=line)

@@ -22,7 +22,12 @@ class ParseFailure(Exception):
 
 
 def _parse_text(out: OutputSpec, text: str) -> str:
-    return text.strip() if out.strip else text
+    """The text; an empty answer (the model stopped at once, or a stop string came first) is a
+    failed answer, not an empty value a script would take for one."""
+    value = text.strip() if out.strip else text
+    if not value.strip():
+        raise ParseFailure("the answer is empty (the model stopped before writing anything)")
+    return value
 
 
 def _parse_choice(out: OutputSpec, text: str) -> str:

@@ -256,9 +256,17 @@ def test_examples_file_jsonl_and_yaml(tmp_path: Path) -> None:
         load_spec(write(tmp_path, base + "examples_file: broken.jsonl\n"))
     assert info.value.file == str(tmp_path / "broken.jsonl") and info.value.line == 2
 
-    (tmp_path / "bad-label.jsonl").write_text('{"input": {"text": "a"}, "output": "Meh"}\n')
-    with pytest.raises(SpecError, match="not one of the choices"):
+    # an example that parses but does not fit the spec is found in its own file, at its line
+    (tmp_path / "bad-label.jsonl").write_text('{"input": {"text": "a"}, "output": "Positive"}\n\n'
+                                              '{"input": {"text": "a"}, "output": "Meh"}\n')
+    with pytest.raises(SpecError, match="example 2: output 'Meh' is not one of the choices") as info:
         load_spec(write(tmp_path, base + "examples_file: bad-label.jsonl\n"))
+    assert (info.value.file, info.value.line) == (str(tmp_path / "bad-label.jsonl"), 3)
+    (tmp_path / "bad-input.yaml").write_text("- input: {text: good}\n  output: Positive\n"
+                                             "- input: {txt: bad}\n  output: Negative\n")
+    with pytest.raises(SpecError, match="example 2: unknown input 'txt'") as info:
+        load_spec(write(tmp_path, base + "examples_file: bad-input.yaml\n"))
+    assert (info.value.file, info.value.line, info.value.col) == (str(tmp_path / "bad-input.yaml"), 3, 11)
 
 
 def test_all_shipped_specs_load() -> None:

@@ -48,8 +48,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"promptdsl: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        print(f"ok: {path} ({len(spec.examples)} examples, {len(spec.tests)} tests, {spec.mode} mode, "
-              f"output {spec.output.type})")
+        counts = f"{_count(len(spec.examples), 'example')}, {_count(len(spec.tests), 'test')}"
+        print(f"ok: {path} ({counts}, {spec.mode} mode, output {spec.output.type})")
         for note in spec_notes(spec):
             print(f"  note: {note}")
     return 2 if failed else 0
@@ -86,3 +86,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(spec_schema(), indent=2, ensure_ascii=False))
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
