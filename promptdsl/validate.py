@@ -42,6 +42,7 @@ def spec_notes(spec: Spec) -> list[str]:
     notes = []
     if spec.mode == "completion" and spec.system is not None:
         notes.append("'system' is not used in completion mode (only chat mode sends a system message)")
+    notes += _unused_inputs(spec)
     options = split_options(spec.model.options)[1]
     if spec.model.backend is None and options:  # valid for some backend, maybe not for the default one
         default = _default_backend()
@@ -54,6 +55,21 @@ def spec_notes(spec: Spec) -> list[str]:
             notes.append(f"with the default backend '{name}': {exc.message}; run refuses it unless -b picks a "
                          "backend that takes it (or name one in model.backend)")
     return notes
+
+
+def _unused_inputs(spec: Spec) -> list[str]:
+    """Inputs no template names: a run requires (or defaults) them, yet the model never sees them,
+    which is most often a template that forgot one or misspelt an input's name."""
+    if spec.template is None:  # the default template shows every input
+        return []
+    from .templates import free_names
+
+    used: set[str] = set()
+    for source in (spec.system, spec.instruction, spec.template):
+        if source is not None:
+            used |= free_names(source)
+    return [f"input '{name}' is used by no template (system, instruction, template), so the model never sees it"
+            for name in spec.inputs if name not in used]
 
 
 def _check_backend(spec: Spec) -> None:

@@ -70,6 +70,18 @@ def test_system_in_a_completion_spec_is_valid_with_a_note(cli: Callable[..., Ran
     assert "careful" not in cli("compile", str(spec)).stdout
 
 
+def test_an_input_no_template_uses_is_a_note(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: x\ninputs: {text: {type: string}, lang: {type: string, default: en}}\n"
+                    "instruction: 'Answer in {{ text[:0] }}this language.'\ntemplate: '{{ text }}'\n", encoding="utf-8")
+    proc = cli("validate", str(spec))
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.splitlines()[1:] == [
+        "  note: input 'lang' is used by no template (system, instruction, template), so the model never sees it"]
+    spec.write_text("version: 1\nname: x\ninputs: {text: {type: string}, lang: {type: string}}\n", encoding="utf-8")
+    assert "note" not in cli("validate", str(spec)).stdout  # no template: the default one shows every input
+
+
 def test_an_option_the_default_backend_refuses_is_a_note_when_the_spec_names_no_backend(
     cli: Callable[..., Ran], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
