@@ -67,7 +67,11 @@ def validate_inputs(spec: Spec, values: Mapping[str, Any]) -> dict[str, Any]:
         if errors:
             err = errors[0]
             sub = format_path(list(err.absolute_path))[1:]
-            raise InputError(f"input '{name}{sub}': {err.message}", name=name)
+            hint = ""
+            if err.validator == "enum" and isinstance(err.instance, str) and isinstance(err.validator_value, list):
+                words = [v for v in err.validator_value if isinstance(v, str)]
+                hint = did_you_mean(err.instance, words)  # 'postive' for positive, 'Positive' for positive
+            raise InputError(f"input '{name}{sub}': {err.message}{hint}", name=name)
         out[name] = value
     return out
 

@@ -70,6 +70,17 @@ def test_system_in_a_completion_spec_is_valid_with_a_note(cli: Callable[..., Ran
     assert "careful" not in cli("compile", str(spec)).stdout
 
 
+def test_a_misspelt_enum_value_gets_a_did_you_mean(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: x\ninputs: {tone: {type: string, enum: [positive, negative]}}\n",
+                    encoding="utf-8")
+    for typed, hint in (("postive", " (did you mean 'positive'?)"), ("Negative", " (did you mean 'negative'?)"),
+                        ("zzz", "")):
+        proc = cli("compile", str(spec), "-i", f"tone={typed}")
+        assert proc.returncode == 2
+        assert proc.stderr == f"promptdsl: error: input 'tone': '{typed}' is not one of ['positive', 'negative']{hint}\n"
+
+
 def test_an_input_no_template_uses_is_a_note(cli: Callable[..., Ran], tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text("version: 1\nname: x\ninputs: {text: {type: string}, lang: {type: string, default: en}}\n"
@@ -165,6 +176,8 @@ BAD_RUNS = [
     (["run", "{specs}/sentiment.yaml", "-i", "text=@/nonexistent.txt"], None, "file not found: /nonexistent.txt"),
     (["run", "{specs}/sentiment.yaml", "-i", "-"], "[1, 2]", "expected a JSON object"),
     (["run", "{specs}/sentiment.yaml", "-i", "-"], "{oops", "stdin: invalid JSON at line 1"),
+    (["compile", "{specs}/summarize.yaml", "-i", "text=x", "-i", "max_words=3"], None,
+     "input 'max_words': 3 is less than the minimum of 5"),
     (["run", "{specs}/sentiment.yaml", "-i", "text=a", "-i", "text=b"], None,
      "input 'text' is given with --input twice; give it once"),
     (["run", "{specs}/sentiment.yaml", "-i", "-", "-i", "text=b"], '{"text": "a"}',
