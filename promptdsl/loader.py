@@ -215,13 +215,26 @@ def _overridden(child: Mapping[str, Any], key: KeyPath) -> bool:
     return False
 
 
-def _deep_merge(base: Any, over: Any) -> Any:
+def _deep_merge(base: Any, over: Any, path: tuple[str, ...] = ()) -> Any:
+    """``over`` merged into ``base`` key by key. ``key: null`` removes a key ``base`` has (no spec
+    key takes null), except inside a JSON Schema (an input's or the output's), where null is a value."""
     if isinstance(base, dict) and isinstance(over, dict):
         out = dict(base)
         for key, value in over.items():
-            out[key] = _deep_merge(base[key], value) if key in base else copy.deepcopy(value)
+            at = (*path, str(key))
+            if value is None and key in base and not _in_json_schema(at):
+                del out[key]
+            elif key in base:
+                out[key] = _deep_merge(base[key], value, at)
+            else:
+                out[key] = copy.deepcopy(value)
         return out
     return copy.deepcopy(over)
+
+
+def _in_json_schema(path: tuple[str, ...]) -> bool:
+    """A key inside an input's schema (``inputs.NAME.KEY``) or the output schema (``output.schema.KEY``)."""
+    return (len(path) > 2 and path[0] == "inputs") or (len(path) > 2 and path[:2] == ("output", "schema"))
 
 
 # --------------------------------------------------------------------------- schema

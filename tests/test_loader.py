@@ -219,6 +219,20 @@ def test_extends_deep_merges_and_keeps_positions(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"{bad_child}:2:")
 
 
+def test_extends_null_removes_an_inherited_key_but_not_inside_a_schema(tmp_path: Path) -> None:
+    write(tmp_path, "version: 1\nname: base\nsystem: Be brief.\nmodel: {options: {temperature: 0.7, seed: 3}}\n"
+                    "inputs:\n  text: {type: [string, 'null'], default: a}\n  lang: {type: string, default: en}\n"
+                    "template: '{{ text }}'\n", "base.yaml")
+    child = write(tmp_path, "extends: base.yaml\nname: child\nsystem: null\nmodel: {options: {temperature: null}}\n"
+                            "inputs: {lang: null, text: {default: null}}\n", "child.yaml")
+    spec = load_spec(child)
+    assert spec.system is None and spec.model.options == {"seed": 3} and list(spec.inputs) == ["text"]
+    assert spec.inputs["text"] == {"type": ["string", "null"], "default": None}  # in a schema, null is a value
+    orphan = write(tmp_path, "extends: base.yaml\nname: child\nfewshot: null\n", "orphan.yaml")
+    with pytest.raises(SpecError, match="None is not of type 'object'"):  # nothing to remove: the schema judges it
+        load_spec(orphan)
+
+
 def test_extends_cycle_and_missing_base(tmp_path: Path) -> None:
     write(tmp_path, "version: 1\nname: a\nextends: b.yaml\n", "a.yaml")
     write(tmp_path, "version: 1\nname: b\nextends: a.yaml\n", "b.yaml")
