@@ -149,6 +149,26 @@ class DataFile:
             return self._csv_rows()
         return self._jsonl_rows()
 
+    def fields_seen(self, rows: int) -> Iterator[tuple[set[str], int, int]]:
+        """After each row that is an object, among the first ``rows``: the field names seen so far,
+        how many such rows, and the row's line. The up-front checks of a JSONL file's field names
+        (a missing input, a misspelt --label) stop as soon as the names are enough."""
+        names: set[str] = set()
+        seen = 0
+        found = self.rows()
+        try:
+            for row in found:
+                if row.error is None and isinstance(row.data, dict):
+                    names.update(str(k) for k in row.data)
+                    seen += 1
+                    yield names, seen, row.line
+                if row.index + 1 >= rows:
+                    break
+        finally:
+            close = getattr(found, "close", None)
+            if close is not None:
+                close()
+
     def has_rows(self) -> bool:
         """Whether the file holds a row, good or bad (blank lines and a header are none)."""
         rows = self._csv_rows() if self.format == "csv" else self._jsonl_rows()

@@ -562,20 +562,14 @@ def _check_columns(spec: Spec, data: DataFile, fields: Mapping[str, str], consta
 
 def _check_fields(spec: Spec, data: DataFile, fields: Mapping[str, str], constants: Mapping[str, Any]) -> None:
     """JSONL: a required input that none of the first :data:`SCAN_ROWS` rows has a field for."""
-    names: set[str] = set()
-    seen = 0
-    first = 0
     found: str | None = None  # what the rows so far lack
-    for row in data.rows():
-        if row.error is None and isinstance(row.data, dict):
-            names.update(str(k) for k in row.data)
-            seen += 1
-            first = first or row.line
-            found = _unmatched_input(spec, sorted(names), fields, constants)
-            if found is None:
-                return
-        if row.index + 1 >= SCAN_ROWS:
-            break
+    names: set[str] = set()
+    seen = first = 0
+    for names, count, line in data.fields_seen(SCAN_ROWS):
+        seen, first = count, first or line
+        found = _unmatched_input(spec, sorted(names), fields, constants)
+        if found is None:
+            return
     if found is not None:
         shown = ", ".join(quote(n, 40) for n in sorted(names)[:20])
         if seen == 1:

@@ -82,14 +82,10 @@ def check_label_column(path: Path, label: str) -> None:
         return
     fields: set[str] = set()
     seen = 0
-    for row in data.rows():
-        if isinstance(row.data, dict):
-            if label in row.data:
-                return
-            fields.update(str(k) for k in row.data)
-            seen += 1
-        if row.index + 1 >= LABEL_SCAN_ROWS:
-            break
+    for fields, count, _ in data.fields_seen(LABEL_SCAN_ROWS):
+        seen = count
+        if label in fields:
+            return
     if seen:
         shown = ", ".join(sorted(fields)[:20])
         raise InputError(f"--label '{label}': none of the first {seen} rows has this field"
