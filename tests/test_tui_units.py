@@ -464,3 +464,23 @@ def test_switching_backends_releases_the_old_one(monkeypatch: pytest.MonkeyPatch
     assert session.settings() == {"n": 2, "temperature": 0.2} and session.generation.temperature == 0.2
     session.switch(BackendChoice("counted", None, {"n": 2}))
     assert session.settings() == {"n": 2} and session.generation.temperature != 0.2
+
+
+def test_a_reply_the_backend_marks_as_cut_ends_with_status_length() -> None:
+    """CUT_OFF is the backend's own word that max_tokens stopped it: no token count needed, and not shown."""
+    from promptdsl_tui.generation import Generation, run_generation
+
+    from promptdsl.backend import CUT_OFF, GenerationOptions
+
+    class Cut(_Words):
+        def __init__(self, chunks: list[str]) -> None:
+            super().__init__()
+            self.chunks = chunks
+
+        def stream(self, prompt: Any, options: Any, constraint: Any = None) -> Any:
+            return iter(self.chunks)
+
+    for chunks, status in ((["one", " two", CUT_OFF], "length"), (["one", " two"], "done")):
+        gen = Generation(Turn("assistant", ""), (Message("user", "count"),), GenerationOptions(max_tokens=50))
+        run_generation(gen, lambda chunks=chunks: Cut(chunks), None)
+        assert (gen.status, gen.text, gen.tokens) == (status, "one two", 2)

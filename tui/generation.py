@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from promptdsl.backend import Backend, GenerationOptions, close_stream
+from promptdsl.backend import Backend, CutOff, GenerationOptions, close_stream
 from promptdsl.errors import BackendError, BackendErrorKind, PromptDSLError
 from promptdsl.prompt import Message, Prompt
 from promptdsl.tools import Step
@@ -228,16 +228,21 @@ def run_generation(
                 prompt = None
         stream = backend.stream(prompt, gen.options) if prompt is not None else iter(())
         cpu0 = time.thread_time()
+        marked = False  # the backend said max_tokens stopped it (CUT_OFF): no count needed
         try:
             for chunk in stream:
                 gen.worker_cpu = time.thread_time() - cpu0
+                if isinstance(chunk, CutOff):
+                    marked = True
+                    continue
                 if not gen.append(chunk):
                     break
         finally:
             close_stream(stream)
         if gen.save_error is not None:
             raise PromptDSLError(gen.save_error)
-        gen.status = "cancelled" if gen.cancelled else "length" if _cut(backend, gen) else "done"
+        cut = marked or _cut(backend, gen)
+        gen.status = "cancelled" if gen.cancelled else "length" if cut else "done"
     except ToolsStopped:
         gen.status = "cancelled"
     except PromptDSLError as exc:
