@@ -18,7 +18,7 @@ from promptdsl_tui.history import SCHEMA_VERSION, HistoryStore
 from promptdsl_tui.screens.backend import format_options, parse_options
 from promptdsl_tui.session import BackendChoice, ContextFull, Session, check_options, fit_prompt
 from promptdsl_tui.specs import discover
-from promptdsl_tui.widgets.result_view import choice_probabilities
+from promptdsl_tui.widgets.result_view import ResultView, choice_probabilities
 from promptdsl_tui.widgets.spec_form import field_kind, limits, schema_errors
 from test_tui_support import ROOT
 
@@ -484,3 +484,27 @@ def test_a_reply_the_backend_marks_as_cut_ends_with_status_length() -> None:
         gen = Generation(Turn("assistant", ""), (Message("user", "count"),), GenerationOptions(max_tokens=50))
         run_generation(gen, lambda chunks=chunks: Cut(chunks), None)
         assert (gen.status, gen.text, gen.tokens) == (status, "one two", 2)
+
+
+@pytest.mark.anyio
+async def test_a_truncated_spec_result_says_it_was_cut() -> None:
+    from textual.app import App, ComposeResult
+
+    from promptdsl import loads_spec
+    from promptdsl.result import Result
+    from promptdsl.spec import Method
+
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ResultView(id="view")
+
+    async with One().run_test(size=(120, 20)) as pilot:
+        view = pilot.app.query_one(ResultView)
+        for truncated in (True, False):
+            view.show_result(spec, Result("The council met", Method.GENERATE, "The council met", "b", "m",
+                                          truncated=truncated))
+            await pilot.pause()
+            shown = "\n".join(strip.text for strip in pilot.app.screen._compositor.render_strips())
+            assert ("cut off at max_tokens" in shown) is truncated and "The council met" in shown

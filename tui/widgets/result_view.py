@@ -74,7 +74,11 @@ class ResultView(Static):
             f"method {result.method.value} · {result.backend} · {result.model} · {result.seconds:.2f} s",
             style="dim",
         )
-        self.update(Group(render_value(spec, result), Text(""), meta))
+        parts: list[RenderableType] = [render_value(spec, result), Text(""), meta]
+        if result.truncated:  # as `run` says on stderr: the answer may be missing its end
+            parts.append(Text("cut off at max_tokens: the model had more to say (raise max_tokens in the options)",
+                              style="yellow"))
+        self.update(Group(*parts))
         self.remove_class("-error")
         self.display = True
 
