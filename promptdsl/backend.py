@@ -27,19 +27,28 @@ OptionsSchema = Mapping[str, Any]
 
 
 class CutOff(str):
-    """The empty piece a stream yields last when generation stopped at ``max_tokens`` (or the
-    context's end) instead of at the model's own end or a stop string.
+    """The empty piece a stream yields last when generation was stopped by a limit instead of
+    by the model's own end or a stop string: :data:`CUT_OFF` for ``max_tokens``,
+    :data:`CONTEXT_FULL` when the context had no room left.
 
     It joins as ``""``, so a caller that only joins text never sees it; the runner takes it to
-    mark the result ``truncated`` and to say so when the cut text does not parse. A backend that
-    cannot tell why generation ended yields nothing extra.
+    mark the result ``truncated`` and to say so (and which limit to raise) when the cut text does
+    not parse. A backend that cannot tell why generation ended yields nothing extra; one that
+    cannot tell the two limits apart yields :data:`CUT_OFF`.
     """
 
-    __slots__ = ()
+    reason: str  # "max_tokens" or "context"
+
+    def __new__(cls, reason: str = "max_tokens") -> CutOff:
+        piece = super().__new__(cls, "")
+        piece.reason = reason
+        return piece
 
 
-#: The one :class:`CutOff` piece a backend yields.
-CUT_OFF = CutOff()
+#: Yielded last when ``max_tokens`` stopped generation.
+CUT_OFF = CutOff("max_tokens")
+#: Yielded last when the model's context was full (prompt plus answer reached ``n_ctx``).
+CONTEXT_FULL = CutOff("context")
 
 
 def close_stream(stream: object) -> None:

@@ -25,13 +25,13 @@ from .errors import quote
 from .paths import cache_dir
 from .prompt import Prompt
 from .result import Response, Result
-from .spec import Method, OutputSpec
+from .spec import Method, OutputSpec, OutputType
 
 if TYPE_CHECKING:
     from .runner import Runner
 
 #: Bump when the key recipe or the stored value format changes (old rows are then just misses).
-KEY_VERSION = 1
+KEY_VERSION = 2  # 2: values keep 'truncated'; answers are held to the empty-text and 'format' rules
 FILENAME = "results.sqlite3"
 
 _SCHEMA = """
@@ -237,7 +237,7 @@ def _reason(exc: BaseException) -> str:
 def stored(result: Result) -> dict[str, Any]:
     """What the cache keeps of a result (the answer, not its timing)."""
     kept = {"value": result.value, "raw": result.raw, "method": result.method.value, "scores": result.scores}
-    return {**kept, "truncated": True} if result.truncated else kept
+    return {**kept, "truncated": result.truncated} if result.truncated else kept
 
 
 def cached_problem(value: dict[str, Any], out: OutputSpec) -> str | None:
@@ -254,6 +254,8 @@ def cached_problem(value: dict[str, Any], out: OutputSpec) -> str | None:
         return "malformed scores"
     if "value" not in value:
         return "no value"
+    if out.type is OutputType.TEXT and isinstance(value["value"], str) and not value["value"].strip():
+        return "an empty answer"  # a failed answer now (promptdsl.outputs), never served from the cache
     return output_problem(out, value["value"])
 
 
@@ -268,7 +270,7 @@ def restored(value: dict[str, Any], backend: str, model: str) -> Result:
         scores=value.get("scores"),
         seconds=0.0,
         cached=True,
-        truncated=value.get("truncated") is True,
+        truncated=value["truncated"] if value.get("truncated") in ("max_tokens", "context") else None,
     )
 
 

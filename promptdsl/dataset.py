@@ -482,7 +482,7 @@ def run_dataset(
             summary.first_line.setdefault(outcome.reason, outcome.row.line)
         cached = outcome.result is not None and outcome.result.cached
         summary.cached += cached
-        summary.truncated += outcome.result is not None and outcome.result.truncated
+        summary.truncated += outcome.result is not None and outcome.result.truncated is not None
         if progress is not None:
             progress.update(cached=cached, error=not outcome.ok)
 

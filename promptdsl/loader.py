@@ -576,7 +576,7 @@ def output_problem(out: OutputSpec, value: Any) -> str | None:
     if out.type is OutputType.CHOICE:
         return None if value in out.choices else f"is not one of the choices {list(out.choices)}"
     if out.type is OutputType.JSON:
-        errors = schemas.errors(out.schema or {}, value)
+        errors = schemas.errors(out.schema or {}, value, formats=True)  # as a parsed answer is held
         return f"does not fit the output schema: {_quoted_message(errors[0])}" if errors else None
     if not isinstance(value, str):
         return f"must be a string for output type '{out.type}'"

@@ -25,7 +25,8 @@ class Result:
     cached: bool = False
     steps: list[dict[str, Any]] | None = None  # tool calls, when the spec has tools (promptdsl.tools)
     stop_reason: str | None = None  # why the tool loop ended: answer | max_steps | denied | error
-    truncated: bool = False  # generation stopped at max_tokens (or the context's end), not at its own end
+    #: the limit that stopped generation before the model's own end: ``max_tokens`` or ``context``
+    truncated: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -39,7 +40,7 @@ class Result:
             out["steps"] = self.steps
             out["stop_reason"] = self.stop_reason
         if self.truncated:
-            out["truncated"] = True
+            out["truncated"] = self.truncated
         out.update(self.extra)
         return out
 

@@ -240,38 +240,43 @@ class Runner:
             seconds=time.perf_counter() - start,
         )
 
-    def _parser(self, values: dict[str, Any], start: float, cut: Callable[[], bool] = bool) -> Callable[[str], Result]:
-        """Parse the text; ``cut()`` says whether max_tokens cut it short (the backend's :data:`CUT_OFF`)."""
+    def _parser(
+        self, values: dict[str, Any], start: float, cut: Callable[[], CutOff | None] = lambda: None
+    ) -> Callable[[str], Result]:
+        """Parse the text; ``cut()`` is the backend's :class:`CutOff` marker when a limit stopped it."""
 
         def finish(raw: str) -> Result:
+            marker = cut()
             try:
                 value = parse_output(self.spec.output, raw)
             except ParseFailure as exc:
-                why = f"{exc}; {self._cut_note()}" if cut() else str(exc)
+                why = f"{exc}; {self._cut_note(marker)}" if marker is not None else str(exc)
                 raise OutputError(why, spec=self.spec.label, input=values, raw=raw) from None
-            return replace(self._result(value, raw, start), truncated=cut())
+            # A constrained value that parsed was closed by its grammar: the limit it met came after.
+            truncated = marker.reason if marker is not None and self.method is not Method.CONSTRAIN else None
+            return replace(self._result(value, raw, start), truncated=truncated)
 
         return finish
 
-    def _cut_note(self) -> str:
-        """Why an answer stopped short, and the fix, for a message."""
-        limit = self.generation.max_tokens
-        if limit is None:
-            return "the answer was cut off where the model's context ends"
-        return f"the answer was cut off at max_tokens={limit} (raise it with -o max_tokens=N)"
+    def _cut_note(self, marker: CutOff) -> str:
+        """Which limit cut an answer short, and which setting gives it room, for a message."""
+        if marker.reason == "context":
+            return ("the answer was cut off where the model's context ends (a larger n_ctx, or a shorter "
+                    "prompt, leaves it room)")
+        return f"the answer was cut off at max_tokens={self.generation.max_tokens} (raise max_tokens)"
 
     def _streamed(self, chunks: Iterator[str], values: dict[str, Any], start: float) -> Response:
         """A generated answer: text pieces through, the backend's cut-off marker noted, not shown."""
-        seen: list[bool] = []
+        seen: list[CutOff] = []
 
         def pieces() -> Iterator[str]:
             for chunk in _guarded(self.backend, chunks):
                 if isinstance(chunk, CutOff):
-                    seen.append(True)
+                    seen.append(chunk)
                 else:
                     yield chunk
 
-        return Response(pieces(), self._parser(values, start, lambda: bool(seen)))
+        return Response(pieces(), self._parser(values, start, lambda: seen[-1] if seen else None))
 
     def _score(self, prompt: Prompt, values: dict[str, Any], start: float) -> Response:
         choices = self.spec.output.choices

@@ -237,13 +237,20 @@ def test_run_says_when_max_tokens_cut_the_answer(capsys: pytest.CaptureFixture[s
     text = "text=The council met on Tuesday about the park. Residents asked for trees, benches and a playground."
     code = main(["run", str(SPECS / "summarize.yaml"), "-i", text, "-o", "max_tokens=4", "--json"])
     out, err = capsys.readouterr()
-    assert code == 0 and json.loads(out)["truncated"] is True
-    assert err == ("promptdsl: the answer was cut off at max_tokens (the model had more to say); "
-                   "raise it with -o max_tokens=N\n")
-    code = main(["run", str(SPECS / "extract-json.yaml"), "-i", "text=Bob is 42 and lives in Paris.",
-                 "-o", "max_tokens=4"])
+    assert code == 0 and json.loads(out)["truncated"] == "max_tokens"
+    assert err == "promptdsl: the answer stopped at max_tokens, so it may be incomplete; raise it with -o max_tokens=N\n"
+    bob = ["run", str(SPECS / "extract-json.yaml"), "-i", "text=Bob is 42 and lives in Paris."]
+    code = main([*bob, "-o", "max_tokens=4"])
     err = capsys.readouterr().err
-    assert code == 1 and "the answer was cut off at max_tokens=4 (raise it with -o max_tokens=N)" in err
+    assert code == 1 and "the answer was cut off at max_tokens=4 (raise max_tokens)" in err
+    # the context, not max_tokens, stopped it: the advice names n_ctx
+    code = main([*bob, "-o", "n_ctx=160"])
+    err = capsys.readouterr().err
+    assert code == 1 and "cut off where the model's context ends (a larger n_ctx" in err
+    # a value the grammar closed just as max_tokens was reached is whole, not cut
+    code = main([*bob, "-o", "max_tokens=14", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and "truncated" not in json.loads(out) and err == ""
     code = main(["run", str(SPECS / "summarize.yaml"), "-i", text, "--json"])
     out, err = capsys.readouterr()
     assert code == 0 and "truncated" not in json.loads(out) and err == ""

@@ -22,7 +22,7 @@ from promptdsl import (
     Runner,
     loads_spec,
 )
-from promptdsl.backend import CUT_OFF
+from promptdsl.backend import CONTEXT_FULL, CUT_OFF, CutOff
 from promptdsl.datafile import DataFile
 from promptdsl.dataset import run_dataset
 
@@ -329,11 +329,17 @@ def test_a_response_closed_before_the_end_has_no_result() -> None:
 
 
 class CutShort(Scripted):
-    """Generation that max_tokens stopped: the text, then the backend's cut-off marker."""
+    """Generation a limit stopped: the text, then the backend's cut-off marker."""
+
+    marker: CutOff = CUT_OFF
 
     def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
         yield from super().stream(prompt, options, constraint)
-        yield CUT_OFF
+        yield self.marker
+
+
+class ContextShort(CutShort):
+    marker = CONTEXT_FULL
 
 
 def test_an_answer_cut_at_max_tokens_is_marked_and_the_marker_never_shown(tmp_path: Path) -> None:
@@ -341,29 +347,36 @@ def test_an_answer_cut_at_max_tokens_is_marked_and_the_marker_never_shown(tmp_pa
     response = Runner(spec, CutShort("one two three", {Capability.CHAT})).response({"q": "x"})
     assert list(response) == ["one ", "two ", "three "]  # the empty marker is not a piece
     result = response.result()
-    assert result.truncated and result.value == "one two three"
-    assert result.to_dict()["truncated"] is True
+    assert result.truncated == "max_tokens" and result.value == "one two three"
+    assert result.to_dict()["truncated"] == "max_tokens"
+    full = Runner(spec, ContextShort("one two", {Capability.CHAT})).run({"q": "x"})
+    assert full.truncated == "context"
     whole = Runner(spec, Scripted("one two", {Capability.CHAT})).run({"q": "x"})
-    assert not whole.truncated and "truncated" not in whole.to_dict()
+    assert whole.truncated is None and "truncated" not in whole.to_dict()
     # the cache keeps the mark: a re-run says it too
     from promptdsl.cache import restored, stored
 
-    assert restored(stored(result), "b", "m").truncated and not restored(stored(whole), "b", "m").truncated
+    assert [restored(stored(r), "b", "m").truncated for r in (result, full, whole)] == ["max_tokens", "context", None]
 
 
-def test_a_cut_answer_that_does_not_parse_says_it_was_cut_and_how_to_fix_it() -> None:
+def test_a_constrained_value_that_parsed_is_not_marked_cut() -> None:
+    """llama.cpp says "length" when the token count reaches max_tokens as the grammar closes the value."""
+    runner = Runner(loads_spec(JSON_SPEC), CutShort('{"n": 3}', ALL - {Capability.SCORE}))
+    assert runner.method is Method.CONSTRAIN
+    result = runner.run({"text": "abc"})
+    assert result.value == {"n": 3} and result.truncated is None
+
+
+def test_a_cut_answer_that_does_not_parse_says_which_limit_to_raise() -> None:
     runner = Runner(loads_spec(JSON_SPEC, file="j.yaml"), CutShort('{"n":', {Capability.CHAT}),
                     options={"max_tokens": 2})
     with pytest.raises(OutputError) as info:
         runner.run({"text": "abc"})
-    assert "the answer holds no valid JSON; the answer was cut off at max_tokens=2 (raise it with -o max_tokens=N)" \
+    assert "the answer holds no valid JSON; the answer was cut off at max_tokens=2 (raise max_tokens)" \
         in str(info.value)
-    default = Runner(loads_spec(JSON_SPEC, file="j.yaml"), CutShort('{"n":', {Capability.CHAT}))
-    with pytest.raises(OutputError, match="cut off at max_tokens=512 "):  # the default a json output gets
-        default.run({"text": "abc"})
-    default.generation = GenerationOptions(max_tokens=None)  # no limit at all: the context's end cut it
-    with pytest.raises(OutputError, match="the answer was cut off where the model's context ends"):
-        default.run({"text": "abc"})
+    full = Runner(loads_spec(JSON_SPEC, file="j.yaml"), ContextShort('{"n":', {Capability.CHAT}))
+    with pytest.raises(OutputError, match=r"cut off where the model's context ends \(a larger n_ctx, or a shorter"):
+        full.run({"text": "abc"})
 
 
 def test_a_dataset_run_counts_the_cut_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -376,8 +389,8 @@ def test_a_dataset_run_counts_the_cut_answers(tmp_path: Path, capsys: pytest.Cap
     lines: list[str] = []
     summary = run_dataset(Runner(spec, CutShort("x", {Capability.CHAT})), DataFile(data), lines.append)
     assert summary.truncated == 2 and summary.ok == 2
-    assert all(json.loads(line)["truncated"] is True for line in lines)
+    assert all(json.loads(line)["truncated"] == "max_tokens" for line in lines)
     run = DatasetRun.__new__(DatasetRun)
     run.data, run.out = DataFile(data), None
     assert report(run, summary) == 0
-    assert "2 ok, 2 cut off at max_tokens (\"truncated\": true)" in capsys.readouterr().err
+    assert '2 ok, 2 cut off by max_tokens or the context ("truncated" in the results)' in capsys.readouterr().err

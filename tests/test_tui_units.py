@@ -502,9 +502,9 @@ async def test_a_truncated_spec_result_says_it_was_cut() -> None:
 
     async with One().run_test(size=(120, 20)) as pilot:
         view = pilot.app.query_one(ResultView)
-        for truncated in (True, False):
+        for truncated, note in (("max_tokens", "cut off at max_tokens"), ("context", "context ends"), (None, None)):
             view.show_result(spec, Result("The council met", Method.GENERATE, "The council met", "b", "m",
                                           truncated=truncated))
             await pilot.pause()
             shown = "\n".join(strip.text for strip in pilot.app.screen._compositor.render_strips())
-            assert ("cut off at max_tokens" in shown) is truncated and "The council met" in shown
+            assert "The council met" in shown and (note in shown if note else "cut off" not in shown)

@@ -165,7 +165,7 @@ def report(run: DatasetRun, summary: Summary) -> int:
     if summary.cached:
         parts.append(f"{summary.cached} from the cache")
     if summary.truncated:
-        parts.append(f"{summary.truncated} cut off at max_tokens (\"truncated\": true)")
+        parts.append(f"{summary.truncated} cut off by max_tokens or the context (\"truncated\" in the results)")
     if summary.errors:
         parts.append(f"{summary.errors} failed (error lines)")
     if summary.resumed:

@@ -23,6 +23,15 @@ _WITHOUT_TOOL = {
 }
 
 
+#: What ``run`` says when a limit stopped the answer (it parsed, so it may just lack its end).
+_CUT = {
+    "max_tokens": "promptdsl: the answer stopped at max_tokens, so it may be incomplete; "
+                  "raise it with -o max_tokens=N\n",
+    "context": "promptdsl: the answer stopped where the model's context ends, so it may be incomplete; "
+               "a larger -o n_ctx=N gives it room\n",
+}
+
+
 def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("run", parents=[common], help="run a spec on one input or a dataset")
     p.add_argument("spec", type=Path)
@@ -67,8 +76,7 @@ def _warnings(result: Result) -> int:
     """Say on stderr what the printed answer lacks; the exit code."""
     if result.truncated:  # still an answer (it parsed), so exit 0; but maybe not the whole of it
         sys.stdout.flush()
-        sys.stderr.write("promptdsl: the answer was cut off at max_tokens (the model had more to say); "
-                         "raise it with -o max_tokens=N\n")
+        sys.stderr.write(_CUT[result.truncated])
     return _tool_warning(result.stop_reason)
 
 

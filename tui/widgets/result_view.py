@@ -76,8 +76,10 @@ class ResultView(Static):
         )
         parts: list[RenderableType] = [render_value(spec, result), Text(""), meta]
         if result.truncated:  # as `run` says on stderr: the answer may be missing its end
-            parts.append(Text("cut off at max_tokens: the model had more to say (raise max_tokens in the options)",
-                              style="yellow"))
+            why = ("cut off at max_tokens: it may be incomplete (raise max_tokens in the options)"
+                   if result.truncated == "max_tokens" else
+                   "cut off where the model's context ends: it may be incomplete (a larger n_ctx gives it room)")
+            parts.append(Text(why, style="yellow"))
         self.update(Group(*parts))
         self.remove_class("-error")
         self.display = True

@@ -42,6 +42,7 @@ from typing import IO, Any, ClassVar, TypeGuard
 import numpy as np
 
 from promptdsl.backend import (
+    CONTEXT_FULL,
     CUT_OFF,
     Backend,
     Capability,
@@ -857,7 +858,8 @@ class _LoadedModel:
         with self.lock:
             tokens = self.tokens(prompt)
             self.check_fits(len(tokens), 1)
-            max_tokens = min(options.max_tokens or self.n_ctx, self.n_ctx - len(tokens))
+            room = self.n_ctx - len(tokens)
+            max_tokens = min(options.max_tokens or self.n_ctx, room)
             grammar = _grammar(self, constraint, prompt.continuation_prefix) if constraint else None
             kwargs: dict[str, Any] = {
                 "max_tokens": max_tokens,
@@ -877,8 +879,8 @@ class _LoadedModel:
                     choice: Any = chunk["choices"][0]  # type: ignore[index]
                     if choice["text"]:
                         yield choice["text"]
-                    if choice.get("finish_reason") == "length":
-                        yield CUT_OFF
+                    if choice.get("finish_reason") == "length":  # which limit: the context's, or max_tokens
+                        yield CONTEXT_FULL if room < (options.max_tokens or room + 1) else CUT_OFF
             finally:
                 close_stream(chunks)
 
