@@ -302,18 +302,23 @@ def collect_inputs(spec: Spec, assignments: Iterable[str], stdin: TextIO | None 
     """Merge ``--input`` flags (and ``-`` for stdin) into one raw values mapping."""
     values: dict[str, Any] = {}
     given: dict[str, str] = {}  # input name -> where it came from, so a second value is refused, not lost
+    read_stdin = False
     for item in assignments:
         if item == "-":
             if stdin is None:
                 raise InputError("--input - needs JSON on standard input")
+            if read_stdin:  # the second read would find nothing and say "invalid JSON"
+                raise InputError("--input - is given twice; standard input can be read once")
+            read_stdin = True
             pairs = list(read_stdin_object(stdin).items())
-            where = "standard input"
+            where = "stdin"
         else:
             pairs = [parse_assignment(spec, item)]
-            where = "--input"
+            where = "flag"
         for name, value in pairs:
             if name in given:
-                how = f"with {where} twice" if given[name] == where else f"both on {given[name]} and with {where}"
+                how = ("with --input twice" if given[name] == where == "flag" else
+                       "both on standard input and with --input")
                 raise InputError(f"input '{name}' is given {how}; give it once", name=name)
             given[name] = where
             values[name] = value

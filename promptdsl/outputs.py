@@ -26,7 +26,8 @@ def _parse_text(out: OutputSpec, text: str) -> str:
     failed answer, not an empty value a script would take for one."""
     value = text.strip() if out.strip else text
     if not value.strip():
-        raise ParseFailure("the answer is empty (the model stopped before writing anything)")
+        raise ParseFailure("the answer is empty (the model wrote nothing but white space before it stopped, "
+                           "or a stop string came first)")
     return value
 
 

@@ -45,7 +45,8 @@ LOOSE = OutputSpec(OutputType.JSON, schema={"type": "object"})
 EITHER = OutputSpec(OutputType.REGEX, pattern=r"(?P<answer>yes)|no")
 
 BAD: list[tuple[OutputSpec, str, str]] = [
-    (TEXT, " \n ", "the answer is empty (the model stopped before writing anything)"),
+    (TEXT, " \n ", "the answer is empty (the model wrote nothing but white space before it stopped, or a stop "
+     "string came first)"),
     (OutputSpec(OutputType.TEXT, strip=False), "\n", "the answer is empty"),  # kept as is, but still nothing
     (CHOICE, "I cannot tell", "names none of the choices"),
     (CHOICE, "Positively not", "names none of the choices"),  # whole words only

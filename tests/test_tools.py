@@ -99,8 +99,8 @@ def test_list_dir_shows_the_first_names_of_a_large_folder(tmp_path: Path) -> Non
 
 def test_a_root_that_is_no_folder_and_options_a_tool_ignores_are_refused(tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("x")
-    for root in ("nowhere", "file.txt"):
-        with pytest.raises(ToolError, match=f"tool 'read_file': root '{root}' is not a folder"):
+    for root, what in (("nowhere", "does not exist"), ("file.txt", "is not a folder")):
+        with pytest.raises(ToolError, match=f"tool 'read_file': root '{root}' {what}"):
             open_tool(ToolUse("read_file", {"root": root}), base_dir=tmp_path, trusted=False)
     with pytest.raises(ToolError, match="max_bytes"):  # list_dir reads no file: the key would do nothing
         open_tool(ToolUse("list_dir", {"root": ".", "max_bytes": 10}), base_dir=tmp_path, trusted=True)

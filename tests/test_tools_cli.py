@@ -202,5 +202,22 @@ def test_t_for_a_tool_the_spec_lists_says_so_before_any_backend(tmp_path: Path,
                  "-o", "base_url=http://127.0.0.1:9/v1"]) == 2
     err = capsys.readouterr().err
     assert err == ("promptdsl: error: the spec already lists the tool 'calculator'; a tool added for the run (-T) "
-                   "must be one the spec does not list, so leave it out (the spec's entry and its settings are "
-                   "used)\n")
+                   "must be one the spec does not list, so leave it out, or remove it from the spec to give it your "
+                   "own settings\n")
+
+
+def test_an_mcp_server_listed_twice_or_again_with_t_is_refused_before_it_starts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: s\ninputs: {q: {type: string}}\ntools:\n  - 'mcp:python  server.py --x'\n"
+                    "  - mcp:python server.py '--x'\n")  # two spellings of one command
+    assert main(["validate", str(spec)]) == 2
+    assert capsys.readouterr().err == (f"promptdsl: error: {spec}:6:5: the MCP server 'python server.py --x' is "
+                                       "listed twice (tools[0] and tools[1]) (at $.tools[1])\n")
+    spec.write_text("version: 1\nname: s\ninputs: {q: {type: string}}\ntools: ['mcp:python server.py']\n")
+    # refused from the names alone: no server starts (server.py does not even exist), no backend is asked
+    assert main(["run", str(spec), "-i", "q=x", "--yes", "-T", "mcp:python  server.py", "-b", "openai",
+                 "-o", "base_url=http://127.0.0.1:9/v1"]) == 2
+    assert capsys.readouterr().err == (
+        "promptdsl: error: the spec already starts the MCP server 'python server.py'; a tool added for the run (-T) "
+        "must be one the spec does not list, so leave it out\n")

@@ -196,10 +196,12 @@ class _UnderRoot(Tool):
         if not trusted and not root.is_relative_to(base.resolve()):
             raise ToolError(
                 f"tool '{cls.name}': a spec may only allow a root inside its own folder ({base}), not {out['root']!r}; "
-                f"give a wider root yourself with -T '{cls.name}:root=PATH'"
+                f"to allow a wider one, remove the tool from the spec's tools and give it yourself with "
+                f"-T '{cls.name}:root=PATH'"
             )
         if not root.is_dir():  # a typo would otherwise fail every call, after the model has run
-            raise ToolError(f"tool '{cls.name}': root {out['root']!r} is not a folder ({root})")
+            what = "is not a folder" if root.exists() else "does not exist"
+            raise ToolError(f"tool '{cls.name}': root {out['root']!r} {what} ({root})")
         out["root"] = str(root)
         return out
 

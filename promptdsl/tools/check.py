@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PromptDSLError
+from ..errors import PromptDSLError, quote
 from ..schema import RegexProblem, regex_budget
 from .base import Tool, ToolError, ToolUse
 from .registry import open_tool
@@ -17,6 +17,18 @@ CHOICES = ("auto", "required", "none")
 MCP_PREFIX = "mcp:"
 
 
+def mcp_command(name: str) -> str:
+    """An ``mcp:`` entry's command with its spacing made plain (two spellings of one server compare
+    equal); "" when there is none."""
+    import shlex
+
+    text = name[len(MCP_PREFIX):]
+    try:
+        return shlex.join(shlex.split(text))
+    except ValueError:  # an unclosed quote: opening the server says so
+        return text.strip()
+
+
 def tool_uses(data: dict[str, Any]) -> list[ToolUse]:
     """The typed ``tools`` list of a schema-valid spec mapping."""
     return [ToolUse.from_data(item) for item in data.get("tools", [])]
@@ -26,10 +38,16 @@ def check_spec_tools(spec: Spec, located: Located) -> None:
     """Every tool exists, its options fit its schema, its argument schema is usable; tool_choice names one."""
     base = spec.path.parent if spec.path else None
     names: dict[str, int] = {}  # tool name -> its index in 'tools'
+    servers: dict[str, int] = {}  # an MCP server's command, as words -> its index
     for i, use in enumerate(spec.tools):
         if use.name.startswith(MCP_PREFIX):
-            if not use.name[len(MCP_PREFIX):].strip():
+            command = mcp_command(use.name)
+            if not command:
                 raise located.error("an MCP tool source needs a command after 'mcp:'", ("tools", i))
+            if command in servers:  # the same server twice: every one of its tools twice
+                raise located.error(f"the MCP server {quote(command)} is listed twice (tools[{servers[command]}] "
+                                    f"and tools[{i}])", ("tools", i))
+            servers[command] = i
             continue  # its tools are only known once the server runs
         try:
             tool = open_tool(use, base_dir=base, trusted=False)

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import schema as schemas
-from ..errors import PromptDSLError
+from ..errors import PromptDSLError, quote
 from ..prompt import Prompt
 from ..result import Response, Result
 from .base import Approval, Step, StopReason, Tool, ToolCall, ToolError, ToolUse
-from .check import CHOICES, MCP_PREFIX
+from .check import CHOICES, MCP_PREFIX, mcp_command
 from .registry import open_tool
 
 if TYPE_CHECKING:
@@ -365,7 +365,12 @@ def check_added_tools(spec: Spec, added: Sequence[Tool | ToolUse | str]) -> None
     """Tools added for a run (``-T``) whose names the spec's built-in or plugin tools already use:
     found from the names alone, so before a model loads (``make_loop`` checks the opened tools again)."""
     listed = [u.name for u in spec.tools if not u.name.startswith(MCP_PREFIX)]
+    servers = {mcp_command(u.name) for u in spec.tools if u.name.startswith(MCP_PREFIX)}
     names = [t.name if isinstance(t, (Tool, ToolUse)) else t for t in added]
+    for name in names:
+        if name.startswith(MCP_PREFIX) and mcp_command(name) in servers:
+            raise ToolError(f"the spec already starts the MCP server {quote(mcp_command(name))}; a tool added for "
+                            "the run (-T) must be one the spec does not list, so leave it out")
     clash = sorted({n for n in names if n in listed})
     if clash:
         raise ToolError(_duplicate_message(clash, listed, names))
@@ -376,8 +381,9 @@ def _duplicate_message(dupes: list[str], spec_names: list[str], extra_names: lis
     added = [n for n in dupes if n in spec_names and n in extra_names]
     if added:  # the usual case: -T (or the caller's extra tools) repeats one the spec lists
         listed = ", ".join(f"'{n}'" for n in added)
-        return (f"the spec already lists the tool {listed}; a tool added for the run (-T) must be one "
-                "the spec does not list, so leave it out (the spec's entry and its settings are used)")
+        what = "tool" if len(added) == 1 else "tools"
+        return (f"the spec already lists the {what} {listed}; a tool added for the run (-T) must be one "
+                "the spec does not list, so leave it out, or remove it from the spec to give it your own settings")
     return f"tool names must be unique; given twice: {', '.join(dupes)}"
 
 
