@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from promptdsl.backend import CutOff
+
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = "You are a helpful assistant."
 MESSAGE = "Write a long, detailed story about a lighthouse keeper who finds a lost whale."
@@ -59,6 +61,8 @@ def direct(backend: Any, options: Any) -> Run:
     parts: list[str] = []
     first = last = None
     for chunk in backend.stream(prompt, options):
+        if isinstance(chunk, CutOff):  # the empty end marker (max_tokens): not a token
+            continue
         last = time.perf_counter()
         first = first or last
         parts.append(chunk)

@@ -105,6 +105,10 @@ def test_example_plugin_runs_a_spec(echo_cli: Callable[..., Ran], tmp_path: Path
     assert result["backend"] == "echo" and result["method"] == "generate" and result["model"] == "echo"
     proc = echo_cli("test", str(spec))
     assert proc.returncode == 0 and "1 passed, 0 failed" in proc.stdout, proc.stdout + proc.stderr
+    # max_tokens cuts the echo: it ends its stream with CUT_OFF, as docs/plugins.md asks
+    proc = echo_cli("run", str(spec), "--input", "text=one two three four", "-o", "max_tokens=5", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["truncated"] == "max_tokens", proc.stderr
+    assert "may be incomplete" in proc.stderr
 
 
 def test_example_plugin_passes_the_conformance_kit(echo_site: Path) -> None:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from promptdsl.backend import Backend, Capability, Constraint, GenerationOptions, options_schema
+from promptdsl.backend import CUT_OFF, Backend, Capability, Constraint, GenerationOptions, options_schema
 from promptdsl.errors import BackendError, BackendErrorKind
 from promptdsl.prompt import Prompt
 
@@ -89,6 +89,7 @@ class EchoBackend(Backend):
             )
         text = self.prefix + self._answer(prompt)
         words = _WORD.findall(text)
+        limited = options.max_tokens is not None and len(words) > options.max_tokens
         if options.max_tokens is not None:
             words = words[: options.max_tokens]
         text = "".join(words)
@@ -96,6 +97,8 @@ class EchoBackend(Backend):
         remaining = cut
         for word in words:
             if remaining <= 0:
-                return
+                return  # a stop string ended it: no cut-off
             yield word[:remaining]
             remaining -= len(word)
+        if limited:
+            yield CUT_OFF  # max_tokens, not the answer's end, stopped it: the result says "truncated"
