@@ -270,7 +270,7 @@ class Runner:
         seen: list[CutOff] = []
 
         def pieces() -> Iterator[str]:
-            for chunk in _guarded(self.backend, chunks):
+            for chunk in _guarded(self.backend, chunks, self.generation.max_tokens):
                 if isinstance(chunk, CutOff):
                     seen.append(chunk)
                 else:
@@ -376,6 +376,8 @@ def _plugin_errors(backend: Backend | type[Backend]) -> Iterator[None]:
         raise
     except Exception as exc:
         raise BackendError(f"{type(exc).__name__}: {exc}", backend=backend.name, exit_code=1) from exc
+    except SystemExit as exc:  # a plugin may not end the user's process (nor its exit code)
+        raise BackendError(f"it called sys.exit({exc.code!r})", backend=backend.name, exit_code=1) from None
 
 
 def _call(backend: Backend, fn: Callable[[], Any]) -> Any:
@@ -384,15 +386,30 @@ def _call(backend: Backend, fn: Callable[[], Any]) -> Any:
         return fn()
 
 
-def _guarded(backend: Backend, chunks: Iterator[str]) -> Iterator[str]:
+#: Characters a streamed answer may hold per token of ``max_tokens`` (a token is a few characters;
+#: this is many times that): past it the plugin is ignoring ``max_tokens`` and the stream is ended.
+CHARS_PER_TOKEN = 64
+#: The ``max_tokens`` assumed for that bound when none is set.
+UNBOUNDED_TOKENS = 32768
+
+
+def _guarded(backend: Backend, chunks: Iterator[str], max_tokens: int | None = None) -> Iterator[str]:
     """Stream from the plugin under :func:`_plugin_errors`; close the source when closed.
-    A piece that is not text is the plugin's bug, named here rather than where it is joined."""
+    A piece that is not text is the plugin's bug, named here rather than where it is joined, and so
+    is a stream far longer than ``max_tokens`` allows (one that never ends would fill the memory)."""
+    limit = (max_tokens or UNBOUNDED_TOKENS) * CHARS_PER_TOKEN
+    size = pieces = 0
     try:
         with _plugin_errors(backend):
             for chunk in chunks:
                 if not isinstance(chunk, str):
                     what = f"stream yielded a piece of type {type(chunk).__name__}, not text"
                     raise BackendError(what, backend=backend.name, exit_code=1)
+                size, pieces = size + len(chunk), pieces + 1
+                if size > limit or pieces > limit:
+                    raise BackendError(f"the stream went on past {limit:,} characters (or pieces), far more than "
+                                       f"max_tokens={max_tokens or UNBOUNDED_TOKENS} allows; the plugin seems to "
+                                       "ignore max_tokens", backend=backend.name, exit_code=1)
                 yield chunk
     finally:
         close_stream(chunks)
@@ -408,7 +425,7 @@ def _checked_scores(backend: Backend, choices: Sequence[str], logps: Any) -> dic
     if isinstance(logps, str | bytes | Mapping) or not hasattr(logps, "__len__"):  # lists, tuples, arrays
         raise bad(f"type {type(logps).__name__}, not a list of numbers,")
     if len(logps) != len(choices):
-        raise bad(f"{len(logps)} values")
+        raise bad("1 value" if len(logps) == 1 else f"{len(logps)} values")
     try:
         values = [float(x) for x in logps]
     except (TypeError, ValueError):

@@ -210,7 +210,7 @@ def test_a_dataset_run_records_a_stream_that_raises_at_once(tmp_path: Path) -> N
         (None, "score returned type NoneType, not a list of numbers, for 2 choices"),
         ("0.1", "score returned type str, not a list of numbers, for 2 choices"),
         ({"Yes": -1.0, "No": -2.0}, "score returned type dict, not a list of numbers, for 2 choices"),
-        ([-1.0], "score returned 1 values for 2 choices"),
+        ([-1.0], "score returned 1 value for 2 choices"),
         (["x", -1.0], "score returned something that is not a number for 2 choices"),
         ([float("nan"), -1.0], "score returned NaN or +inf for 2 choices"),
     ],
@@ -394,3 +394,28 @@ def test_a_dataset_run_counts_the_cut_answers(tmp_path: Path, capsys: pytest.Cap
     run.data, run.out = DataFile(data), None
     assert report(run, summary) == 0
     assert '2 ok, 2 cut off by max_tokens or the context ("truncated" in the results)' in capsys.readouterr().err
+
+
+def test_a_stream_that_ignores_max_tokens_is_ended_with_a_clear_error() -> None:
+    class Forever(Scripted):
+        def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+            while True:
+                yield "la "
+
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\noutput: {type: text, max_tokens: 10}\n")
+    with pytest.raises(BackendError) as info:
+        Runner(spec, Forever("", {Capability.CHAT})).run({"q": "x"})
+    assert str(info.value) == ("scripted: the stream went on past 640 characters (or pieces), far more than "
+                               "max_tokens=10 allows; the plugin seems to ignore max_tokens")
+    assert info.value.exit_code == 1
+
+
+def test_a_plugin_that_calls_sys_exit_in_its_stream_is_a_backend_error() -> None:
+    class Exits(Scripted):
+        def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+            yield "a"
+            raise SystemExit(3)
+
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
+    with pytest.raises(BackendError, match=r"^scripted: it called sys.exit\(3\)$"):
+        Runner(spec, Exits("", {Capability.CHAT})).run({"q": "x"})

@@ -353,3 +353,32 @@ def test_when_the_spec_chose_the_server_its_tools_ask(tmp_path: Path, chose: boo
     backend.spec_chose_destination = chose
     loop = make_loop(Runner(load_spec(path), backend), ToolSettings())
     assert loop is not None and [t.approval.value for t in loop.tools.values()] == [expected]
+
+
+class _ShortScores(ScriptedTools):
+    def score(self, prompt: Any, continuations: Any) -> list[float]:
+        return [0.0]  # one number, whatever the count of choices: a plugin bug
+
+
+class _ExitingStream(ScriptedTools):
+    def stream(self, prompt: Any, options: Any, constraint: Any = None) -> Any:
+        raise SystemExit(3)
+
+
+class _Bytes(ScriptedTools):
+    def complete(self, prompt: Any, options: Any, constraint: Any = None) -> Any:
+        return b"add"
+
+
+@pytest.mark.parametrize(("backend", "message"), [
+    (_ShortScores([]), "scripted: score returned 1 value for 2 choices"),
+    (_ExitingStream([("add", {"a": 1, "b": 2})]), "scripted: it called sys.exit(3)"),
+    (_Bytes([("add", {"a": 1, "b": 2})]), "scripted: complete returned bytes, not text"),
+])
+def test_a_misbehaving_backend_on_the_prompted_path_is_one_backend_error(backend: Any, message: str) -> None:
+    """As without tools: the plugin is named, exit code 1, no traceback from inside the tool loop."""
+    from promptdsl import BackendError
+
+    with pytest.raises(BackendError) as info:
+        Runner(spec(), backend, tools=[add]).run({"question": "1 plus 2?"})
+    assert str(info.value) == message and info.value.exit_code == 1

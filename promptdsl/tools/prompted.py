@@ -31,6 +31,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..backend import Capability, Constraint, GenerationOptions
+from ..errors import BackendError
 from ..outputs import _parse_choice
 from ..prompt import Message, Prompt
 from ..spec import OutputSpec, OutputType
@@ -110,18 +111,37 @@ class PromptedDriver:
             question += "\nNext:"
         return render(prompt, self.tools, steps, question)
 
+    def _score(self, prompt: Prompt, continuations: list[str]) -> list[float]:
+        """The plugin's scores, held to what the runner holds them to (one number per text; its
+        failures are BackendErrors that name it)."""
+        from ..runner import _call, _checked_scores
+
+        logps = _call(self.backend, lambda: self.backend.score(prompt, continuations))
+        scores = _checked_scores(self.backend, continuations, logps)
+        return [scores[c] for c in continuations]
+
+    def _complete(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> str:
+        """The plugin's text, as the runner takes it: failures name the plugin, text must be text."""
+        from ..runner import _call
+
+        text = _call(self.backend, lambda: self.backend.complete(prompt, options, constraint))
+        if not isinstance(text, str):
+            raise BackendError(f"complete returned {type(text).__name__}, not text", backend=self.backend.name,
+                               exit_code=1)
+        return text
+
     def _select_by_score(self, prompt: Prompt, options: list[str]) -> str:
         prefix = " " if prompt.mode == "completion" else ""
-        logps = self.backend.score(prompt, [prefix + o for o in options])
+        logps = self._score(prompt, [prefix + o for o in options])
         return max(zip(options, logps, strict=True), key=lambda p: p[1])[0]
 
     def _select_by_grammar(self, prompt: Prompt, options: list[str]) -> str:
         prefix = " " if prompt.mode == "completion" else ""
-        text = self.backend.complete(prompt, self.options, Constraint(choices=tuple(prefix + o for o in options)))
+        text = self._complete(prompt, self.options, Constraint(choices=tuple(prefix + o for o in options)))
         return text.strip() if text.strip() in options else ANSWER
 
     def _select_by_text(self, prompt: Prompt, options: list[str]) -> str:
-        text = self.backend.complete(prompt, GenerationOptions(max_tokens=16, seed=self.options.seed))
+        text = self._complete(prompt, GenerationOptions(max_tokens=16, seed=self.options.seed))
         try:
             return _parse_choice(OutputSpec(OutputType.CHOICE, tuple(options)), text)
         except Exception:
@@ -142,13 +162,13 @@ class PromptedDriver:
             if len(candidates) == 1:
                 return candidates[0]
             texts = [prompt.continuation_prefix + call_text(tool.name, c) for c in candidates]
-            logps = self.backend.score(asked, texts)
+            logps = self._score(asked, texts)
             return max(zip(candidates, logps, strict=True), key=lambda p: p[1])[0]
         if self.constrained:
             constraint = Constraint(json_schema=call_schema(tool, schema))
-            text = self.backend.complete(asked, self.options, constraint)
+            text = self._complete(asked, self.options, constraint)
         else:
-            text = self.backend.complete(asked, self.options)
+            text = self._complete(asked, self.options)
         return _arguments_from(text, tool.name)
 
     def _with_demos(self, prompt: Prompt, tool: Tool) -> Prompt:
