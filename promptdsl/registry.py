@@ -27,7 +27,7 @@ from .errors import BackendError, did_you_mean, format_path, quote
 GROUP = "promptdsl.backends"
 DEFAULT_BACKEND = "llamacpp"
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a backend that wraps another makes it in its constructor
 #: One instance per (name, model, options), with a hash of the environment it read (``Backend.env_keys``).
 _instances: dict[tuple[str, str | None, str], tuple[str, Backend]] = {}
 
@@ -151,9 +151,12 @@ def _capabilities(value: object) -> frozenset[Capability] | str:
 
 
 def _check_name(name: str, cls: type[Backend]) -> str | None:
-    problem = name_problem("backend", name, cls.name, f"set name = '{name}' in the class")
-    if problem is None and not cls.name:
-        cls.name = name  # so the backend's own errors say where they come from
+    """Only a name the class itself declares is held to its entry point: a name it inherits (from a
+    base class installed under another name, or set there by this registry) is not the class's."""
+    declared = cls.__dict__.get("name", "")
+    problem = name_problem("backend", name, declared, f"set name = '{name}' in the class")
+    if problem is None and not declared:
+        cls.name = name  # on this class only, so the backend's own errors say where they come from
     return problem
 
 

@@ -183,3 +183,52 @@ def test_a_broken_plugin_does_not_stop_the_others(broken_plugins: Path, capsys: 
     assert capsys.readouterr().out.strip() == "Positive"
     with pytest.raises(Exception, match="'wrongtype'"):
         backend_class("wrongtype")
+
+
+FAMILY = '''
+from promptdsl.backend import Backend, Capability
+from promptdsl.registry import get_backend
+
+
+class Base(Backend):  # no name: the registry gives it its entry point's
+    capabilities = frozenset({Capability.CHAT, Capability.STREAM})
+
+    def stream(self, prompt, options, constraint=None):
+        yield "base"
+
+
+class Variant(Base):  # inherits Base, and whatever name Base was given
+    def stream(self, prompt, options, constraint=None):
+        yield "variant"
+
+
+class Wrapper(Base):  # builds another backend in its constructor
+    def __init__(self, model=None, options=None):
+        super().__init__(model, options)
+        self.inner = get_backend("family-base")
+
+    def stream(self, prompt, options, constraint=None):
+        for piece in self.inner.stream(prompt, options, constraint):
+            yield piece.upper()
+'''
+
+
+def test_subclasses_and_wrappers_of_a_plugin_work_in_any_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptdsl import registry
+    from promptdsl.backend import GenerationOptions
+    from promptdsl.prompt import Message, Prompt
+
+    monkeypatch.setattr(registry, "_instances", {})
+    entry = {"family-base": "family_plugin:Base", "family-variant": "family_plugin:Variant",
+             "family-wrapper": "family_plugin:Wrapper"}
+    with fake_distribution(tmp_path / "site", monkeypatch, "family", "1.0", "promptdsl.backends", entry,
+                           {"family_plugin": FAMILY}):
+        prompt = Prompt(mode="chat", messages=(Message("user", "hi"),))
+        text = {}
+        for name in ("family-base", "family-variant", "family-wrapper"):  # the base first: its name is set then
+            backend = registry.get_backend(name)
+            assert backend.name == name
+            text[name] = "".join(backend.stream(prompt, GenerationOptions()))
+        assert text == {"family-base": "base", "family-variant": "variant", "family-wrapper": "BASE"}
+        infos = {i.name: i for i in list_backends()}
+        assert all(infos[n].error is None for n in entry)  # none is listed as broken for a name it inherited
