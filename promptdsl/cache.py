@@ -62,14 +62,16 @@ def _digest(obj: Any) -> str:
 
 def runner_key(runner: Runner) -> str:
     """The part of the key that is the same for every input of one runner (computed once)."""
+    from .runner import _call  # the plugin's own methods: their failures name the plugin
+
     backend = runner.backend
     out = runner.spec.output
     output = {f.name: getattr(out, f.name) for f in dataclasses.fields(out)}
     return _digest([
         KEY_VERSION,
         backend.name,
-        backend.model_id,
-        backend.fingerprint(),
+        runner.model_id,
+        _call(backend, backend.fingerprint),
         _digest(sorted((str(k), repr(v)) for k, v in backend.options.items())),  # hashed: may hold keys
         runner.method.value,
         output,

@@ -149,8 +149,7 @@ class DatasetRunner:
     # -------------------------------------------------------------- one row, in steps
 
     def _fail(self, row: Row, message: str, kind: str, exit_code: int) -> Outcome:
-        backend = self.runner.backend
-        return Outcome(row, None, one_line(message), kind, exit_code, backend.name, backend.model_id)
+        return Outcome(row, None, one_line(message), kind, exit_code, self.runner.backend.name, self.runner.model_id)
 
     def _prepare(self, row: Row) -> Outcome | tuple[Row, Prompt, dict[str, Any]]:
         """An Outcome when the row is already decided (bad row, cache hit), else what to run."""
@@ -353,12 +352,12 @@ class _MadeBy:
 
     def check_model(self, runner: Runner, out: Path) -> None:
         backend = runner.backend
-        other = sorted(self.models - {(backend.name, backend.model_id)})
+        other = sorted(self.models - {(backend.name, runner.model_id)})
         if other:
             name, model = other[0]
             raise InputError(
                 f"--resume: the results were made by {name} with model {model!r}, and this run uses "
-                f"{backend.name} with {backend.model_id!r}; give a new --out, or drop --resume to start over",
+                f"{backend.name} with {runner.model_id!r}; give a new --out, or drop --resume to start over",
                 source=str(out),
             )
 

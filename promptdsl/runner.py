@@ -111,6 +111,7 @@ class Runner:
             model = model or spec_model(self.spec, cls)
             backend = get_backend(name, model, self._backend_options(cls, model, merged, options or {}))
         self.backend = backend
+        self.model_id = _model_id(backend)
         needed = Capability.CHAT if spec.mode == "chat" else Capability.COMPLETION
         if not backend.supports(needed):
             raise BackendError(
@@ -235,7 +236,7 @@ class Runner:
             method=self.method,
             raw=raw,
             backend=self.backend.name,
-            model=self.backend.model_id,
+            model=self.model_id,
             scores=scores,
             seconds=time.perf_counter() - start,
         )
@@ -378,6 +379,15 @@ def _plugin_errors(backend: Backend | type[Backend]) -> Iterator[None]:
         raise BackendError(f"{type(exc).__name__}: {exc}", backend=backend.name, exit_code=1) from exc
     except SystemExit as exc:  # a plugin may not end the user's process (nor its exit code)
         raise BackendError(f"it called sys.exit({exc.code!r})", backend=backend.name, exit_code=1) from None
+
+
+def _model_id(backend: Backend) -> str:
+    """The plugin's ``model_id``, read once: a property that fails (or is no text) is its bug, named."""
+    with _plugin_errors(backend):
+        name = backend.model_id
+    if not isinstance(name, str):
+        raise BackendError(f"model_id is {type(name).__name__}, not text", backend=backend.name, exit_code=1)
+    return name
 
 
 def _call(backend: Backend, fn: Callable[[], Any]) -> Any:

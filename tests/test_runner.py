@@ -419,3 +419,36 @@ def test_a_plugin_that_calls_sys_exit_in_its_stream_is_a_backend_error() -> None
     spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
     with pytest.raises(BackendError, match=r"^scripted: it called sys.exit\(3\)$"):
         Runner(spec, Exits("", {Capability.CHAT})).run({"q": "x"})
+
+
+def test_a_model_id_that_fails_is_the_plugins_error_when_the_runner_is_made() -> None:
+    class NoModel(Scripted):
+        @property
+        def model_id(self) -> str:
+            raise AttributeError("no model loaded yet")
+
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
+    with pytest.raises(BackendError, match=r"^scripted: AttributeError: no model loaded yet$"):
+        Runner(spec, NoModel("x", {Capability.CHAT}))
+
+
+def test_a_plugins_oserror_is_reported_as_itself_not_as_the_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only a failed write is "cannot write the output"; a plugin's FileNotFoundError says what it is."""
+    import errno
+
+    from promptdsl.cli import main
+    from promptdsl.cli import specs as specs_cli
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: t\ninputs: {q: {type: string}}\n")
+    for exc, code, line in ((FileNotFoundError(2, "No such file or directory", "weights.bin"), 1,
+                             "promptdsl: error: FileNotFoundError: [Errno 2] No such file or directory: 'weights.bin'"),
+                            (OSError(errno.ENOSPC, "No space left on device"), 2,
+                             "promptdsl: error: cannot write the output: No space left on device")):
+        def fail(args: Any, exc: OSError = exc) -> int:
+            raise exc
+
+        monkeypatch.setattr(specs_cli, "cmd_validate", fail)
+        assert main(["validate", str(spec)]) == code
+        assert capsys.readouterr().err == line + "\n"

@@ -9,6 +9,7 @@ one module with a ``register(sub, common)`` function, listed in :data:`COMMANDS`
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -87,12 +88,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _drop_stdout()
         return 0
-    except OSError as exc:  # writing the output failed (a full disk, /dev/full)
+    except OSError as exc:
         if args.debug:
             raise
-        _drop_stdout()
+        if exc.errno not in _WRITE_ERRNOS:  # not the output's fault: say what it was, as it is
+            print(f"promptdsl: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        _drop_stdout()  # writing the output failed (a full disk, /dev/full)
         print(f"promptdsl: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
         return 2
+
+
+#: The errors of writing to a full or broken output; any other OSError reaching the CLI (from a
+#: plugin, say) is reported as itself, not blamed on the output.
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT, errno.EBADF, errno.EROFS})
 
 
 def _drop_stdout() -> None:
