@@ -89,16 +89,21 @@ def _check_backend(spec: Spec) -> None:
             return
         cls = default[1]
     else:
-        file = str(spec.path) if spec.path else None
         try:
             cls = backend_class(name)
         except BackendError as exc:
-            raise SpecError(exc.message, file=file, path=("model", "backend")) from None
+            raise _located(spec, exc.message, ("model", "backend")) from None
     model = spec_model(spec, cls)  # a model file: found from the spec's folder, under the rule of extends
     if options:
         vetted = spec_options(spec, cls, model, options)  # what a shared file may decide (a llamacpp n_ctx, say)
         if name is not None:  # as run checks them: once lowered
             check_spec_options(spec, name, cls, vetted)
+
+
+def _located(spec: Spec, message: str, path: tuple[str, ...]) -> SpecError:
+    if spec.source is not None:
+        return spec.source.error(message, path)
+    return SpecError(message, file=str(spec.path) if spec.path else None, path=path)
 
 
 def _default_backend() -> tuple[str, type[Backend]] | None:

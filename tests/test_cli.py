@@ -132,6 +132,8 @@ def test_validate_checks_the_backend_a_spec_names(
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert proc.stderr.startswith(f"promptdsl: error: {spec}:") and message in proc.stderr
     assert "(at $.model." in proc.stderr
+    if "options" not in model:  # the unknown backend, at its line and column
+        assert proc.stderr.startswith(f"promptdsl: error: {spec}:3:9: unknown backend")
     if "options" in model:  # a bad option is named at its place in the file, for run too
         assert proc.stderr.startswith(f"promptdsl: error: {spec}:3:") and "(at $.model.options.n_ctx" in proc.stderr
         spec.write_text(spec.read_text(encoding="utf-8") + "inputs: {q: {type: string}}\n", encoding="utf-8")
