@@ -41,6 +41,10 @@ if TYPE_CHECKING:
     from ..runner import Runner
     from ..spec import Spec
 
+#: A read-only direct tool is run on every listed call to drop those whose result is no valid
+#: answer only while each run takes less than this; one slower run ends that for the tool.
+CHEAP_CALL_SECONDS = 0.05
+
 #: Characters of a tool result the model reads back; longer results keep head and tail.
 DEFAULT_RESULT_BUDGET = 2000
 
@@ -127,6 +131,7 @@ class ToolLoop:
         self.runner = runner
         self.settings = settings
         self.tools = {t.tool.name: t for t in tools}
+        self.slow: set[str] = set()  # read-only tools too slow to run on every listed call (see acceptable)
         spec = runner.spec
         self.choice = settings.tool_choice or spec.tool_choice
         self.max_steps = spec.max_steps if settings.max_steps is None else settings.max_steps
@@ -198,9 +203,14 @@ class ToolLoop:
             return True
         if self.settings.approvals.get(tool, active.approval) is not Approval.AUTO:
             return True
+        if tool in self.slow:
+            return True
         if _argument_problem(active.tool, arguments):
             return False
+        began = time.perf_counter()
         outcome = _run_with_timeout(active.tool, arguments, active.timeout)  # as execute runs it
+        if time.perf_counter() - began > CHEAP_CALL_SECONDS:  # a remote API, not arithmetic: no more such runs
+            self.slow.add(tool)
         if not isinstance(outcome, str):  # the call fails: the model should not pick it
             return False
         return self._parse(values, cut(outcome, self.settings.result_budget), any_method=True) is not None
