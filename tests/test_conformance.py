@@ -239,3 +239,32 @@ def test_kit_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert "PASS  capabilities" in out and "PASS  cancel_releases" in out and "2 passed, 0 failed" in out
     assert kit_main(["no-such-backend"]) == 2
     assert "unknown backend 'no-such-backend'" in capsys.readouterr().err
+
+
+def test_after_a_check_times_out_the_rest_are_skipped_and_sys_exit_is_a_failure() -> None:
+    """A stuck backend costs one timeout, not one per check; a plugin's sys.exit fails its check."""
+    release = __import__("threading").Event()
+
+    class Stuck(Toy):
+        def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Any:
+            release.wait(30)
+            return iter(())
+
+    try:
+        began = time.perf_counter()
+        report = check_backend(Stuck, timeout=0.5)
+        assert time.perf_counter() - began < 5
+        first = next(r for r in report.results if r.status == "fail")
+        assert first.detail.startswith("did not finish within 0.5s")
+        later = report.results[report.results.index(first) + 1:]
+        assert later and all(r.status == "skip" and r.detail == f"not run: the backend is stuck since {first.name}"
+                             for r in later)
+    finally:
+        release.set()
+
+    class Exits(Toy):
+        def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Any:
+            raise SystemExit(3)
+
+    result = run_check(Exits(), "stream_equals_complete", timeout=5)
+    assert (result.status, result.detail) == ("fail", "called sys.exit(3)")

@@ -97,6 +97,8 @@ def run_check(
             detail, status = str(exc), "fail"
         except Exception as exc:  # a plugin may raise anything; that is itself a failure
             detail, status = f"raised {type(exc).__name__}: {exc}", "fail"
+        except SystemExit as exc:  # a plugin may not end the process it runs in
+            detail, status = f"called sys.exit({exc.code!r})", "fail"
         outcome.append(CheckResult(name, status, detail, time.perf_counter() - start))  # type: ignore[arg-type]
 
     worker = threading.Thread(target=target, name=f"conformance-{name}", daemon=True)
@@ -121,10 +123,21 @@ def check_backend(
         raise ValueError(f"unknown check(s) {unknown}; known: {list(CHECKS)}")
     owned = not isinstance(backend, Backend)
     instance = backend() if not isinstance(backend, Backend) else backend
-    report = ConformanceReport(instance.name, instance.model_id)
+    try:
+        model = str(instance.model_id)
+    except Exception as exc:  # the report still comes, and says so
+        model = f"? (model_id raised {type(exc).__name__}: {exc})"
+    report = ConformanceReport(instance.name, model)
+    stuck: str | None = None  # the check after which the backend never answered
     try:
         for name in names:
-            report.results.append(run_check(instance, name, prompts=prompts, timeout=timeout))
+            if stuck is not None:  # its requests still run in a thread: every later one would wait as long
+                report.results.append(CheckResult(name, "skip", f"not run: the backend is stuck since {stuck}", 0.0))
+                continue
+            result = run_check(instance, name, prompts=prompts, timeout=timeout)
+            report.results.append(result)
+            if result.status == "fail" and result.detail.startswith("did not finish within"):
+                stuck = name
     finally:
         if owned:
             instance.close()
