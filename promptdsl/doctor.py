@@ -176,6 +176,8 @@ def diagnose(*, decode: bool = True, prober: Callable[..., ProbeResult] | None =
                 report.add(section, label, value)
         except Exception as exc:  # a plugin's diagnostics may fail in any way; that is itself worth reporting
             report.problems.append(f"backend {info.name}: diagnostics failed: {type(exc).__name__}: {exc}")
+        except SystemExit as exc:  # even by ending the process: the report must still come
+            report.problems.append(f"backend {info.name}: diagnostics failed: it called sys.exit({exc.code!r})")
         if not (decode and cls.local):
             continue
         result = prober(info.name, {})

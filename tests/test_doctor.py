@@ -103,3 +103,15 @@ def test_doctor_command_on_this_machine(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert code == 0, out
     assert "  decode " in out and "smollm2 answered" in out
+
+
+def test_diagnostics_that_exit_are_a_problem_line_not_the_end_of_the_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptdsl_openai import OpenAIBackend
+
+    def exits() -> list[tuple[str, str]]:
+        raise SystemExit(4)
+
+    monkeypatch.setattr(OpenAIBackend, "diagnostics", classmethod(lambda cls: exits()))
+    report = diagnose(decode=False)
+    assert "backend openai: diagnostics failed: it called sys.exit(4)" in report.problems
+    assert "backend llamacpp" in report.sections and report.sections["cpu"]  # the rest of the report is there
