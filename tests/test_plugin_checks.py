@@ -237,9 +237,16 @@ def test_a_tool_with_options_schema_none_takes_options_unchecked(install: Callab
 
 def test_a_tool_whose_parameters_are_not_a_schema_is_listed_broken(install: Callable[..., None],
                                                                    cli: Callable[..., Ran], tmp_path: Path) -> None:
-    install("badparams", TOOLS, {"textparams": "textparams_mod:T", "typoparams": "typoparams_mod:T"}, {
+    unbounded = "{'type': 'object', 'properties': {'q': {'type': 'string'}}}"
+    install("badparams", TOOLS, {"textparams": "textparams_mod:T", "typoparams": "typoparams_mod:T",
+                                 "unbounded": "unbounded_mod:T", "optioned": "optioned_mod:T"}, {
         "textparams_mod": tool_module("name = 'textparams'\nparameters = 'city: str'"),
         "typoparams_mod": tool_module("name = 'typoparams'\nparameters = {'type': 'objekt'}"),
+        # no options can bound its string: every spec naming it would fail, so the listing says so
+        "unbounded_mod": tool_module(f"name = 'unbounded'\nparameters = {unbounded}"),
+        # options may change the schema (bounds come once they are applied): listed as usable
+        "optioned_mod": tool_module(f"name = 'optioned'\nparameters = {unbounded}\n"
+                                    "options_schema = {'type': 'object', 'properties': {'n': {'type': 'integer'}}}"),
     })
     for args in (("tools",), ("tools", "--json")):
         ran = cli(*args)
@@ -247,7 +254,8 @@ def test_a_tool_whose_parameters_are_not_a_schema_is_listed_broken(install: Call
     infos = {i.name: i for i in list_tools()}
     assert "parameters must be a JSON Schema object (a dict), not str 'city: str'" in str(infos["textparams"].error)
     assert "parameters (its argument schema) is unusable: invalid JSON Schema" in str(infos["typoparams"].error)
-    assert infos["calculator"].error is None
+    assert infos["calculator"].error is None and infos["optioned"].error is None
+    assert "its argument schema is unusable: string at $.q has no maxLength" in str(infos["unbounded"].error)
     assert "BROKEN" in lines_by_name(cli("tools").out)["textparams"]
     ran = cli("validate", plain_spec(tmp_path, "tools: [textparams]\n"))
     assert ran.code == 2 and "tool plugin 'textparams'" in ran.err and "Traceback" not in ran.err

@@ -72,9 +72,16 @@ def _name_problem(name: str, obj: type[Tool] | Tool) -> str | None:
 
 
 def _parameters_problem(name: str, obj: type[Tool] | Tool) -> str | None:
-    # Only the shape: bounds on strings and arrays are checked once options are applied (they may change it).
+    """The shape always; bounds on strings and arrays too when no option can change the schema (a tool
+    that declares no options): then every spec naming it would fail, and the listing should say so."""
     problem = object_schema_problem(obj.parameters)
-    return None if problem is None else f"parameters (its argument schema) {problem}"
+    if problem is not None:
+        return f"parameters (its argument schema) {problem}"
+    declared = obj.options_schema
+    if declared is not None and not declared.get("properties") and declared.get("additionalProperties") is False:
+        unusable = schema_problem(obj.parameters)
+        return None if unusable is None else f"its argument schema is unusable: {unusable}"
+    return None
 
 
 def _options_schema_problem(name: str, obj: type[Tool] | Tool) -> str | None:
