@@ -51,6 +51,27 @@ CUT_OFF = CutOff("max_tokens")
 CONTEXT_FULL = CutOff("context")
 
 
+#: Characters a streamed answer may hold per token of ``max_tokens`` (a token is a few characters;
+#: this is many times that): past it the plugin is ignoring ``max_tokens`` and the stream is ended.
+CHARS_PER_TOKEN = 64
+#: The ``max_tokens`` assumed for that bound when none is set.
+UNBOUNDED_TOKENS = 32768
+
+
+def bounded(chunks: Iterator[str], max_tokens: int | None, backend: str) -> Iterator[str]:
+    """``chunks`` as they come, ended with a BackendError once they run far past ``max_tokens``:
+    a plugin that ignores it would otherwise stream until the memory is full."""
+    limit = (max_tokens or UNBOUNDED_TOKENS) * CHARS_PER_TOKEN
+    size = pieces = 0
+    for chunk in chunks:
+        size, pieces = size + (len(chunk) if isinstance(chunk, str) else 0), pieces + 1
+        if size > limit or pieces > limit:
+            raise BackendError(f"the stream went on past {limit:,} characters (or pieces), far more than "
+                               f"max_tokens={max_tokens or UNBOUNDED_TOKENS} allows; the plugin seems to ignore "
+                               "max_tokens", backend=backend, exit_code=1)
+        yield chunk
+
+
 def close_stream(stream: object) -> None:
     """Close a stream if it can be closed (a generator can; a list cannot): releases a model or a connection."""
     close = getattr(stream, "close", None)
@@ -194,7 +215,11 @@ class Backend(ABC):
         constraint: Constraint | None = None,
     ) -> str:
         """The whole generated text (joins :meth:`stream` unless overridden)."""
-        return "".join(self.stream(prompt, options, constraint))
+        stream = self.stream(prompt, options, constraint)
+        try:
+            return "".join(bounded(stream, options.max_tokens, self.name))
+        finally:
+            close_stream(stream)
 
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
         """Summed log-probability of each continuation right after ``prompt``."""

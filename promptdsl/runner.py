@@ -14,7 +14,16 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from . import registry
-from .backend import Backend, Capability, Constraint, CutOff, GenerationOptions, close_stream, split_options
+from .backend import (
+    Backend,
+    Capability,
+    Constraint,
+    CutOff,
+    GenerationOptions,
+    bounded,
+    close_stream,
+    split_options,
+)
 from .backend import check_options as check_backend_options
 from .compiler import Compiler
 from .errors import BackendError, InputError, OutputError, PromptDSLError, SpecError
@@ -396,30 +405,16 @@ def _call(backend: Backend, fn: Callable[[], Any]) -> Any:
         return fn()
 
 
-#: Characters a streamed answer may hold per token of ``max_tokens`` (a token is a few characters;
-#: this is many times that): past it the plugin is ignoring ``max_tokens`` and the stream is ended.
-CHARS_PER_TOKEN = 64
-#: The ``max_tokens`` assumed for that bound when none is set.
-UNBOUNDED_TOKENS = 32768
-
-
 def _guarded(backend: Backend, chunks: Iterator[str], max_tokens: int | None = None) -> Iterator[str]:
     """Stream from the plugin under :func:`_plugin_errors`; close the source when closed.
     A piece that is not text is the plugin's bug, named here rather than where it is joined, and so
     is a stream far longer than ``max_tokens`` allows (one that never ends would fill the memory)."""
-    limit = (max_tokens or UNBOUNDED_TOKENS) * CHARS_PER_TOKEN
-    size = pieces = 0
     try:
         with _plugin_errors(backend):
-            for chunk in chunks:
+            for chunk in bounded(chunks, max_tokens, backend.name):
                 if not isinstance(chunk, str):
                     what = f"stream yielded a piece of type {type(chunk).__name__}, not text"
                     raise BackendError(what, backend=backend.name, exit_code=1)
-                size, pieces = size + len(chunk), pieces + 1
-                if size > limit or pieces > limit:
-                    raise BackendError(f"the stream went on past {limit:,} characters (or pieces), far more than "
-                                       f"max_tokens={max_tokens or UNBOUNDED_TOKENS} allows; the plugin seems to "
-                                       "ignore max_tokens", backend=backend.name, exit_code=1)
                 yield chunk
     finally:
         close_stream(chunks)

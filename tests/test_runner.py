@@ -16,6 +16,7 @@ from promptdsl import (
     Constraint,
     GenerationOptions,
     InputError,
+    Message,
     Method,
     OutputError,
     Prompt,
@@ -408,6 +409,10 @@ def test_a_stream_that_ignores_max_tokens_is_ended_with_a_clear_error() -> None:
     assert str(info.value) == ("scripted: the stream went on past 640 characters (or pieces), far more than "
                                "max_tokens=10 allows; the plugin seems to ignore max_tokens")
     assert info.value.exit_code == 1
+    # Backend.complete (what the tool loop's prompted path calls) joins within the same bound
+    prompt = Prompt(mode="chat", messages=(Message("user", "x"),))
+    with pytest.raises(BackendError, match="seems to ignore max_tokens"):
+        Forever("", {Capability.CHAT}).complete(prompt, GenerationOptions(max_tokens=10))
 
 
 def test_a_plugin_that_calls_sys_exit_in_its_stream_is_a_backend_error() -> None:
