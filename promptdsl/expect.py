@@ -63,4 +63,8 @@ def run_tests(spec: Spec, runner: Runner) -> Iterator[TestOutcome]:
             yield TestOutcome(spec, i, test, False, str(exc))
             continue
         problem = check_expectation(test.expect, result.value)
-        yield TestOutcome(spec, i, test, problem is None, problem or f"got {quote(result.value, 200)}", result.value)
+        detail = problem or f"got {quote(result.value, 200)}"
+        if result.truncated:  # a pass or a fail on an answer a limit cut short: worth knowing which
+            limit = "max_tokens" if result.truncated == "max_tokens" else "the context"
+            detail += f" (the answer was cut off by {limit})"
+        yield TestOutcome(spec, i, test, problem is None, detail, result.value)

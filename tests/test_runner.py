@@ -457,3 +457,14 @@ def test_a_plugins_oserror_is_reported_as_itself_not_as_the_output(
         monkeypatch.setattr(specs_cli, "cmd_validate", fail)
         assert main(["validate", str(spec)]) == code
         assert capsys.readouterr().err == line + "\n"
+
+
+def test_promptdsl_test_says_when_an_answer_was_cut() -> None:
+    from promptdsl.expect import run_tests
+
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\noutput: {type: text, max_tokens: 3}\n"
+                      "tests:\n  - {input: {q: a}, expect: {contains: one}}\n")
+    cut, whole = (next(run_tests(spec, Runner(spec, backend({Capability.CHAT}))))
+                  for backend in (lambda caps: CutShort("one two three", caps), lambda caps: Scripted("one", caps)))
+    assert cut.passed and cut.detail == "got 'one two three' (the answer was cut off by max_tokens)"
+    assert whole.passed and whole.detail == "got 'one'"
