@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -87,7 +88,9 @@ def load_plugin(kind: str, name: str, eps: Sequence[EntryPoint]) -> tuple[EntryP
                             "uninstall one of them, or rename its entry point")
     ep = eps[0]
     try:
-        return ep, ep.load()
+        # A banner printed on import goes to stderr: stdout holds the results (`run --json`, `tools --json`).
+        with contextlib.redirect_stdout(sys.stderr):
+            return ep, ep.load()
     except (Exception, SystemExit) as exc:  # a third-party import can fail in any way
         raise PluginProblem(f"{kind} plugin '{name}' ({ep.value}) failed to load: {failure_text(exc)}") from exc
 

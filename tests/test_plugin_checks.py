@@ -388,3 +388,14 @@ def test_a_plugins_spec_hooks_failing_are_the_plugins_error() -> None:
     finally:
         registry.backend_class = original  # type: ignore[assignment]
     assert info.value.exit_code == 1 and "buggy" in str(info.value) and "KeyError" in str(info.value)
+
+
+def test_a_banner_a_plugin_prints_on_import_goes_to_stderr(install: Callable[..., None],
+                                                           cli: Callable[..., Ran]) -> None:
+    """stdout holds the results (`tools --json`, `run --json`): a plugin's print must not break them."""
+    install("chatty", TOOLS, {"chatty": "chatty_mod:T"}, {
+        "chatty_mod": "print('chatty tools v1 loaded!')\n" + tool_module(f"name = 'chatty'\n{PARAMETERS}"),
+    })
+    ran = cli("tools", "--json")
+    assert ran.code == 0 and "chatty" in {t["name"] for t in json.loads(ran.out)}
+    assert "chatty tools v1 loaded!" in ran.err
