@@ -51,9 +51,11 @@ CUT_OFF = CutOff("max_tokens")
 CONTEXT_FULL = CutOff("context")
 
 
-#: Characters a streamed answer may hold per token of ``max_tokens`` (a token is a few characters;
-#: this is many times that): past it the plugin is ignoring ``max_tokens`` and the stream is ended.
-CHARS_PER_TOKEN = 64
+#: Characters (and pieces) a streamed answer may hold per token of ``max_tokens``: far more than any
+#: real token (the longest of SmolLM2's vocabulary is 81 characters), so only a plugin that ignores
+#: ``max_tokens`` reaches it; a stream is never ended below :data:`MIN_STREAM_CHARS`.
+CHARS_PER_TOKEN = 1024
+MIN_STREAM_CHARS = 1_000_000
 #: The ``max_tokens`` assumed for that bound when none is set.
 UNBOUNDED_TOKENS = 32768
 
@@ -61,7 +63,7 @@ UNBOUNDED_TOKENS = 32768
 def bounded(chunks: Iterator[str], max_tokens: int | None, backend: str) -> Iterator[str]:
     """``chunks`` as they come, ended with a BackendError once they run far past ``max_tokens``:
     a plugin that ignores it would otherwise stream until the memory is full."""
-    limit = (max_tokens or UNBOUNDED_TOKENS) * CHARS_PER_TOKEN
+    limit = max(MIN_STREAM_CHARS, (max_tokens or UNBOUNDED_TOKENS) * CHARS_PER_TOKEN)
     size = pieces = 0
     for chunk in chunks:
         size, pieces = size + (len(chunk) if isinstance(chunk, str) else 0), pieces + 1

@@ -16,7 +16,6 @@ import hashlib
 import inspect
 import os
 import re
-import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -88,9 +87,7 @@ def load_plugin(kind: str, name: str, eps: Sequence[EntryPoint]) -> tuple[EntryP
                             "uninstall one of them, or rename its entry point")
     ep = eps[0]
     try:
-        # A banner printed on import goes to stderr: stdout holds the results (`run --json`, `tools --json`).
-        with contextlib.redirect_stdout(sys.stderr):
-            return ep, ep.load()
+        return ep, ep.load()
     except (Exception, SystemExit) as exc:  # a third-party import can fail in any way
         raise PluginProblem(f"{kind} plugin '{name}' ({ep.value}) failed to load: {failure_text(exc)}") from exc
 
@@ -157,10 +154,17 @@ def _check_name(name: str, cls: type[Backend]) -> str | None:
     """Only a name the class itself declares is held to its entry point: a name it inherits (from a
     base class installed under another name, or set there by this registry) is not the class's."""
     declared = cls.__dict__.get("name", "")
+    if cls in _named and _named[cls] == declared:  # the registry gave it (one class under two names)
+        declared = ""
     problem = name_problem("backend", name, declared, f"set name = '{name}' in the class")
-    if problem is None and not declared:
+    if problem is None and not declared and cls not in _named:
         cls.name = name  # on this class only, so the backend's own errors say where they come from
+        _named[cls] = name
     return problem
+
+
+#: Classes the registry named (they declared no name): the first entry point's name, not theirs.
+_named: dict[type[Backend], str] = {}
 
 
 def _check_capabilities(name: str, cls: type[Backend]) -> str | None:

@@ -232,3 +232,17 @@ def test_subclasses_and_wrappers_of_a_plugin_work_in_any_order(tmp_path: Path, m
         assert text == {"family-base": "base", "family-variant": "variant", "family-wrapper": "BASE"}
         infos = {i.name: i for i in list_backends()}
         assert all(infos[n].error is None for n in entry)  # none is listed as broken for a name it inherited
+
+
+def test_one_class_under_two_names_is_usable_by_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptdsl import registry
+
+    monkeypatch.setattr(registry, "_instances", {})
+    entry = {"twin-a": "twin_plugin:Base", "twin-b": "twin_plugin:Base"}
+    with fake_distribution(tmp_path / "site", monkeypatch, "twins", "1.0", "promptdsl.backends", entry,
+                           {"twin_plugin": FAMILY}):
+        for first, second in (("twin-a", "twin-b"), ("twin-b", "twin-a")):
+            registry.get_backend(first)
+            registry.get_backend(second)  # the registry named the class after the first: not a declared name
+            infos = {i.name: i for i in list_backends()}
+            assert infos["twin-a"].error is None and infos["twin-b"].error is None

@@ -406,13 +406,21 @@ def test_a_stream_that_ignores_max_tokens_is_ended_with_a_clear_error() -> None:
     spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\noutput: {type: text, max_tokens: 10}\n")
     with pytest.raises(BackendError) as info:
         Runner(spec, Forever("", {Capability.CHAT})).run({"q": "x"})
-    assert str(info.value) == ("scripted: the stream went on past 640 characters (or pieces), far more than "
+    assert str(info.value) == ("scripted: the stream went on past 1,000,000 characters (or pieces), far more than "
                                "max_tokens=10 allows; the plugin seems to ignore max_tokens")
     assert info.value.exit_code == 1
     # Backend.complete (what the tool loop's prompted path calls) joins within the same bound
     prompt = Prompt(mode="chat", messages=(Message("user", "x"),))
     with pytest.raises(BackendError, match="seems to ignore max_tokens"):
         Forever("", {Capability.CHAT}).complete(prompt, GenerationOptions(max_tokens=10))
+
+
+def test_the_stream_bound_never_ends_an_answer_that_kept_to_max_tokens() -> None:
+    """SmolLM2 has single tokens of 81 characters ('#' * 80): max_tokens of them is a good answer."""
+    from promptdsl.backend import bounded
+
+    long = ["#" * 81] * 200
+    assert list(bounded(iter(long), 1, "b")) == long  # even at max_tokens=1, far below the floor
 
 
 def test_a_plugin_that_calls_sys_exit_in_its_stream_is_a_backend_error() -> None:

@@ -384,25 +384,25 @@ def test_a_misbehaving_backend_on_the_prompted_path_is_one_backend_error(backend
     assert str(info.value) == message and info.value.exit_code == 1
 
 
-def test_a_slow_read_only_direct_tool_is_not_run_on_every_listed_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The filter runs a direct tool on each listed call only while that is cheap: a remote API is run once."""
+def test_only_a_cheap_direct_tool_is_run_on_every_listed_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The filter runs a direct tool on each listed call only when it says running is free (calculator):
+    a read-only plugin tool may be a remote API, run only when the model calls it."""
     from promptdsl.tools.builtins import Calculator
 
     calls: list[str] = []
-    speed = {"seconds": 0.0}
 
     def call(self: Any, arguments: dict[str, Any]) -> str:
         calls.append(arguments["expression"])
-        time.sleep(speed["seconds"])
         return "7"
 
     monkeypatch.setattr(Calculator, "call", call)
     s = loads_spec("version: 1\nname: d\ninputs: {q: {type: string}}\ntools: [{name: calculator, direct: true}]\n"
                    "output: {type: json, schema: {type: integer}}\n")
-    for seconds, runs in ((0.0, 3), (0.2, 1)):
-        speed["seconds"], calls[:] = seconds, []
+    for cheap, runs in ((True, 3), (False, 0)):
+        monkeypatch.setattr(Calculator, "cheap", cheap)
+        calls[:] = []
         loop = Runner(s, ScriptedTools([])).tool_loop
         assert loop is not None
         for expression in ("1 + 6", "2 + 5", "3 + 4"):
             assert loop.acceptable({"q": "x"}, "calculator", {"expression": expression})
-        assert len(calls) == runs, (seconds, calls)
+        assert len(calls) == runs, (cheap, calls)

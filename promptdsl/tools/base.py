@@ -57,6 +57,10 @@ class Tool:
     parameters: dict[str, Any] = EMPTY_OBJECT
     options_schema: dict[str, Any] = {"type": "object", "additionalProperties": False}  # noqa: RUF012
     read_only: bool = False
+    #: Running it is free, local and changes nothing (arithmetic, not a remote API): a ``direct``
+    #: tool that says so may be run on every call the prompted path lists, to keep only those
+    #: whose result is a valid answer. False by default: a tool is run only when the model calls it.
+    cheap: bool = False
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         self.options: dict[str, Any] = dict(options or {})

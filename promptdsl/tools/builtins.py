@@ -130,6 +130,7 @@ class Calculator(Tool):
         "additionalProperties": False,
     }
     read_only = True
+    cheap = True  # microseconds of arithmetic: the prompted path may try every listed call
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)

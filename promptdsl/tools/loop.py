@@ -41,10 +41,6 @@ if TYPE_CHECKING:
     from ..runner import Runner
     from ..spec import Spec
 
-#: A read-only direct tool is run on every listed call to drop those whose result is no valid
-#: answer only while each run takes less than this; one slower run ends that for the tool.
-CHEAP_CALL_SECONDS = 0.05
-
 #: Characters of a tool result the model reads back; longer results keep head and tail.
 DEFAULT_RESULT_BUDGET = 2000
 
@@ -131,7 +127,6 @@ class ToolLoop:
         self.runner = runner
         self.settings = settings
         self.tools = {t.tool.name: t for t in tools}
-        self.slow: set[str] = set()  # read-only tools too slow to run on every listed call (see acceptable)
         spec = runner.spec
         self.choice = settings.tool_choice or spec.tool_choice
         self.max_steps = spec.max_steps if settings.max_steps is None else settings.max_steps
@@ -193,8 +188,8 @@ class ToolLoop:
     def acceptable(self, values: dict[str, Any], tool: str, arguments: Any) -> bool:
         """Whether a listed call could end the run with a valid answer; False only when it surely cannot.
 
-        Only for a ``direct`` tool (its result is the answer) that is read-only and runs without
-        asking: running it costs nothing and changes nothing, so the prompted path tries each
+        Only for a ``direct`` tool (its result is the answer) that is read-only, ``cheap`` and runs
+        without asking: running it costs nothing and changes nothing, so the prompted path tries each
         listed call and scores only those whose result fits the spec's output (a count cannot be
         -55 or 0.125). Any other tool: True, it is not run before the model chooses it.
         """
@@ -203,14 +198,11 @@ class ToolLoop:
             return True
         if self.settings.approvals.get(tool, active.approval) is not Approval.AUTO:
             return True
-        if tool in self.slow:
+        if not active.tool.cheap:  # a remote API, say: run only when the model calls it
             return True
         if _argument_problem(active.tool, arguments):
             return False
-        began = time.perf_counter()
         outcome = _run_with_timeout(active.tool, arguments, active.timeout)  # as execute runs it
-        if time.perf_counter() - began > CHEAP_CALL_SECONDS:  # a remote API, not arithmetic: no more such runs
-            self.slow.add(tool)
         if not isinstance(outcome, str):  # the call fails: the model should not pick it
             return False
         return self._parse(values, cut(outcome, self.settings.result_budget), any_method=True) is not None

@@ -53,6 +53,7 @@ _ATTRIBUTE_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "name": (lambda v: isinstance(v, str), "a string"),
     "description": (lambda v: isinstance(v, str), "a string"),
     "read_only": (lambda v: isinstance(v, bool), "True or False"),
+    "cheap": (lambda v: isinstance(v, bool), "True or False"),
     "parameters": (lambda v: isinstance(v, Mapping), "a JSON Schema object (a dict)"),
     "options_schema": (lambda v: v is None or isinstance(v, Mapping), "a JSON Schema object (a dict) or None"),
 }
@@ -72,13 +73,15 @@ def _name_problem(name: str, obj: type[Tool] | Tool) -> str | None:
 
 
 def _parameters_problem(name: str, obj: type[Tool] | Tool) -> str | None:
-    """The shape always; bounds on strings and arrays too when no option can change the schema (a tool
-    that declares no options): then every spec naming it would fail, and the listing should say so."""
+    """The shape always; bounds on strings and arrays too when nothing can change the schema (a ready-made
+    tool instance, an ``@tool`` function, that takes no options; a class's constructor may still set
+    it): then every spec naming it would fail, and the listing should say so."""
     problem = object_schema_problem(obj.parameters)
     if problem is not None:
         return f"parameters (its argument schema) {problem}"
     declared = obj.options_schema
-    if declared is not None and not declared.get("properties") and declared.get("additionalProperties") is False:
+    fixed = not isinstance(obj, type) and declared is not None and not declared.get("properties")
+    if fixed and declared is not None and declared.get("additionalProperties") is False:
         unusable = schema_problem(obj.parameters)
         return None if unusable is None else f"its argument schema is unusable: {unusable}"
     return None
