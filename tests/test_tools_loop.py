@@ -406,3 +406,22 @@ def test_only_a_cheap_direct_tool_is_run_on_every_listed_call(monkeypatch: pytes
         for expression in ("1 + 6", "2 + 5", "3 + 4"):
             assert loop.acceptable({"q": "x"}, "calculator", {"expression": expression})
         assert len(calls) == runs, (cheap, calls)
+
+
+def test_a_tool_whose_close_fails_or_exits_does_not_fail_the_run() -> None:
+    class BadClose(Tool):
+        name = "badclose"
+        read_only = True
+        parameters = {"type": "object", "properties": {}, "additionalProperties": False}  # noqa: RUF012
+
+        def call(self, arguments: dict[str, Any]) -> str:
+            return "ok"
+
+        def close(self) -> None:
+            raise SystemExit(5)
+
+    backend = ScriptedTools([("badclose", {})], answer="done")
+    runner = Runner(spec(), backend, tools=[BadClose()])
+    assert runner.run({"question": "x"}).value == "done"
+    assert runner.tool_loop is not None
+    runner.tool_loop.close()  # neither raises nor ends the test process

@@ -13,6 +13,7 @@ for the model and keeps it in the trace, so a broken tool never ends a run.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -82,6 +83,12 @@ class Tool:
 
     def close(self) -> None:
         """Release resources (MCP sessions, files). Safe to call twice."""
+
+    def release(self) -> None:
+        """:meth:`close`, which a plugin may get wrong in any way (even ``sys.exit``): closing must
+        never fail a run whose work is done, nor end the process."""
+        with contextlib.suppress(Exception, SystemExit):
+            self.close()
 
     def describe(self) -> dict[str, Any]:
         """Name, description and argument schema, as prompts and native tool calls show them."""

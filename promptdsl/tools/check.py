@@ -54,12 +54,12 @@ def check_spec_tools(spec: Spec, located: Located) -> None:
         except ToolError as exc:
             raise located.error(exc.message, ("tools", i)) from None
         if tool.name in names:  # run would refuse it (the model could not tell them apart): say so now
-            tool.close()
+            tool.release()
             raise located.error(f"tool '{tool.name}' is listed twice (tools[{names[tool.name]}] and "
                                 f"tools[{i}]); a tool's name must be unique", ("tools", i))
         names[tool.name] = i
         problem = _example_problem(spec, use, tool)
-        tool.close()
+        tool.release()
         if problem:
             at, message = problem
             raise located.error(message, ("tools", i, "examples", at))

@@ -140,7 +140,7 @@ class ToolLoop:
 
     def close(self) -> None:
         for t in self.tools.values():
-            t.tool.close()
+            t.tool.release()
 
     # ------------------------------------------------------------------ the loop
 
@@ -352,13 +352,13 @@ def make_loop(runner: Runner, settings: ToolSettings | None) -> ToolLoop | None:
                 active += _open(use, Path.cwd(), trusted=True)
     except BaseException:
         for t in active:
-            t.tool.close()
+            t.tool.release()
         raise
     names = [t.tool.name for t in active]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         for t in active:
-            t.tool.close()
+            t.tool.release()
         raise ToolError(_duplicate_message(dupes, names[:from_spec], names[from_spec:]))
     return ToolLoop(runner, active, settings)
 
