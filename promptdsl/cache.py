@@ -303,7 +303,7 @@ class CachedRunner:
             self.cache.misses += 1
             self.cache.note("it holds an entry that does not fit the spec's output (ignored; it will be replaced)")
             return None
-        return restored(hit, self.runner.backend.name, self.runner.backend.model_id)
+        return restored(hit, self.runner.backend.name, self.runner.model_id)
 
     def store(self, prompt: Prompt, result: Result) -> None:
         if self.enabled and not result.cached:

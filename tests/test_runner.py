@@ -476,3 +476,21 @@ def test_promptdsl_test_says_when_an_answer_was_cut() -> None:
                   for backend in (lambda caps: CutShort("one two three", caps), lambda caps: Scripted("one", caps)))
     assert cut.passed and cut.detail == "got 'one two three' (the answer was cut off by max_tokens)"
     assert whole.passed and whole.detail == "got 'one'"
+
+
+def test_run_stream_ends_the_partial_line_before_the_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from promptdsl.cli import main
+    from promptdsl.cli import run as run_cli
+
+    class Breaks(Scripted):
+        def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
+            yield "partial"
+            raise ConnectionError("server went away")
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: t\ninputs: {q: {type: string}}\n")
+    monkeypatch.setattr(run_cli, "runner_from_args", lambda s, args: Runner(s, Breaks("", {Capability.CHAT})))
+    assert main(["run", str(spec), "-i", "q=x", "--stream"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "partial\n" and err == "promptdsl: error: scripted: ConnectionError: server went away\n"

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from promptdsl.backend import Backend, CutOff, GenerationOptions, close_stream
+from promptdsl.backend import Backend, CutOff, GenerationOptions, bounded, close_stream
 from promptdsl.errors import BackendError, BackendErrorKind, PromptDSLError
 from promptdsl.prompt import Message, Prompt
 from promptdsl.tools import Step
@@ -230,7 +230,8 @@ def run_generation(
         cpu0 = time.thread_time()
         marked = False  # the backend said max_tokens stopped it (CUT_OFF): no count needed
         try:
-            for chunk in stream:
+            # a plugin that ignores max_tokens is stopped, as in a run, before the memory fills
+            for chunk in bounded(stream, gen.options.max_tokens, backend.name):
                 gen.worker_cpu = time.thread_time() - cpu0
                 if isinstance(chunk, CutOff):
                     marked = True

@@ -59,10 +59,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     values = validate_inputs(spec, collect_inputs(spec, args.input, sys.stdin))
     response = runner_from_args(spec, args).response(values)
     if args.stream and not args.json:
-        for chunk in response:
-            sys.stdout.write(chunk)
+        try:
+            for chunk in response:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        finally:  # the text so far ends its line, so an error line starts on its own
+            sys.stdout.write("\n")
             sys.stdout.flush()
-        sys.stdout.write("\n")
         return _warnings(response.result())
     result = response.result()
     if args.json:

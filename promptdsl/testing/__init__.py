@@ -125,7 +125,7 @@ def check_backend(
     instance = backend() if not isinstance(backend, Backend) else backend
     try:
         model = str(instance.model_id)
-    except Exception as exc:  # the report still comes, and says so
+    except (Exception, SystemExit) as exc:  # the report still comes, and says so
         model = f"? (model_id raised {type(exc).__name__}: {exc})"
     report = ConformanceReport(instance.name, model)
     stuck: str | None = None  # the check after which the backend never answered
