@@ -235,3 +235,25 @@ def test_backends_lists_llamacpp_with_capabilities(cli: Callable[..., Ran]) -> N
     infos = {b["name"]: b for b in json.loads(proc.stdout)}
     assert {"chat", "completion", "score", "grammar", "stream"} <= set(infos["llamacpp"]["capabilities"])
     assert infos["llamacpp"]["version"] == "0.1.0" and infos["llamacpp"]["error"] is None
+
+
+def test_a_non_blocking_stdout_pipe_loses_nothing(tmp_path: Path) -> None:
+    """A parent may hand us a non-blocking pipe (Node does); a reader that lags must not cost output."""
+    import fcntl
+    import os
+    import time
+
+    text = tmp_path / "big.txt"
+    text.write_text("word " * 60000, encoding="utf-8")
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)
+    proc = subprocess.Popen([sys.executable, "-m", "promptdsl.cli", "compile", str(SPECS / "sentiment.yaml"),
+                             "-i", f"text=@{text}"], stdout=w, stderr=subprocess.PIPE)
+    os.close(w)
+    time.sleep(1.5)  # the reader starts late: the 64 KiB pipe is long full
+    data = b""
+    while chunk := os.read(r, 1 << 16):
+        data += chunk
+    os.close(r)
+    assert proc.wait(timeout=60) == 0 and proc.stderr is not None and proc.stderr.read() == b""
+    assert b"word " * 59999 + b"word" in data  # the whole input came through, not the first 64 KiB

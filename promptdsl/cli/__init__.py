@@ -72,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    _blocking_stdout()
     try:
         code = int(handler(args))
         if sys.stdout is not None:  # None when started with stdout closed (`>&-`, some daemons)
@@ -102,6 +103,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 #: The errors of writing to a full or broken output; any other OSError reaching the CLI (from a
 #: plugin, say) is reported as itself, not blamed on the output.
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT, errno.EBADF, errno.EROFS})
+
+
+def _blocking_stdout() -> None:
+    """Results go to stdout; one left non-blocking by whoever started us (a Node parent, say)
+    would make writes fail half-way once the reader lags. Waiting for the reader loses nothing."""
+    try:
+        fd = sys.stdout.fileno()
+        if not os.get_blocking(fd):
+            os.set_blocking(fd, True)
+    except (OSError, ValueError, AttributeError):  # no descriptor (a test's StringIO) or closed: nothing to do
+        pass
 
 
 def _drop_stdout() -> None:
