@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -268,3 +269,59 @@ def test_after_a_check_times_out_the_rest_are_skipped_and_sys_exit_is_a_failure(
 
     result = run_check(Exits(), "stream_equals_complete", timeout=5)
     assert (result.status, result.detail) == ("fail", "called sys.exit(3)")
+
+
+def test_a_stream_that_ignores_max_tokens_fails_its_check_without_filling_the_memory() -> None:
+    class Forever(Toy):
+        def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Any:
+            def gen() -> Iterator[str]:
+                while True:
+                    yield "la "
+            return gen()
+
+    began = time.perf_counter()
+    result = run_check(Forever(), "stream_equals_complete", timeout=60)
+    assert result.status == "fail" and "seems to ignore max_tokens" in result.detail
+    assert time.perf_counter() - began < 30  # ended by the bound (about a megabyte), not by the time limit
+
+
+STUCK_SUITE = """
+import threading
+from promptdsl.backend import Backend, Capability
+from promptdsl.testing.suite import BackendConformance
+import pytest
+
+release = threading.Event()
+
+
+class Stuck(Backend):
+    name = "stuck"
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.STREAM})
+
+    def stream(self, prompt, options, constraint=None):
+        release.wait(30)
+        return iter(())
+
+
+class TestStuck(BackendConformance):
+    conformance_timeout = 0.5
+
+    @pytest.fixture(scope="class")
+    def conformance_backend(self):
+        yield Stuck()
+        release.set()
+"""
+
+
+def test_the_pytest_suite_skips_the_checks_after_a_stuck_one(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "test_stuck.py").write_text(STUCK_SUITE)
+    began = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "-p", "no:xdist",
+                           str(tmp_path / "test_stuck.py")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert time.perf_counter() - began < 60, proc.stdout  # one time limit, not one per check
+    # capabilities passes, the first stream check waits its 0.5 s and fails, every later one is skipped
+    assert "1 failed, 1 passed, 7 skipped" in proc.stdout, proc.stdout
+    assert "not run: the backend is stuck since stream_equals_complete" in proc.stdout
