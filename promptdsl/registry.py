@@ -27,7 +27,9 @@ from .errors import BackendError, did_you_mean, format_path, quote
 GROUP = "promptdsl.backends"
 DEFAULT_BACKEND = "llamacpp"
 
-_lock = threading.RLock()  # re-entrant: a backend that wraps another makes it in its constructor
+_lock = threading.Lock()  # guards the dicts only; never held while a plugin's code runs
+#: A lock per (name, model, options) being made, so two threads asking for one backend make it once.
+_making: dict[tuple[str, str | None, str], threading.RLock] = {}
 #: One instance per (name, model, options), with a hash of the environment it read (``Backend.env_keys``).
 _instances: dict[tuple[str, str | None, str], tuple[str, Backend]] = {}
 
@@ -267,7 +269,12 @@ def get_backend(name: str, model: str | None = None, options: Mapping[str, Any] 
     env = hashlib.sha256(repr([os.environ.get(k) for k in cls.env_keys]).encode()).hexdigest()  # may hold keys
     key = (name, model, repr(sorted((options or {}).items())))
     with _lock:
-        cached = _instances.get(key)
+        making = _making.setdefault(key, threading.RLock())
+    # One lock per instance being made, not the registry's: a backend that makes others in its
+    # constructor (a wrapper, even from a thread pool) or a slow model load blocks only its own key.
+    with making:
+        with _lock:
+            cached = _instances.get(key)
         if cached is not None and cached[0] == env:
             return cached[1]
         try:
@@ -279,9 +286,10 @@ def get_backend(name: str, model: str | None = None, options: Mapping[str, Any] 
             raise BackendError(
                 f"failed to start: {failure_text(exc)}", backend=name, model=model, exit_code=2
             ) from exc
+        with _lock:
+            _instances[key] = (env, inst)
         if cached is not None:  # made for an environment that has changed since: replace, do not leak
             cached[1].close()
-        _instances[key] = (env, inst)
         return inst
 
 
@@ -299,6 +307,7 @@ def release(backend: Backend) -> None:
 def close_all() -> None:
     """Close every cached backend instance (tests and long-lived front ends)."""
     with _lock:
-        for _, inst in _instances.values():
-            inst.close()
+        instances = [inst for _, inst in _instances.values()]
         _instances.clear()
+    for inst in instances:  # outside the lock: a wrapper's close may release the backends it made
+        inst.close()

@@ -246,3 +246,42 @@ def test_one_class_under_two_names_is_usable_by_both(tmp_path: Path, monkeypatch
             registry.get_backend(second)  # the registry named the class after the first: not a declared name
             infos = {i.name: i for i in list_backends()}
             assert infos["twin-a"].error is None and infos["twin-b"].error is None
+
+
+POOLED = FAMILY + '''
+
+from concurrent.futures import ThreadPoolExecutor
+from promptdsl.registry import release
+
+
+class Pooled(Base):  # makes its inner backends in other threads, and releases them when closed
+    def __init__(self, model=None, options=None):
+        super().__init__(model, options)
+        with ThreadPoolExecutor(2) as pool:
+            self.inner = list(pool.map(get_backend, ["pooled-base", "pooled-variant"]))
+
+    def close(self):
+        for inner in self.inner:
+            release(inner)
+'''
+
+
+def test_a_backend_that_makes_others_in_threads_neither_hangs_nor_breaks_close_all(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from promptdsl import registry
+
+    monkeypatch.setattr(registry, "_instances", {})
+    entry = {"pooled-base": "pooled_plugin:Base", "pooled-variant": "pooled_plugin:Variant",
+             "pooled": "pooled_plugin:Pooled"}
+    with fake_distribution(tmp_path / "site", monkeypatch, "pooled", "1.0", "promptdsl.backends", entry,
+                           {"pooled_plugin": POOLED}):
+        made: list[object] = []
+        worker = threading.Thread(target=lambda: made.append(registry.get_backend("pooled")), daemon=True)
+        worker.start()
+        worker.join(20)
+        assert made, "get_backend hung: the registry's lock was held while the plugin made its inner backends"
+        assert [b.name for b in made[0].inner] == ["pooled-base", "pooled-variant"]  # type: ignore[attr-defined]
+        registry.close_all()  # the wrapper's close releases its inner backends: no deadlock, no error
+        assert registry._instances == {}
