@@ -285,3 +285,20 @@ def test_a_backend_that_makes_others_in_threads_neither_hangs_nor_breaks_close_a
         assert [b.name for b in made[0].inner] == ["pooled-base", "pooled-variant"]  # type: ignore[attr-defined]
         registry.close_all()  # the wrapper's close releases its inner backends: no deadlock, no error
         assert registry._instances == {}
+
+
+def test_promptdsl_test_names_every_invalid_spec_and_runs_the_rest(echo_cli: Callable[..., Ran],
+                                                                    tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("version: 1\nname: good\ninputs: {text: {type: string}}\ntemplate: '{{ text }}'\n"
+                    "model: {backend: echo}\ntests:\n  - {input: {text: hello}, expect: {contains: hello}}\n")
+    bad = [tmp_path / "bad1.yaml", tmp_path / "bad2.yaml"]
+    bad[0].write_text("version: 1\nname: x\nfoo: 1\n")
+    bad[1].write_text("version: 1\n")
+    proc = echo_cli("test", str(bad[0]), str(good), str(bad[1]))
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"promptdsl: error: {bad[0]}:3:1: unknown key 'foo' at the top level (at $.foo)",
+        f"promptdsl: error: {bad[1]}:1:1: missing required key 'name'"]
+    assert f"PASS {good}::test[0]: got 'hello'" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "1 passed, 0 failed; 2 spec(s) not run (invalid, see above)"

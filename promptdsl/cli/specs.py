@@ -70,7 +70,18 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     from ..expect import run_tests
 
-    specs = [load_spec(p) for p in args.specs]
+    specs = []
+    invalid = 0
+    for path in args.specs:  # every bad spec is named, and the good ones still run
+        try:
+            specs.append(load_spec(path))
+        except PromptDSLError as exc:
+            if args.debug or len(args.specs) == 1:
+                raise
+            print(f"promptdsl: error: {exc}", file=sys.stderr)
+            invalid += 1
+    if not specs:
+        return 2
     passed = failed = 0
     for spec in specs:
         runner = runner_from_args(spec, args)
@@ -79,8 +90,9 @@ def cmd_test(args: argparse.Namespace) -> int:
             print(f"{status} {outcome.label}: {outcome.detail}", flush=True)
             passed += outcome.passed
             failed += not outcome.passed
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    skipped = f"; {invalid} spec(s) not run (invalid, see above)" if invalid else ""
+    print(f"{passed} passed, {failed} failed{skipped}")
+    return 2 if invalid else 1 if failed else 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
