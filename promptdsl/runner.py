@@ -342,10 +342,7 @@ def check_spec_options(spec: Spec, name: str, cls: type[Backend], options: Mappi
     except BackendError as exc:
         key = next((k for k in options if f"'{k}'" in exc.message), None)
         path: tuple[str, ...] = ("model", "options") if key is None else ("model", "options", key)
-        message = f"backend '{name}': {exc.message}"
-        if spec.source is None:
-            raise SpecError(message, file=spec.label, path=path) from None
-        raise spec.source.error(message, path) from None
+        raise spec.error(f"backend '{name}': {exc.message}", path) from None
 
 
 def spec_options(spec: Spec, cls: type[Backend], model: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -355,10 +352,7 @@ def spec_options(spec: Spec, cls: type[Backend], model: str | None, options: Map
         with _plugin_errors(cls):
             return dict(cls.spec_options(model, options))
     except SpecError as exc:
-        located = spec.source
-        if located is None:
-            raise SpecError(exc.message, file=spec.label, path=exc.path) from None
-        raise located.error(exc.message, exc.path) from None
+        raise spec.error(exc.message, exc.path) from None
 
 
 def check_options(options: Mapping[str, Any]) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import NamedEnum
+from .errors import NamedEnum, SpecError
 from .yamlsource import Located
 
 if TYPE_CHECKING:
@@ -118,6 +118,12 @@ class Spec:
     def label(self) -> str:
         """How messages name this spec: its file, else its name."""
         return str(self.path) if self.path else self.name
+
+    def error(self, message: str, path: tuple[str | int, ...]) -> SpecError:
+        """A SpecError at ``path`` in the spec: its file, line and column when it was read from one."""
+        if self.source is None:
+            return SpecError(message, file=self.label, path=path)
+        return self.source.error(message, path)
 
     @property
     def files(self) -> tuple[Path, ...]:

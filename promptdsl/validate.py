@@ -7,7 +7,7 @@ from pathlib import Path
 from .backend import Backend, split_options
 from .backend import check_options as check_backend_options
 from .compiler import Compiler
-from .errors import BackendError, SpecError
+from .errors import BackendError
 from .inputs import validate_inputs
 from .loader import load_spec
 from .registry import backend_class, resolve_backend_name
@@ -92,18 +92,12 @@ def _check_backend(spec: Spec) -> None:
         try:
             cls = backend_class(name)
         except BackendError as exc:
-            raise _located(spec, exc.message, ("model", "backend")) from None
+            raise spec.error(exc.message, ("model", "backend")) from None
     model = spec_model(spec, cls)  # a model file: found from the spec's folder, under the rule of extends
     if options:
         vetted = spec_options(spec, cls, model, options)  # what a shared file may decide (a llamacpp n_ctx, say)
         if name is not None:  # as run checks them: once lowered
             check_spec_options(spec, name, cls, vetted)
-
-
-def _located(spec: Spec, message: str, path: tuple[str, ...]) -> SpecError:
-    if spec.source is not None:
-        return spec.source.error(message, path)
-    return SpecError(message, file=str(spec.path) if spec.path else None, path=path)
 
 
 def _default_backend() -> tuple[str, type[Backend]] | None:
