@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import quote
+from .outputs import empty_answer
 from .paths import cache_dir
 from .prompt import Prompt
 from .result import Response, Result
@@ -256,8 +257,8 @@ def cached_problem(value: dict[str, Any], out: OutputSpec) -> str | None:
         return "malformed scores"
     if "value" not in value:
         return "no value"
-    if out.type is OutputType.TEXT and isinstance(value["value"], str) and not value["value"].strip():
-        return "an empty answer"  # a failed answer now (promptdsl.outputs), never served from the cache
+    if out.type is OutputType.TEXT and isinstance(value["value"], str) and empty_answer(value["value"]):
+        return "an empty answer"
     return output_problem(out, value["value"])
 
 

@@ -234,7 +234,7 @@ def _deep_merge(base: Any, over: Any, path: tuple[str, ...] = ()) -> Any:
 
 def _in_json_schema(path: tuple[str, ...]) -> bool:
     """A key inside an input's schema (``inputs.NAME.KEY``) or the output schema (``output.schema.KEY``)."""
-    return (len(path) > 2 and path[0] == "inputs") or (len(path) > 2 and path[:2] == ("output", "schema"))
+    return len(path) > 2 and (path[0] == "inputs" or path[:2] == ("output", "schema"))
 
 
 # --------------------------------------------------------------------------- schema

@@ -21,11 +21,15 @@ class ParseFailure(Exception):
     """The text does not hold a valid value; the message says why (one line)."""
 
 
+def empty_answer(value: str) -> bool:
+    """A text answer of nothing but white space: a failed answer, not an empty value a script
+    would take for one (parsing refuses it, and the result cache never serves one)."""
+    return not value.strip()
+
+
 def _parse_text(out: OutputSpec, text: str) -> str:
-    """The text; an empty answer (the model stopped at once, or a stop string came first) is a
-    failed answer, not an empty value a script would take for one."""
     value = text.strip() if out.strip else text
-    if not value.strip():
+    if empty_answer(value):
         raise ParseFailure("the answer is empty (the model wrote nothing but white space before it stopped, "
                            "or a stop string came first)")
     return value

@@ -62,10 +62,12 @@ def _unused_inputs(spec: Spec) -> list[str]:
     which is most often a template that forgot one or misspelt an input's name."""
     if spec.template is None:  # the default template shows every input
         return []
+    from .loader import TEMPLATE_KEYS
     from .templates import free_names
 
     used: set[str] = set()
-    for source in (spec.system, spec.instruction, spec.template):
+    for key in TEMPLATE_KEYS:  # the keys the loader checks as templates
+        source = getattr(spec, key)
         if source is not None:
             used |= free_names(source)
     return [f"input '{name}' is used by no template (system, instruction, template), so the model never sees it"
