@@ -51,6 +51,8 @@ class CheckResult:
     status: Status
     detail: str
     seconds: float = 0.0
+    #: the check never finished: its requests still run in a thread, so later checks are not run
+    timed_out: bool = False
 
     def __str__(self) -> str:
         return f"{self.status.upper():4}  {self.name}: {self.detail} ({self.seconds:.2f}s)"
@@ -105,8 +107,14 @@ def run_check(
     worker.start()
     worker.join(timeout)
     if not outcome:
-        return CheckResult(name, "fail", f"did not finish within {timeout:g}s (a hung request?)", timeout)
+        return CheckResult(name, "fail", f"did not finish within {timeout:g}s (a hung request?)", timeout,
+                           timed_out=True)
     return outcome[0]
+
+
+def stuck_since(check: str) -> str:
+    """Why a check after one that timed out is not run (every one would wait as long)."""
+    return f"not run: the backend is stuck since {check}"
 
 
 def check_backend(
@@ -131,12 +139,12 @@ def check_backend(
     stuck: str | None = None  # the check after which the backend never answered
     try:
         for name in names:
-            if stuck is not None:  # its requests still run in a thread: every later one would wait as long
-                report.results.append(CheckResult(name, "skip", f"not run: the backend is stuck since {stuck}", 0.0))
+            if stuck is not None:
+                report.results.append(CheckResult(name, "skip", stuck_since(stuck), 0.0))
                 continue
             result = run_check(instance, name, prompts=prompts, timeout=timeout)
             report.results.append(result)
-            if result.status == "fail" and result.detail.startswith("did not finish within"):
+            if result.timed_out:
                 stuck = name
     finally:
         if owned:

@@ -24,7 +24,7 @@ from typing import ClassVar
 import pytest
 
 from ..backend import Backend
-from . import CHECKS, DEFAULT_TIMEOUT, KitPrompts, run_check
+from . import CHECKS, DEFAULT_TIMEOUT, KitPrompts, run_check, stuck_since
 
 #: Backends after whose check a later one would wait in vain, and that check (forgotten with the backend).
 _stuck: weakref.WeakKeyDictionary[Backend, str] = weakref.WeakKeyDictionary()
@@ -44,12 +44,12 @@ class BackendConformance:
     @pytest.mark.parametrize("check", list(CHECKS))
     def test_conformance(self, conformance_backend: Backend, check: str) -> None:
         stuck = _stuck.get(conformance_backend)
-        if stuck is not None:  # its requests still run in a thread: every later check would wait as long
-            pytest.skip(f"not run: the backend is stuck since {stuck}")
+        if stuck is not None:
+            pytest.skip(stuck_since(stuck))
         result = run_check(
             conformance_backend, check, prompts=self.conformance_prompts, timeout=self.conformance_timeout
         )
-        if result.status == "fail" and result.detail.startswith("did not finish within"):
+        if result.timed_out:
             _stuck[conformance_backend] = check
         if result.status == "skip":
             pytest.skip(result.detail)

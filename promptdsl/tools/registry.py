@@ -80,11 +80,12 @@ def _parameters_problem(name: str, obj: type[Tool] | Tool) -> str | None:
     if problem is not None:
         return f"parameters (its argument schema) {problem}"
     declared = obj.options_schema
-    fixed = not isinstance(obj, type) and declared is not None and not declared.get("properties")
-    if fixed and declared is not None and declared.get("additionalProperties") is False:
-        unusable = schema_problem(obj.parameters)
-        return None if unusable is None else f"its argument schema is unusable: {unusable}"
-    return None
+    takes_options = (declared is None or bool(declared.get("properties"))
+                     or declared.get("additionalProperties") is not False)
+    if isinstance(obj, type) or takes_options:
+        return None
+    unusable = schema_problem(obj.parameters)
+    return None if unusable is None else f"its argument schema is unusable: {unusable}"
 
 
 def _options_schema_problem(name: str, obj: type[Tool] | Tool) -> str | None:
