@@ -529,6 +529,20 @@ def test_bad_tool_arguments_are_fed_back_to_the_model(serve: Serve) -> None:
     assert "arguments must be a JSON object, not int" in result.steps[0]["error"]
 
 
+def test_a_tool_turn_answer_cut_by_max_tokens_is_marked_truncated(serve: Serve) -> None:
+    cut = completion("The answer is 1") | {}
+    cut["choices"][0]["finish_reason"] = "length"
+    replies = iter([_tool_reply(_call("calculator", {"expression": "2+2"})), cut])
+    url, _ = serve(lambda h, body: h.send(next(replies, completion("4"))))
+    spec = loads_spec("version: 1\nname: t\nmode: chat\ninputs: {q: {type: string}}\ntemplate: '{{ q }}'\n"
+                      "tools: [{name: calculator}]\nmax_steps: 2\n")
+    result = Runner(spec, backend(url, tools=True)).run({"q": "2+2?"})
+    assert result.value == "The answer is 1" and result.truncated == "max_tokens"
+    assert result.to_dict()["truncated"] == "max_tokens"
+    whole = _turn(serve, completion("4"))
+    assert whole.text == "4" and whole.cut_off is None
+
+
 class _Raising(NativeScripted):
     def tool_turn(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("plugin bug")

@@ -229,6 +229,36 @@ def test_native_path_runs_calls_and_takes_the_text_answer() -> None:
     assert result.value == "4" and result.raw == "4" and result.stop_reason == "answer"
     assert backend.turns[1][0][0].result == "4" and backend.turns[1][0][0].id == "id0"
     assert backend.prompts == []  # the native text answer was the result
+    assert result.truncated is None
+
+
+def test_a_native_answer_a_limit_cut_is_marked_truncated_and_a_bad_mark_is_the_plugins_error() -> None:
+    from promptdsl.backend import CONTEXT_FULL, CUT_OFF
+    from promptdsl.errors import BackendError
+    from promptdsl.tools.native import ToolTurn
+
+    for mark in (CUT_OFF, CONTEXT_FULL):
+        backend = NativeScripted([("add", {"a": 2, "b": 2}), ToolTurn(text="The sum is", cut_off=mark)])
+        result = Runner(spec(), backend, tools=[add]).run({"question": "2+2?"})
+        assert result.value == "The sum is" and result.truncated == mark.reason
+    backend = NativeScripted([ToolTurn(text="x", cut_off="length")])  # type: ignore[arg-type]
+    with pytest.raises(BackendError, match="cut_off of type str, not a CutOff"):
+        Runner(spec(), backend, tools=[add]).run({"question": "q"})
+
+
+def test_a_chat_reply_a_limit_cut_says_so_and_a_direct_result_never_does() -> None:
+    from promptdsl.backend import CUT_OFF
+    from promptdsl.prompt import Message
+    from promptdsl.tools.chat import ChatToolLoop
+    from promptdsl.tools.native import ToolTurn
+
+    loop = ChatToolLoop(NativeScripted([ToolTurn(text="Once upon", cut_off=CUT_OFF)]), [add])
+    found = loop.steps([Message("user", "a story")])
+    assert found.text == "Once upon" and found.cut_off is CUT_OFF
+    loop.close()
+    loop = ChatToolLoop(NativeScripted([ToolTurn(text="done")]), [add])
+    assert loop.steps([Message("user", "hi")]).cut_off is None
+    loop.close()
 
 
 def test_native_unknown_tool_is_fed_back() -> None:

@@ -486,6 +486,23 @@ def test_a_reply_the_backend_marks_as_cut_ends_with_status_length() -> None:
         assert (gen.status, gen.text, gen.tokens) == (status, "one two", 2)
 
 
+def test_a_tool_reply_the_backend_marks_as_cut_ends_with_status_length() -> None:
+    """The native path's answer comes from the tool loop, not a stream: its cut mark still counts."""
+    from promptdsl_tui.generation import Generation, run_generation
+
+    from promptdsl.backend import CUT_OFF, GenerationOptions
+    from promptdsl.prompt import Prompt
+    from promptdsl.tools.base import StopReason
+    from promptdsl.tools.chat import ChatSteps
+
+    for cut_off, status in ((CUT_OFF, "length"), (None, "done")):
+        gen = Generation(Turn("assistant", ""), (Message("user", "count"),), GenerationOptions(max_tokens=50))
+        gen.use_tools = lambda backend, g, cut_off=cut_off: ChatSteps(
+            [], StopReason.ANSWER, "one two", Prompt(mode="chat", messages=()), cut_off)
+        run_generation(gen, _Words, None)
+        assert (gen.status, gen.text) == (status, "one two")
+
+
 @pytest.mark.anyio
 async def test_a_truncated_spec_result_says_it_was_cut() -> None:
     from textual.app import App, ComposeResult

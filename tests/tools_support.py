@@ -56,7 +56,7 @@ class NativeScripted(Backend):
         {Capability.CHAT, Capability.STREAM, Capability.TOOLS}
     )
 
-    def __init__(self, script: Sequence[Call | str], answer: str = "42") -> None:
+    def __init__(self, script: Sequence[Call | str | ToolTurn], answer: str = "42") -> None:
         super().__init__("native-model", {})
         self.script = list(script)
         self.answer = answer
@@ -67,6 +67,8 @@ class NativeScripted(Backend):
                   options: GenerationOptions) -> ToolTurn:
         self.turns.append((list(steps), [t["name"] for t in tools], choice))
         item = self.script.pop(0) if self.script else self.answer
+        if isinstance(item, ToolTurn):
+            return item
         if isinstance(item, str):
             return ToolTurn(text=item)
         return ToolTurn(calls=[ToolCall(item[0], item[1], id=f"id{len(steps)}")])

@@ -214,6 +214,7 @@ def run_generation(
         gen.fitted = fit_prompt(gen.messages, backend, gen.options.max_tokens)
         on_prompt(gen.fitted)
         prompt: Prompt | None = gen.fitted.prompt
+        marked = False  # the backend said max_tokens stopped it (CUT_OFF): no count needed
         if gen.use_tools is not None:
             gen.tools_running = True
             try:
@@ -225,10 +226,9 @@ def run_generation(
             prompt = found.prompt
             if found.text is not None:
                 gen.append(found.text)  # the model (or a direct tool) already answered
-                prompt = None
+                prompt, marked = None, found.cut_off is not None
         stream = backend.stream(prompt, gen.options) if prompt is not None else iter(())
         cpu0 = time.thread_time()
-        marked = False  # the backend said max_tokens stopped it (CUT_OFF): no count needed
         try:
             # a plugin that ignores max_tokens is stopped, as in a run, before the memory fills
             for chunk in bounded(stream, gen.options.max_tokens, backend.name):

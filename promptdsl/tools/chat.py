@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from ..backend import Backend, GenerationOptions
+from ..backend import Backend, CutOff, GenerationOptions
 from ..prompt import Message, Prompt
 from .base import Step, StopReason, Tool, ToolError, ToolUse
 from .loop import ToolLoop, ToolSettings
@@ -32,6 +32,7 @@ class ChatSteps:
     reason: StopReason
     text: str | None  # the answer when the model (or a direct tool) already gave it
     prompt: Prompt  # else: stream this for the answer (the messages plus each call and its result)
+    cut_off: CutOff | None = None  # a limit ended the model's ``text``
 
 
 class ChatToolLoop:
@@ -76,9 +77,10 @@ class ChatToolLoop:
         if generation is not None:
             self.loop.runner.generation = generation
         prompt = Prompt(mode="chat", messages=tuple(messages))
-        steps, reason, text, direct = self.loop.steps(prompt)
+        steps, reason, text, direct, cut_off = self.loop.steps(prompt)
         answered = text if direct or (text and text.strip()) else None
-        return ChatSteps(steps, reason, answered, self.loop.driver.final_prompt(prompt, steps))
+        return ChatSteps(steps, reason, answered, self.loop.driver.final_prompt(prompt, steps),
+                         cut_off if answered is not None and not direct else None)
 
     def close(self) -> None:
         self.loop.close()

@@ -25,11 +25,12 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .. import schema as schemas
+from ..backend import CutOff
 from ..errors import PromptDSLError, quote
 from ..prompt import Prompt
 from ..result import Response, Result
@@ -88,6 +89,17 @@ class Decision:
 
     call: ToolCall | None = None
     text: str | None = None
+    cut_off: CutOff | None = None  # a limit ended ``text`` (the native path says so)
+
+
+class Stepped(NamedTuple):
+    """How :meth:`ToolLoop.steps` ended: the trace, why, and the answer when the model already gave it."""
+
+    steps: list[Step]
+    reason: StopReason
+    text: str | None = None  # the model's answer, or a direct tool's result (``direct``)
+    direct: bool = False
+    cut_off: CutOff | None = None  # a limit ended the model's ``text``
 
 
 #: Whether a listed call to a tool is worth scoring (see :meth:`ToolLoop.acceptable`).
@@ -149,7 +161,8 @@ class ToolLoop:
         holder: dict[str, Any] = {}
 
         def chunks() -> Iterator[str]:
-            steps, reason, text, direct = self.steps(prompt, lambda tool, args: self.acceptable(values, tool, args))
+            steps, reason, text, direct, cut_off = self.steps(
+                prompt, lambda tool, args: self.acceptable(values, tool, args))
             holder.update(steps=steps, reason=reason)
             if direct and (parsed := self._parse(values, str(text), any_method=True)) is not None:
                 parsed.extra["answered_by"] = steps[-1].tool
@@ -157,7 +170,7 @@ class ToolLoop:
                 yield str(text)
                 return
             if text is not None and not direct and (parsed := self._parse(values, text)) is not None:
-                holder["result"] = parsed
+                holder["result"] = replace(parsed, truncated=cut_off.reason if cut_off is not None else None)
                 yield text
                 return
             final = self.runner.answer(values, self.driver.final_prompt(prompt, steps))
@@ -207,34 +220,34 @@ class ToolLoop:
             return False
         return self._parse(values, cut(outcome, self.settings.result_budget), any_method=True) is not None
 
-    def steps(self, prompt: Prompt, accept: Accept | None = None) -> tuple[list[Step], StopReason, str | None, bool]:
-        """Run tool steps until the model answers or a rule stops it: (trace, why, answer text, from a direct tool)."""
+    def steps(self, prompt: Prompt, accept: Accept | None = None) -> Stepped:
+        """Run tool steps until the model answers or a rule stops it."""
         steps: list[Step] = []
         failed: set[str] = set()
         succeeded: set[str] = set()
         if self.choice == "none" or not self.tools:
-            return steps, StopReason.ANSWER, None, False
+            return Stepped(steps, StopReason.ANSWER)
         while len(steps) < self.max_steps:
             forced = self.choice if not steps else "auto"
             decision = self.driver.decide(prompt, steps, forced, accept)
             if decision.call is None:
-                return steps, StopReason.ANSWER, decision.text, False
+                return Stepped(steps, StopReason.ANSWER, decision.text, cut_off=decision.cut_off)
             key = _key(decision.call)
             if key in succeeded:
-                return steps, StopReason.ANSWER, None, False
+                return Stepped(steps, StopReason.ANSWER)
             step = self.execute(decision.call)
             steps.append(step)
             if step.approved is False:
-                return steps, StopReason.DENIED, None, False
+                return Stepped(steps, StopReason.DENIED)
             if step.error is not None:
                 if key in failed:
-                    return steps, StopReason.ERROR, None, False
+                    return Stepped(steps, StopReason.ERROR)
                 failed.add(key)
             else:
                 succeeded.add(key)
                 if self.tools[step.tool].direct:
-                    return steps, StopReason.ANSWER, step.result, True
-        return steps, StopReason.MAX_STEPS, None, False
+                    return Stepped(steps, StopReason.ANSWER, step.result, direct=True)
+        return Stepped(steps, StopReason.MAX_STEPS)
 
     # ------------------------------------------------------------------ one call
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..backend import Backend, Capability, GenerationOptions
+from ..backend import Backend, Capability, CutOff, GenerationOptions
 from ..errors import BackendError
 from ..prompt import Prompt
 from .base import Step, Tool, ToolCall
@@ -26,10 +26,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class ToolTurn:
-    """What a backend answered in one tool step: text, or calls (``arguments`` parsed when they are JSON)."""
+    """What a backend answered in one tool step: text, or calls (``arguments`` parsed when they are JSON).
+
+    ``cut_off``: :data:`~promptdsl.backend.CUT_OFF` (or ``CONTEXT_FULL``) when a limit ended the
+    text, as a stream ends with it, so an answer the loop keeps is marked ``truncated``."""
 
     text: str = ""
     calls: list[ToolCall] = field(default_factory=list)
+    cut_off: CutOff | None = None
 
 
 @runtime_checkable
@@ -75,7 +79,7 @@ class NativeDriver:
         if turn.calls:
             call = turn.calls[0]
             return Decision(call=ToolCall(call.tool, call.arguments, call.id or f"call_{len(steps)}"))
-        return Decision(text=turn.text)
+        return Decision(text=turn.text, cut_off=turn.cut_off)
 
     def final_prompt(self, prompt: Prompt, steps: Sequence[Step]) -> Prompt:
         return final_prompt(prompt, steps)
@@ -87,6 +91,8 @@ def _turn_problem(turn: Any) -> str | None:
         return f"{type(turn).__name__}, not a ToolTurn"
     if not isinstance(turn.text, str):
         return f"text of type {type(turn.text).__name__}"
+    if turn.cut_off is not None and not isinstance(turn.cut_off, CutOff):
+        return f"cut_off of type {type(turn.cut_off).__name__}, not a CutOff"
     if not isinstance(turn.calls, list):
         return f"calls of type {type(turn.calls).__name__}"
     for call in turn.calls:

@@ -461,12 +461,14 @@ class OpenAIBackend(Backend):
             raw = self.client.chat.completions.with_raw_response.create(
                 messages=messages, tools=functions, tool_choice=tool_choice_param(choice), **kwargs
             )
-            turn = replies.tool_calls(_parsed(raw, "/chat/completions"))
+            reply = _parsed(raw, "/chat/completions")
+            turn = replies.tool_calls(reply)
         if turn is None:
             return ToolTurn()
         text, calls = turn
         return ToolTurn(text=text, calls=[ToolCall(name, tool_arguments(arguments), ident)
-                                          for name, arguments, ident in calls])
+                                          for name, arguments, ident in calls],
+                        cut_off=CUT_OFF if replies.reply_finish(reply) == "length" else None)
 
     def generate_logprobs(self, prompt: Prompt, options: GenerationOptions) -> list[TokenLogprob] | None:
         self._check_mode(prompt)
