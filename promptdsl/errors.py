@@ -14,6 +14,7 @@ nothing else needs a traceback.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import threading
@@ -200,7 +201,7 @@ class OutputError(PromptDSLError):
     def _text(self) -> str:
         where = f"{self.spec}: " if self.spec else ""
         raw = "" if self.raw is None else f"; raw text: {quote(self.raw, 200)}"
-        inp = "" if self.input is None else f"; input: {clip(escape(repr(self.input)), 200)}"
+        inp = "" if self.input is None else f"; input: {quote(self.input, 200)}"
         return f"{where}{self.message}{inp}{raw}"
 
 
@@ -227,15 +228,27 @@ def escape(text: str) -> str:
     return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
 
 
-def quote(value: Any, limit: int = 60) -> str:
-    """A value as an error message may show it: quoted, escaped, at most ``limit`` characters.
+def quote(value: Any, limit: int = 60, *, python: bool = False) -> str:
+    """A value as an error message may show it: quoted, escaped, at most ``limit`` characters;
+    written as JSON (what a spec's author writes), or as Python (``python``: a plugin's attributes).
 
     Messages name what is wrong; they must never replay a file (``extends: /etc/shadow``) or a
     multi-megabyte value, nor let a value's newlines or ANSI codes forge further lines.
     """
-    text = value if isinstance(value, str) else repr(value)
+    text = value if isinstance(value, str) else repr(value) if python else _json_text(value)
     text = clip(escape(text), limit)
     return f"'{text}'" if isinstance(value, str) else text
+
+
+def _json_text(value: Any) -> str:
+    """A value as the spec's author wrote it (JSON: ``true``, ``null``, ``{"a": 1}``); repr for what
+    JSON cannot hold. Only a short prefix is ever shown, so a huge value is cut before it is written."""
+    if isinstance(value, (dict, list, tuple, bool, int, float)) or value is None:
+        try:
+            return json.dumps(value, ensure_ascii=False, allow_nan=True)[:100_000]
+        except (TypeError, ValueError, RecursionError):
+            pass
+    return repr(value)
 
 
 # ---------------------------------------------------------------------------- secrets

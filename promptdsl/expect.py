@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from . import schema as schemas
 from .errors import PromptDSLError, quote
 from .runner import Runner
+from .schema import json_equal
 from .spec import Spec, SpecTest
 
 
@@ -27,16 +29,25 @@ class TestOutcome:
         return f"{self.spec.label}::test[{self.index}]{name}"
 
 
+def value_text(value: Any) -> str:
+    """The text ``contains`` and ``matches`` search: a string as it is, any other value as JSON
+    (``{"name": "Bob", "age": 42}``, keys in the answer's order), never Python's repr."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
 def check_expectation(expect: Any, value: Any) -> str | None:
-    """None when ``value`` meets ``expect``, else why not (one line)."""
+    """None when ``value`` meets ``expect``, else why not (one line). Equality is JSON's: 1 equals 1.0,
+    but not true."""
     if not isinstance(expect, dict):
-        return None if value == expect else f"expected {quote(expect, 200)}, got {quote(value, 200)}"
+        return None if json_equal(value, expect) else f"expected {quote(expect, 200)}, got {quote(value, 200)}"
     problems = []
-    if "equals" in expect and value != expect["equals"]:
+    if "equals" in expect and not json_equal(value, expect["equals"]):
         problems.append(f"expected {quote(expect['equals'], 200)}, got {quote(value, 200)}")
-    if "in" in expect and value not in expect["in"]:
+    if "in" in expect and not any(json_equal(value, item) for item in expect["in"]):
         problems.append(f"expected one of {quote(expect['in'], 200)}, got {quote(value, 200)}")
-    text = value if isinstance(value, str) else repr(value)
+    text = value_text(value)
     if "contains" in expect and expect["contains"].lower() not in text.lower():
         problems.append(f"expected text containing {quote(expect['contains'], 200)}, got {quote(text, 200)}")
     if "matches" in expect:

@@ -106,7 +106,7 @@ _SCHEMA_KEYWORDS = frozenset({
 def object_schema_problem(schema: Any) -> str | None:
     """Why a plugin's declared schema (options or arguments) is not a usable JSON Schema object; None if it is."""
     if not isinstance(schema, Mapping):
-        return f"is not a JSON Schema object (a dict) but {type(schema).__name__} {quote(schema)}"
+        return f"is not a JSON Schema object (a dict) but {type(schema).__name__} {quote(schema, python=True)}"
     if schema and all(isinstance(v, Mapping) for v in schema.values()) and not set(schema) & _SCHEMA_KEYWORDS:
         return ("looks like a mapping of properties, not a schema (every option would be taken unchecked): "
                 "wrap it as {'type': 'object', 'properties': {...}}, as promptdsl.backend.options_schema({...}) does")
@@ -127,7 +127,7 @@ def object_schema_problem(schema: Any) -> str | None:
 def name_problem(kind: str, name: str, declared: object, fix: str) -> str | None:
     """The entry-point name is the plugin's name: a different declared ``name`` is a problem (empty is not)."""
     if not isinstance(declared, str):
-        return f"has a name that is not a string ({quote(declared)}); {fix}"
+        return f"has a name that is not a string ({quote(declared, python=True)}); {fix}"
     if declared and declared != name:
         return (f"declares name '{declared}' but is installed as '{name}' (the entry-point name is the "
                 f"{kind}'s name); {fix}, or rename the entry point to '{declared}'")
@@ -141,14 +141,14 @@ def _capabilities(value: object) -> frozenset[Capability] | str:
     """The declared capabilities as Capability members (names given as strings are converted), or why not."""
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         return (f"capabilities must be a set of Capability values, e.g. frozenset({{Capability.CHAT}}), "
-                f"not {type(value).__name__} {quote(value)}")
+                f"not {type(value).__name__} {quote(value, python=True)}")
     caps: set[Capability] = set()
     for item in value:
         try:
             caps.add(Capability(item))
         except (ValueError, TypeError):
             known = ", ".join(c.value for c in Capability)
-            return f"declares unknown capability {quote(item)} (known: {known})"
+            return f"declares unknown capability {quote(item, python=True)} (known: {known})"
     return frozenset(caps)
 
 

@@ -229,7 +229,7 @@ def test_extends_null_removes_an_inherited_key_but_not_inside_a_schema(tmp_path:
     assert spec.system is None and spec.model.options == {"seed": 3} and list(spec.inputs) == ["text"]
     assert spec.inputs["text"] == {"type": ["string", "null"], "default": None}  # in a schema, null is a value
     orphan = write(tmp_path, "extends: base.yaml\nname: child\nfewshot: null\n", "orphan.yaml")
-    with pytest.raises(SpecError, match="None is not of type 'object'"):  # nothing to remove: the schema judges it
+    with pytest.raises(SpecError, match="null is not of type 'object'"):  # nothing to remove: the schema judges it
         load_spec(orphan)
 
 

@@ -125,7 +125,7 @@ def test_unparseable_output_names_spec_input_and_raw_text() -> None:
     with pytest.raises(OutputError) as info:
         runner.run({"text": "abc"})
     msg = str(info.value)
-    assert "j.yaml" in msg and "'abc'" in msg and "not json" in msg
+    assert "j.yaml" in msg and 'input: {"text": "abc"}' in msg and "not json" in msg
     assert info.value.raw == "not json " and info.value.exit_code == 1
 
 
