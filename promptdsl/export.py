@@ -187,12 +187,16 @@ def ngrams(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def input_text(values: Mapping[str, Any], names: Iterable[str]) -> str:
-    """The text of a row's inputs (what can leak between sets), in the spec's input order."""
+def input_text(values: Mapping[str, Any], inputs: Mapping[str, Mapping[str, Any]]) -> str:
+    """The text of a row's inputs (what can leak between sets), in the spec's input order.
+
+    An input the row leaves out counts with its default, as the run fills it in: a training row
+    (its values checked, defaults filled) and the same row of an evaluation file (as read) must
+    give the same text, or no exact duplicate is ever found."""
     parts = []
-    for name in names:
-        if name in values:
-            v = values[name]
+    for name, schema in inputs.items():
+        if name in values or "default" in schema:
+            v = values[name] if name in values else schema["default"]
             parts.append(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True))
     return "\n".join(parts)
 

@@ -173,6 +173,25 @@ def test_decontaminate_drops_rows_overlapping_eval_and_tests(tmp_path: Path) -> 
     assert not any(rows[0]["text"] in t for t in texts)
 
 
+def test_an_input_with_a_default_still_finds_exact_duplicates(tmp_path: Path) -> None:
+    """Training rows get the default filled in; eval rows and tests must count it the same way."""
+    spec_file = tmp_path / "dflt.yaml"
+    spec_file.write_text("version: 1\nname: dflt\nmode: completion\n"
+                         "inputs: {text: {type: string}, lang: {type: string, default: en}}\n"
+                         "template: 'Text ({{ lang }}): {{ text }}'\n"
+                         "output: {type: choice, choices: [joy, anger]}\n"
+                         "tests:\n  - input: {text: I love it}\n    expect: joy\n", encoding="utf-8")
+    rows = ['{"text": "I love it", "label": "joy"}\n', '{"text": "awful", "lang": "en", "label": "anger"}\n',
+            '{"text": "awful", "lang": "fr", "label": "anger"}\n', '{"text": "fine", "label": "joy"}\n']
+    (tmp_path / "train.jsonl").write_text("".join(rows), encoding="utf-8")
+    (tmp_path / "eval.jsonl").write_text(rows[0] + '{"text": "awful", "label": "anger"}\n', encoding="utf-8")
+    result = export(load_spec(spec_file), DataFile(tmp_path / "train.jsonl"), "label", tmp_path / "out",
+                    eval_data=DataFile(tmp_path / "eval.jsonl"), decontaminate=True)
+    assert result.contamination is not None
+    assert [b["exact"] for b in result.contamination.to_dict()["by_reference"]] == [2, 1]  # lang fr is another text
+    assert result.dropped == 2
+
+
 # ============================================================================ the CLI
 
 
