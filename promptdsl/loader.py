@@ -170,12 +170,27 @@ def _check_inside(located: Located, path: Path, resolved: Path, root: Path, wher
         )
 
 
+def declared_in(located: Located, key: KeyPath, folder: Path) -> Path:
+    """The folder a relative path at ``key`` is relative to: that of the file that wrote it. A key a
+    base spec wrote (``extends``) names a file next to the base, not next to the spec you run."""
+    position = located.positions.get(key)
+    return Path(position[0]).parent if position is not None and _inherited(located, key) else folder
+
+
+def _inherited(located: Located, key: KeyPath) -> bool:
+    """Whether a base spec (``extends``), not the file loaded, wrote ``key``."""
+    position = located.positions.get(key)
+    return position is not None and position[0] != located.file
+
+
 def spec_file(spec: Spec, text: str, where: KeyPath, what: str) -> Path:
     """The file ``text`` that ``spec`` names at ``where`` (say a backend's model file), held to the rule of
-    ``extends`` and ``examples_file``: relative to the spec's folder, inside it (symlinks followed) or a
-    folder of ``$PROMPTDSL_READ_DIRS``, existing and a regular file. Else a SpecError located at ``where``."""
+    ``extends`` and ``examples_file``: relative to the folder of the spec file that wrote it, inside the
+    spec's folder (symlinks followed) or a folder of ``$PROMPTDSL_READ_DIRS``, existing and a regular
+    file. Else a SpecError located at ``where``."""
     located = spec.source or Located({}, spec.label, {})
-    folder = spec.path.parent if spec.path is not None else Path.cwd()
+    top = spec.path.parent if spec.path is not None else Path.cwd()
+    folder = declared_in(located, where, top)
     _check_path_text(located, text, where, what)
     path = folder / Path(text).expanduser()
     try:
@@ -183,7 +198,7 @@ def spec_file(spec: Spec, text: str, where: KeyPath, what: str) -> Path:
         exists = path.exists()
     except (OSError, ValueError, RuntimeError) as exc:
         raise located.error(f"{what} file cannot be used: {quote(str(exc), 80)}", where) from None
-    _check_inside(located, path, resolved, _root(folder), where, what)
+    _check_inside(located, path, resolved, _root(top), where, what)
     if not exists:
         raise located.error(f"{what} file not found: {quote(str(path), 200)}", where)
     _check_regular(located, path, resolved, where, what)
@@ -317,9 +332,12 @@ def _build(data: dict[str, Any], located: Located, path: Path, root: Path, read:
     examples = [Example(dict(e["input"]), e["output"]) for e in data.get("examples", [])]
     if "examples_file" in data:
         if "examples" in data:
-            raise located.error("use either 'examples' or 'examples_file', not both", ("examples_file",))
+            gone = next((k for k in ("examples", "examples_file") if _inherited(located, (k,))), None)
+            hint = f"; '{gone}' comes from the spec this one extends: add '{gone}: null' to drop it" if gone else ""
+            raise located.error(f"use either 'examples' or 'examples_file', not both{hint}", ("examples_file",))
         _check_path_text(located, data["examples_file"], ("examples_file",), "examples_file")
-        examples = _load_examples_file(path.parent / data["examples_file"], located, root, read)
+        folder = declared_in(located, ("examples_file",), path.parent)
+        examples = _load_examples_file(folder / data["examples_file"], located, root, read)
     spec = Spec(
         name=data["name"],
         version=data["version"],
@@ -568,6 +586,9 @@ def _check_output(out: OutputSpec, located: Located) -> None:
             raise located.error(f"output {shown}", (*where, "schema", *sub))
     for key, used_by in (("choices", OutputType.CHOICE), ("schema", OutputType.JSON), ("pattern", OutputType.REGEX)):
         if key in located.data.get("output", {}) and out.type is not used_by:
+            if _inherited(located, ("output", key)):  # the child changed the type: point there
+                raise located.error(f"'{key}' (from the spec this one extends) only applies to output type "
+                                    f"'{used_by}'; add '{key}: null' under 'output' to drop it", (*where, "type"))
             raise located.error(f"'{key}' only applies to output type '{used_by}'", (*where, key))
 
 

@@ -244,6 +244,64 @@ def test_extends_cycle_and_missing_base(tmp_path: Path) -> None:
     assert info.value.line == 3
 
 
+def test_a_base_specs_relative_paths_are_relative_to_the_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples_file, a model file and a tool's root written in lib/base.yaml are found next to it, not
+    next to the spec you run (a same-named file there was silently used instead)."""
+    from promptdsl.backend import Backend
+    from promptdsl.runner import spec_model
+    from promptdsl.tools.builtins import ReadFile
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "data").mkdir()
+    (lib / "ex.jsonl").write_text('{"input": {"text": "right"}, "output": "Positive"}\n')
+    (tmp_path / "ex.jsonl").write_text('{"input": {"text": "wrong"}, "output": "Negative"}\n')
+    (lib / "m.gguf").write_bytes(b"GGUF")
+    write(lib, "version: 1\nname: base\ninputs: {text: {type: string}}\nexamples_file: ex.jsonl\n"
+               "model: {model: m.gguf}\ntools: [{name: read_file, options: {root: data}}]\n"
+               "output: {type: choice, choices: [Positive, Negative]}\n", "base.yaml")
+    write(tmp_path, "extends: lib/base.yaml\nname: top\n", "top.yaml")
+    monkeypatch.chdir(tmp_path / "lib")  # neither folder is the current one's business
+    spec = load_spec(Path("../top.yaml"))
+    assert [e.input["text"] for e in spec.examples] == ["right"]
+
+    class Files(Backend):
+        name = "files"
+
+        @classmethod
+        def names_file(cls, model: str) -> bool:
+            return True
+
+    assert Path(str(spec_model(spec, Files))) == (lib / "m.gguf").resolve()
+    from promptdsl.tools.check import tool_folder
+
+    folder = tool_folder(spec, 0)
+    assert folder is not None and folder.resolve() == lib.resolve()
+    assert ReadFile.prepare_options({"root": "data"}, base_dir=folder, trusted=False)["root"] == str(
+        (lib / "data").resolve())
+    # the spec you run still writes its own paths relative to itself
+    write(tmp_path, "extends: lib/base.yaml\nname: own\nexamples_file: ex.jsonl\n", "own.yaml")
+    assert [e.input["text"] for e in load_spec(Path("../own.yaml")).examples] == ["wrong"]
+
+
+def test_switching_away_from_a_bases_choice_says_how(tmp_path: Path) -> None:
+    write(tmp_path, "version: 1\nname: eb\ninputs: {text: {type: string}}\n"
+                    "examples: [{input: {text: a}, output: x}]\noutput: {type: choice, choices: [x, y]}\n", "eb.yaml")
+    (tmp_path / "ex.jsonl").write_text('{"input": {"text": "b"}, "output": "y"}\n')
+    with pytest.raises(SpecError, match="'examples' comes from the spec this one extends: add 'examples: null'"):
+        load_spec(write(tmp_path, "extends: eb.yaml\nname: ec\nexamples_file: ex.jsonl\n", "ec.yaml"))
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, "extends: eb.yaml\nname: ed\nexamples: null\noutput: {type: text}\n", "ed.yaml"))
+    assert "add 'choices: null' under 'output'" in info.value.message
+    assert info.value.file.endswith("ed.yaml") and info.value.path == ("output", "type")  # where the type changed
+    ok = load_spec(write(tmp_path, "extends: eb.yaml\nname: ee\nexamples: null\nexamples_file: ex.jsonl\n"
+                                   "output: {type: text, choices: null}\n", "ee.yaml"))
+    assert ok.output.type is OutputType.TEXT and [e.output for e in ok.examples] == ["y"]
+    with pytest.raises(SpecError) as info:  # written in one file: no word about extends
+        load_spec(write(tmp_path, "version: 1\nname: one\noutput: {type: text, choices: [a]}\n", "one.yaml"))
+    assert info.value.message == "'choices' only applies to output type 'choice'"
+
+
 def test_a_long_extends_chain_is_named_as_such(tmp_path: Path) -> None:
     """Hundreds of files deep it ran out of Python's stack and said "YAML nesting is too deep" of a 2-line file."""
     for i in range(40):

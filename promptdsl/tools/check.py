@@ -10,6 +10,8 @@ from .base import Tool, ToolError, ToolUse
 from .registry import open_tool
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..spec import Spec
     from ..yamlsource import Located
 
@@ -34,9 +36,19 @@ def tool_uses(data: dict[str, Any]) -> list[ToolUse]:
     return [ToolUse.from_data(item) for item in data.get("tools", [])]
 
 
+def tool_folder(spec: Spec, index: int) -> Path | None:
+    """The folder of the spec file that listed tool ``index`` (a base spec's, through ``extends``): its
+    relative paths (a ``root``, an MCP server's script) are relative to that file, as ``examples_file``."""
+    base = spec.path.parent if spec.path else None
+    if base is None or spec.source is None:
+        return base
+    from ..loader import declared_in
+
+    return declared_in(spec.source, ("tools", index), base)
+
+
 def check_spec_tools(spec: Spec, located: Located) -> None:
     """Every tool exists, its options fit its schema, its argument schema is usable; tool_choice names one."""
-    base = spec.path.parent if spec.path else None
     names: dict[str, int] = {}  # tool name -> its index in 'tools'
     servers: dict[str, int] = {}  # an MCP server's command, as words -> its index
     for i, use in enumerate(spec.tools):
@@ -50,7 +62,7 @@ def check_spec_tools(spec: Spec, located: Located) -> None:
             servers[command] = i
             continue  # its tools are only known once the server runs
         try:
-            tool = open_tool(use, base_dir=base, trusted=False)
+            tool = open_tool(use, base_dir=tool_folder(spec, i), trusted=False)
         except ToolError as exc:
             raise located.error(exc.message, ("tools", i)) from None
         if tool.name in names:  # run would refuse it (the model could not tell them apart): say so now

@@ -35,7 +35,7 @@ from ..errors import PromptDSLError, quote
 from ..prompt import Prompt
 from ..result import Response, Result
 from .base import Approval, Step, StopReason, Tool, ToolCall, ToolError, ToolUse
-from .check import CHOICES, MCP_PREFIX, mcp_command
+from .check import CHOICES, MCP_PREFIX, mcp_command, tool_folder
 from .registry import open_tool
 
 if TYPE_CHECKING:
@@ -346,16 +346,15 @@ def make_loop(runner: Runner, settings: ToolSettings | None) -> ToolLoop | None:
     settings = settings or ToolSettings()
     if not spec.tools and not settings.extra:
         return None
-    base = spec.path.parent if spec.path else None
     # A spec that chose the server too would see whatever its tools read: they all ask first.
     floor = Approval.ASK if runner.backend.spec_chose_destination else Approval.AUTO
     active: list[ActiveTool] = []
     try:
-        for use in spec.tools:
+        for i, use in enumerate(spec.tools):
             if use.name.startswith(MCP_PREFIX) and not _may_start(use, settings):
                 raise ToolError(f"the spec starts the MCP server '{use.name[len(MCP_PREFIX):]}'; "
                                 "approve it on a terminal or pass --yes")
-            active += _open(use, base, trusted=False, floor=floor)
+            active += _open(use, tool_folder(spec, i), trusted=False, floor=floor)
         from_spec = len(active)
         for item in settings.extra:
             if isinstance(item, Tool):
