@@ -517,6 +517,9 @@ def _check_expect(expect: Any, located: Located, where: KeyPath) -> None:
     """A test's ``matches`` and ``schema`` must work before ``promptdsl test`` runs them."""
     if not isinstance(expect, dict):
         return
+    if expect.get("contains") == "":
+        raise located.error("an empty 'contains' holds for every answer; give the text to look for",
+                            (*where, "contains"))
     if isinstance(expect.get("matches"), str):
         try:
             schemas.compile_pattern(expect["matches"])
@@ -533,8 +536,6 @@ def _check_expect(expect: Any, located: Located, where: KeyPath) -> None:
 def _check_expected_values(out: OutputSpec, expect: Any, located: Located, where: KeyPath) -> None:
     """A test that expects a value the output can never be (``positive`` where the choice is
     ``Positive``) would fail on every run: it is a mistake in the spec, found before any model runs."""
-    if out.type not in (OutputType.CHOICE, OutputType.JSON):
-        return
     if not isinstance(expect, dict):
         values: list[tuple[Any, KeyPath]] = [(expect, where)]
     else:
@@ -549,7 +550,18 @@ def _check_expected_values(out: OutputSpec, expect: Any, located: Located, where
             if out.type is OutputType.CHOICE and isinstance(value, str):
                 same = [c for c in out.choices if c.casefold() == value.casefold()]
                 hint = f" (tests compare exactly: did you mean {quote(same[0])}?)" if same else ""
+            elif _scalar(value) and (out.type in (OutputType.TEXT, OutputType.REGEX)
+                                     or (out.type is OutputType.CHOICE and quote(value) in out.choices)):
+                hint = f" (YAML read it as a {_yaml_kind(value)}: quote it, '{quote(value)}')"
             raise located.error(f"test {test}: expects {quote(value)}, which {wrong}{hint}", at)
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float))
+
+
+def _yaml_kind(value: Any) -> str:
+    return "null" if value is None else "boolean" if isinstance(value, bool) else "number"
 
 
 def _check_input(spec: Spec, values: dict[str, Any], located: Located, path: KeyPath, what: str) -> None:

@@ -111,6 +111,16 @@ BAD_CASES = [
      "  - {input: {}, expect: {equals: '3'}}\n",
      "test 1: expects '3', which does not fit the output schema: '3' is not of type 'integer'", "5:26"),
     ("version: 1\nname: x\nexamples: []\nexamples_file: e.jsonl\n", "use either 'examples' or 'examples_file'", None),
+    ("version: 1\nname: x\noutput: {type: regex, pattern: '(\\d+)'}\ntests:\n  - {input: {}, expect: 5}\n",
+     "test 1: expects 5, which must be a string for output type 'regex' (YAML read it as a number: quote it, '5')",
+     "5:17"),
+    ("version: 1\nname: x\ntests:\n  - {input: {}, expect: {in: [yes, true]}}\n",
+     "expects true, which must be a string for output type 'text' (YAML read it as a boolean: quote it, 'true')",
+     "4:36"),
+    ("version: 1\nname: x\noutput: {type: choice, choices: ['1', '2']}\ntests:\n  - {input: {}, expect: 1}\n",
+     "expects 1, which is not one of the choices ['1', '2'] (YAML read it as a number: quote it, '1')", "5:17"),
+    ("version: 1\nname: x\ntests:\n  - {input: {}, expect: {contains: ''}}\n",
+     "an empty 'contains' holds for every answer", "4:26"),
 ]
 
 
