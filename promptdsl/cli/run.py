@@ -51,11 +51,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if sys.stdout is None and (args.data is None or args.out is None):  # started with `>&-`
         raise InputError("standard output is closed, so the results would be lost; give --data with --out FILE, "
                          "or run with an open standard output")
+    _check_flags(args)
     if args.data is not None:
         run = dataset_run(spec, args)
         return report(run, execute(run, args))
-    if args.out is not None:
-        raise InputError("--out goes with --data (a dataset run); for one input use --json")
     values = validate_inputs(spec, collect_inputs(spec, args.input, sys.stdin))
     response = runner_from_args(spec, args).response(values)
     if args.stream and not args.json:
@@ -73,6 +72,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print_value(result.value)
     return _warnings(result)
+
+
+#: Flags that only a dataset run reads, with the value that means "not given".
+_DATASET_ONLY = {"out": None, "resume": False, "on_error": "skip", "concurrency": None, "limit": None,
+                 "field": [], "progress": None}
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """A flag the run would not read is a mistake to say, not to drop: the user meant something by it."""
+    if args.data is None:
+        given = [name for name, unset in _DATASET_ONLY.items() if getattr(args, name) != unset]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            hint = "; for one input use --json" if given[0] == "out" else ""
+            raise InputError(f"{flag} goes with --data (a dataset run){hint}")
+    elif args.stream:
+        raise InputError("--stream shows one answer as it is written; a dataset run writes a JSON line per row "
+                         "(--progress shows how far it is)")
+    if args.stream and args.json:
+        raise InputError("--stream prints the text as it comes and --json the whole result at the end; give one")
 
 
 def _warnings(result: Result) -> int:
