@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..inputs import collect_inputs, validate_inputs
@@ -75,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 #: Flags that only a dataset run reads, with the value that means "not given".
-_DATASET_ONLY = {"out": None, "resume": False, "on_error": "skip", "concurrency": None, "limit": None,
+_DATASET_ONLY: dict[str, Any] = {"out": None, "resume": False, "on_error": "skip", "concurrency": None, "limit": None,
                  "field": [], "progress": None}
 
 
