@@ -89,6 +89,27 @@ def test_list_dir(notes: Path) -> None:
         lister.call({"path": ".."})
 
 
+@pytest.mark.parametrize("tool", [ReadFile, ListDir])
+def test_an_os_error_goes_back_as_the_path_the_model_wrote_not_the_root(notes: Path, tool: type) -> None:
+    """A name too long for the file system said 'OSError: [Errno 36] ... /abs/root/...' to a maybe remote model."""
+    long = "x" * 300 + "/y"
+    (notes / "locked").mkdir()
+    (notes / "locked" / "f.txt").write_text("x")
+    os.chmod(notes / "locked", 0)
+    try:
+        for path, reason in ((long, "File name too long"), ("a\0b", "embedded null byte"),
+                             ("locked/f.txt" if tool is ReadFile else "locked/", "Permission denied")):
+            try:
+                tool({"root": str(notes)}).call({"path": path})
+            except ToolFailure as exc:
+                assert str(exc).startswith("cannot use '") and str(exc).endswith(reason), exc
+                assert str(notes) not in str(exc)
+            else:
+                assert os.geteuid() == 0 and reason == "Permission denied"  # root reads a mode-0 folder
+    finally:
+        os.chmod(notes / "locked", 0o755)
+
+
 def test_list_dir_shows_the_first_names_of_a_large_folder(tmp_path: Path) -> None:
     for i in range(ListDir.max_entries + 50):
         (tmp_path / f"f{i:04d}.txt").write_text("")

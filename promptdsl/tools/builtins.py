@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import datetime as dt
 import heapq
 import math
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ..errors import quote
 from .base import Tool, ToolError, ToolFailure
 
 MAX_EXPRESSION = 200
@@ -211,7 +213,8 @@ class _UnderRoot(Tool):
         return Path(str(self.options["root"])).resolve()
 
     def resolve(self, relative: str) -> Path:
-        path = (self.root / relative.lstrip("/")).resolve()
+        with plain_os_errors(relative):
+            path = (self.root / relative.lstrip("/")).resolve()
         if not path.is_relative_to(self.root):
             raise ToolFailure(f"'{relative}' is outside the allowed folder")
         return path
@@ -219,6 +222,19 @@ class _UnderRoot(Tool):
     @property
     def max_bytes(self) -> int:
         return int(self.options.get("max_bytes", self.default_max_bytes))
+
+
+@contextlib.contextmanager
+def plain_os_errors(relative: str) -> Iterator[None]:
+    """An OS error on a path the model wrote goes back to it as the path it wrote and the reason,
+    never with the folder's absolute path (which a remote model's server would then see)."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ToolFailure(f"cannot use {quote(relative, 120)}: {reason}") from None
+    except ValueError as exc:  # a NUL byte in the path
+        raise ToolFailure(f"cannot use {quote(relative, 120)}: {exc}") from None
 
 
 class ReadFile(_UnderRoot):
@@ -229,16 +245,20 @@ class ReadFile(_UnderRoot):
     }
 
     def call(self, arguments: dict[str, Any]) -> str:
-        path = self.resolve(str(arguments["path"]))
+        with plain_os_errors(str(arguments["path"])):
+            return self._read(str(arguments["path"]))
+
+    def _read(self, relative: str) -> str:
+        path = self.resolve(relative)
         if not path.is_file():
-            raise ToolFailure(f"no such file: {arguments['path']}")
+            raise ToolFailure(f"no such file: {relative}")
         size = path.stat().st_size
         if size > self.max_bytes:
             raise ToolFailure(f"file is {size} bytes; the limit is {self.max_bytes}")
         try:
             return path.read_bytes()[: self.max_bytes].decode("utf-8")
         except UnicodeDecodeError:
-            raise ToolFailure(f"{arguments['path']} is not UTF-8 text") from None
+            raise ToolFailure(f"{relative} is not UTF-8 text") from None
 
 
 class ListDir(_UnderRoot):
@@ -253,6 +273,10 @@ class ListDir(_UnderRoot):
     max_entries = 200
 
     def call(self, arguments: dict[str, Any]) -> str:
+        with plain_os_errors(str(arguments.get("path") or ".")):
+            return self._list(arguments)
+
+    def _list(self, arguments: dict[str, Any]) -> str:
         path = self.resolve(str(arguments.get("path") or "."))
         if not path.is_dir():
             raise ToolFailure(f"no such folder: {arguments.get('path')}")
