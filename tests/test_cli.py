@@ -205,6 +205,12 @@ BAD_RUNS = [
     (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "-o", "temperature=hot"], None,
      "option 'temperature': 'hot' is not of type 'number'"),
     (["frobnicate"], None, "invalid choice: 'frobnicate'"),
+    (["rn"], None, "(did you mean 'run'?)"),
+    (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--jsn"], None,
+     "promptdsl: error: unrecognized arguments: --jsn (did you mean '--json'?)"),
+    (["eval", "{specs}/sentiment.yaml", "--label", "x"], None,
+     "promptdsl: error: eval: the following arguments are required: --data"),
+    (["run", "{specs}/sentiment.yaml", "--on-error", "skp"], None, "promptdsl: error: run: argument --on-error"),
 ]
 
 

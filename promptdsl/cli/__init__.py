@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..errors import PromptDSLError
-from .common import Parser
+from .common import Parser, unknown_flags_hint
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -56,7 +56,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     # so it never resets `promptdsl --debug run ...` back to False.
     common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-    parser = Parser(prog="promptdsl", description=(__doc__ or "").splitlines()[0])
+    parser = Parser(prog="promptdsl", description=(__doc__ or "").splitlines()[0].replace("``", ""))
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"promptdsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -66,11 +66,23 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each command's own parser, by name."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # as parse_args would, with a did-you-mean among the command's own flags
+        command = _commands(parser).get(getattr(args, "command", None) or "")
+        hint = unknown_flags_hint(command, extras) if command is not None else ""
+        parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
     handler: Handler = args.handler
     _blocking_stdout()
     try:

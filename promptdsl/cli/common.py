@@ -7,16 +7,37 @@ import json
 import sys
 from typing import Any, NoReturn, Protocol
 
+from ..errors import did_you_mean
 from ..inputs import parse_options
 from ..runner import Runner
 from ..spec import Spec
 
 
 class Parser(argparse.ArgumentParser):
-    """Usage errors exit 2 with one line, like every other bad input."""
+    """Usage errors exit 2 with one line, like every other bad input, and start as every other error
+    does (``promptdsl: error:``); a command's own parser names the command after it."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        tool, _, command = self.prog.partition(" ")
+        self.exit(2, f"{tool}: error: {command + ': ' if command else ''}{message}{_choice_hint(message)}\n")
+
+
+def _choice_hint(message: str) -> str:
+    """argparse (before Python 3.14) lists the choices of a misspelt command or value, but names none."""
+    import re
+
+    found = re.match(r"argument [^:]+: invalid choice: '(.*)' \(choose from (.*)\)$", message)
+    if found is None:
+        return ""
+    return did_you_mean(found.group(1), re.findall(r"'([^']*)'", found.group(2)))
+
+
+def unknown_flags_hint(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """A did-you-mean for the first unrecognized flag, among the flags of the command it was given to."""
+    flag = next((e.split("=", 1)[0] for e in extras if e.startswith("--")), None)
+    if flag is None:
+        return ""
+    return did_you_mean(flag, [o for a in parser._actions for o in a.option_strings if o.startswith("--")])
 
 
 class Commands(Protocol):
