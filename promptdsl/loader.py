@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -302,14 +301,22 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
     if err.validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         message = f"missing required key {quote(missing)}"
+        path = (*path, missing)  # located at the mapping that lacks it, named in the JSON path
     elif err.validator in ("anyOf", "oneOf") and err.context:
         return _schema_errors(located, schemas.closest_branch(err))
     elif err.validator == "pattern" and path == ("name",):  # the spec's own name (a tool's has other rules)
         message = f"name {quote(err.instance)} must match [a-z0-9][a-z0-9_-]* (lower-case letters, digits, '-' and '_')"
-    elif err.validator == "propertyNames" and path and path[-1] == "inputs":
-        names: Any = err.instance
-        bad = next((k for k in names if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))), "")
-        message = f"input name {quote(bad)} must be an identifier (letters, digits and '_', not starting with a digit)"
+    elif "propertyNames" in err.schema_path and path and path[-1] == "inputs" and isinstance(err.instance, str):
+        message = (f"input name {quote(err.instance)} must be an identifier (letters, digits and '_', "
+                   "not starting with a digit)")
+        path = (*path, err.instance)
+    elif err.validator == "enum" and isinstance(err.instance, str):
+        allowed: Any = err.validator_value
+        message += did_you_mean(err.instance, [str(v) for v in allowed])
+    elif err.validator == "const" and path == ("version",):
+        message = f"version must be the number 1 (the only version of the spec language), not {quote(err.instance)}"
+    elif err.validator == "type" and err.validator_value == "string" and _scalar(err.instance):
+        message += f" (YAML read it as a {_yaml_kind(err.instance)}: quote it, '{quote(err.instance)}')"
     return [located.error(message, path)]
 
 

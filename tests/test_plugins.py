@@ -299,6 +299,6 @@ def test_promptdsl_test_names_every_invalid_spec_and_runs_the_rest(echo_cli: Cal
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
         f"promptdsl: error: {bad[0]}:3:1: unknown key 'foo' at the top level (at $.foo)",
-        f"promptdsl: error: {bad[1]}:1:1: missing required key 'name'"]
+        f"promptdsl: error: {bad[1]}:1:1: missing required key 'name' (at $.name)"]
     assert f"PASS {good}::test[0]: got 'hello'" in proc.stdout
     assert proc.stdout.splitlines()[-1] == "1 passed, 0 failed; 2 spec(s) not run (invalid, see above)"

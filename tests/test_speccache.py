@@ -73,7 +73,7 @@ def test_a_changed_spec_is_checked_again_with_the_same_error(home: Path, tmp_pat
     spec.write_text(text.replace("version: 1", "version: x"), encoding="utf-8")  # one byte
     assert main(["run", str(spec), "-i", "text=hi"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "sentiment.yaml:3:1: 1 was expected" in err[0], err
+    assert len(err) == 1 and "sentiment.yaml:3:1: version must be the number 1" in err[0], err
     spec.write_text(text.replace("type: choice", "type: choise"), encoding="utf-8")
     with pytest.raises(SpecError, match="choise"):
         load_spec(spec)
