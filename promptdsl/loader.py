@@ -311,8 +311,8 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
                    "not starting with a digit)")
         path = (*path, err.instance)
     elif err.validator == "enum" and isinstance(err.instance, str):
-        allowed: Any = err.validator_value
-        message += did_you_mean(err.instance, [str(v) for v in allowed])
+        choices: Any = err.validator_value
+        message += did_you_mean(err.instance, [str(v) for v in choices])
     elif err.validator == "const" and path == ("version",):
         message = f"version must be the number 1 (the only version of the spec language), not {quote(err.instance)}"
     elif err.validator == "type" and err.validator_value == "string" and _scalar(err.instance):
