@@ -34,23 +34,41 @@ Position = tuple[str, int, int]  # file, line, column (1-based)
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with JSON-like scalars: dates stay strings, only true/false are booleans."""
+    """SafeLoader with YAML 1.2's core scalars, which are JSON's: dates, times and ``Yes`` / ``on``
+    stay strings, ``010`` is ten, ``1e3`` a number. YAML 1.1 read ``choices: [Yes, No]`` as booleans,
+    ``12:30`` as 750 and ``010`` as 8."""
 
 
+_REPLACED = {f"tag:yaml.org,2002:{t}" for t in ("timestamp", "bool", "int", "float")}
 _Loader.yaml_implicit_resolvers = {
-    first: [
-        (tag, rx)
-        for tag, rx in resolvers
-        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")
-    ]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in _REPLACED]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-# YAML 1.2 booleans only: `choices: [Yes, No]` must stay strings, not become True/False.
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Loader.add_implicit_resolver(  # before float: "10" is an int
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
 )
+
+
+def _int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """YAML 1.2's integers: decimal (a leading zero is no octal), ``0o`` octal, ``0x`` hex. An
+    explicit ``!!int`` holding anything else is refused by ``int`` (a ValueError, one clear line)."""
+    text = str(loader.construct_scalar(node))
+    try:
+        if text.startswith(("0o", "0x")):
+            return int(text[2:], 8 if text[1] == "o" else 16)
+        return int(text, 10)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{text[:40]!r} is not an integer", node.start_mark) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _int)
 
 
 @dataclass

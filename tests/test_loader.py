@@ -362,3 +362,22 @@ def test_all_shipped_specs_load() -> None:
     assert {"sentiment.yaml", "translate-fr.yaml", "qa.yaml", "extract-json.yaml", "summarize.yaml"} <= set(names)
     for path in root.glob("*.yaml"):
         assert load_spec(path).name
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("010", 10), ("0o17", 15), ("0x1F", 31), ("-5", -5), ("+3", 3), ("1e3", 1000.0), ("+3.5", 3.5), (".5", 0.5),
+    ("12:30", "12:30"), ("1_000", "1_000"), ("Yes", "Yes"), ("off", "off"), ("2024-01-01", "2024-01-01"),
+    ("True", True), ("false", False), ("~", None), ("null", None), ("'010'", "010"),
+])
+def test_scalars_are_yaml_1_2s_core_schema(text: str, value: object) -> None:
+    """YAML 1.1 read 010 as 8, 12:30 as 750 and left 1e3 a string, where the docs promised JSON's scalars."""
+    from promptdsl.yamlsource import parse_yaml
+
+    got = parse_yaml(f"v: {text}\n", "x.yaml").data["v"]
+    assert got == value and type(got) is type(value)
+
+
+def test_an_explicit_int_tag_that_is_no_number_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, "version: !!int abc\nname: x\n"))
+    assert info.value.line == 1 and "Traceback" not in str(info.value)
