@@ -510,10 +510,23 @@ def _finalize(value: Any) -> Any:
     return value
 
 
+def _as_json(value: Any) -> Any:
+    """A spec's ``{{ value }}``: its values are JSON's, so null, booleans, lists and mappings print as
+    JSON (``null``, ``true``, ``{"a": 1}``), not as Python (``None``, ``True``, ``{'a': 1}``)."""
+    value = _finalize(value)
+    if value is None or isinstance(value, (bool, dict, list, tuple)):
+        try:
+            return json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError):  # not JSON (a sandboxed object): as Jinja prints it
+            return value
+    return value
+
+
 @lru_cache(maxsize=1)
 def environment() -> ImmutableSandboxedEnvironment:
     """The environment of spec templates."""
-    return bounded_environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    return bounded_environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+                               finalize=_as_json)
 
 
 def bounded_environment(

@@ -328,7 +328,7 @@ def test_a_bom_is_not_part_of_an_input_file_or_stdin(cli: Callable[..., Ran], tm
     (tmp_path / "obj.json").write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n')
     (tmp_path / "text.txt").write_bytes(b"\xef\xbb\xbfhello")
     ran = cli("run", typed, "-i", f"text=@{tmp_path / 'text.txt'}", "-i", f"obj=@{tmp_path / 'obj.json'}")
-    assert (ran.returncode, ran.stdout) == (0, "hello 1.5 {'a': 1}\n"), ran.stderr
+    assert (ran.returncode, ran.stdout) == (0, 'hello 1.5 {"a": 1}\n'), ran.stderr
     ran = cli("run", spec(tmp_path), "-i", "-", stdin='\ufeff{"text": "hi"}')
     assert (ran.returncode, ran.stdout) == (0, "hi\n"), ran.stderr
 
@@ -374,16 +374,16 @@ def test_a_type_list_takes_the_json_value_when_it_is_valid_else_the_text(
     """`[integer, string]` given 3 is the integer 3, and `[string, "null"]` given null is null (as
     before the nullable-string fix), while 12345 and true stay text for `[string, "null"]`."""
     union = spec(tmp_path, UNION)
-    assert cli("run", union, "-i", "n=3", "-i", "note=null").stdout == "True True 3 None\n"
-    assert cli("run", union, "-i", "n=abc", "-i", "note=12345").stdout == "False False abc 12345\n"
+    assert cli("run", union, "-i", "n=3", "-i", "note=null").stdout == "true true 3 null\n"
+    assert cli("run", union, "-i", "n=abc", "-i", "note=12345").stdout == "false false abc 12345\n"
     data = tmp_path / "u.csv"
     data.write_text('n,note\n3,null\nabc,true\n3.5,"""quoted"""\n', encoding="utf-8")
     out = tmp_path / "out.jsonl"
     assert cli("run", union, "--data", str(data), "--out", str(out), "--no-cache").returncode == 0
     assert [x["value"] for x in results(out)] == [
-        "True True 3 None",
-        "False False abc true",
-        "False False 3.5 quoted",  # 3.5 is no integer: the text; "quoted" is a JSON string: the string
+        "true true 3 null",
+        "false false abc true",
+        "false false 3.5 quoted",  # 3.5 is no integer: the text; "quoted" is a JSON string: the string
     ]
 
     cases: list[tuple[Any, str, Any]] = [

@@ -321,7 +321,7 @@ def test_ordinary_templates_still_work() -> None:
                    '{{ text.split(" ", 1) }} {{ "x\ny".splitlines()|length }} {{ text|list|unique|sort|join }} '
                    '{{ [3, 1, 2]|sort|first }} {{ [1, 2, 3]|sum }} {{ text.split()|batch(2)|list }}',
                    {"text": "a b c"})
-    assert items == "['A', 'C'] [1, 2, 3] ['a', 'b c'] 2  abc 1 6 [['a', 'b'], ['c']]"
+    assert items == '["A", "C"] [1, 2, 3] ["a", "b c"] 2  abc 1 6 [["a", "b"], ["c"]]'  # lists print as JSON
 
 
 def test_template_bomb_is_a_spec_error_at_the_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
