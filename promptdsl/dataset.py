@@ -614,6 +614,9 @@ class DatasetRun:
                 known = ", ".join(spec.inputs) or "none"
                 raise InputError(f"unknown input '{name}'{did_you_mean(name, spec.inputs)}; the spec's inputs: {known}")
         if out is not None:
+            if out.suffix.lower() in (".csv", ".tsv", ".yaml", ".yml"):  # a reader would choke on JSON lines
+                raise InputError(f"--out writes JSON lines, not {out.suffix[1:].upper()}; give it a .jsonl name",
+                                 source=str(out))
             if out.exists() and not out.is_file():
                 raise InputError("--out is not a file", source=str(out))
             if not out.parent.exists():

@@ -195,6 +195,8 @@ BAD_RUNS = [
     (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--model", "gpt-17"], None, "unknown model 'gpt-17'"),
     (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--out", "x.jsonl"], None, "--out goes with --data"),
     (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--resume"], None, "--resume goes with --data"),
+    (["run", "{specs}/sentiment.yaml", "--data", "{specs}/../tests/data/tweeteval-sentiment-val500.jsonl", "--out",
+      "results.csv"], None, "results.csv: --out writes JSON lines, not CSV; give it a .jsonl name"),
     (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--limit", "3"], None, "--limit goes with --data"),
     (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--field", "text=tweet"], None, "--field goes with --data"),
     (["run", "{specs}/sentiment.yaml", "-i", "text=hi", "--on-error", "stop"], None, "--on-error goes with --data"),
