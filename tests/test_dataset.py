@@ -409,9 +409,14 @@ def test_a_new_run_replaces_only_results(tmp_path: Path) -> None:
 
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(ECHO, encoding="utf-8")
-    with pytest.raises(InputError, match="--out exists and is not a promptdsl results file, so it is left alone"):
+    with pytest.raises(InputError, match="--out writes JSON lines, not YAML"):
         run(spec_file)  # a slip of the shell: --out spec.yaml
     assert spec_file.read_text(encoding="utf-8") == ECHO
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n", encoding="utf-8")
+    with pytest.raises(InputError, match="--out exists and is not a promptdsl results file, so it is left alone"):
+        run(notes)
+    assert notes.read_text(encoding="utf-8") == "my notes\n"
     table = write_jsonl(tmp_path / "table.jsonl", [{"index": i, "text": f"row {i}"} for i in range(2)])
     with pytest.raises(InputError, match="is not a promptdsl results file"):
         run(table)  # pandas' reset_index().to_json(lines=True): an index, but no result
