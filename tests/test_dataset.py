@@ -620,3 +620,17 @@ def test_a_run_whose_results_would_go_to_a_closed_stdout_is_refused(
     monkeypatch.setattr(sys, "stdout", None)
     assert main(["run", SENTIMENT, "-i", "text=hi"]) == 2
     assert "standard output is closed, so the results would be lost" in capsys.readouterr().err
+
+
+def test_failure_reasons_show_a_single_other_reason_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    """'1 more failed for 1 other reason(s)' named a reason it could have shown."""
+    from collections import Counter
+
+    from promptdsl.cli.dataset import report_reasons
+    from promptdsl.dataset import Summary
+
+    report_reasons(Summary(reasons=Counter({"a": 4, "b": 3, "c": 2, "d": 1})))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == "promptdsl: 1 row failed: d" and len(lines) == 4
+    report_reasons(Summary(reasons=Counter({"a": 5, "b": 4, "c": 3, "d": 2, "e": 1})))
+    assert capsys.readouterr().err.splitlines()[-1] == "promptdsl: 3 more rows failed for 2 other reasons"

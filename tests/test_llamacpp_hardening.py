@@ -401,7 +401,12 @@ def test_a_spec_model_that_is_a_folder_or_missing_names_the_key(fake: type[FakeL
 
     (tmp_path / "d").mkdir()
     with pytest.raises(SpecError, match=r"model.model file '.*d' is not a regular file \(at \$\.model\.model\)"):
-        Runner(load_spec(write_spec(tmp_path, spec_text("d"))))
+        Runner(load_spec(write_spec(tmp_path, spec_text("./d"))))
+    (tmp_path / "m").write_bytes(b"GGUF")  # a bare word is an alias or a mistake, never a file found here
+    with pytest.raises(BackendError, match=r"unknown model 'm' \(a server's model\? .*\(\./m for a file here\)"):
+        Runner(load_spec(write_spec(tmp_path, spec_text("m"))))
+    with pytest.raises(BackendError, match=r"unknown model 'smolm2' \(did you mean 'smollm2'\?\)"):
+        Runner(load_spec(write_spec(tmp_path, spec_text("smolm2"))))
     with pytest.raises(SpecError, match=r"model.model file not found: '.*nope.gguf' \(at \$\.model\.model\)"):
         Runner(load_spec(write_spec(tmp_path, spec_text("nope.gguf"))))
     Runner(load_spec(write_spec(tmp_path, spec_text("smollm2"))))  # an alias is no file

@@ -210,7 +210,7 @@ class _Stream(io.StringIO):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["chat", "no/such.yaml"], "no/such.yaml: no such spec file or directory"),
+        (["chat", "no/such.yaml"], "no/such.yaml: spec file not found (nor a folder of specs)"),
         (["chat", "--backend", "nope"], "unknown backend 'nope'"),
         (["chat", "--model", "/no/such/model.gguf"], "model file not found: /no/such/model.gguf"),
     ],

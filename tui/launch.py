@@ -25,7 +25,7 @@ def check_specs(paths: Sequence[Path]) -> None:
         if path.is_dir():
             continue
         if not path.exists():
-            raise PromptDSLError(f"{path}: no such spec file or directory")
+            raise PromptDSLError(f"{path}: spec file not found (nor a folder of specs)")
         load_spec(path)
 
 

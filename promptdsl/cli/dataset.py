@@ -191,10 +191,13 @@ def report_reasons(summary: Summary, shown: int = 3, source: str | None = None) 
     """Why rows failed, grouped, most common first: the reasons must not hide inside --out."""
     if not summary.reasons:
         return
+    if len(summary.reasons) == shown + 1:  # "1 more failed for 1 other reason" would hide the one
+        shown += 1
     for reason, count in summary.top_reasons(shown):
         line = summary.first_line.get(reason)
         where = "" if source is None or line is None else f" ({'first ' if count > 1 else ''}at {source}:{line})"
         say(f"promptdsl: {count} row{'s' if count != 1 else ''} failed: {reason}{where}")
     rest = sum(summary.reasons.values()) - sum(n for _, n in summary.top_reasons(shown))
     if rest:
-        say(f"promptdsl: {rest} more failed for {len(summary.reasons) - shown} other reason(s)")
+        say(f"promptdsl: {rest} more {'row' if rest == 1 else 'rows'} failed for {len(summary.reasons) - shown} "
+            "other reasons")

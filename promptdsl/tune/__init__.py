@@ -197,7 +197,8 @@ def tune(
     if missing:
         raise PromptDSLError(
             f"tuning needs the [tune] extra and the llamacpp plugin; missing: {', '.join(missing)} "
-            '(pip install -e ".[tune]")'
+            '(pip install -e ".[tune]"; without a GPU, first pip install torch --index-url '
+            "https://download.pytorch.org/whl/cpu, or pip fetches a CUDA build of several GB)"
         )
     from .config import MAX_STEPS, TuneConfig, check_threads
     from .errors import TuneError, TuneStopped

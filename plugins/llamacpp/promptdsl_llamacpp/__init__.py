@@ -54,7 +54,7 @@ from promptdsl.backend import (
     options_schema,
 )
 from promptdsl.cpu import cpu_flags, usable_cpus
-from promptdsl.errors import BackendError, BackendErrorKind, SpecError, one_line
+from promptdsl.errors import BackendError, BackendErrorKind, SpecError, did_you_mean, one_line
 from promptdsl.grammar import GrammarError, grammar_for
 from promptdsl.prompt import Prompt
 from promptdsl.templates import TemplateFailure, bounded_environment, compile_template, render
@@ -155,19 +155,26 @@ def resolve_model(model: str | None) -> Path:
     if model is None or model.lower() in EMBEDDED_ALIASES:
         return embedded_model_path()
     path = Path(model).expanduser()
-    if path.suffix.lower() == ".gguf" or path.exists() or "/" in model:
+    if _is_path(model):
         if path.exists() and not path.is_file():
             raise BackendError(f"model {model} is not a file", backend="llamacpp", model=model, exit_code=2)
         if not path.is_file():
             raise BackendError(f"model file not found: {model}", backend="llamacpp", model=model, exit_code=2)
         return path
     aliases = ", ".join(sorted(EMBEDDED_ALIASES))
+    hint = did_you_mean(model.lower(), EMBEDDED_ALIASES) or " (a server's model? choose the openai backend)"
     raise BackendError(
-        f"unknown model '{model}': give a path to a .gguf file or one of: {aliases}",
+        f"unknown model '{model}'{hint}: give a path to a .gguf file (./{model} for a file here) or one of: {aliases}",
         backend="llamacpp",
         model=model,
         exit_code=2,
     )
+
+
+def _is_path(model: str) -> bool:
+    """A model name is a file when it looks like one (``.gguf``, a folder in it); any other word is
+    an alias or a mistake, never a file that happens to lie in the current folder."""
+    return model.lower().endswith(".gguf") or "/" in model or os.sep in model or model.startswith("~")
 
 
 def cpu_count() -> int:
@@ -779,7 +786,7 @@ class _LoadedModel:
         if n_prompt + extra > n_ctx:
             raise BackendError(
                 f"the prompt is {n_prompt} tokens (+{extra} {what}) but the model's "
-                f"context holds {n_ctx}; shorten the input or fewer examples (fewshot.k), "
+                f"context holds {n_ctx}; shorten the input, use fewer examples (fewshot.k), "
                 "or raise model.options.n_ctx",
                 backend="llamacpp",
                 model=self.path.name,
@@ -1047,7 +1054,7 @@ class LlamaCppBackend(Backend):
     def names_file(cls, model: str) -> bool:
         """True when ``model`` is a file path, not an alias of the embedded model: a spec's is then
         found from the spec's folder and held to its folder rule (see ``promptdsl.loader.spec_file``)."""
-        return model.lower() not in EMBEDDED_ALIASES
+        return _is_path(model)
 
     @classmethod
     def spec_options(cls, model: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
