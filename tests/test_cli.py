@@ -250,6 +250,9 @@ def test_backends_lists_llamacpp_with_capabilities(cli: Callable[..., Ran]) -> N
     infos = {b["name"]: b for b in json.loads(proc.stdout)}
     assert {"chat", "completion", "score", "grammar", "stream"} <= set(infos["llamacpp"]["capabilities"])
     assert infos["llamacpp"]["version"] == "0.1.0" and infos["llamacpp"]["error"] is None
+    assert infos["openai"]["options"]["properties"]["api_key"]["deprecated"] is True  # --json: all of it
+    listed = cli("backends").stdout
+    assert "api_key_env" in listed and "api_key," not in listed  # refused, so not offered
 
 
 def test_a_non_blocking_stdout_pipe_loses_nothing(tmp_path: Path) -> None:

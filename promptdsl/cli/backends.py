@@ -43,7 +43,9 @@ def cmd_backends(args: argparse.Namespace) -> int:
 
 
 def _options(schema: Mapping[str, Any]) -> str:
-    """``name=default`` for each declared option (``--json`` gives the whole schema)."""
+    """``name=default`` for each declared option (``--json`` gives the whole schema); an option
+    marked ``deprecated`` (declared only to be refused with a reason) is not offered."""
     props: Mapping[str, Any] = schema.get("properties", {})
     return ", ".join(k + (f"={json.dumps(v['default'])}" if isinstance(v, Mapping) and "default" in v else "")
-                     for k, v in props.items()) or "none"
+                     for k, v in props.items()
+                     if not (isinstance(v, Mapping) and v.get("deprecated") is True)) or "none"

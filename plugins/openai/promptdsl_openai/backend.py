@@ -124,7 +124,7 @@ def _options_schema() -> dict[str, Any]:
         "deadline": number("deadline", "seconds one request may take in all, answer included (default 600)"),
         "max_retries": number("max_retries", "retries after a timeout, 429 or 5xx (default 2)"),
         "api_key_env": {"type": "string", "description": "variable holding the key (default OPENAI_API_KEY)"},
-        "api_key": {"description": "refused: keys come only from the environment"},
+        "api_key": {"deprecated": True, "description": "refused: keys come only from the environment"},
         "grammar": {"description": "auto/true/false: llama.cpp grammar extensions"},
         "n_ctx": number("n_ctx", "context size in tokens"),
         "organization": {"type": "string", "description": "OpenAI organization"},
