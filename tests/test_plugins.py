@@ -301,4 +301,17 @@ def test_promptdsl_test_names_every_invalid_spec_and_runs_the_rest(echo_cli: Cal
         f"promptdsl: error: {bad[0]}:3:1: unknown key 'foo' at the top level (at $.foo)",
         f"promptdsl: error: {bad[1]}:1:1: missing required key 'name' (at $.name)"]
     assert f"PASS {good}::test[0]: got 'hello'" in proc.stdout
-    assert proc.stdout.splitlines()[-1] == "1 passed, 0 failed; 2 spec(s) not run (invalid, see above)"
+    assert proc.stdout.splitlines()[-1] == "1 passed, 0 failed; 2 specs not run (invalid, see above)"
+    # a folder stands for its specs; one without tests says so; validate sums up
+    (tmp_path / "none.yaml").write_text("version: 1\nname: none\nmodel: {backend: echo}\n")
+    for b in bad:
+        b.unlink()
+    proc = echo_cli("test", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"PASS {good}::test[0]: got 'hello'", f"note: {tmp_path / 'none.yaml'} has no tests",
+                                        "1 passed, 0 failed"]
+    proc = echo_cli("validate", str(tmp_path), str(good))  # named twice: checked once
+    assert proc.returncode == 0 and proc.stdout.count("ok: ") == 2 and proc.stdout.endswith("2 ok, 0 invalid\n")
+    (tmp_path / "empty").mkdir()
+    proc = echo_cli("validate", str(tmp_path / "empty"))
+    assert proc.returncode == 2 and proc.stderr == f"promptdsl: error: {tmp_path / 'empty'}: a folder with no spec files (*.yaml, *.yml)\n"

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from promptdsl.errors import PromptDSLError
+from promptdsl.loader import FOLDER_SUFFIXES
 from promptdsl.spec import Spec
 from promptdsl.validate import validate_spec
-
-SPEC_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ def short_path(path: Path) -> str:
 
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix.lower() in SPEC_SUFFIXES and p.is_file())
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and p.is_file())
     return [path]
 
 

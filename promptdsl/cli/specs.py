@@ -6,19 +6,22 @@ import argparse
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from ..compiler import Compiler
 from ..errors import PromptDSLError
 from ..inputs import collect_inputs, validate_inputs
-from ..loader import load_spec
+from ..loader import load_spec, spec_paths
 from ..schema import spec_schema
+from ..spec import Spec
 from ..validate import spec_notes, validate_spec
 from .common import Commands, add_backend_flags, add_input_flags, runner_from_args
 
 
 def register(sub: Commands, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser("validate", parents=[common], help="check specs and compile them with their examples")
+    p = sub.add_parser("validate", parents=[common],
+                       help="check specs (files or folders of them) and compile them with their examples and tests")
     p.add_argument("specs", type=Path, nargs="+")
     p.set_defaults(handler=cmd_validate)
 
@@ -28,7 +31,7 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the prompt as JSON (messages in chat mode)")
     p.set_defaults(handler=cmd_compile)
 
-    p = sub.add_parser("test", parents=[common], help="run each spec's tests")
+    p = sub.add_parser("test", parents=[common], help="run each spec's tests (files or folders of specs)")
     p.add_argument("specs", type=Path, nargs="+")
     add_backend_flags(p)
     p.set_defaults(handler=cmd_test)
@@ -37,22 +40,32 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_schema)
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    failed = 0
-    for path in args.specs:
+def _load_each(args: argparse.Namespace, load: Callable[[Path], Spec]) -> tuple[list[tuple[Path, Spec]], int]:
+    """Every spec named (a folder: its specs), each bad one named on its own error line, so one
+    broken spec hides none of the others: (the loaded ones, how many failed)."""
+    loaded: list[tuple[Path, Spec]] = []
+    invalid = 0
+    for path in spec_paths(args.specs):
         try:
-            spec = validate_spec(path)
+            loaded.append((path, load(path)))
         except PromptDSLError as exc:
             if args.debug:
                 traceback.print_exc()
             print(f"promptdsl: error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
+            invalid += 1
+    return loaded, invalid
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    loaded, invalid = _load_each(args, validate_spec)
+    for path, spec in loaded:
         counts = f"{_count(len(spec.examples), 'example')}, {_count(len(spec.tests), 'test')}"
         print(f"ok: {path} ({counts}, {spec.mode} mode, output {spec.output.type})")
         for note in spec_notes(spec):
             print(f"  note: {note}")
-    return 2 if failed else 0
+    if len(loaded) + invalid > 1:
+        print(f"{len(loaded)} ok, {invalid} invalid")
+    return 2 if invalid else 0
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -70,27 +83,21 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     from ..expect import run_tests
 
-    specs = []
-    invalid = 0
-    for path in args.specs:  # every bad spec is named, and the good ones still run
-        try:
-            specs.append(load_spec(path))
-        except PromptDSLError as exc:
-            if args.debug or len(args.specs) == 1:
-                raise
-            print(f"promptdsl: error: {exc}", file=sys.stderr)
-            invalid += 1
-    if not specs:
+    loaded, invalid = _load_each(args, load_spec)
+    if not loaded:
         return 2
     passed = failed = 0
-    for spec in specs:
+    for path, spec in loaded:
+        if not spec.tests:
+            print(f"note: {path} has no tests")
+            continue
         runner = runner_from_args(spec, args)
         for outcome in run_tests(spec, runner):
             status = "PASS" if outcome.passed else "FAIL"
             print(f"{status} {outcome.label}: {outcome.detail}", flush=True)
             passed += outcome.passed
             failed += not outcome.passed
-    skipped = f"; {invalid} spec(s) not run (invalid, see above)" if invalid else ""
+    skipped = f"; {invalid} spec{'s' if invalid != 1 else ''} not run (invalid, see above)" if invalid else ""
     print(f"{passed} passed, {failed} failed{skipped}")
     return 2 if invalid else 1 if failed else 0
 
