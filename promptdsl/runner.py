@@ -117,8 +117,12 @@ class Runner:
         if backend is None:
             name = resolve_backend_name(backend_name, spec.model.backend)
             cls = registry.backend_class(name)  # through the module, as get_backend finds it
-            model = model or spec_model(self.spec, cls)
-            backend = get_backend(name, model, self._backend_options(cls, model, merged, options or {}))
+            # The spec's model and backend settings are for the backend it names: another one chosen
+            # instead (-b) starts from its own defaults (generation settings still apply).
+            own = spec.model.backend in (None, name)
+            model = model or (spec_model(self.spec, cls) if own else None)
+            user = options or {}
+            backend = get_backend(name, model, self._backend_options(cls, model, merged if own else user, user))
         self.backend = backend
         self.model_id = _model_id(backend)
         needed = Capability.CHAT if spec.mode == "chat" else Capability.COMPLETION

@@ -739,3 +739,20 @@ def test_the_embedded_model_has_one_name_however_it_is_given(fake: type[FakeLlam
     copy = tmp_path / "mine.gguf"
     copy.write_bytes(b"GGUF")
     assert LlamaCppBackend(str(copy), {}).model_id == "mine.gguf"
+
+
+def test_another_backend_than_the_specs_starts_from_its_own_defaults(fake: type[FakeLlama], tmp_path: Path) -> None:
+    """`-b llamacpp` on a spec written for openai used its `gpt-4o` as a model file and refused its base_url."""
+    from promptdsl.loader import load_spec
+
+    text = ("version: 1\nname: t\nmode: completion\ninputs: {text: {type: string}}\ntemplate: '{{ text }}'\n"
+            "model: {backend: openai, model: gpt-4o, options: {base_url: 'http://127.0.0.1:9/v1', temperature: 0.5,"
+            " max_tokens: 7}}\n")
+    runner = Runner(load_spec(write_spec(tmp_path, text)), backend_name="llamacpp", options={"n_ctx": 1024})
+    assert fake.made[-1].kwargs["model_path"] == str(plugin.embedded_model_path())  # the backend's own default
+    assert runner.backend.options == {"n_ctx": 1024}  # the user's settings only
+    assert (runner.generation.temperature, runner.generation.max_tokens) == (0.5, 7)  # the spec's still apply
+    same = ("version: 1\nname: t\nmode: completion\ninputs: {text: {type: string}}\ntemplate: '{{ text }}'\n"
+            "model: {backend: llamacpp, model: nope.gguf}\n")
+    with pytest.raises(SpecError, match=r"model\.model file not found"):  # the spec's own backend: its model counts
+        Runner(load_spec(write_spec(tmp_path, same, "same.yaml")), backend_name="llamacpp")
