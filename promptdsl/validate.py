@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .backend import Backend, split_options
 from .backend import check_options as check_backend_options
@@ -84,6 +86,7 @@ def _check_backend(spec: Spec) -> None:
     name = spec.model.backend
     options = split_options(spec.model.options)[1]
     if name is None:
+        _taken_by_some_backend(spec, options)
         if spec.model.model is None and not options:
             return
         default = _default_backend()
@@ -100,6 +103,29 @@ def _check_backend(spec: Spec) -> None:
         vetted = spec_options(spec, cls, model, options)  # what a shared file may decide (a llamacpp n_ctx, say)
         if name is not None:  # as run checks them: once lowered
             check_spec_options(spec, name, cls, vetted)
+
+
+def _taken_by_some_backend(spec: Spec, options: dict[str, Any]) -> None:
+    """An option of a spec that names no backend must be one that some installed backend takes:
+    ``-b`` may pick another backend than the default, but none would take ``n_thread``."""
+    from .errors import did_you_mean
+    from .registry import list_backends
+
+    if not options:
+        return
+    declared: set[str] = set()
+    for info in list_backends():
+        schema = info.options_schema
+        if info.error is not None:
+            continue
+        if schema is None or schema.get("additionalProperties", True) is not False:
+            return  # a backend that takes any key: nothing to hold the names to
+        declared |= {k for k, v in schema.get("properties", {}).items()
+                     if not (isinstance(v, Mapping) and v.get("deprecated") is True)}
+    for key in options:
+        if key not in declared:
+            raise spec.error(f"no installed backend takes the option '{key}'{did_you_mean(key, declared)}; "
+                             f"their options: {', '.join(sorted(declared)) or 'none'}", ("model", "options", key))
 
 
 def _default_backend() -> tuple[str, type[Backend]] | None:

@@ -96,16 +96,22 @@ def test_an_input_no_template_uses_is_a_note(cli: Callable[..., Ran], tmp_path: 
 def test_an_option_the_default_backend_refuses_is_a_note_when_the_spec_names_no_backend(
     cli: Callable[..., Ran], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """validate said "ok" and run then refused it: with no backend named, -b may still pick one that takes it."""
+    """validate said "ok" and run then refused it: with no backend named, -b may still pick one that takes it
+    (openai takes base_url), but an option no installed backend takes is an error."""
     spec = tmp_path / "s.yaml"
-    spec.write_text("version: 1\nname: x\nmodel: {options: {uper: 1, temperature: 0}}\n", encoding="utf-8")
+    spec.write_text("version: 1\nname: x\nmodel: {options: {base_url: 'http://h/v1', temperature: 0}}\n",
+                    encoding="utf-8")
     proc = cli("validate", str(spec))
     assert proc.returncode == 0, proc.stderr
-    assert "  note: with the default backend 'llamacpp': unknown option 'uper'" in proc.stdout
+    assert "  note: with the default backend 'llamacpp': unknown option 'base_url'" in proc.stdout
+    spec.write_text("version: 1\nname: x\nmodel: {options: {n_thread: 2, temperature: 0}}\n", encoding="utf-8")
+    proc = cli("validate", str(spec))
+    assert proc.returncode == 2 and "s.yaml:3:19: no installed backend takes the option 'n_thread' (did you mean " \
+        "'n_threads'?)" in proc.stderr
     spec.write_text("version: 1\nname: x\nmodel: {options: {n_ctx: 2048, temperature: 0}}\n", encoding="utf-8")
     assert "note" not in cli("validate", str(spec)).stdout
     monkeypatch.setenv("PROMPTDSL_BACKEND", "nonesuch")  # no default backend to hold them to: no note
-    spec.write_text("version: 1\nname: x\nmodel: {options: {uper: 1}}\n", encoding="utf-8")
+    spec.write_text("version: 1\nname: x\nmodel: {options: {base_url: 'http://h/v1'}}\n", encoding="utf-8")
     assert "note" not in cli("validate", str(spec)).stdout
 
 
