@@ -74,6 +74,7 @@ class SpecError(PromptDSLError):
         self.col = col
         self.path = tuple(path)
         self.also: list[SpecError] = []  # further problems found in the same pass
+        self.via: str | None = None  # the spec being loaded, when the problem is in a file it extends
 
     def __str__(self) -> str:
         # One line per problem found in the same pass, each escaped and masked.
@@ -92,7 +93,8 @@ class SpecError(PromptDSLError):
                     where += f":{self.col}"
             where += ": "
         at = f" (at {format_path(self.path)})" if self.path else ""
-        return f"{where}{self.message}{at}"
+        via = f" (loading {escape(self.via)}, which extends it)" if self.via and self.via != self.file else ""
+        return f"{where}{self.message}{at}{via}"
 
 
 class InputError(PromptDSLError):

@@ -83,11 +83,17 @@ def load_spec(path: str | Path) -> Spec:
     path = Path(path)
     root = _root(path.parent)
     read: list[Path] = []  # every file the spec is built from (Spec.files)
-    located = _load_with_extends(path, (), root, read)
-    data = located.data
-    _validate_schema(located)
-    spec = _build(data, located, path, root, read)
-    _check_semantics(spec, located)
+    try:
+        located = _load_with_extends(path, (), root, read)
+        data = located.data
+        _validate_schema(located)
+        spec = _build(data, located, path, root, read)
+        _check_semantics(spec, located)
+    except SpecError as exc:
+        if len(read) > 1:  # the file named may be a base, and the cause this spec's change to it
+            for err in (exc, *exc.also):
+                err.via = str(path)
+        raise
     return spec
 
 

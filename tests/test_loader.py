@@ -317,6 +317,21 @@ def test_switching_away_from_a_bases_choice_says_how(tmp_path: Path) -> None:
     assert info.value.message == "'choices' only applies to output type 'choice'"
 
 
+def test_an_error_in_a_base_names_the_spec_being_loaded(tmp_path: Path) -> None:
+    """The base validates alone; the child's new choices break its example: say which spec was loaded."""
+    base = write(tmp_path, "version: 1\nname: eb\ninputs: {text: {type: string}}\n"
+                           "examples: [{input: {text: a}, output: x}]\noutput: {type: choice, choices: [x, y]}\n",
+                 "eb.yaml")
+    load_spec(base)
+    child = write(tmp_path, "extends: eb.yaml\nname: ef\noutput: {choices: [A, B]}\n", "ef.yaml")
+    with pytest.raises(SpecError) as info:
+        load_spec(child)
+    assert str(info.value).startswith(f"{base}:4:") and str(info.value).endswith(f"(loading {child}, which extends it)")
+    with pytest.raises(SpecError) as info:  # an error in the file loaded itself: nothing to add
+        load_spec(write(tmp_path, "extends: eb.yaml\nname: eg\nfoo: 1\n", "eg.yaml"))
+    assert "which extends it" not in str(info.value)
+
+
 def test_a_long_extends_chain_is_named_as_such(tmp_path: Path) -> None:
     """Hundreds of files deep it ran out of Python's stack and said "YAML nesting is too deep" of a 2-line file."""
     for i in range(40):
