@@ -83,14 +83,16 @@ def load_spec(path: str | Path) -> Spec:
     path = Path(path)
     root = _root(path.parent)
     read: list[Path] = []  # every file the spec is built from (Spec.files)
+    specs = 0  # how many spec files (this one and its bases) were read; the rest are examples files
     try:
         located = _load_with_extends(path, (), root, read)
+        specs = len(read)
         data = located.data
         _validate_schema(located)
         spec = _build(data, located, path, root, read)
         _check_semantics(spec, located)
     except SpecError as exc:
-        if len(read) > 1:  # the file named may be a base, and the cause this spec's change to it
+        if (specs or len(read)) > 1:  # the file named may be a base, and the cause this spec's change to it
             for err in (exc, *exc.also):
                 err.via = str(path)
         raise
@@ -473,8 +475,9 @@ def _load_examples_file(path: Path, located: Located, root: Path, read: list[Pat
     for k, (item, file, line) in enumerate(rows):
         located.positions.setdefault(("examples", k), (file, line or 1, 1))  # a JSONL example: its line
         problems = schemas.errors(example_schema, item)
-        if problems:
-            raise SpecError(f"bad example: {_quoted_message(problems[0])}", file=file, line=line)
+        if problems:  # worded as the same mistake in an inline example, at this file's line
+            problems[0].path.extendleft([k, "examples"])  # as if found at examples[k]
+            raise _schema_errors(located, problems[0])[0]
         if has_surrogate(item):
             raise SpecError(
                 "bad example: text holds a lone surrogate, which is not valid Unicode", file=file, line=line

@@ -369,6 +369,18 @@ def test_examples_file_jsonl_and_yaml(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="example 2: unknown input 'txt'") as info:
         load_spec(write(tmp_path, base + "examples_file: bad-input.yaml\n"))
     assert (info.value.file, info.value.line, info.value.col) == (str(tmp_path / "bad-input.yaml"), 3, 11)
+    # a misspelt key is worded as in an inline example (it said "bad example: Additional properties ...")
+    (tmp_path / "typo.jsonl").write_text('{"input": {"text": "a"}, "output": "Positive"}\n'
+                                         '{"input": {"text": "b"}, "outpt": "Negative"}\n')
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, base + "examples_file: typo.jsonl\n"))
+    assert info.value.message == "unknown key 'outpt' in 'examples[1]' (did you mean 'output'?)"
+    assert (info.value.file, info.value.line) == (str(tmp_path / "typo.jsonl"), 2) and "extends" not in str(info.value)
+    (tmp_path / "typo.yaml").write_text("- input: {text: good}\n  output: Positive\n- inptu: {text: b}\n  output: x\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, base + "examples_file: typo.yaml\n"))
+    assert info.value.message == "unknown key 'inptu' in 'examples[1]' (did you mean 'input'?)"
+    assert (info.value.file, info.value.line) == (str(tmp_path / "typo.yaml"), 3)
 
 
 def test_all_shipped_specs_load() -> None:
