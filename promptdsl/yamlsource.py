@@ -284,6 +284,19 @@ def _check_node(node: yaml.Node, path: KeyPath, file: str) -> None:
         )
 
 
+#: PyYAML's words for the common slips, and what the writer of a spec did: (words, hint), first match.
+_YAML_HINTS = (
+    ("found character '\\t' that cannot start any token", "a tab; YAML indents with spaces only"),
+    ("expected <block end>", "the indentation does not line up: the keys of one mapping start in one column"),
+    ("mapping values are not allowed here",
+     "a ': ' where no key can start: quote text that holds ': ', or line the key up with its neighbours"),
+    ("expected '<document start>'",
+     "more than one value in the file: a spec is one YAML mapping (JSON lines of data go to --data)"),
+    ("could not find expected ':'", "a line that is no 'key: value' (a missing ':', or a key out of line)"),
+    ("found unexpected end of stream", "a quote that is never closed"),
+)
+
+
 def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or "invalid YAML"
@@ -293,6 +306,7 @@ def _yaml_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
         problem = f"YAML tag '{tag}' is not allowed (specs hold plain data only)"
     elif exc.context and exc.problem:
         problem = f"{exc.context}, {exc.problem}"
+    problem = next((f"{hint} ({problem})" for words, hint in _YAML_HINTS if words in problem), problem)
     line = mark.line + 1 if mark else None
     col = mark.column + 1 if mark else None
     return SpecError(f"invalid YAML: {problem}", file=file, line=line, col=col)

@@ -47,7 +47,7 @@ def test_good_spec_loads_typed(tmp_path: Path) -> None:
 
 # (yaml text, expected message fragment, expected "line:col" or None)
 BAD_CASES = [
-    ("version: 1\nname: x\n  bad: [\n", "invalid YAML: mapping values are not allowed here", "3:6"),
+    ("version: 1\nname: x\n  bad: [\n", "(mapping values are not allowed here)", "3:6"),
     ("- a\n- b\n", "must be a YAML mapping", "1:1"),
     ("", "this file is empty", "1:1"),
     ("version: 1\nname: x\nfoo: !!python/object:os.system {}\n", "YAML tag '!!python/object:os.system' is not allowed", "3:6"),
@@ -408,3 +408,18 @@ def test_an_explicit_int_tag_that_is_no_number_is_one_clear_error(tmp_path: Path
     with pytest.raises(SpecError) as info:
         load_spec(write(tmp_path, "version: !!int abc\nname: x\n"))
     assert info.value.line == 1 and "Traceback" not in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "hint", "where"), [
+    ("version: 1\n\tname: x\n", "a tab; YAML indents with spaces only", (2, 1)),
+    ("version: 1\nname: x\noutput:\n  type: text\n   max_tokens: 3\n", "quote text that holds ': '", (5, 14)),
+    ('{"text": "a"}\n{"text": "b"}\n', "JSON lines of data go to --data", (2, 1)),
+    ("version: 1\noutput:\n  type: text\n max_tokens: 2\n", "the indentation does not line up", (4, 2)),
+    ('version: 1\nname: "x\n', "a quote that is never closed", (3, 1)),
+])
+def test_common_yaml_slips_say_what_to_fix(tmp_path: Path, text: str, hint: str, where: tuple[int, int]) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, text))
+    assert info.value.message.startswith(f"invalid YAML: {hint}" if hint.startswith("a ") or hint.startswith("the")
+                                         else "invalid YAML: ") and hint in info.value.message
+    assert (info.value.line, info.value.col) == where
