@@ -18,6 +18,7 @@ from . import speccache
 from .errors import InputError, SpecError, did_you_mean, quote
 from .inputs import has_surrogate, strict_json, validate_inputs
 from .schema import spec_schema
+from .schema.keywords import required_problem
 from .schema.quick import surely_usable, surely_valid
 from .spec import (
     Example,
@@ -517,7 +518,8 @@ def _check_semantics(spec: Spec, located: Located) -> None:
                     (key,),
                 )
     for name, schema in spec.inputs.items():
-        problem = None if surely_usable(schema) else _spec_schema_problem(schema)
+        # surely_usable says the schema is valid JSON Schema, not that its 'required' names make sense
+        problem = required_problem(schema) if surely_usable(schema) else _spec_schema_problem(schema)
         if problem is not None:
             message, sub = problem
             shown = f"has an {message}" if message.startswith("invalid") else f": {message}"
@@ -549,7 +551,7 @@ def _spec_schema_problem(schema: Any) -> tuple[str, KeyPath] | None:
     keyword (which JSON Schema would silently ignore)."""
     from .schema.keywords import misspelt_keyword
 
-    return schemas.schema_problem(schema) or misspelt_keyword(schema)
+    return schemas.schema_problem(schema) or misspelt_keyword(schema) or required_problem(schema)
 
 
 def _check_expect(expect: Any, located: Located, where: KeyPath) -> None:

@@ -124,6 +124,10 @@ BAD_CASES = [
      "4:36"),
     ("version: 1\nname: x\noutput: {type: choice, choices: ['1', '2']}\ntests:\n  - {input: {}, expect: 1}\n",
      "expects 1, which is not one of the choices ['1', '2'] (YAML read it as a number: quote it, '1')", "5:17"),
+    ("version: 1\nname: x\noutput: {type: json, schema: {type: object, properties: {name: {}}, required: [nmae]}}\n",
+     "output schema: requires 'nmae', which is not among its properties (did you mean 'name'?)", None),
+    ("version: 1\nname: x\ninputs: {p: {type: object, additionalProperties: false, properties: {a: {}}, "
+     "required: [b]}}\n", "requires 'b', which is not among its properties and additionalProperties is false", None),
     ("version: 1\nname: x\ntests:\n  - {input: {}, expect: {contains: ''}}\n",
      "an empty 'contains' holds for every answer", "4:26"),
 ]

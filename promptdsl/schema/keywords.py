@@ -95,6 +95,35 @@ def misspelt_keyword(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
     return None
 
 
+def required_problem(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
+    """A ``required`` name that no value could have (``additionalProperties: false`` and not among
+    ``properties``) or that looks like a typo of a property (``nmae`` next to ``name``): JSON Schema
+    would fail every answer, or check a key the author never meant."""
+    try:
+        for path, key in _keys((), schema):
+            if key != "required":
+                continue
+            node: Any = schema
+            for part in path:
+                node = node[part]
+            names, props = node.get("required"), node.get("properties")
+            if not isinstance(names, list) or not isinstance(props, Mapping):
+                continue
+            for i, name in enumerate(names):
+                if not isinstance(name, str) or name in props:
+                    continue
+                if node.get("additionalProperties") is False:
+                    return (f"requires {quote(name)}, which is not among its properties and additionalProperties "
+                            "is false, so no value can be valid", (*path, "required", i))
+                close = difflib.get_close_matches(name, [str(k) for k in props], n=1, cutoff=0.75)
+                if close:
+                    return (f"requires {quote(name)}, which is not among its properties (did you mean "
+                            f"{quote(close[0])}?)", (*path, "required", i))
+    except RecursionError:
+        return "the JSON Schema is nested too deeply", ()
+    return None
+
+
 def _keys(path: tuple[str | int, ...], node: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Every key where a keyword can stand, depth first in the file's order."""
     if not isinstance(node, Mapping):
