@@ -114,6 +114,9 @@ class Runner:
             from .tools.loop import check_added_tools
 
             check_added_tools(spec, added)
+        if not added and not spec.tools and spec.tool_choice not in ("auto", "none"):  # forces a tool it lacks
+            raise spec.error(f"tool_choice '{spec.tool_choice}' needs a tool, and the spec lists none; "
+                             "add one for the run (-T NAME)", ("tool_choice",))
         if backend is None:
             name = resolve_backend_name(backend_name, spec.model.backend)
             cls = registry.backend_class(name)  # through the module, as get_backend finds it

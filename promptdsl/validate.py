@@ -45,6 +45,9 @@ def spec_notes(spec: Spec) -> list[str]:
     if spec.mode == "completion" and spec.system is not None:
         notes.append("'system' is not used in completion mode (only chat mode sends a system message)")
     notes += _unused_inputs(spec)
+    if not spec.tools and spec.tool_choice not in ("auto", "none"):
+        notes.append(f"tool_choice '{spec.tool_choice}' forces a tool, yet the spec lists none: each run needs one "
+                     "given with -T NAME")
     options = split_options(spec.model.options)[1]
     if spec.model.backend is None and options:  # valid for some backend, maybe not for the default one
         default = _default_backend()

@@ -262,7 +262,6 @@ def test_validate_names_the_tool_problem_and_where(broken_tools: Path, tmp_path:
         "tools: [{name: calculator, options: {frm: x}}]": "unknown option 'frm' (did you mean 'form'?)",
         "tools: [{name: current_time, options: {x: 1}}]": "unknown option 'x'; this tool takes no options",
         "tools: [calculator]\ntool_choice: clock": "tool_choice 'clock' is none of auto, required, none",
-        "tool_choice: required": "tool_choice 'required' needs a 'tools' list",
         "tools: [{name: calculator, approval: maybe}]": "'maybe' is not one of ['auto', 'ask', 'deny']",
         "max_steps: 99": "99 is greater than the maximum of 50",
     }
@@ -273,6 +272,26 @@ def test_validate_names_the_tool_problem_and_where(broken_tools: Path, tmp_path:
             load_spec(path)
         assert message in str(info.value), (extra, str(info.value))
         assert str(info.value).startswith(f"{path}:"), str(info.value)
+
+
+def test_tool_choice_may_force_a_tool_the_run_adds(tmp_path: Path) -> None:
+    """`tool_choice: required` with no tools listed was refused at load, so `-T` could never meet it."""
+    from tools_support import NativeScripted
+
+    from promptdsl import Runner
+    from promptdsl.validate import spec_notes
+
+    path = tmp_path / "s.yaml"
+    path.write_text("version: 1\nname: s\nmode: chat\ninputs: {q: {type: string}}\ntool_choice: required\n"
+                    "max_steps: 1\n")
+    spec = load_spec(path)
+    assert any("each run needs one given with -T NAME" in n for n in spec_notes(spec))
+    with pytest.raises(SpecError, match=r"tool_choice 'required' needs a tool, and the spec lists none") as info:
+        Runner(spec, NativeScripted([]))
+    assert info.value.path == ("tool_choice",) and info.value.line == 5
+    backend = NativeScripted([("calculator", {"expression": "1+1"}), "2"])
+    result = Runner(spec, backend, tools=["calculator"]).run({"q": "1+1?"})
+    assert backend.turns[0][2] == "required" and result.steps[0]["tool"] == "calculator"
 
 
 def test_a_good_tools_block_loads(tmp_path: Path) -> None:

@@ -57,3 +57,15 @@ def test_without_tools_the_same_spec_answers_directly(agent: Runner, llamacpp_ba
     result = plain.run({"question": problems(1, seed=1)[0]["question"]})
     assert result.steps == [] and result.stop_reason == "answer"
     assert isinstance(result.value, (int, float))
+
+
+def test_a_spec_that_forces_a_tool_it_does_not_list_runs_the_one_given(llamacpp_backend: Any) -> None:
+    """tool_choice: required with no tools: the run's own tool (-T) is called first, on the real model."""
+    from promptdsl import loads_spec
+
+    spec = loads_spec("version: 1\nname: clock\nmode: chat\ninputs: {question: {type: string}}\n"
+                      "tool_choice: required\nmax_steps: 1\noutput: {type: text, max_tokens: 16}\n")
+    result = Runner(spec, llamacpp_backend, tools=["current_time"]).run({"question": "What time is it in UTC?"})
+    first = result.steps[0]
+    assert first["tool"] == "current_time" and first["approved"] is True and first["error"] is None
+    assert str(first["result"]).count(":") >= 2 and isinstance(result.value, str) and result.value

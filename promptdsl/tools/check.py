@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PromptDSLError, quote
+from ..errors import PromptDSLError, did_you_mean, quote
 from ..schema import RegexProblem, regex_budget
 from .base import Tool, ToolError, ToolUse
 from .registry import open_tool
@@ -76,16 +76,15 @@ def check_spec_tools(spec: Spec, located: Located) -> None:
             at, message = problem
             raise located.error(message, ("tools", i, "examples", at))
     choice = spec.tool_choice
-    if choice not in CHOICES and choice not in names:
+    # A spec that lists no tools may still force one the user adds (-T): the run checks that one is given.
+    if choice not in CHOICES and choice not in names and spec.tools:
         has_mcp = any(u.name.startswith(MCP_PREFIX) for u in spec.tools)
         if not has_mcp:
             raise located.error(
                 f"tool_choice '{choice}' is none of auto, required, none, or a listed tool "
-                f"({', '.join(names) or 'no tools listed'})",
+                f"({', '.join(names)}{did_you_mean(choice, names)})",
                 ("tool_choice",),
             )
-    if choice != "none" and choice != "auto" and not spec.tools:
-        raise located.error(f"tool_choice '{choice}' needs a 'tools' list", ("tool_choice",))
 
 
 def _example_problem(spec: Spec, use: ToolUse, tool: Tool) -> tuple[int, str] | None:
