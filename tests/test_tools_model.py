@@ -69,3 +69,20 @@ def test_a_spec_that_forces_a_tool_it_does_not_list_runs_the_one_given(llamacpp_
     first = result.steps[0]
     assert first["tool"] == "current_time" and first["approved"] is True and first["error"] is None
     assert str(first["result"]).count(":") >= 2 and isinstance(result.value, str) and result.value
+
+
+def test_promptdsl_test_and_eval_take_the_tool_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """-T and --yes reach `test` and `eval` as they reach `run` (a spec's ask tools could not be approved)."""
+    from promptdsl.cli import main
+
+    spec = tmp_path / "clock.yaml"
+    spec.write_text("version: 1\nname: clock\nmode: chat\ninputs: {question: {type: string}}\n"
+                    "tool_choice: required\nmax_steps: 1\noutput: {type: text, max_tokens: 8}\ntests:\n"
+                    "  - input: {question: 'What time is it in UTC'}\n    expect: {matches: '.'}\n", encoding="utf-8")
+    assert main(["test", str(spec), "-T", "current_time", "--yes"]) == 0
+    out, err = capsys.readouterr()
+    assert "PASS" in out and "tool: current_time" in err
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "What time is it?", "label": "x"}\n', encoding="utf-8")
+    assert main(["eval", str(spec), "--data", str(data), "--label", "label", "-T", "current_time", "--no-cache"]) == 0
+    assert "exact match" in capsys.readouterr().out

@@ -10,6 +10,7 @@ from ..errors import InputError, did_you_mean
 from ..loader import load_spec
 from .common import Commands, add_backend_flags, add_input_flags, say
 from .dataset import add_dataset_flags, dataset_run, execute, report
+from .tools import add_tool_flags
 
 
 def register(sub: Commands, common: argparse.ArgumentParser) -> None:
@@ -22,6 +23,7 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     add_input_flags(p)
     add_backend_flags(p)
     add_dataset_flags(p)
+    add_tool_flags(p)
     p.set_defaults(handler=cmd_eval)
 
 

@@ -17,6 +17,7 @@ from ..schema import spec_schema
 from ..spec import Spec
 from ..validate import spec_notes, validate_spec
 from .common import Commands, add_backend_flags, add_input_flags, runner_from_args
+from .tools import add_tool_flags
 
 
 def register(sub: Commands, common: argparse.ArgumentParser) -> None:
@@ -34,6 +35,7 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("test", parents=[common], help="run each spec's tests (files or folders of specs)")
     p.add_argument("specs", type=Path, nargs="+")
     add_backend_flags(p)
+    add_tool_flags(p)
     p.set_defaults(handler=cmd_test)
 
     p = sub.add_parser("schema", parents=[common], help="print the spec JSON Schema")
