@@ -50,6 +50,11 @@ CUT_OFF = CutOff("max_tokens")
 #: Yielded last when the model's context was full (prompt plus answer reached ``n_ctx``).
 CONTEXT_FULL = CutOff("context")
 
+#: How every front end words a cut answer (a result's ``truncated``), and what gives it room.
+CUT_WORDS = {"max_tokens": "the answer was cut off at max_tokens",
+             "context": "the answer was cut off where the model's context ends"}
+CUT_REMEDY = {"max_tokens": "raise max_tokens", "context": "a larger n_ctx, or a shorter prompt, leaves it room"}
+
 
 #: Characters (and pieces) a streamed answer may hold per token of ``max_tokens``: far more than any
 #: real token (the longest of SmolLM2's vocabulary is 81 characters), so only a plugin that ignores

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import schema as schemas
+from .backend import CUT_WORDS
 from .errors import PromptDSLError, quote
 from .runner import Runner
 from .schema import json_equal
@@ -76,6 +77,5 @@ def run_tests(spec: Spec, runner: Runner) -> Iterator[TestOutcome]:
         problem = check_expectation(test.expect, result.value)
         detail = problem or f"got {quote(result.value, 200)}"
         if result.truncated:  # a pass or a fail on an answer a limit cut short: worth knowing which
-            limit = "max_tokens" if result.truncated == "max_tokens" else "the context"
-            detail += f" (the answer was cut off by {limit})"
+            detail += f" ({CUT_WORDS[result.truncated]})"
         yield TestOutcome(spec, i, test, problem is None, detail, result.value)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import registry
 from .backend import (
+    CUT_REMEDY,
+    CUT_WORDS,
     Backend,
     Capability,
     Constraint,
@@ -277,10 +279,8 @@ class Runner:
 
     def _cut_note(self, marker: CutOff) -> str:
         """Which limit cut an answer short, and which setting gives it room, for a message."""
-        if marker.reason == "context":
-            return ("the answer was cut off where the model's context ends (a larger n_ctx, or a shorter "
-                    "prompt, leaves it room)")
-        return f"the answer was cut off at max_tokens={self.generation.max_tokens} (raise max_tokens)"
+        limit = f"={self.generation.max_tokens}" if marker.reason == "max_tokens" else ""
+        return f"{CUT_WORDS[marker.reason]}{limit} ({CUT_REMEDY[marker.reason]})"
 
     def _streamed(self, chunks: Iterator[str], values: dict[str, Any], start: float) -> Response:
         """A generated answer: text pieces through, the backend's cut-off marker noted, not shown."""

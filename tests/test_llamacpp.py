@@ -238,7 +238,7 @@ def test_run_says_when_max_tokens_cut_the_answer(capsys: pytest.CaptureFixture[s
     code = main(["run", str(SPECS / "summarize.yaml"), "-i", text, "-o", "max_tokens=4", "--json"])
     out, err = capsys.readouterr()
     assert code == 0 and json.loads(out)["truncated"] == "max_tokens"
-    assert err == "promptdsl: the answer stopped at max_tokens, so it may be incomplete; raise it with -o max_tokens=N\n"
+    assert err == "promptdsl: the answer was cut off at max_tokens, so it may be incomplete; raise it with -o max_tokens=N\n"
     bob = ["run", str(SPECS / "extract-json.yaml"), "-i", "text=Bob is 42 and lives in Paris."]
     code = main([*bob, "-o", "max_tokens=4"])
     err = capsys.readouterr().err

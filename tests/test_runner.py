@@ -474,7 +474,7 @@ def test_promptdsl_test_says_when_an_answer_was_cut() -> None:
                       "tests:\n  - {input: {q: a}, expect: {contains: one}}\n")
     cut, whole = (next(run_tests(spec, Runner(spec, backend({Capability.CHAT}))))
                   for backend in (lambda caps: CutShort("one two three", caps), lambda caps: Scripted("one", caps)))
-    assert cut.passed and cut.detail == "got 'one two three' (the answer was cut off by max_tokens)"
+    assert cut.passed and cut.detail == "got 'one two three' (the answer was cut off at max_tokens)"
     assert whole.passed and whole.detail == "got 'one'"
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..backend import CUT_WORDS
 from ..errors import InputError
 from ..inputs import collect_inputs, validate_inputs
 from ..loader import load_spec
@@ -26,10 +27,8 @@ _WITHOUT_TOOL = {
 
 #: What ``run`` says when a limit stopped the answer (it parsed, so it may just lack its end).
 _CUT = {
-    "max_tokens": "promptdsl: the answer stopped at max_tokens, so it may be incomplete; "
-                  "raise it with -o max_tokens=N\n",
-    "context": "promptdsl: the answer stopped where the model's context ends, so it may be incomplete; "
-               "a larger -o n_ctx=N gives it room\n",
+    "max_tokens": f"promptdsl: {CUT_WORDS['max_tokens']}, so it may be incomplete; raise it with -o max_tokens=N\n",
+    "context": f"promptdsl: {CUT_WORDS['context']}, so it may be incomplete; a larger -o n_ctx=N gives it room\n",
 }
 
 

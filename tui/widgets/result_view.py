@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from promptdsl.backend import CUT_REMEDY, CUT_WORDS
 from promptdsl.result import Result
 from promptdsl.spec import OutputType, Spec
 
@@ -76,9 +77,7 @@ class ResultView(Static):
         )
         parts: list[RenderableType] = [render_value(spec, result), Text(""), meta]
         if result.truncated:  # as `run` says on stderr: the answer may be missing its end
-            why = ("cut off at max_tokens: it may be incomplete (raise max_tokens in the options)"
-                   if result.truncated == "max_tokens" else
-                   "cut off where the model's context ends: it may be incomplete (a larger n_ctx gives it room)")
+            why = f"{CUT_WORDS[result.truncated]}, so it may be incomplete ({CUT_REMEDY[result.truncated]})"
             parts.append(Text(why, style="yellow"))
         self.update(Group(*parts))
         self.remove_class("-error")
