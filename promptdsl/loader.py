@@ -532,7 +532,7 @@ def _check_semantics(spec: Spec, located: Located) -> None:
         _check_input(spec, ex.input, located, ("examples", i, "input"), "example")
         wrong = output_problem(spec.output, ex.output)
         if wrong:
-            raise located.error(f"example {i + 1}: output {quote(ex.output)} {wrong}", ("examples", i, "output"))
+            raise located.error(f"example[{i}]: output {quote(ex.output)} {wrong}", ("examples", i, "output"))
     k = spec.fewshot.k
     if k is not None and k > len(spec.examples):
         raise located.error(f"fewshot.k is {k} but the spec has only {len(spec.examples)} example(s)", ("fewshot", "k"))
@@ -586,7 +586,6 @@ def _check_expected_values(out: OutputSpec, expect: Any, located: Located, where
     for value, at in values:
         wrong = output_problem(out, value)
         if wrong:
-            test = int(where[1]) + 1
             hint = ""
             if out.type is OutputType.CHOICE and isinstance(value, str):
                 same = [c for c in out.choices if c.casefold() == value.casefold()]
@@ -594,7 +593,7 @@ def _check_expected_values(out: OutputSpec, expect: Any, located: Located, where
             elif _scalar(value) and (out.type in (OutputType.TEXT, OutputType.REGEX)
                                      or (out.type is OutputType.CHOICE and quote(value) in out.choices)):
                 hint = f" (YAML read it as a {_yaml_kind(value)}: quote it, '{quote(value)}')"
-            raise located.error(f"test {test}: expects {quote(value)}, which {wrong}{hint}", at)
+            raise located.error(f"test[{where[1]}]: expects {quote(value)}, which {wrong}{hint}", at)
 
 
 def _scalar(value: Any) -> bool:
@@ -610,7 +609,7 @@ def _check_input(spec: Spec, values: dict[str, Any], located: Located, path: Key
         validate_inputs(spec, values)
     except InputError as exc:
         sub: KeyPath = (*path, exc.name) if exc.name and exc.name in values else path
-        raise located.error(f"{what} {int(path[1]) + 1}: {quote(exc.message, 300)[1:-1]}", sub) from None
+        raise located.error(f"{what}[{path[1]}]: {quote(exc.message, 300)[1:-1]}", sub) from None
 
 
 def _check_output(out: OutputSpec, located: Located) -> None:

@@ -97,27 +97,27 @@ BAD_CASES = [
     ("version: 1\nname: x\ntests:\n  - input: {}\n    expect: {schema: {type: object, requried: [a]}}\n",
      "expected schema: unknown keyword 'requried' (did you mean 'required'?)", "5:37"),
     ("version: 1\nname: x\ninputs: {text: {type: string}}\nexamples:\n  - input: {text: a}\n    output: Maybe\n"
-     "output: {type: choice, choices: [Yes, No]}\n", "example 1: output 'Maybe' is not one of the choices", "6:5"),
+     "output: {type: choice, choices: [Yes, No]}\n", "example[0]: output 'Maybe' is not one of the choices", "6:5"),
     ("version: 1\nname: x\ninputs: {text: {type: string}}\nexamples:\n  - input: {txt: a}\n    output: a\n",
-     "example 1: unknown input 'txt' (did you mean 'text'?)", "5:13"),
+     "example[0]: unknown input 'txt' (did you mean 'text'?)", "5:13"),
     ("version: 1\nname: x\ninputs: {n: {type: integer}}\nexamples:\n  - input: {n: 'x'}\n    output: a\n",
-     "example 1: input 'n': 'x' is not of type 'integer'", None),
+     "example[0]: input 'n': 'x' is not of type 'integer'", None),
     ("version: 1\nname: x\ninputs: {text: {type: string}}\nexamples:\n  - input: {text: a}\n    output: a\nfewshot: {k: 3}\n",
      "fewshot.k is 3 but the spec has only 1 example(s)", "7:11"),
     ("version: 1\nname: x\nfewshot: {select: best}\n", "'best' is not one of ['first', 'random', 'balanced']", None),
     ("version: 1\nname: x\ntests:\n  - input: {}\n", "missing required key 'expect'", "4:5"),
     ("version: 1\nname: x\noutput: {type: choice, choices: [Positive, Negative]}\ntests:\n"
      "  - {input: {}, expect: Positive}\n  - {input: {}, expect: positive}\n",
-     "test 2: expects 'positive', which is not one of the choices ['Positive', 'Negative'] (tests compare exactly: "
+     "test[1]: expects 'positive', which is not one of the choices ['Positive', 'Negative'] (tests compare exactly: "
      "did you mean 'Positive'?)", "6:17"),
     ("version: 1\nname: x\noutput: {type: choice, choices: [a, b]}\ntests:\n  - {input: {}, expect: {in: [a, c]}}\n",
-     "test 1: expects 'c', which is not one of the choices ['a', 'b'] (at $.tests[0].expect.in[1])", "5:34"),
+     "test[0]: expects 'c', which is not one of the choices ['a', 'b'] (at $.tests[0].expect.in[1])", "5:34"),
     ("version: 1\nname: x\noutput: {type: json, schema: {type: integer}}\ntests:\n"
      "  - {input: {}, expect: {equals: '3'}}\n",
-     "test 1: expects '3', which does not fit the output schema: '3' is not of type 'integer'", "5:26"),
+     "test[0]: expects '3', which does not fit the output schema: '3' is not of type 'integer'", "5:26"),
     ("version: 1\nname: x\nexamples: []\nexamples_file: e.jsonl\n", "use either 'examples' or 'examples_file'", None),
     ("version: 1\nname: x\noutput: {type: regex, pattern: '(\\d+)'}\ntests:\n  - {input: {}, expect: 5}\n",
-     "test 1: expects 5, which must be a string for output type 'regex' (YAML read it as a number: quote it, '5')",
+     "test[0]: expects 5, which must be a string for output type 'regex' (YAML read it as a number: quote it, '5')",
      "5:17"),
     ("version: 1\nname: x\ntests:\n  - {input: {}, expect: {in: [yes, true]}}\n",
      "expects true, which must be a string for output type 'text' (YAML read it as a boolean: quote it, 'true')",
@@ -365,12 +365,12 @@ def test_examples_file_jsonl_and_yaml(tmp_path: Path) -> None:
     # an example that parses but does not fit the spec is found in its own file, at its line
     (tmp_path / "bad-label.jsonl").write_text('{"input": {"text": "a"}, "output": "Positive"}\n\n'
                                               '{"input": {"text": "a"}, "output": "Meh"}\n')
-    with pytest.raises(SpecError, match="example 2: output 'Meh' is not one of the choices") as info:
+    with pytest.raises(SpecError, match=r"example\[1\]: output 'Meh' is not one of the choices") as info:
         load_spec(write(tmp_path, base + "examples_file: bad-label.jsonl\n"))
     assert (info.value.file, info.value.line) == (str(tmp_path / "bad-label.jsonl"), 3)
     (tmp_path / "bad-input.yaml").write_text("- input: {text: good}\n  output: Positive\n"
                                              "- input: {txt: bad}\n  output: Negative\n")
-    with pytest.raises(SpecError, match="example 2: unknown input 'txt'") as info:
+    with pytest.raises(SpecError, match=r"example\[1\]: unknown input 'txt'") as info:
         load_spec(write(tmp_path, base + "examples_file: bad-input.yaml\n"))
     assert (info.value.file, info.value.line, info.value.col) == (str(tmp_path / "bad-input.yaml"), 3, 11)
     # a misspelt key is worded as in an inline example (it said "bad example: Additional properties ...")
