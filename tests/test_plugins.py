@@ -310,6 +310,9 @@ def test_promptdsl_test_names_every_invalid_spec_and_runs_the_rest(echo_cli: Cal
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [f"PASS {good}::test[0]: got 'hello'", f"note: {tmp_path / 'none.yaml'} has no tests",
                                         "1 passed, 0 failed"]
+    proc = echo_cli("test", str(tmp_path), "--json")  # for CI: one object per test, nothing else on stdout
+    assert proc.returncode == 0 and [json.loads(line) for line in proc.stdout.splitlines()] == [
+        {"spec": str(good), "test": 0, "name": None, "passed": True, "detail": "got 'hello'", "value": "hello"}]
     proc = echo_cli("validate", str(tmp_path), str(good))  # named twice: checked once
     assert proc.returncode == 0 and proc.stdout.count("ok: ") == 2 and proc.stdout.endswith("2 ok, 0 invalid\n")
     (tmp_path / "empty").mkdir()

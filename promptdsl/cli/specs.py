@@ -36,6 +36,8 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p.add_argument("specs", type=Path, nargs="+")
     add_backend_flags(p)
     add_tool_flags(p)
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per test (spec, test, name, passed, detail, value)")
     p.set_defaults(handler=cmd_test)
 
     p = sub.add_parser("schema", parents=[common], help="print the spec JSON Schema")
@@ -91,16 +93,22 @@ def cmd_test(args: argparse.Namespace) -> int:
     passed = failed = 0
     for path, spec in loaded:
         if not spec.tests:
-            print(f"note: {path} has no tests")
+            if not args.json:
+                print(f"note: {path} has no tests")
             continue
         runner = runner_from_args(spec, args)
         for outcome in run_tests(spec, runner):
-            status = "PASS" if outcome.passed else "FAIL"
-            print(f"{status} {outcome.label}: {outcome.detail}", flush=True)
+            if args.json:  # one object per test, for CI reports
+                print(json.dumps({"spec": str(path), "test": outcome.index, "name": outcome.test.name or None,
+                                  "passed": outcome.passed, "detail": outcome.detail, "value": outcome.value},
+                                 ensure_ascii=False), flush=True)
+            else:
+                print(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.label}: {outcome.detail}", flush=True)
             passed += outcome.passed
             failed += not outcome.passed
-    skipped = f"; {invalid} spec{'s' if invalid != 1 else ''} not run (invalid, see above)" if invalid else ""
-    print(f"{passed} passed, {failed} failed{skipped}")
+    if not args.json:
+        skipped = f"; {invalid} spec{'s' if invalid != 1 else ''} not run (invalid, see above)" if invalid else ""
+        print(f"{passed} passed, {failed} failed{skipped}")
     return 2 if invalid else 1 if failed else 0
 
 
