@@ -28,6 +28,7 @@ from .errors import InputError, PromptDSLError, did_you_mean
 from .inputs import validate_inputs
 from .outputs import ParseFailure, parse_output
 from .prompt import Prompt
+from .schema import json_equal
 from .spec import OutputType, Spec
 
 NGRAM_SIZES = (8, 13)
@@ -190,14 +191,15 @@ def ngrams(words: Sequence[str], n: int) -> set[tuple[str, ...]]:
 def input_text(values: Mapping[str, Any], inputs: Mapping[str, Mapping[str, Any]]) -> str:
     """The text of a row's inputs (what can leak between sets), in the spec's input order.
 
-    An input the row leaves out counts with its default, as the run fills it in: a training row
-    (its values checked, defaults filled) and the same row of an evaluation file (as read) must
-    give the same text, or no exact duplicate is ever found."""
+    An input at its default counts as left out, whether the row gave it or the run filled it in:
+    a training row (defaults filled) and the same row of an evaluation file (as read) give the
+    same text, and a long default is not an n-gram every row shares."""
     parts = []
     for name, schema in inputs.items():
-        if name in values or "default" in schema:
-            v = values[name] if name in values else schema["default"]
-            parts.append(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True))
+        if name not in values or ("default" in schema and json_equal(values[name], schema["default"])):
+            continue
+        v = values[name]
+        parts.append(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True))
     return "\n".join(parts)
 
 

@@ -190,6 +190,13 @@ def test_an_input_with_a_default_still_finds_exact_duplicates(tmp_path: Path) ->
     assert result.contamination is not None
     assert [b["exact"] for b in result.contamination.to_dict()["by_reference"]] == [2, 1]  # lang fr is another text
     assert result.dropped == 2
+    # a long default is no n-gram that every row shares (it made --decontaminate drop every row)
+    long = tmp_path / "long.yaml"
+    long.write_text(spec_file.read_text(encoding="utf-8").replace(
+        "default: en", "default: answer in one short and friendly sentence for a general reader"), encoding="utf-8")
+    result = export(load_spec(long), DataFile(tmp_path / "train.jsonl"), "label", tmp_path / "out2",
+                    eval_data=DataFile(tmp_path / "eval.jsonl"), decontaminate=True)
+    assert result.contamination is not None and result.dropped == 1  # "I love it" (in eval and in the tests)
 
 
 # ============================================================================ the CLI
