@@ -298,6 +298,16 @@ def test_a_base_specs_relative_paths_are_relative_to_the_base(tmp_path: Path, mo
     assert folder is not None and folder.resolve() == lib.resolve()
     assert ReadFile.prepare_options({"root": "data"}, base_dir=folder, trusted=False)["root"] == str(
         (lib / "data").resolve())
+    # a base from $PROMPTDSL_READ_DIRS may be read, but hands no folder of its own to a tool
+    shared = tmp_path.parent / f"{tmp_path.name}-shared"
+    shared.mkdir()
+    write(shared, "version: 1\nname: sb\ninputs: {text: {type: string}}\ntools: [{name: read_file, options: {root: .}}]\n",
+          "base.yaml")
+    write(tmp_path, f"extends: {shared}/base.yaml\nname: far\n", "far.yaml")
+    monkeypatch.setenv("PROMPTDSL_READ_DIRS", str(shared))
+    far = load_spec(Path("../far.yaml"))
+    assert tool_folder(far, 0) == far.path.parent if far.path else False
+    monkeypatch.delenv("PROMPTDSL_READ_DIRS")
     # the spec you run still writes its own paths relative to itself
     write(tmp_path, "extends: lib/base.yaml\nname: own\nexamples_file: ex.jsonl\n", "own.yaml")
     assert [e.input["text"] for e in load_spec(Path("../own.yaml")).examples] == ["wrong"]

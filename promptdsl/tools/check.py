@@ -38,13 +38,19 @@ def tool_uses(data: dict[str, Any]) -> list[ToolUse]:
 
 def tool_folder(spec: Spec, index: int) -> Path | None:
     """The folder of the spec file that listed tool ``index`` (a base spec's, through ``extends``): its
-    relative paths (a ``root``, an MCP server's script) are relative to that file, as ``examples_file``."""
+    relative paths (a ``root``, an MCP server's script) are relative to that file, as ``examples_file``.
+    A base outside the running spec's folder (one of ``$PROMPTDSL_READ_DIRS``) gets the running spec's
+    folder: that setting lets specs read spec files there, not hand the folder to a model."""
     base = spec.path.parent if spec.path else None
     if base is None or spec.source is None:
         return base
     from ..loader import declared_in
 
-    return declared_in(spec.source, ("tools", index), base)
+    folder = declared_in(spec.source, ("tools", index), base)
+    try:
+        return folder if folder.resolve().is_relative_to(base.resolve()) else base
+    except (OSError, RuntimeError):
+        return base
 
 
 def check_spec_tools(spec: Spec, located: Located) -> None:
