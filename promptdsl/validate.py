@@ -45,6 +45,7 @@ def spec_notes(spec: Spec) -> list[str]:
     if spec.mode == "completion" and spec.system is not None:
         notes.append("'system' is not used in completion mode (only chat mode sends a system message)")
     notes += _unused_inputs(spec)
+    notes += _required_typos(spec)
     if not spec.tools and spec.tool_choice not in ("auto", "none"):
         notes.append(f"tool_choice '{spec.tool_choice}' forces a tool, yet the spec lists none: each run needs one "
                      "given with -T NAME")
@@ -59,6 +60,24 @@ def spec_notes(spec: Spec) -> list[str]:
         except BackendError as exc:
             notes.append(f"with the default backend '{name}': {exc.message}; run refuses it unless -b picks a "
                          "backend that takes it (or name one in model.backend)")
+    return notes
+
+
+def _required_typos(spec: Spec) -> list[str]:
+    """A ``required`` name in a spec's own schema that looks like a typo of one of its properties."""
+    from .schema.keywords import required_typo
+    from .spec import OutputType
+
+    schemas: list[tuple[str, Any]] = [(f"input '{name}'", schema) for name, schema in spec.inputs.items()]
+    if spec.output.type is OutputType.JSON:
+        schemas.append(("the output schema", spec.output.schema))
+    schemas += [(f"test[{i}]'s expected schema", t.expect["schema"]) for i, t in enumerate(spec.tests)
+                if isinstance(t.expect, dict) and "schema" in t.expect]
+    notes = []
+    for what, schema in schemas:
+        found = required_typo(schema)
+        if found is not None:
+            notes.append(f"{what} {found[0]}")
     return notes
 
 

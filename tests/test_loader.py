@@ -124,8 +124,6 @@ BAD_CASES = [
      "4:36"),
     ("version: 1\nname: x\noutput: {type: choice, choices: ['1', '2']}\ntests:\n  - {input: {}, expect: 1}\n",
      "expects 1, which is not one of the choices ['1', '2'] (YAML read it as a number: quote it, '1')", "5:17"),
-    ("version: 1\nname: x\noutput: {type: json, schema: {type: object, properties: {name: {}}, required: [nmae]}}\n",
-     "output schema: requires 'nmae', which is not among its properties (did you mean 'name'?)", None),
     ("version: 1\nname: x\ninputs: {p: {type: object, additionalProperties: false, properties: {a: {}}, "
      "required: [b]}}\n", "requires 'b', which is not among its properties and additionalProperties is false", None),
     ("version: 1\nname: x\ntests:\n  - {input: {}, expect: {contains: ''}}\n",
@@ -437,3 +435,17 @@ def test_common_yaml_slips_say_what_to_fix(tmp_path: Path, text: str, hint: str,
     assert info.value.message.startswith(f"invalid YAML: {hint}" if hint.startswith("a ") or hint.startswith("the")
                                          else "invalid YAML: ") and hint in info.value.message
     assert (info.value.line, info.value.col) == where
+
+
+def test_a_required_name_is_refused_only_when_no_value_can_have_it(tmp_path: Path) -> None:
+    """A likely typo is a validate note (name2 next to name1 may be meant); patternProperties may allow it."""
+    from promptdsl.validate import spec_notes
+
+    typo = load_spec(write(tmp_path, "version: 1\nname: x\noutput: {type: json, schema: {type: object, "
+                                     "properties: {name: {}}, required: [nmae]}}\n"))
+    assert spec_notes(typo) == ["the output schema requires 'nmae', which is not among its properties "
+                                "(did you mean 'name'?)"]
+    pattern = load_spec(write(tmp_path, "version: 1\nname: x\noutput: {type: json, schema: {type: object, "
+                                        "additionalProperties: false, properties: {name: {}}, "
+                                        "patternProperties: {'^x_': {}}, required: [name, x_id]}}\n"))
+    assert spec_notes(pattern) == []

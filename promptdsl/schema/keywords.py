@@ -96,32 +96,57 @@ def misspelt_keyword(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
 
 
 def required_problem(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
-    """A ``required`` name that no value could have (``additionalProperties: false`` and not among
-    ``properties``) or that looks like a typo of a property (``nmae`` next to ``name``): JSON Schema
-    would fail every answer, or check a key the author never meant."""
-    try:
-        for path, key in _keys((), schema):
-            if key != "required":
-                continue
-            node: Any = schema
-            for part in path:
-                node = node[part]
-            names, props = node.get("required"), node.get("properties")
-            if not isinstance(names, list) or not isinstance(props, Mapping):
-                continue
-            for i, name in enumerate(names):
-                if not isinstance(name, str) or name in props:
-                    continue
-                if node.get("additionalProperties") is False:
-                    return (f"requires {quote(name)}, which is not among its properties and additionalProperties "
-                            "is false, so no value can be valid", (*path, "required", i))
-                close = difflib.get_close_matches(name, [str(k) for k in props], n=1, cutoff=0.75)
-                if close:
-                    return (f"requires {quote(name)}, which is not among its properties (did you mean "
-                            f"{quote(close[0])}?)", (*path, "required", i))
-    except RecursionError:
-        return "the JSON Schema is nested too deeply", ()
+    """A ``required`` name no value can have: not among ``properties``, matched by no
+    ``patternProperties``, with ``additionalProperties: false``. JSON Schema would fail every answer."""
+    for path, node, i, name in _required_outside(schema):
+        if node.get("additionalProperties") is not False or _pattern_allows(node.get("patternProperties"), name):
+            continue
+        return (f"requires {quote(name)}, which is not among its properties and additionalProperties is false, "
+                "so no value can be valid", (*path, "required", i))
     return None
+
+
+def required_typo(schema: Any) -> tuple[str, tuple[str | int, ...]] | None:
+    """A ``required`` name that looks like a typo of a property (``nmae`` next to ``name``): valid
+    JSON Schema, so worth a note, not an error (``name2`` next to ``name1`` may be meant)."""
+    for path, node, i, name in _required_outside(schema):
+        close = difflib.get_close_matches(name, [str(k) for k in node["properties"]], n=1, cutoff=0.75)
+        if close:
+            return (f"requires {quote(name)}, which is not among its properties (did you mean {quote(close[0])}?)",
+                    (*path, "required", i))
+    return None
+
+
+def _required_outside(schema: Any) -> Iterator[tuple[tuple[str | int, ...], Mapping[str, Any], int, str]]:
+    """(path, node, index, name) of each ``required`` name that its node's ``properties`` lacks."""
+    try:
+        found = [path for path, key in _keys((), schema) if key == "required"]
+    except RecursionError:
+        return
+    for path in found:
+        node: Any = schema
+        for part in path:
+            node = node[part]
+        names, props = node.get("required"), node.get("properties")
+        if isinstance(names, list) and isinstance(props, Mapping):
+            for i, name in enumerate(names):
+                if isinstance(name, str) and name not in props:
+                    yield path, node, i, name
+
+
+def _pattern_allows(patterns: Any, name: str) -> bool:
+    """Whether a ``patternProperties`` pattern matches ``name`` (one that cannot run counts as yes)."""
+    from . import RegexProblem, search
+
+    if not isinstance(patterns, Mapping):
+        return False
+    for pattern in patterns:
+        try:
+            if search(str(pattern), name):
+                return True
+        except RegexProblem:
+            return True
+    return False
 
 
 def _keys(path: tuple[str | int, ...], node: Any) -> Iterator[tuple[tuple[str | int, ...], str]]:
