@@ -105,6 +105,14 @@ class Capability(str, Enum):
 GENERATION_KEYS = frozenset({"temperature", "max_tokens", "stop", "seed", "top_p", "top_k"})
 
 
+def refused_options(schema: OptionsSchema | None) -> dict[str, str]:
+    """Options a backend declares only to refuse them with a reason (marked ``deprecated``): name ->
+    the reason. They are not offered (``promptdsl backends``) nor suggested (a did-you-mean)."""
+    props: Mapping[str, Any] = (schema or {}).get("properties", {})
+    return {k: str(v.get("description", "refused")) for k, v in props.items()
+            if isinstance(v, Mapping) and v.get("deprecated") is True}
+
+
 def split_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(generation settings, backend settings) from ``model.options`` / ``-o key=value``."""
     gen = {k: v for k, v in options.items() if k in GENERATION_KEYS}

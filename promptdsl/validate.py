@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .backend import Backend, split_options
+from .backend import Backend, refused_options, split_options
 from .backend import check_options as check_backend_options
 from .compiler import Compiler
 from .errors import BackendError
@@ -136,15 +135,18 @@ def _taken_by_some_backend(spec: Spec, options: dict[str, Any]) -> None:
     if not options:
         return
     declared: set[str] = set()
+    refused: dict[str, str] = {}
     for info in list_backends():
         schema = info.options_schema
         if info.error is not None:
             continue
         if schema is None or schema.get("additionalProperties", True) is not False:
             return  # a backend that takes any key: nothing to hold the names to
-        declared |= {k for k, v in schema.get("properties", {}).items()
-                     if not (isinstance(v, Mapping) and v.get("deprecated") is True)}
+        refused |= refused_options(schema)
+        declared |= set(schema.get("properties", {})) - set(refused)
     for key in options:
+        if key in refused and key not in declared:  # its backend's own reason (an API key in a spec, say)
+            raise spec.error(f"option '{key}' is refused: {refused[key]}", ("model", "options", key))
         if key not in declared:
             raise spec.error(f"no installed backend takes the option '{key}'{did_you_mean(key, declared)}; "
                              f"their options: {', '.join(sorted(declared)) or 'none'}", ("model", "options", key))

@@ -108,6 +108,10 @@ def test_an_option_the_default_backend_refuses_is_a_note_when_the_spec_names_no_
     proc = cli("validate", str(spec))
     assert proc.returncode == 2 and "s.yaml:3:19: no installed backend takes the option 'n_thread' (did you mean " \
         "'n_threads'?)" in proc.stderr
+    spec.write_text("version: 1\nname: x\nmodel: {options: {api_key: sk-abc}}\n", encoding="utf-8")
+    proc = cli("validate", str(spec))  # the backend's own reason, not "did you mean 'api_key_env'?"
+    assert proc.returncode == 2 and "option 'api_key' is refused: keys come only from the environment" in proc.stderr
+    assert "sk-abc" not in proc.stderr and "did you mean" not in proc.stderr
     spec.write_text("version: 1\nname: x\nmodel: {options: {n_ctx: 2048, temperature: 0}}\n", encoding="utf-8")
     assert "note" not in cli("validate", str(spec)).stdout
     monkeypatch.setenv("PROMPTDSL_BACKEND", "nonesuch")  # no default backend to hold them to: no note

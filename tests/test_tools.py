@@ -96,8 +96,11 @@ def test_an_os_error_goes_back_as_the_path_the_model_wrote_not_the_root(notes: P
     (notes / "locked").mkdir()
     (notes / "locked" / "f.txt").write_text("x")
     os.chmod(notes / "locked", 0)
+    os.symlink("loop2", notes / "loop1")
+    os.symlink("loop1", notes / "loop2")
     try:
         for path, reason in ((long, "File name too long"), ("a\0b", "embedded null byte"),
+                             ("loop1", "a loop of symbolic links"),
                              ("locked/f.txt" if tool is ReadFile else "locked/", "Permission denied")):
             try:
                 tool({"root": str(notes)}).call({"path": path})

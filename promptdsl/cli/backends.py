@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..backend import refused_options
 from ..registry import list_backends
 from .common import Commands
 
@@ -46,6 +47,6 @@ def _options(schema: Mapping[str, Any]) -> str:
     """``name=default`` for each declared option (``--json`` gives the whole schema); an option
     marked ``deprecated`` (declared only to be refused with a reason) is not offered."""
     props: Mapping[str, Any] = schema.get("properties", {})
+    refused = refused_options(schema)
     return ", ".join(k + (f"={json.dumps(v['default'])}" if isinstance(v, Mapping) and "default" in v else "")
-                     for k, v in props.items()
-                     if not (isinstance(v, Mapping) and v.get("deprecated") is True)) or "none"
+                     for k, v in props.items() if k not in refused) or "none"

@@ -235,6 +235,8 @@ def plain_os_errors(relative: str) -> Iterator[None]:
         raise ToolFailure(f"cannot use {quote(relative, 120)}: {reason}") from None
     except ValueError as exc:  # a NUL byte in the path
         raise ToolFailure(f"cannot use {quote(relative, 120)}: {exc}") from None
+    except RuntimeError:  # Python 3.11's word for a symlink loop, with the absolute path in it
+        raise ToolFailure(f"cannot use {quote(relative, 120)}: a loop of symbolic links") from None
 
 
 class ReadFile(_UnderRoot):

@@ -63,7 +63,7 @@ def _attribute_problem(name: str, obj: type[Tool] | Tool) -> str | None:
     for attr, (fits, expected) in _ATTRIBUTE_TYPES.items():
         value = getattr(obj, attr, None)
         if not fits(value):
-            return f"{attr} must be {expected}, not {type(value).__name__} {quote(value)}"
+            return f"{attr} must be {expected}, not {type(value).__name__} {quote(value, python=True)}"
     return None
 
 
