@@ -36,7 +36,7 @@ from .registry import get_backend, resolve_backend_name
 from .result import Response, Result
 from .schema import closest_branch, spec_schema
 from .schema.quick import surely_valid
-from .spec import Method, OutputType, Spec
+from .spec import UNFORCED_CHOICES, Method, OutputType, Spec
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -116,8 +116,9 @@ class Runner:
             from .tools.loop import check_added_tools
 
             check_added_tools(spec, added)
-        if not added and not spec.tools and spec.tool_choice not in ("auto", "none"):  # forces a tool it lacks
-            raise spec.error(f"tool_choice '{spec.tool_choice}' needs a tool, and the spec lists none; "
+        choice = (tool_settings.tool_choice if tool_settings else None) or spec.tool_choice  # the caller's wins
+        if not added and not spec.tools and choice not in UNFORCED_CHOICES:  # forces a tool there is none of
+            raise spec.error(f"tool_choice '{choice}' needs a tool, and the spec lists none; "
                              "add one for the run (-T NAME)", ("tool_choice",))
         if backend is None:
             name = resolve_backend_name(backend_name, spec.model.backend)

@@ -12,6 +12,9 @@ from .yamlsource import Located
 if TYPE_CHECKING:
     from .tools.base import ToolUse
 
+#: The tool_choice values that force no tool (any other, ``required`` or a name, needs one in use).
+UNFORCED_CHOICES = ("auto", "none")
+
 
 class OutputType(NamedEnum):
     TEXT = "text"

@@ -12,7 +12,7 @@ from .errors import BackendError
 from .inputs import validate_inputs
 from .loader import load_spec
 from .registry import backend_class, resolve_backend_name
-from .spec import Spec
+from .spec import UNFORCED_CHOICES, Spec
 
 
 def validate_spec(source: str | Path | Spec, *, check_backend: bool = True) -> Spec:
@@ -45,7 +45,7 @@ def spec_notes(spec: Spec) -> list[str]:
         notes.append("'system' is not used in completion mode (only chat mode sends a system message)")
     notes += _unused_inputs(spec)
     notes += _required_typos(spec)
-    if not spec.tools and spec.tool_choice not in ("auto", "none"):
+    if not spec.tools and spec.tool_choice not in UNFORCED_CHOICES:
         notes.append(f"tool_choice '{spec.tool_choice}' forces a tool, yet the spec lists none: each run needs one "
                      "given with -T NAME")
     options = split_options(spec.model.options)[1]

@@ -310,6 +310,13 @@ def test_promptdsl_test_names_every_invalid_spec_and_runs_the_rest(echo_cli: Cal
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [f"PASS {good}::test[0]: got 'hello'", f"note: {tmp_path / 'none.yaml'} has no tests",
                                         "1 passed, 0 failed"]
+    forced = tmp_path / "forced.yaml"  # cannot run without -T: named, and the other specs still run
+    forced.write_text("version: 1\nname: forced\nmodel: {backend: echo}\ninputs: {text: {type: string}}\n"
+                      "tool_choice: required\ntests:\n  - {input: {text: hi}, expect: hi}\n")
+    proc = echo_cli("test", str(tmp_path))
+    assert proc.returncode == 2 and "forced.yaml:5:1: tool_choice 'required' needs a tool" in proc.stderr
+    assert f"PASS {good}::test[0]" in proc.stdout and proc.stdout.endswith("; 1 spec not run (invalid, see above)\n")
+    forced.unlink()
     proc = echo_cli("test", str(tmp_path), "--json")  # for CI: one object per test, nothing else on stdout
     assert proc.returncode == 0 and [json.loads(line) for line in proc.stdout.splitlines()] == [
         {"spec": str(good), "test": 0, "name": None, "passed": True, "detail": "got 'hello'", "value": "hello"}]

@@ -295,6 +295,14 @@ def test_tool_choice_may_force_a_tool_the_run_adds(tmp_path: Path) -> None:
     backend = NativeScripted([("calculator", {"expression": "1+1"}), "2"])
     result = Runner(spec, backend, tools=["calculator"]).run({"q": "1+1?"})
     assert backend.turns[0][2] == "required" and result.steps[0]["tool"] == "calculator"
+    from promptdsl.tools.loop import ToolSettings
+
+    assert Runner(spec, NativeScripted([]), tool_settings=ToolSettings(tool_choice="none")).tool_loop is None
+    path.write_text("version: 1\nname: s\ntool_choice: calculater\n")  # no tools listed, still a typo
+    with pytest.raises(SpecError, match=r"tool_choice 'calculater' names no installed tool \(did you mean 'calc"):
+        load_spec(path)
+    path.write_text("version: 1\nname: s\ntool_choice: lookup_order\n")  # maybe an MCP server's tool: for -T
+    assert load_spec(path).tool_choice == "lookup_order"
 
 
 def test_a_good_tools_block_loads(tmp_path: Path) -> None:

@@ -96,7 +96,14 @@ def cmd_test(args: argparse.Namespace) -> int:
             if not args.json:
                 print(f"note: {path} has no tests")
             continue
-        runner = runner_from_args(spec, args)
+        try:
+            runner = runner_from_args(spec, args)
+        except PromptDSLError as exc:  # this spec cannot run as asked (a forced tool not given, say): the rest can
+            if args.debug:
+                traceback.print_exc()
+            print(f"promptdsl: error: {exc}", file=sys.stderr)
+            invalid += 1
+            continue
         for outcome in run_tests(spec, runner):
             if args.json:  # one object per test, for CI reports
                 print(json.dumps({"spec": str(path), "test": outcome.index, "name": outcome.test.name or None,

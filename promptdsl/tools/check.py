@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PromptDSLError, did_you_mean, quote
 from ..schema import RegexProblem, regex_budget
 from .base import Tool, ToolError, ToolUse
-from .registry import open_tool
+from .registry import open_tool, tool_names
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -82,7 +82,13 @@ def check_spec_tools(spec: Spec, located: Located) -> None:
             at, message = problem
             raise located.error(message, ("tools", i, "examples", at))
     choice = spec.tool_choice
-    # A spec that lists no tools may still force one the user adds (-T): the run checks that one is given.
+    if choice not in CHOICES and not spec.tools:
+        # A spec that lists no tools may force one the user adds (-T), or an MCP server's: a name close
+        # to an installed tool's, but not one, is a typo all the same.
+        installed = tool_names()
+        hint = did_you_mean(choice, installed)
+        if choice not in installed and hint:
+            raise located.error(f"tool_choice '{choice}' names no installed tool{hint}", ("tool_choice",))
     if choice not in CHOICES and choice not in names and spec.tools:
         has_mcp = any(u.name.startswith(MCP_PREFIX) for u in spec.tools)
         if not has_mcp:

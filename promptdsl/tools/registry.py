@@ -130,6 +130,11 @@ def list_tools() -> list[ToolInfo]:
     return infos
 
 
+def tool_names() -> list[str]:
+    """The names installed tool plugins register (none is loaded)."""
+    return sorted(plugin_entry_points(GROUP))
+
+
 def find_tool(name: str, extra: Mapping[str, Tool] | None = None) -> type[Tool] | Tool:
     """The class or instance registered as ``name`` (``extra``: tools given in Python, first)."""
     if extra and name in extra:
