@@ -93,9 +93,10 @@ def load_spec(path: str | Path) -> Spec:
         spec = _build(data, located, path, root, read)
         _check_semantics(spec, located)
     except SpecError as exc:
-        if (specs or len(read)) > 1:  # the file named may be a base, and the cause this spec's change to it
-            for err in (exc, *exc.also):
-                err.via = str(path)
+        bases = read[1:specs] if specs else read[1:]  # the spec files this one extends (no examples file)
+        for err in (exc, *exc.also):
+            if bases and err.file is not None and _root(Path(err.file)) in bases:
+                err.via = str(path)  # the base may be fine alone: the cause may be this spec's change to it
         raise
     return spec
 
@@ -126,9 +127,10 @@ def _require_mapping(located: Located) -> None:
 
 
 def _load_with_extends(path: Path, chain: tuple[Path, ...], root: Path, read: list[Path]) -> Located:
-    """The spec at ``path`` merged with its ``extends`` chain; each file read is added to ``read``."""
+    """The spec at ``path`` merged with its ``extends`` chain; each file read is added to ``read``
+    (before it is parsed, so an error in it can be told to come from a base)."""
+    read.append(_root(path))
     located = load_yaml(path)
-    read.append(path.resolve())
     _require_mapping(located)
     if "extends" not in located.data:
         return located

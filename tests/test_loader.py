@@ -342,6 +342,14 @@ def test_an_error_in_a_base_names_the_spec_being_loaded(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:  # an error in the file loaded itself: nothing to add
         load_spec(write(tmp_path, "extends: eb.yaml\nname: eg\nfoo: 1\n", "eg.yaml"))
     assert "which extends it" not in str(info.value)
+    (tmp_path / "ex.jsonl").write_text('{"input": {"text": "b"}, "outpt": "x"}\n')
+    with pytest.raises(SpecError) as info:  # its own examples file is no base
+        load_spec(write(tmp_path, "extends: eb.yaml\nname: eh\nexamples: null\nexamples_file: ex.jsonl\n", "eh.yaml"))
+    assert "outpt" in str(info.value) and "which extends it" not in str(info.value)
+    write(tmp_path, "version: 1\n\tname: broken\n", "tab.yaml")  # a YAML error in a base names the spec too
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, "extends: tab.yaml\nname: ei\n", "ei.yaml"))
+    assert "a tab" in str(info.value) and str(info.value).endswith(f"(loading {tmp_path / 'ei.yaml'}, which extends it)")
 
 
 def test_a_long_extends_chain_is_named_as_such(tmp_path: Path) -> None:
