@@ -349,8 +349,8 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
         message += did_you_mean(err.instance, [str(v) for v in choices])
     elif err.validator == "const" and path == ("version",):
         message = f"version must be the number 1 (the only version of the spec language), not {quote(err.instance)}"
-    elif err.validator == "type" and err.validator_value == "string" and _scalar(err.instance):
-        message += f" (YAML read it as a {_yaml_kind(err.instance)}: quote it, '{quote(err.instance)}')"
+    elif err.validator == "type" and err.validator_value == "string":
+        message += _quote_it(err.instance)
     return [located.error(message, path)]
 
 
@@ -592,18 +592,20 @@ def _check_expected_values(out: OutputSpec, expect: Any, located: Located, where
             if out.type is OutputType.CHOICE and isinstance(value, str):
                 same = [c for c in out.choices if c.casefold() == value.casefold()]
                 hint = f" (tests compare exactly: did you mean {quote(same[0])}?)" if same else ""
-            elif _scalar(value) and (out.type in (OutputType.TEXT, OutputType.REGEX)
-                                     or (out.type is OutputType.CHOICE and quote(value) in out.choices)):
-                hint = f" (YAML read it as a {_yaml_kind(value)}: quote it, '{quote(value)}')"
+            elif out.type in (OutputType.TEXT, OutputType.REGEX) or (
+                    out.type is OutputType.CHOICE and quote(value) in out.choices):
+                hint = _quote_it(value)
             raise located.error(f"test[{where[1]}]: expects {quote(value)}, which {wrong}{hint}", at)
 
 
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float))
-
-
-def _yaml_kind(value: Any) -> str:
-    return "null" if value is None else "boolean" if isinstance(value, bool) else "number"
+def _quote_it(value: Any) -> str:
+    """A hint for a number or boolean where text belongs: YAML read the author's text as one. The
+    value is not echoed back (YAML has turned 007 into 7 already), and an empty value gets none."""
+    if isinstance(value, bool):
+        return " (YAML read it as a boolean: put it in quotes)"
+    if isinstance(value, (int, float)):
+        return " (YAML read it as a number: put it in quotes)"
+    return ""
 
 
 def _check_input(spec: Spec, values: dict[str, Any], located: Located, path: KeyPath, what: str) -> None:
