@@ -285,3 +285,19 @@ def test_a_non_blocking_stdout_pipe_loses_nothing(tmp_path: Path) -> None:
     os.close(r)
     assert proc.wait(timeout=60) == 0 and proc.stderr is not None and proc.stderr.read() == b""
     assert b"word " * 59999 + b"word" in data  # the whole input came through, not the first 64 KiB
+
+
+def test_validate_a_folder_skips_the_files_its_specs_are_built_from(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    """A folder's .yaml examples file (or base) is part of a spec, not a broken spec; an empty folder
+    is one error line and the other specs are still checked."""
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "s.yaml").write_text("version: 1\nname: s\ninputs: {text: {type: string}}\nexamples_file: shots.yaml\n",
+                                   encoding="utf-8")
+    (folder / "shots.yaml").write_text("- input: {text: a}\n  output: x\n", encoding="utf-8")
+    proc = cli("validate", str(folder))
+    assert proc.returncode == 0 and proc.stdout.startswith(f"ok: {folder / 's.yaml'} (1 example") and not proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = cli("validate", str(tmp_path / "empty"), str(folder / "s.yaml"))
+    assert proc.returncode == 2 and proc.stdout.count("ok: ") == 1 and proc.stdout.endswith("1 ok, 1 invalid\n")
+    assert proc.stderr == f"promptdsl: error: {tmp_path / 'empty'}: a folder with no spec files (*.yaml, *.yml)\n"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from promptdsl.errors import PromptDSLError
-from promptdsl.loader import FOLDER_SUFFIXES
+from promptdsl.loader import spec_paths
 from promptdsl.spec import Spec
 from promptdsl.validate import validate_spec
 
@@ -34,9 +34,10 @@ def short_path(path: Path) -> str:
 
 
 def _files(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and p.is_file())
-    return [path]
+    try:
+        return spec_paths([path])
+    except PromptDSLError:  # a folder with no specs: nothing to offer
+        return []
 
 
 def discover(paths: Iterable[Path], cwd: Path) -> list[SpecEntry]:

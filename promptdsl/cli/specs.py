@@ -46,17 +46,37 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
 
 def _load_each(args: argparse.Namespace, load: Callable[[Path], Spec]) -> tuple[list[tuple[Path, Spec]], int]:
     """Every spec named (a folder: its specs), each bad one named on its own error line, so one
-    broken spec hides none of the others: (the loaded ones, how many failed)."""
+    broken spec hides none of the others: (the loaded ones, how many failed). A file of a folder
+    that a loaded spec is built from (its examples file, a base) is no spec of its own."""
     loaded: list[tuple[Path, Spec]] = []
-    invalid = 0
-    for path in spec_paths(args.specs):
+    failed: list[tuple[PromptDSLError, Path | None]] = []  # (why, the file when a folder held it)
+    parts: set[Path] = set()
+    seen: set[Path] = set()
+    for given in args.specs:
         try:
-            loaded.append((path, load(path)))
+            paths = spec_paths([given])
         except PromptDSLError as exc:
-            if args.debug:
-                traceback.print_exc()
-            print(f"promptdsl: error: {exc}", file=sys.stderr)
-            invalid += 1
+            failed.append((exc, None))
+            continue
+        for path in paths:
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            try:
+                spec = load(path)
+            except PromptDSLError as exc:
+                failed.append((exc, path.resolve() if given.is_dir() else None))
+                continue
+            loaded.append((path, spec))
+            parts |= set(spec.files[1:])
+    invalid = 0
+    for problem, in_folder in failed:
+        if in_folder is not None and in_folder in parts:
+            continue
+        if args.debug:
+            traceback.print_exception(problem)
+        print(f"promptdsl: error: {problem}", file=sys.stderr)
+        invalid += 1
     return loaded, invalid
 
 
