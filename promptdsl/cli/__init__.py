@@ -79,10 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = sys.argv[1:]
     parser = build_parser(argv)
     args, extras = parser.parse_known_args(argv)
-    if extras:  # as parse_args would, with a did-you-mean among the command's own flags
-        command = _commands(parser).get(getattr(args, "command", None) or "")
-        hint = unknown_flags_hint(command, extras) if command is not None else ""
-        parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+    if extras:  # as parse_args would, naming the command, with a did-you-mean among its own flags
+        name = getattr(args, "command", None) or ""
+        command = _commands(parser).get(name)
+        if command is None:
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        before = name in argv and extras[0] in argv and list(argv).index(extras[0]) < list(argv).index(name)
+        hint = " (a command's flags go after it)" if before else unknown_flags_hint(command, extras)
+        command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
     handler: Handler = args.handler
     _blocking_stdout()
     try:

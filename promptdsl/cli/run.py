@@ -74,15 +74,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _warnings(result)
 
 
-#: Flags that only a dataset run reads, with the value that means "not given".
-_DATASET_ONLY: dict[str, Any] = {"out": None, "resume": False, "on_error": "skip", "concurrency": None, "limit": None,
-                 "field": [], "progress": None}
+def _dataset_only() -> dict[str, Any]:
+    """Flags that only a dataset run reads, with the value that means "not given": --out and the
+    dataset flags, their defaults read from the one place that declares them. ``--no-cache`` stays
+    allowed: one input is never cached, so it holds as asked (and scripts pass it everywhere)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    add_dataset_flags(probe)
+    return {"out": None, **{a.dest: a.default for a in probe._actions if a.dest != "no_cache"}}
 
 
 def _check_flags(args: argparse.Namespace) -> None:
     """A flag the run would not read is a mistake to say, not to drop: the user meant something by it."""
     if args.data is None:
-        given = [name for name, unset in _DATASET_ONLY.items() if getattr(args, name) != unset]
+        given = [name for name, unset in _dataset_only().items() if getattr(args, name) != unset]
         if given:
             flag = "--" + given[0].replace("_", "-")
             hint = "; for one input use --json" if given[0] == "out" else ""
