@@ -351,7 +351,7 @@ def test_form_limits_and_every_error() -> None:
     assert limits({"type": "integer", "minimum": 5, "maximum": 50, "default": 12}) == (
         "integer · at least 5 · at most 50 · default 12")
     assert limits({"type": "string", "minLength": 1, "maxLength": 100}) == (
-        "string · at least 1 characters · at most 100 characters · required")
+        "string · at least 1 character · at most 100 characters · required")
     assert limits({"enum": ["red", "blue"]}) == "one of red, blue · required"
     errors = schema_errors("tags", {"type": "array", "items": {"type": "string", "maxLength": 3}, "maxItems": 2},
                            ["abcd", "ok", "toolong"])

@@ -72,7 +72,7 @@ def limits(schema: dict[str, Any]) -> str:
         parts.append("one of " + ", ".join(v if isinstance(v, str) else json.dumps(v) for v in schema["enum"]))
     elif isinstance(kind, str):
         parts.append(kind)
-    parts += [text.format(schema[key]) for key, text in LIMIT_TEXT if key in schema]
+    parts += [_singular(text.format(schema[key]), schema[key]) for key, text in LIMIT_TEXT if key in schema]
     if "default" in schema:
         parts.append(f"default {json.dumps(schema['default'], ensure_ascii=False)}")
     else:
@@ -324,3 +324,10 @@ class SpecForm(Vertical):
         if self._checked:
             self.validate()
         self.post_message(self.ValuesChanged(self))
+
+
+def _singular(text: str, value: object) -> str:
+    """'at least 1 character', not '1 characters'."""
+    if value == 1 and not isinstance(value, bool) and text.endswith(("characters", "items")):
+        return text[:-1]
+    return text
