@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,23 +60,15 @@ RESERVED_INPUTS: dict[str, str] = {
 FOLDER_SUFFIXES = (".yaml", ".yml")
 
 
-def spec_paths(paths: Iterable[Path]) -> list[Path]:
-    """The spec files ``paths`` name, in order and each once: a folder stands for its ``*.yaml`` and
-    ``*.yml`` files (not its subfolders), sorted. A folder with none is an InputError."""
-    out: list[Path] = []
-    seen: set[Path] = set()
-    for path in paths:
-        files = [path]
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and p.is_file())
-            if not files:
-                raise InputError(f"{path}: a folder with no spec files (*.yaml, *.yml)")
-        for file in files:
-            key = _root(file)
-            if key not in seen:
-                seen.add(key)
-                out.append(file)
-    return out
+def spec_files(path: Path) -> list[Path]:
+    """The spec files ``path`` names: itself, or for a folder its ``*.yaml`` and ``*.yml`` files (not
+    its subfolders), sorted. A folder with none is an InputError."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and p.is_file())
+    if not files:
+        raise InputError(f"{path}: a folder with no spec files (*.yaml, *.yml)")
+    return files
 
 
 def load_spec(path: str | Path) -> Spec:

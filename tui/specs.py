@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from promptdsl.errors import PromptDSLError
-from promptdsl.loader import spec_paths
+from promptdsl.loader import spec_files
 from promptdsl.spec import Spec
 from promptdsl.validate import validate_spec
 
@@ -35,7 +35,7 @@ def short_path(path: Path) -> str:
 
 def _files(path: Path) -> list[Path]:
     try:
-        return spec_paths([path])
+        return spec_files(path)
     except PromptDSLError:  # a folder with no specs: nothing to offer
         return []
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..compiler import Compiler
 from ..errors import PromptDSLError
 from ..inputs import collect_inputs, validate_inputs
-from ..loader import load_spec, spec_paths
+from ..loader import load_spec, spec_files
 from ..schema import spec_schema
 from ..spec import Spec
 from ..validate import spec_notes, validate_spec
@@ -54,7 +54,7 @@ def _load_each(args: argparse.Namespace, load: Callable[[Path], Spec]) -> tuple[
     seen: set[Path] = set()
     for given in args.specs:
         try:
-            paths = spec_paths([given])
+            paths = spec_files(given)
         except PromptDSLError as exc:
             failed.append((exc, None))
             continue
@@ -69,15 +69,17 @@ def _load_each(args: argparse.Namespace, load: Callable[[Path], Spec]) -> tuple[
                 continue
             loaded.append((path, spec))
             parts |= set(spec.files[1:])
-    invalid = 0
-    for problem, in_folder in failed:
-        if in_folder is not None and in_folder in parts:
-            continue
-        if args.debug:
-            traceback.print_exception(problem)
-        print(f"promptdsl: error: {problem}", file=sys.stderr)
-        invalid += 1
-    return loaded, invalid
+    shown = [problem for problem, in_folder in failed if in_folder is None or in_folder not in parts]
+    for problem in shown:
+        _say(problem, args.debug)
+    return loaded, len(shown)
+
+
+def _say(problem: PromptDSLError, debug: bool) -> None:
+    """One spec's error line (its traceback first with --debug); the command goes on with the rest."""
+    if debug:
+        traceback.print_exception(problem)
+    print(f"promptdsl: error: {problem}", file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -119,9 +121,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         try:
             runner = runner_from_args(spec, args)
         except PromptDSLError as exc:  # this spec cannot run as asked (a forced tool not given, say): the rest can
-            if args.debug:
-                traceback.print_exc()
-            print(f"promptdsl: error: {exc}", file=sys.stderr)
+            _say(exc, args.debug)
             invalid += 1
             continue
         for outcome in run_tests(spec, runner):

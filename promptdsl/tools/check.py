@@ -82,21 +82,21 @@ def check_spec_tools(spec: Spec, located: Located) -> None:
             at, message = problem
             raise located.error(message, ("tools", i, "examples", at))
     choice = spec.tool_choice
-    if choice not in CHOICES and not spec.tools:
+    if choice in CHOICES or choice in names:
+        return
+    if not spec.tools:
         # A spec that lists no tools may force one the user adds (-T), or an MCP server's: a name close
         # to an installed tool's, but not one, is a typo all the same.
         installed = tool_names()
         hint = did_you_mean(choice, installed)
         if choice not in installed and hint:
             raise located.error(f"tool_choice '{choice}' names no installed tool{hint}", ("tool_choice",))
-    if choice not in CHOICES and choice not in names and spec.tools:
-        has_mcp = any(u.name.startswith(MCP_PREFIX) for u in spec.tools)
-        if not has_mcp:
-            raise located.error(
-                f"tool_choice '{choice}' is none of auto, required, none, or a listed tool "
-                f"({', '.join(names)}{did_you_mean(choice, names)})",
-                ("tool_choice",),
-            )
+    elif not any(u.name.startswith(MCP_PREFIX) for u in spec.tools):  # an MCP server's tools are known at run
+        raise located.error(
+            f"tool_choice '{choice}' is none of auto, required, none, or a listed tool "
+            f"({', '.join(names)}{did_you_mean(choice, names)})",
+            ("tool_choice",),
+        )
 
 
 def _example_problem(spec: Spec, use: ToolUse, tool: Tool) -> tuple[int, str] | None:
