@@ -57,7 +57,7 @@ _Loader.add_implicit_resolver(
 
 def _int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     """YAML 1.2's integers: decimal (a leading zero is no octal), ``0o`` octal, ``0x`` hex. An
-    explicit ``!!int`` holding anything else is refused by ``int`` (a ValueError, one clear line)."""
+    explicit ``!!int`` holding anything else is an error at its line."""
     text = str(loader.construct_scalar(node))
     try:
         if text.startswith(("0o", "0x")):
