@@ -7,9 +7,11 @@ needs the real model is in test_tui.py (marked ``model``).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -347,6 +349,33 @@ async def test_each_reply_names_its_model_and_resume_restores_the_settings(
         assert app.chat.conversation.id == made.id and app.session.generation.temperature == 0.9
 
 
+@pytest.mark.parametrize(("model", "loads"), [("scripted-model", 1), ("another-model", 2)])
+async def test_chat_c_loads_the_model_once_when_the_conversation_used_the_default(
+    store: HistoryStore, monkeypatch: pytest.MonkeyPatch, model: str, loads: int
+) -> None:
+    """`chat -c` of a conversation kept as "smollm2": the default *is* that model, which only loading
+    it tells; comparing names before the load loaded it twice. Another model is still switched to."""
+    made: list[tuple[str, str | None]] = []
+
+    def get_backend(name: str, model: str | None, options: Any) -> ScriptedBackend:
+        made.append((name, model))
+        time.sleep(0.3)  # a model load takes a while: the conversation is shown before it is done
+        return ScriptedBackend(["ok"], released=5)
+
+    monkeypatch.setattr(session_module, "get_backend", get_backend)
+    default = session_module.resolve_backend_name(None)
+    conv = Conversation(title="kept", backend=default, model=model, options={"temperature": 0.2},
+                        turns=[Turn("user", "hi"), Turn("assistant", "hello", backend=default, model=model)])
+    store.create(conv)
+    app = App(history=store, cwd=store.path.parent, resume=conv.id)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await wait_for(pilot, lambda: app.session.generation.temperature == 0.2, 10, "settings restored")
+        await pilot.pause(0.2)
+        assert len(made) == loads, made
+        assert made[0] == (default, None) and (loads == 1 or made[1] == (default, model))
+
+
 async def test_system_prompt_edit_is_kept_after_a_restart(store: HistoryStore) -> None:
     app = make(store, ScriptedBackend([]))
     async with app.run_test(size=SIZE) as pilot:
@@ -398,6 +427,8 @@ async def test_a_message_longer_than_the_context_is_not_sent_and_history_stays(s
         error = [t for t, sev in app.notices if sev == "error"][-1]
         assert "too long for the model's context" in error and "fewshot" not in error and "n_ctx" not in error
         assert "not sent" in str(app.chat.views()[-1].border_title)
+        streams = [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "MarkdownStream._run"]
+        assert streams == []  # the dropped reply's stream was stopped, not left running
         assert len(backend.prompts) == 1  # nothing went to the backend
         await type_and_send(pilot, app, "what is my name?")
         sent = [m.content for m in backend.prompts[-1].messages]
@@ -577,6 +608,12 @@ async def test_keys_on_a_spec_screen_go_where_they_are_seen(
         assert isinstance(app.screen, SpecPicker) and len(app.screen_stack) == 2
         await pilot.press("escape")
         assert len(app.screen_stack) == 1
+        await open_spec(pilot, app)
+        notices = len(app.notices)
+        await pilot.press("ctrl+l", "ctrl+f", "f2")  # keys of the chat, which is hidden: nothing happens
+        await pilot.pause()
+        assert isinstance(app.screen, SpecScreen) and len(app.screen_stack) == 2
+        assert app.notices[notices:] == []  # no "Exported to …", no "nothing to continue"
 
 
 async def test_backend_dialog_fits_a_small_terminal_and_forgets_the_old_model(

@@ -189,18 +189,40 @@ class PromptDSLApp(App[None]):
         self.session.model_thread.close()  # a reply still running finishes and saves on its own
 
     @work(thread=True, group="backend", exclusive=True, exit_on_error=False)
-    def _load_backend(self, choice: BackendChoice | None = None) -> None:
-        """Load (or switch to) a backend off the UI thread; on error the app keeps the old one."""
+    def _load_backend(self, choice: BackendChoice | None = None, restore: bool = False) -> None:
+        """Load (or switch to) a backend off the UI thread; on error the app keeps the old one.
+
+        ``restore``: a resumed conversation's settings, switched to only when the loaded
+        backend cannot serve them (see :meth:`_restored`).
+        """
         self.call_from_thread(self._set_state, "loading")
+        session = self.session
         try:
-            session = self.session
-            backend = session.model_thread.call(lambda: session.switch(choice) if choice else session.backend())
+            if choice is None:
+                backend, switched = session.model_thread.call(session.backend), False
+            elif restore:
+                backend, switched = session.model_thread.call(self._restored, choice)
+            else:
+                backend, switched = session.model_thread.call(session.switch, choice), True
             total = backend.context_length()
         except Exception as exc:
             text = str(exc) if isinstance(exc, PromptDSLError) else f"{type(exc).__name__}: {exc}"
             self.call_from_thread(self._backend_failed, text)
             return
-        self.call_from_thread(self._backend_ready, backend, total, choice is not None)
+        self.call_from_thread(self._backend_ready, backend, total, switched)
+
+    def _restored(self, choice: BackendChoice) -> tuple[Backend, bool]:
+        """The backend for a resumed conversation (model thread): the current one when it is the
+        same model with the same settings, else a switch. Returns it and whether it switched."""
+        session = self.session
+        try:
+            current = session.backend()
+        except Exception:  # the default cannot load (no key…): the conversation's own may
+            return session.switch(choice), True
+        if session.differs(choice.name, choice.model or "", choice.options):
+            return session.switch(choice), True
+        self.call_from_thread(self._restore_generation, choice)
+        return current, False
 
     def _set_state(self, state: str) -> None:
         if not self.chat.generating:
@@ -249,10 +271,21 @@ class PromptDSLApp(App[None]):
         if self._launch_explicit and conv.id == self.resume_id:
             self.chat.stamp_settings()  # `chat -c --backend …`: the flags win from now on
             return
-        gen, _ = split_options(conv.options)
-        if self.session.differs(conv.backend, conv.model, conv.options):
-            self._load_backend(BackendChoice(conv.backend, conv.model or None, conv.options))
-        elif gen != self.session.user_generation:
+        choice = BackendChoice(conv.backend, conv.model or None, conv.options)
+        if self.session.peek() is None:
+            # Not loaded yet (`chat -c`): "smollm2" and the default may be one model, which only
+            # loading tells. The worker loads the default first and switches only if it differs,
+            # where comparing names here loaded the same model twice.
+            self._load_backend(choice, restore=True)
+        elif self.session.differs(conv.backend, conv.model, conv.options):
+            self._load_backend(choice)
+        else:
+            self._restore_generation(choice)
+
+    def _restore_generation(self, choice: BackendChoice) -> None:
+        """The same backend instance serves ``choice``: only its generation settings come back."""
+        gen, _ = split_options(choice.options)
+        if gen != self.session.user_generation:
             self.session.set_generation(gen)
 
     def on_chat_view_title_changed(self, event: ChatView.TitleChanged) -> None:
@@ -277,9 +310,13 @@ class PromptDSLApp(App[None]):
         if await self.chat.cancel():
             self.notify("Reply stopped; the text so far is kept.", timeout=3)
 
+    #: Keys that act on the open conversation: only while it is seen (not from a spec screen over it).
+    CHAT_ONLY: ClassVar[frozenset[str]] = frozenset({"editor", "continue_reply", "export", "rename"})
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Ctrl+E is the editor only on the chat screen; elsewhere the key stays the widget's."""
-        if action == "editor":
+        """Ctrl+E is the editor only on the chat screen (elsewhere the key stays the widget's), and
+        Ctrl+L, Ctrl+F and F2 would continue, export or rename a conversation the user cannot see."""
+        if action in self.CHAT_ONLY:
             return self.screen is self.screen_stack[0]
         return True
 

@@ -581,6 +581,7 @@ class ChatView(Vertical):
         self.conversation.turns.remove(turn)
         view = self._view_for(turn)
         if view is not None:
+            await view.stop_stream()
             await view.remove()
         store, turn_id = self.store, turn.id
         if turn in self._unsaved_replies:

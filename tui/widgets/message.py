@@ -157,11 +157,15 @@ class MessageView(Vertical):
             if md is not None:
                 await md.update(text)
 
-    async def finish(self, text: str, status: Status) -> None:
-        """End streaming with exactly ``text`` shown (chunks still queued are dropped)."""
+    async def stop_stream(self) -> None:
+        """Stop the body's Markdown stream (its task would outlive a view removed while streaming)."""
         if self._stream is not None:
             stream, self._stream = self._stream, None
             await stream.stop()
+
+    async def finish(self, text: str, status: Status) -> None:
+        """End streaming with exactly ``text`` shown (chunks still queued are dropped)."""
+        await self.stop_stream()
         self.turn.content = text
         self.turn.status = status
         self._phase = ""
