@@ -146,6 +146,39 @@ async def test_ctrl_e_composes_in_the_editor(store: HistoryStore, tmp_path: Path
 # --------------------------------------------------------------------------- 5: history list
 
 
+def _bottom_margins(view: MessageView) -> list[int]:
+    md = view.markdown
+    assert md is not None
+    return [block.styles.margin.bottom for block in md.children]
+
+
+async def test_a_reply_ends_without_a_blank_line_streamed_or_reopened_and_focus_shows(store: HistoryStore) -> None:
+    """The last block has no bottom margin (a class MessageView sets, not :last-child, which restyled every
+    block at each mount: a long reply took seconds more); focusing a message still shows it."""
+    reply = ["One paragraph.\n\n", "- a list\n- of two\n\n", "Last words."]
+    app = make(store, ScriptedBackend(reply, released=3))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await type_and_send(pilot, app, "hi")
+        view = app.chat.views()[-1]
+        await wait_for(pilot, lambda: len(view.markdown.children) == 3, 10, "blocks")  # type: ignore[union-attr]
+        assert _bottom_margins(view) == [1, 1, 0]
+        view.focus()
+        await pilot.pause()
+        assert view.styles.border.top[0] == "double"  # .message:focus
+        await pilot.press("shift+tab")
+        await pilot.pause()
+        assert view.styles.border.top[0] == "round"
+        conv_id = app.chat.conversation.id
+    again = make(store, ScriptedBackend([]), resume=conv_id)
+    async with again.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(again.chat.views()) == 2, 10, "resumed")
+        view = again.chat.views()[-1]
+        await wait_for(pilot, lambda: len(view.markdown.children) == 3, 10, "blocks")  # type: ignore[union-attr]
+        await pilot.pause()
+        assert _bottom_margins(view) == [1, 1, 0]
+
+
 def _seed(store: HistoryStore, n: int) -> list[Conversation]:
     out = []
     for i in range(n):

@@ -47,7 +47,7 @@ from ..plain import plain
 from ..session import ContextFull, Session, fit_prompt
 from ..tools import ChatTools, show_step, tool_uses
 from .chat_input import ChatInput
-from .message import MessageView
+from .message import MessageView, restyle_self_only
 from .tool_card import ToolCard
 
 EMPTY_HINT = "Type a message and press Enter. Ctrl+S runs a spec, Ctrl+O opens a saved chat, F1 lists the keys."
@@ -55,6 +55,13 @@ EMPTY_HINT = "Type a message and press Enter. Ctrl+S runs a spec, Ctrl+O opens a
 CONTINUE_PROMPT = "Continue exactly where your last message stopped. Do not repeat anything."
 #: Prompt processing shorter than this is not worth a "reading the prompt" title.
 PHASE_AFTER = 0.3
+
+
+class ChatLog(VerticalScroll):
+    """The scrolling list of messages (focusable, to scroll it from the keyboard)."""
+
+    def watch_has_focus(self, _has_focus: bool) -> None:
+        restyle_self_only(self)
 
 
 class ChatView(Vertical):
@@ -137,7 +144,7 @@ class ChatView(Vertical):
         return self._chat_tools
 
     def compose(self) -> ComposeResult:
-        with VerticalScroll(id="log"):
+        with ChatLog(id="log"):
             yield Static(id="system-line")
             yield Static(EMPTY_HINT, id="empty-hint")
         yield ChatInput(id="input")

@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.message import Message
+from textual.widget import Widget
 from textual.widgets import Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
@@ -48,6 +49,15 @@ def chat_parser() -> MarkdownIt:
     return md
 
 
+def restyle_self_only(widget: Widget) -> None:
+    """Restyle ``widget`` for a focus change, not its descendants as Textual does.
+
+    No rule styles a message's blocks by the focus of the message or the log, and restyling
+    every block of a long conversation took seconds at each focus change (Tab, a click).
+    """
+    widget.app.stylesheet.update_nodes([widget], animate=True)
+
+
 class MessageView(Vertical):
     """A turn. Focus it (Tab / click) and press ``c`` to copy it."""
 
@@ -63,6 +73,7 @@ class MessageView(Vertical):
         super().__init__(classes=f"message {turn.role}")
         self.turn = turn
         self._stream: MarkdownStream | None = None
+        self._last_block: Widget | None = None  # the body's last block, classed "-last"
         self._shown = turn.content  # what has been written to the body so far
         self._note = turn.note
         self._phase = ""  # e.g. "reading the prompt (812 tokens) 4 s"
@@ -93,6 +104,25 @@ class MessageView(Vertical):
 
     def on_mount(self) -> None:
         self._update_title()
+
+    def watch_has_focus(self, _has_focus: bool) -> None:
+        restyle_self_only(self)
+
+    def on_markdown_table_of_contents_updated(self, event: Markdown.TableOfContentsUpdated) -> None:
+        """Sent after the body's blocks are (re)built: mark the last one (see app.tcss)."""
+        self._mark_last()
+
+    def _mark_last(self) -> None:
+        md = self.markdown
+        if md is None:
+            return
+        last = md.children[-1] if md.children else None
+        if last is not self._last_block:
+            if self._last_block is not None:
+                self._last_block.remove_class("-last")
+            if last is not None:
+                last.add_class("-last")
+            self._last_block = last
 
     def _update_title(self) -> None:
         turn = self.turn
@@ -173,6 +203,7 @@ class MessageView(Vertical):
         if md is not None and (text != self._shown or not text):
             self._shown = text
             await md.update(self._body_text())
+        self._mark_last()  # streamed blocks were appended after the last mark
         self._update_title()
 
     @property
