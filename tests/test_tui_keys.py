@@ -504,17 +504,31 @@ async def test_prompt_reading_is_shown_until_the_first_token(store: HistoryStore
         assert "reading" not in str(view.border_title)
 
 
-async def test_a_failed_reply_reopened_shows_why(store: HistoryStore) -> None:
-    app = make(store, ScriptedBackend(["x"], fail_at=0, released=1))
-    async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot, app)
-        await type_and_send(pilot, app, "hi")
-        conv_id = app.chat.conversation.id
-    again = make(store, ScriptedBackend([]), resume=conv_id)
-    async with again.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        view = again.chat.views()[-1]
-        assert "connection refused" in str(view.border_title) and "connection refused" in body(view)
+async def test_a_failed_reply_shows_why_in_full_live_and_reopened(store: HistoryStore) -> None:
+    """The title holds one line of the error, cut to the terminal; the body ends with all of it."""
+    long_error = "the server closed the connection: " + " ".join(f"detail{i}" for i in range(40)) + " *end*"
+    backend = ScriptedBackend(["x"], fail_at=0, released=1)
+    backend.error = long_error
+    partial = ScriptedBackend(["Partial ", "text", "never"], fail_at=2, released=3)
+    partial.error = long_error
+    ids = []
+    for scripted, text in ((backend, ""), (partial, "Partial text")):
+        app = make(store, scripted)
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot, app)
+            await type_and_send(pilot, app, "hi")
+            view = app.chat.views()[-1]
+            assert "detail39" not in str(view.border_title)  # too long for the title
+            shown = body(view)
+            assert shown.startswith(text) and "detail39 \\*end\\*" in shown, shown  # as written, not emphasis
+            assert view.turn.content == text  # the error is shown, not made part of the reply
+            ids.append(app.chat.conversation.id)
+    for conv_id in ids:
+        again = make(store, ScriptedBackend([]), resume=conv_id)
+        async with again.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            view = again.chat.views()[-1]
+            assert "the server closed" in str(view.border_title) and "detail39 \\*end\\*" in body(view)
 
 
 async def test_copy_does_not_claim_what_it_cannot_know(store: HistoryStore, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,6 +42,7 @@ class ScriptedBackend(Backend):
         super().__init__("scripted-model")
         self.chunks = list(chunks)
         self.fail_at = fail_at
+        self.error = "connection refused: is the server running?"
         self.gate = threading.Semaphore(released)
         self.closed = threading.Event()
         self.prompts: list[Prompt] = []
@@ -66,7 +67,7 @@ class ScriptedBackend(Backend):
                     if not self.gate.acquire(timeout=60):
                         return
                     if self.fail_at is not None and i >= self.fail_at:
-                        raise BackendError("connection refused: is the server running?", backend=self.name)
+                        raise BackendError(self.error, backend=self.name)
                     yield chunk
             finally:
                 self.closed.set()

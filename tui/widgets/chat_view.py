@@ -479,14 +479,14 @@ class ChatView(Vertical):
             self._ended(gen)
             await self._not_sent(gen)
             return
+        if gen.error and view is not None:
+            view.set_note(gen.error)  # before finish: the body ends with it
         if view is not None and view.streaming:
             await view.finish(gen.text, gen.status)
         self._ended(gen)  # after the view shows the end: "not generating" means the reply is final
         if view is not None:
             view.refresh_title()
         if gen.error:
-            if view is not None:
-                view.set_note(gen.error)
             self._notice(gen.error, "error")
         if gen.final_error is not None:  # the text is on screen; it is saved again with the next write
             self._unsaved_replies.append(gen.turn)

@@ -49,6 +49,14 @@ def chat_parser() -> MarkdownIt:
     return md
 
 
+_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|"})
+
+
+def _escaped(text: str) -> str:
+    """``text`` shown as written inside Markdown (an error message may hold ``*`` or ``<url>``)."""
+    return " ".join(text.split()).translate(_MARKDOWN_SPECIAL)
+
+
 def restyle_self_only(widget: Widget) -> None:
     """Restyle ``widget`` for a focus change, not its descendants as Textual does.
 
@@ -74,7 +82,7 @@ class MessageView(Vertical):
         self.turn = turn
         self._stream: MarkdownStream | None = None
         self._last_block: Widget | None = None  # the body's last block, classed "-last"
-        self._shown = turn.content  # what has been written to the body so far
+        self._shown = turn.content if turn.role == "user" else self._body_text()  # written to the body so far
         self._note = turn.note
         self._phase = ""  # e.g. "reading the prompt (812 tokens) 4 s"
         self.left_out = False
@@ -86,11 +94,14 @@ class MessageView(Vertical):
             yield Markdown(self._body_text(), classes="body", parser_factory=chat_parser)
 
     def _body_text(self) -> str:
-        if self.turn.content or self.turn.status == "streaming":
-            return self.turn.content
-        if self.turn.status == "error":
-            return f"*(no text: {self.turn.note or 'the backend failed'})*"
-        return "*(no text)*"
+        turn = self.turn
+        if turn.status == "streaming":
+            return turn.content
+        if turn.status == "error":
+            # The whole error, in the body: the title holds one line of it, cut to the terminal's width.
+            note = _escaped(turn.note or "the backend failed")
+            return f"{turn.content}\n\n*(stopped: {note})*" if turn.content else f"*(no text: {note})*"
+        return turn.content or "*(no text)*"
 
     @property
     def markdown(self) -> Markdown | None:
@@ -200,9 +211,13 @@ class MessageView(Vertical):
         self.turn.status = status
         self._phase = ""
         md = self.markdown
-        if md is not None and (text != self._shown or not text):
-            self._shown = text
-            await md.update(self._body_text())
+        body = self._body_text()
+        if md is not None and body != self._shown:
+            if self._shown and body.startswith(self._shown):
+                await md.append(body[len(self._shown):])  # an error's line after a long reply: no rebuild
+            else:
+                await md.update(body)
+            self._shown = body
         self._mark_last()  # streamed blocks were appended after the last mark
         self._update_title()
 
