@@ -32,7 +32,7 @@ from promptdsl_tui.widgets.spec_form import SpecForm
 from test_tui_support import SIZE, ScriptedBackend, wait_for
 from test_tui_support import RecordingApp as App
 from textual import events
-from textual.widgets import Input, Label, Markdown, Select, Static
+from textual.widgets import Input, Label, Markdown, Select, Static, TextArea
 
 pytestmark = pytest.mark.anyio
 
@@ -722,6 +722,42 @@ async def test_ctrl_b_to_another_backend_keeps_the_chats_generation_settings(
 
 
 # --------------------------------------------------------------------------- 1 and 6: spec forms
+
+
+DEFAULTS_SPEC = """\
+version: 1
+name: defaults
+mode: chat
+instruction: Greet.
+inputs:
+  greeting: {type: string, default: Hello}
+  times: {type: integer, minimum: 1, default: 2}
+  extra: {type: object, default: {a: 1}}
+template: "{{ greeting }} x{{ times }} {{ extra }}"
+output: {type: text, max_tokens: 8}
+"""
+
+
+async def test_spec_form_a_cleared_text_field_is_empty_and_a_cleared_number_says_it_is_the_default(
+    store: HistoryStore, tmp_path: Path
+) -> None:
+    """The default is in the field; emptying a text field means the empty text, not the default coming back
+    unseen. A number or JSON cannot be empty: emptied, it is the default, and its placeholder says so."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "defaults.yaml").write_text(DEFAULTS_SPEC, encoding="utf-8")
+    app = spec_app(store, ScriptedBackend([]), tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot, app)
+        screen = await open_spec(pilot, app)
+        form = screen.query_one(SpecForm)
+        assert form.validate(show=False) == {"greeting": "Hello", "times": 2, "extra": {"a": 1}}
+        form.set_value("greeting", "")
+        form.set_value("times", "")
+        screen.query_one("#in-2", TextArea).text = ""
+        await pilot.pause()
+        assert form.validate(show=False) == {"greeting": "", "times": 2, "extra": {"a": 1}}
+        assert screen.query_one("#in-1", Input).placeholder == "integer (empty: the default, 2)"
+        assert screen.query_one("#in-2", TextArea).placeholder == 'empty: the default, {"a": 1}'
 
 
 async def test_spec_form_enum_without_default_numbers_limits_and_all_errors(

@@ -159,18 +159,23 @@ class SpecForm(Vertical):
             return Switch(value=bool(default) if default is not _MISSING else False, id=wid)
         text = "" if default is _MISSING else default if isinstance(default, str) else json.dumps(default)
         if f.kind in ("integer", "number"):
-            return Input(text, id=wid, placeholder=f.kind)  # not type=: that drops what it rejects
+            # not type=: that drops what it rejects. Left empty, the field means its default: say so.
+            hint = f.kind if default is _MISSING else f"{f.kind} (empty: the default, {clip(text, 30)})"
+            return Input(text, id=wid, placeholder=hint)
         if f.kind == "line":
             return Input(text, id=wid)
         if f.kind == "json":
             text = "" if default is _MISSING else json.dumps(default, indent=2, ensure_ascii=False)
         area = TextArea(text, id=wid, soft_wrap=True, classes=f"input-{f.kind}")
+        if f.kind == "json" and default is not _MISSING:
+            area.placeholder = f"empty: the default, {clip(json.dumps(default, ensure_ascii=False), 40)}"
         return area
 
     # ------------------------------------------------------------------ values
 
     def raw_values(self) -> tuple[dict[str, Any], dict[str, str]]:
-        """(values as typed, per-field parse errors); empty fields with a default are left out."""
+        """(values as typed, per-field parse errors); empty number and JSON fields are left out (their
+        default applies); an empty text field is the empty text."""
         values: dict[str, Any] = {}
         errors: dict[str, str] = {}
         for f in self.fields:
@@ -193,10 +198,10 @@ class SpecForm(Vertical):
             text = self.query_one(f"#{f.widget_id}", Input).value
         else:
             text = self.query_one(f"#{f.widget_id}", TextArea).text
-        if text.strip() == "" and (not f.required or f.kind not in ("line", "text")):
-            return _MISSING
         if f.kind in ("line", "text"):
-            return text
+            return text  # emptied, it is the empty text: the default was in the field, and the user removed it
+        if text.strip() == "":
+            return _MISSING  # a number or JSON cannot be empty: the default (the placeholder says so), or missing
         what = {"integer": "an integer", "number": "a number"}.get(f.kind, "JSON")
         try:
             value = strict_json(text)  # as the CLI reads inputs: no NaN, no duplicate keys
