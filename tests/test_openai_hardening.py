@@ -345,6 +345,23 @@ def test_a_reply_that_is_not_openai_shaped_is_one_clear_error(
     assert "AttributeError" not in str(err) and "JSONDecodeError" not in str(err)
 
 
+@pytest.mark.parametrize("ctype", ["application/json", None])
+@pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
+def test_a_json_reply_whose_connection_closes_mid_way_says_so(serve: Serve, ctype: str | None, streamed: bool) -> None:
+    """No Content-Length and no chunks: HTTP sees a complete body, only the JSON shows it was cut. The error
+    says the connection closed, not "not JSON" or "is base_url the API root?"."""
+    def cut(h: Handler, body: dict[str, Any]) -> None:
+        h.start_stream(ctype)
+        h.wfile.write(json.dumps(completion("Paris is the capital")).encode()[:40])
+        h.close_connection = True
+
+    url, _ = serve(cut)
+    b = backend(url)
+    err, _ = fails(lambda: drain(b) if streamed else b.complete(chat(), GREEDY))
+    assert "stops mid-way: the connection closed before the reply ended" in str(err), str(err)
+    assert "base_url" not in str(err) and err.exit_code == 1 and "\n" not in str(err)
+
+
 def test_a_server_that_answers_a_stream_with_one_json_reply_is_read(serve: Serve) -> None:
     url, _ = serve(lambda h, body: h.send(completion("Paris")))
     assert drain(backend(url)) == "Paris"

@@ -537,12 +537,12 @@ def _parsed(raw: Any, endpoint: str, read: Any = None, *, stream: bool = False) 
     if "json" not in content_type.lower():  # the SDK takes JSON under any type, and returns anything else as text
         try:
             json.loads(raw.http_response.content)
-        except (ValueError, RecursionError):
-            raise replies.not_json(content_type, endpoint) from None
+        except (ValueError, RecursionError) as exc:
+            raise replies.not_json(content_type, endpoint, cut=_cut(raw.http_response.content, exc)) from None
     try:
         parsed = raw.parse()
-    except (ValueError, RecursionError):  # the body is not JSON
-        raise replies.not_json(content_type, endpoint) from None
+    except (ValueError, RecursionError) as exc:  # the body is not JSON
+        raise replies.not_json(content_type, endpoint, cut=_cut(raw.http_response.content, exc)) from None
     except (AttributeError, TypeError, KeyError):  # JSON, but not an object the SDK can wrap
         raise replies.Malformed(f"{endpoint} answered JSON that is not an object") from None
     if isinstance(parsed, (str, bytes)):
@@ -550,6 +550,14 @@ def _parsed(raw: Any, endpoint: str, read: Any = None, *, stream: bool = False) 
     if isinstance(parsed, (list, int, float, bool)) or parsed is None:
         raise replies.Malformed(f"{endpoint} answered a JSON {type(parsed).__name__}, not an object")
     return read(parsed) if read is not None else parsed
+
+
+def _cut(body: bytes, exc: BaseException) -> bool:
+    """Whether ``body`` is JSON that stops before its end: a reply sent without a length or chunks, whose
+    connection closed mid-way, looks complete to HTTP and only the JSON shows what happened."""
+    if not isinstance(exc, json.JSONDecodeError) or body.lstrip()[:1] not in (b"{", b"["):
+        return False
+    return exc.pos >= len(exc.doc.rstrip())
 
 
 def _streamed(raw: Any, endpoint: str, content_type: str) -> Any:
@@ -570,10 +578,11 @@ def _streamed(raw: Any, endpoint: str, content_type: str) -> Any:
         raw.http_response.close()
         raise replies.not_json(content_type, endpoint, "an event stream")
     if first in (b"{", b"["):  # a server that ignores stream: true and sends the whole answer at once
+        body = read_body(raw.http_response)
         try:
-            return _Whole(json.loads(read_body(raw.http_response)))
-        except (ValueError, RecursionError):
-            raise replies.not_json(content_type, endpoint) from None
+            return _Whole(json.loads(body))
+        except (ValueError, RecursionError) as exc:
+            raise replies.not_json(content_type, endpoint, cut=_cut(body, exc)) from None
     return raw.parse()
 
 
