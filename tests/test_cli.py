@@ -178,10 +178,24 @@ def test_typed_inputs_are_parsed_by_schema(tmp_path: Path, capsys: pytest.Captur
     assert capsys.readouterr().out.strip().endswith("4 42")
 
 
+def test_every_missing_input_is_named_with_the_flag_that_gives_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "two.yaml"
+    spec.write_text("version: 1\nname: two\ninputs: {a: {type: string}, n: {type: integer, default: 1}, "
+                    "b: {type: integer}}\ntemplate: '{{ a }} {{ b }} {{ n }}'\n")
+    assert main(["compile", str(spec)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "promptdsl: error: missing inputs 'a', 'b' (no default); give them with -i a=VALUE -i b=VALUE")
+    assert main(["compile", str(spec), "-i", "b=2"]) == 2  # one left
+    assert capsys.readouterr().err.strip().endswith("missing input 'a' (no default); give it with -i a=VALUE")
+
+
 # (args, stdin, expected stderr fragment)
 BAD_RUNS = [
     (["run", "missing.yaml"], None, "missing.yaml: spec file not found"),
-    (["run", "{specs}/sentiment.yaml"], None, "missing input 'text'"),
+    (["run", "{specs}/sentiment.yaml"], None, "missing input 'text' (no default); give it with -i text=VALUE"),
+    (["compile", "{specs}/summarize.yaml", "-i", "max_words=9"], None, "give it with -i text=VALUE"),
+    (["compile", "{specs}/translate-fr.yaml"], None, "missing input 'text' (no default); give it with"),
     (["run", "{specs}/sentiment.yaml", "-i", "txt=hi"], None, "unknown input 'txt' (did you mean 'text'?)"),
     (["run", "{specs}/sentiment.yaml", "-i", "text="], None, "input 'text': '' should be non-empty"),
     (["run", "{specs}/sentiment.yaml", "-i", "text"], None, "--input expects name=value"),

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any, NoReturn, Protocol
 
-from ..errors import did_you_mean
-from ..inputs import parse_options
+from ..errors import InputError, did_you_mean
+from ..inputs import collect_inputs, parse_options, validate_inputs
 from ..runner import Runner
 from ..spec import Spec
 
@@ -61,6 +61,22 @@ def add_input_flags(p: argparse.ArgumentParser) -> None:
         help="an input value; NAME=@file reads a file, NAME=@@text is text starting with '@'; "
              "'-' reads a JSON object from stdin",
     )
+
+
+def inputs_from_args(spec: Spec, args: argparse.Namespace) -> dict[str, Any]:
+    """The one input's values from ``-i`` flags (and ``-i -``), checked; a missing input's error says
+    which flag gives it, naming every input that is missing, not only the first."""
+    values = collect_inputs(spec, args.input, sys.stdin)
+    try:
+        return validate_inputs(spec, values)
+    except InputError as exc:
+        missing = [n for n, schema in spec.inputs.items() if n not in values and "default" not in schema]
+        if exc.name not in missing:
+            raise
+        flags = " ".join(f"-i {n}=VALUE" for n in missing)
+        what = f"input '{missing[0]}'" if len(missing) == 1 else "inputs " + ", ".join(f"'{n}'" for n in missing)
+        raise InputError(f"missing {what} (no default); give {'it' if len(missing) == 1 else 'them'} "
+                         f"with {flags}", name=exc.name) from None
 
 
 def runner_from_args(spec: Spec, args: argparse.Namespace) -> Runner:

@@ -10,10 +10,9 @@ from typing import Any
 
 from ..backend import CUT_WORDS
 from ..errors import InputError
-from ..inputs import collect_inputs, validate_inputs
 from ..loader import load_spec
 from ..result import Result
-from .common import Commands, add_backend_flags, add_input_flags, print_value, runner_from_args
+from .common import Commands, add_backend_flags, add_input_flags, inputs_from_args, print_value, runner_from_args
 from .dataset import add_dataset_flags, dataset_run, execute, report
 from .tools import add_tool_flags
 
@@ -55,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.data is not None:
         run = dataset_run(spec, args)
         return report(run, execute(run, args))
-    values = validate_inputs(spec, collect_inputs(spec, args.input, sys.stdin))
+    values = inputs_from_args(spec, args)
     response = runner_from_args(spec, args).response(values)
     if args.stream and not args.json:
         try:

@@ -11,12 +11,11 @@ from pathlib import Path
 
 from ..compiler import Compiler
 from ..errors import PromptDSLError
-from ..inputs import collect_inputs, validate_inputs
 from ..loader import load_spec, spec_files
 from ..schema import spec_schema
 from ..spec import Spec
 from ..validate import spec_notes, validate_spec
-from .common import Commands, add_backend_flags, add_input_flags, runner_from_args
+from .common import Commands, add_backend_flags, add_input_flags, inputs_from_args, runner_from_args
 from .tools import add_tool_flags
 
 
@@ -96,7 +95,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
-    values = validate_inputs(spec, collect_inputs(spec, args.input, sys.stdin))
+    values = inputs_from_args(spec, args)
     prompt = Compiler(spec).compile(values)
     if args.json:
         print(prompt.to_json())
