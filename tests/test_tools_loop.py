@@ -164,6 +164,39 @@ def test_a_tool_error_goes_back_to_the_model_and_stays_in_the_trace() -> None:
     assert result.stop_reason == "answer"
 
 
+class _Opaque:
+    pass
+
+
+@tool(read_only=True)
+def opaque(kind: str) -> Any:
+    """Returns what JSON cannot hold."""
+    return {"object": _Opaque(), "set": {"a"}, "nan": float("nan"), "bytes": b"ab"}[kind]
+
+
+class SetTool(Tool):
+    name = "sets"
+    description = "returns a set"
+    read_only = True
+    parameters = {"type": "object", "properties": {}, "additionalProperties": False}  # noqa: RUF012
+
+    def call(self, arguments: dict[str, Any]) -> Any:
+        return {"letters": {"a", "b"}}
+
+
+@pytest.mark.parametrize("kind", ["object", "set", "nan", "bytes"])
+def test_a_result_json_cannot_hold_is_the_tools_error_not_its_python_repr(kind: str) -> None:
+    """Before, json.dumps(default=str) sent '<_Opaque object at 0x…>' or "{'a'}" to the model as a result
+    (and a direct tool made it the answer)."""
+    backend = ScriptedTools([("opaque", {"kind": kind})], answer="fine")
+    result = run(backend, [opaque])
+    step = result.steps[0]
+    assert step["result"] is None and step["error"].startswith("tool 'opaque' returned a value JSON cannot hold")
+    assert "0x" not in step["error"] and "{'a'}" not in json.dumps(result.to_dict())
+    backend = ScriptedTools([("sets", {})], answer="fine")
+    assert run(backend, [SetTool()]).steps[0]["error"].startswith("tool 'sets' returned a value JSON cannot hold")
+
+
 def test_the_same_failing_call_twice_stops_the_loop() -> None:
     backend = ScriptedTools([("broken", {"x": 1}), ("broken", {"x": 1}), ("add", {"a": 1, "b": 1})])
     result = run(backend, [broken, add])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,23 @@ class ToolError(PromptDSLError):
 
 class ToolFailure(Exception):
     """Raised by a tool for an expected failure; its message goes back to the model as is."""
+
+
+def result_text(tool_name: str, value: Any) -> str:
+    """A tool's result as the model reads it: text as is, anything else as JSON.
+
+    A value JSON cannot hold (an object, a set, bytes, NaN) is the tool's error, not its repr: a
+    ``<Opaque object at 0x7f…>`` sent to the model, or made the answer of a ``direct`` tool, would
+    pass for a result.
+    """
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:  # not serialisable, NaN/inf, a cycle
+        why = "it nests too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ToolFailure(f"tool '{tool_name}' returned a value JSON cannot hold ({why}); return text, "
+                          "numbers, booleans, None, lists or dicts") from None
 
 
 class Approval(NamedEnum):

@@ -19,7 +19,6 @@ another) so that decoding their values under a grammar cannot run away.
 from __future__ import annotations
 
 import inspect
-import json
 import re
 import types
 import typing
@@ -27,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, overload
 
-from .base import Tool, ToolError
+from .base import Tool, ToolError, result_text
 
 DEFAULT_MAX_LENGTH = 200
 MAX_ITEMS = 32
@@ -133,8 +132,7 @@ class FunctionTool(Tool):
         return self.func(*args, **kwargs)
 
     def call(self, arguments: dict[str, Any]) -> str:
-        value = self.func(**arguments)
-        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        return result_text(self.name, self.func(**arguments))
 
 
 @overload

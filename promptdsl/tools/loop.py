@@ -34,7 +34,7 @@ from ..backend import CutOff
 from ..errors import PromptDSLError, quote
 from ..prompt import Prompt
 from ..result import Response, Result
-from .base import Approval, Step, StopReason, Tool, ToolCall, ToolError, ToolUse
+from .base import Approval, Step, StopReason, Tool, ToolCall, ToolError, ToolUse, result_text
 from .check import CHOICES, MCP_PREFIX, mcp_command, tool_folder
 from .registry import open_tool
 
@@ -302,8 +302,7 @@ def _run_with_timeout(tool: Tool, arguments: dict[str, Any], timeout: float) -> 
 
     def target() -> None:
         try:
-            out = tool.call(dict(arguments))
-            box["out"] = out if isinstance(out, str) else json.dumps(out, ensure_ascii=False, default=str)
+            box["out"] = result_text(tool.name, tool.call(dict(arguments)))
         except BaseException as exc:  # the tool's fault, whatever it is, goes back to the model
             box["err"] = exc
 
