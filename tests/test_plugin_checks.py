@@ -240,12 +240,17 @@ def test_a_tool_whose_parameters_are_not_a_schema_is_listed_broken(install: Call
     unbounded = "{'type': 'object', 'properties': {'q': {'type': 'string'}}}"
     install("badparams", TOOLS, {"textparams": "textparams_mod:T", "typoparams": "typoparams_mod:T",
                                  "unbounded": "unbounded_mod:made", "optioned": "optioned_mod:made",
-                                 "classy": "unbounded_mod:T"}, {
+                                 "classy": "unbounded_mod:T", "built": "built_mod:T", "nocall": "nocall_mod:T"}, {
         "textparams_mod": tool_module("name = 'textparams'\nparameters = 'city: str'"),
         "typoparams_mod": tool_module("name = 'typoparams'\nparameters = {'type': 'objekt'}"),
-        # a ready-made tool no option can bound: every spec naming it would fail, so the listing says so
-        # (as a class, 'classy', its constructor may still bound it: listed as usable)
+        # a ready-made tool no option can bound: every spec naming it would fail, so the listing says so;
+        # so does a class with Tool's own constructor ('classy'), which cannot change it either
         "unbounded_mod": tool_module(f"parameters = {unbounded}") + "made = T()\nmade.name = 'unbounded'\n",
+        # a class with a constructor of its own may still bound it: listed as usable
+        "built_mod": tool_module(f"name = 'built'\nparameters = {unbounded}\n"
+                                 "def __init__(self, options=None):\n    super().__init__(options)"),
+        # no call(): every call would fail with an empty NotImplementedError sent to the model
+        "nocall_mod": "from promptdsl.tools import Tool\nclass T(Tool):\n    name = 'nocall'\n",
         # options may change the schema (bounds come once they are applied): listed as usable
         "optioned_mod": tool_module(f"parameters = {unbounded}\n"
                                     "options_schema = {'type': 'object', 'properties': {'n': {'type': 'integer'}}}")
@@ -257,8 +262,10 @@ def test_a_tool_whose_parameters_are_not_a_schema_is_listed_broken(install: Call
     infos = {i.name: i for i in list_tools()}
     assert "parameters must be a JSON Schema object (a dict), not str 'city: str'" in str(infos["textparams"].error)
     assert "parameters (its argument schema) is unusable: invalid JSON Schema" in str(infos["typoparams"].error)
-    assert infos["calculator"].error is None and infos["optioned"].error is None and infos["classy"].error is None
-    assert "its argument schema is unusable: string at $.q has no maxLength" in str(infos["unbounded"].error)
+    assert infos["calculator"].error is None and infos["optioned"].error is None and infos["built"].error is None
+    for name in ("unbounded", "classy"):
+        assert "its argument schema is unusable: string at $.q has no maxLength" in str(infos[name].error)
+    assert str(infos["nocall"].error) == "tool plugin 'nocall' (nocall_mod:T): does not implement call(arguments)"
     assert "BROKEN" in lines_by_name(cli("tools").out)["textparams"]
     ran = cli("validate", plain_spec(tmp_path, "tools: [textparams]\n"))
     assert ran.code == 2 and "tool plugin 'textparams'" in ran.err and "Traceback" not in ran.err

@@ -239,6 +239,7 @@ def broken_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
             "class Unbounded(Tool):\n"
             "    name = 'unbounded'\n"
             "    parameters = {'type': 'object', 'properties': {'text': {'type': 'string'}}}\n"
+            "    def call(self, arguments):\n        return 'ok'\n"
         ),
     }
     with fake_distribution(tmp_path / "site", monkeypatch, "broken-tools", "0.3.0", "promptdsl.tools",

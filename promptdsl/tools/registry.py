@@ -74,15 +74,16 @@ def _name_problem(name: str, obj: type[Tool] | Tool) -> str | None:
 
 def _parameters_problem(name: str, obj: type[Tool] | Tool) -> str | None:
     """The shape always; bounds on strings and arrays too when nothing can change the schema (a ready-made
-    tool instance, an ``@tool`` function, that takes no options; a class's constructor may still set
-    it): then every spec naming it would fail, and the listing should say so."""
+    tool instance, an ``@tool`` function or a class with Tool's own constructor, that takes no options;
+    a constructor of its own may still set it): then every spec naming it would fail, and the listing
+    should say so."""
     problem = object_schema_problem(obj.parameters)
     if problem is not None:
         return f"parameters (its argument schema) {problem}"
     declared = obj.options_schema
     takes_options = (declared is None or bool(declared.get("properties"))
                      or declared.get("additionalProperties") is not False)
-    if isinstance(obj, type) or takes_options:
+    if takes_options or (isinstance(obj, type) and obj.__init__ is not Tool.__init__):
         return None
     unusable = schema_problem(obj.parameters)
     return None if unusable is None else f"its argument schema is unusable: {unusable}"
@@ -95,9 +96,15 @@ def _options_schema_problem(name: str, obj: type[Tool] | Tool) -> str | None:
     return None if problem is None else f"options_schema {problem}"
 
 
+def _call_problem(name: str, obj: type[Tool] | Tool) -> str | None:
+    """Without its own ``call``, every call would fail with an empty NotImplementedError, sent to the model."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return "does not implement call(arguments)" if cls.call is Tool.call else None
+
+
 #: What a tool plugin must satisfy to be listed as usable; the first failing check makes it broken.
 _TOOL_CHECKS: tuple[Callable[[str, type[Tool] | Tool], str | None], ...] = (
-    _attribute_problem, _name_problem, _parameters_problem, _options_schema_problem,
+    _attribute_problem, _name_problem, _call_problem, _parameters_problem, _options_schema_problem,
 )
 
 
