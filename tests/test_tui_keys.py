@@ -146,6 +146,13 @@ async def test_ctrl_e_composes_in_the_editor(store: HistoryStore, tmp_path: Path
 # --------------------------------------------------------------------------- 5: history list
 
 
+def _text_background(view: MessageView) -> Any:
+    """The background the first block's text is painted on."""
+    md = view.markdown
+    assert md is not None
+    return next(seg.style.bgcolor for seg in md.children[0].render_line(0) if seg.text.strip() and seg.style)
+
+
 def _bottom_margins(view: MessageView) -> list[int]:
     md = view.markdown
     assert md is not None
@@ -163,12 +170,14 @@ async def test_a_reply_ends_without_a_blank_line_streamed_or_reopened_and_focus_
         view = app.chat.views()[-1]
         await wait_for(pilot, lambda: len(view.markdown.children) == 3, 10, "blocks")  # type: ignore[union-attr]
         assert _bottom_margins(view) == [1, 1, 0]
+        blurred = _text_background(view)
         view.focus()
         await pilot.pause()
         assert view.styles.border.top[0] == "double"  # .message:focus
+        assert _text_background(view) != blurred  # its background shows behind the text too, not only the border
         await pilot.press("shift+tab")
         await pilot.pause()
-        assert view.styles.border.top[0] == "round"
+        assert view.styles.border.top[0] == "round" and _text_background(view) == blurred
         conv_id = app.chat.conversation.id
     again = make(store, ScriptedBackend([]), resume=conv_id)
     async with again.run_test(size=SIZE) as pilot:
