@@ -41,6 +41,14 @@ def make(store: HistoryStore, backend: ScriptedBackend, **kwargs: Any) -> App:
     return App(backend_instance=backend, history=store, cwd=store.path.parent, **kwargs)
 
 
+def note(view: MessageView) -> str:
+    """The note under a failed reply ('' when none is shown)."""
+    found = view.query(".note")
+    if not found or not found.first().display:
+        return ""
+    return str(found.first(Static).render())
+
+
 def body(view: MessageView) -> str:
     """The text a message shows on screen."""
     static = view.query(Static).filter(".body")
@@ -528,16 +536,35 @@ async def test_a_failed_reply_shows_why_in_full_live_and_reopened(store: History
             await type_and_send(pilot, app, "hi")
             view = app.chat.views()[-1]
             assert "detail39" not in str(view.border_title)  # too long for the title
-            shown = body(view)
-            assert shown.startswith(text) and "detail39 \\*end\\*" in shown, shown  # as written, not emphasis
-            assert view.turn.content == text  # the error is shown, not made part of the reply
+            assert body(view) == text and view.turn.content == text  # the error is not made part of the reply
+            why = "stopped" if text else "no text"
+            assert note(view) == f"({why}: scripted: {long_error})"  # whole, as written
             ids.append(app.chat.conversation.id)
-    for conv_id in ids:
+    for conv_id, text in zip(ids, ("", "Partial text"), strict=True):
         again = make(store, ScriptedBackend([]), resume=conv_id)
         async with again.run_test(size=SIZE) as pilot:
             await pilot.pause()
             view = again.chat.views()[-1]
-            assert "the server closed" in str(view.border_title) and "detail39 \\*end\\*" in body(view)
+            assert "the server closed" in str(view.border_title) and long_error in note(view) and body(view) == text
+
+
+async def test_a_reply_failing_inside_a_code_block_shows_the_error_under_it_and_continuing_hides_it(
+    store: HistoryStore,
+) -> None:
+    """The note is its own widget: a reply cut inside an unclosed ``` fence does not swallow it."""
+    scripted = ScriptedBackend(["```python\n", "x = 1\n", "never"], fail_at=2, released=3)
+    app = make(store, scripted)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await type_and_send(pilot, app, "code please")
+        view = app.chat.views()[-1]
+        assert body(view) == "```python\nx = 1\n"  # the code block holds the code only
+        assert note(view).startswith("(stopped: scripted: connection refused")
+        scripted.chunks, scripted.fail_at = ["y = 2\n```"], None
+        scripted.release(1)
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: not app.chat.generating and view.turn.status != "error", 10, "continued")
+        assert note(view) == "" and body(view).endswith("y = 2\n```")
 
 
 async def test_copy_does_not_claim_what_it_cannot_know(store: HistoryStore, monkeypatch: pytest.MonkeyPatch) -> None:

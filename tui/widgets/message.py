@@ -50,14 +50,6 @@ def chat_parser() -> MarkdownIt:
     return md
 
 
-_MARKDOWN_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|"})
-
-
-def _escaped(text: str) -> str:
-    """``text`` shown as written inside Markdown (an error message may hold ``*`` or ``<url>``)."""
-    return " ".join(text.split()).translate(_MARKDOWN_SPECIAL)
-
-
 def restyle_self_only(widget: Widget) -> None:
     """Restyle ``widget`` for a focus change without matching CSS again for its descendants.
 
@@ -91,7 +83,7 @@ class MessageView(Vertical):
         self.turn = turn
         self._stream: MarkdownStream | None = None
         self._last_block: Widget | None = None  # the body's last block, classed "-last"
-        self._shown = turn.content if turn.role == "user" else self._body_text()  # written to the body so far
+        self._shown = turn.content if turn.role == "user" else self._body_text()  # in the body's Markdown so far
         self._note = turn.note
         self._phase = ""  # e.g. "reading the prompt (812 tokens) 4 s"
         self.left_out = False
@@ -101,16 +93,29 @@ class MessageView(Vertical):
             yield Static(Text(self.turn.content), classes="body")
         else:
             yield Markdown(self._body_text(), classes="body", parser_factory=chat_parser)
+            yield Static(classes="note")  # why a reply failed, whole: the title holds one line of it
 
     def _body_text(self) -> str:
+        """The reply's Markdown: its text, or a placeholder for none (an error says why in the note)."""
         turn = self.turn
-        if turn.status == "streaming":
+        if turn.content or turn.status in ("streaming", "error"):
             return turn.content
+        return "*(no text)*"
+
+    def _show_note(self) -> None:
+        """The note under a failed reply: its own widget, so a reply cut inside a code block does not
+        swallow it, and no Markdown is parsed again for it."""
+        found = self.query(".note")
+        if not found:
+            return
+        note = found.first(Static)
+        turn = self.turn
+        text = ""
         if turn.status == "error":
-            # The whole error, in the body: the title holds one line of it, cut to the terminal's width.
-            note = _escaped(turn.note or "the backend failed")
-            return f"{turn.content}\n\n*(stopped: {note})*" if turn.content else f"*(no text: {note})*"
-        return turn.content or "*(no text)*"
+            why = " ".join((self._note or "the backend failed").split())
+            text = f"(stopped: {why})" if turn.content else f"(no text: {why})"
+        note.update(Text(text))
+        note.display = bool(text)
 
     @property
     def markdown(self) -> Markdown | None:
@@ -124,6 +129,7 @@ class MessageView(Vertical):
 
     def on_mount(self) -> None:
         self._update_title()
+        self._show_note()
 
     def watch_has_focus(self, _has_focus: bool) -> None:
         restyle_self_only(self)
@@ -170,6 +176,7 @@ class MessageView(Vertical):
         self._note = note
         self.turn.note = note
         self._update_title()
+        self._show_note()
 
     def set_phase(self, phase: str) -> None:
         """What a streaming reply waits for (prompt processing), shown in its title."""
@@ -193,6 +200,7 @@ class MessageView(Vertical):
         if md is not None:
             self._stream = Markdown.get_stream(md)
         self._update_title()
+        self._show_note()  # a failed reply continued: its old error goes
 
     async def show_text(self, text: str) -> None:
         """Bring the streaming body up to ``text`` (one write for however many chunks came)."""
@@ -222,13 +230,11 @@ class MessageView(Vertical):
         md = self.markdown
         body = self._body_text()
         if md is not None and body != self._shown:
-            if self._shown and body.startswith(self._shown):
-                await md.append(body[len(self._shown):])  # an error's line after a long reply: no rebuild
-            else:
-                await md.update(body)
             self._shown = body
+            await md.update(body)
         self._mark_last()  # streamed blocks were appended after the last mark
         self._update_title()
+        self._show_note()
 
     @property
     def streaming(self) -> bool:
