@@ -419,11 +419,21 @@ async def test_chat_c_loads_the_model_once_when_the_conversation_used_the_defaul
     store.create(conv)
     app = App(history=store, cwd=store.path.parent, resume=conv.id)
     async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.chat.conversation.id == conv.id, 10, "resumed")
+        assert app.session.peek() is None and app.session.generation.temperature == 0.2  # at once, not after the load
         await ready(pilot, app)
-        await wait_for(pilot, lambda: app.session.generation.temperature == 0.2, 10, "settings restored")
         await pilot.pause(0.2)
         assert len(made) == loads, made
         assert made[0] == (default, None) and (loads == 1 or made[1] == (default, model))
+    # Ctrl+N while the model loads: the new chat keeps the loaded backend, not the resumed one's switch
+    made.clear()
+    app = App(history=store, cwd=store.path.parent, resume=conv.id)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.chat.conversation.id == conv.id, 10, "resumed")
+        await pilot.press("ctrl+n")
+        await ready(pilot, app)
+        await pilot.pause(0.4)
+        assert made == [(default, None)] and app.session.choice.model is None
 
 
 async def test_system_prompt_edit_is_kept_after_a_restart(store: HistoryStore) -> None:
@@ -696,6 +706,9 @@ async def test_keys_on_a_spec_screen_go_where_they_are_seen(
         await pilot.press("ctrl+l", "ctrl+f", "f2")  # keys of the chat, which is hidden: nothing happens
         await pilot.pause()
         assert isinstance(app.screen, SpecScreen) and len(app.screen_stack) == 2
+        titles = {c.title for c in app.get_system_commands(app.screen)}  # nor in the command palette
+        assert "Run a spec" in titles and not titles & {"Export to Markdown", "Rename conversation", "Continue reply"}
+        assert "Export to Markdown" in {c.title for c in app.get_system_commands(app.screen_stack[0])}
         assert app.notices[notices:] == []  # no "Exported to …", no "nothing to continue"
 
 

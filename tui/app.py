@@ -26,7 +26,7 @@ from promptdsl.backend import Backend, split_options
 from promptdsl.errors import PromptDSLError
 
 from .clipboard import copy_and_tell
-from .conversation import DEFAULT_SYSTEM
+from .conversation import DEFAULT_SYSTEM, Conversation
 from .export import ExportExists, export_markdown
 from .history import HistoryStore, unsaved
 from .screens.ask import Confirm, TextPrompt
@@ -201,7 +201,7 @@ class PromptDSLApp(App[None]):
             if choice is None:
                 backend, switched = session.model_thread.call(session.backend), False
             elif restore:
-                backend, switched = session.model_thread.call(self._restored, choice)
+                backend, switched = session.model_thread.call(self._restored, choice, self.chat.conversation)
             else:
                 backend, switched = session.model_thread.call(session.switch, choice), True
             total = backend.context_length()
@@ -211,17 +211,26 @@ class PromptDSLApp(App[None]):
             return
         self.call_from_thread(self._backend_ready, backend, total, switched)
 
-    def _restored(self, choice: BackendChoice) -> tuple[Backend, bool]:
-        """The backend for a resumed conversation (model thread): the current one when it is the
-        same model with the same settings, else a switch. Returns it and whether it switched."""
+    def _restored(self, choice: BackendChoice, conv: Conversation) -> tuple[Backend, bool]:
+        """The backend for resumed conversation ``conv`` (model thread): the current one when it is the
+        same model with the same settings, else a switch. Returns it and whether it switched.
+
+        Another conversation opened meanwhile (Ctrl+N during the load) keeps the current backend:
+        switching then would hand it the resumed one's settings unseen.
+        """
         session = self.session
+        _, options = split_options(choice.options)
+        decided = choice.name != session.choice.name or options != dict(session.choice.options)
+        if decided and self.chat.conversation is conv:  # another backend or settings: no need to load the default
+            return session.switch(choice), True
         try:
             current = session.backend()
         except Exception:  # the default cannot load (no key…): the conversation's own may
+            if self.chat.conversation is not conv:
+                raise
             return session.switch(choice), True
-        if session.differs(choice.name, choice.model or "", choice.options):
+        if self.chat.conversation is conv and session.differs(choice.name, choice.model or "", choice.options):
             return session.switch(choice), True
-        self.call_from_thread(self._restore_generation, choice)
         return current, False
 
     def _set_state(self, state: str) -> None:
@@ -275,7 +284,9 @@ class PromptDSLApp(App[None]):
         if self.session.peek() is None:
             # Not loaded yet (`chat -c`): "smollm2" and the default may be one model, which only
             # loading tells. The worker loads the default first and switches only if it differs,
-            # where comparing names here loaded the same model twice.
+            # where comparing names here loaded the same model twice. The generation settings come
+            # back now: a message sent during the load uses them.
+            self._restore_generation(choice)
             self._load_backend(choice, restore=True)
         elif self.session.differs(conv.backend, conv.model, conv.options):
             self._load_backend(choice)
@@ -529,26 +540,34 @@ class PromptDSLApp(App[None]):
     # ------------------------------------------------------------------ command palette
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        """Every action by name. Those on the open conversation only over the chat itself: from a spec
+        screen they would regenerate, export or rename a conversation the user cannot see (as CHAT_ONLY)."""
         yield from super().get_system_commands(screen)
+        on_chat = screen is self.screen_stack[0]
         yield SystemCommand("New conversation", "Start an empty chat (Ctrl+N)", self.action_new_chat)
         yield SystemCommand("Open conversation", "Resume a saved chat from history (Ctrl+O)", self.action_history)
         yield SystemCommand("Run a spec", "Pick a task spec, fill its inputs and run it (Ctrl+S)", self.action_specs)
-        yield SystemCommand("Regenerate reply", "Replace the last reply with a new one (Ctrl+R)",
-                            self.action_regenerate)
-        yield SystemCommand("Stop reply", "Stop the streaming reply, keep its text (Esc)", self.action_cancel)
+        if on_chat:
+            yield SystemCommand("Regenerate reply", "Replace the last reply with a new one (Ctrl+R)",
+                                self.action_regenerate)
+            yield SystemCommand("Stop reply", "Stop the streaming reply, keep its text (Esc)", self.action_cancel)
         yield SystemCommand("Edit system prompt", "Change the system prompt (Ctrl+T)", self.action_system_prompt)
         yield SystemCommand("Switch backend or model", "Pick an installed backend and a model (Ctrl+B)",
                             self.action_backend)
-        yield SystemCommand("Continue reply", "Continue a reply cut at max_tokens or stopped (Ctrl+L)",
-                            self.action_continue_reply)
+        if on_chat:
+            yield SystemCommand("Continue reply", "Continue a reply cut at max_tokens or stopped (Ctrl+L)",
+                                self.action_continue_reply)
         yield SystemCommand("Tools", "Choose the tools the chat may call (F3)", self.action_tools)
-        yield SystemCommand("Rename conversation", "Give the open conversation another title (F2)", self.action_rename)
-        yield SystemCommand("Compose in $EDITOR", "Write the message in your editor (Ctrl+E)", self.action_editor)
-        yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard (Ctrl+G)", self.action_copy_last)
-        yield SystemCommand("Export to Markdown", "Save the chat as Markdown under the data dir (Ctrl+F)",
-                            self.action_export)
-        yield SystemCommand("Export to Markdown as…", "Save the chat as Markdown to a path you choose",
-                            self.action_export_to)
+        if on_chat:
+            yield SystemCommand("Rename conversation", "Give the open conversation another title (F2)",
+                                self.action_rename)
+            yield SystemCommand("Compose in $EDITOR", "Write the message in your editor (Ctrl+E)", self.action_editor)
+            yield SystemCommand("Copy last reply", "Copy the last reply to the clipboard (Ctrl+G)",
+                                self.action_copy_last)
+            yield SystemCommand("Export to Markdown", "Save the chat as Markdown under the data dir (Ctrl+F)",
+                                self.action_export)
+            yield SystemCommand("Export to Markdown as…", "Save the chat as Markdown to a path you choose",
+                                self.action_export_to)
         yield SystemCommand("Help", "List every key (F1)", self.action_help)
 
 
