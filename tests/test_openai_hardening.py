@@ -345,20 +345,45 @@ def test_a_reply_that_is_not_openai_shaped_is_one_clear_error(
     assert "AttributeError" not in str(err) and "JSONDecodeError" not in str(err)
 
 
+def test_every_cut_of_a_json_reply_is_told_from_malformed_json() -> None:
+    """Wherever the connection closes (inside the text, a literal, a number, an escape), the body reads as cut;
+    JSON that is wrong before its end does not."""
+    from promptdsl_openai.backend import _cut
+
+    reply = completion('Paris is "the" capital \u00e9') | {"usage": {"prompt_tokens": 12, "total": -1.5e+3},
+                                                            "flag": True, "none": None, "list": [False, 2]}
+    body = json.dumps(reply).encode()
+    for n in range(1, len(body)):
+        try:
+            json.loads(body[:n])
+        except ValueError as exc:
+            assert _cut(body[:n], exc), body[:n]
+    for bad in (b'{"a": nope}', b'{"a": 1,,}', b'{"a": -}', b'[1 2]', b'{"a": "\\x"}', b'{"a": 1} extra'):
+        try:
+            json.loads(bad)
+        except ValueError as exc:
+            assert not _cut(bad, exc), bad
+
+
+@pytest.mark.parametrize("at", ["after a comma", "inside the text"])
 @pytest.mark.parametrize("ctype", ["application/json", None])
 @pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
-def test_a_json_reply_whose_connection_closes_mid_way_says_so(serve: Serve, ctype: str | None, streamed: bool) -> None:
+def test_a_json_reply_whose_connection_closes_mid_way_says_so(
+        serve: Serve, ctype: str | None, streamed: bool, at: str) -> None:
     """No Content-Length and no chunks: HTTP sees a complete body, only the JSON shows it was cut. The error
     says the connection closed, not "not JSON" or "is base_url the API root?"."""
+    whole = json.dumps(completion("Paris is the capital")).encode()
+    end = whole.index(b",") + 1 if at == "after a comma" else whole.index(b"Paris is") + 5
+
     def cut(h: Handler, body: dict[str, Any]) -> None:
         h.start_stream(ctype)
-        h.wfile.write(json.dumps(completion("Paris is the capital")).encode()[:40])
+        h.wfile.write(whole[:end])
         h.close_connection = True
 
     url, _ = serve(cut)
     b = backend(url)
     err, _ = fails(lambda: drain(b) if streamed else b.complete(chat(), GREEDY))
-    assert "stops mid-way: the connection closed before the reply ended" in str(err), str(err)
+    assert "JSON that stops mid-way: the reply was cut off" in str(err), str(err)
     assert "base_url" not in str(err) and err.exit_code == 1 and "\n" not in str(err)
 
 

@@ -24,6 +24,7 @@ continuation in whatever small pieces are greedily likeliest (``N``, ``ega``,
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -554,10 +555,23 @@ def _parsed(raw: Any, endpoint: str, read: Any = None, *, stream: bool = False) 
 
 def _cut(body: bytes, exc: BaseException) -> bool:
     """Whether ``body`` is JSON that stops before its end: a reply sent without a length or chunks, whose
-    connection closed mid-way, looks complete to HTTP and only the JSON shows what happened."""
+    connection closed mid-way, looks complete to HTTP and only the JSON shows what happened.
+
+    The parser stops where the JSON cannot go on: at the end, at the start of a string left open
+    (most of a reply is its text), or at a literal, number or escape cut short."""
     if not isinstance(exc, json.JSONDecodeError) or body.lstrip()[:1] not in (b"{", b"["):
         return False
-    return exc.pos >= len(exc.doc.rstrip())
+    if exc.msg.startswith("Unterminated string"):
+        return True
+    rest = exc.doc[exc.pos:].rstrip()
+    if exc.msg.startswith("Invalid \\uXXXX escape"):
+        return len(rest) < 6  # the escape itself runs to the end
+    literal = any(word.startswith(rest) for word in ("true", "false", "null"))
+    return rest == "" or literal or _CUT_NUMBER.fullmatch(rest) is not None
+
+
+#: What is left of a number cut short (``-``, ``1.``, ``2e``, ``3e+``), where JSON stops reading.
+_CUT_NUMBER = re.compile(r"[-+.eE0-9]{1,24}")
 
 
 def _streamed(raw: Any, endpoint: str, content_type: str) -> Any:

@@ -55,8 +55,8 @@ def _is_object(value: Any) -> bool:
 def not_json(content_type: str, endpoint: str, wanted: str = "an OpenAI JSON reply", *, cut: bool = False) -> NotJSON:
     """``cut``: the body is JSON that stops before its end (the connection closed mid-reply)."""
     if cut:
-        return NotJSON(f"answered {endpoint} with JSON that stops mid-way: the connection closed before the "
-                       "reply ended (the server stopped or crashed?)")
+        return NotJSON(f"answered {endpoint} with JSON that stops mid-way: the reply was cut off (did the server "
+                       "stop or crash, or a proxy close the connection?)")
     shown = quote(content_type.split(";")[0].strip(), 40) if content_type.strip() else "no Content-Type"
     if "json" in content_type.lower():
         return NotJSON(f"answered {endpoint} with a body that is not valid JSON (Content-Type {shown})")
