@@ -435,7 +435,7 @@ async def test_spec_picker_form_widgets_text_and_json_results(
         assert isinstance(tone, SpecScreen)
         form = tone.query_one(SpecForm)
         assert [f.kind for f in form.fields] == ["line", "enum", "integer"]
-        assert form.raw_values() == ({"sentence": "", "tone": "casual", "words": 12}, {})  # defaults filled
+        assert form.raw_values() == ({"tone": "casual", "words": 12}, {})  # defaults filled; 'sentence' is missing
         assert isinstance(tone.query_one("#in-1"), Select)
         form.set_value("words", 0)
         form.set_value("tone", "formal")

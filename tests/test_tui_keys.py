@@ -782,7 +782,8 @@ inputs:
   greeting: {type: string, default: Hello}
   times: {type: integer, minimum: 1, default: 2}
   extra: {type: object, default: {a: 1}}
-template: "{{ greeting }} x{{ times }} {{ extra }}"
+  who: {type: string}
+template: "{{ greeting }} x{{ times }} {{ extra }} {{ who }}"
 output: {type: text, max_tokens: 8}
 """
 
@@ -799,12 +800,15 @@ async def test_spec_form_a_cleared_text_field_is_empty_and_a_cleared_number_says
         await ready(pilot, app)
         screen = await open_spec(pilot, app)
         form = screen.query_one(SpecForm)
-        assert form.validate(show=False) == {"greeting": "Hello", "times": 2, "extra": {"a": 1}}
+        assert form.validate(show=False) is None  # 'who' is required, and empty
+        assert form.validate() is None and form.errors() == {"who": "missing input 'who' (it has no default)"}
+        form.set_value("who", "Ada")
+        assert form.validate(show=False) == {"greeting": "Hello", "times": 2, "extra": {"a": 1}, "who": "Ada"}
         form.set_value("greeting", "")
         form.set_value("times", "")
         screen.query_one("#in-2", TextArea).text = ""
         await pilot.pause()
-        assert form.validate(show=False) == {"greeting": "", "times": 2, "extra": {"a": 1}}
+        assert form.validate(show=False) == {"greeting": "", "times": 2, "extra": {"a": 1}, "who": "Ada"}
         assert screen.query_one("#in-1", Input).placeholder == "integer (empty: the default, 2)"
         assert screen.query_one("#in-2", TextArea).placeholder == 'empty: the default, {"a": 1}'
 

@@ -175,7 +175,8 @@ class SpecForm(Vertical):
 
     def raw_values(self) -> tuple[dict[str, Any], dict[str, str]]:
         """(values as typed, per-field parse errors); empty number and JSON fields are left out (their
-        default applies); an empty text field is the empty text."""
+        default applies, or the input is missing); an empty text field is the empty text, unless the
+        input is required (then it is missing)."""
         values: dict[str, Any] = {}
         errors: dict[str, str] = {}
         for f in self.fields:
@@ -199,6 +200,8 @@ class SpecForm(Vertical):
         else:
             text = self.query_one(f"#{f.widget_id}", TextArea).text
         if f.kind in ("line", "text"):
+            if text == "" and f.required:
+                return _MISSING  # required: "missing input", as the CLI says, not a run with ""
             return text  # emptied, it is the empty text: the default was in the field, and the user removed it
         if text.strip() == "":
             return _MISSING  # a number or JSON cannot be empty: the default (the placeholder says so), or missing
