@@ -179,7 +179,7 @@ def test_typed_inputs_are_parsed_by_schema(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_every_missing_input_is_named_with_the_flag_that_gives_it(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     spec = tmp_path / "two.yaml"
     spec.write_text("version: 1\nname: two\ninputs: {a: {type: string}, n: {type: integer, default: 1}, "
                     "b: {type: integer}}\ntemplate: '{{ a }} {{ b }} {{ n }}'\n")
@@ -188,6 +188,9 @@ def test_every_missing_input_is_named_with_the_flag_that_gives_it(
         "promptdsl: error: missing inputs 'a', 'b' (no default); give them with -i a=VALUE -i b=VALUE")
     assert main(["compile", str(spec), "-i", "b=2"]) == 2  # one left
     assert capsys.readouterr().err.strip().endswith("missing input 'a' (no default); give it with -i a=VALUE")
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"b": 2}'))
+    assert main(["compile", str(spec), "-i", "-"]) == 2
+    assert capsys.readouterr().err.strip().endswith("give it with -i a=VALUE or in the JSON on standard input")
 
 
 # (args, stdin, expected stderr fragment)

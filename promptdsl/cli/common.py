@@ -75,8 +75,9 @@ def inputs_from_args(spec: Spec, args: argparse.Namespace) -> dict[str, Any]:
             raise
         flags = " ".join(f"-i {n}=VALUE" for n in missing)
         what = f"input '{missing[0]}'" if len(missing) == 1 else "inputs " + ", ".join(f"'{n}'" for n in missing)
+        stdin = " or in the JSON on standard input" if "-" in args.input else ""
         raise InputError(f"missing {what} (no default); give {'it' if len(missing) == 1 else 'them'} "
-                         f"with {flags}", name=exc.name) from None
+                         f"with {flags}{stdin}", name=exc.name) from None
 
 
 def runner_from_args(spec: Spec, args: argparse.Namespace) -> Runner:
