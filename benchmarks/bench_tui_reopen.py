@@ -134,9 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     text = args.text.read_text(encoding="utf-8") if args.text else long_reply(args.kb)
     home = Path(tempfile.mkdtemp(prefix="promptdsl-bench-reopen-"))
     os.environ["PROMPTDSL_HOME"] = str(home)
+    from promptdsl.prompt import Message, Prompt
     from promptdsl.registry import get_backend
 
-    backend = get_backend("llamacpp", None, {})  # loaded before timing: the app measures the context with it
+    backend = get_backend("llamacpp", None, {})
+    backend.count_tokens(Prompt(mode="chat", messages=(Message("user", "hi"),)))  # the model loads before timing
     # warm-ups (imports, first-use caches) that also count each side's blocks
     blocks = {"app": in_app(text, backend, home, None)[2], "textual": in_textual(text, None)[2]}
     times: dict[str, list[tuple[float, float, int]]] = {"app": [], "textual": []}

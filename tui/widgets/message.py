@@ -55,13 +55,17 @@ def restyle_self_only(widget: Widget) -> None:
 
     Textual restyles every descendant on focus, and for a long conversation that took seconds at
     each focus change (Tab, a click). No rule styles the blocks by the focus of the message or the
-    log, but their background is blended from the widget's, so they are repainted (their caches
-    cleared), which is cheap.
+    log, but their background is blended from the widget's: when that changes (a focused message),
+    they are repainted (their caches cleared), which is cheaper.
     """
+    styles = widget.styles
+    before = (styles.background, styles.background_tint)
     try:
         widget.app.stylesheet.update_nodes([widget], animate=True)
     except NoActiveAppError:  # as Textual's own: focus can change while the app shuts down
         return
+    if (styles.background, styles.background_tint) == before:
+        return  # the log: nothing under it looks different
     for child in widget.walk_children(Widget):
         child.notify_style_update()
         child.refresh()
