@@ -196,6 +196,24 @@ async def test_a_reply_ends_without_a_blank_line_streamed_or_reopened_and_focus_
         assert _bottom_margins(view) == [1, 1, 0]
 
 
+async def test_the_last_block_of_a_list_item_or_a_quote_has_no_blank_line_either(store: HistoryStore) -> None:
+    from textual.widgets.markdown import MarkdownBlock
+
+    reply = "Intro\n\n- item one\n\n  ```\n  code\n  ```\n\n- item two\n\n> quote\n>\n> - a\n> - b\n\nEnd"
+    conv = Conversation(title="t", turns=[Turn("user", "hi"), Turn("assistant", reply)])
+    store.create(conv)
+    app = make(store, ScriptedBackend([]), resume=conv.id)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: len(app.chat.views()) == 2, 10, "resumed")
+        md = app.chat.views()[-1].markdown
+        assert md is not None
+        await wait_for(pilot, lambda: len(md.children) == 4, 10, "blocks")
+        await pilot.pause()
+        lasts = [b for b in md.walk_children(MarkdownBlock) if b.parent is not None and b.parent.children[-1] is b]
+        assert {type(b).__name__ for b in lasts} >= {"MarkdownFence", "MarkdownBulletList", "MarkdownParagraph"}
+        assert [b.styles.margin.bottom for b in lasts] == [0] * len(lasts)
+
+
 def _seed(store: HistoryStore, n: int) -> list[Conversation]:
     out = []
     for i in range(n):

@@ -86,7 +86,7 @@ class MessageView(Vertical):
         super().__init__(classes=f"message {turn.role}")
         self.turn = turn
         self._stream: MarkdownStream | None = None
-        self._last_block: Widget | None = None  # the body's last block, classed "-last"
+        self._last_blocks: set[Widget] = set()  # the blocks classed "-last" (see _mark_last)
         self._shown = turn.content if turn.role == "user" else self._body_text()  # in the body's Markdown so far
         self._note = turn.note
         self._phase = ""  # e.g. "reading the prompt (812 tokens) 4 s"
@@ -143,16 +143,19 @@ class MessageView(Vertical):
         self._mark_last()
 
     def _mark_last(self) -> None:
+        """Class "-last" on the last block of the body and of each list item and quote in it (app.tcss):
+        no blank line before the border, or before the next list item. Once per rebuilt body, not
+        at every block mounted as a ``:last-child`` rule would."""
         md = self.markdown
         if md is None:
             return
-        last = md.children[-1] if md.children else None
-        if last is not self._last_block:
-            if self._last_block is not None:
-                self._last_block.remove_class("-last")
-            if last is not None:
-                last.add_class("-last")
-            self._last_block = last
+        holders: list[Widget] = [md, *md.query("MarkdownBlockQuote, MarkdownList Vertical")]
+        last = {holder.children[-1] for holder in holders if holder.children}
+        for gone in self._last_blocks - last:
+            gone.remove_class("-last")
+        for block in last - self._last_blocks:
+            block.add_class("-last")
+        self._last_blocks = last
 
     def _update_title(self) -> None:
         turn = self.turn
