@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -333,7 +333,7 @@ def spec_model(spec: Spec, cls: type[Backend]) -> str | None:
     text = spec.model.model
     if text is None:
         return text
-    with _plugin_errors(cls):
+    with _plugin_errors(cls, "names_file()"):
         if not cls.names_file(text):
             return text
     from .loader import spec_file
@@ -357,10 +357,14 @@ def spec_options(spec: Spec, cls: type[Backend], model: str | None, options: Map
     """``options`` that ``spec`` chose, as the backend bounds what a shared file may decide (the
     memory, threads or unsafe settings it asks for); a refusal is a SpecError at its place in the file."""
     try:
-        with _plugin_errors(cls):
-            return dict(cls.spec_options(model, options))
+        with _plugin_errors(cls, "spec_options()"):
+            vetted = cls.spec_options(model, options)
     except SpecError as exc:
         raise spec.error(exc.message, exc.path) from None
+    if not isinstance(vetted, Mapping):  # a forgotten return: say so, not "'NoneType' object is not iterable"
+        raise BackendError(f"spec_options() returned {type(vetted).__name__}, not a mapping of options",
+                           backend=cls.name, exit_code=1)
+    return dict(vetted)
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -377,8 +381,9 @@ def check_options(options: Mapping[str, Any]) -> None:
 
 
 @contextmanager
-def _plugin_errors(backend: Backend | type[Backend]) -> Iterator[None]:
-    """Any failure inside the plugin leaves as a BackendError that names it."""
+def _plugin_errors(backend: Backend | type[Backend], hook: str = "") -> Iterator[None]:
+    """Any failure inside the plugin leaves as a BackendError that names it (and ``hook``, the method
+    that failed, where the user could not tell: ``spec_options() failed: TypeError: ...``)."""
     try:
         yield
     except BackendError as exc:
@@ -387,7 +392,8 @@ def _plugin_errors(backend: Backend | type[Backend]) -> Iterator[None]:
     except PromptDSLError:
         raise
     except Exception as exc:
-        raise BackendError(f"{type(exc).__name__}: {exc}", backend=backend.name, exit_code=1) from exc
+        where = f"{hook} failed: " if hook else ""
+        raise BackendError(f"{where}{type(exc).__name__}: {exc}", backend=backend.name, exit_code=1) from exc
     except SystemExit as exc:  # a plugin may not end the user's process (nor its exit code)
         raise BackendError(f"it called sys.exit({exc.code!r})", backend=backend.name, exit_code=1) from None
 
@@ -411,6 +417,9 @@ def _guarded(backend: Backend, chunks: Iterator[str], max_tokens: int | None = N
     """Stream from the plugin under :func:`_plugin_errors`; close the source when closed.
     A piece that is not text is the plugin's bug, named here rather than where it is joined, and so
     is a stream far longer than ``max_tokens`` allows (one that never ends would fill the memory)."""
+    if not isinstance(chunks, Iterable):
+        raise BackendError(f"stream() returned {type(chunks).__name__}, not an iterator of text",
+                           backend=backend.name, exit_code=1)
     try:
         with _plugin_errors(backend):
             for chunk in bounded(chunks, max_tokens, backend.name):
@@ -439,6 +448,8 @@ def _checked_scores(backend: Backend, choices: Sequence[str], logps: Any) -> dic
         raise bad("something that is not a number") from None
     if any(math.isnan(v) or v == math.inf for v in values):
         raise bad("NaN or +inf")
+    if any(v > 1e-3 for v in values):  # log p <= 0; a little over it is rounding
+        raise bad(f"a positive log-probability ({max(values):g}), which no probability has,")
     return dict(zip(choices, values, strict=True))
 
 

@@ -214,6 +214,7 @@ def test_a_dataset_run_records_a_stream_that_raises_at_once(tmp_path: Path) -> N
         ([-1.0], "score returned 1 value for 2 choices"),
         (["x", -1.0], "score returned something that is not a number for 2 choices"),
         ([float("nan"), -1.0], "score returned NaN or +inf for 2 choices"),
+        ([2.5, -1.0], "score returned a positive log-probability (2.5), which no probability has, for 2 choices"),
     ],
 )
 def test_a_score_that_is_not_one_number_per_choice_is_the_plugins_error(scores: Any, message: str) -> None:
@@ -248,6 +249,37 @@ def test_a_stream_piece_that_is_not_text_is_the_plugins_error(tmp_path: Path) ->
     assert [json.loads(x)["error"] for x in lines] == [
         f"line {n} (row {n - 1}): scripted: stream yielded a piece of type int, not text" for n in (1, 2)
     ]
+
+
+def test_a_stream_that_is_not_an_iterator_and_spec_options_that_return_nothing_name_the_method(
+        tmp_path: Path) -> None:
+    """A plugin's bug, named with the method: not "TypeError: 'int' object is not iterable"."""
+    from promptdsl.runner import spec_options
+
+    class NotIter(Scripted):
+        def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Any:
+            return 7
+
+        @classmethod
+        def spec_options(cls, model: str | None, options: Any) -> Any:
+            return None  # forgot the return
+
+    spec = loads_spec("version: 1\nname: t\ninputs: {q: {type: string}}\n")
+    with pytest.raises(BackendError) as err:
+        Runner(spec, NotIter("", {Capability.CHAT})).run({"q": "x"})
+    assert str(err.value) == "scripted: stream() returned int, not an iterator of text" and err.value.exit_code == 1
+    with pytest.raises(BackendError) as err:
+        spec_options(spec, NotIter, None, {"n": 1})
+    assert str(err.value) == "scripted: spec_options() returned NoneType, not a mapping of options"
+
+    class Raises(Scripted):
+        @classmethod
+        def spec_options(cls, model: str | None, options: Any) -> Any:
+            raise TypeError("boom")
+
+    with pytest.raises(BackendError) as err:
+        spec_options(spec, Raises, None, {"n": 1})
+    assert str(err.value) == "scripted: spec_options() failed: TypeError: boom"
 
 
 def test_generation_options_come_from_spec_and_output() -> None:
