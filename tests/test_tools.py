@@ -143,6 +143,20 @@ def test_a_spec_root_stays_inside_the_spec_folder(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- the decorator
 
 
+def test_a_function_tool_may_say_it_is_cheap() -> None:
+    @tool(read_only=True, cheap=True)
+    def double(n: int) -> int:
+        """Double it."""
+        return 2 * n
+
+    @tool
+    def triple(n: int) -> int:
+        """Triple it."""
+        return 3 * n
+
+    assert (double.cheap, double.read_only, triple.cheap) == (True, True, False)
+
+
 def test_decorator_schema_from_hints_and_docstring() -> None:
     @tool(name="lookup")
     def find(query: str, limit: int = 5, mode: Literal["fast", "full"] = "fast", tags: list[str] | None = None,
@@ -251,7 +265,8 @@ def test_broken_tools_are_named_and_the_rest_work(broken_tools: Path) -> None:
     infos = {i.name: i for i in list_tools()}
     assert "ModuleNotFoundError" in str(infos["missing"].error)
     assert "RuntimeError: boom in a tool" in str(infos["explodes"].error)
-    assert "neither a promptdsl Tool" in str(infos["wrongtype"].error)
+    assert str(infos["wrongtype"].error).endswith(
+        "is neither a promptdsl Tool subclass nor a Tool; decorate the function with @promptdsl.tools.tool")
     assert infos["missing"].version == "0.3.0"
     assert infos["calculator"].error is None
 

@@ -102,11 +102,13 @@ def _doc_parts(doc: str) -> tuple[str, dict[str, str]]:
 class FunctionTool(Tool):
     """A tool backed by a typed Python function (built by :func:`tool`)."""
 
-    def __init__(self, func: Callable[..., Any], *, name: str | None = None, read_only: bool = False) -> None:
+    def __init__(self, func: Callable[..., Any], *, name: str | None = None, read_only: bool = False,
+                 cheap: bool = False) -> None:
         super().__init__()
         self.func = func
         self.name = name or func.__name__
         self.read_only = read_only
+        self.cheap = cheap
         description, param_docs = _doc_parts(func.__doc__ or "")
         self.description = description or self.name
         hints = get_type_hints(func, include_extras=True)
@@ -136,23 +138,26 @@ class FunctionTool(Tool):
 
 
 @overload
-def tool(func: Callable[..., Any], *, name: str | None = None, read_only: bool = False) -> FunctionTool: ...
+def tool(func: Callable[..., Any], *, name: str | None = None, read_only: bool = False,
+         cheap: bool = False) -> FunctionTool: ...
 
 
 @overload
 def tool(
-    func: None = None, *, name: str | None = None, read_only: bool = False
+    func: None = None, *, name: str | None = None, read_only: bool = False, cheap: bool = False
 ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
 def tool(
-    func: Callable[..., Any] | None = None, *, name: str | None = None, read_only: bool = False
+    func: Callable[..., Any] | None = None, *, name: str | None = None, read_only: bool = False, cheap: bool = False
 ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
-    """Decorator: turn a typed function into a :class:`Tool` (``@tool`` or ``@tool(name=..., read_only=True)``)."""
+    """Decorator: turn a typed function into a :class:`Tool` (``@tool`` or
+    ``@tool(name=..., read_only=True, cheap=True)``; ``cheap``: free, local and without side effects,
+    so the prompted path may run it on calls the model only listed, see docs/tools.md)."""
     if func is not None:
-        return FunctionTool(func, name=name, read_only=read_only)
+        return FunctionTool(func, name=name, read_only=read_only, cheap=cheap)
 
     def wrap(f: Callable[..., Any]) -> FunctionTool:
-        return FunctionTool(f, name=name, read_only=read_only)
+        return FunctionTool(f, name=name, read_only=read_only, cheap=cheap)
 
     return wrap

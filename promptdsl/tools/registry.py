@@ -114,7 +114,9 @@ def _load(name: str, eps: Sequence[EntryPoint]) -> type[Tool] | Tool:
     except PluginProblem as exc:
         raise ToolError(str(exc)) from exc.__cause__
     if not (isinstance(obj, Tool) or (isinstance(obj, type) and issubclass(obj, Tool))):
-        raise ToolError(f"tool plugin '{name}' ({ep.value}) is neither a promptdsl Tool subclass nor a Tool")
+        hint = ("; decorate the function with @promptdsl.tools.tool" if callable(obj) and not isinstance(obj, type)
+                else "")
+        raise ToolError(f"tool plugin '{name}' ({ep.value}) is neither a promptdsl Tool subclass nor a Tool{hint}")
     for check in _TOOL_CHECKS:
         problem = check(name, obj)
         if problem is not None:
