@@ -196,7 +196,28 @@ def diagnose(*, decode: bool = True, prober: Callable[..., ProbeResult] | None =
                 problem += f"; fix: run with {_options_flags(cls.safe_options)} (or set them in model.options)"
         report.problems.append(problem)
     _tool_plugins(report)
+    report.problems += stray_entry_points()
     return report
+
+
+def stray_entry_points() -> list[str]:
+    """Entry points in a group named like promptdsl's that promptdsl does not read (``promptdsl.backend``,
+    ``promptdsl_tools``): their plugins are silently absent, and only a listing of groups shows why."""
+    from importlib.metadata import entry_points
+
+    from .errors import did_you_mean
+    from .registry import GROUP as BACKENDS
+    from .tools.registry import GROUP as TOOLS
+
+    out = []
+    for group in sorted(entry_points().groups):
+        squashed = group.lower().replace("_", ".").replace("-", ".")
+        if group in (BACKENDS, TOOLS) or not squashed.startswith("promptdsl"):
+            continue
+        names = ", ".join(sorted(ep.name for ep in entry_points(group=group)))
+        out.append(f"entry points in group '{group}' ({names}) are read by nothing"
+                   f"{did_you_mean(group, (BACKENDS, TOOLS))}; promptdsl reads '{BACKENDS}' and '{TOOLS}'")
+    return out
 
 
 def _tool_plugins(report: DoctorReport) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_dist import fake_distribution
 
 from promptdsl import doctor
 from promptdsl.cpu import cpu_model
@@ -115,3 +117,13 @@ def test_diagnostics_that_exit_are_a_problem_line_not_the_end_of_the_report(monk
     report = diagnose(decode=False)
     assert "backend openai: diagnostics failed: it called sys.exit(4)" in report.problems
     assert "backend llamacpp" in report.sections and report.sections["cpu"]  # the rest of the report is there
+
+
+def test_a_plugin_in_a_misspelled_entry_point_group_is_a_problem_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin declared under 'promptdsl.backend' is silently absent from every listing: doctor says why."""
+    with fake_distribution(tmp_path / "site", monkeypatch, "pd-typo", "1.0", "promptdsl.backend",
+                           {"typo": "pd_typo:Backend"}, {}):
+        problems = diagnose(decode=False).problems
+    assert ("entry points in group 'promptdsl.backend' (typo) are read by nothing (did you mean "
+            "'promptdsl.backends'?); promptdsl reads 'promptdsl.backends' and 'promptdsl.tools'") in problems
