@@ -197,6 +197,32 @@ def test_a_result_json_cannot_hold_is_the_tools_error_not_its_python_repr(kind: 
     assert run(backend, [SetTool()]).steps[0]["error"].startswith("tool 'sets' returned a value JSON cannot hold")
 
 
+@tool(read_only=True)
+def crashes(x: int) -> str:
+    """Fails unexpectedly."""
+    return {"a": 1}["b" * x]
+
+
+def test_debug_shows_the_traceback_of_what_a_tool_raised_and_the_model_gets_one_line() -> None:
+    import io
+
+    from promptdsl.cli.tools import show_step
+
+    events: list[tuple[str, Any]] = []
+    backend = ScriptedTools([("crashes", {"x": 1}), ("broken", {"x": 2})], answer="ok")
+    result = run(backend, [crashes, broken], on_event=lambda kind, step: events.append((kind, step)))
+    assert result.steps[0]["error"] == "KeyError: 'b'" and "exception" not in result.steps[0]
+    crashed, failed = [step for kind, step in events if kind == "result"]
+    shown, quiet = io.StringIO(), io.StringIO()
+    show_step("result", crashed, shown, debug=True)
+    show_step("result", crashed, quiet)
+    assert "Traceback" in shown.getvalue() and 'return {"a": 1}["b" * x]' in shown.getvalue()
+    assert quiet.getvalue() == "  error: KeyError: 'b'\n"
+    expected = io.StringIO()
+    show_step("result", failed, expected, debug=True)  # a ToolFailure is the tool's own message: no traceback
+    assert failed.exception is None and expected.getvalue() == "  error: cannot do 2\n"
+
+
 def test_the_same_failing_call_twice_stops_the_loop() -> None:
     backend = ScriptedTools([("broken", {"x": 1}), ("broken", {"x": 1}), ("add", {"a": 1, "b": 1})])
     result = run(backend, [broken, add])

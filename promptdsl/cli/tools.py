@@ -7,8 +7,10 @@ ask on a terminal; where none can ask, ``--yes`` approves and its absence denies
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+import traceback
 from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import InputError, clip, escape, mask_secrets
@@ -74,9 +76,12 @@ def _every_key(arguments: Any) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def show_step(kind: str, step: Step, out: TextIO | None = None) -> None:
-    """``tool: calculator {"expression": "1+2"}`` then ``  -> 3`` (or the error, or denied) on stderr."""
+def show_step(kind: str, step: Step, out: TextIO | None = None, *, debug: bool = False) -> None:
+    """``tool: calculator {"expression": "1+2"}`` then ``  -> 3`` (or the error, or denied) on stderr;
+    with ``debug``, the traceback of what a tool raised unexpectedly (the model gets one line)."""
     out = out or sys.stderr
+    if debug and kind == "result" and step.exception is not None:
+        traceback.print_exception(step.exception, file=out)
     if kind == "call":
         out.write(f"tool: {_safe(step.tool)} {_short(step.arguments)}\n")
     elif step.approved is False:
@@ -133,7 +138,7 @@ def tool_settings(args: argparse.Namespace) -> ToolSettings:
     return ToolSettings(
         extra=uses,
         approver=terminal_approver(bool(getattr(args, "yes", False))),
-        on_event=show_step,
+        on_event=functools.partial(show_step, debug=bool(getattr(args, "debug", False))),
     )
 
 

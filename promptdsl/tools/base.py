@@ -170,6 +170,8 @@ class Step:
     approved: bool | None = None  # None: never asked (unknown tool, bad arguments)
     seconds: float = 0.0
     id: str = ""
+    #: What the tool raised, for ``--debug`` to show its traceback; never written anywhere (see to_dict).
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The step as results files and ``--json`` hold it: a secret a tool read (a token in a

@@ -282,7 +282,7 @@ class ToolLoop:
         if isinstance(outcome, str):
             step.result = cut(outcome, self.settings.result_budget)
         else:
-            step.error = cut(outcome.message, self.settings.result_budget)
+            step.error, step.exception = cut(outcome.message, self.settings.result_budget), outcome.exception
         return self._told("result", step)
 
     def _told(self, kind: str, step: Step) -> Step:
@@ -292,8 +292,9 @@ class ToolLoop:
 
 
 class _Failed:
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, exception: BaseException | None = None) -> None:
         self.message = message
+        self.exception = exception  # an unexpected one (not ToolFailure), for --debug's traceback
 
 
 def _run_with_timeout(tool: Tool, arguments: dict[str, Any], timeout: float) -> str | _Failed:
@@ -315,7 +316,9 @@ def _run_with_timeout(tool: Tool, arguments: dict[str, Any], timeout: float) -> 
         exc = box["err"]
         from .base import ToolFailure
 
-        return _Failed(str(exc) if isinstance(exc, ToolFailure) else f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, ToolFailure):
+            return _Failed(str(exc))
+        return _Failed(f"{type(exc).__name__}: {exc}", exc)
     return str(box.get("out", ""))
 
 
