@@ -16,6 +16,7 @@ import hashlib
 import inspect
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -76,6 +77,13 @@ def failure_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def plugin_output() -> contextlib.AbstractContextManager[object]:
+    """Standard output while a plugin is imported or made goes to standard error: one ``print`` in a
+    plugin module would otherwise corrupt ``backends --json`` or ``run --json`` for every user who
+    has it installed, even one who never uses it."""
+    return contextlib.redirect_stdout(sys.stderr)
+
+
 def load_plugin(kind: str, name: str, eps: Sequence[EntryPoint]) -> tuple[EntryPoint, object]:
     """The entry point registered as ``name`` and the object it names.
 
@@ -89,7 +97,8 @@ def load_plugin(kind: str, name: str, eps: Sequence[EntryPoint]) -> tuple[EntryP
                             "uninstall one of them, or rename its entry point")
     ep = eps[0]
     try:
-        return ep, ep.load()
+        with plugin_output():
+            return ep, ep.load()
     except (Exception, SystemExit) as exc:  # a third-party import can fail in any way
         raise PluginProblem(f"{kind} plugin '{name}' ({ep.value}) failed to load: {failure_text(exc)}") from exc
 
@@ -278,7 +287,8 @@ def get_backend(name: str, model: str | None = None, options: Mapping[str, Any] 
         if cached is not None and cached[0] == env:
             return cached[1]
         try:
-            inst = cls(model, options or {})
+            with plugin_output():
+                inst = cls(model, options or {})
         except BackendError as exc:
             exc.backend = exc.backend or name
             raise

@@ -399,3 +399,24 @@ def test_a_plugins_spec_hooks_failing_are_the_plugins_error() -> None:
         registry.backend_class = original  # type: ignore[assignment]
     assert info.value.exit_code == 1 and "buggy" in str(info.value) and "KeyError" in str(info.value)
 
+
+
+# ---------------------------------------------------------------------------- a plugin that prints
+
+
+def test_what_a_plugin_prints_on_import_or_construction_goes_to_stderr_not_into_json(
+        install: Callable[..., None], cli: Callable[..., Ran], tmp_path: Path) -> None:
+    """One print in an installed plugin would corrupt `backends --json` and `run --json` for everyone."""
+    install("noisy", BACKENDS, {"noisy": "noisy_mod:B"}, {
+        "noisy_mod": "print('Hello from plugin!')\n" + backend_module(
+            f"name = 'noisy'\n{CAPS}\n"
+            "def __init__(self, model=None, options=None):\n"
+            "    super().__init__(model, options)\n"
+            "    print('constructed')"),
+    })
+    ran = cli("backends", "--json")
+    assert ran.code == 0 and any(b["name"] == "noisy" for b in json.loads(ran.out))
+    assert "Hello from plugin!" in ran.err
+    ran = cli("run", plain_spec(tmp_path), "-b", "noisy", "-i", "text=hi", "--json")
+    assert ran.code == 0, ran.err
+    assert json.loads(ran.out)["value"] == "ok" and "constructed" in ran.err

@@ -26,6 +26,7 @@ from ..registry import (
     name_problem,
     object_schema_problem,
     plugin_entry_points,
+    plugin_output,
 )
 from ..schema import errors as schema_errors
 from .base import Tool, ToolError, ToolUse
@@ -182,8 +183,9 @@ def open_tool(use: ToolUse, *, base_dir: Path | None = None, trusted: bool = Fal
     if problem:
         raise ToolError(f"tool '{use.name}': bad options: {problem}")
     try:
-        options = obj.prepare_options(use.options, base_dir=base_dir, trusted=trusted)
-        made = obj(options) if isinstance(obj, type) else (obj.with_options(options) if options else obj)
+        with plugin_output():
+            options = obj.prepare_options(use.options, base_dir=base_dir, trusted=trusted)
+            made = obj(options) if isinstance(obj, type) else (obj.with_options(options) if options else obj)
     except ToolError:
         raise
     except (Exception, SystemExit) as exc:  # a plugin may fail in any way, even exit
