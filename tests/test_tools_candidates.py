@@ -79,7 +79,7 @@ class Ranker(Backend):
 
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
         self.asked.append((prompt, list(continuations)))
-        return [1.0 if self.prefer in c else 0.0 for c in continuations]
+        return [0.0 if self.prefer in c else -1.0 for c in continuations]  # log-probabilities: at most 0
 
     def stream(self, prompt: Prompt, options: GenerationOptions, constraint: Constraint | None = None) -> Iterator[str]:
         yield "0"
