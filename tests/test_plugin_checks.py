@@ -417,6 +417,8 @@ def test_what_a_plugin_prints_on_import_or_construction_goes_to_stderr_not_into_
     ran = cli("backends", "--json")
     assert ran.code == 0 and any(b["name"] == "noisy" for b in json.loads(ran.out))
     assert "Hello from plugin!" in ran.err
+    listed = cli("backends").out.split("\nnoisy ")[1].splitlines()[1]
+    assert listed.split() == ["options:", "not", "declared", "(not", "checked)"]  # as `tools` says it
     ran = cli("run", plain_spec(tmp_path), "-b", "noisy", "-i", "text=hi", "--json")
     assert ran.code == 0, ran.err
     assert json.loads(ran.out)["value"] == "ok" and "constructed" in ran.err

@@ -38,8 +38,8 @@ def cmd_backends(args: argparse.Namespace) -> int:
         else:
             caps = ", ".join(sorted(c.value for c in i.capabilities))
             print(f"{i.name:<{width}}  {i.version:<8}  {caps}  ({i.distribution})")
-            if i.options_schema is not None:
-                print(f"{'':<{width}}  options: {_options(i.options_schema)}")
+            shown = "not declared (not checked)" if i.options_schema is None else _options(i.options_schema)
+            print(f"{'':<{width}}  options: {shown}")  # as `promptdsl tools` says it
     return 0
 
 
