@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .backend import Backend, refused_options, split_options
+from .backend import Backend, Capability, refused_options, split_options
 from .backend import check_options as check_backend_options
 from .compiler import Compiler
 from .errors import BackendError
@@ -119,6 +119,12 @@ def _check_backend(spec: Spec) -> None:
             cls = backend_class(name)
         except BackendError as exc:
             raise spec.error(exc.message, ("model", "backend")) from None
+        needed = Capability.CHAT if spec.mode == "chat" else Capability.COMPLETION
+        if needed not in cls.capabilities:  # run would say so only after loading the model
+            other = "completion" if spec.mode == "chat" else "chat"
+            raise spec.error(f"backend '{name}' does not support {spec.mode} mode (its capabilities: "
+                             f"{', '.join(sorted(str(c) for c in cls.capabilities))}); use mode: {other}",
+                             ("mode",))
     model = spec_model(spec, cls)  # a model file: found from the spec's folder, under the rule of extends
     if options:
         vetted = spec_options(spec, cls, model, options)  # what a shared file may decide (a llamacpp n_ctx, say)

@@ -422,3 +422,16 @@ def test_what_a_plugin_prints_on_import_or_construction_goes_to_stderr_not_into_
     ran = cli("run", plain_spec(tmp_path), "-b", "noisy", "-i", "text=hi", "--json")
     assert ran.code == 0, ran.err
     assert json.loads(ran.out)["value"] == "ok" and "constructed" in ran.err
+
+
+def test_validate_refuses_a_mode_the_pinned_backend_does_not_take(
+        install: Callable[..., None], cli: Callable[..., Ran], tmp_path: Path) -> None:
+    """run would say so only after the model loads; validate says it at once, at the spec's mode."""
+    install("chatonly", BACKENDS, {"chatonly": "chatonly_mod:B"}, {
+        "chatonly_mod": backend_module("name = 'chatonly'\ncapabilities = frozenset({Capability.CHAT})"),
+    })
+    spec = plain_spec(tmp_path, "mode: completion\nmodel: {backend: chatonly}\n")
+    ran = cli("validate", spec)
+    assert ran.code == 2 and ran.err.strip().endswith(
+        "backend 'chatonly' does not support completion mode (its capabilities: chat); use mode: chat (at $.mode)")
+    assert cli("validate", plain_spec(tmp_path, "model: {backend: chatonly}\n")).code == 0  # chat mode: fine
