@@ -11,7 +11,7 @@ import asyncio
 import os
 import stat
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -424,10 +424,11 @@ async def test_chat_c_loads_the_model_once_when_the_conversation_used_the_defaul
     """`chat -c` of a conversation kept as "smollm2": the default *is* that model, which only loading
     it tells; comparing names before the load loaded it twice. Another model is still switched to."""
     made: list[tuple[str, str | None]] = []
+    loaded = threading.Event()  # a model load takes a while: the test says when it is done
 
     def get_backend(name: str, model: str | None, options: Any) -> ScriptedBackend:
         made.append((name, model))
-        time.sleep(0.3)  # a model load takes a while: the conversation is shown before it is done
+        loaded.wait(10)
         return ScriptedBackend(["ok"], released=5)
 
     monkeypatch.setattr(session_module, "get_backend", get_backend)
@@ -439,16 +440,19 @@ async def test_chat_c_loads_the_model_once_when_the_conversation_used_the_defaul
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.chat.conversation.id == conv.id, 10, "resumed")
         assert app.session.peek() is None and app.session.generation.temperature == 0.2  # at once, not after the load
+        loaded.set()
         await ready(pilot, app)
         await pilot.pause(0.2)
         assert len(made) == loads, made
         assert made[0] == (default, None) and (loads == 1 or made[1] == (default, model))
     # Ctrl+N while the model loads: the new chat keeps the loaded backend, not the resumed one's switch
     made.clear()
+    loaded.clear()
     app = App(history=store, cwd=store.path.parent, resume=conv.id)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.chat.conversation.id == conv.id, 10, "resumed")
         await pilot.press("ctrl+n")
+        loaded.set()
         await ready(pilot, app)
         await pilot.pause(0.4)
         assert made == [(default, None)] and app.session.choice.model is None

@@ -219,9 +219,8 @@ class PromptDSLApp(App[None]):
         switching then would hand it the resumed one's settings unseen.
         """
         session = self.session
-        _, options = split_options(choice.options)
-        decided = choice.name != session.choice.name or options != dict(session.choice.options)
-        if decided and self.chat.conversation is conv:  # another backend or settings: no need to load the default
+        if session.other_settings(choice.name, choice.options) and self.chat.conversation is conv:
+            # another backend or settings: no need to load the default to know
             return session.switch(choice), True
         try:
             current = session.backend()

@@ -210,11 +210,15 @@ class Session:
         backend = self._backend
         return backend.model_id if backend is not None else (self.choice.model or "")
 
+    def other_settings(self, backend: str, options: Mapping[str, Any]) -> bool:
+        """Whether these are another backend or other backend options: decided without loading anything."""
+        _, back = split_options(options)
+        return backend != self.choice.name or back != dict(self.choice.options)
+
     def differs(self, backend: str, model: str, options: Mapping[str, Any]) -> bool:
         """Whether restoring these settings needs another backend instance (not just other generation keys)."""
-        _, back = split_options(options)
         same_model = model in ("", self.choice.model or "", self.model_label())
-        return backend != self.choice.name or not same_model or back != dict(self.choice.options)
+        return not same_model or self.other_settings(backend, options)
 
     def options_for(self, attempt: int) -> GenerationOptions:
         """Generation options; a fixed seed moves on with each regeneration so replies differ."""

@@ -480,7 +480,7 @@ class ChatView(Vertical):
             await self._not_sent(gen)
             return
         if gen.error and view is not None:
-            view.set_note(gen.error)  # before finish: the body ends with it
+            view.set_note(gen.error)  # before finish, which shows the note under the reply
         if view is not None and view.streaming:
             await view.finish(gen.text, gen.status)
         self._ended(gen)  # after the view shows the end: "not generating" means the reply is final
