@@ -210,11 +210,12 @@ def stray_entry_points() -> list[str]:
     from .tools.registry import GROUP as TOOLS
 
     out = []
-    for group in sorted(entry_points().groups):
+    installed = entry_points()  # read once: each call scans every distribution's metadata
+    for group in sorted(installed.groups):
         squashed = group.lower().replace("_", ".").replace("-", ".")
         if group in (BACKENDS, TOOLS) or not squashed.startswith("promptdsl"):
             continue
-        names = ", ".join(sorted(ep.name for ep in entry_points(group=group)))
+        names = ", ".join(sorted(ep.name for ep in installed.select(group=group)))
         out.append(f"entry points in group '{group}' ({names}) are read by nothing"
                    f"{did_you_mean(group, (BACKENDS, TOOLS))}; promptdsl reads '{BACKENDS}' and '{TOOLS}'")
     return out

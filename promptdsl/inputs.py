@@ -298,6 +298,12 @@ def parse_options(pairs: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def missing_inputs(spec: Spec, values: Mapping[str, Any]) -> list[str]:
+    """The spec's inputs that ``values`` leaves out and that have no default, in the spec's order (all
+    of them: :func:`validate_inputs` stops at the first problem, in that order)."""
+    return [name for name, schema in spec.inputs.items() if name not in values and "default" not in schema]
+
+
 def collect_inputs(spec: Spec, assignments: Iterable[str], stdin: TextIO | None = None) -> dict[str, Any]:
     """Merge ``--input`` flags (and ``-`` for stdin) into one raw values mapping."""
     values: dict[str, Any] = {}

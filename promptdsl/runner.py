@@ -69,6 +69,11 @@ METHOD_NEEDS: dict[Method, frozenset[Capability]] = {
 }
 
 
+def mode_capability(spec: Spec) -> Capability:
+    """What a backend must declare to take the spec's prompts (``chat`` or ``completion``)."""
+    return Capability.CHAT if spec.mode == "chat" else Capability.COMPLETION
+
+
 def method_possible(method: Method, capabilities: frozenset[Capability]) -> bool:
     needs = METHOD_NEEDS[method]
     return not needs or bool(needs & capabilities)
@@ -131,8 +136,7 @@ class Runner:
             backend = get_backend(name, model, self._backend_options(cls, model, merged if own else user, user))
         self.backend = backend
         self.model_id = _model_id(backend)
-        needed = Capability.CHAT if spec.mode == "chat" else Capability.COMPLETION
-        if not backend.supports(needed):
+        if not backend.supports(mode_capability(spec)):
             raise BackendError(
                 f"spec '{spec.name}' is in {spec.mode} mode, which this backend does not support",
                 backend=backend.name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .backend import Backend, Capability, refused_options, split_options
+from .backend import Backend, refused_options, split_options
 from .backend import check_options as check_backend_options
 from .compiler import Compiler
 from .errors import BackendError
@@ -102,7 +102,7 @@ def _check_backend(spec: Spec) -> None:
     first to say so. Only the backend's class is loaded (no model, no connection). A spec that
     names none still gets the bounds ``run`` applies with the default backend (its model file,
     what a shared file may set); its options' schema is left to ``run``, which may get ``-b``."""
-    from .runner import check_spec_options, spec_model, spec_options
+    from .runner import check_spec_options, mode_capability, spec_model, spec_options
 
     name = spec.model.backend
     options = split_options(spec.model.options)[1]
@@ -119,8 +119,7 @@ def _check_backend(spec: Spec) -> None:
             cls = backend_class(name)
         except BackendError as exc:
             raise spec.error(exc.message, ("model", "backend")) from None
-        needed = Capability.CHAT if spec.mode == "chat" else Capability.COMPLETION
-        if needed not in cls.capabilities:  # run would say so only after loading the model
+        if mode_capability(spec) not in cls.capabilities:  # run would say so only after loading the model
             other = "completion" if spec.mode == "chat" else "chat"
             raise spec.error(f"backend '{name}' does not support {spec.mode} mode (its capabilities: "
                              f"{', '.join(sorted(str(c) for c in cls.capabilities))}); use mode: {other}",

@@ -8,7 +8,7 @@ import sys
 from typing import Any, NoReturn, Protocol
 
 from ..errors import InputError, did_you_mean
-from ..inputs import collect_inputs, parse_options, validate_inputs
+from ..inputs import collect_inputs, missing_inputs, parse_options, validate_inputs
 from ..runner import Runner
 from ..spec import Spec
 
@@ -70,7 +70,7 @@ def inputs_from_args(spec: Spec, args: argparse.Namespace) -> dict[str, Any]:
     try:
         return validate_inputs(spec, values)
     except InputError as exc:
-        missing = [n for n, schema in spec.inputs.items() if n not in values and "default" not in schema]
+        missing = missing_inputs(spec, values)
         if exc.name not in missing:
             raise
         flags = " ".join(f"-i {n}=VALUE" for n in missing)
