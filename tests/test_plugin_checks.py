@@ -400,6 +400,27 @@ def test_a_plugins_spec_hooks_failing_are_the_plugins_error() -> None:
     assert info.value.exit_code == 1 and "buggy" in str(info.value) and "KeyError" in str(info.value)
 
 
+def test_validate_and_run_exit_alike_on_a_plugins_bug_and_validate_still_says_2_for_a_bad_spec(
+        install: Callable[..., None], cli: Callable[..., Ran], tmp_path: Path) -> None:
+    """A spec_options() that raises is the plugin's bug (exit 1) in `run`; `validate` said 2, as if
+    the spec were at fault. With a bad spec among the files, 2 still wins."""
+    install("buggyopts", BACKENDS, {"buggyopts": "buggyopts_mod:B"}, {
+        "buggyopts_mod": backend_module(f"name = 'buggyopts'\n{CAPS}\n@classmethod\n"
+                                        "def spec_options(cls, model, options):\n    raise KeyError('n_ctx')"),
+    })
+    spec = plain_spec(tmp_path, "model: {backend: buggyopts, options: {n_ctx: 9}}\n"
+                      "tests: [{input: {text: hi}, expect: {equals: ok}}]\n")
+    ran = cli("validate", spec)
+    assert ran.code == 1 and ran.err.count("\n") == 1, ran.err
+    assert "buggyopts: spec_options() failed: KeyError: 'n_ctx'" in ran.err
+    assert cli("run", spec, "-i", "text=hi").code == 1
+    assert cli("test", spec).code == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nname: b\nmode: nonsense\n")
+    ran = cli("validate", spec, str(bad))
+    assert ran.code == 2 and ran.out.splitlines()[-1] == "0 ok, 2 invalid", ran.out
+
+
 
 # ---------------------------------------------------------------------------- a plugin that prints
 

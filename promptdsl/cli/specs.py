@@ -43,9 +43,11 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_schema)
 
 
-def _load_each(args: argparse.Namespace, load: Callable[[Path], Spec]) -> tuple[list[tuple[Path, Spec]], int]:
+def _load_each(
+    args: argparse.Namespace, load: Callable[[Path], Spec]
+) -> tuple[list[tuple[Path, Spec]], list[PromptDSLError]]:
     """Every spec named (a folder: its specs), each bad one named on its own error line, so one
-    broken spec hides none of the others: (the loaded ones, how many failed). A file of a folder
+    broken spec hides none of the others: (the loaded ones, the errors shown). A file of a folder
     that a loaded spec is built from (its examples file, a base) is no spec of its own."""
     loaded: list[tuple[Path, Spec]] = []
     failed: list[tuple[PromptDSLError, Path | None]] = []  # (why, the file when a folder held it)
@@ -71,7 +73,14 @@ def _load_each(args: argparse.Namespace, load: Callable[[Path], Spec]) -> tuple[
     shown = [problem for problem, in_folder in failed if in_folder is None or in_folder not in parts]
     for problem in shown:
         _say(problem, args.debug)
-    return loaded, len(shown)
+    return loaded, shown
+
+
+def _exit_code(problems: list[PromptDSLError]) -> int:
+    """2 when any spec is bad input; otherwise the errors' own code (1: a plugin failed, which is
+    no fault of the spec), as ``run`` of the same spec would exit; 0 for none."""
+    codes = {problem.exit_code for problem in problems}
+    return 2 if 2 in codes else max(codes, default=0)
 
 
 def _say(problem: PromptDSLError, debug: bool) -> None:
@@ -82,7 +91,8 @@ def _say(problem: PromptDSLError, debug: bool) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    loaded, invalid = _load_each(args, validate_spec)
+    loaded, problems = _load_each(args, validate_spec)
+    invalid = len(problems)
     for path, spec in loaded:
         counts = f"{_count(len(spec.examples), 'example')}, {_count(len(spec.tests), 'test')}"
         print(f"ok: {path} ({counts}, {spec.mode} mode, output {spec.output.type})")
@@ -90,7 +100,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"  note: {note}")
     if len(loaded) + invalid > 1:
         print(f"{len(loaded)} ok, {invalid} invalid")
-    return 2 if invalid else 0
+    return _exit_code(problems)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -108,9 +118,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     from ..expect import run_tests
 
-    loaded, invalid = _load_each(args, load_spec)
+    loaded, problems = _load_each(args, load_spec)
     if not loaded:
-        return 2
+        return _exit_code(problems) or 2
     passed = failed = 0
     for path, spec in loaded:
         if not spec.tests:
@@ -121,7 +131,7 @@ def cmd_test(args: argparse.Namespace) -> int:
             runner = runner_from_args(spec, args)
         except PromptDSLError as exc:  # this spec cannot run as asked (a forced tool not given, say): the rest can
             _say(exc, args.debug)
-            invalid += 1
+            problems.append(exc)
             continue
         for outcome in run_tests(spec, runner):
             if args.json:  # one object per test, for CI reports
@@ -132,10 +142,11 @@ def cmd_test(args: argparse.Namespace) -> int:
                 print(f"{'PASS' if outcome.passed else 'FAIL'} {outcome.label}: {outcome.detail}", flush=True)
             passed += outcome.passed
             failed += not outcome.passed
+    invalid = len(problems)
     if not args.json:
         skipped = f"; {invalid} spec{'s' if invalid != 1 else ''} not run (invalid, see above)" if invalid else ""
         print(f"{passed} passed, {failed} failed{skipped}")
-    return 2 if invalid else 1 if failed else 0
+    return _exit_code(problems) or (1 if failed else 0)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
