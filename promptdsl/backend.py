@@ -173,6 +173,7 @@ class BackendInfo:
     distribution: str = ""
     error: str | None = None  # set when the plugin failed to load
     options_schema: OptionsSchema | None = None  # the backend's declared options (None: not declared)
+    probed_capabilities: frozenset[Capability] = frozenset()  # more an instance may find its server has
 
 
 class Backend(ABC):
@@ -187,6 +188,10 @@ class Backend(ABC):
 
     name: ClassVar[str] = ""
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    #: Capabilities an instance may add once it has asked its server (an OpenAI-compatible llama.cpp
+    #: server scores and takes grammars; OpenAI's does not): ``validate`` refuses a spec's ``method``
+    #: only when neither set makes it possible, and ``backends`` lists them as "per server".
+    probed_capabilities: ClassVar[frozenset[Capability]] = frozenset()
     #: True for in-process models whose requests run one at a time: batch runs then use no thread pool.
     local: ClassVar[bool] = False
     #: Environment variables read when an instance starts; instances are reused only while they are unchanged.

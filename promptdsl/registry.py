@@ -146,10 +146,10 @@ def name_problem(kind: str, name: str, declared: object, fix: str) -> str | None
 # ---------------------------------------------------------------------------- backends
 
 
-def _capabilities(value: object) -> frozenset[Capability] | str:
+def _capabilities(value: object, attr: str = "capabilities") -> frozenset[Capability] | str:
     """The declared capabilities as Capability members (names given as strings are converted), or why not."""
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        return (f"capabilities must be a set of Capability values, e.g. frozenset({{Capability.CHAT}}), "
+        return (f"{attr} must be a set of Capability values, e.g. frozenset({{Capability.CHAT}}), "
                 f"not {type(value).__name__} {quote(value, python=True)}")
     caps: set[Capability] = set()
     for item in value:
@@ -157,7 +157,8 @@ def _capabilities(value: object) -> frozenset[Capability] | str:
             caps.add(Capability(item))
         except (ValueError, TypeError):
             known = ", ".join(c.value for c in Capability)
-            return f"declares unknown capability {quote(item, python=True)} (known: {known})"
+            where = "" if attr == "capabilities" else f"{attr} "
+            return f"{where}declares unknown capability {quote(item, python=True)} (known: {known})"
     return frozenset(caps)
 
 
@@ -182,7 +183,11 @@ def _check_capabilities(name: str, cls: type[Backend]) -> str | None:
     caps = _capabilities(cls.capabilities)
     if isinstance(caps, str):
         return caps
+    probed = _capabilities(cls.probed_capabilities, "probed_capabilities")
+    if isinstance(probed, str):
+        return probed
     cls.capabilities = caps  # listed, compared and printed as Capability members from now on
+    cls.probed_capabilities = probed - caps
     return None
 
 
@@ -243,7 +248,8 @@ def list_backends() -> list[BackendInfo]:
         except BackendError as exc:
             infos.append(BackendInfo(name, version, frozenset(), dist, error=exc.message))
             continue
-        infos.append(BackendInfo(name, version, frozenset(cls.capabilities), dist, options_schema=cls.options_schema))
+        infos.append(BackendInfo(name, version, frozenset(cls.capabilities), dist, options_schema=cls.options_schema,
+                                 probed_capabilities=frozenset(cls.probed_capabilities)))
     return infos
 
 

@@ -12,7 +12,7 @@ from .errors import BackendError
 from .inputs import validate_inputs
 from .loader import load_spec
 from .registry import backend_class, resolve_backend_name
-from .spec import UNFORCED_CHOICES, Spec
+from .spec import UNFORCED_CHOICES, Method, Spec
 
 
 def validate_spec(source: str | Path | Spec, *, check_backend: bool = True) -> Spec:
@@ -102,7 +102,7 @@ def _check_backend(spec: Spec) -> None:
     first to say so. Only the backend's class is loaded (no model, no connection). A spec that
     names none still gets the bounds ``run`` applies with the default backend (its model file,
     what a shared file may set); its options' schema is left to ``run``, which may get ``-b``."""
-    from .runner import check_spec_options, mode_capability, spec_model, spec_options
+    from .runner import check_spec_options, method_possible, mode_capability, spec_model, spec_options
 
     name = spec.model.backend
     options = split_options(spec.model.options)[1]
@@ -124,6 +124,11 @@ def _check_backend(spec: Spec) -> None:
             raise spec.error(f"backend '{name}' does not support {spec.mode} mode (its capabilities: "
                              f"{', '.join(sorted(str(c) for c in cls.capabilities))}); use mode: {other}",
                              ("mode",))
+        method = spec.output.method
+        if method is not Method.AUTO and not method_possible(method, cls.capabilities | cls.probed_capabilities):
+            raise spec.error(f"backend '{name}' cannot do method '{method}' (its capabilities: "
+                             f"{', '.join(sorted(str(c) for c in cls.capabilities))}); use method: auto",
+                             ("output", "method"))
     model = spec_model(spec, cls)  # a model file: found from the spec's folder, under the rule of extends
     if options:
         vetted = spec_options(spec, cls, model, options)  # what a shared file may decide (a llamacpp n_ctx, say)

@@ -456,3 +456,33 @@ def test_validate_refuses_a_mode_the_pinned_backend_does_not_take(
     assert ran.code == 2 and ran.err.strip().endswith(
         "backend 'chatonly' does not support completion mode (its capabilities: chat); use mode: chat (at $.mode)")
     assert cli("validate", plain_spec(tmp_path, "model: {backend: chatonly}\n")).code == 0  # chat mode: fine
+
+
+def test_validate_refuses_a_method_the_pinned_backend_can_never_do_but_not_one_a_server_may_have(
+        install: Callable[..., None], cli: Callable[..., Ran], tmp_path: Path) -> None:
+    """`method: score` on a backend without scores failed only in run, after the model loaded. A
+    backend that finds out from its server (probed_capabilities) is given the benefit of the doubt."""
+    install("plain", BACKENDS, {"plain": "plain_mod:B", "probing": "plain_mod:P"}, {
+        "plain_mod": backend_module(f"name = 'plain'\n{CAPS}") + (
+            "class P(B):\n    name = 'probing'\n    probed_capabilities = frozenset({'score', 'grammar'})\n"),
+    })
+    choice = "output: {type: choice, choices: [yes, no], method: score}\n"
+    path = tmp_path / "s.yaml"
+    path.write_text("version: 1\nname: s\ninputs: {text: {type: string}}\ntemplate: '{{ text }}'\n"
+                    "model: {backend: plain}\n" + choice)
+    ran = cli("validate", str(path))
+    assert ran.code == 2 and ran.err.count("\n") == 1, ran.err
+    assert ran.err.strip().endswith("backend 'plain' cannot do method 'score' (its capabilities: chat, completion); "
+                                    "use method: auto (at $.output.method)"), ran.err
+    assert f"{path}:6:" in ran.err  # the line of output.method
+    assert cli("run", str(path), "-i", "text=hi").code == 2  # run agrees, once the backend is made
+    path.write_text(path.read_text().replace("backend: plain", "backend: probing"))
+    assert cli("validate", str(path)).code == 0
+    listed = json.loads(cli("backends", "--json").out)
+    probing = next(b for b in listed if b["name"] == "probing")
+    assert probing["probed_capabilities"] == ["grammar", "score"] and "score" not in probing["capabilities"]
+    assert "(per server: grammar, score)" in cli("backends").out
+    install("badprobe", BACKENDS, {"badprobe": "badprobe_mod:B"}, {
+        "badprobe_mod": backend_module(f"name = 'badprobe'\n{CAPS}\nprobed_capabilities = frozenset({{'telepathy'}})"),
+    })
+    assert "(badprobe_mod:B): probed_capabilities declares unknown capability 'telepathy'" in cli("backends").out

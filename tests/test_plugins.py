@@ -82,9 +82,10 @@ def test_example_plugin_is_listed_with_version_and_capabilities(echo_cli: Callab
     assert by_name["echo"].pop("options")["properties"]["prefix"]["type"] == "string"
     assert by_name["echo"] == {
         "name": "echo", "version": "0.1.0", "distribution": "promptdsl-echo",
-        "capabilities": ["chat", "completion", "stream"], "error": None,
+        "capabilities": ["chat", "completion", "stream"], "probed_capabilities": [], "error": None,
     }
     assert by_name["openai"]["capabilities"] == ["chat", "completion", "json_schema", "stream", "tools"]
+    assert by_name["openai"]["probed_capabilities"] == ["grammar", "score"]  # on a llama.cpp-family server
     assert by_name["openai"]["distribution"] == "promptdsl-openai" and by_name["openai"]["error"] is None
     assert by_name["llamacpp"]["error"] is None
 

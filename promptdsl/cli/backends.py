@@ -23,7 +23,8 @@ def cmd_backends(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([
             {"name": i.name, "version": i.version, "distribution": i.distribution,
-             "capabilities": sorted(c.value for c in i.capabilities), "error": i.error,
+             "capabilities": sorted(c.value for c in i.capabilities),
+             "probed_capabilities": sorted(c.value for c in i.probed_capabilities), "error": i.error,
              "options": i.options_schema}
             for i in infos
         ], indent=2))
@@ -37,6 +38,8 @@ def cmd_backends(args: argparse.Namespace) -> int:
             print(f"{i.name:<{width}}  {i.version:<8}  BROKEN: {i.error}")
         else:
             caps = ", ".join(sorted(c.value for c in i.capabilities))
+            if i.probed_capabilities:
+                caps += f" (per server: {', '.join(sorted(c.value for c in i.probed_capabilities))})"
             print(f"{i.name:<{width}}  {i.version:<8}  {caps}  ({i.distribution})")
             shown = "not declared (not checked)" if i.options_schema is None else _options(i.options_schema)
             print(f"{'':<{width}}  options: {shown}")  # as `promptdsl tools` says it

@@ -157,6 +157,7 @@ class OpenAIBackend(Backend):
 
     name = "openai"
     capabilities = BASE_CAPABILITIES
+    probed_capabilities = frozenset({Capability.GRAMMAR, Capability.SCORE})  # a llama.cpp-family server's
     env_keys = ("OPENAI_API_KEY", "OPENAI_BASE_URL", HEADERS_ENV, ORG_ENV, PROJECT_ENV, TRUST_ENV, "PROMPTDSL_HOME")
     #: Types and ranges (a spec cannot ask for endless retries); config.resolve checks again, and says more.
     options_schema = _options_schema()
