@@ -31,6 +31,7 @@ from .compiler import Compiler
 from .errors import BackendError, InputError, OutputError, PromptDSLError, SpecError
 from .inputs import validate_inputs
 from .outputs import ParseFailure, parse_output
+from .plugin_code import plugin_code
 from .prompt import Prompt
 from .registry import get_backend, resolve_backend_name
 from .result import Response, Result
@@ -387,9 +388,11 @@ def check_options(options: Mapping[str, Any]) -> None:
 @contextmanager
 def _plugin_errors(backend: Backend | type[Backend], hook: str = "") -> Iterator[None]:
     """Any failure inside the plugin leaves as a BackendError that names it (and ``hook``, the method
-    that failed, where the user could not tell: ``spec_options() failed: TypeError: ...``)."""
+    that failed, where the user could not tell: ``spec_options() failed: TypeError: ...``). What the
+    plugin prints meanwhile is its own (:func:`.plugin_code.plugin_code`), not a result."""
     try:
-        yield
+        with plugin_code():
+            yield
     except BackendError as exc:
         exc.backend = exc.backend or backend.name
         raise
@@ -424,15 +427,22 @@ def _guarded(backend: Backend, chunks: Iterator[str], max_tokens: int | None = N
     if not isinstance(chunks, Iterable):
         raise BackendError(f"stream() returned {type(chunks).__name__}, not an iterator of text",
                            backend=backend.name, exit_code=1)
+    pieces = bounded(chunks, max_tokens, backend.name)
     try:
-        with _plugin_errors(backend):
-            for chunk in bounded(chunks, max_tokens, backend.name):
-                if not isinstance(chunk, str):
-                    what = f"stream yielded a piece of type {type(chunk).__name__}, not text"
-                    raise BackendError(what, backend=backend.name, exit_code=1)
-                yield chunk
+        while True:
+            with _plugin_errors(backend):  # around the plugin's part only: the consumer's writes are not its
+                chunk = next(pieces, _END)
+            if chunk is _END:
+                return
+            if not isinstance(chunk, str):
+                what = f"stream yielded a piece of type {type(chunk).__name__}, not text"
+                raise BackendError(what, backend=backend.name, exit_code=1)
+            yield chunk
     finally:
         close_stream(chunks)
+
+
+_END = object()  # the end of a plugin's stream (None could be a piece it wrongly yields)
 
 
 def _checked_scores(backend: Backend, choices: Sequence[str], logps: Any) -> dict[str, float]:

@@ -7,6 +7,7 @@ Every plugin here is a throwaway ``*.dist-info`` on ``sys.path`` (tests/fake_dis
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from fake_dist import fake_distribution
 
 from promptdsl.backend import Capability
 from promptdsl.cli import main
+from promptdsl.cli.output import ResultsOnly
 from promptdsl.errors import BackendError
 from promptdsl.registry import backend_class, get_backend, list_backends
 from promptdsl.tools import ToolError, ToolUse
@@ -486,3 +488,46 @@ def test_validate_refuses_a_method_the_pinned_backend_can_never_do_but_not_one_a
         "badprobe_mod": backend_module(f"name = 'badprobe'\n{CAPS}\nprobed_capabilities = frozenset({{'telepathy'}})"),
     })
     assert "(badprobe_mod:B): probed_capabilities declares unknown capability 'telepathy'" in cli("backends").out
+
+
+def test_what_a_backend_or_a_tool_prints_while_it_runs_goes_to_stderr_not_into_the_results(
+        install: Callable[..., None], cli: Callable[..., Ran], tmp_path: Path) -> None:
+    """Import-time prints were kept out of stdout; a debug print in stream(), tool_turn() or a
+    tool's call() still went into `run --json`, a streamed answer and a dataset's JSONL."""
+    install("chatty", BACKENDS, {"chatty": "chatty_mod:B"}, {
+        "chatty_mod": (
+            "from promptdsl.backend import Backend, Capability\n"
+            "from promptdsl.tools import ToolCall\nfrom promptdsl.tools.native import ToolTurn\n"
+            "class B(Backend):\n"
+            "    name = 'chatty'\n"
+            "    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION, Capability.STREAM, Capability.TOOLS})\n"
+            "    def stream(self, prompt, options, constraint=None):\n"
+            "        print('stream says hi')\n"
+            "        yield 'o'\n"
+            "        print('between pieces')\n"
+            "        yield 'k'\n"
+            "    def tool_turn(self, prompt, steps, tools, choice, options):\n"
+            "        print('tool_turn says hi')\n"
+            "        if not steps:\n"
+            "            return ToolTurn(calls=[ToolCall('loud', {})])\n"
+            "        return ToolTurn(text=steps[-1].result or '')\n"
+        ),
+    })
+    install("loud-tool", TOOLS, {"loud": "loud_mod:T"}, {"loud_mod": (
+        "from promptdsl.tools import Tool\nclass T(Tool):\n    name = 'loud'\n    description = 'prints'\n"
+        "    parameters = {'type': 'object', 'properties': {}}\n    read_only = True\n"
+        "    def call(self, arguments):\n        print('tool says hi')\n        return 'done'\n")})
+    spec = plain_spec(tmp_path)
+    ran = cli("run", spec, "-b", "chatty", "-i", "text=x", "--json")
+    assert ran.code == 0 and json.loads(ran.out)["value"] == "ok", ran.out
+    assert "stream says hi" in ran.err and "between pieces" in ran.err
+    ran = cli("run", spec, "-b", "chatty", "-i", "text=x", "--stream")
+    assert (ran.code, ran.out) == (0, "ok\n") and "between pieces" in ran.err
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"text": "a"}\n{"text": "b"}\n')
+    ran = cli("run", spec, "-b", "chatty", "--data", str(data), "--no-cache")
+    assert ran.code == 0 and [json.loads(line)["value"] for line in ran.out.splitlines()] == ["ok", "ok"], ran.out
+    ran = cli("run", spec, "-b", "chatty", "-i", "text=x", "-T", "loud", "--yes", "--json")
+    assert ran.code == 0 and json.loads(ran.out)["value"] == "done", ran.out
+    assert "tool_turn says hi" in ran.err and "tool says hi" in ran.err
+    assert not isinstance(sys.stdout, ResultsOnly)  # the command put stdout back as it found it

@@ -14,10 +14,12 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TextIO, cast
 
 from .. import __version__
 from ..errors import PromptDSLError
 from .common import Parser, unknown_flags_hint
+from .output import ResultsOnly
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -89,9 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
     handler: Handler = args.handler
     _blocking_stdout()
+    real = sys.stdout
+    if real is not None:  # None when started with stdout closed (`>&-`, some daemons)
+        sys.stdout = cast(TextIO, ResultsOnly(real))  # a plugin's prints go to stderr, not into the results
     try:
         code = int(handler(args))
-        if sys.stdout is not None:  # None when started with stdout closed (`>&-`, some daemons)
+        if sys.stdout is not None:
             sys.stdout.flush()  # a full stdout (/dev/full) fails here, not at exit
         return code
     except PromptDSLError as exc:
@@ -114,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _drop_stdout()  # writing the output failed (a full disk, /dev/full)
         print(f"promptdsl: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    finally:
+        if isinstance(sys.stdout, ResultsOnly):  # as it was (in-process callers, the tests)
+            sys.stdout = real
 
 
 #: The errors of writing to a full or broken output; any other OSError reaching the CLI (from a

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from .. import schema as schemas
 from ..backend import CutOff
 from ..errors import PromptDSLError, quote
+from ..plugin_code import plugin_code
 from ..prompt import Prompt
 from ..result import Response, Result
 from .base import Approval, Step, StopReason, Tool, ToolCall, ToolError, ToolUse, result_text
@@ -303,7 +304,8 @@ def _run_with_timeout(tool: Tool, arguments: dict[str, Any], timeout: float) -> 
 
     def target() -> None:
         try:
-            box["out"] = result_text(tool.name, tool.call(dict(arguments)))
+            with plugin_code():  # what the tool prints is not the run's output
+                box["out"] = result_text(tool.name, tool.call(dict(arguments)))
         except BaseException as exc:  # the tool's fault, whatever it is, goes back to the model
             box["err"] = exc
 
