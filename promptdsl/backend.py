@@ -292,6 +292,13 @@ class Backend(ABC):
         return False
 
     @classmethod
+    def check_model(cls, model: str) -> None:
+        """Raise :class:`BackendError` when ``model`` (not a file: see :meth:`names_file`) is a name
+        this backend can never load, so ``validate`` says so without loading anything. The default
+        takes any name (a server's models are only known by asking it)."""
+        return None
+
+    @classmethod
     def spec_options(cls, model: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
         """The options a spec file chose (never the user's ``-o``), bounded as a file shared like
         code may decide them: lower a value, drop it, or raise :class:`SpecError` with its path.

@@ -49,16 +49,21 @@ def spec_notes(spec: Spec) -> list[str]:
         notes.append(f"tool_choice '{spec.tool_choice}' forces a tool, yet the spec lists none: each run needs one "
                      "given with -T NAME")
     options = split_options(spec.model.options)[1]
-    if spec.model.backend is None and options:  # valid for some backend, maybe not for the default one
+    model = spec.model.model
+    if spec.model.backend is None and (options or model is not None):  # maybe for another backend than the default
         default = _default_backend()
         if default is None:  # no default backend to hold them to: run says so in its own words
             return notes
         name, cls = default
+        problems: list[str | None] = []
         try:
             check_backend_options(name, cls.options_schema, options)
         except BackendError as exc:
-            notes.append(f"with the default backend '{name}': {exc.message}; run refuses it unless -b picks a "
-                         "backend that takes it (or name one in model.backend)")
+            problems.append(exc.message)
+        if model is not None:
+            problems.append(_model_refused(cls, model))
+        notes += [f"with the default backend '{name}': {problem}; run refuses it unless -b picks a backend that "
+                  "takes it (or name one in model.backend)" for problem in problems if problem is not None]
     return notes
 
 
@@ -130,6 +135,10 @@ def _check_backend(spec: Spec) -> None:
                              f"{', '.join(sorted(str(c) for c in cls.capabilities))}); use method: auto",
                              ("output", "method"))
     model = spec_model(spec, cls)  # a model file: found from the spec's folder, under the rule of extends
+    if name is not None and spec.model.model is not None:
+        refused = _model_refused(cls, spec.model.model)
+        if refused is not None:
+            raise spec.error(f"backend '{name}': {refused}", ("model", "model"))
     if options:
         vetted = spec_options(spec, cls, model, options)  # what a shared file may decide (a llamacpp n_ctx, say)
         if name is not None:  # as run checks them: once lowered
@@ -146,6 +155,7 @@ def _taken_by_some_backend(spec: Spec, options: dict[str, Any]) -> None:
         return
     declared: set[str] = set()
     refused: dict[str, str] = {}
+    takers: dict[str, list[str]] = {}  # option -> the backends that declare it
     for info in list_backends():
         schema = info.options_schema
         if info.error is not None:
@@ -153,13 +163,56 @@ def _taken_by_some_backend(spec: Spec, options: dict[str, Any]) -> None:
         if schema is None or schema.get("additionalProperties", True) is not False:
             return  # a backend that takes any key: nothing to hold the names to
         refused |= refused_options(schema)
-        declared |= set(schema.get("properties", {})) - set(refused)
+        names = set(schema.get("properties", {})) - set(refused)
+        declared |= names
+        for key in names:
+            takers.setdefault(key, []).append(info.name)
     for key in options:
         if key in refused and key not in declared:  # its backend's own reason (an API key in a spec, say)
             raise spec.error(f"option '{key}' is refused: {refused[key]}", ("model", "options", key))
         if key not in declared:
             raise spec.error(f"no installed backend takes the option '{key}'{did_you_mean(key, declared)}; "
                              f"their options: {', '.join(sorted(declared)) or 'none'}", ("model", "options", key))
+    for key, value in options.items():
+        _refused_from_a_spec_by_all(spec, key, value, takers[key])
+
+
+def _refused_from_a_spec_by_all(spec: Spec, key: str, value: Any, names: list[str]) -> None:
+    """An option that every backend declaring it refuses from a spec file (``api_key_env``: only the
+    user may choose which variable is sent as the key) is an error, not a note that ``-b`` may help."""
+    from .errors import SpecError
+    from .runner import _plugin_errors
+
+    reason: SpecError | None = None
+    for name in names:
+        cls = backend_class(name)
+        try:
+            with _plugin_errors(cls, "spec_options()"):
+                cls.spec_options(None, {key: value})
+        except SpecError as exc:
+            reason = reason or exc
+            continue
+        return  # this one takes it
+    if reason is not None:
+        raise spec.error(reason.message, reason.path or ("model", "options", key))
+
+
+def _model_refused(cls: type[Backend], model: str) -> str | None:
+    """Why the backend can never load the model name ``model`` (its ``check_model``), or None (a
+    file is checked by ``spec_model``, from the spec's folder)."""
+    from .runner import _plugin_errors
+
+    try:
+        with _plugin_errors(cls, "names_file()"):
+            if cls.names_file(model):
+                return None
+        with _plugin_errors(cls, "check_model()"):
+            cls.check_model(model)
+    except BackendError as exc:
+        if exc.exit_code != 2:  # the plugin's bug, not the spec's
+            raise
+        return exc.message
+    return None
 
 
 def _default_backend() -> tuple[str, type[Backend]] | None:

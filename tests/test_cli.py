@@ -119,6 +119,34 @@ def test_an_option_the_default_backend_refuses_is_a_note_when_the_spec_names_no_
     assert "note" not in cli("validate", str(spec)).stdout
 
 
+def test_validate_says_what_run_would_refuse_a_model_name_an_option_no_backend_takes_from_a_spec_and_no_type(
+    cli: Callable[..., Ran], tmp_path: Path
+) -> None:
+    """Each of these passed validate and failed in run (or gave three wrong errors besides the right one)."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: x\nmodel: {backend: llamacpp, model: smolm2}\n", encoding="utf-8")
+    proc = cli("validate", str(spec))
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        f"promptdsl: error: {spec}:3:28: backend 'llamacpp': unknown model 'smolm2' (did you mean 'smollm2'?)"), \
+        proc.stderr
+    assert "(at $.model.model)" in proc.stderr
+    spec.write_text("version: 1\nname: x\nmodel: {model: gpt-4o}\n", encoding="utf-8")  # -b openai may take it
+    proc = cli("validate", str(spec))
+    assert proc.returncode == 0 and "  note: with the default backend 'llamacpp': unknown model 'gpt-4o'" in proc.stdout
+    for fine in ("{backend: llamacpp, model: SmolLM2}", "{backend: openai, model: gpt-4o}", "{model: default}"):
+        spec.write_text(f"version: 1\nname: x\nmodel: {fine}\n", encoding="utf-8")
+        proc = cli("validate", str(spec))
+        assert proc.returncode == 0 and "note" not in proc.stdout, (fine, proc.stdout, proc.stderr)
+    spec.write_text("version: 1\nname: x\nmodel: {options: {api_key_env: MY_KEY}}\n", encoding="utf-8")
+    proc = cli("validate", str(spec))  # only openai declares it, and it refuses it from a spec: -b cannot help
+    assert proc.returncode == 2 and "s.yaml:3:19: refused: a spec file may not choose which environment variable " \
+        "is sent as the API key" in proc.stderr, proc.stderr
+    spec.write_text("version: 1\nname: x\noutput: {max_tokens: 5}\n", encoding="utf-8")
+    proc = cli("validate", str(spec))
+    assert proc.returncode == 2 and proc.stderr == \
+        f"promptdsl: error: {spec}:3:1: missing required key 'type' (at $.output.type)\n"
+
+
 def test_validate_debug_shows_the_traceback(cli: Callable[..., Ran], tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text("version: 1\nname: x\nfoo: 1\n", encoding="utf-8")

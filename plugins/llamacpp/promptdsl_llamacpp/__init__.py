@@ -161,9 +161,14 @@ def resolve_model(model: str | None) -> Path:
         if not path.is_file():
             raise BackendError(f"model file not found: {model}", backend="llamacpp", model=model, exit_code=2)
         return path
+    raise _unknown_name(model)
+
+
+def _unknown_name(model: str) -> BackendError:
+    """A name that is neither a file nor an alias of the embedded model."""
     aliases = ", ".join(sorted(EMBEDDED_ALIASES))
     hint = did_you_mean(model.lower(), EMBEDDED_ALIASES) or " (a server's model? choose the openai backend)"
-    raise BackendError(
+    return BackendError(
         f"unknown model '{model}'{hint}: give a path to a .gguf file (./{model} for a file here) or one of: {aliases}",
         backend="llamacpp",
         model=model,
@@ -1055,6 +1060,12 @@ class LlamaCppBackend(Backend):
         """True when ``model`` is a file path, not an alias of the embedded model: a spec's is then
         found from the spec's folder and held to its folder rule (see ``promptdsl.loader.spec_file``)."""
         return _is_path(model)
+
+    @classmethod
+    def check_model(cls, model: str) -> None:
+        """A name (not a path) must be one of the embedded model's aliases."""
+        if not _is_path(model) and model.lower() not in EMBEDDED_ALIASES:
+            raise _unknown_name(model)
 
     @classmethod
     def spec_options(cls, model: str | None, options: Mapping[str, Any]) -> dict[str, Any]:
