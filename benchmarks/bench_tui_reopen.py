@@ -132,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     text = args.text.read_text(encoding="utf-8") if args.text else long_reply(args.kb)
-    home = Path(tempfile.mkdtemp(prefix="promptdsl-bench-reopen-"))
-    os.environ["PROMPTDSL_HOME"] = str(home)
+    with tempfile.TemporaryDirectory(prefix="promptdsl-bench-reopen-") as home:  # removed after
+        os.environ["PROMPTDSL_HOME"] = home
+        return _measure(text, Path(home), args.rounds)
+
+
+def _measure(text: str, home: Path, rounds: int) -> int:
     from promptdsl.prompt import Message, Prompt
     from promptdsl.registry import get_backend
 
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     # warm-ups (imports, first-use caches) that also count each side's blocks
     blocks = {"app": in_app(text, backend, home, None)[2], "textual": in_textual(text, None)[2]}
     times: dict[str, list[tuple[float, float, int]]] = {"app": [], "textual": []}
-    for i in range(args.rounds):
+    for i in range(rounds):
         for side in (("app", "textual") if i % 2 == 0 else ("textual", "app")):
             run = in_app(text, backend, home, blocks[side]) if side == "app" else in_textual(text, blocks[side])
             times[side].append(run)
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reopening a {len(text) / 1000:.1f} KB reply ({blocks['app']} blocks): app {ours:.2f} s vs Textual's Markdown "
           f"alone {base:.2f} s = {ratio:.2f}x (target <= {TARGET}x: {'PASS' if ratio <= TARGET else 'FAIL'})")
     print(f"focus onto the scrolling container and back: app {ours_f:.2f} s, Textual's default {base_f:.2f} s")
-    print(f"{args.rounds} runs a side, medians")
+    print(f"{rounds} runs a side, medians")
     return 0 if ratio <= TARGET else 1
 
 

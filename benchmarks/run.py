@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
 
     common.THREADS = args.threads
     common.TWEETS = args.data
-    os.environ.setdefault("PROMPTDSL_HOME", str(Path("/tmp") / f"promptdsl-bench-{os.getpid()}"))
+    with tempfile.TemporaryDirectory(prefix="promptdsl-bench-") as home:  # a fresh cache and history, removed after
+        os.environ.setdefault("PROMPTDSL_HOME", home)
+        return _run_all(chosen, args)
+
+
+def _run_all(chosen: list[str], args: argparse.Namespace) -> int:
     rows: list[Row] = []
     started = time.perf_counter()
     for name in chosen:

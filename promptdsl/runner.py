@@ -338,7 +338,7 @@ def spec_model(spec: Spec, cls: type[Backend]) -> str | None:
     text = spec.model.model
     if text is None:
         return text
-    with _plugin_errors(cls, "names_file()"):
+    with plugin_errors(cls, "names_file()"):
         if not cls.names_file(text):
             return text
     from .loader import spec_file
@@ -362,7 +362,7 @@ def spec_options(spec: Spec, cls: type[Backend], model: str | None, options: Map
     """``options`` that ``spec`` chose, as the backend bounds what a shared file may decide (the
     memory, threads or unsafe settings it asks for); a refusal is a SpecError at its place in the file."""
     try:
-        with _plugin_errors(cls, "spec_options()"):
+        with plugin_errors(cls, "spec_options()"):
             vetted = cls.spec_options(model, options)
     except SpecError as exc:
         raise spec.error(exc.message, exc.path) from None
@@ -386,7 +386,7 @@ def check_options(options: Mapping[str, Any]) -> None:
 
 
 @contextmanager
-def _plugin_errors(backend: Backend | type[Backend], hook: str = "") -> Iterator[None]:
+def plugin_errors(backend: Backend | type[Backend], hook: str = "") -> Iterator[None]:
     """Any failure inside the plugin leaves as a BackendError that names it (and ``hook``, the method
     that failed, where the user could not tell: ``spec_options() failed: TypeError: ...``). What the
     plugin prints meanwhile is its own (:func:`.plugin_code.plugin_code`), not a result."""
@@ -407,7 +407,7 @@ def _plugin_errors(backend: Backend | type[Backend], hook: str = "") -> Iterator
 
 def _model_id(backend: Backend) -> str:
     """The plugin's ``model_id``, read once: a property that fails (or is no text) is its bug, named."""
-    with _plugin_errors(backend):
+    with plugin_errors(backend):
         name = backend.model_id
     if not isinstance(name, str):
         raise BackendError(f"model_id is {type(name).__name__}, not text", backend=backend.name, exit_code=1)
@@ -415,13 +415,13 @@ def _model_id(backend: Backend) -> str:
 
 
 def _call(backend: Backend, fn: Callable[[], Any]) -> Any:
-    """Call into the plugin under :func:`_plugin_errors`."""
-    with _plugin_errors(backend):
+    """Call into the plugin under :func:`plugin_errors`."""
+    with plugin_errors(backend):
         return fn()
 
 
 def _guarded(backend: Backend, chunks: Iterator[str], max_tokens: int | None = None) -> Iterator[str]:
-    """Stream from the plugin under :func:`_plugin_errors`; close the source when closed.
+    """Stream from the plugin under :func:`plugin_errors`; close the source when closed.
     A piece that is not text is the plugin's bug, named here rather than where it is joined, and so
     is a stream far longer than ``max_tokens`` allows (one that never ends would fill the memory)."""
     if not isinstance(chunks, Iterable):
@@ -430,7 +430,7 @@ def _guarded(backend: Backend, chunks: Iterator[str], max_tokens: int | None = N
     pieces = bounded(chunks, max_tokens, backend.name)
     try:
         while True:
-            with _plugin_errors(backend):  # around the plugin's part only: the consumer's writes are not its
+            with plugin_errors(backend):  # around the plugin's part only: the consumer's writes are not its
                 chunk = next(pieces, _END)
             if chunk is _END:
                 return

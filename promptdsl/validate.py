@@ -181,13 +181,13 @@ def _refused_from_a_spec_by_all(spec: Spec, key: str, value: Any, names: list[st
     """An option that every backend declaring it refuses from a spec file (``api_key_env``: only the
     user may choose which variable is sent as the key) is an error, not a note that ``-b`` may help."""
     from .errors import SpecError
-    from .runner import _plugin_errors
+    from .runner import plugin_errors
 
     reason: SpecError | None = None
     for name in names:
         cls = backend_class(name)
         try:
-            with _plugin_errors(cls, "spec_options()"):
+            with plugin_errors(cls, "spec_options()"):
                 cls.spec_options(None, {key: value})
         except SpecError as exc:
             reason = reason or exc
@@ -200,13 +200,13 @@ def _refused_from_a_spec_by_all(spec: Spec, key: str, value: Any, names: list[st
 def _model_refused(cls: type[Backend], model: str) -> str | None:
     """Why the backend can never load the model name ``model`` (its ``check_model``), or None (a
     file is checked by ``spec_model``, from the spec's folder)."""
-    from .runner import _plugin_errors
+    from .runner import plugin_errors
 
     try:
-        with _plugin_errors(cls, "names_file()"):
+        with plugin_errors(cls, "names_file()"):
             if cls.names_file(model):
                 return None
-        with _plugin_errors(cls, "check_model()"):
+        with plugin_errors(cls, "check_model()"):
             cls.check_model(model)
     except BackendError as exc:
         if exc.exit_code != 2:  # the plugin's bug, not the spec's

@@ -191,6 +191,8 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes_without_loss_or_repeats(
     lines = read_lines(out)
     assert [x["index"] for x in lines] == list(range(n))  # every row once, in order
     assert all(x["value"] in CHOICES for x in lines)
+    assert main([*args, "--resume"]) == 0  # nothing left: no "in 0s (0.0 rows/s)"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"promptdsl: {n} rows: 0 ok, {n} done before; results in {out}"
 
 
 @pytest.mark.model

@@ -435,6 +435,23 @@ def test_chat_without_a_terminal_is_refused_before_the_model_loads(
     assert "\n" not in err
 
 
+@pytest.mark.parametrize(("args", "said"), [
+    (["-b", "nosuch"], "unknown backend 'nosuch'"),
+    (["-m", "smolm2"], "llamacpp: unknown model 'smolm2' (did you mean 'smollm2'?)"),
+    (["-o", "n_ctxx=512"], "llamacpp: unknown option 'n_ctxx' (did you mean 'n_ctx'?)"),
+])
+def test_chat_says_a_bad_backend_model_or_option_before_it_asks_for_a_terminal(
+    args: list[str], said: str, home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/tui.md: everything is checked before the screen switches; without a terminal, `-b nosuch`
+    was answered with "chat needs a terminal", and with one the mistake showed only after that."""
+    monkeypatch.setattr(sys, "__stdin__", _Stream(False))
+    monkeypatch.setattr(Session, "backend", lambda self: pytest.fail("the backend was loaded"))
+    assert main(["chat", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"promptdsl: error: {said}") and "\n" not in err, err
+
+
 def test_switching_backends_releases_the_old_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each switch of options kept another copy of the model loaded (~200 MB for the embedded one)."""
     from promptdsl import Capability, registry

@@ -15,7 +15,7 @@ from promptdsl.errors import InputError, PromptDSLError
 from promptdsl.loader import load_spec
 
 from .history import HistoryStore
-from .session import Session, check_options
+from .session import BackendChoice, Session, check_options
 from .tools import check_tools
 
 
@@ -27,6 +27,21 @@ def check_specs(paths: Sequence[Path]) -> None:
         if not path.exists():
             raise PromptDSLError(f"{path}: spec file not found (nor a folder of specs)")
         load_spec(path)
+
+
+def check_choice(choice: BackendChoice) -> None:
+    """The backend is installed, takes the options and knows the model name, found without
+    loading anything (the load itself comes after the terminal check)."""
+    from promptdsl.backend import check_options as check_backend_options
+    from promptdsl.registry import backend_class
+    from promptdsl.runner import plugin_errors
+
+    cls = backend_class(choice.name)
+    check_backend_options(choice.name, cls.options_schema, dict(choice.options))
+    if choice.model is not None:
+        with plugin_errors(cls, "check_model()"):
+            if not cls.names_file(choice.model):
+                cls.check_model(choice.model)
 
 
 def check_terminal() -> None:
@@ -60,8 +75,9 @@ def run_chat(
     resume = store.latest_id() if resume_latest else None
     if resume_latest and resume is None:
         raise PromptDSLError("--continue: there is no saved conversation yet")
-    check_terminal()
     session = Session.from_cli(backend, model, options or {})
+    check_choice(session.choice)  # `-b nosuch`, `-m nosuch`, `-o n_ctxx=1`: said before "needs a terminal"
+    check_terminal()
     session.backend()  # unknown backend / missing model: fail here, before the screen switches
 
     from .app import PromptDSLApp  # Textual is imported only when the UI really starts

@@ -177,8 +177,8 @@ def report(run: DatasetRun, summary: Summary) -> int:
             hint = "; to be able to resume, write to a file with --out"
         say(f"promptdsl: interrupted after {_rows(total)} ({', '.join(parts)}){where}{hint}")
         return 130
-    say(f"promptdsl: {_rows(total)} in {format_duration(summary.seconds)} ({rate:.1f} rows/s): "
-        f"{', '.join(parts)}{where}")
+    speed = f" in {format_duration(summary.seconds)} ({rate:.1f} rows/s)" if summary.rows else ""  # none run now
+    say(f"promptdsl: {_rows(total)}{speed}: {', '.join(parts)}{where}")
     report_reasons(summary, source=run.data.name)
     return 1 if summary.errors else 0
 

@@ -251,7 +251,8 @@ def tune(
 
     try:
         if eval_data is not None:
-            stage(f"checking the evaluation rows in {eval_data.name}")
+            if eval_data.path is not None:  # standard input is refused by the check, before any "checking" line
+                stage(f"checking the evaluation rows in {eval_data.name}")
             check_eval_data(spec, eval_data, label)
         stage("compiling the training rows")
         rows = list(compile_rows(spec, data, label))
