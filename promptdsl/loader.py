@@ -293,10 +293,15 @@ def _validate_schema(located: Located) -> None:
             speccache.remember(key)
         return
     found: list[SpecError] = []
-    for err in errors:
+    seen: set[str] = set()
+    for err in errors:  # only the first MAX_REPORTED are shown: a spec of 2,000 bad keys must not take minutes
         for spec_err in _schema_errors(located, err):
-            if str(spec_err) not in {str(f) for f in found}:
+            text = str(spec_err)
+            if text not in seen:
+                seen.add(text)
                 found.append(spec_err)
+        if len(found) >= MAX_REPORTED:
+            break
     first = found[0]
     first.also = found[1:MAX_REPORTED]
     raise first
@@ -318,11 +323,9 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
             where = f"in '{path[-2]}[{path[-1]}]'"
         else:
             where = f"in '{path[-1]}'"
-        return [
-            located.error(f"unknown key {quote(key)} {where}{did_you_mean(str(key), allowed)}", (*path, key))
-            for key in err.instance
-            if key not in allowed
-        ]
+        unknown = [key for key in err.instance if key not in allowed][:MAX_REPORTED]  # not 100,000 did-you-means
+        return [located.error(f"unknown key {quote(key)} {where}{did_you_mean(str(key), allowed)}", (*path, key))
+                for key in unknown]
     message = _quoted_message(err)
     if err.validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
