@@ -61,14 +61,33 @@ FOLDER_SUFFIXES = (".yaml", ".yml")
 
 
 def spec_files(path: Path) -> list[Path]:
-    """The spec files ``path`` names: itself, or for a folder its ``*.yaml`` and ``*.yml`` files (not
-    its subfolders), sorted. A folder with none is an InputError."""
+    """The spec files ``path`` names: itself, or for a folder its ``*.yaml`` and ``*.yml`` entries
+    (not its subfolders), sorted; :func:`folder_entry_problem` says which of those may not be read.
+    A folder with none is an InputError."""
     if not path.is_dir():
         return [path]
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and p.is_file())
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and not p.is_dir())
     if not files:
         raise InputError(f"{path}: a folder with no spec files (*.yaml, *.yml)")
     return files
+
+
+def folder_entry_problem(folder: Path, path: Path) -> SpecError | None:
+    """Why ``path``, found in ``folder`` by :func:`spec_files`, is not read as a spec, or None. A
+    folder comes from a repository (untrusted, like a spec): a ``*.yaml`` link to a file outside it
+    (``/etc/shadow``) would have its lines printed as "unknown key" errors, and a FIFO or device
+    would hang the read. Named on the command line, a file is the user's choice and is read."""
+    name = quote(str(path), 200)[1:-1]
+    if not path.is_file():
+        return SpecError("not a regular file (a FIFO, device or broken link), so not read", file=name)
+    try:
+        inside = path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        inside = False
+    if not inside:
+        return SpecError(f"a link to a file outside {quote(str(folder), 200)}, so not read (name the file itself "
+                         "to read it)", file=name)
+    return None
 
 
 def load_spec(path: str | Path) -> Spec:

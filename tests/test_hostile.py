@@ -486,6 +486,43 @@ def test_devices_are_read_with_a_limit(tmp_path: Path, capsys: pytest.CaptureFix
     assert time.process_time() - start < 10
 
 
+def test_validating_a_folder_reads_no_link_out_of_it_and_no_fifo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A repository's `specs/x.yaml -> /etc/shadow` printed the file's lines as "unknown key" errors in
+    `promptdsl validate specs/`; a FIFO named f.yaml was silently dropped (or would hang a read)."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$Zq3tXj1u$Ab9cQw8Lm2Np4Rs6Tu8Vw0Xy2Za4Bc6De8Fg0Hi2Jk4Lm6: 1\n", encoding="utf-8")
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "a.yaml").write_text("version: 1\nname: a\n", encoding="utf-8")
+    (folder / "x.yaml").symlink_to(secret)
+    (folder / "same.yaml").symlink_to(folder / "a.yaml")  # a link inside the folder is read (once)
+    (folder / "loop.yaml").symlink_to(folder / "loop.yaml")
+    os.mkfifo(folder / "f.yaml")
+    code = main(["validate", str(folder)])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Traceback" not in err
+    assert "Zq3tXj1u" not in out + err and "Ab9cQw8" not in out + err
+    assert err.splitlines() == [
+        f"promptdsl: error: {folder / 'f.yaml'}: not a regular file (a FIFO, device or broken link), so not read",
+        f"promptdsl: error: {folder / 'loop.yaml'}: not a regular file (a FIFO, device or broken link), so not read",
+        f"promptdsl: error: {folder / 'x.yaml'}: a link to a file outside '{folder}', so not read (name the file "
+        "itself to read it)",
+    ]
+    assert out.splitlines() == [f"ok: {folder / 'a.yaml'} (0 examples, 0 tests, chat mode, output text)",
+                                "1 ok, 3 invalid"]
+    main(["validate", str(folder / "x.yaml")])  # named by the user: read (and refused as a spec)
+    assert "unknown key" in capsys.readouterr().err
+
+    from promptdsl_tui.specs import discover
+
+    entries = {entry.path.name: entry for entry in discover([folder], tmp_path)}
+    assert entries["a.yaml"].spec is not None and "same.yaml" not in entries
+    assert "outside" in str(entries["x.yaml"].error) and "Zq3tXj1u" not in str(entries["x.yaml"].error)
+    assert "not a regular file" in str(entries["f.yaml"].error) and "not a regular file" in str(entries["loop.yaml"].error)
+
+
 def test_a_spec_reads_only_regular_files_in_its_own_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
