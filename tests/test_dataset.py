@@ -636,3 +636,21 @@ def test_failure_reasons_show_a_single_other_reason_itself(capsys: pytest.Captur
     assert lines[-1] == "promptdsl: 1 row failed: d" and len(lines) == 4
     report_reasons(Summary(reasons=Counter({"a": 5, "b": 4, "c": 3, "d": 2, "e": 1})))
     assert capsys.readouterr().err.splitlines()[-1] == "promptdsl: 3 more rows failed for 2 other reasons"
+
+
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_concurrency_has_a_ceiling_said_before_any_file_is_made(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--concurrency 100000 started a thread per row in flight: minutes of stalling, then a
+    "can't start new thread" traceback and an empty --out left behind."""
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a", "label": "positive"}\n', encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    extra = ["--label", "label"] if command == "eval" else []
+    with pytest.raises(SystemExit) as exited:  # argparse's own exit, as for any bad flag
+        main([command, str(ROOT / "specs" / "sentiment.yaml"), "--data", str(data), "--out", str(out),
+              "--concurrency", "100000", *extra])
+    code, err = exited.value.code, capsys.readouterr().err
+    assert code == 2 and "--concurrency: at most 256 rows in flight, got 100,000" in err and "Traceback" not in err
+    assert not out.exists()

@@ -32,9 +32,9 @@ def add_dataset_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--on-error", choices=ON_ERROR, default="skip",
                    help="a bad or failed row: record an error line and go on (skip, default) or stop")
     g.add_argument("--no-cache", action="store_true", help="do not read or write the result cache")
-    g.add_argument("--concurrency", type=_positive, metavar="N",
+    g.add_argument("--concurrency", type=_concurrency, metavar="N",
                    help="rows in flight at once (default: 1 for local models, "
-                        f"{DEFAULT_REMOTE_CONCURRENCY} for remote backends)")
+                        f"{DEFAULT_REMOTE_CONCURRENCY} for remote backends; at most {MAX_CONCURRENCY})")
     g.add_argument("--limit", type=_positive, metavar="N", help="only the first N rows")
     g.add_argument("--field", action="append", default=[], metavar="INPUT=FIELD",
                    help="read input INPUT from the data's field FIELD (e.g. --field tweet=text); repeatable")
@@ -49,6 +49,17 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+#: A thread per row in flight: 100,000 stalled for minutes, then failed with "can't start new thread".
+MAX_CONCURRENCY = 256
+
+
+def _concurrency(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"at most {MAX_CONCURRENCY} rows in flight, got {value:,}")
     return value
 
 
