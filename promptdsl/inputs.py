@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .errors import InputError, did_you_mean, format_path, quote
-from .schema import RegexProblem, regex_budget
+from .schema import RegexProblem, quoted_message, regex_budget
 from .schema.quick import surely_valid
 from .spec import Spec
 
@@ -71,7 +71,7 @@ def validate_inputs(spec: Spec, values: Mapping[str, Any]) -> dict[str, Any]:
             if err.validator == "enum" and isinstance(err.instance, str) and isinstance(err.validator_value, list):
                 words = [v for v in err.validator_value if isinstance(v, str)]
                 hint = did_you_mean(err.instance, words)  # 'postive' for positive, 'Positive' for positive
-            raise InputError(f"input '{name}{sub}': {err.message}{hint}", name=name)
+            raise InputError(f"input '{name}{sub}': {quoted_message(err)}{hint}", name=name)
         out[name] = value
     return out
 
@@ -125,10 +125,16 @@ def typed_value(schema: Mapping[str, Any], text: str, name: str) -> Any:
             raise InputError(f"input '{name}': invalid JSON at {where}: {exc.msg}", name=name) from None
         return text
     except (ValueError, RecursionError):
+        if not mixed and _DIGITS.fullmatch(text.strip()):  # past Python's 4,300 digits: say so, not "not an integer"
+            raise InputError(f"input '{name}': a number of {len(text.strip()):,} digits is too large (at most "
+                             "4,300)", name=name) from None
         return text
     if mixed and not _valid(schema, value):
         return text
     return value
+
+
+_DIGITS = re.compile(r"-?[0-9]+")
 
 
 def json_or_text(text: str) -> Any:

@@ -345,7 +345,7 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
         unknown = [key for key in err.instance if key not in allowed][:MAX_REPORTED]  # not 100,000 did-you-means
         return [located.error(f"unknown key {quote(key)} {where}{did_you_mean(str(key), allowed)}", (*path, key))
                 for key in unknown]
-    message = _quoted_message(err)
+    message = schemas.quoted_message(err)
     if err.validator == "required":
         missing = err.message.split("'")[1] if "'" in err.message else err.message
         message = f"missing required key {quote(missing)}"
@@ -366,15 +366,6 @@ def _schema_errors(located: Located, err: ValidationError) -> list[SpecError]:
     elif err.validator == "type" and err.validator_value == "string":
         message += _quote_it(err.instance)
     return [located.error(message, path)]
-
-
-def _quoted_message(err: ValidationError) -> str:
-    """jsonschema's message with the offending value shown short and escaped, never in full."""
-    shown = repr(err.instance)
-    message = err.message
-    if shown in message:
-        message = message.replace(shown, quote(err.instance))
-    return quote(message, 300)[1:-1]
 
 
 # --------------------------------------------------------------------------- build
@@ -668,7 +659,7 @@ def output_problem(out: OutputSpec, value: Any) -> str | None:
         return None if value in out.choices else f"is not one of the choices {list(out.choices)}"
     if out.type is OutputType.JSON:
         errors = schemas.errors(out.schema or {}, value, formats=True)  # as a parsed answer is held
-        return f"does not fit the output schema: {_quoted_message(errors[0])}" if errors else None
+        return f"does not fit the output schema: {schemas.quoted_message(errors[0])}" if errors else None
     if not isinstance(value, str):
         return f"must be a string for output type '{out.type}'"
     return None

@@ -635,6 +635,7 @@ _FAILURES: dict[type[BaseException], Callable[[BaseException], str]] = {
     SecurityError: lambda e: f"unsafe template operation refused by the sandbox: {e}",
     RecursionError: lambda e: "template recursion is too deep",
     MemoryError: lambda e: "template ran out of memory",
+    OverflowError: lambda e: f"a number too large for the template's arithmetic ({e}; an input's value?)",
     jinja2.TemplateError: lambda e: f"template error: {e}",
 }
 

@@ -725,7 +725,7 @@ def test_bad_examples_files_are_one_line(
 
 def test_bad_cli_values_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = write(tmp_path, "version: 1\nname: x\ninputs: {n: {type: integer}}\n")
-    assert "is not of type 'integer'" in one_line_error(capsys, main(["compile", str(spec), "-i", "n=" + "9" * 5000]))
+    assert "digits is too large" in one_line_error(capsys, main(["compile", str(spec), "-i", "n=" + "9" * 5000]))
     deep = "[" * 100000
     proc = subprocess.run([sys.executable, "-m", "promptdsl.cli", "compile", str(spec), "-i", "-"], input=deep,
                           capture_output=True, text=True, timeout=60)
@@ -1231,3 +1231,18 @@ def test_validate_renders_no_system_message_for_a_completion_spec() -> None:
     spec = loads_spec("version: 1\nname: x\nmode: completion\nsystem: \"{{ t * 10000000 }}\"\ninputs: {t: {type: string}}\n"
                       "examples:\n  - {input: {t: a}, output: b}\n  - {input: {t: aa}, output: b}\n")
     assert validate_spec(spec) is spec
+
+
+def test_a_huge_number_typed_for_an_input_is_named_short_and_said_to_be_too_large(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 5,000-digit -i value was echoed in full and called "not of type 'integer'"; 3,000 digits
+    failed in the template as "OverflowError: int too large to convert to float"."""
+    spec = write(tmp_path, "version: 1\nname: big\ninputs:\n  n: {type: integer}\n  t: {type: integer}\n"
+                           "template: \"{{ 'x' * n }}\"\n")
+    line = one_line_error(capsys, main(["compile", str(spec), "-i", "n=" + "9" * 5000, "-i", "t=1"]))
+    assert line == "promptdsl: error: input 'n': a number of 5,000 digits is too large (at most 4,300)"
+    line = one_line_error(capsys, main(["compile", str(spec), "-i", "n=1", "-i", "t=" + "x" * 5000]))
+    assert len(line) < 200 and line.endswith("…' is not of type 'integer'"), line
+    line = one_line_error(capsys, main(["compile", str(spec), "-i", "n=" + "9" * 3000, "-i", "t=1"]))
+    assert "a number too large for the template's arithmetic" in line and "OverflowError" not in line
