@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 TEMPLATE_KEYS = ("system", "instruction", "template")
 MAX_EXAMPLES_FILE_BYTES = 64 << 20
+#: Examples a spec may hold (inline or in its examples_file): a prompt shows a handful, and each is
+#: checked at every load, so 1.7 million (a 64 MiB file) made every run of a shared spec take minutes.
+MAX_EXAMPLES = 10_000
 MAX_REPORTED = 10  # schema problems listed at once
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -459,7 +462,12 @@ def _load_examples_file(path: Path, located: Located, root: Path, read: list[Pat
     rows: list[tuple[Any, str, int | None]] = []
     if path.suffix == ".jsonl":
         text = read_text(path, what="examples file", limit=MAX_EXAMPLES_FILE_BYTES)
-        for n, row_text in enumerate(text.splitlines(), 1):
+        lines = text.splitlines()
+        count = sum(1 for line in lines if line.strip())
+        if count > MAX_EXAMPLES:  # said before a single row is parsed
+            raise SpecError(f"holds {count:,} examples; the limit is {MAX_EXAMPLES:,} (a prompt shows a few: choose "
+                            "the pool)", file=str(path))
+        for n, row_text in enumerate(lines, 1):
             if not row_text.strip():
                 continue
             try:
@@ -474,6 +482,9 @@ def _load_examples_file(path: Path, located: Located, root: Path, read: list[Pat
         doc = load_yaml(path, what="examples file")
         if not isinstance(doc.data, list):
             raise doc.error("an examples file must hold a list of {input, output} items")
+        if len(doc.data) > MAX_EXAMPLES:
+            raise doc.error(f"holds {len(doc.data):,} examples; the limit is {MAX_EXAMPLES:,} (a prompt shows a few: "
+                            "choose the pool)")
         rows = [(item, doc.file, doc.where((i,))[1]) for i, item in enumerate(doc.data)]
         for key, pos in doc.positions.items():  # later checks of an example point into this file
             if key and isinstance(key[0], int):

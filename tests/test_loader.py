@@ -481,3 +481,27 @@ def test_a_spec_of_thousands_of_bad_keys_costs_the_ten_shown_not_a_quadratic_sca
     shown = [info.value, *info.value.also]
     assert len(shown) == loader_module.MAX_REPORTED and info.value.message == "unknown key 'k0' at the top level"
     assert len(made) == loader_module.MAX_REPORTED and len(masked) <= 3 * loader_module.MAX_REPORTED
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".yaml"])
+def test_an_examples_file_past_ten_thousand_examples_is_refused_before_its_rows_are_checked(
+    tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1.7 million examples in a 64 MiB file (under the size limit) made each run take 208 s and 2.3 GB."""
+    import promptdsl.loader as loader_module
+
+    assert loader_module.MAX_EXAMPLES == 10_000
+    monkeypatch.setattr(loader_module, "MAX_EXAMPLES", 5)  # 10,001 rows of YAML take seconds to parse
+    row = {"input": {"text": "a"}, "output": "pos"}
+    rows = [row] * 6
+    path = tmp_path / f"pool{suffix}"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) if suffix == ".jsonl" else
+                    "".join(f"- {json.dumps(r)}\n" for r in rows), encoding="utf-8")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"version: 1\nname: e\ninputs: {{text: {{type: string}}}}\nexamples_file: pool{suffix}\n"
+                    "output: {type: choice, choices: [pos, neg]}\n", encoding="utf-8")
+    with pytest.raises(SpecError, match=r"holds 6 examples; the limit is 5 \(a prompt shows a few"):
+        load_spec(spec)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]) if suffix == ".jsonl" else
+                    "".join(f"- {json.dumps(r)}\n" for r in rows[:3]), encoding="utf-8")
+    assert len(load_spec(spec).examples) == 3
