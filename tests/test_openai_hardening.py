@@ -764,7 +764,12 @@ def test_doctor_diagnostics_report_a_broken_config_file(tmp_path: Path, monkeypa
     lines = dict(OpenAIBackend.diagnostics())
     assert lines["api key"] == "MY_KEY is set" and KEY not in json.dumps(lines)
     (home / "openai.yaml").write_text("base_url: [1\n", encoding="utf-8")
-    with pytest.raises(BackendError, match="cannot be read"):
+    with pytest.raises(BackendError) as info:  # where the slip is, as for a spec; not PyYAML's text with \n in it
+        OpenAIBackend.diagnostics()
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
+    assert str(info.value).startswith(f"openai: {home / 'openai.yaml'}:2:1: invalid YAML: "), str(info.value)
+    (home / "openai.yaml").write_bytes(b"\xd0\x01")
+    with pytest.raises(BackendError, match=r"openai.yaml: config file is not UTF-8 text \(bad byte at offset 0\)"):
         OpenAIBackend.diagnostics()
 
 

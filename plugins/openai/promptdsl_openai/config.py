@@ -37,11 +37,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import platformdirs
-import yaml
 
 from promptdsl.errors import BackendError, SpecError, quote, register_secret
 from promptdsl.spec import FromSpec
-from promptdsl.yamlsource import TooLarge, read_limited
+from promptdsl.yamlsource import parse_yaml, read_text
 
 OPENAI_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -202,8 +201,11 @@ def user_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     try:
         if not path.exists():
             return {}
-        data = yaml.safe_load(read_limited(path, MAX_CONFIG_BYTES).decode("utf-8"))
-    except (OSError, ValueError, TooLarge, yaml.YAMLError, RecursionError) as exc:
+        # as a spec is read: file:line:col for a slip, one line for a binary or huge file
+        data = parse_yaml(read_text(path, what="config file", limit=MAX_CONFIG_BYTES), str(path)).data
+    except SpecError as exc:
+        raise _fail(str(exc)) from None
+    except (OSError, ValueError) as exc:
         raise _fail(f"config file {path} cannot be read: {quote(str(exc), 120)}") from None
     if data is None:
         return {}
