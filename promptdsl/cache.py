@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import quote
+from .inputs import has_surrogate
 from .outputs import empty_answer
 from .paths import cache_dir
 from .prompt import Prompt
@@ -257,6 +258,12 @@ def cached_problem(value: dict[str, Any], out: OutputSpec) -> str | None:
         return "malformed scores"
     if "value" not in value:
         return "no value"
+    try:  # an entry stored before answers were held to standard JSON, or edited: NaN, a lone surrogate
+        json.dumps(value, allow_nan=False)
+    except (ValueError, RecursionError):
+        return "not standard JSON"
+    if has_surrogate(value):
+        return "a lone surrogate"
     if out.type is OutputType.TEXT and isinstance(value["value"], str) and empty_answer(value["value"]):
         return "an empty answer"
     return output_problem(out, value["value"])

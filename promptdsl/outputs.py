@@ -14,6 +14,7 @@ from typing import Any
 
 from . import schema as schemas
 from .errors import quote
+from .inputs import SURROGATE, has_surrogate, strict_json
 from .spec import OutputSpec, OutputType
 
 
@@ -74,18 +75,44 @@ def _top_level_starts(text: str) -> Iterator[int]:
             depth = max(depth - 1, 0)
 
 
+class _Refused:
+    """A value the text holds that is not JSON a results file can carry: why (one line)."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+#: Why a value holding a lone surrogate is refused (valid JSON text, ``"\ud800"``, but not Unicode).
+_SURROGATE_WHY = "the answer holds a lone surrogate (such as \\ud800), which is not valid Unicode"
+
+
+def _strict(cand: str) -> Any:
+    """``cand`` read as standard JSON (as inputs are: no NaN/Infinity, 1e400 or duplicate keys, no
+    lone surrogates), a :class:`_Refused` for JSON that breaks those rules; raises JSONDecodeError
+    or RecursionError for text that is no JSON at all."""
+    try:
+        value = strict_json(cand)
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:  # NaN, 1e400, a duplicate key, an integer of more than 4,300 digits
+        return _Refused(f"the answer is not valid JSON: {quote(str(exc), 80)[1:-1]}")
+    return _Refused(_SURROGATE_WHY) if has_surrogate(value) else value
+
+
 def _json_values(text: str) -> Iterator[Any]:
     """JSON values the text may be answering with, in order: the whole text, fenced blocks,
-    then values starting at a top-level bracket in the prose."""
+    then values starting at a top-level bracket in the prose (a :class:`_Refused` for each
+    one that is not standard JSON)."""
     for cand in [text.strip(), *(m.group(1).strip() for m in _FENCE.finditer(text))]:
         try:
-            yield json.loads(cand)
-        except (ValueError, RecursionError):  # also integers past Python's digit limit, deep nesting
+            yield _strict(cand)
+        except (ValueError, RecursionError):  # not JSON, deep nesting
             continue
     decoder = json.JSONDecoder()
     for start in itertools.islice(_top_level_starts(text), MAX_JSON_STARTS):
         try:
-            value, _ = decoder.raw_decode(text, start)
+            _, end = decoder.raw_decode(text, start)  # where the value ends; then read strictly
+            value = _strict(text[start:end])
         except (ValueError, RecursionError):
             continue
         yield value
@@ -99,6 +126,9 @@ def _parse_json(out: OutputSpec, text: str) -> Any:
     surrounding prose tolerated); when none fits, why the first one found does not."""
     first_error: str | None = None
     for value in _json_values(text):
+        if isinstance(value, _Refused):
+            first_error = first_error or value.why
+            continue
         errors = schemas.errors(out.schema or {}, value, formats=True)  # as inputs are: an email is an email
         if not errors:
             return value
@@ -133,5 +163,10 @@ PARSERS: dict[OutputType, Callable[[OutputSpec, str], Any]] = {
 
 
 def parse_output(out: OutputSpec, text: str) -> Any:
-    """Parse and validate ``text`` for ``out``; raise ParseFailure when it does not fit."""
+    """Parse and validate ``text`` for ``out``; raise ParseFailure when it does not fit.
+
+    Text holding a lone surrogate (a backend's Python string can) is refused whatever the type:
+    neither the value nor the raw text could be written out as UTF-8 or strict JSON."""
+    if SURROGATE.search(text) is not None:
+        raise ParseFailure(_SURROGATE_WHY)
     return PARSERS[out.type](out, text)

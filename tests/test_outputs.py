@@ -64,6 +64,36 @@ BAD: list[tuple[OutputSpec, str, str]] = [
     (DATED, '{"on": "next Tuesday"}', "'next Tuesday' is not a 'date' at ['on']"),  # format is checked, as for inputs
 ]
 
+ANY = OutputSpec(OutputType.JSON, schema={})
+LONE = "the answer holds a lone surrogate (such as \\ud800), which is not valid Unicode"
+
+#: JSON Python reads but a results file cannot carry (strict JSON, UTF-8), refused as inputs are.
+BAD += [
+    (ANY, '"\\ud800"', LONE),  # valid JSON text, but not Unicode
+    (ANY, '{"a": ["x\\udfff"]}', LONE),
+    (ANY, '{"\\ud800": 1}', LONE),  # in a key too
+    (ANY, 'Sure: ```json\n"\\ud800"\n```', LONE),
+    (ANY, "NaN", "the answer is not valid JSON: NaN is not a JSON number"),
+    (ANY, "Infinity", "Infinity is not a JSON number"),
+    (ANY, "-Infinity", "-Infinity is not a JSON number"),
+    (ANY, '{"x": NaN}', "NaN is not a JSON number"),
+    (ANY, "1e400", "1e400 is not a finite number"),
+    (ANY, '{"a": 1, "a": 2}', "the answer is not valid JSON: duplicate key 'a'"),
+    (ANY, 'The answer: {"a": 1, "a": 2} ok', "duplicate key 'a'"),  # in prose too
+    # A lone surrogate in the text itself (a backend's Python string can hold one), whatever the type.
+    (TEXT, "hi \ud800", LONE),
+    (CHOICE, "Positive \udc00", LONE),
+    (REGEX_WHOLE, "12 \ud800", LONE),
+    (ANY, '{"a": "\ud800"}', LONE),
+]
+
+#: The first value that is standard JSON and fits is still the answer.
+GOOD += [
+    (ANY, 'x {"a": NaN} y {"b": 1}', {"b": 1}),
+    (ANY, 'x {"a": 1, "a": 2} y {"b": 2}', {"b": 2}),
+    (ANY, '"\\ud83d\\ude00"', "\U0001f600"),  # an escaped surrogate pair is one character, not two lone ones
+]
+
 
 @pytest.mark.parametrize(("out", "raw", "value"), GOOD)
 def test_parses(out: OutputSpec, raw: str, value: Any) -> None:

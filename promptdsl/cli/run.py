@@ -10,6 +10,7 @@ from typing import Any
 
 from ..backend import CUT_WORDS
 from ..errors import InputError
+from ..inputs import SURROGATE
 from ..loader import load_spec
 from ..result import Result
 from .common import Commands, add_backend_flags, add_input_flags, inputs_from_args, print_value, runner_from_args
@@ -58,8 +59,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     response = runner_from_args(spec, args).response(values)
     if args.stream and not args.json:
         try:
-            for chunk in response:
-                sys.stdout.write(chunk)
+            for chunk in response:  # a lone surrogate cannot be written as UTF-8; the result refuses it
+                sys.stdout.write(SURROGATE.sub("\ufffd", chunk))
                 sys.stdout.flush()
         finally:  # the text so far ends its line, so an error line starts on its own
             sys.stdout.write("\n")
