@@ -756,3 +756,14 @@ def test_another_backend_than_the_specs_starts_from_its_own_defaults(fake: type[
             "model: {backend: llamacpp, model: nope.gguf}\n")
     with pytest.raises(SpecError, match=r"model\.model file not found"):  # the spec's own backend: its model counts
         Runner(load_spec(write_spec(tmp_path, same, "same.yaml")), backend_name="llamacpp")
+
+
+def test_a_huge_n_batch_is_refused_by_name_before_any_allocation() -> None:
+    """-o n_batch=999999999999 reached llama-cpp-python: "MemoryError: Unable to allocate 175. PiB"."""
+    from promptdsl.backend import check_options as check_backend_options
+
+    with pytest.raises(BackendError) as info:
+        check_backend_options("llamacpp", LlamaCppBackend.options_schema, {"n_batch": 999_999_999_999})
+    assert info.value.exit_code == 2 and "option 'n_batch': 999999999999 is greater than the maximum of 65536" in str(
+        info.value)
+    check_backend_options("llamacpp", LlamaCppBackend.options_schema, {"n_batch": 65536})

@@ -92,6 +92,7 @@ OPTIONS_SCHEMA = options_schema(
         "n_batch": {
             "type": "integer",
             "minimum": 1,
+            "maximum": 65536,  # 999999999999 failed as "MemoryError: Unable to allocate 175. PiB", not naming it
             "default": 512,
             "description": "tokens evaluated per llama.cpp batch",
         },
