@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import InputError, quote
-from .inputs import MAX_INPUT_FILE_BYTES, SURROGATE, has_surrogate, strict_json, typed_value
+from .inputs import MAX_INPUT_FILE_BYTES, SURROGATE, has_surrogate, json_kind, strict_json, typed_value
 from .spec import Spec
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -439,12 +439,8 @@ def _parse_json_row(raw: bytes, index: int, line_no: int) -> Row:
     if has_surrogate(value):  # valid JSON ("\ud800"), but not text that can be written back out
         return Row(index, line_no, text.rstrip("\r\n"), "holds a lone surrogate (such as \\ud800), not valid Unicode")
     if not isinstance(value, dict):
-        return Row(index, line_no, value, f"expected a JSON object of inputs, got {_json_type(value)}")
+        return Row(index, line_no, value, f"expected a JSON object of inputs, got {json_kind(value)}")
     return Row(index, line_no, value)
-
-
-def _json_type(value: Any) -> str:
-    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
 def _read_header(lines: _CsvLines, reader: Iterator[list[str]], source: str) -> list[str] | None:

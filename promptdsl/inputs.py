@@ -289,8 +289,13 @@ def read_stdin_object(stream: TextIO) -> dict[str, Any]:
     if has_surrogate(value):
         raise InputError("stdin: a value holds a lone surrogate (such as \\ud800), which is not valid Unicode")
     if not isinstance(value, dict):
-        raise InputError(f"stdin: expected a JSON object of inputs, got {type(value).__name__}")
+        raise InputError(f"stdin: expected a JSON object of inputs, got {json_kind(value)}")
     return value
+
+
+def json_kind(value: Any) -> str:
+    """A value read from JSON named as JSON names it ("null", not "NoneType")."""
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
 def parse_options(pairs: Iterable[str]) -> dict[str, Any]:

@@ -1246,3 +1246,14 @@ def test_a_huge_number_typed_for_an_input_is_named_short_and_said_to_be_too_larg
     assert len(line) < 200 and line.endswith("…' is not of type 'integer'"), line
     line = one_line_error(capsys, main(["compile", str(spec), "-i", "n=" + "9" * 3000, "-i", "t=1"]))
     assert "a number too large for the template's arithmetic" in line and "OverflowError" not in line
+
+
+@pytest.mark.parametrize(("stdin", "kind"), [("null", "null"), ("[1]", "an array"), ('"x"', "a string"), ("3", "a number")])
+def test_inputs_on_stdin_that_are_no_object_are_named_as_json_names_them(
+    stdin: str, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`printf null | promptdsl run s.yaml -i -` said "got NoneType"; the data file said "got null"."""
+    spec = write(tmp_path, "version: 1\nname: x\ninputs: {q: {type: string}}\n")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    line = one_line_error(capsys, main(["compile", str(spec), "-i", "-"]))
+    assert line == f"promptdsl: error: stdin: expected a JSON object of inputs, got {kind}"
