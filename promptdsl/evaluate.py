@@ -5,18 +5,21 @@ matrix; other outputs get the exact-match rate and the schema-valid rate (answer
 and validated). Gold labels are matched to the choices case-insensitively (TweetEval writes
 ``negative`` where a spec says ``Negative``), and the report says when that happened.
 A row whose run failed counts as wrong (column ``(error)``); a row with no label is left out
-and counted.
+and counted. A choice's gold label is text; a number or boolean counts as its JSON text (``1``,
+``true``), and a list or object is no class name: such rows are left out, counted and named.
+Labels are shown escaped and cut short (:data:`LABEL_WIDTH`); the JSON report keeps them whole.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .dataset import Outcome
-from .errors import InputError, did_you_mean
+from .errors import InputError, did_you_mean, quote
 from .schema import json_equal
 from .spec import OutputType, Spec
 
@@ -24,6 +27,9 @@ if TYPE_CHECKING:
     from .datafile import DataFile
 
 ERROR = "(error)"
+
+#: The most characters of a label the text report shows (escaped; longer ones are cut with "…").
+LABEL_WIDTH = 40
 
 
 def check_label_header(data: DataFile, label: str) -> None:
@@ -42,6 +48,23 @@ def check_label_header(data: DataFile, label: str) -> None:
 def unlabelled(gold: Any) -> bool:
     """No label: a missing field, null, or an empty cell (CSV has no null)."""
     return gold is None or (isinstance(gold, str) and not gold.strip())
+
+
+def label_text(gold: Any) -> str | None:
+    """A choice's gold label as a class name: text stripped, a number or boolean as its JSON text
+    (``1``, ``2.5``, ``true``: what the data file holds); None for a list or an object, which name
+    no class (``export`` refuses such rows too)."""
+    if isinstance(gold, str):
+        return gold.strip()
+    if isinstance(gold, (bool, int, float)):
+        return json.dumps(gold)
+    return None
+
+
+def shown(label: str) -> str:
+    """A label as the text report shows it: control characters escaped, at most :data:`LABEL_WIDTH`
+    characters (a label comes from the data file: it must not drive the terminal or the layout)."""
+    return quote(label, LABEL_WIDTH)[1:-1]
 
 
 def _f1(p: float, r: float) -> float:
@@ -66,10 +89,14 @@ class ChoiceMetrics:
     unlabelled: int = 0
     folded: set[tuple[str, str]] = field(default_factory=set)  # (gold as written, choice it matched)
     unknown: Counter[str] = field(default_factory=Counter)  # gold labels that match no choice
+    bad_labels: int = 0  # rows whose label is a list or an object: left out
 
     def gold_label(self, gold: Any) -> str:
-        """The choice a gold label names: exact, else case-insensitive; else the label itself."""
-        text = str(gold).strip()
+        """The choice a gold label names: exact, else case-insensitive; else the label itself
+        (a number or boolean as its JSON text; see :func:`label_text`)."""
+        text = label_text(gold)
+        if text is None:  # add() leaves such rows out before asking
+            raise ValueError(f"a label that names no class: {quote(gold)}")
         if text in self.choices:
             return text
         for choice in self.choices:
@@ -83,6 +110,9 @@ class ChoiceMetrics:
         """Record one row (``predicted=None``: the run failed); True when it is correct."""
         if unlabelled(gold):
             self.unlabelled += 1
+            return False
+        if label_text(gold) is None:
+            self.bad_labels += 1
             return False
         label = self.gold_label(gold)
         pred = ERROR if predicted is None else str(predicted)
@@ -155,6 +185,7 @@ class ChoiceMetrics:
             "majority_accuracy": self.majority,
             "errors": self.errors,
             "unlabelled": self.unlabelled,
+            "bad_labels": self.bad_labels,
             "per_class": {c.label: {"precision": c.precision, "recall": c.recall, "f1": c.f1, "support": c.support}
                           for c in self.classes()},
             "confusion": {"labels": labels, "columns": columns,
@@ -172,25 +203,27 @@ class ChoiceMetrics:
             lines.append(f"failed rows (counted as wrong): {self.errors}")
         if self.unlabelled:
             lines.append(f"rows without a label (left out): {self.unlabelled}")
+        if self.bad_labels:
+            lines.append(f"rows whose label is a list or an object, not a class name (left out): {self.bad_labels}")
         if self.folded:
-            pairs = ", ".join(f"{a} -> {b}" for a, b in sorted(self.folded))
+            pairs = ", ".join(f"{shown(a)} -> {shown(b)}" for a, b in sorted(self.folded))
             lines.append(f"gold labels matched to the choices ignoring case: {pairs}")
         if self.unknown:
-            names = ", ".join(f"{k!r} ({n})" for k, n in sorted(self.unknown.items()))
+            names = ", ".join(f"{quote(k, LABEL_WIDTH)} ({n})" for k, n in sorted(self.unknown.items()))
             lines.append(f"warning: gold labels that are not choices (always wrong): {names}")
         lines.append("")
-        width = max(len(x) for x in ["class", *self.labels(), ERROR])
-        lines.append(f"{'class':<{width}}  precision  recall     f1  support")
+        width = max(len(x) for x in ["class", *map(shown, self.labels()), ERROR])
+        lines.append(f"{'class':<{width}}  precision  recall      f1  support")
         for c in self.classes():
-            lines.append(f"{c.label:<{width}}  {c.precision:9.4f}  {c.recall:6.4f}  {c.f1:5.4f}  {c.support:7d}")
+            lines.append(f"{shown(c.label):<{width}}  {c.precision:9.4f}  {c.recall:6.4f}  {c.f1:5.4f}  {c.support:7d}")
         lines.append("")
         lines.append("confusion matrix (rows: gold, columns: predicted)")
         d = self.to_dict()["confusion"]
-        cols: list[str] = d["columns"]
+        cols = [shown(c) for c in d["columns"]]
         cell = max(6, *(len(c) for c in cols))
         lines.append(" " * width + "  " + "  ".join(f"{c:>{cell}}" for c in cols))
         for label, row in zip(d["labels"], d["matrix"], strict=True):
-            lines.append(f"{label:<{width}}  " + "  ".join(f"{n:>{cell}}" for n in row))
+            lines.append(f"{shown(label):<{width}}  " + "  ".join(f"{n:>{cell}}" for n in row))
         return "\n".join(lines)
 
 
@@ -284,17 +317,24 @@ class Evaluation:
     """Scores the rows of a dataset run against the gold labels in field ``label``.
 
     Pass :meth:`on_resumed_line` and :meth:`on_outcome` to a :class:`DatasetRun` (rows already
-    in a resumed output count too); ``metrics`` holds the figures afterwards.
+    in a resumed output count too); ``metrics`` holds the figures afterwards. ``fields`` is the
+    run's ``--field INPUT=FIELD`` mapping: the label must be none of the fields the inputs read.
     """
 
-    def __init__(self, spec: Spec, label: str) -> None:
-        if label in spec.inputs:
+    def __init__(self, spec: Spec, label: str, fields: Mapping[str, str] | None = None) -> None:
+        fields = dict(fields or {})
+        for name, source in fields.items():
+            if source == label:
+                raise InputError(f"--field {name}={source} reads the --label field '{label}' into input "
+                                 f"'{name}'; the label must be a separate field")
+        if label in spec.inputs and label not in fields:  # the input reads the field of its own name
             raise InputError(f"--label '{label}' is one of the spec's inputs; the label must be a separate field")
         self.label = label
-        self.inputs = set(spec.inputs)
+        self.inputs = {fields.get(name, name) for name in spec.inputs}  # the fields the inputs read
         self.metrics: Metrics = metrics_for(spec)
         self.fields: set[str] = set()  # the rows' field names, for a did-you-mean on a misspelt --label
         self.unreadable = 0  # rows that were not an object of fields (invalid JSON, say): no label to score
+        self.bad_rows: list[str] = []  # where the first rows whose label names no class are (line 3 (row 2))
 
     def gold_of(self, data: Any) -> Any:
         if not isinstance(data, dict):
@@ -308,7 +348,10 @@ class Evaluation:
         if "error" in line and (not isinstance(data, dict) or "_fields" in data):  # a row that was not read
             self.unreadable += 1
             return
-        score_line(self.metrics, self.gold_of(data), line.get("value"), "error" not in line)
+        gold = self.gold_of(data)
+        score_line(self.metrics, gold, line.get("value"), "error" not in line)
+        if self.bad_label(gold) and len(self.bad_rows) < 3 and isinstance(line.get("index"), int):
+            self.bad_rows.append(f"row {line['index']}")
 
     def on_outcome(self, outcome: Outcome, line: dict[str, Any]) -> None:
         if outcome.row.error is not None:  # not read (invalid JSON, a CSV row of the wrong width): no label known
@@ -319,7 +362,24 @@ class Evaluation:
         value = outcome.result.value if outcome.result is not None else None
         line["label"] = gold
         correct = score_line(self.metrics, gold, value, outcome.ok)
-        line["correct"] = None if unlabelled(gold) else correct  # left out of the metrics, so neither
+        bad = self.bad_label(gold)
+        if bad and len(self.bad_rows) < 3:
+            self.bad_rows.append(outcome.row.where())
+        line["correct"] = None if unlabelled(gold) or bad else correct  # left out of the metrics, so neither
+
+    def bad_label(self, gold: Any) -> bool:
+        """A label no choice can be (a list or an object): the row is left out and named."""
+        return isinstance(self.metrics, ChoiceMetrics) and not unlabelled(gold) and label_text(gold) is None
+
+    def bad_labels(self) -> str | None:
+        """Why some rows were left out for a label that is a list or an object (None: there were none)."""
+        n = self.metrics.bad_labels if isinstance(self.metrics, ChoiceMetrics) else 0
+        if not n:
+            return None
+        where = f" ({', '.join(self.bad_rows)}{', ...' if n > len(self.bad_rows) else ''})" if self.bad_rows else ""
+        rows = "row has" if n == 1 else "rows have"
+        return (f"{n} {rows} a --label '{self.label}' that is a list or an object, not a class name{where}, "
+                f"so the metrics leave {'it' if n == 1 else 'them'} out; a label is text (or a number or boolean)")
 
     def no_labels(self) -> str | None:
         """Why the metrics describe nothing when no row had a label (a misspelt --label, most often)."""

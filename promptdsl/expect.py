@@ -9,7 +9,7 @@ from typing import Any
 
 from . import schema as schemas
 from .backend import CUT_WORDS
-from .errors import PromptDSLError, quote
+from .errors import PromptDSLError, escape, quote
 from .runner import Runner
 from .schema import json_equal
 from .spec import Spec, SpecTest
@@ -26,8 +26,10 @@ class TestOutcome:
 
     @property
     def label(self) -> str:
-        name = f" ({self.test.name})" if self.test.name else ""
-        return f"{self.spec.label}::test[{self.index}]{name}"
+        """How ``promptdsl test`` names the test: ``file::test[i] (name)``, the name (from the spec
+        file) escaped and cut short, as every file-sourced string shown is."""
+        name = f" ({quote(self.test.name)[1:-1]})" if self.test.name else ""
+        return f"{escape(self.spec.label)}::test[{self.index}]{name}"
 
 
 def value_text(value: Any) -> str:
@@ -54,7 +56,8 @@ def check_expectation(expect: Any, value: Any) -> str | None:
     if "matches" in expect:
         try:
             if not schemas.search(expect["matches"], text):
-                problems.append(f"expected text matching /{expect['matches']}/, got {quote(text, 200)}")
+                problems.append(f"expected text matching /{quote(expect['matches'], 200)[1:-1]}/, "
+                                f"got {quote(text, 200)}")
         except schemas.RegexProblem as exc:
             problems.append(str(exc))
     if "schema" in expect:

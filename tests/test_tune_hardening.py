@@ -825,3 +825,148 @@ def test_export_never_overwrites_the_spec_s_examples_file_or_extends_file(
     out = tmp_path / "out"  # elsewhere, the export goes ahead
     export(load_spec(proj / "emo.yaml"), DataFile(proj / "rows.jsonl"), "label", out, force=force)
     assert (out / "train.jsonl").exists() and (out / "meta.json").exists()
+
+
+# ============================================================================ 11. tune never clobbers its inputs
+
+
+def _no_tune(monkeypatch: pytest.MonkeyPatch) -> None:
+    import promptdsl.tune as tune_pkg
+
+    monkeypatch.setattr(tune_pkg, "tune", lambda *a, **k: pytest.fail("tune() ran: --out was not refused"))
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_tune_out_is_never_the_data_eval_spec_or_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, force: bool
+) -> None:
+    """The reviewer's case: --out l2.jsonl --force overwrote the training rows with a 138 MiB GGUF."""
+    _no_tune(monkeypatch)
+    proj = _spec_folder(tmp_path)
+    data = proj / "rows.jsonl"
+    evalf = _write_rows(tmp_path / "val.jsonl", ROWS[:2])
+    model = tmp_path / "base.gguf"
+    model.write_bytes(b"GGUF base")
+    (tmp_path / "data.gguf").symlink_to(data)
+    os.link(evalf, tmp_path / "eval.gguf")
+    (tmp_path / "model.gguf").symlink_to(model)
+    before = {p: p.read_bytes() for p in (data, evalf, model, *proj.iterdir()) if p.is_file()}
+    base = ["tune", str(proj / "emo.yaml"), "--data", str(data), "--label", "label", "--eval", str(evalf),
+            "--model", str(model), "--steps", "1", *(["--force"] if force else [])]
+    cases = [
+        (data, "--out writes a GGUF model; give it a .gguf name, not 'rows.jsonl'"),
+        (proj / "emo.yaml", "give it a .gguf name, not 'emo.yaml'"),
+        (tmp_path / "tuned.bin", "give it a .gguf name, not 'tuned.bin'"),
+        (tmp_path / "data.gguf", "data.gguf: --out would overwrite the --data file; choose another --out"),
+        (tmp_path / "eval.gguf", "eval.gguf: --out would overwrite the --eval file"),
+        (tmp_path / "sub" / ".." / "base.gguf", "--out is the model being tuned; give another file"),
+        (tmp_path / "model.gguf", "--out is the model being tuned; give another file"),
+    ]
+    for out, message in cases:
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        assert main([*base, "--out", str(out)]) == 2, out
+        err = _err_lines(capsys)
+        assert len(err) == 1 and err[0].startswith("promptdsl: error: ") and message in err[0], (out, err)
+    # the spec's examples file and its 'extends' file, reached by links named .gguf
+    for name in ("train.jsonl", "meta.json"):
+        link = tmp_path / f"{name}.gguf"
+        link.symlink_to(proj / name)
+        assert main([*base, "--out", str(link)]) == 2
+        err = _err_lines(capsys)
+        assert len(err) == 1 and "--out would overwrite a file the spec is built from" in err[0], err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+@needs_extra
+def test_the_library_refuses_an_out_that_is_an_input_before_any_model_work(
+    tmp_path: Path, fake_tune: dict[str, Any]
+) -> None:
+    data = _write_rows(tmp_path / "t.jsonl", ROWS)
+    (tmp_path / "t.gguf").symlink_to(data)
+    listener = Stages()
+    with pytest.raises(InputError, match=r"t.gguf: --out would overwrite the --data file") as e:
+        _tune(tmp_path, data, out=tmp_path / "t.gguf", listener=listener)
+    with pytest.raises(InputError, match=r"--out writes a GGUF model; give it a .gguf name"):
+        _tune(tmp_path, data, out=tmp_path / "t.jsonl", listener=listener)
+    evalf = _write_rows(tmp_path / "v.jsonl", ROWS)
+    (tmp_path / "v.gguf.ckpt").symlink_to(evalf)  # its checkpoint would be written over the --eval file
+    with pytest.raises(InputError, match=r"v.gguf.ckpt: --out would overwrite the --eval file"):
+        _tune(tmp_path, data, out=tmp_path / "v.gguf", eval_data=DataFile(evalf), listener=listener)
+    assert e.value.exit_code == 2 and listener.stages == [] and FakeTokens.made == 0
+    assert data.read_text() == "".join(json.dumps(r) + "\n" for r in ROWS) and not fake_tune["written"]
+
+
+# ============================================================================ 12. SIGTERM and SIGHUP stop as Ctrl+C does
+
+
+def _signal_at(monkeypatch: pytest.MonkeyPatch, sig: int, step: int = 0, stage: str = "") -> dict[str, bool]:
+    """Send ``sig`` to this process at training step ``step`` (the step's callback), or when the CLI
+    listener hears a stage starting with ``stage``; until ``armed["on"]`` is set False."""
+    armed = {"on": True}
+    import promptdsl.tune.train as train_mod
+    from promptdsl.cli.tune_progress import CliListener
+
+    real_train = train_mod.train
+
+    def train(*a: Any, on_step: Any = None, **k: Any) -> Any:
+        def hook(s: int, total: int, loss: float) -> None:
+            if on_step is not None:
+                on_step(s, total, loss)
+            if s == step and armed["on"]:
+                os.kill(os.getpid(), sig)
+                threading.Event().wait(0.05)  # the handler runs in the main thread: this one
+
+        return real_train(*a, on_step=hook, **k)
+
+    monkeypatch.setattr(train_mod, "train", train)
+    real_stage = CliListener.stage
+
+    def on_stage(self: Any, text: str) -> None:
+        real_stage(self, text)
+        if stage and text.startswith(stage) and armed["on"]:
+            os.kill(os.getpid(), sig)
+            threading.Event().wait(0.05)
+
+    monkeypatch.setattr(CliListener, "stage", on_stage)
+    return armed
+
+
+def _tune_cli(tmp_path: Path, *extra: str) -> list[str]:
+    data = _write_rows(tmp_path / "t.jsonl", ROWS)
+    return ["tune", str(EMOTION), "--data", str(data), "--label", "label", "--out", str(tmp_path / "tuned.gguf"),
+            "--steps", "4", "--batch", "2", "--threads", "1", *extra]
+
+
+@needs_extra
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_during_training_saves_a_checkpoint_like_ctrl_c(
+    tmp_path: Path, fake_tune: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    sig: signal.Signals,
+) -> None:
+    """`kill PID` (a supervisor, timeout) killed tune silently (exit 143), losing the training."""
+    armed = _signal_at(monkeypatch, sig, step=2)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    assert main(_tune_cli(tmp_path)) == 128 + sig
+    err = _err_lines(capsys)
+    assert (f"promptdsl: interrupted by {sig.name}: stopped at step 2; checkpoint saved to "
+            f"{tmp_path / 'tuned.gguf.ckpt'} (run again with --resume)") in err, err
+    assert (tmp_path / "tuned.gguf.ckpt").is_file() and not fake_tune["written"]
+    assert {s: signal.getsignal(s) for s in before} == before  # the handlers are put back
+    armed["on"] = False
+    assert main([*_tune_cli(tmp_path), "--resume"]) == 0  # ... and it resumes
+    assert fake_tune["written"] == [tmp_path / "tuned.gguf"]
+
+
+@needs_extra
+def test_sigterm_before_training_stops_with_143_and_saves_nothing(
+    tmp_path: Path, fake_tune: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _signal_at(monkeypatch, signal.SIGTERM, stage="loading the model into torch")
+    gc.disable()  # the KeyboardInterrupt must not land in a gc callback (see the Ctrl+C handler test)
+    try:
+        code = main(_tune_cli(tmp_path))
+    finally:
+        gc.enable()
+    err = _err_lines(capsys)
+    assert code == 143 and any(x.startswith("promptdsl: interrupted by SIGTERM: stopped before training") for x in err)
+    assert not (tmp_path / "tuned.gguf.ckpt").exists() and not fake_tune["written"]

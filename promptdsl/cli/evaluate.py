@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import InputError, did_you_mean
+from ..errors import InputError, did_you_mean, escape
 from ..loader import load_spec
 from .common import Commands, add_backend_flags, add_input_flags, say
 from .dataset import add_dataset_flags, dataset_run, execute, report
@@ -29,10 +29,11 @@ def register(sub: Commands, common: argparse.ArgumentParser) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run, score, print the metrics; without --out only the metrics are printed."""
+    from ..datafile import parse_fields
     from ..evaluate import Evaluation
 
     spec = load_spec(args.spec)
-    evaluation = Evaluation(spec, args.label)
+    evaluation = Evaluation(spec, args.label, parse_fields(args.field, spec))
     check_label_column(args.data, args.label)
     run = dataset_run(spec, args, on_resumed_line=evaluation.on_resumed_line)
     summary = execute(run, args, evaluation.on_outcome, print_lines=False)
@@ -56,8 +57,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         say(f"promptdsl: error: {n} row{'s' if n != 1 else ''} could not be read, so the metrics leave "
             f"{'it' if n == 1 else 'them'} out; fix the line{'s' if n != 1 else ''} named above")
         return 1
+    if (why := evaluation.bad_labels()) is not None:
+        say(f"promptdsl: error: {escape(why)}")
+        return 1
     if (why := evaluation.no_labels()) is not None:
-        say(f"promptdsl: error: {why}")
+        say(f"promptdsl: error: {escape(why)}")  # a did-you-mean names a field of the data file
         return 1
     if summary.errors and not summary.ok and not summary.resumed:
         say(f"promptdsl: error: none of the {summary.errors} rows succeeded, so these metrics mean nothing")

@@ -12,6 +12,7 @@ from ..loader import load_spec
 from ..tune.config import DEFAULT_STEPS, TuneConfig, check_threads
 from .common import Commands, say
 from .dataset import stop_on_sigint
+from .signals import interrupt_on_term
 
 if TYPE_CHECKING:
     from ..tune import TuneReport
@@ -61,7 +62,7 @@ CONFIG_FLAGS = ("alpha", "steps", "epochs", "lr", "rank", "batch", "seed", "max_
 def cmd_tune(args: argparse.Namespace) -> int:
     # Imported here, not at the top: every other command would pay for rich and the tune package.
     from ..datafile import DataFile
-    from ..tune import tune
+    from ..tune import check_out_inputs, tune
     from ..tune.errors import TuneStopped
     from .tune_progress import CliListener
 
@@ -71,33 +72,45 @@ def cmd_tune(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     data = DataFile(args.data)
     eval_data = DataFile(args.eval) if args.eval is not None else None
+    check_out_inputs(args.out, spec, data, eval_data, args.model)  # before "exists": --force never clobbers an input
     if args.out.exists() and not args.force and not args.resume:
         say(f"promptdsl: error: {args.out} exists (use --force to overwrite)")
         return 2
     listener = CliListener()
     stop = threading.Event()
-    try:
-        with stop_on_ctrl_c(stop, listener):
-            report = tune(
-                spec,
-                data,
-                args.label,
-                args.out,
-                config,
-                model=args.model,
-                eval_data=eval_data,
-                resume=args.resume,
-                threads=args.threads,
-                stop=stop,
-                listener=listener,
-            )
-    except TuneStopped as exc:  # Ctrl+C: not an error, but what was kept (a checkpoint, or nothing)
-        listener.close()
-        say(f"promptdsl: interrupted: {exc}")
-        return exc.exit_code
-    finally:
-        listener.close()
-    return print_report(report)
+    # SIGTERM (kill, timeout, a supervisor) and SIGHUP (the terminal closed) stop as Ctrl+C does: at
+    # the end of the step with a checkpoint, a second one at once; the exit code says which it was.
+    with interrupt_on_term() as received:
+        try:
+            with stop_on_ctrl_c(stop, listener):
+                report = tune(
+                    spec,
+                    data,
+                    args.label,
+                    args.out,
+                    config,
+                    model=args.model,
+                    eval_data=eval_data,
+                    resume=args.resume,
+                    threads=args.threads,
+                    stop=stop,
+                    listener=listener,
+                )
+        except TuneStopped as exc:  # Ctrl+C: not an error, but what was kept (a checkpoint, or nothing)
+            listener.close()
+            by = f" by {received.name}" if received.name else ""
+            say(f"promptdsl: interrupted{by}: {exc}")
+            return received.exit_code(exc.exit_code)
+        except KeyboardInterrupt:  # a second signal: stopped at once
+            if received.name is None:
+                raise
+            listener.close()
+            say(f"promptdsl: interrupted by {received.name}")
+            return received.exit_code()
+        finally:
+            listener.close()
+    code = print_report(report)
+    return received.exit_code(code) if code == 130 else code
 
 
 def print_report(report: TuneReport) -> int:

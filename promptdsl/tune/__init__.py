@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PromptDSLError
+from ..errors import PromptDSLError, quote
 
 if TYPE_CHECKING:  # the CLI imports this package for its defaults: what runs is imported when it runs
     from ..datafile import DataFile
@@ -130,6 +130,35 @@ def check_out(out: Path) -> None:
             probe.unlink(missing_ok=True)
 
 
+def check_out_inputs(
+    out: Path, spec: Spec, data: DataFile, eval_data: DataFile | None = None, model: str | None = None
+) -> None:
+    """``out`` (and its checkpoint, ``out.ckpt``) names a ``.gguf`` file that is none of the files tune
+    reads: ``--data``, ``--eval``, the spec and every file it is built from, or the ``--model`` file
+    (as given; :func:`tune` checks the model it resolves too). Symlinks and hard links are followed.
+
+    Checked before anything loads, ``--force`` or not: training data overwritten by a model is lost."""
+    from ..errors import InputError
+    from ..export import _refuse_inputs, _same_file
+
+    if out.suffix.lower() != ".gguf":
+        raise InputError(f"--out writes a GGUF model; give it a .gguf name, not {quote(out.name)}")
+    if model is not None and _same_file(out, Path(model).expanduser()):
+        raise InputError("--out is the model being tuned; give another file")
+    inputs: list[tuple[str, Path | None]] = [
+        ("the --data file", data.path),
+        ("the --eval file", eval_data.path if eval_data is not None else None),
+        ("the spec file", spec.path),
+        *(("a file the spec is built from (its examples_file or an 'extends' file)", p) for p in spec.files),
+    ]
+    _refuse_inputs([out, checkpoint_path(out)], [], inputs)
+
+
+def checkpoint_path(out: Path) -> Path:
+    """Where training saves its progress (Ctrl+C, a failed write) for ``--resume``: next to ``out``."""
+    return out.with_name(out.name + ".ckpt")
+
+
 def check_eval_data(spec: Spec, data: DataFile, label: str) -> int:
     """Read the evaluation rows before any model loads: each must be readable and give the spec
     valid inputs, and some row must carry the label. Returns the number of rows."""
@@ -207,12 +236,13 @@ def tune(
     check_threads(threads)
     if label in spec.inputs:
         raise PromptDSLError(f"--label '{label}' is one of the spec's inputs; the label must be a separate field")
+    check_out_inputs(out, spec, data, eval_data, model)
     hear = listener or Listener()
     try:
         import torch
         from promptdsl_llamacpp import default_threads, resolve_model
 
-        from ..export import compile_rows, file_hash, spec_hash
+        from ..export import _same_file, compile_rows, file_hash, spec_hash
         from ..registry import backend_class
         from ..runner import spec_model
         from .train import (
@@ -236,10 +266,10 @@ def tune(
     torch.set_num_threads(n_threads)
     torch.set_flush_denormal(True)  # denormal floats make CPU training ~10x slower
     base = resolve_model(model or spec_model(spec, backend_class("llamacpp")))  # a spec's: its folder only
-    if out.resolve() == base.resolve():
+    if _same_file(out, base):
         raise TuneError("--out is the model being tuned; give another file")
     check_out(out)
-    checkpoint = out.with_name(out.name + ".ckpt")
+    checkpoint = checkpoint_path(out)
     if resume and not checkpoint.is_file():
         raise TuneError(f"--resume: no checkpoint at {checkpoint}")
     stopped = TuneStopped("stopped before training started; nothing was saved")
@@ -416,6 +446,8 @@ __all__ = [
     "TuneReport",
     "check_eval_data",
     "check_out",
+    "check_out_inputs",
+    "checkpoint_path",
     "evaluate_model",
     "missing_extra",
     "summary_lines",
