@@ -654,3 +654,49 @@ def test_concurrency_has_a_ceiling_said_before_any_file_is_made(
     code, err = exited.value.code, capsys.readouterr().err
     assert code == 2 and "--concurrency: at most 256 rows in flight, got 100,000" in err and "Traceback" not in err
     assert not out.exists()
+
+
+_SLOW_CLI = """
+import sys, time
+from promptdsl import Backend, Capability, registry
+
+class Slow(Backend):
+    name = "slow"
+    capabilities = frozenset({Capability.CHAT, Capability.COMPLETION})
+
+    def stream(self, prompt, options, constraint=None):
+        time.sleep(0.1)
+        yield "ok"
+
+registry.backend_class = lambda name: Slow
+from promptdsl.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_sigterm_stops_a_dataset_run_as_ctrl_c_does_with_a_line_saying_how_to_resume(
+    command: str, tmp_path: Path
+) -> None:
+    """`kill`, `timeout`, systemd and CI cancellation send SIGTERM: the run died silently (exit 143, no
+    line saying how to resume). Now it ends the row in flight, says so, and exits 143."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: s\ninputs: {text: {type: string}}\ntemplate: '{{ text }}'\n"
+                    "output: {type: choice, choices: [ok, no], method: generate}\n", encoding="utf-8")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"t{i}", "label": "ok"}) + "\n" for i in range(200)), encoding="utf-8")
+    out = tmp_path / "o.jsonl"
+    extra = ["--label", "label"] if command == "eval" else []
+    args = [command, str(spec), "--data", str(data), "--out", str(out), "--no-cache", "-b", "slow", *extra]
+    env = {**os.environ, "PROMPTDSL_HOME": str(tmp_path / "home")}
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_CLI, *args], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and out.read_text(encoding="utf-8").count("\n") >= 3):
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 143, err
+    assert "promptdsl: interrupted by SIGTERM after" in err and "--resume" in err and "Traceback" not in err
+    text = out.read_text(encoding="utf-8")
+    assert text.endswith("\n") and 3 <= text.count("\n") < 200

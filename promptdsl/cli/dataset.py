@@ -18,6 +18,7 @@ from ..dataset import DEFAULT_REMOTE_CONCURRENCY, ON_ERROR, SERVER_DOWN_ROWS
 from ..errors import InputError
 from ..inputs import collect_inputs
 from .common import runner_from_args, say
+from .signals import Received
 
 if TYPE_CHECKING:
     from ..dataset import DatasetRun, Outcome, Summary
@@ -150,8 +151,9 @@ def execute(
     return summary
 
 
-def report(run: DatasetRun, summary: Summary) -> int:
-    """Print the end-of-run lines on stderr and return the exit code."""
+def report(run: DatasetRun, summary: Summary, received: Received | None = None) -> int:
+    """Print the end-of-run lines on stderr and return the exit code (``received``: a SIGTERM or
+    SIGHUP that stopped the run as Ctrl+C would, named in the line and in the exit code)."""
     from .progress import format_duration
 
     where = f"; results in {run.out}" if run.out is not None else ""
@@ -186,8 +188,9 @@ def report(run: DatasetRun, summary: Summary) -> int:
             hint = "; to continue, run the same command with --resume"
         else:
             hint = "; to be able to resume, write to a file with --out"
-        say(f"promptdsl: interrupted after {_rows(total)} ({', '.join(parts)}){where}{hint}")
-        return 130
+        by = f" by {received.name}" if received is not None and received.name else ""
+        say(f"promptdsl: interrupted{by} after {_rows(total)} ({', '.join(parts)}){where}{hint}")
+        return received.exit_code(130) if received is not None else 130
     speed = f" in {format_duration(summary.seconds)} ({rate:.1f} rows/s)" if summary.rows else ""  # none run now
     say(f"promptdsl: {_rows(total)}{speed}: {', '.join(parts)}{where}")
     report_reasons(summary, source=run.data.name)
