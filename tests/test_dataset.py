@@ -700,3 +700,16 @@ def test_sigterm_stops_a_dataset_run_as_ctrl_c_does_with_a_line_saying_how_to_re
     assert "promptdsl: interrupted by SIGTERM after" in err and "--resume" in err and "Traceback" not in err
     text = out.read_text(encoding="utf-8")
     assert text.endswith("\n") and 3 <= text.count("\n") < 200
+
+
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_out_dash_is_refused_not_a_file_named_dash(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a", "label": "positive"}\n', encoding="utf-8")
+    extra = ["--label", "label"] if command == "eval" else []
+    code = main([command, str(ROOT / "specs" / "sentiment.yaml"), "--data", str(data), "--out", "-", *extra])
+    assert code == 2 and "--out - is no file name" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()

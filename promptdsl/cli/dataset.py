@@ -73,6 +73,9 @@ def dataset_run(
 
     if str(args.data) == "-" and "-" in args.input:
         raise InputError("--data - and --input - both want standard input; give one of them a file")
+    if args.out is not None and str(args.out) == "-":  # it made a file named '-'
+        raise InputError("--out - is no file name; give a file (without --out, `run` prints the results on "
+                         "standard output)")
     if args.resume and args.out is None:
         raise InputError("--resume needs --out (the results file to continue)")
     data = DataFile(args.data)
