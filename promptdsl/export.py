@@ -350,6 +350,9 @@ class ExportResult:
     meta: dict[str, Any]
     contamination: Contamination | None
     dropped: int
+    #: A train/val file in the folder that this export did not write and no earlier export did:
+    #: left as it is, but a trainer pointed at the folder would take it for this export's.
+    foreign: list[Path] = field(default_factory=list)
 
 
 def split_rows(rows: list[InstructionRow], split: float | None, seed: int) -> dict[str, list[InstructionRow]]:
@@ -460,7 +463,9 @@ def export(
             path.unlink(missing_ok=True)
     except OSError as exc:
         raise PromptDSLError(f"cannot write {out_dir}: {exc.strerror}") from None
-    return ExportResult({**files, "meta": meta_path}, meta, report, dropped)
+    others = [out_dir / f"{name}.jsonl" for name in ("train", "val") if name not in parts]
+    foreign = [path for path in others if path not in stale and path.exists()]
+    return ExportResult({**files, "meta": meta_path}, meta, report, dropped, foreign)
 
 
 def _exported(meta_path: Path, name: str) -> bool:

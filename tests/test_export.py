@@ -101,9 +101,12 @@ def test_a_new_export_without_split_removes_the_old_val_set(tmp_path: Path) -> N
     export(spec, data, "label", tmp_path, split=0.75)
     with pytest.raises(InputError, match=r"exists \(use --force to overwrite\)"):
         export(spec, data, "label", tmp_path)
-    export(spec, data, "label", tmp_path, force=True)
-    assert not (tmp_path / "val.jsonl").exists()
+    result = export(spec, data, "label", tmp_path, force=True)
+    assert not (tmp_path / "val.jsonl").exists() and result.foreign == []
     assert len(_lines(tmp_path / "train.jsonl")) == 40
+    (tmp_path / "val.jsonl").write_text('{"mine": 1}\n', encoding="utf-8")  # no export wrote it: kept, and said
+    result = export(spec, data, "label", tmp_path, force=True)
+    assert result.foreign == [tmp_path / "val.jsonl"] and _lines(tmp_path / "val.jsonl") == [{"mine": 1}]
 
 
 def test_a_label_outside_the_choices_names_its_row(tmp_path: Path) -> None:

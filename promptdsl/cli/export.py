@@ -81,4 +81,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(result.contamination.format())
     if args.decontaminate:
         say(f"--decontaminate dropped {result.dropped} of {counts['rows']} rows")
+    for path in result.foreign:
+        say(f"promptdsl: note: {path} was not written by this export (nor by an earlier one) and is left as it is; "
+            "meta.json lists the files that are")
     return 0
