@@ -258,8 +258,8 @@ def cached_problem(value: dict[str, Any], out: OutputSpec) -> str | None:
         return "malformed scores"
     if "value" not in value:
         return "no value"
-    try:  # an entry stored before answers were held to standard JSON, or edited: NaN, a lone surrogate
-        json.dumps(value, allow_nan=False)
+    try:  # an answer stored before answers were held to standard JSON, or edited: NaN, a lone surrogate
+        json.dumps([value["value"], value.get("raw")], allow_nan=False)  # (a score of -inf is a real one)
     except (ValueError, RecursionError):
         return "not standard JSON"
     if has_surrogate(value):

@@ -65,11 +65,14 @@ FOLDER_SUFFIXES = (".yaml", ".yml")
 
 def spec_files(path: Path) -> list[Path]:
     """The spec files ``path`` names: itself, or for a folder its ``*.yaml`` and ``*.yml`` entries
-    (not its subfolders), sorted; :func:`folder_entry_problem` says which of those may not be read.
+    (not its subfolders, hidden files or dangling links), sorted; :func:`folder_entry_problem` says
+    which of those may not be read.
     A folder with none is an InputError."""
     if not path.is_dir():
         return [path]
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and not p.is_dir())
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and not p.is_dir()
+                   and not p.name.startswith(".") and (p.exists() or not p.is_symlink()))  # not .#x.yaml, an
+    # editor's lock (a dangling link) or backup, nor any other link to nothing
     if not files:
         raise InputError(f"{path}: a folder with no spec files (*.yaml, *.yml)")
     return files
@@ -82,7 +85,7 @@ def folder_entry_problem(folder: Path, path: Path) -> SpecError | None:
     would hang the read. Named on the command line, a file is the user's choice and is read."""
     name = quote(str(path), 200)[1:-1]
     if not path.is_file():
-        return SpecError("not a regular file (a FIFO, device or broken link), so not read", file=name)
+        return SpecError("not a regular file (a FIFO or a device), so not read", file=name)
     try:
         inside = path.resolve().is_relative_to(folder.resolve())
     except (OSError, RuntimeError):  # a link loop

@@ -24,6 +24,7 @@ from typing import Any
 
 from .backend import Backend, BackendInfo, Capability, check_options
 from .errors import BackendError, did_you_mean, format_path, quote
+from .plugin_code import plugin_code
 
 GROUP = "promptdsl.backends"
 DEFAULT_BACKEND = "llamacpp"
@@ -78,9 +79,12 @@ def failure_text(exc: BaseException) -> str:
 
 
 def plugin_output() -> contextlib.AbstractContextManager[object]:
-    """Standard output while a plugin is imported or made goes to standard error: one ``print`` in a
-    plugin module would otherwise corrupt ``backends --json`` or ``run --json`` for every user who
-    has it installed, even one who never uses it."""
+    """Standard output while a plugin is imported, made or closed goes to standard error: one ``print``
+    in a plugin module would otherwise corrupt ``backends --json`` or ``run --json`` for every user
+    who has it installed, even one who never uses it. Under a front end that routes by thread (the
+    CLI's ``ResultsOnly``) this thread is marked; else ``sys.stdout`` is swapped for the duration."""
+    if getattr(sys.stdout, "routes_plugin_code", False) is True:
+        return plugin_code()
     return contextlib.redirect_stdout(sys.stderr)
 
 
@@ -305,7 +309,8 @@ def get_backend(name: str, model: str | None = None, options: Mapping[str, Any] 
         with _lock:
             _instances[key] = (env, inst)
         if cached is not None:  # made for an environment that has changed since: replace, do not leak
-            cached[1].close()
+            with plugin_output():
+                cached[1].close()
         return inst
 
 
@@ -316,7 +321,7 @@ def release(backend: Backend) -> None:
         for key, (_, inst) in list(_instances.items()):
             if inst is backend:
                 del _instances[key]
-    with contextlib.suppress(Exception):  # a plugin's failing close must not undo the switch that released it
+    with contextlib.suppress(Exception), plugin_output():  # a failing close must not undo the switch
         backend.close()
 
 
@@ -326,4 +331,5 @@ def close_all() -> None:
         instances = [inst for _, inst in _instances.values()]
         _instances.clear()
     for inst in instances:  # outside the lock: a wrapper's close may release the backends it made
-        inst.close()
+        with plugin_output():
+            inst.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,8 +32,8 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"value": self.value, "method": self.method.value, "raw": self.raw}
-        if self.scores is not None:
-            out["scores"] = self.scores
+        if self.scores is not None:  # a choice that cannot follow the prompt (-inf) is null: JSON has no -Infinity
+            out["scores"] = {k: v if math.isfinite(v) else None for k, v in self.scores.items()}
         out["backend"] = self.backend
         out["model"] = self.model
         out["timing"] = {"seconds": round(self.seconds, 4), "cached": self.cached}

@@ -439,7 +439,8 @@ def _guarded(backend: Backend, chunks: Iterator[str], max_tokens: int | None = N
                 raise BackendError(what, backend=backend.name, exit_code=1)
             yield chunk
     finally:
-        close_stream(chunks)
+        with plugin_code():  # what its cleanup prints is the plugin's too
+            close_stream(chunks)
 
 
 _END = object()  # the end of a plugin's stream (None could be a piece it wrongly yields)

@@ -180,18 +180,21 @@ def _taken_by_some_backend(spec: Spec, options: dict[str, Any]) -> None:
 def _refused_from_a_spec_by_all(spec: Spec, key: str, value: Any, names: list[str]) -> None:
     """An option that every backend declaring it refuses from a spec file (``api_key_env``: only the
     user may choose which variable is sent as the key) is an error, not a note that ``-b`` may help."""
-    from .errors import SpecError
-    from .runner import plugin_errors
+    from .errors import PromptDSLError, SpecError
+    from .runner import plugin_errors, spec_model
 
     reason: SpecError | None = None
     for name in names:
         cls = backend_class(name)
         try:
+            model = spec_model(spec, cls)  # as run would ask (a model file's own context length, say)
             with plugin_errors(cls, "spec_options()"):
-                cls.spec_options(None, {key: value})
+                cls.spec_options(model, {key: value})
         except SpecError as exc:
             reason = reason or exc
             continue
+        except PromptDSLError:  # cannot tell here (the embedded model not installed, a plugin's bug): run will
+            return
         return  # this one takes it
     if reason is not None:
         raise spec.error(reason.message, reason.path or ("model", "options", key))

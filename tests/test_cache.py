@@ -188,3 +188,23 @@ def test_a_cache_locked_by_another_program_is_not_called_broken(tmp_path: Path) 
     broken = ResultCache(tmp_path / "d.sqlite3", on_problem=problems.append)
     broken._disable("cannot read it: file is not a database", sqlite3.DatabaseError("file is not a database"))
     assert "delete the file to start a new cache" in problems[1]
+
+
+def test_a_score_of_minus_infinity_is_null_in_the_results_and_the_cached_answer_is_still_served() -> None:
+    """A choice that cannot follow the prompt scores -inf: results wrote it as -Infinity (no JSON reader
+    takes that), and the strict-answer check then refused every such cache entry, so it was recomputed."""
+    import json
+    import math
+
+    from promptdsl.cache import cached_problem, stored
+    from promptdsl.result import Result
+    from promptdsl.spec import Method
+
+    spec = loads_spec(CHOICE)
+    result = Result(value="Yes", method=Method.SCORE, raw="Yes", backend="b", model="m",
+                    scores={"Yes": -0.1, "No": -math.inf})
+    line = json.dumps(result.to_dict(), allow_nan=False)
+    assert json.loads(line)["scores"] == {"Yes": -0.1, "No": None} and result.scores["No"] == -math.inf
+    kept = json.loads(json.dumps(stored(result)))  # as the cache keeps it
+    assert kept["scores"]["No"] == -math.inf and cached_problem(kept, spec.output) is None
+    assert cached_problem({**kept, "value": math.nan}, spec.output) is not None

@@ -505,3 +505,10 @@ def test_an_examples_file_past_ten_thousand_examples_is_refused_before_its_rows_
     path.write_text("".join(json.dumps(r) + "\n" for r in rows[:3]) if suffix == ".jsonl" else
                     "".join(f"- {json.dumps(r)}\n" for r in rows[:3]), encoding="utf-8")
     assert len(load_spec(spec).examples) == 3
+
+
+def test_the_spec_schema_is_read_once_per_process() -> None:
+    """A helper inserted above it once took spec_schema's cache (and kept the last error alive)."""
+    from promptdsl.schema import quoted_message, spec_schema
+
+    assert spec_schema() is spec_schema() and not hasattr(quoted_message, "cache_info")

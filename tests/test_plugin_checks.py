@@ -531,3 +531,82 @@ def test_what_a_backend_or_a_tool_prints_while_it_runs_goes_to_stderr_not_into_t
     assert ran.code == 0 and json.loads(ran.out)["value"] == "done", ran.out
     assert "tool_turn says hi" in ran.err and "tool says hi" in ran.err
     assert not isinstance(sys.stdout, ResultsOnly)  # the command put stdout back as it found it
+
+
+def test_validate_asks_each_option_taker_about_the_spec_s_own_model_and_a_failure_to_tell_is_no_refusal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no backend named, validate asked spec_options(None, ...): the embedded model's 8,192-token
+    context refused a spec's n_ctx meant for its own model, and a missing embedded model failed validate."""
+    from promptdsl_llamacpp import LlamaCppBackend
+
+    from promptdsl.validate import validate_spec
+
+    asked: list[object] = []
+
+    def spy(cls: object, model: object, options: object) -> dict[str, object]:
+        asked.append(model)
+        if len(asked) == 1:  # the option check (validate then bounds the options for the default backend, as run)
+            raise BackendError("embedded model package not installed", backend="llamacpp")
+        return dict(options)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(LlamaCppBackend, "spec_options", classmethod(spy))
+    spec = tmp_path / "s.yaml"
+    spec.write_text("version: 1\nname: s\nmodel: {model: smollm2, options: {n_batch: 64}}\n", encoding="utf-8")
+    validate_spec(spec)  # llamacpp alone takes n_batch, and it could not tell: run will say
+    assert asked and set(asked) == {"smollm2"}
+
+
+def test_a_plugin_bug_while_validate_looks_for_notes_is_that_spec_s_line_and_the_listing_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Callable[..., Ran]) -> None:
+    from promptdsl_llamacpp import LlamaCppBackend
+
+    def broken(cls: object, model: str) -> None:
+        raise RuntimeError("oops")
+
+    monkeypatch.setattr(LlamaCppBackend, "check_model", classmethod(broken))
+    (tmp_path / "a.yaml").write_text("version: 1\nname: a\nmodel: {model: foo}\n", encoding="utf-8")
+    (tmp_path / "b.yaml").write_text("version: 1\nname: b\n", encoding="utf-8")
+    ran = cli("validate", str(tmp_path))
+    assert ran.code == 1, ran.err
+    assert ran.err.strip() == "promptdsl: error: llamacpp: check_model() failed: RuntimeError: oops"
+    assert ran.out.splitlines() == [f"ok: {tmp_path / 'b.yaml'} (0 examples, 0 tests, chat mode, output text)",
+                                    "1 ok, 1 invalid"]
+
+
+def test_what_a_plugin_prints_while_its_stream_is_closed_early_or_it_is_closed_is_routed_too(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The stream's own pieces were routed, its cleanup (a generator closed early) and close() were not."""
+    import io
+
+    from promptdsl import registry
+    from promptdsl.backend import Backend, Capability
+    from promptdsl.runner import _guarded
+
+    class Tidy(Backend):
+        name = "tidy"
+        capabilities = frozenset({Capability.CHAT})
+
+        def stream(self, prompt, options, constraint=None):  # type: ignore[no-untyped-def]
+            try:
+                print("piece")
+                yield "a"
+                yield "b"
+            finally:
+                print("cleanup")
+
+        def close(self) -> None:
+            print("closed")
+
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", ResultsOnly(out))  # type: ignore[arg-type]
+    backend = Tidy()
+    pieces = _guarded(backend, backend.stream(None, None))  # type: ignore[arg-type]
+    assert next(pieces) == "a"
+    pieces.close()  # as a stop string or a tool loop closes a response early
+    with registry.plugin_output():  # under the router: this thread is marked, sys.stdout is not swapped
+        assert isinstance(sys.stdout, ResultsOnly)
+        print("made")
+    registry.release(backend)
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert out.getvalue() == "" and err.split() == ["piece", "cleanup", "made", "closed"]

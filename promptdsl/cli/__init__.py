@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"promptdsl: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
         return 2
     finally:
-        if isinstance(sys.stdout, ResultsOnly):  # as it was (in-process callers, the tests)
+        if real is not None and sys.stdout is not real:  # as it was (in-process callers, the tests)
             sys.stdout = real
 
 

@@ -18,7 +18,7 @@ from ..dataset import DEFAULT_REMOTE_CONCURRENCY, ON_ERROR, SERVER_DOWN_ROWS
 from ..errors import InputError
 from ..inputs import collect_inputs
 from .common import runner_from_args, say
-from .signals import Received
+from .signals import Received, interrupt_on_term
 
 if TYPE_CHECKING:
     from ..dataset import DatasetRun, Outcome, Summary
@@ -152,6 +152,26 @@ def execute(
     for notice in run.notices[seen:]:
         say(f"promptdsl: {notice}")
     return summary
+
+
+def execute_stoppable(
+    run: DatasetRun,
+    args: argparse.Namespace,
+    on_outcome: Callable[[Outcome, dict[str, Any]], None] | None = None,
+    *,
+    print_lines: bool = True,
+) -> tuple[Summary | None, Received]:
+    """:func:`execute` with SIGTERM and SIGHUP (``kill``, ``timeout``, a supervisor, the terminal
+    closed) handled as Ctrl+C; the summary is None when one stopped the run at once (a second
+    signal, or one outside the rows), after its line is said."""
+    with interrupt_on_term() as received:
+        try:
+            return execute(run, args, on_outcome, print_lines=print_lines), received
+        except KeyboardInterrupt:
+            if received.signum is None:
+                raise
+            say(f"promptdsl: interrupted by {received.name}")
+            return None, received
 
 
 def report(run: DatasetRun, summary: Summary, received: Received | None = None) -> int:

@@ -9,8 +9,7 @@ from pathlib import Path
 from ..errors import InputError, did_you_mean, escape
 from ..loader import load_spec
 from .common import Commands, add_backend_flags, add_input_flags, say
-from .dataset import add_dataset_flags, dataset_run, execute, report
-from .signals import interrupt_on_term
+from .dataset import add_dataset_flags, dataset_run, execute_stoppable, report
 from .tools import add_tool_flags
 
 
@@ -37,8 +36,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     evaluation = Evaluation(spec, args.label, parse_fields(args.field, spec))
     check_label_column(args.data, args.label)
     run = dataset_run(spec, args, on_resumed_line=evaluation.on_resumed_line)
-    with interrupt_on_term() as received:  # `kill`, `timeout`, a supervisor: stop as Ctrl+C does
-        summary = execute(run, args, evaluation.on_outcome, print_lines=False)
+    summary, received = execute_stoppable(run, args, evaluation.on_outcome, print_lines=False)
+    if summary is None:
+        return received.exit_code()
     code = report(run, summary, received)
     partial = summary.interrupted or summary.stopped_by is not None or summary.server_down is not None
     if args.json:

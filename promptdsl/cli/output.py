@@ -15,6 +15,9 @@ class ResultsOnly:
     to standard error, so ``run --json | jq`` is not broken by a plugin. The library marks plugin
     code per thread (:func:`promptdsl.registry.plugin_code`); everything else is the real stream's."""
 
+    #: Read by :func:`promptdsl.registry.plugin_output`: mark the thread, do not swap ``sys.stdout``.
+    routes_plugin_code = True
+
     def __init__(self, out: TextIO) -> None:
         self.out = out
 

@@ -14,8 +14,7 @@ from ..inputs import SURROGATE
 from ..loader import load_spec
 from ..result import Result
 from .common import Commands, add_backend_flags, add_input_flags, inputs_from_args, print_value, runner_from_args
-from .dataset import add_dataset_flags, dataset_run, execute, report
-from .signals import interrupt_on_term
+from .dataset import add_dataset_flags, dataset_run, execute_stoppable, report
 from .tools import add_tool_flags
 
 #: Tool loops that ended without the tool's help: the answer is the model's own guess, so the
@@ -55,9 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_flags(args)
     if args.data is not None:
         run = dataset_run(spec, args)
-        with interrupt_on_term() as received:  # `kill`, `timeout`, a supervisor: stop as Ctrl+C does
-            summary = execute(run, args)
-        return report(run, summary, received)
+        summary, received = execute_stoppable(run, args)
+        return received.exit_code() if summary is None else report(run, summary, received)
     values = inputs_from_args(spec, args)
     response = runner_from_args(spec, args).response(values)
     if args.stream and not args.json:

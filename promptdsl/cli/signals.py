@@ -63,8 +63,9 @@ def interrupt_on_term(callback: Callable[[int, FrameType | None], None] | None =
     the first signal asks for a graceful stop, a second one stops at once), and
     KeyboardInterrupt is raised in the main thread when SIGINT has no Python handler.
 
-    The previous handlers are restored on exit, even when the block raises. Outside the main
-    thread (where Python cannot install handlers) it does nothing but yield.
+    The previous handlers are restored on exit, even when the block raises. A signal ignored when
+    the block starts (SIGHUP under ``nohup``) stays ignored. Outside the main thread (where Python
+    cannot install handlers) it does nothing but yield.
     """
     received = Received()
     if threading.current_thread() is not threading.main_thread():
@@ -79,6 +80,8 @@ def interrupt_on_term(callback: Callable[[int, FrameType | None], None] | None =
     previous: list[tuple[signal.Signals, Callable[[int, FrameType | None], object] | int]] = []
     try:
         for sig in TERM_SIGNALS:
+            if signal.getsignal(sig) is signal.SIG_IGN:  # `nohup`: the user asked for it to be ignored
+                continue
             old = signal.signal(sig, handler)
             previous.append((sig, signal.SIG_DFL if old is None else old))  # None: not set from Python
         yield received

@@ -104,14 +104,21 @@ def _say(problem: PromptDSLError, debug: bool) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     loaded, problems = _load_each(args, validate_spec)
-    invalid = len(problems)
+    ok = 0
     for path, spec in loaded:
+        try:
+            notes = spec_notes(spec)
+        except PromptDSLError as exc:  # a plugin's bug while looking (its check_model, say): this spec's line
+            _say(exc, args.debug)
+            problems.append(exc)
+            continue
         counts = f"{_count(len(spec.examples), 'example')}, {_count(len(spec.tests), 'test')}"
         print(f"ok: {path} ({counts}, {spec.mode} mode, output {spec.output.type})")
-        for note in spec_notes(spec):
+        for note in notes:
             print(f"  note: {note}")
-    if len(loaded) + invalid > 1:
-        print(f"{len(loaded)} ok, {invalid} invalid")
+        ok += 1
+    if ok + len(problems) > 1:
+        print(f"{ok} ok, {len(problems)} invalid")
     return _exit_code(problems)
 
 

@@ -32,7 +32,6 @@ if TYPE_CHECKING:  # imported when first used: a run of a spec already known val
     from jsonschema import Draft202012Validator, SchemaError, ValidationError
 
 
-@lru_cache(maxsize=1)
 def quoted_message(err: ValidationError) -> str:
     """jsonschema's message with the offending value shown short and escaped, never in full (a
     5,000-digit input, a shared spec's control characters)."""
@@ -43,6 +42,7 @@ def quoted_message(err: ValidationError) -> str:
     return quote(message, 300)[1:-1]
 
 
+@lru_cache(maxsize=1)
 def spec_schema() -> dict[str, Any]:
     """The spec JSON Schema shipped inside the package (every spec is checked against it)."""
     text = resources.files(__name__).joinpath("spec.schema.json").read_text("utf-8")
