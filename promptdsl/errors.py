@@ -27,7 +27,8 @@ def format_path(path: Sequence[str | int]) -> str:
     """Render a key path the way JSON Path does: ``$.output.choices[1]``."""
     out = "$"
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{quote(str(part), 40)[1:-1]}"
+        # masked whole, then cut: cut first, a token could be too short to be seen as one
+        out += f"[{part}]" if isinstance(part, int) else f".{quote(mask_secrets(str(part)), 40)[1:-1]}"
     return out
 
 

@@ -1259,3 +1259,14 @@ def test_inputs_on_stdin_that_are_no_object_are_named_as_json_names_them(
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     line = one_line_error(capsys, main(["compile", str(spec), "-i", "-"]))
     assert line == f"promptdsl: error: stdin: expected a JSON object of inputs, got {kind}"
+
+
+def test_a_token_like_key_is_masked_in_the_json_path_as_in_the_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The path was cut to 40 characters before masking, too short to be seen as a token: the
+    `(at $.…)` part showed more of a password hash than the masked key beside it."""
+    token = "Ab9cQw8Lm2Np4Rs6Tu8Vw0Xy2Za4Bc6De8Fg0Hi2Jk4Lm6No8Pq0Rs2Tu4Vw6Xy8Za0"
+    spec = write(tmp_path, f'version: 1\nname: a\n"root:$6$Zq3tXj1u${token}:19000": 1\n')
+    line = one_line_error(capsys, main(["validate", str(spec)]))
+    assert "Ab9cQw8" not in line and line.endswith("(at $.root:$6$Zq3tXj1u$***:19000)"), line
