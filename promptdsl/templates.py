@@ -276,8 +276,17 @@ def _int_args(args: Iterable[Any]) -> Iterator[int]:
     return (a for a in args if isinstance(a, int) and not isinstance(a, bool))
 
 
+#: str methods a prompt has no use for, whose cost no check can bound: ``encode`` makes bytes, which
+#: every size check here skips (``x.encode() * 2000000000`` took 2 GB), and runs codecs such as
+#: punycode (quadratic, 24 s for 10,000 characters in one step the clock cannot interrupt);
+#: ``translate`` maps each character to a string of any length.
+_REFUSED_STR_METHODS = frozenset({"encode", "translate", "maketrans"})
+
+
 def _check_str_method(text: str, name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
     values = [*args, *kwargs.values()]
+    if name in _REFUSED_STR_METHODS:
+        raise TemplateLimit(f"the text method '{name}' is not available in templates")
     if name == "expandtabs":
         tab = next(_int_args(values), 8)
         if len(text) * max(tab, 1) > MAX_CHARS:
@@ -443,7 +452,10 @@ class _BoundedEnvironment(ImmutableSandboxedEnvironment):
         budget = _tick()
         owner = getattr(obj, "__self__", None)
         if isinstance(owner, str):
-            _check_str_method(owner, getattr(obj, "__name__", ""), args, kwargs)
+            name = getattr(obj, "__name__", "")
+            if name == "join" and args and not isinstance(args[0], Sized):
+                args = (list(_loop(args[0])), *args[1:])  # a generator is read once, so count it first
+            _check_str_method(owner, name, args, kwargs)
         elif not isinstance(obj, Macro):
             for n in _int_args([*args, *kwargs.values()]):
                 if n > MAX_CHARS:

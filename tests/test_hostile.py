@@ -1270,3 +1270,22 @@ def test_a_token_like_key_is_masked_in_the_json_path_as_in_the_message(
     spec = write(tmp_path, f'version: 1\nname: a\n"root:$6$Zq3tXj1u${token}:19000": 1\n')
     line = one_line_error(capsys, main(["validate", str(spec)]))
     assert "Ab9cQw8" not in line and line.endswith("(at $.root:$6$Zq3tXj1u$***:19000)"), line
+
+
+@pytest.mark.parametrize("source", [
+    "{{ ('x'.encode('ascii') * 2000000000) | length }}",
+    "{{ ('%01000000000d'.encode('ascii') % 1) | length }}",
+    "{{ 'abc'.encode('punycode') }}",
+    "{{ ('a' * 60).translate({97: 'b' * 16000000}) | length }}",
+])
+def test_text_methods_whose_cost_no_check_bounds_are_refused(source: str) -> None:
+    """bytes skipped every size check (2 GB for a 60-byte template); punycode ran 24 s in one step."""
+    with pytest.raises(TemplateFailure, match=r"the text method '(encode|translate)' is not available in templates"):
+        render(source, {})
+
+
+def test_joining_a_generator_is_counted_before_the_text_is_built() -> None:
+    """`'-' * 16000000` joined over a generator reached 1 GB before the size check ran."""
+    with pytest.raises(TemplateFailure, match="the joined text"):
+        render("{{ ('-' * 16000000).join(range(60) | map('string')) | length }}", {})
+    assert render("{{ ', '.join(['a', 'b'] | map('upper')) }}", {}) == "A, B"
