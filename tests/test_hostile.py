@@ -1289,3 +1289,25 @@ def test_joining_a_generator_is_counted_before_the_text_is_built() -> None:
     with pytest.raises(TemplateFailure, match="the joined text"):
         render("{{ ('-' * 16000000).join(range(60) | map('string')) | length }}", {})
     assert render("{{ ', '.join(['a', 'b'] | map('upper')) }}", {}) == "A, B"
+
+
+def test_a_schema_whose_ref_reenters_it_at_every_level_is_stopped_by_the_check_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`$defs.n = {allOf: [3 x {properties: {a: {$ref: n}}}]}` triples the work at each level of the
+    value: 23 s for a value nested 11 deep, days for 20, with no regex for the budget to stop."""
+    import promptdsl.schema as schema_module
+
+    monkeypatch.setattr(schema_module, "REGEX_BUDGET_SECONDS", 0.3)
+    branch = "{properties: {a: {$ref: '#/$defs/n'}}}"
+    spec = write(tmp_path, "version: 1\nname: r\ninputs:\n  x:\n    type: object\n    $defs:\n"
+                           f"      n: {{allOf: [{branch}, {branch}, {branch}]}}\n    $ref: '#/$defs/n'\n"
+                           "template: '{{ x }}'\n")
+    value = "x"
+    for _ in range(20):
+        value = f'{{"a": {value if value != "x" else json.dumps("x")}}}'
+    start = time.monotonic()
+    line = one_line_error(capsys, main(["compile", str(spec), "-i", f"x={value}"]))
+    assert "input 'x': checking the value took longer than 0.3 s: the schema's '$ref' re-enters it" in line, line
+    assert time.monotonic() - start < 30  # not days (a bound for a noisy machine, not a timing claim)
+    assert main(["compile", str(spec), "-i", 'x={"a": {"a": "x"}}']) == 0  # a shallow value is checked as ever
