@@ -71,9 +71,21 @@ class _SchemaGrammar:
     def __init__(self, root: Mapping[str, Any]) -> None:
         self.root = root
         self.rules: dict[str, str] = {}
+        #: (id(schema), depth) -> (schema, its rule). A ``$ref`` reached K ways at each level was
+        #: expanded K^depth times (16 s for a 150-byte schema); the schema is kept so its id stays its own.
+        self._made: dict[tuple[int, int], tuple[Any, str]] = {}
 
     def rule(self, schema: Any, depth: int = 0) -> str:
         """The name (or inline body) of a rule matching ``schema``."""
+        key = (id(schema), depth)
+        made = self._made.get(key)
+        if made is not None:
+            return made[1]
+        body = self._rule(schema, depth)
+        self._made[key] = (schema, body)
+        return body
+
+    def _rule(self, schema: Any, depth: int) -> str:
         if not isinstance(schema, Mapping) or depth > MAX_DEPTH:
             return "pdsl-value"
         if "$ref" in schema:
