@@ -18,6 +18,9 @@ from .errors import SpecError, quote
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB; 1 MiB is generous and stops accidents
 MAX_NODES = 200_000  # alias bombs expand past this quickly
+#: Levels of nesting: a spec needs a dozen. Every node's position is kept under its whole key path,
+#: so 400 levels of 200,000 nodes took 840 MB before any other limit spoke.
+MAX_DEPTH = 64
 #: Text the document holds once its aliases are expanded: a few large strings reused through
 #: aliases stay under MAX_NODES yet would be scanned, checked and hashed at full size.
 MAX_EXPANDED_CHARS = 16 << 20
@@ -37,6 +40,20 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2's core scalars, which are JSON's: dates, times and ``Yes`` / ``on``
     stay strings, ``010`` is ten, ``1e3`` a number. YAML 1.1 read ``choices: [Yes, No]`` as booleans,
     ``12:30`` as 750 and ``010`` as 8."""
+
+    composed = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """Nodes are counted as they are made, so a document of too many stops there, not after
+        the whole of it is parsed (aliases, which make none, are counted by the walk)."""
+        self.composed += 1
+        if self.composed > MAX_NODES:
+            raise _TooManyNodes
+        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+
+
+class _TooManyNodes(Exception):
+    """Raised while composing: the document holds more than MAX_NODES nodes."""
 
 
 _REPLACED = {f"tag:yaml.org,2002:{t}" for t in ("timestamp", "bool", "int", "float")}
@@ -162,6 +179,8 @@ def parse_yaml(text: str, file: str) -> Located:
         raise _located_yaml_error(exc, file, text) from None
     except RecursionError:
         raise SpecError("YAML nesting is too deep", file=file) from None
+    except _TooManyNodes:
+        raise SpecError(f"YAML document expands to more than {MAX_NODES} nodes (alias bomb?)", file=file) from None
     except (ValueError, TypeError, OverflowError) as exc:  # a constructor refused a value
         raise SpecError(f"invalid YAML value: {quote(str(exc), 120)[1:-1]}", file=file) from None
     finally:
@@ -196,6 +215,9 @@ def _walk(
         raise SpecError(
             f"YAML document expands to more than {MAX_NODES} nodes (alias bomb?)", file=file
         )
+    if len(path) > MAX_DEPTH:
+        raise SpecError(f"YAML nests more than {MAX_DEPTH} levels deep", file=file,
+                        line=node.start_mark.line + 1, col=node.start_mark.column + 1, path=path[:MAX_DEPTH])
     if isinstance(node, yaml.ScalarNode):
         count[1] += len(node.value)
         if count[1] > MAX_EXPANDED_CHARS:
