@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import functools
 import io
+import itertools
 import json
 import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,11 +172,12 @@ class DatasetRunner:
 
     def _missing(self, data: Mapping[str, Any]) -> str | None:
         """Say which required input has no field in the row (a typo in a column name, say)."""
-        found = _unmatched_input(self.spec, list(map(str, data)), self.fields, self.constants)
+        names = list(map(str, data))
+        found = _unmatched_input(self.spec, set(names), self.fields, self.constants, hint=False)
         if found is None:
             return None
-        fields = ", ".join(map(str, data)) or "no fields"
-        return f"no field for {found}; the row has: {fields}"
+        found = _unmatched_input(self.spec, names, self.fields, self.constants)
+        return f"no field for {found}; the row has: {field_list(names)}"
 
     def _call(self, prompt: Prompt, values: dict[str, Any]) -> Result | PromptDSLError:
         try:
@@ -521,8 +523,26 @@ class ProgressSink(Protocol):
     def update(self, n: int = 1, *, cached: bool = False, error: bool = False) -> None: ...
 
 
+#: Field names a message lists, and a did-you-mean compares against: a row of 250,000 fields made
+#: each check sort and compare them all (25 s before the run) and each error line megabytes long.
+MAX_NAMES_SHOWN = 20
+MAX_NAMES_COMPARED = 1000
+
+
+def field_list(names: Iterable[Any]) -> str:
+    """Field names as a message lists them: quoted, the first :data:`MAX_NAMES_SHOWN`, then a count."""
+    shown: list[str] = []
+    more = 0
+    for name in names:
+        if len(shown) < MAX_NAMES_SHOWN:
+            shown.append(quote(str(name), 40))
+        else:
+            more += 1
+    return ", ".join(shown) + (f" and {more:,} more" if more else "") if shown else "no fields"
+
+
 def _unmatched_input(
-    spec: Spec, names: list[str], fields: Mapping[str, str], constants: Mapping[str, Any]
+    spec: Spec, names: Collection[str], fields: Mapping[str, str], constants: Mapping[str, Any], *, hint: bool = True
 ) -> str | None:
     """The first required input that none of ``names`` (a row's fields, a CSV header) supplies, as
     "input 'x'" with did-you-mean and the --field that would map it; None when all are there."""
@@ -531,12 +551,14 @@ def _unmatched_input(
         if source in names or name in constants or "default" in schema:
             continue
         what = f"input '{name}'" if source == name else f"input '{name}' (--field {name}={source})"
-        hint = did_you_mean(source, names)
-        if hint and source == name:
-            hint += f"; map it with --field {name}={hint.split(chr(39))[1]}"
+        if not hint:
+            return what
+        close = did_you_mean(source, itertools.islice(names, MAX_NAMES_COMPARED))
+        if close and source == name:
+            close += f"; map it with --field {name}={close.split(chr(39))[1]}"
         elif source == name:
-            hint = f" (map a field to it with --field {name}=FIELD)"
-        return what + hint
+            close = f" (map a field to it with --field {name}=FIELD)"
+        return what + close
     return None
 
 
@@ -553,10 +575,10 @@ def _check_columns(spec: Spec, data: DataFile, fields: Mapping[str, str], consta
         _check_fields(spec, data, fields, constants)
         return
     header = data.header()
-    found = _unmatched_input(spec, header, fields, constants) if header else None
+    found = _unmatched_input(spec, set(header), fields, constants, hint=False) if header else None
     if header and found is not None:
-        columns = ", ".join(quote(c, 40) for c in header)
-        raise InputError(f"line 1: no column for {found}; the header has: {columns}", source=data.name)
+        found = _unmatched_input(spec, header, fields, constants)
+        raise InputError(f"line 1: no column for {found}; the header has: {field_list(header)}", source=data.name)
 
 
 def _check_fields(spec: Spec, data: DataFile, fields: Mapping[str, str], constants: Mapping[str, Any]) -> None:
@@ -566,11 +588,13 @@ def _check_fields(spec: Spec, data: DataFile, fields: Mapping[str, str], constan
     seen = first = 0
     for names, count, line in data.fields_seen(SCAN_ROWS):
         seen, first = count, first or line
-        found = _unmatched_input(spec, sorted(names), fields, constants)
+        found = _unmatched_input(spec, names, fields, constants, hint=False)  # the message is made once, below
         if found is None:
             return
     if found is not None:
-        shown = ", ".join(quote(n, 40) for n in sorted(names)[:20])
+        ordered = sorted(names)
+        found = _unmatched_input(spec, ordered, fields, constants)
+        shown = field_list(ordered)
         if seen == 1:
             raise InputError(f"line {first}: no field for {found}; the row has: {shown}", source=data.name)
         raise InputError(f"none of the first {seen} rows has a field for {found}; their fields: {shown}",

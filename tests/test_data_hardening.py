@@ -540,3 +540,33 @@ def test_field_mappings_twice_or_reversed_are_refused() -> None:
     assert parse_fields(["ticket=msg", "ticket=msg"], s) == {"ticket": "msg"}
     with pytest.raises(InputError, match=r"unknown input 'msg' \(did you mean --field ticket=msg\? it is --field INPUT"):
         parse_fields(["msg=ticket"], s)
+
+
+def test_a_row_of_very_many_fields_is_named_short_and_compared_against_a_bounded_few(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """6 rows of 250,000 fields took 25 s before the run (every field name re-sorted and compared
+    after each row) and gave a 17 MB "one-line" error listing them all."""
+    import promptdsl.dataset as dataset_module
+    from promptdsl.datafile import DataFile
+    from promptdsl.dataset import DatasetRun
+    from promptdsl.loader import loads_spec
+
+    compared: list[int] = []
+    real = dataset_module.did_you_mean
+
+    def counting(word: str, options: Any) -> str:
+        options = list(options)
+        compared.append(len(options))
+        return real(word, options)
+
+    monkeypatch.setattr(dataset_module, "did_you_mean", counting)
+    spec = loads_spec("version: 1\nname: w\ninputs: {text: {type: string}}\n")
+    data = tmp_path / "wide.jsonl"
+    row = {f"k{i}": 1 for i in range(3000)}
+    data.write_text((json.dumps(row) + "\n") * 3, encoding="utf-8")
+    with pytest.raises(InputError) as info:
+        DatasetRun(spec, DataFile(data))
+    message = str(info.value)
+    assert "none of the first 3 rows has a field for input 'text'" in message and message.endswith(" and 2,980 more")
+    assert len(message) < 1000 and compared == [1000]  # once, against the first 1,000 names
