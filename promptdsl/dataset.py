@@ -42,8 +42,8 @@ from .errors import (
     OutputError,
     PromptDSLError,
     did_you_mean,
+    field_list,
     one_line,
-    quote,
 )
 from .prompt import Prompt
 from .result import Result
@@ -523,22 +523,9 @@ class ProgressSink(Protocol):
     def update(self, n: int = 1, *, cached: bool = False, error: bool = False) -> None: ...
 
 
-#: Field names a message lists, and a did-you-mean compares against: a row of 250,000 fields made
-#: each check sort and compare them all (25 s before the run) and each error line megabytes long.
-MAX_NAMES_SHOWN = 20
+#: Field names a did-you-mean compares against: a row of 250,000 fields made each check sort and
+#: compare them all (25 s before the run).
 MAX_NAMES_COMPARED = 1000
-
-
-def field_list(names: Iterable[Any]) -> str:
-    """Field names as a message lists them: quoted, the first :data:`MAX_NAMES_SHOWN`, then a count."""
-    shown: list[str] = []
-    more = 0
-    for name in names:
-        if len(shown) < MAX_NAMES_SHOWN:
-            shown.append(quote(str(name), 40))
-        else:
-            more += 1
-    return ", ".join(shown) + (f" and {more:,} more" if more else "") if shown else "no fields"
 
 
 def _unmatched_input(

@@ -32,6 +32,23 @@ def format_path(path: Sequence[str | int]) -> str:
     return out
 
 
+#: Names a message lists before it counts the rest (a data row may hold 250,000 fields).
+MAX_NAMES_SHOWN = 20
+
+
+def field_list(names: Iterable[Any]) -> str:
+    """Field or column names as a message lists them: quoted, the first :data:`MAX_NAMES_SHOWN`,
+    then how many more (an error line stays one short line)."""
+    shown: list[str] = []
+    more = 0
+    for name in names:
+        if len(shown) < MAX_NAMES_SHOWN:
+            shown.append(quote(str(name), 40))
+        else:
+            more += 1
+    return ", ".join(shown) + (f" and {more:,} more" if more else "") if shown else "no fields"
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` when a close option exists, else an empty string."""
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)

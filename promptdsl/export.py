@@ -24,7 +24,7 @@ from typing import Any
 
 from .compiler import Compiler, render_output
 from .datafile import DataFile, Row, row_inputs
-from .errors import InputError, PromptDSLError, did_you_mean
+from .errors import InputError, PromptDSLError, did_you_mean, field_list
 from .inputs import validate_inputs
 from .outputs import ParseFailure, parse_output
 from .prompt import Prompt
@@ -114,8 +114,8 @@ def compile_row(spec: Spec, compiler: Compiler, row: Row, data: DataFile, label:
     if row.error is not None:
         raise fail(row.error)
     if label not in row.data:
-        hint = did_you_mean(label, [k for k in map(str, row.data) if k not in spec.inputs])
-        raise fail(f"no label field '{label}'{hint}; the row has: {', '.join(map(str, row.data)) or 'no fields'}")
+        hint = did_you_mean(label, [k for k in map(str, row.data) if k not in spec.inputs][:1000])
+        raise fail(f"no label field '{label}'{hint}; the row has: {field_list(row.data)}")
     if row.data[label] is None:
         raise fail(f"the label field '{label}' is null")
     try:

@@ -122,7 +122,7 @@ def test_bad_rows_become_error_lines_with_row_and_reason(
     assert errors[2].startswith("line 3 (row 2): input 'text'")
     assert errors[3] == "line 5 (row 3): expected a JSON object of inputs, got an array"
     assert errors[4] == ("line 6 (row 4): no field for input 'text' (did you mean 'txt'?); "
-                         "map it with --field text=txt; the row has: txt")
+                         "map it with --field text=txt; the row has: 'txt'")
     assert lines[1]["input"] == "{not json" and all(x["error_type"] == "input" for x in lines if "error" in x)
     assert "2 ok" in err and "4 failed" in err
 

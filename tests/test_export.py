@@ -120,7 +120,7 @@ def test_a_label_outside_the_choices_names_its_row(tmp_path: Path) -> None:
 def test_missing_label_and_bad_input_are_one_clear_error(tmp_path: Path) -> None:
     data = tmp_path / "bad.jsonl"
     data.write_text('{"text": "fine"}\n')
-    with pytest.raises(InputError, match="no label field 'label'; the row has: text"):
+    with pytest.raises(InputError, match="no label field 'label'; the row has: 'text'"):
         export(load_spec(EMOTION), DataFile(data), "label", tmp_path / "out")
     data.write_text('{"text": "fine", "labels": "joy"}\n')
     with pytest.raises(InputError, match=r"no label field 'label' \(did you mean 'labels'\?\)"):

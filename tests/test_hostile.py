@@ -985,7 +985,7 @@ def test_eval_says_why_rows_fail_and_maps_fields(
     err = capsys.readouterr().err
     assert code == 0  # some rows have it: the others fail one by one, and are counted
     assert ("4 rows failed: no field for input 'tweet' (did you mean 'text'?); map it with --field tweet=text; "
-            f"the row has: text, label (first at {mixed}:2)") in err
+            f"the row has: 'text', 'label' (first at {mixed}:2)") in err
     code = main(["eval", str(scoring), "--data", str(data), "--label", "label", "-b", "scoring",
                  "--field", "tweet=text", "--json"])
     captured = capsys.readouterr()

@@ -510,7 +510,7 @@ def test_a_checkpoint_from_an_older_version_is_refused_by_name(tmp_path: Path) -
 def test_eval_rows_are_checked_before_any_model_loads(tmp_path: Path, fake_tune: dict[str, Any]) -> None:
     data = _write_rows(tmp_path / "t.jsonl", ROWS)
     wrong = _write_rows(tmp_path / "v.jsonl", [{"tweet": r["text"], "label": r["label"]} for r in ROWS])
-    with pytest.raises(InputError, match=r"v.jsonl: line 1 \(row 0\): no field for input 'text' \(did you mean 'tweet'\?\); the row has: tweet, label"):
+    with pytest.raises(InputError, match=r"v.jsonl: line 1 \(row 0\): no field for input 'text' \(did you mean 'tweet'\?\); the row has: 'tweet', 'label'"):
         _tune(tmp_path, data, eval_data=DataFile(wrong))
     empty_text = _write_rows(tmp_path / "e.jsonl", [ROWS[0], {"text": "", "label": "joy"}])
     with pytest.raises(InputError, match=r"e.jsonl: line 2 \(row 1\): input 'text'"):

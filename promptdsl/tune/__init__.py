@@ -163,7 +163,7 @@ def check_eval_data(spec: Spec, data: DataFile, label: str) -> int:
     """Read the evaluation rows before any model loads: each must be readable and give the spec
     valid inputs, and some row must carry the label. Returns the number of rows."""
     from ..datafile import row_inputs
-    from ..errors import InputError, did_you_mean
+    from ..errors import InputError, did_you_mean, field_list
     from ..evaluate import check_label_header, unlabelled
     from ..inputs import validate_inputs
 
@@ -181,8 +181,8 @@ def check_eval_data(spec: Spec, data: DataFile, label: str) -> int:
         for name, schema in spec.inputs.items():
             if name not in row.data and "default" not in schema:
                 raise InputError(
-                    f"{row.where()}: no field for input '{name}'{did_you_mean(name, have)}; the row has: "
-                    + (", ".join(have) or "no fields"),
+                    f"{row.where()}: no field for input '{name}'{did_you_mean(name, have[:1000])}; the row has: "
+                    + field_list(have),
                     source=data.name,
                 )
         try:
