@@ -97,8 +97,14 @@ def folder_entry_problem(folder: Path, path: Path) -> SpecError | None:
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Load, merge (``extends``), validate and type a spec file."""
-    path = Path(path)
+    """Load, merge (``extends``), validate and type a spec file. Its regexes and schema checks
+    share one budget (:data:`~promptdsl.schema.SPEC_BUDGET_SECONDS`): each example and test is a
+    value with a budget of its own, and a shared spec may hold thousands."""
+    with schemas.regex_budget(schemas.SPEC_BUDGET_SECONDS, "for the whole spec"):
+        return _load_spec(Path(path))
+
+
+def _load_spec(path: Path) -> Spec:
     root = _root(path.parent)
     read: list[Path] = []  # every file the spec is built from (Spec.files)
     specs = 0  # how many spec files (this one and its bases) were read; the rest are examples files
@@ -120,7 +126,12 @@ def load_spec(path: str | Path) -> Spec:
 
 def loads_spec(text: str, *, file: str = "<string>", base_dir: Path | None = None) -> Spec:
     """Load a spec from YAML text (``extends`` and ``examples_file`` resolve against, and must lie
-    inside, ``base_dir``, else the current directory)."""
+    inside, ``base_dir``, else the current directory), on the budget :func:`load_spec` has."""
+    with schemas.regex_budget(schemas.SPEC_BUDGET_SECONDS, "for the whole spec"):
+        return _loads_spec(text, file, base_dir)
+
+
+def _loads_spec(text: str, file: str, base_dir: Path | None) -> Spec:
     located = parse_yaml(text, file)
     _require_mapping(located)
     root = _root(base_dir or Path.cwd())

@@ -23,6 +23,13 @@ def validate_spec(source: str | Path | Spec, *, check_backend: bool = True) -> S
     installed and take its options (a front end that lets the user pick another backend passes
     False). Raises the first :class:`~promptdsl.errors.PromptDSLError`.
     """
+    from .schema import SPEC_BUDGET_SECONDS, regex_budget
+
+    with regex_budget(SPEC_BUDGET_SECONDS, "for the whole spec"):  # loading and compiling share it
+        return _validate(source, check_backend)
+
+
+def _validate(source: str | Path | Spec, check_backend: bool) -> Spec:
     spec = source if isinstance(source, Spec) else load_spec(source)
     if check_backend:
         _check_backend(spec)

@@ -55,6 +55,9 @@ REGEX_SECONDS = 1.0
 #: Longest time all the searches of one validation may take together (an array of a thousand
 #: strings under a slow ``pattern`` would otherwise take a thousand times REGEX_SECONDS).
 REGEX_BUDGET_SECONDS = 2.0
+#: Longest time the checks of a whole spec may take together (loading and ``validate``): its
+#: examples and tests are each a value, and 10 inputs under slow patterns in one test took 17 s.
+SPEC_BUDGET_SECONDS = 10.0
 #: Longest pattern accepted (patterns are a line or two; anything longer is a mistake).
 MAX_PATTERN_CHARS = 2000
 
@@ -82,17 +85,25 @@ _budget = threading.local()  # .deadline: when the searches of the validation ru
 
 
 @contextmanager
-def regex_budget() -> Iterator[None]:
-    """Bound every regex search inside to :data:`REGEX_BUDGET_SECONDS` in all (an outer budget, if
-    any, still rules)."""
+def regex_budget(seconds: float | None = None, scope: str = "on one value") -> Iterator[None]:
+    """Bound every regex search (and ``$ref`` followed) inside to ``seconds`` in all (default
+    :data:`REGEX_BUDGET_SECONDS`; ``scope`` says what the budget covers, for the message). An
+    outer budget, if any, still rules."""
     outer = getattr(_budget, "deadline", None)
     if outer is None:
-        _budget.deadline = time.monotonic() + REGEX_BUDGET_SECONDS
+        _budget.seconds = REGEX_BUDGET_SECONDS if seconds is None else seconds
+        _budget.scope = scope
+        _budget.deadline = time.monotonic() + _budget.seconds
     try:
         yield
     finally:
         if outer is None:
             _budget.deadline = None
+
+
+def _spent() -> str:
+    """The budget that ran out, as a message says it: "2 s in all on one value"."""
+    return f"{getattr(_budget, 'seconds', REGEX_BUDGET_SECONDS):g} s in all {getattr(_budget, 'scope', 'on one value')}"
 
 
 def search(pattern: str, text: str, flags: int = 0) -> regex.Match[str] | None:
@@ -108,7 +119,7 @@ def search(pattern: str, text: str, flags: int = 0) -> regex.Match[str] | None:
     except TimeoutError:
         if left < REGEX_SECONDS:
             raise RegexProblem(
-                f"the regular expressions took longer than {REGEX_BUDGET_SECONDS:g} s in all on one value "
+                f"the regular expressions took longer than {_spent()} "
                 f"(the last was {quote(pattern)}: nested repetition such as '(a+)+' backtracks without end); "
                 "simplify it"
             ) from None
@@ -231,8 +242,8 @@ def _on_the_clock(keyword: Callable[..., Iterator[ValidationError]]) -> Callable
     def run(validator: Any, value: Any, instance: Any, schema: Any) -> Iterator[ValidationError]:
         deadline = getattr(_budget, "deadline", None)
         if deadline is not None and time.monotonic() > deadline:
-            raise RegexProblem(f"checking the value took longer than {REGEX_BUDGET_SECONDS:g} s: the schema's '$ref' "
-                               "re-enters it at every level of the value; simplify the schema")
+            raise RegexProblem(f"checking took longer than {_spent()}: the schema's '$ref' re-enters it at every "
+                               "level of the value; simplify the schema")
         yield from keyword(validator, value, instance, schema)
 
     return run
