@@ -173,10 +173,9 @@ class DatasetRunner:
     def _missing(self, data: Mapping[str, Any]) -> str | None:
         """Say which required input has no field in the row (a typo in a column name, say)."""
         names = list(map(str, data))
-        found = _unmatched_input(self.spec, set(names), self.fields, self.constants, hint=False)
+        found = _unmatched_input(self.spec, names, self.fields, self.constants)
         if found is None:
             return None
-        found = _unmatched_input(self.spec, names, self.fields, self.constants)
         return f"no field for {found}; the row has: {field_list(names)}"
 
     def _call(self, prompt: Prompt, values: dict[str, Any]) -> Result | PromptDSLError:
@@ -562,9 +561,8 @@ def _check_columns(spec: Spec, data: DataFile, fields: Mapping[str, str], consta
         _check_fields(spec, data, fields, constants)
         return
     header = data.header()
-    found = _unmatched_input(spec, set(header), fields, constants, hint=False) if header else None
+    found = _unmatched_input(spec, header, fields, constants) if header else None
     if header and found is not None:
-        found = _unmatched_input(spec, header, fields, constants)
         raise InputError(f"line 1: no column for {found}; the header has: {field_list(header)}", source=data.name)
 
 

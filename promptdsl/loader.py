@@ -65,7 +65,7 @@ FOLDER_SUFFIXES = (".yaml", ".yml")
 
 def spec_files(path: Path) -> list[Path]:
     """The spec files ``path`` names: itself, or for a folder its ``*.yaml`` and ``*.yml`` entries
-    (not its subfolders, hidden files or dangling links), sorted; :func:`folder_entry_problem` says
+    (not its subfolders, hidden files or dangling links), sorted; :func:`check_folder_entry` says
     which of those may not be read.
     A folder with none is an InputError."""
     if not path.is_dir():
@@ -78,29 +78,40 @@ def spec_files(path: Path) -> list[Path]:
     return files
 
 
-def folder_entry_problem(folder: Path, path: Path) -> SpecError | None:
-    """Why ``path``, found in ``folder`` by :func:`spec_files`, is not read as a spec, or None. A
+def check_folder_entry(given: Path, path: Path) -> None:
+    """Raise SpecError when ``path``, found by :func:`spec_files` in ``given`` (a folder), is not to
+    be read as a spec; nothing for a file named on the command line, which is the user's choice. A
     folder comes from a repository (untrusted, like a spec): a ``*.yaml`` link to a file outside it
     (``/etc/shadow``) would have its lines printed as "unknown key" errors, and a FIFO or device
-    would hang the read. Named on the command line, a file is the user's choice and is read."""
+    would hang the read."""
+    if not given.is_dir():
+        return
     name = quote(str(path), 200)[1:-1]
     if not path.is_file():
-        return SpecError("not a regular file (a FIFO or a device), so not read", file=name)
+        raise SpecError("not a regular file (a FIFO or a device), so not read", file=name)
     try:
-        inside = path.resolve().is_relative_to(folder.resolve())
+        inside = path.resolve().is_relative_to(given.resolve())
     except (OSError, RuntimeError):  # a link loop
         inside = False
     if not inside:
-        return SpecError(f"a link to a file outside {quote(str(folder), 200)}, so not read (name the file itself "
-                         "to read it)", file=name)
-    return None
+        raise SpecError(f"a link to a file outside {quote(str(given), 200)}, so not read (name the file itself "
+                        "to read it)", file=name)
+
+
+def real_path(path: Path) -> Path:
+    """The file ``path`` is, links followed (one spec found twice is read once); itself, made
+    absolute, for a link that loops."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
 
 
 def load_spec(path: str | Path) -> Spec:
     """Load, merge (``extends``), validate and type a spec file. Its regexes and schema checks
     share one budget (:data:`~promptdsl.schema.SPEC_BUDGET_SECONDS`): each example and test is a
     value with a budget of its own, and a shared spec may hold thousands."""
-    with schemas.regex_budget(schemas.SPEC_BUDGET_SECONDS, "for the whole spec"):
+    with schemas.spec_budget():
         return _load_spec(Path(path))
 
 
@@ -127,7 +138,7 @@ def _load_spec(path: Path) -> Spec:
 def loads_spec(text: str, *, file: str = "<string>", base_dir: Path | None = None) -> Spec:
     """Load a spec from YAML text (``extends`` and ``examples_file`` resolve against, and must lie
     inside, ``base_dir``, else the current directory), on the budget :func:`load_spec` has."""
-    with schemas.regex_budget(schemas.SPEC_BUDGET_SECONDS, "for the whole spec"):
+    with schemas.spec_budget():
         return _loads_spec(text, file, base_dir)
 
 
@@ -459,6 +470,10 @@ def _as_tuple(value: Any) -> tuple[str, ...] | None:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
+def _too_many_examples(count: int) -> str:
+    return f"holds {count:,} examples; the limit is {MAX_EXAMPLES:,} (a prompt shows a few: choose the pool)"
+
+
 def _load_examples_file(path: Path, located: Located, root: Path, read: list[Path]) -> list[Example]:
     where: KeyPath = ("examples_file",)
     if path.suffix not in (".jsonl", ".yaml", ".yml", ".json"):
@@ -479,8 +494,7 @@ def _load_examples_file(path: Path, located: Located, root: Path, read: list[Pat
         lines = text.splitlines()
         count = sum(1 for line in lines if line.strip())
         if count > MAX_EXAMPLES:  # said before a single row is parsed
-            raise SpecError(f"holds {count:,} examples; the limit is {MAX_EXAMPLES:,} (a prompt shows a few: choose "
-                            "the pool)", file=str(path))
+            raise SpecError(_too_many_examples(count), file=str(path))
         for n, row_text in enumerate(lines, 1):
             if not row_text.strip():
                 continue
@@ -497,8 +511,7 @@ def _load_examples_file(path: Path, located: Located, root: Path, read: list[Pat
         if not isinstance(doc.data, list):
             raise doc.error("an examples file must hold a list of {input, output} items")
         if len(doc.data) > MAX_EXAMPLES:
-            raise doc.error(f"holds {len(doc.data):,} examples; the limit is {MAX_EXAMPLES:,} (a prompt shows a few: "
-                            "choose the pool)")
+            raise doc.error(_too_many_examples(len(doc.data)))
         rows = [(item, doc.file, doc.where((i,))[1]) for i, item in enumerate(doc.data)]
         for key, pos in doc.positions.items():  # later checks of an example point into this file
             if key and isinstance(key[0], int):

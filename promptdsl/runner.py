@@ -346,6 +346,17 @@ def spec_model(spec: Spec, cls: type[Backend]) -> str | None:
     return str(spec_file(spec, text, ("model", "model"), "model.model"))
 
 
+def check_model_name(cls: type[Backend], model: str) -> None:
+    """Raise the backend's BackendError when ``model`` is a name (not a file: its ``names_file``)
+    it can never load (its ``check_model``); found without loading anything. A plugin's bug in
+    either hook is its own BackendError (exit 1)."""
+    with plugin_errors(cls, "names_file()"):
+        if cls.names_file(model):
+            return
+    with plugin_errors(cls, "check_model()"):
+        cls.check_model(model)
+
+
 def check_spec_options(spec: Spec, name: str, cls: type[Backend], options: Mapping[str, Any]) -> None:
     """The options ``spec`` itself sets hold to the backend's schema; a bad one is a SpecError at
     its place in the file (``s.yaml:5:20: backend 'x': unknown option 'uper' ...``), so the user

@@ -23,9 +23,9 @@ def validate_spec(source: str | Path | Spec, *, check_backend: bool = True) -> S
     installed and take its options (a front end that lets the user pick another backend passes
     False). Raises the first :class:`~promptdsl.errors.PromptDSLError`.
     """
-    from .schema import SPEC_BUDGET_SECONDS, regex_budget
+    from .schema import spec_budget
 
-    with regex_budget(SPEC_BUDGET_SECONDS, "for the whole spec"):  # loading and compiling share it
+    with spec_budget():  # loading and compiling share it
         return _validate(source, check_backend)
 
 
@@ -210,14 +210,10 @@ def _refused_from_a_spec_by_all(spec: Spec, key: str, value: Any, names: list[st
 def _model_refused(cls: type[Backend], model: str) -> str | None:
     """Why the backend can never load the model name ``model`` (its ``check_model``), or None (a
     file is checked by ``spec_model``, from the spec's folder)."""
-    from .runner import plugin_errors
+    from .runner import check_model_name
 
     try:
-        with plugin_errors(cls, "names_file()"):
-            if cls.names_file(model):
-                return None
-        with plugin_errors(cls, "check_model()"):
-            cls.check_model(model)
+        check_model_name(cls, model)
     except BackendError as exc:
         if exc.exit_code != 2:  # the plugin's bug, not the spec's
             raise

@@ -56,6 +56,11 @@ class _TooManyNodes(Exception):
     """Raised while composing: the document holds more than MAX_NODES nodes."""
 
 
+def _too_many_nodes(file: str) -> SpecError:
+    """A document of more than MAX_NODES nodes, composed (:class:`_Loader`) or with its aliases expanded."""
+    return SpecError(f"YAML document expands to more than {MAX_NODES} nodes (alias bomb?)", file=file)
+
+
 _REPLACED = {f"tag:yaml.org,2002:{t}" for t in ("timestamp", "bool", "int", "float")}
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag not in _REPLACED]
@@ -180,7 +185,7 @@ def parse_yaml(text: str, file: str) -> Located:
     except RecursionError:
         raise SpecError("YAML nesting is too deep", file=file) from None
     except _TooManyNodes:
-        raise SpecError(f"YAML document expands to more than {MAX_NODES} nodes (alias bomb?)", file=file) from None
+        raise _too_many_nodes(file) from None
     except (ValueError, TypeError, OverflowError) as exc:  # a constructor refused a value
         raise SpecError(f"invalid YAML value: {quote(str(exc), 120)[1:-1]}", file=file) from None
     finally:
@@ -212,9 +217,7 @@ def _walk(
 ) -> None:
     count[0] += 1
     if count[0] > MAX_NODES:
-        raise SpecError(
-            f"YAML document expands to more than {MAX_NODES} nodes (alias bomb?)", file=file
-        )
+        raise _too_many_nodes(file)
     if len(path) > MAX_DEPTH:
         raise SpecError(f"YAML nests more than {MAX_DEPTH} levels deep", file=file,
                         line=node.start_mark.line + 1, col=node.start_mark.column + 1, path=path[:MAX_DEPTH])

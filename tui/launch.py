@@ -34,14 +34,12 @@ def check_choice(choice: BackendChoice) -> None:
     loading anything (the load itself comes after the terminal check)."""
     from promptdsl.backend import check_options as check_backend_options
     from promptdsl.registry import backend_class
-    from promptdsl.runner import plugin_errors
+    from promptdsl.runner import check_model_name
 
     cls = backend_class(choice.name)
     check_backend_options(choice.name, cls.options_schema, dict(choice.options))
     if choice.model is not None:
-        with plugin_errors(cls, "check_model()"):
-            if not cls.names_file(choice.model):
-                cls.check_model(choice.model)
+        check_model_name(cls, choice.model)
 
 
 def check_terminal() -> None:

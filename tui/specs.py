@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from promptdsl.errors import PromptDSLError
-from promptdsl.loader import folder_entry_problem, spec_files
+from promptdsl.loader import check_folder_entry, real_path, spec_files
 from promptdsl.spec import Spec
 from promptdsl.validate import validate_spec
 
@@ -48,17 +48,12 @@ def discover(paths: Iterable[Path], cwd: Path) -> list[SpecEntry]:
         if root == cwd / "specs" and not root.is_dir():
             continue
         for file in _files(root):
-            try:
-                key = file.resolve()
-            except (OSError, RuntimeError):  # a link that loops: listed with its error below
-                key = file.absolute()
+            key = real_path(file)
             if key in seen:
                 continue
             seen.add(key)
             try:
-                problem = folder_entry_problem(root, file) if root.is_dir() else None
-                if problem is not None:
-                    raise problem
+                check_folder_entry(root, file)
                 out.append(SpecEntry(file, validate_spec(file, check_backend=False)))  # Ctrl+B picks another
             except PromptDSLError as exc:
                 out.append(SpecEntry(file, error=str(exc)))

@@ -13,7 +13,7 @@ class ResultsOnly:
     """``sys.stdout`` while a command runs: the command's own writes go to standard output, what a
     plugin's code prints (a debug ``print`` in a backend's ``stream()`` or a tool's ``call()``) goes
     to standard error, so ``run --json | jq`` is not broken by a plugin. The library marks plugin
-    code per thread (:func:`promptdsl.registry.plugin_code`); everything else is the real stream's."""
+    code per thread (:func:`promptdsl.plugin_code.plugin_code`); everything else is the real stream's."""
 
     #: Read by :func:`promptdsl.registry.plugin_output`: mark the thread, do not swap ``sys.stdout``.
     routes_plugin_code = True

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..compiler import Compiler
 from ..errors import PromptDSLError
-from ..loader import folder_entry_problem, load_spec, spec_files
+from ..loader import check_folder_entry, load_spec, real_path, spec_files
 from ..schema import spec_schema
 from ..spec import Spec
 from ..validate import spec_notes, validate_spec
@@ -60,14 +60,12 @@ def _load_each(
             failed.append((exc, None))
             continue
         for path in paths:
-            key = _real(path)
+            key = real_path(path)
             if key in seen:
                 continue
             seen.add(key)
             try:
-                refused = folder_entry_problem(given, path) if given.is_dir() else None
-                if refused is not None:
-                    raise refused
+                check_folder_entry(given, path)
                 spec = load(path)
             except PromptDSLError as exc:
                 failed.append((exc, key if given.is_dir() else None))
@@ -78,14 +76,6 @@ def _load_each(
     for problem in shown:
         _say(problem, args.debug)
     return loaded, shown
-
-
-def _real(path: Path) -> Path:
-    """The file ``path`` is, links followed; itself for a link that loops."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):
-        return path.absolute()
 
 
 def _exit_code(problems: list[PromptDSLError]) -> int:

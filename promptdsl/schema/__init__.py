@@ -19,7 +19,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
@@ -99,6 +99,12 @@ def regex_budget(seconds: float | None = None, scope: str = "on one value") -> I
     finally:
         if outer is None:
             _budget.deadline = None
+
+
+def spec_budget() -> AbstractContextManager[None]:
+    """The budget of a whole spec's checks (:data:`SPEC_BUDGET_SECONDS`): loading it and ``validate``
+    share it, for each example and test is a value with a budget of its own."""
+    return regex_budget(SPEC_BUDGET_SECONDS, "for the whole spec")
 
 
 def _spent() -> str:
