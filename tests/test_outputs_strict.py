@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from fake_dist import fake_distribution
+from test_data_hardening import results as strict_lines  # the results file as strict JSON (UTF-8, no NaN)
 from test_plugins import Ran
 
 from promptdsl import registry
@@ -79,16 +80,6 @@ def spec(tmp_path: Path, text: str = JS) -> str:
     path = tmp_path / "js.yaml"
     path.write_text(text, encoding="utf-8")
     return str(path)
-
-
-def strict_lines(path: Path) -> list[dict[str, Any]]:
-    """The results file as strict JSON: UTF-8, no NaN or Infinity."""
-
-    def refuse(name: str) -> Any:
-        raise AssertionError(f"{path} holds {name}, which is not JSON")
-
-    text = path.read_bytes().decode("utf-8")
-    return [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
 
 
 def output_error(ran: Ran, message: str) -> None:
