@@ -540,3 +540,11 @@ def test_yaml_nested_past_64_levels_is_refused_at_its_line_and_nodes_are_counted
     with pytest.raises(SpecError, match="more than 50 nodes"):
         load_spec(flat)
     assert len(made) <= 52  # stopped while composing, not after 5,000 nodes
+
+
+def test_the_inline_examples_limit_of_the_schema_is_the_examples_file_limit() -> None:
+    """Two spellings of one limit (the JSON Schema cannot read Python): they must not drift apart."""
+    from promptdsl.loader import MAX_EXAMPLES
+    from promptdsl.schema import spec_schema
+
+    assert spec_schema()["properties"]["examples"]["maxItems"] == MAX_EXAMPLES
